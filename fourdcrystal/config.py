@@ -1,0 +1,279 @@
+"""Typed stage configs from YAML, with command-line overrides and one-line errors.
+
+A config file holds one section per stage (``select:``, later ``supercell:``, ...). Each
+section is checked against a schema: unknown keys and bad values are rejected with one line
+naming the key, the value and what is allowed. Defaults come from the schema, then the file,
+then command-line options (which win).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import FourdError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config key: its default, a parser that normalises or rejects a value, and help."""
+
+    default: Any
+    parse: Callable[[Any], Any]  # raises ValueError("expected ...") on a bad value
+    help: str = ""
+
+
+# --- value parsers ---------------------------------------------------------------------
+# Each returns the normalised value or raises ValueError whose text says what was expected.
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def Int(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> Callable:
+    def parse(v: Any) -> int | None:
+        if v is None and nullable:
+            return None
+        if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            v = int(v)
+        if not _is_int(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ValueError(_range_text("an integer", lo, hi, nullable))
+        return int(v)
+
+    return parse
+
+
+def Float(lo: float | None = None, hi: float | None = None, nullable: bool = False,
+          lo_open: bool = False) -> Callable:
+    def parse(v: Any) -> float | None:
+        if v is None and nullable:
+            return None
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(_range_text("a number", lo, hi, nullable, lo_open)) from None
+        if not math.isfinite(x) or (lo is not None and (x < lo or (lo_open and x == lo))) or (
+            hi is not None and x > hi
+        ):
+            raise ValueError(_range_text("a number", lo, hi, nullable, lo_open))
+        return x
+
+    return parse
+
+
+def Bool() -> Callable:
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+    def parse(v: Any) -> bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in words:
+            return words[v.lower()]
+        raise ValueError("expected true or false")
+
+    return parse
+
+
+def Choice(*choices: str) -> Callable:
+    def parse(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+def Str(nullable: bool = False) -> Callable:
+    def parse(v: Any) -> str | None:
+        if v is None and nullable:
+            return None
+        if not isinstance(v, str) or not v:
+            raise ValueError("expected a non-empty string" + (" or null" if nullable else ""))
+        return v
+
+    return parse
+
+
+def List(item: Callable, min_len: int = 0, unique: bool = True) -> Callable:
+    """A list of items; a comma-separated string is accepted too (handy on the command line)."""
+
+    def parse(v: Any) -> list:
+        if v is None:
+            v = []
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        if not isinstance(v, (list, tuple)):
+            raise ValueError("expected a list")
+        out = []
+        for x in v:
+            try:
+                y = item(x)
+            except ValueError as exc:
+                raise ValueError(f"list item {x!r}: {exc}") from None
+            if unique and y in out:
+                raise ValueError(f"list item {x!r} is repeated")
+            out.append(y)
+        if len(out) < min_len:
+            raise ValueError(f"expected a list of at least {min_len} item(s)")
+        return out
+
+    return parse
+
+
+def IntRange(lo: int = 0, nullable: bool = True) -> Callable:
+    """A ``[min, max]`` pair of integers (either may be null for open-ended)."""
+
+    def parse(v: Any) -> list | None:
+        if v is None and nullable:
+            return None
+        if isinstance(v, str):
+            v = [s.strip() for s in v.replace(":", ",").split(",")]
+            v = [None if s in ("", "null", "none") else s for s in v]
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise ValueError(f"expected [min, max] integers >= {lo}")
+        pair = [Int(lo, nullable=True)(x) for x in v]
+        if pair[0] is not None and pair[1] is not None and pair[0] > pair[1]:
+            raise ValueError("expected min <= max")
+        return pair
+
+    return parse
+
+
+def PerPrototype() -> Callable:
+    def parse(v: Any) -> str | int:
+        if v in ("sqrt", "all"):
+            return v
+        if isinstance(v, str) and v.isdigit():
+            v = int(v)
+        if _is_int(v) and v >= 1:
+            return v
+        raise ValueError("expected sqrt, all or a positive integer K")
+
+    return parse
+
+
+def _range_text(what: str, lo, hi, nullable: bool, lo_open: bool = False) -> str:
+    parts = [f"expected {what}"]
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'and ' if lo is not None else ''}<= {hi}")
+    if nullable:
+        parts.append("or null")
+    return " ".join(parts)
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+Schema = Mapping[str, "Field | Schema"]
+
+SELECT_SCHEMA: Schema = {
+    "sources": Field(["aflow"], List(Choice("aflow", "mp", "files"), min_len=1),
+                     "crystal sources, combinable: aflow (embedded), mp (Materials Project), files"),
+    "per_prototype": Field("sqrt", PerPrototype(),
+                           "crystals drawn per prototype group of size N: sqrt -> round(sqrt(N)), all, or K"),
+    "max_crystals": Field(None, Int(1, nullable=True), "cap on the catalogue size (null: no cap)"),
+    "seed": Field(0, Int(0), "random seed of the draw"),
+    "symprec": Field(0.1, Float(0.0, 1.0, lo_open=True), "spglib symmetry tolerance in Å"),
+    "skip_bad": Field(False, Bool(), "skip unreadable structure files with a warning instead of failing"),
+    "out": Field("catalogue", Str(), "output catalogue folder"),
+    "mp": {
+        "endpoint": Field(None, Str(nullable=True),
+                          "REST endpoint (null: MP_API_ENDPOINT or https://api.materialsproject.org)"),
+        "elements": Field([], List(Str()), "only materials containing all of these elements"),
+        "exclude_elements": Field([], List(Str()), "drop materials containing any of these elements"),
+        "num_sites": Field([1, 64], IntRange(1), "[min, max] sites in the MP (primitive) cell"),
+        "energy_above_hull_max": Field(0.05, Float(0.0, nullable=True), "eV/atom above the convex hull"),
+        "stable_only": Field(False, Bool(), "only materials on the convex hull"),
+        "experimental_only": Field(False, Bool(), "only materials with an ICSD match (theoretical=False)"),
+        "include_gnome": Field(False, Bool(), "include GNoME-predicted materials"),
+        "chunk_size": Field(1000, Int(1, 1000), "documents per REST request"),
+        "max_results": Field(None, Int(1, nullable=True), "stop after this many documents (null: all)"),
+    },
+    "files": {
+        "paths": Field([], List(Str()), "folders (or single files) of CIF / POSCAR structures"),
+    },
+}
+
+SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA}
+
+
+def defaults(schema: Schema) -> dict:
+    """The schema's default values as a nested dict."""
+    return {k: (defaults(f) if isinstance(f, Mapping) else copy.deepcopy(f.default)) for k, f in schema.items()}
+
+
+def _validate(raw: Any, schema: Schema, prefix: str, source: str) -> dict:
+    if not isinstance(raw, Mapping):
+        raise FourdError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping of keys to values")
+    out = defaults(schema)
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            allowed = ", ".join(sorted(schema))
+            raise FourdError(f"{source}: unknown key {name!r}; allowed here: {allowed}")
+        field = schema[key]
+        if isinstance(field, Mapping):
+            out[key] = _validate(value if value is not None else {}, field, f"{name}.", source)
+            continue
+        try:
+            out[key] = field.parse(value)
+        except ValueError as exc:
+            raise FourdError(f"{source}: bad value for {name}: {value!r}; {exc}") from None
+    return out
+
+
+def load_config(section: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Load one stage's config: schema defaults <- YAML file section <- overrides.
+
+    ``overrides`` maps dotted keys (``"mp.elements"``) to values; ``None`` values mean
+    "not given on the command line" and are ignored.
+    """
+    schema = SCHEMAS[section]
+    data: dict = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FourdError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise FourdError(f"{path}: not valid YAML{where}") from None
+        if not isinstance(doc, Mapping):
+            raise FourdError(f"{path}: expected a mapping of stage sections ({', '.join(SCHEMAS)})")
+        for key in doc:
+            if key not in SCHEMAS:
+                raise FourdError(f"{path}: unknown section {key!r}; allowed: {', '.join(sorted(SCHEMAS))}")
+        data = copy.deepcopy(doc.get(section) or {})
+    cfg = _validate(data, schema, "", source)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node_raw: dict = {}
+        node = node_raw
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+        # Validate the override alone (so the message names the option), then merge.
+        checked = _validate(node_raw, schema, "", "command line")
+        target, src = cfg, checked
+        for p in parents:
+            target, src = target[p], src[p]
+        target[leaf] = src[leaf]
+    return cfg
+

@@ -1,0 +1,24 @@
+"""Progress bars on long work, silenced by ``fourdcrystal -q``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+log = logging.getLogger("fourdcrystal")
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterable[T]:
+    """Wrap ``items`` in a tqdm bar on stderr, unless quiet mode is on or stderr is no terminal."""
+    return tqdm(items, desc=desc, total=total, unit=unit, disable=True if _quiet else None, leave=False,
+                dynamic_ncols=True)
