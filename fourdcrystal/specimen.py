@@ -1,0 +1,360 @@
+"""Oriented, tilted, tiled specimens: a crystal seen down a zone axis. Pure: structure in, atoms out.
+
+Geometry, all lengths in Å, angles as named:
+
+* **Zone axis** ``[uvw]`` is a direct-lattice direction of the *conventional* cell; the lattice
+  vector ``t = u a1 + v a2 + w a3`` is put along the beam, +z. The in-plane reference
+  (φ = 0) is the projection onto the plane ⟂ t of the first of a1, a2, a3 not parallel to t:
+  it lies along +x at φ = 0. The crystal is then rotated by φ about +z (counter-clockwise
+  seen from +z, i.e. looking against the beam).
+* **Laterally periodic supercell.** Two lattice vectors p, q with p ⟂ t, q ⟂ t, p ⟂ q make
+  (p, q, t) a periodic orthogonal supercell. They exist exactly when the lattice plane ⟂ t
+  contains a rectangular sublattice (always for cubic, tetragonal, orthorhombic and hexagonal
+  low-index axes); for oblique cases a nearly rectangular pair is accepted when the strain
+  needed to square it (largest principal Green–Lagrange strain) is below ``strain_tol``. p is
+  picked among lattice vectors pointing within ``phi_tol_deg`` of the requested rotation, so
+  the *realised* φ is the direction of a lattice vector; both values are recorded. The cell is
+  built with pymatgen's ``make_supercell`` (exact integer supercell: no duplicated or missing
+  atoms at the seams; ``ase.build.surface`` and ``abtem.orthogonalize_cell`` are not used).
+* **Fallback (no periodic cell within the size, strain and φ limits):** a cut box — the
+  crystal rotated exactly, atoms kept inside [0, L)² laterally. It is *not* periodic: the
+  simulation must keep the probe at the box centre, far from the edges. Recorded as
+  ``mode = "cut"``.
+* **Thickness** is cut exactly at the largest requested thickness (slab from z = 0, the
+  entrance surface, to z = T). Along z the crystal repeats every |t| (``period_z_A``).
+* **Out-of-plane tilt (θx, θy) in mrad**, two documented ways (``tilt_mode``):
+
+  - ``"beam"`` (default): the atoms are *not* tilted; the slab stays exactly periodic and
+    the simulation tilts the incident probe by (θx, θy) (abTEM's phase-ramp beam tilt, valid
+    for small angles, hence the 50 mrad limit). The crystal's zone axis is then at
+    (−θx, −θy) from the beam, and a ZOLZ reflection g = (gx, gy) acquires the out-of-plane
+    component q_z = θx·gx + θy·gy relative to the beam (first order in θ); the labels use the
+    same convention.
+  - ``"atoms"``: the crystal is rigidly rotated so its zone axis points along
+    (tan θx, tan θy, 1) (no strain), then cut into a box (``mode = "cut"``: a rotated crystal
+    is not periodic in a box whose sides are ⟂ the beam). Its reflections g = (gx, gy, 0)
+    move to q_z = −θx·gx − θy·gy to first order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from functools import reduce
+
+import numpy as np
+from pymatgen.core import Structure
+
+from .errors import FourdError
+
+MAX_TILT_MRAD = 50.0  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)
+_MAX_INDEX_SEARCH = 40  # cap on the lattice-vector search range per axis
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """How a specimen's lateral cell is made; everything needed to rebuild it exactly."""
+
+    mode: str  # "periodic" or "cut"
+    phi_deg: float  # realised in-plane rotation
+    matrix: tuple[tuple[int, ...], ...] | None  # integer rows (p, q, t) in conventional-cell indices
+    strain: float  # largest principal Green-Lagrange strain applied to square the cell
+    cell_A: tuple[float, float]  # the periodic (or cut) lateral cell, Å
+    repeats: tuple[int, int]  # tiling of that cell in x, y
+    period_z_A: float  # |t|, the repeat distance along the beam
+
+    @property
+    def box_A(self) -> tuple[float, float]:
+        return (self.cell_A[0] * self.repeats[0], self.cell_A[1] * self.repeats[1])
+
+
+@dataclass
+class Specimen:
+    """Atoms of an oriented slab and the exact geometry that produced them."""
+
+    atoms: "object"  # ase.Atoms
+    zone_axis: tuple[int, int, int]
+    plan: CellPlan
+    tilt_mrad: tuple[float, float]
+    thickness_A: float
+    rotation: np.ndarray  # 3x3: crystal Cartesian -> specimen frame (tilt included in "atoms" mode)
+    info: dict = field(default_factory=dict)
+
+
+# --- zone axis and frame ------------------------------------------------------------------
+
+
+def check_zone_axis(uvw) -> tuple[int, int, int]:
+    """Validate ``[uvw]``: three integers, not all zero; reduced by their gcd."""
+    try:
+        vals = [float(x) for x in uvw]
+    except (TypeError, ValueError):
+        raise FourdError(f"zone axis {uvw!r}: expected three integers u v w") from None
+    if len(vals) != 3 or any(not math.isfinite(v) or v != round(v) for v in vals):
+        raise FourdError(f"zone axis {list(uvw)!r}: expected three integers u v w")
+    ints = [int(round(v)) for v in vals]
+    if ints == [0, 0, 0]:
+        raise FourdError("zone axis [0 0 0] is the zero vector; expected a direction such as 1 1 0")
+    g = reduce(math.gcd, (abs(i) for i in ints))
+    return tuple(i // g for i in ints)  # type: ignore[return-value]
+
+
+def tilt_rotation(tilt_mrad) -> np.ndarray:
+    """Rigid rotation taking +z to the direction (tan θx, tan θy, 1) about the axis ẑ × n."""
+    tx, ty = (math.tan(float(x) * 1e-3) for x in tilt_mrad)
+    n = np.array([tx, ty, 1.0]) / math.sqrt(1 + tx * tx + ty * ty)
+    axis = np.cross([0.0, 0.0, 1.0], n)
+    s = np.linalg.norm(axis)
+    if s < 1e-15:
+        return np.eye(3)
+    k = axis / s
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    c = n[2]
+    return np.eye(3) + s * kx + (1 - c) * kx @ kx
+
+
+def check_tilt(tilt_mrad) -> tuple[float, float]:
+    tx, ty = (float(x) for x in tilt_mrad)
+    if math.hypot(tx, ty) > MAX_TILT_MRAD + 1e-9:
+        raise FourdError(f"tilt ({tx:g}, {ty:g}) mrad exceeds the small-angle limit of {MAX_TILT_MRAD:g} mrad")
+    return tx, ty
+
+
+def zone_axis_frame(lattice: np.ndarray, uvw) -> np.ndarray:
+    """Rotation R (rows x̂, ŷ, ẑ) taking crystal Cartesian vectors to the φ = 0 frame, t ∥ +z."""
+    lattice = np.asarray(lattice, float)
+    t = np.asarray(uvw, float) @ lattice
+    z = t / np.linalg.norm(t)
+    for a in lattice:
+        x = a - (a @ z) * z
+        if np.linalg.norm(x) > 1e-6 * np.linalg.norm(a):
+            break
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    return np.array([x, y, z])
+
+
+def rotation_z(phi_deg: float) -> np.ndarray:
+    c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _wrap_deg(a):
+    return (np.asarray(a) + 180.0) % 360.0 - 180.0
+
+
+def green_strain(cell_from: np.ndarray, cell_to: np.ndarray) -> float:
+    """Largest |principal Green-Lagrange strain| of the map taking rows of cell_from to cell_to."""
+    f = np.linalg.solve(cell_from, cell_to)  # row vectors: r' = r F
+    e = 0.5 * (f @ f.T - np.eye(3))
+    return float(np.max(np.abs(np.linalg.eigvalsh(0.5 * (e + e.T)))))
+
+
+# --- periodic cell search -------------------------------------------------------------------
+
+
+def find_periodic_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float,
+                       strain_tol: float = 0.005, phi_tol_deg: float = 2.0) -> CellPlan | None:
+    """Smallest (p, q, t) orthogonal supercell with |p|, |q| ≤ lateral size, p within φ tolerance.
+
+    Returns None where no cell meets the limits (the caller falls back to a cut box).
+    """
+    lattice = np.asarray(lattice, float)
+    uvw = np.asarray(uvw, int)
+    r0 = zone_axis_frame(lattice, uvw)
+    a0 = lattice @ r0.T  # lattice rows in the φ = 0 frame
+    lz = float(np.linalg.norm(uvw @ lattice))
+    recip = np.linalg.inv(lattice).T  # rows b_i with a_i . b_j = δ_ij
+    n_max = [min(_MAX_INDEX_SEARCH, int(math.ceil(lateral_size_A * np.linalg.norm(b))) + 1) for b in recip]
+    grids = np.meshgrid(*[np.arange(-n, n + 1) for n in n_max], indexing="ij")
+    idx = np.stack([g.ravel() for g in grids], axis=1)
+    vec = idx @ a0
+    length = np.linalg.norm(vec, axis=1)
+    keep = (length > 1e-6) & (length <= lateral_size_A * (1 + 1e-9)) & (np.abs(vec[:, 2]) <= 2 * strain_tol * length)
+    idx, vec, length = idx[keep], vec[keep], length[keep]
+    if len(idx) == 0:
+        return None
+    angle = np.degrees(np.arctan2(vec[:, 1], vec[:, 0]))
+    # p along +x after rotating the crystal by φ: p's direction in the φ = 0 frame is -φ.
+    p_ok = np.abs(_wrap_deg(angle + phi_deg)) <= phi_tol_deg
+    best = None
+    t_row = uvw.astype(int)
+    for i in np.nonzero(p_ok)[0][np.argsort(length[p_ok], kind="stable")]:
+        p = vec[i]
+        cosang = (vec @ p) / (length * length[i])
+        cross_z = p[0] * vec[:, 1] - p[1] * vec[:, 0]
+        q_ok = (np.abs(cosang) <= 2 * strain_tol) & (cross_z > 0)
+        for j in np.nonzero(q_ok)[0][np.argsort(length[q_ok], kind="stable")]:
+            area = length[i] * length[j]
+            if best is not None and area >= best[0] - 1e-9:
+                break
+            m = np.array([idx[i], idx[j], t_row])
+            if round(abs(np.linalg.det(m))) == 0:
+                continue
+            phi_real = float(-angle[i])
+            rot = rotation_z(phi_real) @ r0  # crystal -> specimen frame
+            cell_from = m @ lattice @ rot.T
+            cell_to = np.diag([length[i], length[j], lz])
+            strain = green_strain(cell_from, cell_to)
+            if strain <= strain_tol:
+                best = (area, m, phi_real, strain, float(length[i]), float(length[j]))
+                break
+    if best is None:
+        return None
+    _, m, phi_real, strain, lp, lq = best
+    reps = (max(1, round(lateral_size_A / lp)), max(1, round(lateral_size_A / lq)))
+    return CellPlan("periodic", float(_wrap_deg(phi_real)), tuple(tuple(int(v) for v in row) for row in m),
+                    strain, (lp, lq), reps, lz)
+
+
+def plan_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float, strain_tol: float = 0.005,
+              phi_tol_deg: float = 2.0, allow_cut: bool = True) -> CellPlan:
+    """A periodic cell where one fits, else (if allowed) the cut-box fallback."""
+    lattice = np.asarray(lattice, float)
+    uvw = check_zone_axis(uvw)
+    min_period = _shortest_inplane_period(lattice, uvw)
+    if lateral_size_A < min_period - 1e-9:
+        raise FourdError(f"lateral size {lateral_size_A:g} Å cannot hold one unit cell along [{' '.join(map(str, uvw))}] "
+                         f"(shortest in-plane period {min_period:.2f} Å)")
+    plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, phi_tol_deg)
+    if plan is not None:
+        return plan
+    if not allow_cut:
+        raise FourdError(f"no periodic cell along [{' '.join(map(str, uvw))}] within {lateral_size_A:g} Å, "
+                         f"strain {strain_tol:g} and φ tolerance {phi_tol_deg:g}°")
+    lz = float(np.linalg.norm(np.asarray(uvw) @ lattice))
+    return CellPlan("cut", float(_wrap_deg(phi_deg)), None, 0.0, (float(lateral_size_A),) * 2, (1, 1), lz)
+
+
+def _shortest_inplane_period(lattice: np.ndarray, uvw) -> float:
+    """Length of the shortest lattice vector (nearly) perpendicular to the zone axis, Å."""
+    r0 = zone_axis_frame(lattice, uvw)
+    rng = np.arange(-6, 7)
+    idx = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+    vec = idx @ (lattice @ r0.T)
+    length = np.linalg.norm(vec, axis=1)
+    ok = (length > 1e-6) & (np.abs(vec[:, 2]) <= 0.02 * length)
+    return float(length[ok].min()) if ok.any() else float(np.linalg.norm(lattice, axis=1).min())
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_mrad=(0.0, 0.0),
+                   lateral_size_A: float = 40.0, thickness_A: float | list[float] = 100.0,
+                   strain_tol: float = 0.005, phi_tol_deg: float = 2.0, plan: CellPlan | None = None,
+                   tilt_mode: str = "beam"):
+    """Build the atoms of an oriented slab (ase.Atoms) and its geometry, deterministically.
+
+    ``structure`` is the conventional cell from the catalogue. ``thickness_A`` may be a series;
+    the slab is cut at its largest value (exit planes for the others lie inside it).
+    ``tilt_mode``: "beam" (atoms untilted, the probe is tilted) or "atoms" (rigid rotation).
+    """
+    from ase import Atoms
+
+    uvw = check_zone_axis(zone_axis)
+    tilt = check_tilt(tilt_mrad)
+    thicknesses = sorted(float(t) for t in np.atleast_1d(thickness_A))
+    if thicknesses[0] <= 0:
+        raise FourdError(f"thickness {thicknesses[0]:g} Å: expected a positive thickness")
+    t_max = thicknesses[-1]
+    if lateral_size_A <= 0:
+        raise FourdError(f"lateral size {lateral_size_A:g} Å: expected a positive size")
+    if tilt_mode not in ("beam", "atoms"):
+        raise FourdError(f"tilt mode {tilt_mode!r}: expected beam or atoms")
+    lattice = structure.lattice.matrix
+    if plan is None:
+        plan = plan_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, phi_tol_deg)
+    rot = rotation_z(plan.phi_deg) @ zone_axis_frame(lattice, uvw)
+    if tilt_mode == "atoms" and tilt != (0.0, 0.0):
+        rot = tilt_rotation(tilt) @ rot
+        if plan.mode == "periodic":  # a rotated crystal does not fit a box with sides ⟂ the beam
+            box = plan.box_A
+            plan = CellPlan("cut", plan.phi_deg, None, 0.0, (box[0], box[1]), (1, 1), plan.period_z_A)
+    lx, ly = plan.box_A
+    if plan.mode == "periodic":
+        cell = structure.copy()
+        cell.make_supercell(np.array(plan.matrix))
+        frac = _wrap_frac(cell.frac_coords)
+        # square the cell: keep fractional coordinates, replace the lattice by the target box
+        base = np.diag([plan.cell_A[0], plan.cell_A[1], plan.period_z_A])
+        nz = int(math.ceil(t_max / plan.period_z_A - 1e-9))
+        shifts = np.stack(np.meshgrid(np.arange(plan.repeats[0]), np.arange(plan.repeats[1]), np.arange(nz),
+                                      indexing="ij"), -1).reshape(-1, 3)
+        pos = ((frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)) @ base
+        numbers = np.tile(np.array(cell.atomic_numbers), len(shifts))
+    else:
+        pos, numbers = _cut_box(structure, rot, lx, ly, t_max)
+    keep = pos[:, 2] < t_max - 1e-9
+    pos, numbers = pos[keep], numbers[keep]
+    order = np.lexsort((pos[:, 1], pos[:, 0], pos[:, 2]))  # deterministic: by depth, then x, y
+    atoms = Atoms(numbers=numbers[order], positions=pos[order], cell=[lx, ly, t_max],
+                  pbc=[plan.mode == "periodic"] * 2 + [False])
+    return Specimen(atoms=atoms, zone_axis=uvw, plan=plan, tilt_mrad=tilt, thickness_A=t_max, rotation=rot,
+                    info={"thicknesses_A": thicknesses, "tilt_mode": tilt_mode, **asdict(plan)})
+
+
+def _cut_box(structure: Structure, rot: np.ndarray, lx: float, ly: float, t_max: float):
+    """All atoms of the exactly rotated crystal inside [0, lx) x [0, ly) x [0, t_max)."""
+    lat = structure.lattice.matrix @ rot.T  # rotated lattice rows
+    corners = np.array([[x, y, z] for x in (0, lx) for y in (0, ly) for z in (0, t_max)])
+    fc = corners @ np.linalg.inv(lat)
+    lo, hi = np.floor(fc.min(0)) - 1, np.ceil(fc.max(0)) + 1
+    grids = np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi)], indexing="ij")
+    shifts = np.stack([g.ravel() for g in grids], 1)
+    frac = _wrap_frac(structure.frac_coords)
+    pos = ((frac[None] + shifts[:, None]).reshape(-1, 3)) @ lat
+    numbers = np.tile(np.array(structure.atomic_numbers), len(shifts))
+    inside = (pos[:, 0] >= 0) & (pos[:, 0] < lx) & (pos[:, 1] >= 0) & (pos[:, 1] < ly) & (pos[:, 2] >= -1e-9)
+    return pos[inside], numbers[inside]
+
+
+def _wrap_frac(frac: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """Fractional coordinates in [0, 1), with 0.99999999 taken as 0 (else a layer goes missing)."""
+    out = np.mod(frac + tol, 1.0) - tol
+    out[np.abs(out) < tol] = 0.0
+    return out
+
+
+# --- zone-axis enumeration ---------------------------------------------------------------------
+
+
+def distinct_zone_axes(structure: Structure, max_index: int, drop_equivalent: bool = True,
+                       symprec: float = 0.1) -> list[tuple[int, int, int]]:
+    """Zone axes [uvw] with |u|,|v|,|w| ≤ max_index, gcd 1, one of ±[uvw], shortest |t| first.
+
+    With ``drop_equivalent`` axes related by the crystal's point group are kept once (the
+    representative is the first in the sort order).
+    """
+    rng = range(-max_index, max_index + 1)
+    cands = set()
+    for u in rng:
+        for v in rng:
+            for w in rng:
+                if (u, v, w) == (0, 0, 0) or reduce(math.gcd, (abs(u), abs(v), abs(w))) != 1:
+                    continue
+                cands.add(max((u, v, w), (-u, -v, -w)))
+    lat = structure.lattice.matrix
+
+    def key(a):
+        return (round(float(np.linalg.norm(np.asarray(a) @ lat)), 6), tuple(-x for x in a))
+
+    ordered = sorted(cands, key=key)
+    if not drop_equivalent:
+        return ordered
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    ops = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_operations(cartesian=False)
+    rots = {tuple(np.round(op.rotation_matrix).astype(int).ravel()) for op in ops}
+    mats = [np.array(r).reshape(3, 3) for r in rots]
+    seen, out = set(), []
+    for a in ordered:
+        if a in seen:
+            continue
+        out.append(a)
+        for m in mats:  # direct-lattice directions transform with the rotation part itself
+            b = tuple(int(x) for x in m @ np.array(a))
+            seen.add(b)
+            seen.add(tuple(-x for x in b))
+    return out
+
