@@ -125,6 +125,68 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
     click.echo(f"wrote {len(catalogue.crystals)} crystals to {path}")
 
 
+@cli.command("supercell")
+@click.argument("catalogue", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (its 'supercell:' section is used).")
+@click.option("--out", type=click.Path(file_okay=False), help="Specimens folder. [default: specimens]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing specimens folder.")
+@click.option("--zone-axes", type=int, help="Zone axes per crystal. [default: 3]")
+@click.option("--max-index", type=int, help="Largest |u|,|v|,|w| of a zone axis [uvw]. [default: 2]")
+@click.option("--axis-choice", type=click.Choice(["shortest", "random"]), help="Lowest-index axes first, or random.")
+@click.option("--all-axes", is_flag=True, default=None, help="Keep symmetry-equivalent zone axes too.")
+@click.option("--phi", "phi_range", help="In-plane rotation range in degrees, MIN,MAX. [default: 0,360]")
+@click.option("--tilt-max", type=float, help="Largest out-of-plane tilt in mrad (≤ 50). [default: 10]")
+@click.option("--tilt-mode", type=click.Choice(["beam", "atoms"]),
+              help="beam: the probe is tilted, the slab stays periodic; atoms: the crystal is rotated. [default: beam]")
+@click.option("--lateral-size", help="Lateral box size in Å, one value or MIN,MAX. [default: 40]")
+@click.option("--thickness", help="Thickness series in Å, comma-separated. [default: 50,100,200,300,500]")
+@click.option("--strain-tol", type=float, help="Largest strain to make a cell orthogonal. [default: 0.005]")
+@click.option("--seed", type=int, help="Random seed. [default: 0]")
+@click.option("--skip-bad", is_flag=True, default=None, help="Skip crystals/axes that cannot be built.")
+@click.option("--preview", "preview_id", help="Write a PNG of this specimen's projected structure (OUT/preview-ID.png).")
+@click.pass_context
+def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_index, axis_choice, all_axes, phi_range,
+                  tilt_max, tilt_mode, lateral_size, thickness, strain_tol, seed, skip_bad, preview_id) -> None:
+    """Plan oriented specimens from a CATALOGUE folder into a specimen manifest.
+
+    Each specimen: a crystal, a zone axis [uvw] along the beam, an in-plane rotation φ (deg),
+    a small tilt (θx, θy) in mrad, a lateral box (Å) and a thickness series (Å). Writes
+    OUT/specimens.csv, OUT/crystals.json and OUT/manifest.json. With --preview ID (and no
+    CATALOGUE, or an existing OUT) it draws that specimen seen down the beam.
+    """
+    from pathlib import Path
+
+    from .config import load_config
+    from .plots import specimen_preview
+    from .supercell import load_specimen, plan_specimens, read_specimens, summary, write_specimens
+
+    cfg = load_config("supercell", config_path, {
+        "out": out, "zone_axes_per_crystal": zone_axes, "max_index": max_index, "axis_choice": axis_choice,
+        "drop_equivalent": (False if all_axes else None), "phi_deg": phi_range, "tilt_mrad_max": tilt_max,
+        "tilt_mode": tilt_mode, "lateral_size_A": lateral_size, "thicknesses_A": thickness,
+        "strain_tol": strain_tol, "seed": seed, "skip_bad": skip_bad,
+    })
+    out_dir = Path(cfg["out"])
+    if catalogue is not None and not (preview_id and out_dir.exists() and not overwrite):
+        rows, crystals, header = plan_specimens(catalogue, cfg)
+        write_specimens(out_dir, rows, crystals, header, overwrite=overwrite)
+        click.echo(summary(rows, header))
+        click.echo(f"wrote {out_dir / 'specimens.csv'}")
+    elif not preview_id:
+        raise FourdError("give a CATALOGUE folder to plan specimens (or --preview ID to draw one)")
+    if preview_id:
+        specimens = read_specimens(out_dir)
+        sp = load_specimen(specimens, preview_id)
+        row = specimens.row(preview_id)
+        title = (f"{row.formula} ({row.prototype}) [{' '.join(map(str, row.zone_axis))}], "
+                 f"φ = {sp.plan.phi_deg:.2f}°, tilt = ({row.tilt_mrad[0]:.1f}, {row.tilt_mrad[1]:.1f}) mrad "
+                 f"({row.tilt_mode}),\n{sp.plan.mode} cell, box {sp.plan.box_A[0]:.1f} × {sp.plan.box_A[1]:.1f} Å, "
+                 f"thickness {sp.thickness_A:g} Å, {len(sp.atoms)} atoms")
+        path = specimen_preview(sp, title, out_dir / f"preview-{preview_id}.png")
+        click.echo(f"wrote {path}")
+
+
 def main() -> None:
     cli(prog_name="fourdcrystal")
 

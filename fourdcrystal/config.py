@@ -148,6 +148,26 @@ def IntRange(lo: int = 0, nullable: bool = True) -> Callable:
     return parse
 
 
+def FloatRange(lo: float = 0.0, hi: float | None = None, lo_open: bool = False) -> Callable:
+    """A ``[min, max]`` pair of numbers, or one number for a fixed value."""
+
+    def parse(v: Any) -> list:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.replace(":", ",").split(",")]
+        if not isinstance(v, (list, tuple)):
+            v = [v, v]
+        if len(v) == 1:
+            v = [v[0], v[0]]
+        if len(v) != 2:
+            raise ValueError(f"expected [min, max] numbers {'>' if lo_open else '>='} {lo}")
+        pair = [Float(lo, hi, lo_open=lo_open)(x) for x in v]
+        if pair[0] > pair[1]:
+            raise ValueError("expected min <= max")
+        return pair
+
+    return parse
+
+
 def PerPrototype() -> Callable:
     def parse(v: Any) -> str | int:
         if v in ("sqrt", "all"):
@@ -204,7 +224,29 @@ SELECT_SCHEMA: Schema = {
     },
 }
 
-SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA}
+SUPERCELL_SCHEMA: Schema = {
+    "zone_axes_per_crystal": Field(3, Int(1), "zone axes per crystal"),
+    "max_index": Field(2, Int(1, 6), "largest |u|, |v|, |w| of a zone axis [uvw] (conventional cell)"),
+    "drop_equivalent": Field(True, Bool(), "keep one zone axis of each symmetry-equivalent family"),
+    "axis_choice": Field("shortest", Choice("shortest", "random"),
+                         "shortest: lowest-index axes first (as in experiments); random: a seeded draw"),
+    "specimens_per_axis": Field(1, Int(1), "specimens (phi/tilt/size draws) per zone axis"),
+    "phi_deg": Field([0.0, 360.0], FloatRange(-360.0, 360.0), "in-plane rotation range in degrees"),
+    "phi_tol_deg": Field(2.0, Float(0.0, 180.0), "how far the realised phi of a periodic cell may be from the draw"),
+    "cell_fallback": Field("nearest", Choice("nearest", "cut", "error"),
+                           "no periodic cell within phi_tol: nearest achievable phi, a cut box, or an error"),
+    "tilt_mrad_max": Field(10.0, Float(0.0, 50.0), "largest out-of-plane tilt in mrad (small-angle limit 50)"),
+    "tilt_mode": Field("beam", Choice("beam", "atoms"), "beam: tilt the probe (periodic slab); atoms: rotate"),
+    "lateral_size_A": Field([40.0, 40.0], FloatRange(1.0), "lateral box size range in Å"),
+    "thicknesses_A": Field([50.0, 100.0, 200.0, 300.0, 500.0], List(Float(0.0, lo_open=True), min_len=1),
+                           "thickness series in Å (exit planes of one propagation)"),
+    "strain_tol": Field(0.005, Float(0.0, 0.05), "largest strain accepted to make a cell orthogonal"),
+    "skip_bad": Field(False, Bool(), "skip crystals/axes that cannot be built, with a warning"),
+    "seed": Field(0, Int(0), "random seed"),
+    "out": Field("specimens", Str(), "output specimens folder"),
+}
+
+SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA}
 
 
 def defaults(schema: Schema) -> dict:

@@ -16,7 +16,9 @@ Geometry, all lengths in Å, angles as named:
   the *realised* φ is the direction of a lattice vector; both values are recorded. The cell is
   built with pymatgen's ``make_supercell`` (exact integer supercell: no duplicated or missing
   atoms at the seams; ``ase.build.surface`` and ``abtem.orthogonalize_cell`` are not used).
-* **Fallback (no periodic cell within the size, strain and φ limits):** a cut box — the
+* **Fallback (no periodic cell within the size, strain and φ limits):** by default the
+  periodic cell with the nearest achievable φ; where none exists at any φ (or with
+  ``fallback="cut"``) a cut box — the
   crystal rotated exactly, atoms kept inside [0, L)² laterally. It is *not* periodic: the
   simulation must keep the probe at the box centre, far from the edges. Recorded as
   ``mode = "cut"``.
@@ -208,18 +210,33 @@ def find_periodic_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A:
 
 
 def plan_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float, strain_tol: float = 0.005,
-              phi_tol_deg: float = 2.0, allow_cut: bool = True) -> CellPlan:
-    """A periodic cell where one fits, else (if allowed) the cut-box fallback."""
+              phi_tol_deg: float = 2.0, fallback: str = "nearest") -> CellPlan:
+    """Plan the lateral cell of a specimen.
+
+    A periodic cell whose realised φ is within ``phi_tol_deg`` of the request, else by
+    ``fallback``: "nearest" — the periodic cell with the nearest achievable φ (a periodic slab
+    matters more for training data than the exact φ of a uniform draw; both are recorded);
+    "cut" — the exactly rotated cut box; "error" — refuse. "nearest" falls back to a cut box
+    when no periodic cell fits at any φ.
+    """
     lattice = np.asarray(lattice, float)
     uvw = check_zone_axis(uvw)
+    if fallback not in ("nearest", "cut", "error"):
+        raise FourdError(f"cell fallback {fallback!r}: expected nearest, cut or error")
     min_period = _shortest_inplane_period(lattice, uvw)
     if lateral_size_A < min_period - 1e-9:
         raise FourdError(f"lateral size {lateral_size_A:g} Å cannot hold one unit cell along [{' '.join(map(str, uvw))}] "
                          f"(shortest in-plane period {min_period:.2f} Å)")
     plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, phi_tol_deg)
+    if plan is None and fallback == "nearest":
+        for tol in (5.0, 10.0, 20.0, 45.0, 90.0, 180.0):
+            if tol > phi_tol_deg:
+                plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, tol)
+                if plan is not None:
+                    break
     if plan is not None:
         return plan
-    if not allow_cut:
+    if fallback == "error":
         raise FourdError(f"no periodic cell along [{' '.join(map(str, uvw))}] within {lateral_size_A:g} Å, "
                          f"strain {strain_tol:g} and φ tolerance {phi_tol_deg:g}°")
     lz = float(np.linalg.norm(np.asarray(uvw) @ lattice))

@@ -170,8 +170,13 @@ def test_deterministic(si):
 
 
 def test_cut_fallback_when_no_periodic_cell(si):
-    sp = build_specimen(si, (1, 2, 3), 0.0, (0, 0), 30.0, 30.0)
-    assert sp.plan.mode == "cut" and not sp.atoms.pbc[0]
+    plan = plan_cell(si.lattice.matrix, (1, 2, 3), 0.0, 30.0, fallback="cut")
+    sp = build_specimen(si, (1, 2, 3), 0.0, (0, 0), 30.0, 30.0, plan=plan)
+    assert sp.plan.mode == "cut" and not sp.atoms.pbc[0] and sp.plan.phi_deg == 0.0
+    nearest = plan_cell(si.lattice.matrix, (1, 2, 3), 0.0, 40.0)  # default: the nearest periodic φ
+    assert nearest.mode == "periodic" and nearest.strain <= 0.005
+    with pytest.raises(FourdError, match="no periodic cell"):
+        plan_cell(si.lattice.matrix, (1, 2, 3), 0.0, 30.0, fallback="error")
     assert _slab_min_distance(sp.atoms) >= _bulk_min_distance(si) - 1e-6
 
 

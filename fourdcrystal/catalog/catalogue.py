@@ -63,8 +63,8 @@ def read_catalogue(path: str | Path) -> Catalogue:
 
 
 def summary_table(groups: dict[str, dict[str, int]], by_source: dict[str, int], max_rows: int = 25) -> str:
-    """A plain-text table: prototype groups by size, with how many were drawn."""
-    rows = sorted(groups.items(), key=lambda kv: (-kv[1]["size"], kv[0]))
+    """A plain-text table: prototype groups, most drawn (then largest) first."""
+    rows = sorted(groups.items(), key=lambda kv: (-kv[1]["drawn"], -kv[1]["size"], kv[0]))
     width = max([len("prototype")] + [len(k) for k, _ in rows[:max_rows]])
     lines = [f"{'prototype':<{width}}  {'size':>6}  {'drawn':>5}", f"{'-' * width}  {'-' * 6}  {'-' * 5}"]
     for label, g in rows[:max_rows]:

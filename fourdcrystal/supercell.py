@@ -1,0 +1,239 @@
+"""`fourdcrystal supercell`: turn a catalogue into a specimen manifest.
+
+For each crystal: pick zone axes (low index first, symmetry-equivalent ones dropped), draw an
+in-plane rotation φ, a small tilt and a lateral size, plan the supercell (periodic where one
+fits, else the cut-box fallback) and write one table row per specimen. The specimens folder is
+self-contained: ``specimens.csv`` (the table), ``crystals.json`` (the structures it uses, as
+CIF) and ``manifest.json`` (provenance: config, seed, catalogue hash, software, counts).
+:func:`load_specimen` rebuilds any row's atoms exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from .atomic import atomic_directory, write_text_atomic
+from .catalog.catalogue import FILENAME as CATALOGUE_FILE
+from .catalog.catalogue import read_catalogue
+from .errors import FourdError
+from .progress import progress
+from .specimen import CellPlan, Specimen, build_specimen, check_tilt, distinct_zone_axes, plan_cell
+from .versions import software_versions
+
+log = logging.getLogger("fourdcrystal")
+
+SCHEMA = "fourdcrystal.specimens/1"
+TABLE = "specimens.csv"
+CRYSTALS = "crystals.json"
+MANIFEST = "manifest.json"
+COLUMNS = ["specimen_id", "crystal_id", "formula", "prototype", "zone_axis", "phi_deg", "phi_realized_deg",
+           "tilt_x_mrad", "tilt_y_mrad", "tilt_mode", "lateral_size_A", "thicknesses_A", "mode", "cell_matrix",
+           "strain", "cell_x_A", "cell_y_A", "repeats", "box_x_A", "box_y_A", "period_z_A", "seed"]
+
+
+@dataclass(frozen=True)
+class SpecimenRow:
+    specimen_id: str
+    crystal_id: str
+    formula: str
+    prototype: str
+    zone_axis: tuple[int, int, int]
+    phi_deg: float
+    tilt_mrad: tuple[float, float]
+    tilt_mode: str
+    lateral_size_A: float
+    thicknesses_A: tuple[float, ...]
+    plan: CellPlan
+    seed: int
+
+    def to_csv_row(self) -> dict[str, str]:
+        p = self.plan
+        return {
+            "specimen_id": self.specimen_id, "crystal_id": self.crystal_id, "formula": self.formula,
+            "prototype": self.prototype, "zone_axis": " ".join(map(str, self.zone_axis)),
+            "phi_deg": repr(self.phi_deg), "phi_realized_deg": repr(p.phi_deg),
+            "tilt_x_mrad": repr(self.tilt_mrad[0]), "tilt_y_mrad": repr(self.tilt_mrad[1]),
+            "tilt_mode": self.tilt_mode, "lateral_size_A": repr(self.lateral_size_A),
+            "thicknesses_A": ";".join(repr(t) for t in self.thicknesses_A), "mode": p.mode,
+            "cell_matrix": ";".join(" ".join(map(str, r)) for r in p.matrix) if p.matrix else "",
+            "strain": repr(p.strain), "cell_x_A": repr(p.cell_A[0]), "cell_y_A": repr(p.cell_A[1]),
+            "repeats": f"{p.repeats[0]} {p.repeats[1]}", "box_x_A": f"{p.box_A[0]:.6f}",
+            "box_y_A": f"{p.box_A[1]:.6f}", "period_z_A": repr(p.period_z_A), "seed": str(self.seed),
+        }
+
+    @classmethod
+    def from_csv_row(cls, r: dict[str, str], where: str) -> "SpecimenRow":
+        try:
+            matrix = tuple(tuple(int(v) for v in row.split()) for row in r["cell_matrix"].split(";")) \
+                if r["cell_matrix"] else None
+            plan = CellPlan(r["mode"], float(r["phi_realized_deg"]), matrix, float(r["strain"]),
+                            (float(r["cell_x_A"]), float(r["cell_y_A"])),
+                            tuple(int(v) for v in r["repeats"].split()), float(r["period_z_A"]))
+            return cls(r["specimen_id"], r["crystal_id"], r["formula"], r["prototype"],
+                       tuple(int(v) for v in r["zone_axis"].split()), float(r["phi_deg"]),
+                       (float(r["tilt_x_mrad"]), float(r["tilt_y_mrad"])), r["tilt_mode"],
+                       float(r["lateral_size_A"]), tuple(float(t) for t in r["thicknesses_A"].split(";")),
+                       plan, int(r["seed"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise FourdError(f"{where}: malformed specimen row ({type(exc).__name__}: {exc})") from None
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+def _uniform(rng: np.random.Generator, lo_hi) -> float:
+    lo, hi = lo_hi
+    return float(lo if hi == lo else rng.uniform(lo, hi))
+
+
+def _structure(cif: str) -> Structure:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_str(cif, fmt="cif")
+
+
+def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[SpecimenRow], dict[str, dict], dict]:
+    """Plan every specimen of a catalogue; returns (rows, crystals used, provenance header)."""
+    cat = read_catalogue(catalogue_path)
+    # floats are written with repr() so a row read back rebuilds bit-identical atoms
+    rows: list[SpecimenRow] = []
+    used: dict[str, dict] = {}
+    skipped = 0
+    for crystal in progress(cat.crystals, desc="planning specimens", unit="crystal"):
+        cid = crystal["id"]
+        structure = _structure(crystal["cif"])
+        rng = _rng(cfg["seed"], cid)
+        axes = distinct_zone_axes(structure, cfg["max_index"], cfg["drop_equivalent"])
+        if cfg["axis_choice"] == "random":
+            axes = [axes[i] for i in sorted(rng.permutation(len(axes))[: cfg["zone_axes_per_crystal"]])]
+        else:
+            axes = axes[: cfg["zone_axes_per_crystal"]]
+        for uvw in axes:
+            for k in range(cfg["specimens_per_axis"]):
+                phi = _uniform(rng, cfg["phi_deg"])
+                mag, direction = cfg["tilt_mrad_max"] * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+                tilt = (round(mag * math.cos(direction), 6), round(mag * math.sin(direction), 6))
+                size = _uniform(rng, cfg["lateral_size_A"])
+                seed = int(rng.integers(0, 2**31 - 1))
+                try:
+                    check_tilt(tilt)
+                    plan = plan_cell(structure.lattice.matrix, uvw, phi, size, cfg["strain_tol"], cfg["phi_tol_deg"],
+                                     cfg["cell_fallback"])
+                except FourdError as exc:
+                    msg = f"crystal {cid} along [{' '.join(map(str, uvw))}]: {exc}"
+                    if not cfg["skip_bad"]:
+                        raise FourdError(msg + " (raise supercell.lateral_size_A or pass --skip-bad)") from None
+                    log.warning("skipping: %s", msg)
+                    skipped += 1
+                    continue
+                sid = f"{cid}__{''.join(f'{x:+d}' for x in uvw)}__{k:02d}"
+                rows.append(SpecimenRow(sid, cid, crystal["formula"], crystal["prototype"], uvw, phi, tilt,
+                                        cfg["tilt_mode"], size, tuple(sorted(cfg["thicknesses_A"])), plan, seed))
+                used[cid] = {k2: crystal[k2] for k2 in ("id", "formula", "prototype", "source", "source_id",
+                                                         "space_group_number", "cif")}
+    if not rows:
+        raise FourdError("no specimen could be planned from this catalogue; see the warnings above")
+    cat_file = Path(catalogue_path)
+    cat_file = cat_file / CATALOGUE_FILE if cat_file.is_dir() else cat_file
+    header = {
+        "schema": SCHEMA,
+        "catalogue": str(catalogue_path),
+        "catalogue_sha256": hashlib.sha256(cat_file.read_bytes()).hexdigest(),
+        "config": cfg,
+        "seed": cfg["seed"],
+        "counts": {"specimens": len(rows), "crystals": len(used), "skipped": skipped,
+                   "periodic": sum(r.plan.mode == "periodic" for r in rows),
+                   "cut": sum(r.plan.mode == "cut" for r in rows)},
+        "software": software_versions(),
+        "conventions": "zone axes in the catalogue's conventional cell; phi counter-clockwise about +z seen "
+                       "from +z; tilt (x, y) in mrad; lengths in Å; see fourdcrystal.specimen",
+    }
+    return rows, used, header
+
+
+def write_specimens(out_dir: str | Path, rows: list[SpecimenRow], crystals: dict[str, dict], header: dict,
+                    overwrite: bool = False) -> Path:
+    """Write the specimens folder atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r.to_csv_row())
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        write_text_atomic(tmp / TABLE, buf.getvalue())
+        write_text_atomic(tmp / CRYSTALS, json.dumps(crystals, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(tmp / MANIFEST, json.dumps(header, indent=1, sort_keys=True) + "\n")
+    return Path(out_dir)
+
+
+@dataclass
+class SpecimenSet:
+    folder: Path
+    header: dict[str, Any]
+    rows: list[SpecimenRow]
+    crystals: dict[str, dict]
+
+    def row(self, specimen_id: str) -> SpecimenRow:
+        for r in self.rows:
+            if r.specimen_id == specimen_id:
+                return r
+        near = [r.specimen_id for r in self.rows if specimen_id.split("__")[0] in r.specimen_id][:3]
+        raise FourdError(f"no specimen {specimen_id!r} in {self.folder / TABLE}"
+                         + (f"; similar: {', '.join(near)}" if near else ""))
+
+
+def read_specimens(folder: str | Path) -> SpecimenSet:
+    """Read and check a specimens folder."""
+    folder = Path(folder)
+    if not (folder / TABLE).exists():
+        raise FourdError(f"specimen manifest {folder / TABLE} not found; run fourdcrystal supercell first")
+    try:
+        header = json.loads((folder / MANIFEST).read_text())
+        crystals = json.loads((folder / CRYSTALS).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FourdError(f"specimens folder {folder} is incomplete or unreadable: {exc}") from None
+    if header.get("schema") != SCHEMA:
+        raise FourdError(f"{folder / MANIFEST}: schema {header.get('schema')!r}, expected {SCHEMA!r}")
+    with open(folder / TABLE, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise FourdError(f"{folder / TABLE}: missing columns {', '.join(sorted(missing))}")
+        rows = [SpecimenRow.from_csv_row(r, f"{folder / TABLE} line {i + 2}") for i, r in enumerate(reader)]
+    if not rows:
+        raise FourdError(f"{folder / TABLE} lists no specimens")
+    for r in rows:
+        if r.crystal_id not in crystals:
+            raise FourdError(f"{folder / TABLE}: specimen {r.specimen_id} names crystal {r.crystal_id}, "
+                             f"absent from {CRYSTALS}")
+    return SpecimenSet(folder, header, rows, crystals)
+
+
+def load_specimen(specimens: SpecimenSet, specimen_id: str) -> Specimen:
+    """Rebuild one specimen's atoms exactly from its manifest row."""
+    row = specimens.row(specimen_id)
+    structure = _structure(specimens.crystals[row.crystal_id]["cif"])
+    return build_specimen(structure, row.zone_axis, row.phi_deg, row.tilt_mrad, row.lateral_size_A,
+                          list(row.thicknesses_A), plan=row.plan, tilt_mode=row.tilt_mode)
+
+
+def summary(rows: list[SpecimenRow], header: dict) -> str:
+    c = header["counts"]
+    sizes = [r.plan.box_A[0] * r.plan.box_A[1] for r in rows]
+    return (f"{c['specimens']} specimens from {c['crystals']} crystals: {c['periodic']} periodic, {c['cut']} cut-box "
+            f"fallback, {c['skipped']} skipped; lateral box {min(sizes) ** 0.5:.1f}-{max(sizes) ** 0.5:.1f} Å; "
+            f"thicknesses {', '.join(f'{t:g}' for t in rows[0].thicknesses_A)} Å")

@@ -1,0 +1,97 @@
+"""`fourdcrystal supercell` end to end: manifest, exact rebuild, preview, errors."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fourdcrystal.supercell import COLUMNS, load_specimen, read_specimens
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sc") / "cat"
+    assert run_cli("-q", "select", "--max-crystals", "8", "--out", str(out)).exit_code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def specimens(catalogue):
+    out = catalogue.parent / "spec"
+    res = run_cli("-q", "supercell", str(catalogue), "--out", str(out), "--zone-axes", "2", "--thickness", "40,80")
+    assert res.exit_code == 0, res.output
+    assert "16 specimens from 8 crystals" in res.output
+    return out
+
+
+def test_manifest_files(specimens):
+    with open(specimens / "specimens.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == COLUMNS and len(rows) == 16
+    header = json.loads((specimens / "manifest.json").read_text())
+    assert header["counts"]["specimens"] == 16 and len(header["catalogue_sha256"]) == 64
+    assert header["config"]["thicknesses_A"] == [40.0, 80.0]
+    for r in rows:
+        assert r["thicknesses_A"] == "40.0;80.0"
+        assert math.hypot(float(r["tilt_x_mrad"]), float(r["tilt_y_mrad"])) <= 10.0
+        assert r["mode"] in ("periodic", "cut") and (r["cell_matrix"] != "") == (r["mode"] == "periodic")
+        assert float(r["strain"]) <= 0.005
+
+
+def test_rows_rebuild_identically_with_axis_along_beam(specimens):
+    spec = read_specimens(specimens)
+    for row in spec.rows:
+        a = load_specimen(spec, row.specimen_id)
+        b = load_specimen(read_specimens(specimens), row.specimen_id)
+        assert np.array_equal(a.atoms.positions, b.atoms.positions) and np.array_equal(a.atoms.numbers, b.atoms.numbers)
+        from pymatgen.core import Structure
+
+        lat = Structure.from_str(spec.crystals[row.crystal_id]["cif"], fmt="cif").lattice.matrix
+        t = np.asarray(row.zone_axis, float) @ lat @ a.rotation.T
+        assert math.atan2(math.hypot(t[0], t[1]), t[2]) < 1e-6  # beam-mode tilt: the axis stays on +z
+        assert a.atoms.cell[2, 2] == pytest.approx(80.0)
+
+
+def test_same_seed_same_bytes(catalogue, specimens, tmp_path):
+    again = tmp_path / "again"
+    assert run_cli("-q", "supercell", str(catalogue), "--out", str(again), "--zone-axes", "2",
+                   "--thickness", "40,80").exit_code == 0
+    assert (again / "specimens.csv").read_bytes() == (specimens / "specimens.csv").read_bytes()
+    other = tmp_path / "other"
+    assert run_cli("-q", "supercell", str(catalogue), "--out", str(other), "--zone-axes", "2",
+                   "--thickness", "40,80", "--seed", "9").exit_code == 0
+    assert (other / "specimens.csv").read_bytes() != (specimens / "specimens.csv").read_bytes()
+
+
+def test_preview_png(specimens):
+    sid = read_specimens(specimens).rows[0].specimen_id
+    res = run_cli("-q", "supercell", "--out", str(specimens), "--preview", sid)
+    assert res.exit_code == 0, res.output
+    png = specimens / f"preview-{sid}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    res = run_cli("supercell", "--out", str(specimens), "--preview", "nope")
+    assert res.exit_code == 2 and "no specimen 'nope'" in res.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--tilt-max", "60"], "bad value for tilt_mrad_max: 60.0; expected a number >= 0.0 and <= 50.0"),
+    (["--lateral-size", "2"], "cannot hold one unit cell"),
+    (["--thickness", "0,10"], "bad value for thicknesses_A"),
+])
+def test_errors(catalogue, tmp_path, args, fragment):
+    out = tmp_path / "o"
+    res = run_cli("supercell", str(catalogue), "--out", str(out), *args)
+    assert res.exit_code == 2, res.output
+    assert fragment in res.stderr and res.stderr.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def test_missing_catalogue(tmp_path):
+    res = run_cli("supercell", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "not found" in res.stderr and "fourdcrystal select" in res.stderr
+    res = run_cli("supercell", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "give a CATALOGUE" in res.stderr
