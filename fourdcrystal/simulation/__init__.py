@@ -1,0 +1,1 @@
+"""`fourdcrystal simulate`: multislice CBED with labels (in progress: optics helpers so far)."""
