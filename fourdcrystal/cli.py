@@ -159,6 +159,7 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
 
     from .config import load_config
     from .plots import specimen_preview
+    from .specimen import axis_text
     from .supercell import load_specimen, plan_specimens, read_specimens, summary, write_specimens
 
     cfg = load_config("supercell", config_path, {
@@ -179,7 +180,7 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
         specimens = read_specimens(out_dir)
         sp = load_specimen(specimens, preview_id)
         row = specimens.row(preview_id)
-        title = (f"{row.formula} ({row.prototype}) [{' '.join(map(str, row.zone_axis))}], "
+        title = (f"{row.formula} ({row.prototype}) {axis_text(row.zone_axis)}, "
                  f"φ = {sp.plan.phi_deg:.2f}°, tilt = ({row.tilt_mrad[0]:.1f}, {row.tilt_mrad[1]:.1f}) mrad "
                  f"({row.tilt_mode}),\n{sp.plan.mode} cell, box {sp.plan.box_A[0]:.1f} × {sp.plan.box_A[1]:.1f} Å, "
                  f"thickness {sp.thickness_A:g} Å, {len(sp.atoms)} atoms")

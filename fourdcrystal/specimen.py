@@ -41,6 +41,7 @@ Geometry, all lengths in Å, angles as named:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import reduce
 
@@ -155,58 +156,78 @@ def green_strain(cell_from: np.ndarray, cell_to: np.ndarray) -> float:
 # --- periodic cell search -------------------------------------------------------------------
 
 
+def axis_text(uvw) -> str:
+    """``[u v w]`` for messages and titles."""
+    return "[" + " ".join(str(int(x)) for x in uvw) + "]"
+
+
+def period_z_A(lattice: np.ndarray, uvw) -> float:
+    """|t| = |u a1 + v a2 + w a3|: the repeat distance of the crystal along the beam, Å."""
+    return float(np.linalg.norm(np.asarray(uvw, float) @ np.asarray(lattice, float)))
+
+
+def _inplane_vectors(lattice: np.ndarray, uvw, max_length_A: float, rel_z_tol: float,
+                     n_max: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lattice vectors (indices, φ = 0 frame coordinates, lengths) with 0 < |v| ≤ max_length_A
+    and |v_z| ≤ rel_z_tol·|v| (nearly perpendicular to the zone axis); |n_i| ≤ n_max[i]."""
+    grids = np.meshgrid(*[np.arange(-n, n + 1) for n in n_max], indexing="ij")
+    idx = np.stack([g.ravel() for g in grids], axis=1)
+    vec = idx @ (lattice @ zone_axis_frame(lattice, uvw).T)
+    length = np.linalg.norm(vec, axis=1)
+    keep = (length > 1e-6) & (length <= max_length_A * (1 + 1e-9)) & (np.abs(vec[:, 2]) <= rel_z_tol * length)
+    return idx[keep], vec[keep], length[keep]
+
+
 def find_periodic_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float,
-                       strain_tol: float = 0.005, phi_tol_deg: float = 2.0) -> CellPlan | None:
+                       strain_tol: float = 0.005, phi_tol_deg: float | Sequence[float] = 2.0) -> CellPlan | None:
     """Smallest (p, q, t) orthogonal supercell with |p|, |q| ≤ lateral size, p within φ tolerance.
 
-    Returns None where no cell meets the limits (the caller falls back to a cut box).
+    ``phi_tol_deg`` may be a sequence of widening tolerances: the first that admits a cell wins
+    (the lattice vectors are enumerated once for all of them). Returns None where no cell meets
+    the limits.
     """
     lattice = np.asarray(lattice, float)
     uvw = np.asarray(uvw, int)
     r0 = zone_axis_frame(lattice, uvw)
-    a0 = lattice @ r0.T  # lattice rows in the φ = 0 frame
-    lz = float(np.linalg.norm(uvw @ lattice))
+    lz = period_z_A(lattice, uvw)
     recip = np.linalg.inv(lattice).T  # rows b_i with a_i . b_j = δ_ij
     n_max = [min(_MAX_INDEX_SEARCH, int(math.ceil(lateral_size_A * np.linalg.norm(b))) + 1) for b in recip]
-    grids = np.meshgrid(*[np.arange(-n, n + 1) for n in n_max], indexing="ij")
-    idx = np.stack([g.ravel() for g in grids], axis=1)
-    vec = idx @ a0
-    length = np.linalg.norm(vec, axis=1)
-    keep = (length > 1e-6) & (length <= lateral_size_A * (1 + 1e-9)) & (np.abs(vec[:, 2]) <= 2 * strain_tol * length)
-    idx, vec, length = idx[keep], vec[keep], length[keep]
+    idx, vec, length = _inplane_vectors(lattice, uvw, lateral_size_A, 2 * strain_tol, n_max)
     if len(idx) == 0:
         return None
     angle = np.degrees(np.arctan2(vec[:, 1], vec[:, 0]))
     # p along +x after rotating the crystal by φ: p's direction in the φ = 0 frame is -φ.
-    p_ok = np.abs(_wrap_deg(angle + phi_deg)) <= phi_tol_deg
-    best = None
+    dphi = np.abs(_wrap_deg(angle + phi_deg))
     t_row = uvw.astype(int)
-    for i in np.nonzero(p_ok)[0][np.argsort(length[p_ok], kind="stable")]:
-        p = vec[i]
-        cosang = (vec @ p) / (length * length[i])
-        cross_z = p[0] * vec[:, 1] - p[1] * vec[:, 0]
-        q_ok = (np.abs(cosang) <= 2 * strain_tol) & (cross_z > 0)
-        for j in np.nonzero(q_ok)[0][np.argsort(length[q_ok], kind="stable")]:
-            area = length[i] * length[j]
-            if best is not None and area >= best[0] - 1e-9:
-                break
-            m = np.array([idx[i], idx[j], t_row])
-            if round(abs(np.linalg.det(m))) == 0:
-                continue
-            phi_real = float(-angle[i])
-            rot = rotation_z(phi_real) @ r0  # crystal -> specimen frame
-            cell_from = m @ lattice @ rot.T
-            cell_to = np.diag([length[i], length[j], lz])
-            strain = green_strain(cell_from, cell_to)
-            if strain <= strain_tol:
-                best = (area, m, phi_real, strain, float(length[i]), float(length[j]))
-                break
-    if best is None:
-        return None
-    _, m, phi_real, strain, lp, lq = best
-    reps = (max(1, round(lateral_size_A / lp)), max(1, round(lateral_size_A / lq)))
-    return CellPlan("periodic", float(_wrap_deg(phi_real)), tuple(tuple(int(v) for v in row) for row in m),
-                    strain, (lp, lq), reps, lz)
+    for tol in np.atleast_1d(phi_tol_deg):
+        best = None
+        p_ok = dphi <= tol
+        for i in np.nonzero(p_ok)[0][np.argsort(length[p_ok], kind="stable")]:
+            p = vec[i]
+            cosang = (vec @ p) / (length * length[i])
+            cross_z = p[0] * vec[:, 1] - p[1] * vec[:, 0]
+            q_ok = (np.abs(cosang) <= 2 * strain_tol) & (cross_z > 0)
+            for j in np.nonzero(q_ok)[0][np.argsort(length[q_ok], kind="stable")]:
+                area = length[i] * length[j]
+                if best is not None and area >= best[0] - 1e-9:
+                    break
+                m = np.array([idx[i], idx[j], t_row])
+                if round(abs(np.linalg.det(m))) == 0:
+                    continue
+                phi_real = float(-angle[i])
+                rot = rotation_z(phi_real) @ r0  # crystal -> specimen frame
+                cell_from = m @ lattice @ rot.T
+                cell_to = np.diag([length[i], length[j], lz])
+                strain = green_strain(cell_from, cell_to)
+                if strain <= strain_tol:
+                    best = (area, m, phi_real, strain, float(length[i]), float(length[j]))
+                    break
+        if best is not None:
+            _, m, phi_real, strain, lp, lq = best
+            reps = (max(1, round(lateral_size_A / lp)), max(1, round(lateral_size_A / lq)))
+            return CellPlan("periodic", float(_wrap_deg(phi_real)), tuple(tuple(int(v) for v in row) for row in m),
+                            strain, (lp, lq), reps, lz)
+    return None
 
 
 def plan_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float, strain_tol: float = 0.005,
@@ -225,33 +246,25 @@ def plan_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float, s
         raise FourdError(f"cell fallback {fallback!r}: expected nearest, cut or error")
     min_period = _shortest_inplane_period(lattice, uvw)
     if lateral_size_A < min_period - 1e-9:
-        raise FourdError(f"lateral size {lateral_size_A:g} Å cannot hold one unit cell along [{' '.join(map(str, uvw))}] "
+        raise FourdError(f"lateral size {lateral_size_A:g} Å cannot hold one unit cell along {axis_text(uvw)} "
                          f"(shortest in-plane period {min_period:.2f} Å)")
-    plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, phi_tol_deg)
-    if plan is None and fallback == "nearest":
-        for tol in (5.0, 10.0, 20.0, 45.0, 90.0, 180.0):
-            if tol > phi_tol_deg:
-                plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, tol)
-                if plan is not None:
-                    break
+    tols = [phi_tol_deg]
+    if fallback == "nearest":
+        tols += [t for t in (5.0, 10.0, 20.0, 45.0, 90.0, 180.0) if t > phi_tol_deg]
+    plan = find_periodic_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, tols)
     if plan is not None:
         return plan
     if fallback == "error":
-        raise FourdError(f"no periodic cell along [{' '.join(map(str, uvw))}] within {lateral_size_A:g} Å, "
+        raise FourdError(f"no periodic cell along {axis_text(uvw)} within {lateral_size_A:g} Å, "
                          f"strain {strain_tol:g} and φ tolerance {phi_tol_deg:g}°")
-    lz = float(np.linalg.norm(np.asarray(uvw) @ lattice))
-    return CellPlan("cut", float(_wrap_deg(phi_deg)), None, 0.0, (float(lateral_size_A),) * 2, (1, 1), lz)
+    return CellPlan("cut", float(_wrap_deg(phi_deg)), None, 0.0, (float(lateral_size_A),) * 2, (1, 1),
+                    period_z_A(lattice, uvw))
 
 
 def _shortest_inplane_period(lattice: np.ndarray, uvw) -> float:
     """Length of the shortest lattice vector (nearly) perpendicular to the zone axis, Å."""
-    r0 = zone_axis_frame(lattice, uvw)
-    rng = np.arange(-6, 7)
-    idx = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
-    vec = idx @ (lattice @ r0.T)
-    length = np.linalg.norm(vec, axis=1)
-    ok = (length > 1e-6) & (np.abs(vec[:, 2]) <= 0.02 * length)
-    return float(length[ok].min()) if ok.any() else float(np.linalg.norm(lattice, axis=1).min())
+    _, _, length = _inplane_vectors(lattice, uvw, np.inf, 0.02, [6, 6, 6])
+    return float(length.min()) if len(length) else float(np.linalg.norm(lattice, axis=1).min())
 
 
 # --- building ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .catalog.catalogue import FILENAME as CATALOGUE_FILE
 from .catalog.catalogue import read_catalogue
 from .errors import FourdError
 from .progress import progress
-from .specimen import CellPlan, Specimen, build_specimen, check_tilt, distinct_zone_axes, plan_cell
+from .specimen import CellPlan, Specimen, axis_text, build_specimen, check_tilt, distinct_zone_axes, plan_cell
 from .versions import software_versions
 
 log = logging.getLogger("fourdcrystal")
@@ -134,7 +134,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                     plan = plan_cell(structure.lattice.matrix, uvw, phi, size, cfg["strain_tol"], cfg["phi_tol_deg"],
                                      cfg["cell_fallback"])
                 except FourdError as exc:
-                    msg = f"crystal {cid} along [{' '.join(map(str, uvw))}]: {exc}"
+                    msg = f"crystal {cid} along {axis_text(uvw)}: {exc}"
                     if not cfg["skip_bad"]:
                         raise FourdError(msg + " (raise supercell.lateral_size_A or pass --skip-bad)") from None
                     log.warning("skipping: %s", msg)
