@@ -188,6 +188,120 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
         click.echo(f"wrote {path}")
 
 
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise FourdError(f"{what} {text!r}: expected comma-separated numbers, e.g. 100,200") from None
+
+
+@cli.command("simulate")
+@click.argument("specimens", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (its 'simulate:' section is used).")
+@click.option("--out", type=click.Path(file_okay=False), help="Dataset folder. [default: dataset]")
+@click.option("--overwrite", is_flag=True, help="Replace a dataset made with another config.")
+@click.option("--energy", "energy_eV", type=float, help="Beam energy in eV, e.g. 200e3. [default: 200e3]")
+@click.option("--semiangle", "semiangle_mrad", type=float, help="Convergence semi-angle in mrad. [default: 2]")
+@click.option("--defocus", "defocus_A", type=float, help="Defocus in Å, positive = underfocus. [default: 0]")
+@click.option("--cs", "cs_A", type=float, help="Spherical aberration Cs in Å (1 mm = 1e7 Å). [default: 0]")
+@click.option("--output-px", type=int, help="Pattern size H = W in pixels. [default: 256]")
+@click.option("--slice-thickness", "slice_thickness_A", type=float, help="Target slice thickness in Å. [default: 2]")
+@click.option("--parametrization", type=click.Choice(["lobato", "kirkland"]), help="Atomic potentials. [default: lobato]")
+@click.option("--positions", "positions_per_specimen", type=int, help="Probe positions per specimen. [default: 1]")
+@click.option("--probe-position", type=click.Choice(["center", "random"]), help="Probe at the box centre or random.")
+@click.option("--frozen-phonons", type=int, help="Frozen-phonon configurations per pattern, 0 = off. [default: 0]")
+@click.option("--specimens-per-shard", type=int, help="Specimens per HDF5 shard. [default: 8]")
+@click.option("--limit", type=int, help="Simulate only the first N specimens.")
+@click.option("--workers", type=int, help="Local worker processes, one FFT thread each. [default: 1]")
+@click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786); workers share the disk.")
+@click.option("--seed", type=int, help="Random seed. [default: 0]")
+@click.option("--structure", type=click.Path(), help="Single-structure mode: a CIF/POSCAR file instead of SPECIMENS.")
+@click.option("--zone-axis", type=int, nargs=3, help="Single-structure mode: zone axis u v w. [default: 0 0 1]")
+@click.option("--thickness", help="Single-structure mode: thicknesses in Å, comma-separated. [default: 100]")
+@click.option("--lateral-size", type=float, help="Single-structure mode: lateral box in Å. [default: 40]")
+@click.option("--phi", type=float, help="Single-structure mode: in-plane rotation in degrees. [default: 0]")
+@click.option("--tilt", type=float, nargs=2, help="Single-structure mode: beam tilt θx θy in mrad. [default: 0 0]")
+@click.pass_context
+def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiangle_mrad, defocus_A, cs_A, output_px,
+                 slice_thickness_A, parametrization, positions_per_specimen, probe_position, frozen_phonons,
+                 specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thickness, lateral_size,
+                 phi, tilt) -> None:
+    """Multislice CBED with V_g / q_z labels from a SPECIMENS folder into HDF5 shards.
+
+    Writes OUT/shard-NNNNNN.h5 (cbed, probe, vg, qz: float32 n×H×W, q = 0 at (H//2, W//2),
+    pixel size in Å⁻¹ recorded) and OUT/index.json (config, seed, software, splits by crystal).
+    A killed run restarted with the same command resumes. With --structure FILE (and no
+    SPECIMENS) one crystal is simulated and OUT/patterns.png drawn.
+    """
+    from pathlib import Path
+
+    from .config import load_config
+    from .simulation.runner import simulate_dataset
+
+    cfg = load_config("simulate", config_path, {
+        "out": out, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad, "defocus_A": defocus_A, "cs_A": cs_A,
+        "output_px": output_px, "slice_thickness_A": slice_thickness_A, "parametrization": parametrization,
+        "positions_per_specimen": positions_per_specimen, "probe_position": probe_position,
+        "frozen_phonons": frozen_phonons, "specimens_per_shard": specimens_per_shard, "limit": limit,
+        "workers": workers, "seed": seed,
+    })
+    out_dir = Path(cfg["out"])
+    if structure is not None:
+        if specimens is not None:
+            raise FourdError("give either a SPECIMENS folder or --structure FILE, not both")
+        from .supercell import single_structure_specimens, write_specimens
+
+        rows, crystals, header = single_structure_specimens(
+            structure, zone_axis or (0, 0, 1), _floats(thickness, "thickness") or [100.0], phi or 0.0,
+            tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"])
+        from .simulation.runner import SINGLE_SPECIMEN
+
+        specimens = out_dir / SINGLE_SPECIMEN
+        if out_dir.exists() and not (out_dir / "run.json").exists() and any(out_dir.iterdir()) and not overwrite:
+            raise FourdError(f"output folder {out_dir} exists and is not a fourdcrystal dataset; choose another --out "
+                             f"or pass --overwrite")
+        write_specimens(specimens, rows, crystals, header, overwrite=True)
+    elif specimens is None:
+        raise FourdError("give a SPECIMENS folder (from fourdcrystal supercell) or --structure FILE")
+    elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt)):
+        raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt belong to --structure mode; "
+                         "with a SPECIMENS folder they come from the manifest")
+    index = simulate_dataset(specimens, cfg, workers=cfg["workers"], scheduler=scheduler, overwrite=overwrite)
+    run = index["run"]
+    rate = f", {run['patterns'] / run['seconds']:.2f} patterns/s" if run["patterns"] else " (all shards were done)"
+    c = index["split_counts"]
+    click.echo(f"{index['samples']} samples in {len(index['shards'])} shards (train {c['train']}, val {c['val']}, "
+               f"test {c['test']}){rate}; wrote {out_dir / 'index.json'}")
+    if structure is not None:
+        from .simulation.inspect import dataset_montage
+
+        path = dataset_montage(out_dir, out_dir / "patterns.png", count=index["samples"])
+        click.echo(f"wrote {path}")
+
+
+@cli.command("inspect")
+@click.argument("dataset", type=click.Path())
+@click.option("--samples", "count", type=int, default=4, show_default=True, help="Samples in the PNG montage.")
+@click.option("--png", type=click.Path(dir_okay=False), help="Montage path. [default: DATASET/inspect.png]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which samples are drawn.")
+def inspect_cmd(dataset, count, png, seed) -> None:
+    """Counts per split / prototype / thickness of a DATASET, and a PNG montage of samples.
+
+    The montage shows cbed, probe and vg on a log scale and qz (Å⁻¹) where vg is strong.
+    """
+    from pathlib import Path
+
+    from .simulation.inspect import dataset_montage, dataset_summary
+
+    click.echo(dataset_summary(dataset))
+    if count > 0:
+        path = dataset_montage(dataset, png or Path(dataset) / "inspect.png", count=count, seed=seed)
+        click.echo(f"wrote {path}")
+
+
 def main() -> None:
     cli(prog_name="fourdcrystal")
 

@@ -246,7 +246,30 @@ SUPERCELL_SCHEMA: Schema = {
     "out": Field("specimens", Str(), "output specimens folder"),
 }
 
-SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA}
+SIMULATE_SCHEMA: Schema = {
+    "energy_eV": Field(200e3, Float(0.0, lo_open=True), "beam energy in eV (200e3 = 200 kV)"),
+    "semiangle_mrad": Field(2.0, Float(0.0, lo_open=True), "probe convergence semi-angle in mrad"),
+    "defocus_A": Field(0.0, Float(), "probe defocus in Å (abTEM convention: positive = underfocus)"),
+    "cs_A": Field(0.0, Float(), "spherical aberration Cs in Å (1 mm = 1e7 Å)"),
+    "output_px": Field(256, Int(8), "pattern size H = W in pixels (the grid is 3/2 of it, FFT-friendly)"),
+    "slice_thickness_A": Field(2.0, Float(0.0, lo_open=True),
+                               "target slice thickness in Å (a crystal period is cut into equal slices)"),
+    "parametrization": Field("lobato", Choice("lobato", "kirkland"), "atomic potential parametrisation"),
+    "probe_position": Field("center", Choice("center", "random"),
+                            "center of the box, or uniform random (central half of a cut box)"),
+    "positions_per_specimen": Field(1, Int(1), "probe positions per specimen (propagated as one batch)"),
+    "frozen_phonons": Field(0, Int(0), "frozen-phonon configurations averaged per pattern (0 = static)"),
+    "phonon_sigma_A": Field(0.08, Float(0.0), "r.m.s. thermal displacement per axis in Å"),
+    "specimens_per_shard": Field(8, Int(1), "specimens per HDF5 shard (one task)"),
+    "val_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the validation split"),
+    "test_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the test split"),
+    "limit": Field(None, Int(1, nullable=True), "simulate only the first N specimens of the manifest"),
+    "workers": Field(1, Int(1), "local worker processes (one FFT thread each)"),
+    "seed": Field(0, Int(0), "random seed (probe positions, phonons, splits)"),
+    "out": Field("dataset", Str(), "output dataset folder"),
+}
+
+SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA}
 
 
 def defaults(schema: Schema) -> dict:

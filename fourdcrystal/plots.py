@@ -59,3 +59,47 @@ def specimen_preview(specimen, title: str, path: str | Path) -> Path:
     out = save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list, path: str | Path,
+                   zoom: float = 1.0) -> Path:
+    """Rows of samples, columns cbed / probe / vg / qz, on axes in Å⁻¹.
+
+    cbed, probe and vg are drawn on a log scale (their dynamic range spans decades); qz on a
+    diverging scale masked where vg is weak (q_z means nothing off the reflections).
+    ``zoom`` < 1 shows the central part of the patterns.
+    """
+    from matplotlib.colors import LogNorm
+
+    n = len(samples)
+    plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(14, 3.4 * n + 0.4), squeeze=False,
+                               layout="constrained")
+    for row, (s, title, dk) in enumerate(zip(samples, titles, k_sampling_invA)):
+        h, w = s["cbed"].shape
+        ext = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0], (-h // 2 - 0.5) * dk[0]]
+        for col, name in enumerate(("cbed", "probe", "vg", "qz")):
+            ax = axes[row, col]
+            img = np.asarray(s[name], dtype=float)
+            if name == "qz":
+                vg = np.asarray(s["vg"], dtype=float)
+                img = np.ma.masked_where(vg < 0.02 * vg.max(), img)
+                lim = float(np.abs(img).max()) if img.count() else 1.0
+                im = ax.imshow(img, cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1, extent=ext)
+                label = "q_z (Å⁻¹)"
+            else:
+                pos = img[img > 0]
+                lo = max(float(pos.min()) if pos.size else 1e-6, float(img.max()) * 1e-5)
+                im = ax.imshow(np.clip(img, lo, None), norm=LogNorm(lo, max(float(img.max()), lo * 10)),
+                               cmap="magma", extent=ext)
+                label = {"cbed": "intensity (probe max = 1)", "probe": "intensity", "vg": "V_g (V·Å)"}[name]
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
+            r = zoom * max(abs(ext[0]), abs(ext[2]))
+            ax.set_xlim(-r, r)
+            ax.set_ylim(r, -r)
+            ax.set_title(f"{title}\n{name}" if col == 0 else name, fontsize=8, loc="left" if col == 0 else "center")
+            ax.set_xlabel("k_y (Å⁻¹)", fontsize=8)
+            ax.set_ylabel("k_x (Å⁻¹)", fontsize=8)
+            ax.tick_params(labelsize=7)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -30,7 +30,7 @@ from .catalog.catalogue import FILENAME as CATALOGUE_FILE
 from .catalog.catalogue import read_catalogue
 from .errors import FourdError
 from .progress import progress
-from .specimen import CellPlan, Specimen, axis_text, build_specimen, check_tilt, distinct_zone_axes, plan_cell
+from .specimen import CellPlan, Specimen, axis_text, build_specimen, check_tilt, check_zone_axis, distinct_zone_axes, plan_cell
 from .versions import software_versions
 
 log = logging.getLogger("fourdcrystal")
@@ -237,3 +237,43 @@ def summary(rows: list[SpecimenRow], header: dict) -> str:
     return (f"{c['specimens']} specimens from {c['crystals']} crystals: {c['periodic']} periodic, {c['cut']} cut-box "
             f"fallback, {c['skipped']} skipped; lateral box {min(sizes) ** 0.5:.1f}-{max(sizes) ** 0.5:.1f} Å; "
             f"thicknesses {', '.join(f'{t:g}' for t in rows[0].thicknesses_A)} Å")
+
+
+def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_deg: float = 0.0,
+                               tilt_mrad=(0.0, 0.0), lateral_size_A: float = 40.0, tilt_mode: str = "beam",
+                               strain_tol: float = 0.005, seed: int = 0):
+    """One specimen of one CIF/POSCAR file (the microscopist's mode): (rows, crystals, header)."""
+    from .catalog.prototypes import LabelError, label_structure
+    from .catalog.sources import read_structure_file, safe_id
+
+    path = Path(path)
+    if not path.is_file():
+        raise FourdError(f"structure file {path} not found")
+    structure = read_structure_file(path)
+    try:
+        info = label_structure(structure)
+    except LabelError as exc:
+        raise FourdError(f"{path}: {exc}") from None
+    conv = info.conventional
+    uvw = check_zone_axis(zone_axis)
+    tilt = check_tilt(tilt_mrad)
+    plan = plan_cell(conv.lattice.matrix, uvw, phi_deg, lateral_size_A, strain_tol, 2.0, "nearest")
+    cid = f"file-{safe_id(path.stem)}"
+    formula = conv.composition.reduced_formula
+    row = SpecimenRow(f"{cid}__{''.join(f'{x:+d}' for x in uvw)}__00", cid, formula, info.prototype, uvw,
+                      float(phi_deg), tilt, tilt_mode, float(lateral_size_A),
+                      tuple(sorted(float(t) for t in thicknesses_A)), plan, int(seed))
+    cif = conv.to(fmt="cif")
+    crystals = {cid: {"id": cid, "formula": formula, "prototype": info.prototype, "source": "files",
+                      "source_id": str(path), "space_group_number": info.space_group_number, "cif": cif}}
+    header = {
+        "schema": SCHEMA, "catalogue": None, "catalogue_sha256": hashlib.sha256(cif.encode()).hexdigest(),
+        "config": {"structure": str(path), "zone_axis": list(uvw), "phi_deg": phi_deg, "tilt_mrad": list(tilt),
+                   "lateral_size_A": lateral_size_A, "thicknesses_A": list(row.thicknesses_A), "seed": seed},
+        "seed": seed,
+        "counts": {"specimens": 1, "crystals": 1, "skipped": 0, "periodic": int(plan.mode == "periodic"),
+                   "cut": int(plan.mode == "cut")},
+        "software": software_versions(),
+        "conventions": "single-structure mode; see fourdcrystal.specimen",
+    }
+    return [row], crystals, header

@@ -1,0 +1,290 @@
+"""`fourdcrystal simulate`: a specimen manifest in, a sharded dataset out; local or on dask.
+
+The manifest's specimens are cut into shard tasks (``specimens_per_shard`` each, in manifest
+order). A task's result depends only on the config, the seed and its specimens, never on
+which worker ran it or when, so a killed run restarted with the same command skips the
+finished shards (each written atomically) and ends with the same dataset. ``run.json`` holds
+the plan while a run is in progress; ``index.json`` is written last.
+
+Tasks run in this process, in ``workers`` local processes (one FFT thread each), or on a
+dask.distributed cluster (``scheduler`` address; its workers must see the specimens and output
+folders on a shared file system).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text_atomic
+from ..errors import FourdError
+from ..versions import software_versions
+from . import shards
+from .cbed import Optics, check_semiangle, probe_positions, simulate_specimen
+
+log = logging.getLogger("fourdcrystal")
+
+RUN = "run.json"
+SINGLE_SPECIMEN = "specimen"  # single-structure mode keeps its one-row manifest inside the dataset
+PHYSICS_KEYS = ("energy_eV", "semiangle_mrad", "defocus_A", "cs_A", "output_px", "slice_thickness_A",
+                "parametrization", "probe_position", "positions_per_specimen", "frozen_phonons", "phonon_sigma_A",
+                "specimens_per_shard", "val_fraction", "test_fraction", "seed", "limit")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    index: int
+    specimen_ids: tuple[str, ...]
+    task_hash: str
+
+    @property
+    def file(self) -> str:
+        return shards.shard_name(self.index)
+
+
+def optics_from_config(cfg: dict) -> Optics:
+    return Optics(energy_eV=cfg["energy_eV"], semiangle_mrad=cfg["semiangle_mrad"], defocus_A=cfg["defocus_A"],
+                  cs_A=cfg["cs_A"], output_px=cfg["output_px"], slice_thickness_A=cfg["slice_thickness_A"],
+                  parametrization=cfg["parametrization"]).check()
+
+
+def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+    """train/val/test by crystal (no crystal in two splits), a seeded shuffle of the sorted ids.
+
+    With three or more crystals, val and test get at least one crystal each when their fraction
+    is positive.
+    """
+    ids = sorted(set(crystal_ids))
+    n = len(ids)
+    perm = [ids[i] for i in np.random.default_rng([seed, 0x5EED]).permutation(n)]
+
+    def count(f: float) -> int:
+        if f <= 0 or n == 0:
+            return 0
+        return max(1 if n >= 3 else 0, int(round(f * n)))
+
+    n_test, n_val = count(test_fraction), count(val_fraction)
+    while n_test + n_val > max(0, n - 1):  # keep at least one training crystal
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    out = {}
+    for i, cid in enumerate(perm):
+        out[cid] = "test" if i < n_test else ("val" if i < n_test + n_val else "train")
+    return out
+
+
+def plan_tasks(specimens, cfg: dict) -> list[ShardTask]:
+    rows = specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows
+    per = cfg["specimens_per_shard"]
+    physics = {k: cfg.get(k) for k in PHYSICS_KEYS}
+    manifest_hash = specimens.header.get("catalogue_sha256", "")
+    tasks = []
+    for i in range(0, len(rows), per):
+        ids = tuple(r.specimen_id for r in rows[i:i + per])
+        blob = json.dumps({"physics": physics, "ids": ids, "source": manifest_hash}, sort_keys=True)
+        tasks.append(ShardTask(i // per, ids, hashlib.sha256(blob.encode()).hexdigest()[:16]))
+    return tasks
+
+
+def specimen_seed(seed: int, specimen_id: str, row_seed: int) -> int:
+    return int(np.random.default_rng([seed, row_seed, zlib.crc32(specimen_id.encode())]).integers(0, 2**31 - 1))
+
+
+def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, splits: dict[str, str],
+              threads: int = 1) -> dict:
+    """Simulate one shard task and write it atomically. Returns {file, samples, seconds}."""
+    from ..supercell import load_specimen, read_specimens
+
+    t0 = time.perf_counter()
+    specimens = read_specimens(specimens_dir)
+    optics = optics_from_config(cfg)
+    images: dict[str, list] = {k: [] for k in shards.IMAGES}
+    meta: dict[str, list] = {k: [] for k in shards.META}
+    for sid in task.specimen_ids:
+        row = specimens.row(sid)
+        sp = load_specimen(specimens, sid)
+        s_seed = specimen_seed(cfg["seed"], sid, row.seed)
+        rng = np.random.default_rng(s_seed)
+        positions = probe_positions(sp, cfg["positions_per_specimen"], cfg["probe_position"], rng)
+        res = simulate_specimen(sp, optics, positions, cfg["frozen_phonons"], cfg["phonon_sigma_A"],
+                                seed=s_seed, threads=threads)
+        for ti, t in enumerate(res.thickness_A):
+            for pi, pos in enumerate(res.positions_A):
+                images["cbed"].append(res.cbed[ti, pi])
+                images["probe"].append(res.probe[pi])
+                images["vg"].append(res.vg[ti])
+                images["qz"].append(res.qz[ti])
+                values = {
+                    "sample_id": f"{sid}__t{ti}__p{pi}", "specimen_id": sid, "crystal_id": row.crystal_id,
+                    "formula": row.formula, "prototype": row.prototype, "split": splits[row.crystal_id],
+                    "zone_axis": row.zone_axis, "inplane_rotation_deg": sp.plan.phi_deg, "tilt_mrad": row.tilt_mrad,
+                    "tilt_mode": row.tilt_mode, "thickness_A": float(t),
+                    "thickness_nominal_A": sorted(row.thicknesses_A)[ti], "energy_eV": optics.energy_eV,
+                    "semiangle_mrad": optics.semiangle_mrad, "defocus_A": optics.defocus_A, "cs_A": optics.cs_A,
+                    "probe_position_A": pos, "k_sampling_invA": res.k_sampling_invA,
+                    "slice_thickness_A": res.slice_thickness_A, "frozen_phonons": cfg["frozen_phonons"],
+                    "seed": s_seed,
+                }
+                for k, v in values.items():
+                    meta[k].append(v)
+    arrays = {k: np.stack(v) for k, v in images.items()}
+    versions = software_versions(("fourdcrystal", "abtem"))
+    attrs = {"k_sampling_invA": np.median(np.asarray(meta["k_sampling_invA"]), axis=0), "output_px": optics.output_px,
+             "task": task.task_hash, "fourdcrystal_version": versions["fourdcrystal"],
+             "abtem_version": versions["abtem"]}
+    shards.write_shard(Path(out_dir) / task.file, arrays, meta, attrs)
+    return {"file": task.file, "samples": len(arrays["cbed"]), "seconds": time.perf_counter() - t0,
+            "splits": sorted(set(meta["split"]))}
+
+
+def _init_worker() -> None:
+    # one FFT thread per process: processes, not threads, use the cores
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: bool) -> list[ShardTask]:
+    """Create or resume the output folder; return the tasks still to run."""
+    run_file = out / RUN
+    plan = {"tasks": [[t.file, t.task_hash] for t in tasks]}
+    if out.exists() and any(p.name != SINGLE_SPECIMEN for p in out.iterdir()):
+        if not run_file.exists() and not overwrite:
+            raise FourdError(f"output folder {out} exists and is not a fourdcrystal dataset; choose another --out "
+                             f"or pass --overwrite")
+        previous = json.loads(run_file.read_text()) if run_file.exists() else {}
+        if previous.get("plan") != plan:
+            if not overwrite:
+                raise FourdError(f"output folder {out} holds a dataset made with another config or manifest; "
+                                 f"pass --overwrite to replace it, or choose another --out")
+            for p in out.glob("shard-*.h5"):
+                p.unlink()
+            for name in (shards.INDEX, RUN):
+                if (out / name).exists():
+                    (out / name).unlink()
+        elif overwrite:
+            for p in out.glob("shard-*.h5"):
+                p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError("permission denied")
+    except OSError as exc:
+        raise FourdError(f"cannot write output folder {out}: {getattr(exc, 'strerror', None) or exc}") from None
+    for tmp in out.glob(".shard-*.tmp"):  # left by a killed run
+        tmp.unlink()
+    write_text_atomic(run_file, json.dumps({**header, "plan": plan}, indent=1, sort_keys=True, default=str) + "\n")
+    return [t for t in tasks if shards.shard_task(out / t.file) != t.task_hash]
+
+
+def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, scheduler: str | None = None,
+                     overwrite: bool = False, progress_bar: bool = True) -> dict:
+    """Run every shard task of a specimens folder into ``cfg['out']``; return the index."""
+    from tqdm.auto import tqdm
+
+    from ..progress import _quiet
+    from ..supercell import read_specimens
+
+    specimens = read_specimens(specimens_dir)
+    optics = optics_from_config(cfg)
+    for r in specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows:
+        check_semiangle(optics, r.plan.box_A)
+    out = Path(cfg["out"])
+    tasks = plan_tasks(specimens, cfg)
+    used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]
+    splits = assign_splits([r.crystal_id for r in used_rows], cfg["val_fraction"], cfg["test_fraction"], cfg["seed"])
+    header = {"schema": shards.INDEX_SCHEMA, "config": cfg, "seed": cfg["seed"], "software": software_versions(),
+              "specimens": str(specimens_dir), "specimens_sha256": _folder_hash(Path(specimens_dir))}
+    todo = _prepare_output(out, tasks, header, overwrite)
+    done = len(tasks) - len(todo)
+    if done:
+        log.info("resuming: %d of %d shards already complete in %s", done, len(tasks), out)
+    per_sample = cfg["positions_per_specimen"] * len(specimens.rows[0].thicknesses_A)
+    total = sum(len(t.specimen_ids) for t in tasks) * per_sample
+    bar = tqdm(total=total, initial=sum(len(t.specimen_ids) for t in tasks if t not in todo) * per_sample,
+               desc="simulate", unit="pattern", disable=True if (_quiet or not progress_bar) else None,
+               dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter()
+    made = 0
+    args = (str(specimens_dir), str(out))
+    try:
+        for result in _execute(todo, args, cfg, splits, workers, scheduler):
+            made += result["samples"]
+            bar.update(result["samples"])
+            bar.set_postfix_str(f"{made / (time.perf_counter() - t0):.2f} patterns/s")
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    index = _write_index(out, tasks, header, splits, used_rows)
+    index["run"] = {"patterns": made, "seconds": seconds}
+    return index
+
+
+def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None):
+    if not todo:
+        return
+    if scheduler:
+        try:
+            from distributed import Client, as_completed
+        except ImportError:  # pragma: no cover
+            raise FourdError("--scheduler needs dask.distributed (pip install distributed)") from None
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise FourdError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
+        try:
+            futures = [client.submit(run_shard, *args, t, cfg, splits, 1, key=f"fourdcrystal-{t.task_hash}-{t.index}",
+                                     pure=False) for t in todo]
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            client.close()
+    elif workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+            futures = [pool.submit(run_shard, *args, t, cfg, splits, 1) for t in todo]
+            for fut in cf_completed(futures):
+                yield fut.result()
+    else:
+        for t in todo:
+            yield run_shard(*args, t, cfg, splits, 1)
+
+
+def _folder_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("specimens.csv", "crystals.json"):
+        p = folder / name
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _write_index(out: Path, tasks: list[ShardTask], header: dict, splits: dict[str, str], rows) -> dict:
+    entries = []
+    counts: dict[str, int] = {"train": 0, "val": 0, "test": 0}
+    for t in tasks:
+        sh = shards.Shard(out / t.file)
+        try:
+            n = len(sh)
+            for s in sh.meta("split"):
+                counts[str(s)] += 1
+        finally:
+            sh.close()
+        entries.append({"file": t.file, "samples": n, "task": t.task_hash, "specimens": len(t.specimen_ids)})
+    index = {**header, "shards": entries, "samples": sum(e["samples"] for e in entries), "split_counts": counts,
+             "crystal_split": dict(sorted(splits.items())),
+             "conventions": "images (n, H, W), axis 1 = k_x, axis 2 = k_y, q = 0 at (H//2, W//2); cbed and probe "
+                            "scaled so the vacuum probe has max 1; vg in V·Å (4D-MAKE definition), qz in Å⁻¹"}
+    write_text_atomic(out / shards.INDEX, json.dumps(index, indent=1, sort_keys=True, default=str) + "\n")
+    return index

@@ -1,0 +1,182 @@
+"""The dataset on disk: HDF5 shards and ``index.json``. Write (atomic), read, validate.
+
+A dataset folder holds ``index.json`` and shards ``shard-NNNNNN.h5``. Each shard has
+
+* ``cbed``, ``probe``, ``vg``, ``qz``: float32 (n, H, W), one sample per chunk, gzip+shuffle;
+  q = 0 at pixel (H//2, W//2); axis 1 is k_x, axis 2 is k_y;
+* ``meta/<name>``: one entry per sample (see ``META``);
+* attributes ``schema``, ``k_sampling_invA`` (median (k_x, k_y) pixel size of the shard, Å⁻¹;
+  exact per-sample values are in ``meta/k_sampling_invA``), ``output_px``, ``task``,
+  ``fourdcrystal_version``, ``abtem_version``.
+
+A shard is written under a temporary name and renamed when complete, so a shard file that
+exists is whole; a killed run restarted with the same command skips finished shards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FourdError
+
+SHARD_SCHEMA = "fourdcrystal.shard/1"
+INDEX_SCHEMA = "fourdcrystal.dataset/1"
+INDEX = "index.json"
+IMAGES = ("cbed", "probe", "vg", "qz")
+# name -> (dtype, per-sample shape); strings are variable-length UTF-8
+META = {
+    "sample_id": (str, ()),
+    "specimen_id": (str, ()),
+    "crystal_id": (str, ()),
+    "formula": (str, ()),
+    "prototype": (str, ()),
+    "split": (str, ()),
+    "zone_axis": (np.int32, (3,)),
+    "inplane_rotation_deg": (np.float64, ()),
+    "tilt_mrad": (np.float64, (2,)),
+    "tilt_mode": (str, ()),
+    "thickness_A": (np.float64, ()),  # realised: a whole number of slices
+    "thickness_nominal_A": (np.float64, ()),  # as requested in the manifest
+    "energy_eV": (np.float64, ()),
+    "semiangle_mrad": (np.float64, ()),
+    "defocus_A": (np.float64, ()),
+    "cs_A": (np.float64, ()),
+    "probe_position_A": (np.float64, (2,)),
+    "k_sampling_invA": (np.float64, (2,)),
+    "slice_thickness_A": (np.float64, ()),
+    "frozen_phonons": (np.int32, ()),
+    "seed": (np.int64, ()),
+}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.h5"
+
+
+def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str, Sequence], attrs: dict[str, Any]) -> None:
+    """Write one shard atomically (temporary file in the same folder, then rename)."""
+    import h5py
+
+    path = Path(path)
+    n = len(images["cbed"])
+    for name in IMAGES:
+        if images[name].shape != images["cbed"].shape:
+            raise ValueError(f"{name} has shape {images[name].shape}, cbed {images['cbed'].shape}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name in IMAGES:
+                arr = np.ascontiguousarray(images[name], dtype=np.float32)
+                f.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip",
+                                 compression_opts=1, shuffle=True)
+            g = f.create_group("meta")
+            for name, (dtype, shape) in META.items():
+                values = meta[name]
+                if len(values) != n:
+                    raise ValueError(f"meta/{name} has {len(values)} entries for {n} samples")
+                if dtype is str:
+                    g.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
+                                     dtype=h5py.string_dtype())
+                else:
+                    g.create_dataset(name, data=np.asarray(values, dtype=dtype).reshape(n, *shape))
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            f.attrs["schema"] = SHARD_SCHEMA
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def shard_task(path: str | Path) -> str | None:
+    """The task hash a finished shard was written for, or None when it is unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != SHARD_SCHEMA:
+                return None
+            return str(f.attrs.get("task"))
+    except OSError:
+        return None
+
+
+@dataclass
+class Shard:
+    """Read access to one shard (opened lazily, per process)."""
+
+    path: Path
+
+    def __post_init__(self):
+        self._file = None
+
+    @property
+    def file(self):
+        import h5py
+
+        if self._file is None:
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise FourdError(f"{self.path}: not a readable HDF5 shard ({exc})") from None
+        return self._file
+
+    def __len__(self) -> int:
+        return int(self.file["cbed"].shape[0])
+
+    def images(self, i: int) -> dict[str, np.ndarray]:
+        return {name: self.file[name][i] for name in IMAGES}
+
+    def meta(self, name: str) -> np.ndarray:
+        d = self.file["meta"][name]
+        return d.asstr()[...] if d.dtype.kind == "O" else d[...]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_index(folder: str | Path) -> dict:
+    """Read and check ``index.json`` of a dataset folder (every listed shard must exist)."""
+    folder = Path(folder)
+    path = folder / INDEX
+    if not path.exists():
+        raise FourdError(f"{path} not found; expected a dataset folder written by fourdcrystal simulate")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FourdError(f"{path}: unreadable dataset index ({exc})") from None
+    if index.get("schema") != INDEX_SCHEMA:
+        raise FourdError(f"{path}: schema {index.get('schema')!r}, expected {INDEX_SCHEMA!r}")
+    for s in index.get("shards", []):
+        if not (folder / s["file"]).exists():
+            raise FourdError(f"{path} lists {s['file']}, which is missing from {folder}")
+    return index
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,209 @@
+"""`fourdcrystal simulate` / `inspect` end to end: shards, index, splits, resume, workers, dask, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fourdcrystal.simulation import shards
+from fourdcrystal.supercell import read_specimens
+
+from .conftest import ROOT, run_cli
+
+SIM = ["--output-px", "32", "--specimens-per-shard", "1", "--slice-thickness", "2", "--semiangle", "3"]
+
+
+@pytest.fixture(scope="module")
+def specimens(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sim")
+    assert run_cli("-q", "select", "--max-crystals", "4", "--out", str(base / "cat")).exit_code == 0
+    res = run_cli("-q", "supercell", str(base / "cat"), "--out", str(base / "spec"), "--zone-axes", "1",
+                  "--thickness", "20,40", "--lateral-size", "12", "--max-index", "1")
+    assert res.exit_code == 0, res.output
+    return base / "spec"
+
+
+@pytest.fixture(scope="module")
+def dataset(specimens):
+    out = specimens.parent / "ds"
+    res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *SIM)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _arrays(folder: Path) -> dict[str, np.ndarray]:
+    index = shards.read_index(folder)
+    out: dict[str, list] = {}
+    for e in index["shards"]:
+        with h5py.File(folder / e["file"], "r") as f:
+            for k in shards.IMAGES:
+                out.setdefault(k, []).append(f[k][...])
+            out.setdefault("sample_id", []).append(f["meta/sample_id"].asstr()[...])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def test_shards_and_index(dataset, specimens):
+    index = json.loads((dataset / "index.json").read_text())
+    assert index["schema"] == "fourdcrystal.dataset/1" and index["seed"] == 0
+    assert index["config"]["energy_eV"] == 200e3 and index["software"]["abtem"]
+    assert len(index["shards"]) == 4 and index["samples"] == 8  # 4 specimens x 2 thicknesses
+    seen: dict[str, set] = {}
+    spec = read_specimens(specimens)
+    for e in index["shards"]:
+        with h5py.File(dataset / e["file"], "r") as f:
+            assert f.attrs["schema"] == "fourdcrystal.shard/1"
+            assert f.attrs["abtem_version"] and f.attrs["fourdcrystal_version"]
+            n = e["samples"]
+            for k in shards.IMAGES:
+                d = f[k]
+                assert d.shape == (n, 32, 32) and d.dtype == np.float32 and d.chunks == (1, 32, 32)
+                assert d.compression == "gzip"
+            for name in shards.META:
+                assert len(f["meta"][name]) == n
+            k = f["meta/k_sampling_invA"][...]
+            np.testing.assert_allclose(f.attrs["k_sampling_invA"], np.median(k, axis=0))
+            for sid, kk in zip(f["meta/specimen_id"].asstr()[...], k):  # pixel size = 1 / box side
+                np.testing.assert_allclose(1.0 / kk, spec.row(sid).plan.box_A, rtol=1e-6)
+            assert np.allclose(f["probe"][...].max(axis=(1, 2)), 1.0)
+            assert sorted(f["meta/thickness_nominal_A"][...].tolist()) == [20.0, 40.0] * (n // 2)
+            assert np.allclose(f["meta/thickness_A"][...], f["meta/thickness_nominal_A"][...], atol=1.5)
+            for cid, split in zip(f["meta/crystal_id"].asstr()[...], f["meta/split"].asstr()[...]):
+                seen.setdefault(cid, set()).add(split)
+                assert index["crystal_split"][cid] == split
+    assert all(len(s) == 1 for s in seen.values())  # no crystal in two splits
+    assert set(index["crystal_split"].values()) == {"train", "val", "test"}  # 4 crystals: 2 / 1 / 1
+    assert not (dataset / "run.json").read_text() == ""
+
+
+def test_same_seed_same_data_with_workers(dataset, specimens, tmp_path):
+    res = run_cli("-q", "simulate", str(specimens), "--out", str(tmp_path / "w2"), *SIM, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    a, b = _arrays(dataset), _arrays(tmp_path / "w2")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *SIM,
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("shard-*.h5")):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-run
+    proc.wait()
+    done = sorted(p.name for p in out.glob("shard-*.h5"))
+    assert 1 <= len(done) and not (out / "index.json").exists() or len(done) == 4
+    (out / ".shard-000003.h5.junk.tmp").write_bytes(b"half a file")  # what a kill mid-write leaves
+    res = run_cli("simulate", str(specimens), "--out", str(out), *SIM)
+    assert res.exit_code == 0, res.output
+    assert not list(out.glob(".shard-*.tmp"))
+    a, b = _arrays(dataset), _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = run_cli("-q", "simulate", str(specimens), "--out", str(tmp_path / "dask"), *SIM,
+                      "--scheduler", cluster.scheduler_address)
+    assert res.exit_code == 0, res.output
+    a, b = _arrays(dataset), _arrays(tmp_path / "dask")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_inspect(dataset):
+    res = run_cli("inspect", str(dataset), "--samples", "2")
+    assert res.exit_code == 0, res.output
+    assert "8 samples in 4 shards" in res.output and "train" in res.output and "20" in res.output
+    assert (dataset / "inspect.png").stat().st_size > 10_000
+
+
+SI_CIF = """data_Si
+_symmetry_space_group_name_H-M 'F d -3 m'
+_cell_length_a 5.431
+_cell_length_b 5.431
+_cell_length_c 5.431
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_Int_Tables_number 227
+loop_
+_symmetry_equiv_pos_as_xyz
+x,y,z
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Si1 Si 0 0 0
+"""
+
+
+def test_single_structure_mode(tmp_path):
+    cif = tmp_path / "Si.cif"
+    cif.write_text(SI_CIF.replace("x,y,z", "x,y,z\n" + "\n".join([
+        "x,y+1/2,z+1/2", "x+1/2,y,z+1/2", "x+1/2,y+1/2,z", "x+1/4,y+1/4,z+1/4", "x+1/4,y+3/4,z+3/4",
+        "x+3/4,y+1/4,z+3/4", "x+3/4,y+3/4,z+1/4"])))
+    out = tmp_path / "si110"
+    res = run_cli("-q", "simulate", "--structure", str(cif), "--zone-axis", "1", "1", "0", "--thickness", "20,40",
+                  "--energy", "200e3", "--semiangle", "2", "--output-px", "32", "--lateral-size", "12",
+                  "--out", str(out))
+    assert res.exit_code == 0, res.output
+    index = shards.read_index(out)
+    assert index["samples"] == 2
+    assert (out / "patterns.png").stat().st_size > 10_000
+    with h5py.File(out / index["shards"][0]["file"], "r") as f:
+        assert f["meta/formula"].asstr()[0] == "Si"
+        assert f["meta/zone_axis"][0].tolist() == [1, 1, 0]
+
+
+def _error(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def test_bad_input_one_line_nothing_written(specimens, tmp_path):
+    out = tmp_path / "bad"
+    msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--energy", "-5"))
+    assert "energy_eV: -5.0; expected a number > 0" in msg
+    msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--semiangle", "60"))
+    assert "largest allowed is" in msg and "mrad" in msg
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for name in ("manifest.json", "crystals.json"):
+        (empty / name).write_text((specimens / name).read_text())
+    (empty / "specimens.csv").write_text((specimens / "specimens.csv").read_text().splitlines()[0] + "\n")
+    assert "lists no specimens" in _error(run_cli("simulate", str(empty), "--out", str(out), *SIM))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "cannot write output folder" in _error(run_cli("simulate", str(specimens), "--out",
+                                                          str(blocker / "ds"), *SIM))
+    assert not out.exists()
+
+
+def test_existing_dataset_with_other_config_is_kept(dataset, specimens):
+    before = _arrays(dataset)
+    msg = _error(run_cli("simulate", str(specimens), "--out", str(dataset), *SIM, "--energy", "300e3"))
+    assert "another config" in msg
+    after = _arrays(dataset)
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
