@@ -264,6 +264,8 @@ SIMULATE_SCHEMA: Schema = {
     "val_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the validation split"),
     "test_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the test split"),
     "limit": Field(None, Int(1, nullable=True), "simulate only the first N specimens of the manifest"),
+    "fft_planning": Field("patient", Choice("estimate", "measure", "patient"),
+                          "FFTW planning: measure/patient are faster; plans are shared by all workers"),
     "workers": Field(1, Int(1), "local worker processes (one FFT thread each)"),
     "seed": Field(0, Int(0), "random seed (probe positions, phonons, splits)"),
     "out": Field("dataset", Str(), "output dataset folder"),

@@ -114,6 +114,49 @@ def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def _workers_of(pid: int) -> list[int]:
+    """Child processes of ``pid`` that are multiprocessing workers (not the resource tracker)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and "spawn_main" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find worker processes")
+def test_killed_worker_one_line_then_resume(dataset, specimens, tmp_path):
+    out = tmp_path / "worker"
+    cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *SIM,
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    victims: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        victims = _workers_of(proc.pid)
+        if len(victims) == 2 and (out / "run.json").exists():
+            break
+        time.sleep(0.02)
+    if proc.poll() is None and victims:
+        os.kill(victims[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    if proc.returncode != 0:  # the usual case: the kill landed mid-run
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: a worker process died"), stderr
+        assert not (out / "index.json").exists()
+    res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *SIM)
+    assert res.exit_code == 0, res.output
+    a, b = _arrays(dataset), _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
     from distributed import LocalCluster
 

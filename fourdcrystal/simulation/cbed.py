@@ -89,7 +89,8 @@ def probe_positions(specimen: Specimen, count: int, mode: str, rng: np.random.Ge
 
 
 def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarray, frozen_phonons: int = 0,
-                      phonon_sigma_A: float = 0.08, seed: int = 0, threads: int = 1) -> Samples:
+                      phonon_sigma_A: float = 0.08, seed: int = 0, threads: int = 1,
+                      planning: str = "measure") -> Samples:
     """Multislice CBED for every probe position and thickness of ``specimen``, plus labels.
 
     Beam-mode tilt (``specimen.info['tilt_mode'] == 'beam'``) tilts the probe; atoms-mode tilt is
@@ -117,14 +118,14 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
 
     if frozen_phonons and frozen_phonons > 0:
         stack, cbed = _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt,
-                                         frozen_phonons, phonon_sigma_A, seed, threads)
+                                         frozen_phonons, phonon_sigma_A, seed, threads, planning)
     else:
         stack = engine.build_slices(specimen.atoms, gpts, optics.slice_thickness_A, specimen.thickness_A,
                                     periodic_z, optics.parametrization)
         exits = _exits(thicknesses, stack)
         t = engine.transmission_functions(stack.potential, optics.energy_eV, sampling)
         prop = engine.fresnel_propagator(gpts, sampling, stack.slice_thickness_A, optics.energy_eV, beam_tilt)
-        cbed = engine.propagate(waves, t, stack.order, prop, exits, crop=(h, w), threads=threads)
+        cbed = engine.propagate(waves, t, stack.order, prop, exits, crop=(h, w), threads=threads, planning=planning)
     exits = _exits(thicknesses, stack)
     vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (h, w),
                                  beam_tilt_mrad=beam_tilt, k_sampling_invA=k_sampling)
@@ -141,7 +142,8 @@ def _exits(thicknesses, stack: engine.SliceStack) -> list[int]:
     return [min(e, stack.num_slices) for e in exits]
 
 
-def _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt, n_configs, sigma_A, seed, threads):
+def _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt, n_configs, sigma_A, seed, threads,
+                       planning):
     """Incoherent average over displaced configurations of the whole slab (no z periodicity)."""
     from abtem import FrozenPhonons
 
@@ -161,7 +163,8 @@ def _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt, n_
         stack = engine.build_slices(config, gpts, dz, n_total * dz, None, optics.parametrization)
         exits = _exits(thicknesses, stack)
         t = engine.transmission_functions(stack.potential, optics.energy_eV, sampling)
-        c = engine.propagate(waves, t, stack.order, prop, exits, crop=(optics.output_px,) * 2, threads=threads)
+        c = engine.propagate(waves, t, stack.order, prop, exits, crop=(optics.output_px,) * 2, threads=threads,
+                             planning=planning)
         cbed = c if cbed is None else cbed + c
         mean_pot = stack.potential if mean_pot is None else mean_pot + stack.potential
     stack.potential = (mean_pot / n_configs).astype(np.float32)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft as sp_fft
 from scipy.signal import windows
 
 QZ_SIGMA_INVA = 1.0 / 20.0
@@ -39,7 +40,7 @@ def lateral_spectra(potential: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     n, gx, gy = potential.shape
     wx = windows.tukey(gx)[:, None]
     wy = windows.tukey(gy)[None, :]
-    f = np.fft.fft2(potential.astype(np.float64) * (wx * wy)) / (gx * gy)
+    f = sp_fft.fft2(potential.astype(np.float64) * (wx * wy), workers=1) / (gx * gy)
     ix, iy = _crop_index(gx, crop[0]), _crop_index(gy, crop[1])
     return f[:, ix[:, None], iy[None, :]].astype(np.complex64)
 
@@ -69,7 +70,7 @@ def bragg_labels(potential: np.ndarray, order: np.ndarray, slice_thickness_A: fl
         nz = int(nz)
         stack = spectra[order[:nz]] * windows.tukey(nz).astype(np.float32)[:, None, None]
         qz = np.fft.fftfreq(nz, slice_thickness_A).astype(np.float32)
-        f = np.abs(np.fft.fft(stack, axis=0)) * np.exp(-(qz**2) / (2 * qz_sigma_invA**2))[:, None, None]
+        f = np.abs(sp_fft.fft(stack, axis=0, workers=1)) * np.exp(-(qz**2) / (2 * qz_sigma_invA**2))[:, None, None]
         vg = f.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             q = np.where(vg > 0, (f * qz[:, None, None]).sum(0) / vg, 0.0)

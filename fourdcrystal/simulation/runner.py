@@ -29,6 +29,7 @@ from ..errors import FourdError
 from ..versions import software_versions
 from . import shards
 from .cbed import Optics, check_semiangle, probe_positions, simulate_specimen
+from .optics import antialiased_gpts
 
 log = logging.getLogger("fourdcrystal")
 
@@ -101,11 +102,13 @@ def specimen_seed(seed: int, specimen_id: str, row_seed: int) -> int:
 
 
 def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, splits: dict[str, str],
-              threads: int = 1) -> dict:
+              threads: int = 1, wisdom=None) -> dict:
     """Simulate one shard task and write it atomically. Returns {file, samples, seconds}."""
     from ..supercell import load_specimen, read_specimens
+    from .engine import use_wisdom
 
     t0 = time.perf_counter()
+    use_wisdom(wisdom)
     specimens = read_specimens(specimens_dir)
     optics = optics_from_config(cfg)
     images: dict[str, list] = {k: [] for k in shards.IMAGES}
@@ -117,7 +120,7 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
         rng = np.random.default_rng(s_seed)
         positions = probe_positions(sp, cfg["positions_per_specimen"], cfg["probe_position"], rng)
         res = simulate_specimen(sp, optics, positions, cfg["frozen_phonons"], cfg["phonon_sigma_A"],
-                                seed=s_seed, threads=threads)
+                                seed=s_seed, threads=threads, planning=cfg["fft_planning"])
         for ti, t in enumerate(res.thickness_A):
             for pi, pos in enumerate(res.positions_A):
                 images["cbed"].append(res.cbed[ti, pi])
@@ -205,6 +208,8 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     header = {"schema": shards.INDEX_SCHEMA, "config": cfg, "seed": cfg["seed"], "software": software_versions(),
               "specimens": str(specimens_dir), "specimens_sha256": _folder_hash(Path(specimens_dir))}
     todo = _prepare_output(out, tasks, header, overwrite)
+    wisdom = _wisdom(out, (cfg["positions_per_specimen"], antialiased_gpts(cfg["output_px"]),
+                           antialiased_gpts(cfg["output_px"])), cfg["fft_planning"])
     done = len(tasks) - len(todo)
     if done:
         log.info("resuming: %d of %d shards already complete in %s", done, len(tasks), out)
@@ -217,7 +222,7 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     made = 0
     args = (str(specimens_dir), str(out))
     try:
-        for result in _execute(todo, args, cfg, splits, workers, scheduler):
+        for result in _execute(todo, args, cfg, splits, workers, scheduler, wisdom):
             made += result["samples"]
             bar.update(result["samples"])
             bar.set_postfix_str(f"{made / (time.perf_counter() - t0):.2f} patterns/s")
@@ -229,7 +234,7 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     return index
 
 
-def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None):
+def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None, wisdom=None):
     if not todo:
         return
     if scheduler:
@@ -242,7 +247,7 @@ def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None):
         except (OSError, TimeoutError) as exc:
             raise FourdError(f"cannot reach dask scheduler {scheduler}: {exc}") from None
         try:
-            futures = [client.submit(run_shard, *args, t, cfg, splits, 1, key=f"fourdcrystal-{t.task_hash}-{t.index}",
+            futures = [client.submit(run_shard, *args, t, cfg, splits, 1, wisdom, key=f"fourdcrystal-{t.task_hash}-{t.index}",
                                      pure=False) for t in todo]
             for fut in as_completed(futures):
                 yield fut.result()
@@ -252,13 +257,65 @@ def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
 
+        from concurrent.futures.process import BrokenProcessPool
+
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-            futures = [pool.submit(run_shard, *args, t, cfg, splits, 1) for t in todo]
-            for fut in cf_completed(futures):
-                yield fut.result()
+            futures = [pool.submit(run_shard, *args, t, cfg, splits, 1, wisdom) for t in todo]
+            try:
+                for fut in cf_completed(futures):
+                    yield fut.result()
+            except BrokenProcessPool:
+                for f in futures:
+                    f.cancel()
+                raise FourdError("a worker process died (killed, or out of memory); finished shards are kept: "
+                                 "rerun the same command to resume") from None
     else:
         for t in todo:
-            yield run_shard(*args, t, cfg, splits, 1)
+            yield run_shard(*args, t, cfg, splits, 1, wisdom)
+
+
+WISDOM = "fftw-wisdom.json"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FOURDCRYSTAL_CACHE", Path.home() / ".cache" / "fourdcrystal"))
+
+
+def _read_wisdom(path: Path):
+    try:
+        data = json.loads(path.read_text())
+        return tuple(data[k].encode("ascii") for k in ("double", "single", "longdouble"))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def _write_wisdom(path: Path, wisdom) -> None:
+    keys = ("double", "single", "longdouble")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({k: w.decode("ascii") for k, w in zip(keys, wisdom)}) + "\n")
+    except OSError as exc:  # a read-only home is no reason to stop
+        log.debug("could not write FFTW wisdom to %s: %s", path, exc)
+
+
+def _wisdom(out: Path, shape: tuple[int, int, int], planning: str):
+    """FFT plans for this run: the dataset's own (resume), else this machine's cache, else new.
+
+    Every worker imports the same wisdom, so a shard's numbers do not depend on who computed it.
+    """
+    from .engine import fftw_wisdom
+
+    if planning == "estimate":
+        return None
+    own = out / WISDOM
+    prior = _read_wisdom(own) or _read_wisdom(_cache_dir() / WISDOM)
+    wisdom = fftw_wisdom([shape], planning, prior)
+    if wisdom is None:  # pragma: no cover - no pyfftw
+        return None
+    if not own.exists():
+        _write_wisdom(own, wisdom)
+    _write_wisdom(_cache_dir() / WISDOM, wisdom)
+    return wisdom
 
 
 def _folder_hash(folder: Path) -> str:
