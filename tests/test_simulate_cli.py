@@ -51,6 +51,13 @@ def _arrays(folder: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def _assert_same(a_dir: Path, b_dir: Path) -> None:
+    """Bit-identical images and the same sample order."""
+    a, b = _arrays(a_dir), _arrays(b_dir)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_shards_and_index(dataset, specimens):
     index = json.loads((dataset / "index.json").read_text())
     assert index["schema"] == "fourdcrystal.dataset/1" and index["seed"] == 0
@@ -87,9 +94,7 @@ def test_shards_and_index(dataset, specimens):
 def test_same_seed_same_data_with_workers(dataset, specimens, tmp_path):
     res = run_cli("-q", "simulate", str(specimens), "--out", str(tmp_path / "w2"), *SIM, "--workers", "2")
     assert res.exit_code == 0, res.output
-    a, b = _arrays(dataset), _arrays(tmp_path / "w2")
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    _assert_same(dataset, tmp_path / "w2")
 
 
 def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
@@ -109,9 +114,7 @@ def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
     res = run_cli("simulate", str(specimens), "--out", str(out), *SIM)
     assert res.exit_code == 0, res.output
     assert not list(out.glob(".shard-*.tmp"))
-    a, b = _arrays(dataset), _arrays(out)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    _assert_same(dataset, out)
 
 
 def _workers_of(pid: int) -> list[int]:
@@ -152,9 +155,7 @@ def test_killed_worker_one_line_then_resume(dataset, specimens, tmp_path):
         assert not (out / "index.json").exists()
     res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *SIM)
     assert res.exit_code == 0, res.output
-    a, b = _arrays(dataset), _arrays(out)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    _assert_same(dataset, out)
 
 
 def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
@@ -164,9 +165,7 @@ def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
         res = run_cli("-q", "simulate", str(specimens), "--out", str(tmp_path / "dask"), *SIM,
                       "--scheduler", cluster.scheduler_address)
     assert res.exit_code == 0, res.output
-    a, b = _arrays(dataset), _arrays(tmp_path / "dask")
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    _assert_same(dataset, tmp_path / "dask")
 
 
 def test_inspect(dataset):

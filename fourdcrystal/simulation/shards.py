@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import _umask
 from ..errors import FourdError
 
 SHARD_SCHEMA = "fourdcrystal.shard/1"
@@ -99,12 +100,6 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def shard_task(path: str | Path) -> str | None:

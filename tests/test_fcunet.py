@@ -1,0 +1,81 @@
+"""FCU-Net layer properties and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fourdcrystal.model.fcunet import (ComplexConv2d, FCUNet, FCUNetConfig, cross_correlation, enable_mc_dropout,
+                                       parameter_count)
+
+
+def test_cross_correlation_ignores_cbed_scale():
+    g = torch.Generator().manual_seed(0)
+    cbed, probe = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)
+    a = cross_correlation(cbed, probe)
+    b = cross_correlation(cbed * torch.tensor([7.3, 0.01])[:, None, None, None], probe)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+    model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0)).eval()
+    with torch.no_grad():
+        out1, out2 = model(cbed, probe), model(cbed * 1e3, probe)
+    torch.testing.assert_close(out1["vg"], out2["vg"], rtol=1e-4, atol=1e-5)
+
+
+def test_cross_correlation_is_the_fourier_product():
+    # a delta probe at the origin: the correlation is FFT(cbed) itself, up to the normalisation
+    cbed = torch.rand(1, 1, 16, 16)
+    probe = torch.zeros(1, 1, 16, 16)
+    probe[..., 0, 0] = 1.0
+    re, im = cross_correlation(cbed, probe)
+    f = torch.fft.fft2(cbed)
+    f = f / f.abs().max()
+    torch.testing.assert_close(re, f.real, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(im, f.imag, rtol=1e-5, atol=1e-6)
+
+
+def test_complex_conv_equals_complex_product_by_hand():
+    conv = ComplexConv2d(1, 1, kernel=1, bias=False)
+    with torch.no_grad():
+        conv.re.weight.fill_(0.75)
+        conv.im.weight.fill_(-1.25)
+    a, b = torch.randn(1, 1, 4, 4), torch.randn(1, 1, 4, 4)
+    re, im = conv((a, b))
+    w = complex(0.75, -1.25)
+    for i in range(4):
+        for j in range(4):
+            z = complex(a[0, 0, i, j].item(), b[0, 0, i, j].item()) * w
+            assert re[0, 0, i, j].item() == pytest.approx(z.real, abs=1e-6)
+            assert im[0, 0, i, j].item() == pytest.approx(z.imag, abs=1e-6)
+
+
+def test_complex_conv_3x3_matches_torch_complex_conv():
+    conv = ComplexConv2d(2, 3, kernel=3, bias=False)
+    a, b = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8)
+    re, im = conv((a, b))
+    w = torch.complex(conv.re.weight, conv.im.weight)
+    x = torch.complex(a, b)
+    ref = torch.nn.functional.conv2d(x, w, padding=1)
+    torch.testing.assert_close(re, ref.real, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(im, ref.imag, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,depth,decoders", [(32, 2, 1), (64, 3, 2), (128, 4, 1)])
+def test_output_shapes(size, depth, decoders):
+    model = FCUNet(FCUNetConfig(width=4, depth=depth, decoders=decoders, real_width=4))
+    out = model(torch.rand(2, 1, size, size), torch.rand(2, 1, size, size))
+    assert set(out) == {"vg", "qz"}
+    assert out["vg"].shape == out["qz"].shape == (2, 1, size, size)
+    assert parameter_count(model) > 0
+
+
+def test_bad_size_and_mc_dropout():
+    model = FCUNet(FCUNetConfig(width=4, depth=3, dropout=0.5))
+    with pytest.raises(ValueError, match="divisible by 2\\^depth = 8"):
+        model(torch.rand(1, 1, 36, 36), torch.rand(1, 1, 36, 36))
+    enable_mc_dropout(model)
+    x, p = torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = model(x, p)["vg"], model(x, p)["vg"]
+    assert not torch.equal(a, b)  # dropout still samples
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
