@@ -18,13 +18,11 @@ def _figure(**kw):
 
 def save_figure(fig, path: str | Path) -> Path:
     """Save atomically (temporary name, then rename)."""
-    import os
+    from .atomic import atomic_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    return Path(path)
 
 
 def specimen_preview(specimen, title: str, path: str | Path) -> Path:

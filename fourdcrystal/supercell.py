@@ -30,7 +30,8 @@ from .catalog.catalogue import FILENAME as CATALOGUE_FILE
 from .catalog.catalogue import read_catalogue
 from .errors import FourdError
 from .progress import progress
-from .specimen import CellPlan, Specimen, axis_text, build_specimen, check_tilt, check_zone_axis, distinct_zone_axes, plan_cell
+from .specimen import (CellPlan, Specimen, axis_text, build_specimen, check_tilt, check_zone_axis, distinct_zone_axes,
+                       plan_cell)
 from .versions import software_versions
 
 log = logging.getLogger("fourdcrystal")
@@ -91,6 +92,11 @@ class SpecimenRow:
             raise FourdError(f"{where}: malformed specimen row ({type(exc).__name__}: {exc})") from None
 
 
+def specimen_id(crystal_id: str, uvw, k: int) -> str:
+    """``{crystal}__{+u+v+w}__NN``: unique per crystal, zone axis and draw."""
+    return f"{crystal_id}__{''.join(f'{x:+d}' for x in uvw)}__{k:02d}"
+
+
 def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
@@ -140,9 +146,8 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                     log.warning("skipping: %s", msg)
                     skipped += 1
                     continue
-                sid = f"{cid}__{''.join(f'{x:+d}' for x in uvw)}__{k:02d}"
-                rows.append(SpecimenRow(sid, cid, crystal["formula"], crystal["prototype"], uvw, phi, tilt,
-                                        cfg["tilt_mode"], size, tuple(sorted(cfg["thicknesses_A"])), plan, seed))
+                rows.append(SpecimenRow(specimen_id(cid, uvw, k), cid, crystal["formula"], crystal["prototype"], uvw,
+                                        phi, tilt, cfg["tilt_mode"], size, tuple(sorted(cfg["thicknesses_A"])), plan, seed))
                 used[cid] = {k2: crystal[k2] for k2 in ("id", "formula", "prototype", "source", "source_id",
                                                          "space_group_number", "cif")}
     if not rows:
@@ -260,7 +265,7 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
     plan = plan_cell(conv.lattice.matrix, uvw, phi_deg, lateral_size_A, strain_tol, 2.0, "nearest")
     cid = f"file-{safe_id(path.stem)}"
     formula = conv.composition.reduced_formula
-    row = SpecimenRow(f"{cid}__{''.join(f'{x:+d}' for x in uvw)}__00", cid, formula, info.prototype, uvw,
+    row = SpecimenRow(specimen_id(cid, uvw, 0), cid, formula, info.prototype, uvw,
                       float(phi_deg), tilt, tilt_mode, float(lateral_size_A),
                       tuple(sorted(float(t) for t in thicknesses_A)), plan, int(seed))
     cif = conv.to(fmt="cif")

@@ -117,8 +117,8 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
     scale = 1.0 / float(probe.max())
 
     if frozen_phonons and frozen_phonons > 0:
-        stack, cbed = _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt,
-                                         frozen_phonons, phonon_sigma_A, seed, threads, planning)
+        stack, exits, cbed = _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt,
+                                                frozen_phonons, phonon_sigma_A, seed, threads, planning)
     else:
         stack = engine.build_slices(specimen.atoms, gpts, optics.slice_thickness_A, specimen.thickness_A,
                                     periodic_z, optics.parametrization)
@@ -126,7 +126,6 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
         t = engine.transmission_functions(stack.potential, optics.energy_eV, sampling)
         prop = engine.fresnel_propagator(gpts, sampling, stack.slice_thickness_A, optics.energy_eV, beam_tilt)
         cbed = engine.propagate(waves, t, stack.order, prop, exits, crop=(h, w), threads=threads, planning=planning)
-    exits = _exits(thicknesses, stack)
     vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (h, w),
                                  beam_tilt_mrad=beam_tilt, k_sampling_invA=k_sampling)
     return Samples(cbed=(cbed * scale).astype(np.float32), probe=(probe * scale).astype(np.float32), vg=vg, qz=qz,
@@ -168,7 +167,7 @@ def _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt, n_
         cbed = c if cbed is None else cbed + c
         mean_pot = stack.potential if mean_pot is None else mean_pot + stack.potential
     stack.potential = (mean_pot / n_configs).astype(np.float32)
-    return stack, cbed / n_configs
+    return stack, exits, cbed / n_configs
 
 
 def disk_radius_px(optics: Optics, k_sampling_invA: float) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sp_fft  # pocketfft: deterministic, and fast for complex64 unlike numpy.fft
 
-from .optics import wavelength_A
+from .optics import centred_crop_index, wavelength_A
 
 try:  # FFTW with planned in-place transforms is the fastest CPU path; numpy is the fallback
     import pyfftw
@@ -54,11 +54,6 @@ class SliceStack:
     @property
     def num_slices(self) -> int:
         return len(self.order)
-
-    def full(self, num_slices: int | None = None) -> np.ndarray:
-        """The potential of the first ``num_slices`` slices as an (x, y, z) array."""
-        n = self.num_slices if num_slices is None else num_slices
-        return np.moveaxis(self.potential[self.order[:n]], 0, -1)
 
 
 def slice_plan(thickness_A: float, period_z_A: float | None, target_slice_A: float) -> tuple[int, float]:
@@ -203,7 +198,6 @@ class _FFT:
     """In-place batched 2D FFT pair on one buffer (FFTW plans made once, reused)."""
 
     def __init__(self, shape: tuple[int, ...], threads: int = 1, planning: str = "measure"):
-        self.threads = threads
         if _HAVE_FFTW:
             self.buffer = pyfftw.empty_aligned(shape, dtype=np.complex64)
             flags = (PLANNING[planning],)
@@ -257,9 +251,7 @@ def propagate(waves: np.ndarray, transmission: np.ndarray, order: np.ndarray, pr
     fft = _FFT((b, gx, gy), threads=threads, planning=planning)
     psi = fft.buffer
     psi[...] = waves
-    # crop window in FFT order: pixel j of the output holds frequency j − h//2
-    ix = (np.arange(h) - h // 2) % gx
-    iy = (np.arange(w) - w // 2) % gy
+    ix, iy = centred_crop_index(gx, h), centred_crop_index(gy, w)
     e = 0
     for i, k in enumerate(order[: exits[-1]]):
         if per_wave:
@@ -301,9 +293,6 @@ def probe_waves(gpts, extent_A, energy_eV: float, semiangle_mrad: float, positio
 def vacuum_intensity(waves: np.ndarray, gpts, sampling_A, crop: tuple[int, int]) -> np.ndarray:
     """|FFT(ψ)|² of the incident probe, band-limited, shifted and cropped like ``propagate``."""
     f = sp_fft.fft2(np.asarray(waves, np.complex64)) * antialias_aperture(gpts, sampling_A)
-    gx, gy = gpts
-    h, w = crop
-    ix = (np.arange(h) - h // 2) % gx
-    iy = (np.arange(w) - w // 2) % gy
+    ix, iy = centred_crop_index(gpts[0], crop[0]), centred_crop_index(gpts[1], crop[1])
     sub = f[..., ix[:, None], iy[None, :]]
     return (sub.real**2 + sub.imag**2).astype(np.float32)

@@ -13,12 +13,9 @@ from . import shards
 def _all_meta(folder: Path, index: dict, names: tuple[str, ...]) -> dict[str, list]:
     out: dict[str, list] = {n: [] for n in names}
     for entry in index["shards"]:
-        sh = shards.Shard(folder / entry["file"])
-        try:
+        with shards.Shard(folder / entry["file"]) as sh:
             for n in names:
                 out[n].extend(sh.meta(n).tolist())
-        finally:
-            sh.close()
     return out
 
 
@@ -58,8 +55,7 @@ def dataset_montage(folder: str | Path, path: str | Path, count: int = 4, seed: 
     samples, titles, ks = [], [], []
     for j in pick:
         f, i = flat[j]
-        sh = shards.Shard(folder / f)
-        try:
+        with shards.Shard(folder / f) as sh:
             samples.append(sh.images(i))
             sid = sh.meta("sample_id")[i]
             t = sh.meta("thickness_A")[i]
@@ -68,6 +64,4 @@ def dataset_montage(folder: str | Path, path: str | Path, count: int = 4, seed: 
             titles.append(f"{sid}: {sh.meta('formula')[i]} [{' '.join(map(str, za))}], t = {t:.0f} Å, "
                           f"tilt ({tilt[0]:.1f}, {tilt[1]:.1f}) mrad")
             ks.append(sh.meta("k_sampling_invA")[i])
-        finally:
-            sh.close()
     return sample_montage(samples, titles, ks, path)

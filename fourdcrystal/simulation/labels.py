@@ -27,12 +27,9 @@ import numpy as np
 import scipy.fft as sp_fft
 from scipy.signal import windows
 
+from .optics import centred_crop_index
+
 QZ_SIGMA_INVA = 1.0 / 20.0
-
-
-def _crop_index(n_grid: int, n_out: int) -> np.ndarray:
-    """FFT-order indices of the n_out lowest frequencies, in shifted order (q = 0 at n_out//2)."""
-    return (np.arange(n_out) - n_out // 2) % n_grid
 
 
 def lateral_spectra(potential: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
@@ -41,7 +38,7 @@ def lateral_spectra(potential: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     wx = windows.tukey(gx)[:, None]
     wy = windows.tukey(gy)[None, :]
     f = sp_fft.fft2(potential.astype(np.float64) * (wx * wy), workers=1) / (gx * gy)
-    ix, iy = _crop_index(gx, crop[0]), _crop_index(gy, crop[1])
+    ix, iy = centred_crop_index(gx, crop[0]), centred_crop_index(gy, crop[1])
     return f[:, ix[:, None], iy[None, :]].astype(np.complex64)
 
 

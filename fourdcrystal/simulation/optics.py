@@ -74,3 +74,14 @@ def max_semiangle_mrad(energy_eV: float, sampling_A: float) -> float:
 def disk_radius_invA(semiangle_mrad: float, energy_eV: float) -> float:
     """Radius of the bright-field disk in Å⁻¹: α / λ."""
     return semiangle_mrad * 1e-3 / wavelength_A(energy_eV)
+
+
+def centred_crop_index(n_grid: int, n_out: int):
+    """FFT-order indices of the ``n_out`` lowest frequencies of an ``n_grid`` grid, in shifted order.
+
+    Output pixel j holds frequency j − n_out//2, so q = 0 lands at pixel n_out//2 (fftshift and
+    crop in one gather).
+    """
+    import numpy as np
+
+    return (np.arange(n_out) - n_out // 2) % n_grid

@@ -213,9 +213,11 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     done = len(tasks) - len(todo)
     if done:
         log.info("resuming: %d of %d shards already complete in %s", done, len(tasks), out)
-    per_sample = cfg["positions_per_specimen"] * len(specimens.rows[0].thicknesses_A)
-    total = sum(len(t.specimen_ids) for t in tasks) * per_sample
-    bar = tqdm(total=total, initial=sum(len(t.specimen_ids) for t in tasks if t not in todo) * per_sample,
+    def patterns(task: ShardTask) -> int:  # thicknesses x probe positions per specimen
+        return sum(len(specimens.row(s).thicknesses_A) for s in task.specimen_ids) * cfg["positions_per_specimen"]
+
+    bar = tqdm(total=sum(patterns(t) for t in tasks), initial=sum(patterns(t) for t in tasks) -
+               sum(patterns(t) for t in todo),
                desc="simulate", unit="pattern", disable=True if (_quiet or not progress_bar) else None,
                dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
@@ -331,13 +333,10 @@ def _write_index(out: Path, tasks: list[ShardTask], header: dict, splits: dict[s
     entries = []
     counts: dict[str, int] = {"train": 0, "val": 0, "test": 0}
     for t in tasks:
-        sh = shards.Shard(out / t.file)
-        try:
+        with shards.Shard(out / t.file) as sh:
             n = len(sh)
             for s in sh.meta("split"):
                 counts[str(s)] += 1
-        finally:
-            sh.close()
         entries.append({"file": t.file, "samples": n, "task": t.task_hash, "specimens": len(t.specimen_ids)})
     index = {**header, "shards": entries, "samples": sum(e["samples"] for e in entries), "split_counts": counts,
              "crystal_split": dict(sorted(splits.items())),

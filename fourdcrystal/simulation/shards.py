@@ -15,11 +15,8 @@ exists is whole; a killed run restarted with the same command skips finished sha
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import _umask
+from ..atomic import atomic_file
 from ..errors import FourdError
 
 SHARD_SCHEMA = "fourdcrystal.shard/1"
@@ -73,33 +70,24 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
     for name in IMAGES:
         if images[name].shape != images["cbed"].shape:
             raise ValueError(f"{name} has shape {images[name].shape}, cbed {images['cbed'].shape}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name in IMAGES:
-                arr = np.ascontiguousarray(images[name], dtype=np.float32)
-                f.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip",
-                                 compression_opts=1, shuffle=True)
-            g = f.create_group("meta")
-            for name, (dtype, shape) in META.items():
-                values = meta[name]
-                if len(values) != n:
-                    raise ValueError(f"meta/{name} has {len(values)} entries for {n} samples")
-                if dtype is str:
-                    g.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
-                                     dtype=h5py.string_dtype())
-                else:
-                    g.create_dataset(name, data=np.asarray(values, dtype=dtype).reshape(n, *shape))
-            for k, v in attrs.items():
-                f.attrs[k] = v
-            f.attrs["schema"] = SHARD_SCHEMA
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        for name in IMAGES:
+            arr = np.ascontiguousarray(images[name], dtype=np.float32)
+            f.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip",
+                             compression_opts=1, shuffle=True)
+        g = f.create_group("meta")
+        for name, (dtype, shape) in META.items():
+            values = meta[name]
+            if len(values) != n:
+                raise ValueError(f"meta/{name} has {len(values)} entries for {n} samples")
+            if dtype is str:
+                g.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
+                                 dtype=h5py.string_dtype())
+            else:
+                g.create_dataset(name, data=np.asarray(values, dtype=dtype).reshape(n, *shape))
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["schema"] = SHARD_SCHEMA
 
 
 def shard_task(path: str | Path) -> str | None:
@@ -149,6 +137,12 @@ class Shard:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def __enter__(self) -> "Shard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_index(folder: str | Path) -> dict:
