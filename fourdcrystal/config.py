@@ -271,7 +271,64 @@ SIMULATE_SCHEMA: Schema = {
     "out": Field("dataset", Str(), "output dataset folder"),
 }
 
-SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA}
+
+
+def DoseRange() -> Callable:
+    """``[min, max]`` electrons per pattern (> 0), or null for no shot noise."""
+
+    def parse(v: Any) -> list | None:
+        if v is None or (isinstance(v, str) and v.lower() in ("null", "none", "off")):
+            return None
+        try:
+            return FloatRange(0.0, lo_open=True)(v)
+        except ValueError:
+            raise ValueError("expected [min, max] electrons per pattern > 0, or null for no shot noise") from None
+
+    return parse
+
+
+TRAIN_SCHEMA: Schema = {
+    "model": {
+        "width": Field(16, Int(1), "complex channels at the first U-Net level (doubled per level)"),
+        "depth": Field(4, Int(1, 8), "down-samplings; H and W must be divisible by 2^depth"),
+        "dropout": Field(0.1, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
+        "decoders": Field(1, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
+        "real_width": Field(16, Int(1), "channels of the real-space block after the inverse FFT"),
+    },
+    "epochs": Field(30, Int(1), "training epochs (passes over the train split)"),
+    "batch_size": Field(8, Int(1), "patterns per optimiser step and process"),
+    "lr": Field(1e-3, Float(0.0, lo_open=True), "peak learning rate (AdamW)"),
+    "weight_decay": Field(1e-4, Float(0.0), "AdamW weight decay"),
+    "schedule": Field("cosine", Choice("cosine", "noam", "constant"),
+                      "learning-rate schedule after the linear warm-up: cosine to 0, noam (1/sqrt(step)), constant"),
+    "warmup_epochs": Field(1.0, Float(0.0), "linear warm-up length in epochs (fractions allowed)"),
+    "grad_clip": Field(1.0, Float(0.0), "clip the gradient norm to this (0 = off)"),
+    "patience": Field(10, Int(0), "stop after this many epochs without a better validation loss (0 = never)"),
+    "loss_weighting": Field("uncertainty", Choice("uncertainty", "fixed"),
+                            "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
+    "vg_weight": Field(1.0, Float(0.0), "weight of the vg MSE"),
+    "qz_weight": Field(1.0, Float(0.0), "weight of the V_g-weighted qz MSE"),
+    "amp": Field(True, Bool(), "mixed precision on CUDA (bfloat16 where supported); ignored on CPU"),
+    "compile": Field(False, Bool(), "torch.compile the network (pays on long GPU runs)"),
+    "loader_workers": Field(2, Int(0), "DataLoader worker processes per training process"),
+    "device": Field("auto", Str(), "auto (CUDA if present), cpu, cuda, cuda:N"),
+    "augment": {
+        "enabled": Field(True, Bool(), "augment training samples on the fly (never validation samples)"),
+        "probability": Field(1.0, Float(0.0, 1.0), "chance that a training sample is augmented"),
+        "dose_e": Field([1e4, 1e6], DoseRange(), "electrons per pattern for Poisson noise, log-uniform; null: none"),
+        "background": Field([0.0, 0.3], FloatRange(0.0, 1.0), "inelastic background fraction of the intensity"),
+        "background_width_px": Field([8.0, 32.0], FloatRange(0.0, lo_open=True),
+                                     "half width of the Lorentzian background, pixels"),
+        "shift_px": Field(1.0, Float(0.0), "largest sub-pixel descan shift per axis, pixels"),
+        "ellipticity": Field([0.0, 0.15], FloatRange(0.0, 1.0), "elliptic distortion a/b − 1, random axis"),
+        "bad_pixel_fraction": Field(2e-4, Float(0.0, 0.1), "fraction of hot + dead pixels"),
+    },
+    "seed": Field(0, Int(0), "random seed (initial weights, sample order, augmentation, dropout)"),
+    "out": Field("model", Str(), "output folder: model.pt + model.json, checkpoint, metrics"),
+}
+
+SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA,
+                              "train": TRAIN_SCHEMA}
 
 
 def defaults(schema: Schema) -> dict:

@@ -101,3 +101,27 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def training_curves(history: list[dict], path: str | Path) -> Path:
+    """Loss curves per epoch: train/val total, vg MSE, V_g-weighted qz MSE (log scales), and the learning rate."""
+    epochs = [h["epoch"] for h in history]
+    plt, (fig, axes) = _figure(ncols=4, figsize=(16, 3.6), layout="constrained")
+    panels = [("loss", "loss (train: weighted sum)"), ("vg_mse", "vg MSE (relative V_g)"),
+              ("qz_wmse", "qz MSE, V_g-weighted (normalised)")]
+    for ax, (key, title) in zip(axes, panels):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            values = [h.get(f"{split}_{key}") for h in history]
+            if key == "loss" and split == "train" and any(v is not None and v <= 0 for v in values):
+                continue  # learned task weights make the train total non-positive: not for a log axis
+            ax.plot(epochs, values, style, ms=3, label=split)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    axes[3].plot(epochs, [h["lr"] for h in history], "k.-")
+    axes[3].set_title("learning rate at epoch end", fontsize=9)
+    axes[3].set_xlabel("epoch")
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

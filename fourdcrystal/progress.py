@@ -22,3 +22,9 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     """Wrap ``items`` in a tqdm bar on stderr, unless quiet mode is on or stderr is no terminal."""
     return tqdm(items, desc=desc, total=total, unit=unit, disable=True if _quiet else None, leave=False,
                 dynamic_ncols=True)
+
+
+def bar(total: int, desc: str, unit: str = "it", disable: bool = False) -> tqdm:
+    """A manual tqdm bar (``.update(n)``) that shows the rate, e.g. patterns/s."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=True if (_quiet or disable) else None, leave=False,
+                dynamic_ncols=True)

@@ -116,7 +116,8 @@ class _Decoder(nn.Module):
         for block, skip in zip(self.blocks, reversed(skips)):
             x = block(_cat(_up(x), skip))
         re, im = self.to_complex(x)
-        z = torch.fft.ifft2(torch.complex(re, im))  # back to the pattern's reciprocal-space grid
+        # float32 for the FFT: under mixed precision the convolutions give half-precision parts
+        z = torch.fft.ifft2(torch.complex(re.float(), im.float()))  # back to the pattern's reciprocal-space grid
         return self.out(self.real(torch.cat([z.real, z.imag], 1)))
 
 

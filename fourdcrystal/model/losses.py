@@ -1,0 +1,47 @@
+"""The multi-task loss of FCU-Net: V_g and q_z.
+
+* ``vg``: mean squared error of the relative Bragg potentials (pixel-wise).
+* ``qz``: squared error weighted by the true V_g: q_z is only defined where there is a
+  reflection, so background pixels (V_g ≈ 0) do not count. The zero beam is left out (its q_z
+  is 0 by construction, and it would outweigh every Bragg reflection).
+* Combination: fixed weights, or learned uncertainty weighting (Kendall, Gal & Cipolla 2018):
+  L = Σ_t exp(−s_t)·L_t + s_t with one learned log-variance s_t per task, so neither task
+  needs a hand-tuned weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def vg_mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    return torch.mean((pred.float() - true.float()) ** 2)
+
+
+def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor) -> torch.Tensor:
+    """Σ w·(pred − true)² / Σ w with w = max(vg_true, 0), zero beam excluded."""
+    w = vg_true.float().clamp_min(0.0).clone()
+    h, wd = w.shape[-2:]
+    w[..., h // 2, wd // 2] = 0.0
+    return (w * (pred.float() - true.float()) ** 2).sum() / w.sum().clamp_min(1e-12)
+
+
+class MultiTaskLoss(nn.Module):
+    """``weighting``: "fixed" (weights ``vg_weight``, ``qz_weight``) or "uncertainty" (learned)."""
+
+    def __init__(self, weighting: str = "uncertainty", vg_weight: float = 1.0, qz_weight: float = 1.0):
+        super().__init__()
+        if weighting not in ("fixed", "uncertainty"):
+            raise ValueError(f"weighting must be fixed or uncertainty, got {weighting!r}")
+        self.weighting = weighting
+        self.register_buffer("weights", torch.tensor([vg_weight, qz_weight], dtype=torch.float32))
+        self.log_var = nn.Parameter(torch.zeros(2)) if weighting == "uncertainty" else None
+
+    def forward(self, pred: dict[str, torch.Tensor], true: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        parts = torch.stack([vg_mse(pred["vg"], true["vg"]), qz_weighted_mse(pred["qz"], true["qz"], true["vg"])])
+        if self.log_var is None:
+            total = (self.weights * parts).sum()
+        else:
+            total = (self.weights * (torch.exp(-self.log_var) * parts + self.log_var)).sum()
+        return total, {"vg_mse": parts[0].detach(), "qz_wmse": parts[1].detach()}

@@ -1,0 +1,1 @@
+"""`fourdcrystal train`: data over shards, augmentation, the training loop, the model card."""

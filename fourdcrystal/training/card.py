@@ -1,0 +1,77 @@
+"""A trained model on disk: one weights file plus a model card JSON beside it.
+
+``model.pt`` holds the network's ``state_dict`` only (loaded with ``weights_only=True``: no
+code runs when a file is read). ``model.json`` says what the weights are: sha256 of the
+weights file, architecture, the input calibration the network expects, the label
+normalisation, the training data (index hash, sizes), final metrics, software, seed. Loading
+checks the sha256 first, so weights and card can never be silently mixed up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_file, write_text_atomic
+from ..errors import FourdError
+from ..model.fcunet import FCUNet, FCUNetConfig
+from ..simulation.shards import file_sha256
+
+CARD_SCHEMA = "fourdcrystal.model/1"
+
+
+def card_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """``torch.save`` through a file object (the archive's inner name is then fixed: same bytes every time)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+
+
+def save_model(weights: str | Path, state_dict: dict, card: dict) -> dict:
+    """Write ``weights`` and its card (the card gets ``schema`` and ``weights_sha256``); return the card."""
+    weights = Path(weights)
+    save_state(weights, {k: v.detach().cpu() for k, v in state_dict.items()})
+    card = {"schema": CARD_SCHEMA, **card, "weights_file": weights.name, "weights_sha256": file_sha256(weights)}
+    write_text_atomic(card_path(weights), json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")
+    return card
+
+
+def read_card(weights: str | Path) -> dict:
+    weights = Path(weights)
+    cpath = card_path(weights)
+    if not weights.exists():
+        raise FourdError(f"model weights {weights} not found")
+    try:
+        card = json.loads(cpath.read_text())
+    except FileNotFoundError:
+        raise FourdError(f"{weights} has no model card {cpath.name} beside it; a model is the weights plus "
+                         f"its card, as written by fourdcrystal train") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FourdError(f"{cpath}: unreadable model card ({exc})") from None
+    if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
+        raise FourdError(f"{cpath}: schema {card.get('schema') if isinstance(card, dict) else None!r}, "
+                         f"expected {CARD_SCHEMA!r}")
+    return card
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[FCUNet, dict]:
+    """Load weights after checking them against their card: (model in eval mode, card)."""
+    weights = Path(weights)
+    card = read_card(weights)
+    digest = file_sha256(weights)
+    if digest != card.get("weights_sha256"):
+        raise FourdError(f"{weights}: sha256 {digest[:12]}… does not match its card {card_path(weights).name} "
+                         f"({str(card.get('weights_sha256'))[:12]}…); the weights were changed or belong to another card")
+    try:
+        config = FCUNetConfig(**card["architecture"])
+        model = FCUNet(config)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise FourdError(f"{weights}: weights do not fit the architecture in its card ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), card

@@ -1,0 +1,164 @@
+"""A torch Dataset over the HDF5 shards of `fourdcrystal simulate`, one split at a time.
+
+Every shard is checked against ``index.json`` when the dataset is opened (sample count, image
+size, split labels), so a mismatch is one clear line before training starts, not a crash in a
+loader worker an hour later. Files are opened lazily, once per process: h5py handles must not
+cross a fork.
+
+Targets are normalised for training and the normalisation travels in the model card:
+``vg`` is divided by its zero-beam value (the pixel at q = 0), so the network learns relative
+Bragg potentials whatever the thickness; ``qz`` is divided by ``qz_scale_invA``, the
+V_g-weighted r.m.s. q_z of the training split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import FourdError
+from ..simulation import shards
+from .augment import AugmentConfig, augment_sample
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model trained on a dataset expects of its inputs (recorded in the model card)."""
+
+    folder: str
+    index_sha256: str
+    shape: tuple[int, int]
+    k_sampling_invA: tuple[float, float]  # median pixel size of the patterns along (k_x, k_y), Å⁻¹
+    energy_eV: float
+    semiangle_mrad: float
+    split_counts: dict[str, int]
+
+
+def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int]]], tuple[int, int], list]:
+    """(split → [(shard file, row)], image shape, pixel sizes), checking every shard against the index."""
+    where: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
+    shape = None
+    sampling = []
+    expected_px = index.get("config", {}).get("output_px")
+    for entry in index["shards"]:
+        path = folder / entry["file"]
+        with shards.Shard(path) as sh:
+            try:
+                n, h, w = sh.file["cbed"].shape
+                splits = sh.meta("split")
+                for name in shards.IMAGES:
+                    if sh.file[name].shape[0] != n or tuple(sh.file[name].shape[1:]) not in ((h, w),):
+                        raise FourdError(f"{path}: dataset {name!r} has shape {sh.file[name].shape}, "
+                                         f"expected ({n}, {h}, {w}) like cbed")
+                dk = np.broadcast_to(np.asarray(sh.file.attrs.get("k_sampling_invA", np.nan), dtype=float), (2,))
+                sampling.append(dk)
+            except KeyError as exc:
+                raise FourdError(f"{path}: not a fourdcrystal shard (missing {exc})") from None
+        if n != entry.get("samples"):
+            raise FourdError(f"{path} holds {n} samples but {folder / shards.INDEX} lists {entry.get('samples')}; "
+                             f"the index does not match its shards (rerun fourdcrystal simulate)")
+        if expected_px is not None and (h, w) != (expected_px, expected_px):
+            raise FourdError(f"{path} has {h}×{w} patterns but the dataset index says output_px = {expected_px}")
+        if shape is not None and (h, w) != shape:
+            raise FourdError(f"{path} has {h}×{w} patterns, other shards of the dataset have {shape[0]}×{shape[1]}")
+        shape = (h, w)
+        for row, s in enumerate(splits):
+            if s not in where:
+                raise FourdError(f"{path}: sample {row} has split {s!r}, expected one of {', '.join(SPLITS)}")
+            where[s].append((entry["file"], row))
+    if shape is None:
+        raise FourdError(f"{folder / shards.INDEX} lists no shards")
+    return where, shape, sampling
+
+
+def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, int]]], DatasetInfo]:
+    """Read and check a dataset folder: (index, split → sample locations, info)."""
+    folder = Path(folder)
+    index = shards.read_index(folder)
+    where, shape, sampling = _locations(folder, index)
+    cfg = index.get("config", {})
+    info = DatasetInfo(
+        folder=str(folder), index_sha256=shards.file_sha256(folder / shards.INDEX), shape=shape,
+        k_sampling_invA=tuple(float(x) for x in np.nanmedian(np.array(sampling), axis=0)),
+        energy_eV=float(cfg.get("energy_eV", np.nan)), semiangle_mrad=float(cfg.get("semiangle_mrad", np.nan)),
+        split_counts={s: len(v) for s, v in where.items()})
+    return index, where, info
+
+
+def zero_beam(vg: np.ndarray) -> float:
+    """V_g at q = 0 (pixel (H//2, W//2)): the normaliser of the relative vg target."""
+    h, w = vg.shape[-2:]
+    return float(vg[..., h // 2, w // 2].max())
+
+
+class ShardDataset(Dataset):
+    """Samples of one split: dicts of float32 tensors ``cbed, probe, vg, qz`` (1, H, W) and ``index``.
+
+    ``vg`` and ``qz`` are the normalised targets (see the module docstring). With ``augment``,
+    sample i in epoch e is augmented with a generator seeded by (seed, e, i), so the data do not
+    depend on the number of loader workers or processes.
+    """
+
+    def __init__(self, folder: str | Path, locations: list[tuple[str, int]], qz_scale_invA: float,
+                 augment: AugmentConfig | None = None, seed: int = 0):
+        self.folder = Path(folder)
+        self.locations = list(locations)
+        self.qz_scale_invA = float(qz_scale_invA)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self._pid = None
+        self._open: dict[str, shards.Shard] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def _shard(self, name: str) -> shards.Shard:
+        if self._pid != os.getpid():  # a new worker process: never reuse a parent's h5py handle
+            self._open, self._pid = {}, os.getpid()
+        if name not in self._open:
+            self._open[name] = shards.Shard(self.folder / name)
+        return self._open[name]
+
+    def raw(self, i: int) -> dict[str, np.ndarray]:
+        name, row = self.locations[i]
+        return {k: np.asarray(v, dtype=np.float32) for k, v in self._shard(name).images(row).items()}
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)  # (epoch, i) from the training sampler
+        sample = self.raw(i)
+        vg0 = max(zero_beam(sample["vg"]), 1e-12)
+        if self.augment is not None:
+            sample = augment_sample(sample, self.augment, np.random.default_rng([self.seed, epoch, i]))
+        out = {k: torch.from_numpy(np.ascontiguousarray(sample[k], dtype=np.float32))[None] for k in ("cbed", "probe")}
+        out["vg"] = torch.from_numpy(np.ascontiguousarray(sample["vg"] / vg0, dtype=np.float32))[None]
+        out["qz"] = torch.from_numpy(np.ascontiguousarray(sample["qz"] / self.qz_scale_invA, dtype=np.float32))[None]
+        out["index"] = torch.tensor(i)
+        return out
+
+
+def qz_scale(folder: str | Path, locations: list[tuple[str, int]], max_samples: int = 64, seed: int = 0) -> float:
+    """V_g-weighted r.m.s. q_z (Å⁻¹) of up to ``max_samples`` samples, drawn with ``seed``."""
+    ds = ShardDataset(folder, locations, 1.0)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(ds), size=min(max_samples, len(ds)), replace=False) if len(ds) else []
+    num = den = 0.0
+    for i in sorted(pick):
+        s = ds.raw(int(i))
+        w = np.clip(s["vg"], 0, None).astype(np.float64)
+        h, wd = w.shape
+        w[h // 2, wd // 2] = 0.0  # the zero beam's q_z is 0 by construction
+        num += float((w * s["qz"].astype(np.float64) ** 2).sum())
+        den += float(w.sum())
+    value = np.sqrt(num / den) if den > 0 else 0.0
+    return float(value) if value > 0 else 0.01

@@ -1,0 +1,475 @@
+"""Training FCU-Net on a simulated dataset: one process, or many under torchrun (DDP).
+
+The output folder holds:
+
+* ``run.json`` — the config and dataset this run was started with (a resume must match);
+* ``checkpoint.pt`` — written atomically after every epoch: weights, optimiser, scheduler,
+  grad scaler, RNG state, epoch, history and the best weights so far. ``--resume``
+  continues from it and gives the same weights as an uninterrupted run (CPU);
+* ``metrics.jsonl`` (one line per epoch) and ``curves.png``;
+* at the end, ``model.pt`` + ``model.json``: the best-on-validation weights and their card.
+
+Under torchrun every rank trains on its share of each epoch (DistributedSampler, the same
+seed), gradients are averaged by DistributedDataParallel, and only rank 0 writes files. At
+the end the ranks compare weight checksums, and the card records that they agreed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from ..atomic import write_text_atomic
+from ..errors import FourdError
+from ..model.fcunet import FCUNet, FCUNetConfig, parameter_count
+from ..model.losses import MultiTaskLoss
+from ..progress import bar
+from ..versions import software_versions
+from .augment import AugmentConfig
+from .card import load_model, save_model, save_state
+from .data import ShardDataset, open_dataset, qz_scale
+
+log = logging.getLogger("fourdcrystal")
+
+RUN = "run.json"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+WEIGHTS = "model.pt"
+
+
+# --- distributed set-up ---------------------------------------------------------------------
+
+
+class _Dist:
+    """Rank, world size and device of this process (torchrun sets WORLD_SIZE, RANK, LOCAL_RANK)."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and self.world > 1:
+            device = f"cuda:{local}"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise FourdError(f"train.device: {device!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise FourdError(f"train.device is {device} but this machine has no CUDA GPU; use --device cpu")
+        self.started = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group(backend)
+            self.started = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        return bool(self.all_sum([float(flag)])[0]) if self.world > 1 else flag
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Rank 0's batch-norm running statistics to every rank (DDP does it before each forward,
+        but after the last step of an epoch each rank holds statistics of its own batch)."""
+        if self.world > 1:
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.started:
+            torch.distributed.destroy_process_group()
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak learning rate at optimiser step ``step`` (0-based)."""
+    s = step + 1
+    if warmup_steps > 0 and s <= warmup_steps:
+        return s / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule == "noam":  # Vaswani et al.: ∝ 1/sqrt(step) after warm-up, continuous at its end
+        return math.sqrt(max(warmup_steps, 1) / s)
+    done = (s - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _run_record(cfg: dict, info) -> dict:
+    keep = {k: v for k, v in cfg.items() if k not in ("out", "loader_workers", "device")}
+    return {"config": keep, "dataset_index_sha256": info.index_sha256}
+
+
+def _checksum(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "epoch" not in ckpt:
+            raise ValueError("missing model or epoch")
+        return ckpt
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        raise FourdError(f"{path}: corrupted or unreadable checkpoint ({type(exc).__name__}); "
+                         f"delete it to start again, or train into a new --out") from None
+
+
+def _prepare_out(out: Path, record: dict, resume: bool, overwrite: bool, dist: _Dist) -> dict | None:
+    """Create/check the output folder; return the checkpoint to resume from, if any."""
+    run_path, ckpt_path = out / RUN, out / CHECKPOINT
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for stray in out.glob(".*.tmp"):  # a killed writer's leftovers
+            stray.unlink(missing_ok=True)
+    dist.barrier()
+    existing = None
+    if run_path.exists():
+        try:
+            existing = json.loads(run_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            existing = None
+    if resume:
+        if not ckpt_path.exists():
+            raise FourdError(f"--resume: {ckpt_path} not found; nothing to resume (drop --resume to start)")
+        if existing is not None and existing != record:
+            changed = sorted(k for k in set(existing["config"]) | set(record["config"])
+                             if existing["config"].get(k) != record["config"].get(k))
+            what = f"config keys {', '.join(changed)}" if changed else "the dataset (index.json changed)"
+            raise FourdError(f"--resume: {out} was trained with another configuration ({what} differ); "
+                             f"resume with the same config, or train into a new --out")
+        return _load_checkpoint(ckpt_path)
+    if (ckpt_path.exists() or (out / WEIGHTS).exists()) and not overwrite:
+        raise FourdError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start over")
+    dist.barrier()
+    if dist.main:
+        for name in (CHECKPOINT, METRICS, CURVES, WEIGHTS, Path(WEIGHTS).with_suffix(".json").name):
+            (out / name).unlink(missing_ok=True)
+        write_text_atomic(run_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    dist.barrier()
+    return None
+
+
+def _write_metrics(out: Path, history: list[dict], plot: bool = True) -> None:
+    write_text_atomic(out / METRICS, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+    if not plot:
+        return
+    try:
+        from ..plots import training_curves
+
+        training_curves(history, out / CURVES)
+    except Exception as exc:  # a plot must never stop a training run
+        log.warning("could not draw %s: %s", out / CURVES, exc)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields (epoch, index) keys so persistent loader workers learn the epoch with every sample."""
+
+    def __init__(self, inner: DistributedSampler):
+        self.inner, self.epoch = inner, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def _loader(ds, sampler, batch_size: int, workers: int, pin: bool) -> DataLoader:
+    # Its own generator: worker seeds must not consume the global RNG (dropout), or a resumed
+    # run would draw different dropout masks from an uninterrupted one.
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
+                      drop_last=False, persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+
+
+class _Step(nn.Module):
+    """Network plus loss as one module, so DDP also averages the learned task weights' gradients."""
+
+    def __init__(self, net: nn.Module, loss: MultiTaskLoss):
+        super().__init__()
+        self.net, self.loss = net, loss
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        return self.loss(self.net(batch["cbed"], batch["probe"]), batch)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
+                   amp: bool = False) -> dict:
+    """Mean vg MSE, V_g-weighted qz MSE and their weighted sum over a split (shared out among ranks)."""
+    from ..model.losses import qz_weighted_mse
+
+    model.eval()
+    mine = list(range(dist.rank, len(ds), dist.world))
+    sums = [0.0, 0.0, 0.0]  # vg squared-error sum, pixel count, qz weighted error sum… per sample means below
+    with torch.no_grad():
+        for start in range(0, len(mine), batch_size):
+            items = [ds[i] for i in mine[start:start + batch_size]]
+            batch = _to({k: torch.stack([it[k] for it in items]) for k in items[0]}, dist.device)
+            with _autocast(dist.device, amp):
+                pred = model(batch["cbed"], batch["probe"])
+            for j in range(len(items)):
+                sums[0] += float(torch.mean((pred["vg"][j].float() - batch["vg"][j]) ** 2))
+                sums[1] += float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j]))
+                sums[2] += 1.0
+    vg_sum, qz_sum, n = dist.all_sum(sums)
+    n = max(n, 1.0)
+    vg, qz = vg_sum / n, qz_sum / n
+    return {"vg_mse": vg, "qz_wmse": qz, "loss": weights[0] * vg + weights[1] * qz, "samples": int(n)}
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def train_model(dataset: str | Path, cfg: dict, resume: bool = False, overwrite: bool = False,
+                epochs_this_run: int | None = None, init: str | Path | None = None) -> dict:
+    """Train on the train split of ``dataset``, select on its val split; return a summary.
+
+    ``cfg`` is the validated ``train:`` config section. ``epochs_this_run`` stops after that
+    many epochs (a job time limit); ``--resume`` continues. ``init`` starts from a trained
+    model's weights (fine-tuning); it must have the same architecture.
+    """
+    dist = _Dist(cfg["device"])
+    try:
+        return _train(Path(dataset), cfg, dist, resume, overwrite, epochs_this_run, init)
+    finally:
+        dist.close()
+
+
+def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool, epochs_this_run: int | None,
+           init) -> dict:
+    out = Path(cfg["out"])
+    index, where, info = open_dataset(dataset)
+    for split in ("train", "val"):
+        if not where[split]:
+            raise FourdError(f"{dataset}: the {split} split is empty ({info.split_counts[split]} samples); "
+                             f"simulate more crystals or raise {split}_fraction in simulate")
+    mcfg = FCUNetConfig(**cfg["model"])
+    h, w = info.shape
+    if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
+        raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
+                         f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
+    record = _run_record(cfg, info)
+    ckpt = _prepare_out(out, record, resume, overwrite, dist)
+
+    seed = cfg["seed"]
+    torch.manual_seed(seed)
+    scale = qz_scale(dataset, where["train"], seed=seed)
+    aug = AugmentConfig.from_dict(cfg["augment"]) if cfg["augment"]["enabled"] else None
+    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed)
+    val_ds = ShardDataset(dataset, where["val"], scale)
+
+    model = FCUNet(mcfg)
+    if init is not None:
+        init_model, init_card = load_model(init)
+        if init_model.config != mcfg:
+            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
+                             f"train.model {mcfg.as_dict()}")
+        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
+            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
+                             f"this dataset has {h}×{w}")
+        model.load_state_dict(init_model.state_dict())
+    model.to(dist.device)
+    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"]).to(dist.device)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
+    steps_per_epoch = math.ceil(len(sampler) / cfg["batch_size"])
+    total = steps_per_epoch * cfg["epochs"]
+    warm = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, cfg["schedule"]))
+    use_amp = cfg["amp"] and dist.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+
+    start_epoch, history, best = 0, [], {"loss": math.inf, "epoch": -1, "state": None}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        loss_fn.load_state_dict(ckpt["loss"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if dist.device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"][min(dist.rank, len(ckpt["rng_cuda"]) - 1)], dist.device)
+        start_epoch, history = int(ckpt["epoch"]) + 1, list(ckpt["history"])
+        best = {"loss": float(ckpt["best_loss"]), "epoch": int(ckpt["best_epoch"]), "state": ckpt["best_model"]}
+        if dist.main:
+            log.info("resuming %s after epoch %d of %d", out, start_epoch, cfg["epochs"])
+
+    step: nn.Module = _Step(torch.compile(model) if cfg["compile"] else model, loss_fn)
+    if dist.world > 1:
+        step = nn.parallel.DistributedDataParallel(step, device_ids=[dist.device.index] if dist.device.type == "cuda"
+                                                   else None)
+    epoch_sampler = _EpochSampler(sampler)
+    loader = _loader(train_ds, epoch_sampler, cfg["batch_size"], cfg["loader_workers"], dist.device.type == "cuda")
+    weights = (cfg["vg_weight"], cfg["qz_weight"])
+    stop_reason = None
+    ran, drawn = 0, -math.inf
+    for epoch in range(start_epoch, cfg["epochs"]):
+        if epochs_this_run is not None and ran >= epochs_this_run:
+            stop_reason = "epochs_this_run"
+            break
+        if cfg["patience"] and best["epoch"] >= 0 and epoch - 1 - best["epoch"] >= cfg["patience"]:
+            stop_reason = "early_stopping"
+            break
+        t0 = time.perf_counter()
+        step.train()
+        epoch_sampler.set_epoch(epoch)
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss, vg, qz, samples
+        with bar(total=len(sampler) * dist.world, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="pattern",
+                 disable=not dist.main) as pbar:
+            for batch in loader:
+                batch = _to(batch, dist.device)
+                with _autocast(dist.device, use_amp):
+                    loss, parts = step(batch)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg["grad_clip"] > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                n = batch["cbed"].shape[0]
+                value = loss.detach().item()
+                sums = [sums[0] + value * n, sums[1] + parts["vg_mse"].item() * n,
+                        sums[2] + parts["qz_wmse"].item() * n, sums[3] + n]
+                pbar.update(n * dist.world)
+                pbar.set_postfix(loss=f"{value:.4g}")
+        loss_sum, vg_sum, qz_sum, n_seen = dist.all_sum(sums)
+        dist.sync_buffers(model)
+        train_seconds = time.perf_counter() - t0
+        val = evaluate_split(model, val_ds, dist, cfg["batch_size"], weights, use_amp)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / n_seen, "train_vg_mse": vg_sum / n_seen,
+               "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"], "val_vg_mse": val["vg_mse"],
+               "val_qz_wmse": val["qz_wmse"], "lr": opt.param_groups[0]["lr"],
+               "samples_per_s": n_seen / train_seconds, "seconds": time.perf_counter() - t0}
+        if loss_fn.log_var is not None:
+            row["task_weights"] = [float(x) for x in torch.exp(-loss_fn.log_var.detach().cpu())]
+        history.append(row)
+        if val["loss"] < best["loss"]:
+            best = {"loss": val["loss"], "epoch": epoch, "state": {k: v.detach().cpu().clone()
+                                                                   for k, v in model.state_dict().items()}}
+        if dist.main:
+            save_state(out / CHECKPOINT, {
+                "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if dist.device.type == "cuda" else None,
+                "epoch": epoch, "history": history, "best_loss": best["loss"], "best_epoch": best["epoch"],
+                "best_model": best["state"]})
+            # the PNG at most every 10 s (epochs of a tiny run take less than drawing it) and at the end
+            last = epoch + 1 == cfg["epochs"] or (epochs_this_run is not None and ran + 1 >= epochs_this_run)
+            plot = last or time.perf_counter() - drawn >= 10.0
+            _write_metrics(out, history, plot)
+            drawn = time.perf_counter() if plot else drawn
+            log.info("epoch %d/%d: train loss %.4g, val vg MSE %.4g, val qz wMSE %.4g, %.1f patterns/s",
+                     epoch + 1, cfg["epochs"], row["train_loss"], row["val_vg_mse"], row["val_qz_wmse"],
+                     row["samples_per_s"])
+        dist.barrier()
+        ran += 1
+    else:
+        stop_reason = "epochs"
+    if dist.main and history and stop_reason == "early_stopping":
+        _write_metrics(out, history)
+    if stop_reason == "epochs_this_run":
+        return {"finished": False, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out)}
+
+    # the ranks must hold the same weights: DDP averages gradients, so any drift is a bug
+    digest = _checksum(model)
+    agreed = True
+    if dist.world > 1:
+        digests: list = [None] * dist.world
+        torch.distributed.all_gather_object(digests, digest)
+        agreed = len(set(digests)) == 1
+        if not agreed:
+            raise RuntimeError(f"ranks hold different weights after training: {digests}")
+    card = {
+        "name": out.name, "architecture": mcfg.as_dict(), "parameters": parameter_count(model),
+        "input": {"shape": list(info.shape), "k_sampling_invA": info.k_sampling_invA, "energy_eV": info.energy_eV,
+                  "semiangle_mrad": info.semiangle_mrad,
+                  "conventions": "cbed and probe (H, W) with q = 0 at (H//2, W//2); overall intensity is free"},
+        "labels": {"vg": "relative: V_g divided by its zero-beam value (the q = 0 pixel)",
+                   "qz": "Å⁻¹ after multiplying the output by qz_scale_invA", "qz_scale_invA": scale},
+        "training": {"dataset": str(dataset), "dataset_index_sha256": info.index_sha256,
+                     "split_counts": info.split_counts, "config": record["config"], "seed": seed,
+                     "epochs_run": len(history), "stopped_by": stop_reason, "best_epoch": best["epoch"] + 1,
+                     "world_size": dist.world, "ranks_identical_weights": agreed, "device": str(dist.device)},
+        "metrics": {"best_val": next((h for h in history if h["epoch"] == best["epoch"] + 1), {}),
+                    "last": history[-1] if history else {}},
+        "software": software_versions(),
+    }
+    if dist.main:
+        card = save_model(out / WEIGHTS, best["state"] if best["state"] is not None else model.state_dict(), card)
+    dist.barrier()
+    return {"finished": True, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out), "card": card,
+            "final_weights_sha256": digest}
+
+
+def model_summary(cfg: dict, shape: tuple[int, int]) -> dict:
+    """Parameter count and forward FLOPs per pattern (convolutions and matrix products; FFTs excluded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = FCUNet(FCUNetConfig(**cfg["model"])).eval()
+    x = torch.rand(1, 1, *shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x, x)
+    h, w = shape
+    fft_flops = 5 * h * w * math.log2(h * w) * (3 + (cfg["model"]["decoders"] * 2))  # rough, for the record
+    return {"parameters": parameter_count(model), "flops_per_pattern": int(counter.get_total_flops()),
+            "fft_flops_estimate": int(fft_flops), "shape": list(shape), "architecture": cfg["model"]}
+
+
+def seed_everything(seed: int) -> None:  # pragma: no cover - convenience for notebooks
+    torch.manual_seed(seed)
+    np.random.seed(seed)

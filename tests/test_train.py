@@ -1,0 +1,176 @@
+"""`fourdcrystal train` end to end on real simulated shards: overfitting, exact resume, torchrun, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fourdcrystal.errors import FourdError
+from fourdcrystal.training.card import load_model
+from fourdcrystal.training.data import ShardDataset, open_dataset, zero_beam
+
+from .conftest import ROOT, run_cli
+
+TINY = ["--width", "4", "--depth", "2", "--batch-size", "4", "--loader-workers", "0"]
+
+
+def _simulate(base: Path, name: str, crystals: int, px: int, extra_cfg: str = "") -> Path:
+    cat, spec, out = base / f"{name}-cat", base / f"{name}-spec", base / name
+    assert run_cli("-q", "select", "--max-crystals", str(crystals), "--out", str(cat)).exit_code == 0
+    res = run_cli("-q", "supercell", str(cat), "--out", str(spec), "--zone-axes", "1", "--thickness", "20,40",
+                  "--lateral-size", "12", "--max-index", "1")
+    assert res.exit_code == 0, res.output
+    args = ["-q", "simulate", str(spec), "--out", str(out), "--output-px", str(px), "--specimens-per-shard", "2",
+            "--semiangle", "3"]
+    if extra_cfg:
+        (base / f"{name}.yaml").write_text(extra_cfg)
+        args += ["--config", str(base / f"{name}.yaml")]
+    res = run_cli(*args)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return _simulate(tmp_path_factory.mktemp("train"), "ds", 6, 32)
+
+
+def _config(tmp: Path, **train) -> str:
+    path = tmp / "train.yaml"
+    path.write_text(json.dumps({"train": train}))  # JSON is YAML
+    return str(path)
+
+
+def _history(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _error(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+def test_dataset_targets_and_splits(dataset):
+    index, where, info = open_dataset(dataset)
+    assert info.shape == (32, 32) and info.split_counts == {"train": 8, "val": 2, "test": 2}
+    ds = ShardDataset(dataset, where["train"], qz_scale_invA=0.01)
+    raw, item = ds.raw(3), ds[3]
+    assert item["cbed"].shape == (1, 32, 32) and item["vg"].dtype == torch.float32
+    assert float(item["vg"][0, 16, 16]) == pytest.approx(1.0)  # relative to the zero beam
+    np.testing.assert_allclose(item["vg"][0].numpy(), raw["vg"] / zero_beam(raw["vg"]), rtol=1e-6)
+    np.testing.assert_allclose(item["qz"][0].numpy(), raw["qz"] / 0.01, rtol=1e-6)
+
+
+def test_tiny_model_overfits_real_shards(dataset, tmp_path):
+    cfg = _config(tmp_path, patience=0, warmup_epochs=0, augment={"enabled": False})
+    out = tmp_path / "m"
+    res = run_cli("-q", "train", str(dataset), "--config", cfg, "--out", str(out), "--width", "8", "--depth", "2",
+                  "--dropout", "0", "--batch-size", "8", "--lr", "3e-3", "--schedule", "constant",
+                  "--loss-weighting", "fixed", "--epochs", "120", "--loader-workers", "0")
+    assert res.exit_code == 0, res.output
+    h = _history(out)
+    first, last = h[0]["train_loss"], min(r["train_loss"] for r in h[-10:])
+    assert first / last >= 10, (first, last)
+    # both tasks learned, not one at the other's expense
+    assert h[0]["train_vg_mse"] / h[-1]["train_vg_mse"] > 10 and h[0]["train_qz_wmse"] / h[-1]["train_qz_wmse"] > 3
+    model, card = load_model(out / "model.pt")
+    assert card["input"]["shape"] == [32, 32] and card["training"]["split_counts"]["train"] == 8
+    assert card["training"]["best_epoch"] == 1 + min(range(len(h)), key=lambda i: h[i]["val_loss"])
+    assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_resume_equals_uninterrupted_run(dataset, tmp_path):
+    # augmentation and dropout on: the RNG state must survive the interruption too
+    cfg = _config(tmp_path, patience=0)
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["train", str(dataset), "--config", cfg, *TINY, "--epochs", "3", "--dropout", "0.2"]
+    assert run_cli("-q", *common, "--out", str(a)).exit_code == 0
+    res = run_cli("-q", *common, "--out", str(b), "--epochs-this-run", "1", "--loader-workers", "2")
+    assert res.exit_code == 0 and "--resume" in res.output
+    assert not (b / "model.pt").exists() and len(_history(b)) == 1
+    res = run_cli("-q", *common, "--out", str(b))
+    assert "--resume" in _error(res)  # an existing run is never silently restarted
+    res = run_cli("-q", *common, "--out", str(b), "--resume", "--loader-workers", "2")
+    assert res.exit_code == 0, res.output
+    sa = torch.load(a / "model.pt", weights_only=True)
+    sb = torch.load(b / "model.pt", weights_only=True)
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+    ha, hb = _history(a), _history(b)
+    for ra, rb in zip(ha, hb):
+        assert ra["train_loss"] == rb["train_loss"] and ra["val_loss"] == rb["val_loss"]
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_identical_weights(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    cfg = _config(tmp_path, patience=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fourdcrystal",
+           "-q", "train", str(dataset), "--config", cfg, *TINY, "--epochs", "2", "--out", str(out), "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, card = load_model(out / "model.pt")
+    assert card["training"]["world_size"] == 2 and card["training"]["ranks_identical_weights"] is True
+    h = _history(out)
+    assert len(h) == 2 and all(np.isfinite(r["train_loss"]) for r in h)
+
+
+def test_bad_input_one_line(dataset, tmp_path):
+    # an index that does not match its shards
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in dataset.iterdir():
+        (broken / f.name).symlink_to(f)
+    (broken / "index.json").unlink()
+    index = json.loads((dataset / "index.json").read_text())
+    index["shards"][0]["samples"] += 1
+    (broken / "index.json").write_text(json.dumps(index))
+    assert "does not match its shards" in _error(run_cli("train", str(broken), *TINY, "--out", str(tmp_path / "x")))
+    # patterns too small for the network depth
+    assert "2^depth" in _error(run_cli("train", str(dataset), "--depth", "6", "--out", str(tmp_path / "x")))
+    # not a dataset at all
+    assert "index.json not found" in _error(run_cli("train", str(tmp_path), "--out", str(tmp_path / "x")))
+    # a bad config value names the key
+    assert "batch_size" in _error(run_cli("train", str(dataset), "--batch-size", "0"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_empty_split_other_size_corrupted_checkpoint_and_card(dataset, tmp_path):
+    base = tmp_path
+    no_val = _simulate(base, "noval", 3, 32, "simulate:\n  val_fraction: 0.0\n  test_fraction: 0.0\n")
+    assert "val split is empty" in _error(run_cli("train", str(no_val), *TINY, "--out", str(base / "x")))
+
+    out = base / "m"
+    cfg = _config(base, patience=0)
+    assert run_cli("-q", "train", str(dataset), "--config", cfg, *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
+    # a model for 32×32 patterns cannot start training on 64×64 ones
+    big = _simulate(base, "big", 3, 64)
+    line = _error(run_cli("train", str(big), "--config", cfg, *TINY, "--init", str(out / "model.pt"),
+                          "--out", str(base / "y")))
+    assert "32, 32" in line and "64×64" in line
+    # a corrupted checkpoint
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert "corrupted" in _error(run_cli("train", str(dataset), "--config", cfg, *TINY, "--epochs", "1", "--out",
+                                         str(out), "--resume"))
+    # weights that no longer match their card
+    weights = out / "model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(FourdError, match="does not match its card"):
+        load_model(weights)
+    assert "does not match its card" in _error(run_cli("train", str(dataset), "--config", cfg, *TINY, "--init",
+                                                       str(weights), "--out", str(base / "z")))
