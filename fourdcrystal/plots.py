@@ -125,3 +125,64 @@ def training_curves(history: list[dict], path: str | Path) -> Path:
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
+    """F1, position error (px) and intensity correlation against thickness: model and baseline, one line per dose."""
+    table = report["by_dose_and_thickness_A"]
+    panels = [("f1", "Bragg peak F1"), ("position_error_px", "position error (px)"),
+              ("intensity_pearson_r", "intensity Pearson r (matched, off zero beam)")]
+    plt, (fig, axes) = _figure(ncols=3, figsize=(15, 4), layout="constrained")
+    colours = {"model": "tab:blue", "baseline": "tab:orange"}
+    styles = ["o-", "s--", "^:", "d-."]
+    for ax, (key, title) in zip(axes, panels):
+        for method, by_dose in table.items():
+            for k, (dose, by_t) in enumerate(by_dose.items()):
+                t = sorted(by_t, key=float)
+                v = [by_t[x][key] for x in t]
+                v = [np.nan if y is None else y for y in v]
+                ax.plot([float(x) / 10 for x in t], v, styles[k % len(styles)], color=colours.get(method),
+                        label=f"{method}, {dose}", ms=4)
+        ax.set_xlabel("thickness (nm)")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{Path(report['model']).name} vs classical baseline on the {report['split']} split "
+                 f"({report['patterns']} patterns)", fontsize=10)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def evaluation_gallery(rows: list, dose: str, path: str | Path) -> Path:
+    """Worst patterns: input (log), label V_g with its peaks, predicted V_g with the model's peaks, baseline peaks."""
+    from matplotlib.colors import LogNorm
+
+    n = len(rows)
+    plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(14, 3.4 * n + 0.4), squeeze=False, layout="constrained")
+    for i, (f1, _n, shard, row, cbed, vg_true, vg_pred, true_pk, model_pk, base_pk, thick) in enumerate(rows):
+        def log_img(ax, img):
+            img = np.asarray(img, float)
+            pos = img[img > 0]
+            lo = max(float(pos.min()) if pos.size else 1e-6, float(img.max()) * 1e-4)
+            ax.imshow(np.clip(img, lo, None), norm=LogNorm(lo, max(float(img.max()), lo * 10)), cmap="magma")
+
+        log_img(axes[i, 0], cbed)
+        axes[i, 0].set_title(f"{shard}:{row}, {thick / 10:g} nm, dose {dose}\ninput", fontsize=8, loc="left")
+        log_img(axes[i, 1], vg_true)
+        axes[i, 1].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
+        axes[i, 1].set_title(f"label V_g ({len(true_pk)} peaks)", fontsize=8)
+        log_img(axes[i, 2], np.clip(vg_pred, 0, None))
+        axes[i, 2].plot(model_pk.pos_px[:, 1], model_pk.pos_px[:, 0], "gx", ms=6)
+        axes[i, 2].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
+        axes[i, 2].set_title(f"model V_g, F1 {f1:.2f} (x model, + label)", fontsize=8)
+        log_img(axes[i, 3], cbed)
+        axes[i, 3].plot(base_pk.pos_px[:, 1], base_pk.pos_px[:, 0], "wx", ms=6)
+        axes[i, 3].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
+        axes[i, 3].set_title("baseline disks (x) and label (+)", fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -48,3 +48,30 @@ def test_overrides_win_and_are_validated(configs_dir):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FourdError, match="cannot read config file"):
         load_config("select", tmp_path / "nope.yaml")
+
+
+def test_default_yaml_documents_every_key_with_its_default(configs_dir):
+    """configs/default.yaml is the reference: every key of every stage, at the schema's default."""
+    import yaml
+
+    from fourdcrystal.config import SCHEMAS, defaults
+
+    doc = yaml.safe_load((configs_dir / "default.yaml").read_text())
+    assert set(doc) == set(SCHEMAS)
+
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) for x in keys(v, f"{prefix}{k}.")}
+
+    for section, schema in SCHEMAS.items():
+        assert keys(doc[section]) == keys(defaults(schema)), section
+        assert load_config(section, configs_dir / "default.yaml") == defaults(schema), section
+        load_config(section, configs_dir / "quickstart.yaml")  # and the quickstart config is valid
+
+
+def test_train_section_values():
+    cfg = load_config("train", None, {"model.width": 8, "augment.dose_e": "null"})
+    assert cfg["model"]["width"] == 8 and cfg["augment"]["dose_e"] is None and cfg["model"]["depth"] == 4
+    with pytest.raises(FourdError, match="augment.dose_e"):
+        load_config("train", None, {"augment.dose_e": [0, 10]})
+    with pytest.raises(FourdError, match="model.decoders"):
+        load_config("train", None, {"model.decoders": 3})

@@ -1,0 +1,76 @@
+"""Peak finding and the classical baseline against patterns with known disk centres."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fourdcrystal.baseline import BaselineConfig, find_bragg_disks
+from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks, to_reciprocal
+
+N = 96
+
+
+def _disk(centre: tuple[float, float], radius: float, oversample: int = 16) -> np.ndarray:
+    """A uniform disk, anti-aliased by counting sub-pixel samples inside it (independent of any FFT)."""
+    s = (np.arange(N * oversample) + 0.5) / oversample - 0.5  # sub-sample centres in pixel units
+    y, x = np.meshgrid(s, s, indexing="ij")
+    inside = (y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius**2
+    return inside.reshape(N, oversample, N, oversample).mean(axis=(1, 3))
+
+
+def test_gaussian_peaks_subpixel():
+    y, x = np.meshgrid(np.arange(N), np.arange(N), indexing="ij")
+    truth = np.array([[30.3, 40.7], [60.55, 20.2], [48.0, 48.0]])
+    img = sum(a * np.exp(-((y - c[0]) ** 2 + (x - c[1]) ** 2) / (2 * 1.5**2)) for c, a in zip(truth, (1.0, 0.5, 2.0)))
+    for mode, tol in (("parabolic", 0.08), ("dft", 0.03)):
+        p = find_peaks(img, PeakConfig(subpixel=mode))
+        assert len(p) == 3
+        np.testing.assert_allclose(p.pos_px, truth[[2, 0, 1]], atol=tol)
+    # thresholds: relative intensity, edge margin, maximum count
+    assert len(find_peaks(img, PeakConfig(min_relative=0.4))) == 2
+    assert len(find_peaks(img, PeakConfig(max_peaks=1))) == 1
+    assert len(find_peaks(img, PeakConfig(edge_px=45))) == 1  # only the one at (48, 48) is 45 px from every edge
+    q = to_reciprocal(find_peaks(img), (N, N), 0.01)
+    np.testing.assert_allclose(q[0], [0.0, 0.0], atol=1e-6)  # (48, 48) is q = 0 on a 96 grid
+
+
+def test_baseline_finds_two_disk_centres_to_005_px():
+    radius = 6.0
+    centres = [(N // 2 + 0.0, N // 2 + 0.0), (N // 2 + 17.37, N // 2 - 9.81)]
+    pattern = _disk(centres[0], radius) + 0.6 * _disk(centres[1], radius)
+    probe = _disk((N // 2, N // 2), radius)
+    # the default (cross-correlation, σ = 1 px, DFT refinement), and a half-way phase correlation
+    # unsmoothed, whose ringing needs a higher threshold
+    for config in (BaselineConfig(), BaselineConfig(corr_power=0.5, sigma_px=0.0,
+                                                    peaks=PeakConfig(min_relative=0.1, subpixel="dft"))):
+        peaks = find_bragg_disks(pattern, probe, config)
+        assert len(peaks) == 2, peaks
+        np.testing.assert_allclose(peaks.pos_px, centres, atol=0.05)
+    with pytest.raises(ValueError, match="probe shape"):
+        find_bragg_disks(pattern, probe[:-1])
+
+
+def test_match_peaks_one_to_one_closest_first():
+    pred = np.array([[10.0, 10.0], [10.4, 10.0], [50.0, 50.0]])
+    true = np.array([[10.3, 10.0], [30.0, 30.0]])
+    mp, mt = match_peaks(pred, true, radius_px=1.0)
+    assert mp.tolist() == [1] and mt.tolist() == [0]  # the closer prediction takes the label peak
+
+
+def test_score_counts_and_errors():
+    from fourdcrystal.evaluate import score
+    from fourdcrystal.peaks import Peaks
+
+    vg = np.zeros((N, N))
+    true_pos = np.array([[48.0, 48.0], [48.0, 60.0], [60.0, 48.0], [30.0, 30.0]])
+    for (i, j), v in zip(true_pos.astype(int), (1.0, 0.3, 0.2, 0.1)):
+        vg[i, j] = v
+    true = Peaks(true_pos, vg[true_pos[:, 0].astype(int), true_pos[:, 1].astype(int)])
+    # three of four found, 0.3 px off; one false peak far away
+    pred = Peaks(np.array([[48.0, 48.3], [48.3, 60.0], [60.0, 47.7], [80.0, 80.0]]), np.array([1.0, 0.31, 0.19, 0.05]))
+    s = score(pred, true, vg, 1.0, (0.02, 0.02), None, None, None)
+    assert (s["true"], s["pred"], s["matched"]) == (4, 4, 3)
+    np.testing.assert_allclose(s["err_px"], 0.3, atol=1e-12)
+    np.testing.assert_allclose(s["err_invA"], 0.006, atol=1e-12)
+    assert sorted(s["i_true"].tolist()) == [0.2, 0.3]  # the zero beam is left out of intensities
