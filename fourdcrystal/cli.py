@@ -65,12 +65,13 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-_config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                              help="YAML config file (its 'select:' section is used).")
+def _config_option(section: str):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                        help=f"YAML config file (its '{section}:' section is used).")
 
 
 @cli.command("select")
-@_config_option
+@_config_option("select")
 @click.option("--source", "sources", multiple=True, type=click.Choice(["aflow", "mp", "files"]),
               help="Crystal source, repeatable: aflow (embedded AFLOW prototype library, offline), "
                    "mp (Materials Project, needs MP_API_KEY), files (CIF/POSCAR folders). [default: aflow]")
@@ -128,8 +129,7 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
 
 @cli.command("supercell")
 @click.argument("catalogue", required=False, type=click.Path())
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (its 'supercell:' section is used).")
+@_config_option("supercell")
 @click.option("--out", type=click.Path(file_okay=False), help="Specimens folder. [default: specimens]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing specimens folder.")
 @click.option("--zone-axes", type=int, help="Zone axes per crystal. [default: 3]")
@@ -200,8 +200,7 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 
 @cli.command("simulate")
 @click.argument("specimens", required=False, type=click.Path())
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (its 'simulate:' section is used).")
+@_config_option("simulate")
 @click.option("--out", type=click.Path(file_okay=False), help="Dataset folder. [default: dataset]")
 @click.option("--overwrite", is_flag=True, help="Replace a dataset made with another config.")
 @click.option("--energy", "energy_eV", type=float, help="Beam energy in eV, e.g. 200e3. [default: 200e3]")
@@ -305,8 +304,7 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 
 @cli.command("train")
 @click.argument("dataset", required=False, type=click.Path())
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (its 'train:' section is used).")
+@_config_option("train")
 @click.option("--out", type=click.Path(file_okay=False), help="Output folder for model.pt + model.json. [default: model]")
 @click.option("--epochs", type=int, help="Training epochs. [default: 30]")
 @click.option("--batch-size", type=int, help="Patterns per step and process. [default: 8]")
