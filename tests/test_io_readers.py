@@ -1,0 +1,49 @@
+"""4D-STEM readers: the same patterns from .npy and HDF5, read in chunks; one-line errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from fourdcrystal.errors import FourdError
+from fourdcrystal.io.readers import open_4d
+
+
+@pytest.fixture
+def cube(tmp_path):
+    data = np.random.default_rng(0).random((5, 7, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "scan.npy", data)
+    with h5py.File(tmp_path / "scan.h5", "w") as f:
+        ds = f.create_dataset("experiment/data", data=data, chunks=(1, 1, 16, 16))
+        ds.attrs["k_pixel_invA"] = 0.02
+    return data, tmp_path
+
+
+def test_npy_and_hdf5_give_the_same_chunks(cube):
+    data, tmp = cube
+    flat = data.reshape(-1, 16, 16)
+    for spec in (tmp / "scan.npy", f"{tmp / 'scan.h5'}:/experiment/data", tmp / "scan.h5"):
+        with open_4d(spec) as scan:
+            assert scan.shape == (5, 7, 16, 16) and len(scan) == 35
+            # chunks that cross scan rows, and a short last chunk
+            got = np.concatenate([scan.read(a, a + 8) for a in range(0, len(scan), 8)])
+            np.testing.assert_array_equal(got, flat)
+    with open_4d(tmp / "scan.h5") as scan:
+        assert scan.calibration == {"k_pixel_invA": 0.02}
+
+
+def test_reader_errors_are_one_line(cube, tmp_path):
+    _, tmp = cube
+    np.save(tmp / "three.npy", np.zeros((4, 8, 8)))
+    cases = [(tmp / "three.npy", "expected 4D data"), (tmp / "scan.tif", "unknown 4D-STEM format"),
+             (f"{tmp / 'scan.h5'}:/nothing", "no dataset '/nothing'"), (tmp / "absent.npy", "not found")]
+    for spec, fragment in cases:
+        with pytest.raises(FourdError, match=fragment) as info:
+            open_4d(spec)
+        assert "\n" not in str(info.value)
+    with h5py.File(tmp / "two.h5", "w") as f:
+        f["a"] = np.zeros((1, 1, 2, 2))
+        f["b"] = np.zeros((1, 1, 2, 2))
+    with pytest.raises(FourdError, match="several 4D datasets"):
+        open_4d(tmp / "two.h5")
