@@ -406,8 +406,9 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, 
     """
     from pathlib import Path
 
+    from dataclasses import replace
+
     from .evaluate import EvalConfig, evaluate, format_table
-    from .peaks import PeakConfig
 
     dose_list = []
     for d in doses.split(","):
@@ -426,10 +427,11 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, 
         raise FourdError("--doses: give at least one dose or 'clean'")
     if limit is not None and limit < 1:
         raise FourdError(f"--limit must be >= 1, got {limit}")
-    cfg = EvalConfig(split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
-                     label_peaks=PeakConfig(min_relative=min_relative, max_peaks=400),
-                     model_peaks=PeakConfig(min_relative=min_relative, max_peaks=400),
-                     limit=limit, batch_size=batch_size, seed=seed)
+    base = EvalConfig()
+    cfg = replace(base, split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
+                  label_peaks=replace(base.label_peaks, min_relative=min_relative),
+                  model_peaks=replace(base.model_peaks, min_relative=min_relative),
+                  limit=limit, batch_size=batch_size, seed=seed)
     out = Path(out) if out else Path(model).parent / "evaluation"
     report = evaluate(model, dataset, out, cfg, device=device)
     click.echo(f"{report['patterns']} {split} patterns of {dataset}")

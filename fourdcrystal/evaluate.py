@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
-from .baseline import BaselineConfig, find_bragg_disks_batch
+from .baseline import BaselineConfig, find_bragg_disks
 from .errors import FourdError
 from .peaks import PeakConfig, Peaks, find_peaks, match_peaks
 from .progress import bar
@@ -66,9 +66,7 @@ class _Tally:
     patterns: int = 0
 
     def summary(self) -> dict:
-        p = self.matched / self.pred if self.pred else 0.0
-        r = self.matched / self.true if self.true else 0.0
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        p, r, f1 = _prf(self.matched, self.pred, self.true)
         corr = (float(np.corrcoef(self.i_pred, self.i_true)[0, 1])
                 if len(self.i_pred) > 2 and np.std(self.i_pred) > 0 and np.std(self.i_true) > 0 else None)
         return {"patterns": self.patterns, "true_peaks": self.true, "predicted_peaks": self.pred,
@@ -120,7 +118,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     from .simulation import shards
     from .training.augment import shot_noise
     from .training.card import load_model
-    from .training.data import open_dataset
+    from .training.data import open_dataset, zero_beam
     from .model.inference import Predictor
 
     model, card = load_model(model_path)
@@ -152,8 +150,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                     imgs = [sh.images(r) for _, r in chunk]
                     cbed = np.stack([im["cbed"] for im in imgs]).astype(np.float32)
                     probes = np.stack([im["probe"] for im in imgs]).astype(np.float32)
-                    vg_true = [im["vg"] / max(float(im["vg"][im["vg"].shape[0] // 2, im["vg"].shape[1] // 2]), 1e-12)
-                               for im in imgs]
+                    vg_true = [im["vg"] / max(zero_beam(im["vg"]), 1e-12) for im in imgs]
                     truths = [find_peaks(v, config.label_peaks) for v in vg_true]
                     for dose in config.doses_e:
                         if dose is None:
@@ -162,8 +159,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                             x = np.stack([shot_noise(c, dose, np.random.default_rng([config.seed, n, int(dose)]))
                                           for c, (n, _) in zip(cbed, chunk)])
                         vg_pred, qz_pred = predictor(x, probes)
-                        base = [find_bragg_disks_batch(x[j:j + 1], probes[j], config.baseline)[0]
-                                for j in range(len(x))]
+                        base = [find_bragg_disks(x[j], probes[j], config.baseline) for j in range(len(x))]
                         for j, (n, r) in enumerate(chunk):
                             key_t = float(thick[r])
                             dk = dk_all[r]
@@ -178,7 +174,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                                             (method, "all", "all")):
                                     _add(tallies[key], s)
                             if dose == config.doses_e[0]:
-                                f1 = _f1(s_model)
+                                f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
                                 per_pattern.append((f1, n, name, r, x[j], vg_true[j], vg_pred[j], truths[j], mpk,
                                                     base[j], key_t))
                         pbar.update(len(chunk))
@@ -187,7 +183,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         "schema": "fourdcrystal.evaluation/1",
         "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
         "dataset": str(dataset), "dataset_index_sha256": info.index_sha256, "split": config.split,
-        "patterns": len(locations), "config": _jsonable(asdict(config)),
+        "patterns": len(locations), "config": asdict(config),
         "overall": {m: tallies[(m, "all", "all")].summary() for m in METHODS},
         "by_dose": {m: {_dose_name(d): tallies[(m, _dose_name(d), "all")].summary() for d in config.doses_e}
                     for m in METHODS},
@@ -210,10 +206,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     return report
 
 
-def _f1(s: dict) -> float:
-    p = s["matched"] / s["pred"] if s["pred"] else 0.0
-    r = s["matched"] / s["true"] if s["true"] else 0.0
-    return 2 * p * r / (p + r) if p + r else 0.0
+def _prf(matched: int, pred: int, true: int) -> tuple[float, float, float]:
+    """Precision, recall, F1."""
+    p = matched / pred if pred else 0.0
+    r = matched / true if true else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
 def _zero_value(peaks: Peaks, shape, radius_px: float) -> float:
@@ -224,14 +221,6 @@ def _zero_value(peaks: Peaks, shape, radius_px: float) -> float:
     near = np.linalg.norm(peaks.pos_px - centre, axis=1) <= radius_px
     v = peaks.intensity[near].max() if near.any() else peaks.intensity.max()
     return float(v) if v > 0 else 1.0
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def format_table(report: dict) -> str:

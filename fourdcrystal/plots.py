@@ -25,6 +25,16 @@ def save_figure(fig, path: str | Path) -> Path:
     return Path(path)
 
 
+def _log_imshow(ax, img: np.ndarray, floor: float, **kw):
+    """``img`` on a log colour scale from max(smallest positive, floor·max) to its maximum."""
+    from matplotlib.colors import LogNorm
+
+    img = np.asarray(img, dtype=float)
+    pos = img[img > 0]
+    lo = max(float(pos.min()) if pos.size else 1e-6, float(img.max()) * floor)
+    return ax.imshow(np.clip(img, lo, None), norm=LogNorm(lo, max(float(img.max()), lo * 10)), cmap="magma", **kw)
+
+
 def specimen_preview(specimen, title: str, path: str | Path) -> Path:
     """Projected structure seen down the beam (+z into the page), coloured by element, with the cell."""
     from ase.data import chemical_symbols
@@ -67,8 +77,6 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
     diverging scale masked where vg is weak (q_z means nothing off the reflections).
     ``zoom`` < 1 shows the central part of the patterns.
     """
-    from matplotlib.colors import LogNorm
-
     n = len(samples)
     plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(14, 3.4 * n + 0.4), squeeze=False,
                                layout="constrained")
@@ -85,10 +93,7 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
                 im = ax.imshow(img, cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1, extent=ext)
                 label = "q_z (Å⁻¹)"
             else:
-                pos = img[img > 0]
-                lo = max(float(pos.min()) if pos.size else 1e-6, float(img.max()) * 1e-5)
-                im = ax.imshow(np.clip(img, lo, None), norm=LogNorm(lo, max(float(img.max()), lo * 10)),
-                               cmap="magma", extent=ext)
+                im = _log_imshow(ax, img, 1e-5, extent=ext)
                 label = {"cbed": "intensity (probe max = 1)", "probe": "intensity", "vg": "V_g (V·Å)"}[name]
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
             r = zoom * max(abs(ext[0]), abs(ext[2]))
@@ -156,27 +161,19 @@ def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
 
 def evaluation_gallery(rows: list, dose: str, path: str | Path) -> Path:
     """Worst patterns: input (log), label V_g with its peaks, predicted V_g with the model's peaks, baseline peaks."""
-    from matplotlib.colors import LogNorm
-
     n = len(rows)
     plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(14, 3.4 * n + 0.4), squeeze=False, layout="constrained")
     for i, (f1, _n, shard, row, cbed, vg_true, vg_pred, true_pk, model_pk, base_pk, thick) in enumerate(rows):
-        def log_img(ax, img):
-            img = np.asarray(img, float)
-            pos = img[img > 0]
-            lo = max(float(pos.min()) if pos.size else 1e-6, float(img.max()) * 1e-4)
-            ax.imshow(np.clip(img, lo, None), norm=LogNorm(lo, max(float(img.max()), lo * 10)), cmap="magma")
-
-        log_img(axes[i, 0], cbed)
+        _log_imshow(axes[i, 0], cbed, 1e-4)
         axes[i, 0].set_title(f"{shard}:{row}, {thick / 10:g} nm, dose {dose}\ninput", fontsize=8, loc="left")
-        log_img(axes[i, 1], vg_true)
+        _log_imshow(axes[i, 1], vg_true, 1e-4)
         axes[i, 1].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
         axes[i, 1].set_title(f"label V_g ({len(true_pk)} peaks)", fontsize=8)
-        log_img(axes[i, 2], np.clip(vg_pred, 0, None))
+        _log_imshow(axes[i, 2], np.clip(vg_pred, 0, None), 1e-4)
         axes[i, 2].plot(model_pk.pos_px[:, 1], model_pk.pos_px[:, 0], "gx", ms=6)
         axes[i, 2].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
         axes[i, 2].set_title(f"model V_g, F1 {f1:.2f} (x model, + label)", fontsize=8)
-        log_img(axes[i, 3], cbed)
+        _log_imshow(axes[i, 3], cbed, 1e-4)
         axes[i, 3].plot(base_pk.pos_px[:, 1], base_pk.pos_px[:, 0], "wx", ms=6)
         axes[i, 3].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
         axes[i, 3].set_title("baseline disks (x) and label (+)", fontsize=8)

@@ -54,7 +54,7 @@ def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int
                 n, h, w = sh.file["cbed"].shape
                 splits = sh.meta("split")
                 for name in shards.IMAGES:
-                    if sh.file[name].shape[0] != n or tuple(sh.file[name].shape[1:]) not in ((h, w),):
+                    if sh.file[name].shape != (n, h, w):
                         raise FourdError(f"{path}: dataset {name!r} has shape {sh.file[name].shape}, "
                                          f"expected ({n}, {h}, {w}) like cbed")
                 dk = np.broadcast_to(np.asarray(sh.file.attrs.get("k_sampling_invA", np.nan), dtype=float), (2,))
@@ -94,8 +94,8 @@ def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, in
 
 def zero_beam(vg: np.ndarray) -> float:
     """V_g at q = 0 (pixel (H//2, W//2)): the normaliser of the relative vg target."""
-    h, w = vg.shape[-2:]
-    return float(vg[..., h // 2, w // 2].max())
+    h, w = vg.shape
+    return float(vg[h // 2, w // 2])
 
 
 class ShardDataset(Dataset):
@@ -113,12 +113,8 @@ class ShardDataset(Dataset):
         self.qz_scale_invA = float(qz_scale_invA)
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
         self._pid = None
         self._open: dict[str, shards.Shard] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -135,7 +131,7 @@ class ShardDataset(Dataset):
         return {k: np.asarray(v, dtype=np.float32) for k, v in self._shard(name).images(row).items()}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)  # (epoch, i) from the training sampler
+        epoch, i = key if isinstance(key, tuple) else (0, key)  # (epoch, i) from the training sampler
         sample = self.raw(i)
         vg0 = max(zero_beam(sample["vg"]), 1e-12)
         if self.augment is not None:

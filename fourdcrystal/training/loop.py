@@ -25,7 +25,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -88,9 +87,6 @@ class _Dist:
         t = torch.tensor(values, dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         torch.distributed.all_reduce(t)
         return t.tolist()
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        return bool(self.all_sum([float(flag)])[0]) if self.world > 1 else flag
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Rank 0's batch-norm running statistics to every rank (DDP does it before each forward,
@@ -247,7 +243,7 @@ def _autocast(device: torch.device, amp: bool):
 def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
                    amp: bool = False) -> dict:
     """Mean vg MSE, V_g-weighted qz MSE and their weighted sum over a split (shared out among ranks)."""
-    from ..model.losses import qz_weighted_mse
+    from ..model.losses import qz_weighted_mse, vg_mse
 
     model.eval()
     mine = list(range(dist.rank, len(ds), dist.world))
@@ -259,7 +255,7 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
             with _autocast(dist.device, amp):
                 pred = model(batch["cbed"], batch["probe"])
             for j in range(len(items)):
-                sums[0] += float(torch.mean((pred["vg"][j].float() - batch["vg"][j]) ** 2))
+                sums[0] += float(vg_mse(pred["vg"][j], batch["vg"][j]))
                 sums[1] += float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j]))
                 sums[2] += 1.0
     vg_sum, qz_sum, n = dist.all_sum(sums)
@@ -381,9 +377,9 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
                 scaler.update()
                 sched.step()
                 n = batch["cbed"].shape[0]
-                value = loss.detach().item()
-                sums = [sums[0] + value * n, sums[1] + parts["vg_mse"].item() * n,
-                        sums[2] + parts["qz_wmse"].item() * n, sums[3] + n]
+                # one device-to-host copy per step, not three
+                value, vg, qz = torch.stack([loss.detach(), parts["vg_mse"], parts["qz_wmse"]]).tolist()
+                sums = [sums[0] + value * n, sums[1] + vg * n, sums[2] + qz * n, sums[3] + n]
                 pbar.update(n * dist.world)
                 pbar.set_postfix(loss=f"{value:.4g}")
         loss_sum, vg_sum, qz_sum, n_seen = dist.all_sum(sums)
@@ -468,8 +464,3 @@ def model_summary(cfg: dict, shape: tuple[int, int]) -> dict:
     fft_flops = 5 * h * w * math.log2(h * w) * (3 + (cfg["model"]["decoders"] * 2))  # rough, for the record
     return {"parameters": parameter_count(model), "flops_per_pattern": int(counter.get_total_flops()),
             "fft_flops_estimate": int(fft_flops), "shape": list(shape), "architecture": cfg["model"]}
-
-
-def seed_everything(seed: int) -> None:  # pragma: no cover - convenience for notebooks
-    torch.manual_seed(seed)
-    np.random.seed(seed)
