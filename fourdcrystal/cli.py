@@ -439,6 +439,78 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, 
     click.echo(f"wrote {out / 'report.json'}, {out / 'metrics_vs_thickness.png'}, {out / 'worst.png'}")
 
 
+def _pair(text: str | None, option: str, kind=float, sep: str = ","):
+    """``"A,B"`` (or ``"AxB"`` with sep="x") → (A, B); one line naming the option when malformed."""
+    if text is None:
+        return None
+    parts = text.lower().split(sep)
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return kind(parts[0]), kind(parts[1])
+    except ValueError:
+        raise FourdError(f"{option} {text!r}: expected two numbers separated by {sep!r}") from None
+
+
+@cli.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("data")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Result HDF5 file. [default: DATA's name with -bragg.h5, in the current folder]")
+@click.option("--k-pixel", "k_pixel_invA", type=float, help="Detector pixel size in Å⁻¹ (overrides the file's).")
+@click.option("--camera-length", "camera_length_mm", type=float,
+              help="Camera length in mm; with --detector-pixel and --energy gives the pixel size.")
+@click.option("--detector-pixel", "detector_pixel_um", type=float, help="Detector pixel pitch in µm (e.g. 55).")
+@click.option("--energy", "energy_eV", type=float, help="Beam energy in eV, e.g. 300e3 (overrides the file's).")
+@click.option("--semiangle", "semiangle_mrad", type=float, help="Convergence semi-angle in mrad (overrides the file's).")
+@click.option("--probe", help="Vacuum probe: a 2D .npy or FILE.h5:/path from the same detector (a 4D vacuum scan "
+                              "is averaged).")
+@click.option("--vacuum", help="Vacuum probe from the mean of a scan region R0:R1,C0:C1 (rows, columns; end exclusive).")
+@click.option("--centre", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
+@click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr).")
+@click.option("--baseline", is_flag=True, help="Also run the classical detector (py4DSTEM-style) into the file.")
+@click.option("--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
+@click.option("--min-relative", type=float, default=0.05, show_default=True,
+              help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's.")
+@click.option("--chunk", type=int, default=256, show_default=True, help="Scan positions read and processed together.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per network call.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--scheduler", help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
+def predict_cmd(model, data, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
+                vacuum, centre, scan_shape, baseline, maps, min_relative, chunk, batch_size, device, scheduler,
+                overwrite) -> None:
+    """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
+
+    DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib, and through RosettaSciIO
+    .dm3/.dm4, EMPAD .xml, .blo, .hspy, Arina *_master.h5. Patterns are resampled to the model's
+    pixel size (Å⁻¹) and centred on the zero beam, read in chunks (memory stays flat), and the run
+    resumes where it stopped if killed. Writes OUT (HDF5: ragged Bragg vectors in Å⁻¹ per scan
+    position, counts, virtual bright field, Bragg vector map) and OUT with .png (a summary).
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .io.readers import split_spec
+    from .predict import PredictConfig, predict
+
+    if batch_size < 1:
+        raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
+    base = PredictConfig()
+    cfg = replace(base, chunk_positions=chunk, batch_size=batch_size, baseline=baseline, save_maps=maps,
+                  device=device, peaks=replace(base.peaks, min_relative=min_relative))
+    out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
+    calibration = {"k_pixel_invA": k_pixel_invA, "camera_length_mm": camera_length_mm,
+                   "detector_pixel_um": detector_pixel_um, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad}
+    res = predict(model, data, out, cfg, calibration, probe=probe, vacuum=vacuum,
+                  centre_px=_pair(centre, "--centre"), scan_shape=_pair(scan_shape, "--scan-shape", int, "x"),
+                  scheduler=scheduler, overwrite=overwrite)
+    rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
+    vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
+    click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
+    click.echo(f"wrote {res['out']} and {res['png']}")
+
+
 def main() -> None:
     cli(prog_name="fourdcrystal")
 

@@ -183,3 +183,53 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path) -> Path:
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) -> Path:
+    """Virtual bright field, mean pattern with the Bragg vector map's peaks, peak counts, Bragg vector map.
+
+    One row per method (model, and the baseline when it ran). Axes of the pattern panels in Å⁻¹.
+    """
+    from .peaks import PeakConfig, find_peaks
+
+    methods = [m for m in ("model", "baseline") if m in summary]
+    h, w = summary["mean_pattern"].shape
+    dk = np.broadcast_to(np.asarray(card["input"]["k_sampling_invA"], float), (2,))
+    extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0], (-h // 2 - 0.5) * dk[0]]
+    plt, (fig, axes) = _figure(nrows=len(methods), ncols=4, figsize=(16, 4 * len(methods)), squeeze=False,
+                               layout="constrained")
+    mean = summary["mean_pattern"]
+    bright = np.argwhere(mean > 1e-3 * mean.max()) if mean.max() > 0 else np.zeros((0, 2))
+    reach = (np.abs(bright - [h // 2, w // 2]) * dk).max() if len(bright) else h // 2 * dk[0]
+    lim = min(1.15 * reach + 2 * dk.max(), abs(extent[0]))  # zoom on where the pattern has signal
+    for r, m in enumerate(methods):
+        s = summary[m]
+        if r == 0:
+            im = axes[r, 0].imshow(summary["virtual_bf"], cmap="gray")
+            axes[r, 0].set_title("virtual bright field (scan)", fontsize=9)
+            fig.colorbar(im, ax=axes[r, 0], shrink=0.8)
+        else:
+            axes[r, 0].axis("off")
+        bvm = s["bragg_vector_map"]
+        pk = find_peaks(bvm, PeakConfig(min_relative=0.02, max_peaks=200)) if bvm.max() > 0 else None
+        _log_imshow(axes[r, 1], mean, 1e-4, extent=extent)
+        if pk is not None and len(pk):
+            axes[r, 1].plot((pk.pos_px[:, 1] - w // 2) * dk[1], (pk.pos_px[:, 0] - h // 2) * dk[0], "c+", ms=8)
+        axes[r, 1].set_title(f"mean pattern, {m} Bragg peaks (+)", fontsize=9)
+        im = axes[r, 2].imshow(s["count"], cmap="viridis")
+        axes[r, 2].set_title(f"{m}: Bragg peaks per position ({s['vectors']} in all)", fontsize=9)
+        fig.colorbar(im, ax=axes[r, 2], shrink=0.8)
+        if bvm.max() > 0:  # smoothed for display: single-pixel peaks would vanish when the figure is scaled
+            from scipy.ndimage import gaussian_filter
+
+            _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=extent)
+        axes[r, 3].set_title(f"{m}: Bragg vector map (intensity-weighted)", fontsize=9)
+        for ax in (axes[r, 1], axes[r, 3]):
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(lim, -lim)
+            ax.set_xlabel("q_y (Å⁻¹)")
+            ax.set_ylabel("q_x (Å⁻¹)")
+    fig.suptitle(title, fontsize=10)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

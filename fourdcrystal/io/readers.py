@@ -1,14 +1,29 @@
 """Lazy 4D-STEM readers: a file is opened once and read in chunks of scan positions.
 
-Supported so far: NumPy ``.npy`` (memory-mapped) and HDF5 with a dataset path
-(``file.h5:/group/data``; without a path the single 4D dataset in the file is used). Every
-reader gives a :class:`Scan4D`: shape (scan_x, scan_y, k_x, k_y), the calibration it found in
-the file (None where the file has none), and ``read(start, stop)`` over flattened scan
-positions, so memory stays flat whatever the file size.
+Formats:
+
+* NumPy ``.npy`` (memory-mapped), shape (scan_x, scan_y, k_x, k_y);
+* HDF5 with a dataset path (``file.h5:/group/data``; without a path the single 4D dataset in
+  the file is used). Attributes ``k_pixel_invA``, ``energy_eV``, ``semiangle_mrad`` on the
+  dataset are read as calibration;
+* EMD 1.0 (py4DSTEM / emdfile; ``.emd`` or any HDF5 whose root says ``emd_group_type='file'``):
+  the 4D array group (``FILE.emd:/root/datacube`` picks one of several), its pixel size from the
+  py4DSTEM ``calibration`` metadata (``Q_pixel_size`` in ``A^-1``) or from the array's ``dim2``;
+* Quantum Detectors Merlin ``.mib`` (frames of an ASCII header + big-endian pixels; the scan
+  shape from ``scan_shape``, the acquisition's ``.hdr`` file, or a square frame count);
+* other detector formats through RosettaSciIO, when it is installed (``pip install
+  rosettasciio``): Gatan ``.dm3/.dm4``, EMPAD ``.xml``, blockfile ``.blo``, HyperSpy
+  ``.hspy/.zspy``, TVIPS, MRC, FEI ``.ser``, Dectris Arina ``*_master.h5``.
+
+Every reader gives a :class:`Scan4D`: shape (scan_x, scan_y, k_x, k_y), the calibration it
+found in the file (keys ``k_pixel_invA``, ``energy_eV``, ``semiangle_mrad``; absent where the
+file has none), and ``read(start, stop)`` over flattened scan positions, so memory stays flat
+whatever the file size. ``spec`` and ``scan_shape`` reopen the same data in another process.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,19 +31,28 @@ import numpy as np
 
 from ..errors import FourdError
 
-FORMATS = {".npy": "NumPy array (scan_x, scan_y, k_x, k_y)",
-           ".h5": "HDF5: FILE.h5:/path/to/4d/dataset", ".hdf5": "HDF5", ".hdf": "HDF5"}
+FORMATS = {
+    ".npy": "NumPy array (scan_x, scan_y, k_x, k_y)",
+    ".h5": "HDF5 (FILE.h5:/path/to/4d/dataset) or EMD 1.0", ".hdf5": "HDF5 or EMD 1.0", ".hdf": "HDF5",
+    ".emd": "EMD 1.0 (py4DSTEM)",
+    ".mib": "Quantum Detectors Merlin",
+}
+# detector formats read through RosettaSciIO (optional): suffix → plugin module
+RSCIIO = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".xml": "empad", ".blo": "blockfile",
+          ".hspy": "hspy", ".zspy": "zspy", ".tvips": "tvips", ".mrc": "mrc", ".ser": "tia"}
+_HDF5 = (".h5", ".hdf5", ".hdf", ".emd")
 
 
 @dataclass
 class Scan4D:
     """A 4D-STEM data set read lazily: ``read(a, b)`` gives patterns a…b−1 as (n, k_x, k_y) float32."""
 
-    path: str
+    spec: str
     shape: tuple[int, int, int, int]
     dtype: np.dtype
     calibration: dict = field(default_factory=dict)  # k_pixel_invA, energy_eV, semiangle_mrad when known
-    _array: object = None
+    format: str = ""
+    _array: object = None  # anything sliced as [i, j0:j1] giving (m, k_x, k_y): memmap, h5py, dask
     _file: object = None
 
     @property
@@ -46,12 +70,12 @@ class Scan4D:
         """Patterns of flattened scan positions ``start``…``stop−1`` (row-major over the scan)."""
         stop = min(stop, len(self))
         ny = self.shape[1]
-        out = np.empty((stop - start, *self.pattern_shape), np.float32)
+        out = np.empty((max(stop - start, 0), *self.pattern_shape), np.float32)
         n = 0
         while start + n < stop:  # one contiguous row segment at a time: slicing stays lazy
             i, j = divmod(start + n, ny)
             m = min(ny - j, stop - start - n)
-            out[n:n + m] = self._array[i, j:j + m]
+            out[n:n + m] = np.asarray(self._array[i, j:j + m])
             n += m
         return out
 
@@ -67,8 +91,9 @@ class Scan4D:
         self.close()
 
 
-def _supported() -> str:
-    return ", ".join(sorted({k for k in FORMATS}))
+def supported() -> str:
+    """The file types :func:`open_4d` reads, for error messages and --help."""
+    return ", ".join(sorted(FORMATS) + sorted(RSCIIO) + ["*_master.h5 (Arina)"])
 
 
 def _check_4d(shape, where: str) -> tuple[int, int, int, int]:
@@ -77,14 +102,23 @@ def _check_4d(shape, where: str) -> tuple[int, int, int, int]:
     return tuple(int(s) for s in shape)
 
 
-def open_4d(spec: str | Path) -> Scan4D:
-    """Open ``FILE.npy``, ``FILE.h5[:/dataset/path]``; one clear line for anything else."""
+def split_spec(spec: str | Path) -> tuple[Path, str]:
+    """``FILE.h5:/inner/path`` → (FILE.h5, "/inner/path"); a plain path → (path, "")."""
     spec = str(spec)
-    path, _, inner = spec.partition(":") if ".h" in spec.split(":")[0].lower() else (spec, "", "")
-    p = Path(path)
+    m = re.match(r"^(.*?\.(?:h5|hdf5|hdf|emd)):(/.*)$", spec, flags=re.IGNORECASE)
+    return (Path(m.group(1)), m.group(2)) if m else (Path(spec), "")
+
+
+def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan4D:
+    """Open a 4D-STEM file (see the module docstring); one clear line for anything else.
+
+    ``scan_shape`` (rows, columns) is needed only where a file does not store it (.mib without
+    its .hdr and with a non-square frame count).
+    """
+    p, inner = split_spec(spec)
     suffix = p.suffix.lower()
-    if suffix not in FORMATS:
-        raise FourdError(f"{p}: unknown 4D-STEM format {suffix or '(no extension)'!r}; supported: {_supported()}")
+    if suffix not in FORMATS and suffix not in RSCIIO:
+        raise FourdError(f"{p}: unknown 4D-STEM format {suffix or '(no extension)'!r}; supported: {supported()}")
     if not p.exists():
         raise FourdError(f"{p} not found")
     if suffix == ".npy":
@@ -92,9 +126,15 @@ def open_4d(spec: str | Path) -> Scan4D:
             arr = np.load(p, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise FourdError(f"{p}: not a readable .npy file ({exc})") from None
-        return Scan4D(str(p), _check_4d(arr.shape, str(p)), arr.dtype, {}, arr)
+        return Scan4D(str(p), _check_4d(arr.shape, str(p)), arr.dtype, {}, "npy", arr)
+    if suffix == ".mib":
+        return _open_mib(p, scan_shape)
+    if suffix in RSCIIO or p.name.lower().endswith("_master.h5"):
+        return _open_rsciio(p, "arina" if p.name.lower().endswith("_master.h5") else RSCIIO[suffix])
     return _open_hdf5(p, inner)
 
+
+# -- HDF5 and EMD 1.0 -------------------------------------------------------------------------
 
 def _open_hdf5(p: Path, inner: str) -> Scan4D:
     import h5py
@@ -104,21 +144,174 @@ def _open_hdf5(p: Path, inner: str) -> Scan4D:
     except OSError as exc:
         raise FourdError(f"{p}: not a readable HDF5 file ({exc})") from None
     try:
+        if _attr(f.attrs, "emd_group_type") == "file":
+            return _open_emd(p, f, inner)
+        if p.suffix.lower() == ".emd":
+            raise FourdError(f"{p}: not an EMD 1.0 file (no emd_group_type='file' on the root)")
         if inner:
             if inner not in f or not isinstance(f[inner], h5py.Dataset):
                 raise FourdError(f"{p}: no dataset {inner!r} in the file")
             ds = f[inner]
         else:
-            found = []
-            f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.ndim == 4
-                         else None)
-            if len(found) != 1:
-                what = "no 4D dataset" if not found else f"several 4D datasets ({', '.join(found[:4])})"
-                raise FourdError(f"{p}: {what}; name one as {p}:/path/to/dataset")
-            ds = f[found[0]]
+            ds = f[_single(p, _find(f, lambda o: isinstance(o, h5py.Dataset) and o.ndim == 4), "4D dataset")]
         shape = _check_4d(ds.shape, f"{p}:{ds.name}")
         cal = {k: float(ds.attrs[k]) for k in ("k_pixel_invA", "energy_eV", "semiangle_mrad") if k in ds.attrs}
-        return Scan4D(f"{p}:{ds.name}", shape, ds.dtype, cal, ds, f)
+        return Scan4D(f"{p}:{ds.name}", shape, ds.dtype, cal, "hdf5", ds, f)
     except BaseException:
         f.close()
         raise
+
+
+def _attr(attrs, key: str):
+    v = attrs.get(key)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _find(f, keep) -> list[str]:
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append("/" + name) if keep(obj) else None)
+    return found
+
+
+def _single(p: Path, found: list[str], what: str) -> str:
+    if len(found) != 1:
+        msg = f"no {what}" if not found else f"several {what}s ({', '.join(found[:4])})"
+        raise FourdError(f"{p}: {msg}; name one as {p}:/path/to/it")
+    return found[0]
+
+
+def _open_emd(p: Path, f, inner: str) -> Scan4D:
+    """EMD 1.0: array groups hold ``data`` and ``dim0…dimN``; py4DSTEM puts calibration in metadata."""
+    import h5py
+
+    major = int(np.asarray(f.attrs.get("version_major", -1)))
+    if major != 1:
+        raise FourdError(f"{p}: EMD version_major {major}, expected 1")
+
+    def is_4d_array(obj) -> bool:
+        return (isinstance(obj, h5py.Group) and _attr(obj.attrs, "emd_group_type") == "array"
+                and "data" in obj and obj["data"].ndim == 4)
+
+    if inner:
+        if inner not in f or not is_4d_array(f[inner]):
+            raise FourdError(f"{p}: {inner!r} is not a 4D EMD array group")
+        group = f[inner]
+    else:
+        groups = _find(f, is_4d_array)
+        cubes = [g for g in groups if _attr(f[g].attrs, "python_class") == "DataCube"]
+        group = f[_single(p, cubes if len(cubes) == 1 else groups, "4D EMD array")]
+    ds = group["data"]
+    return Scan4D(f"{p}:{group.name}", _check_4d(ds.shape, f"{p}:{group.name}"), ds.dtype,
+                  _emd_calibration(f, group), "emd", ds, f)
+
+
+def _emd_calibration(f, group) -> dict:
+    """Pixel size in Å⁻¹ (and energy/semi-angle where a writer left them) of an EMD array group."""
+    cal: dict = {}
+    bundles = [group.get("metadatabundle")]  # the array's own metadata first, then its root's
+    root = group.file[group.name.split("/")[1]]
+    bundles.append(root.get("metadatabundle"))
+    for bundle in bundles:
+        meta = bundle.get("calibration") if bundle is not None else None
+        if meta is None:
+            continue
+        values = {k: meta[k][()] for k in meta.keys()}
+        values = {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+        if "k_pixel_invA" not in cal and values.get("Q_pixel_units") in ("A^-1", "Å^-1") and "Q_pixel_size" in values:
+            cal["k_pixel_invA"] = float(values["Q_pixel_size"])
+        for key in ("energy_eV", "semiangle_mrad"):
+            if key in values and key not in cal:
+                cal[key] = float(values[key])
+    if "k_pixel_invA" not in cal and "dim2" in group:
+        dim = group["dim2"]
+        if _attr(dim.attrs, "units") in ("A^-1", "Å^-1") and len(dim) >= 2:
+            cal["k_pixel_invA"] = float(dim[1] - dim[0])
+    return cal
+
+
+# -- Quantum Detectors Merlin .mib ------------------------------------------------------------
+
+_MIB_DTYPES = {"U01": ">u1", "U08": ">u1", "U16": ">u2", "U32": ">u4"}
+
+
+def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
+    """Frames of ``header_bytes`` ASCII header (MQ1,seq,offset,chips,X,Y,type,…) + Y×X big-endian pixels."""
+    with open(p, "rb") as fh:
+        first = fh.read(768)
+    fields = first.decode("latin-1").split(",")
+    if len(fields) < 7 or fields[0] != "MQ1":
+        raise FourdError(f"{p}: not a Merlin .mib file (a frame header starts with 'MQ1,', found {first[:8]!r})")
+    try:
+        header_bytes, nx, ny = int(fields[2]), int(fields[4]), int(fields[5])
+    except ValueError:
+        raise FourdError(f"{p}: unreadable .mib frame header {first[:60]!r}") from None
+    if fields[6] not in _MIB_DTYPES:
+        raise FourdError(f"{p}: .mib pixel type {fields[6]!r} is not supported (raw R64 frames need the Merlin "
+                         f"software); expected one of {', '.join(_MIB_DTYPES)}")
+    frame = np.dtype([("header", np.bytes_, header_bytes), ("data", _MIB_DTYPES[fields[6]], (ny, nx))])
+    frames = p.stat().st_size // frame.itemsize
+    shape = _mib_scan_shape(p, frames, scan_shape)
+    mm = np.memmap(p, dtype=frame, mode="r", shape=shape)
+    data = mm["data"]
+    return Scan4D(str(p), _check_4d(data.shape, str(p)), data.dtype, {}, "mib", data)
+
+
+def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[int, int]:
+    hint = "give the scan shape as --scan-shape ROWSxCOLS"
+    if scan_shape is None:
+        hdr = p.with_suffix(".hdr")
+        if hdr.exists():
+            text = hdr.read_text(errors="replace")
+            total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
+            per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
+            if total and per_line and int(per_line.group(1)) > 0:
+                width = int(per_line.group(1))
+                scan_shape = (int(total.group(1)) // width, width)
+        if scan_shape is None:
+            side = int(round(np.sqrt(frames)))
+            if side * side != frames:
+                raise FourdError(f"{p}: {frames} frames and no .hdr file beside it; {hint}")
+            scan_shape = (side, side)
+    rows, cols = (int(s) for s in scan_shape)
+    if rows * cols > frames:
+        raise FourdError(f"{p}: scan shape {rows}x{cols} needs {rows * cols} frames, the file holds {frames} "
+                         f"(an interrupted acquisition?); {hint}")
+    return rows, cols
+
+
+# -- RosettaSciIO -----------------------------------------------------------------------------
+
+_UNITS_TO_INV_A = {"1/Å": 1.0, "1/A": 1.0, "A^-1": 1.0, "Å^-1": 1.0, "1/nm": 0.1, "nm^-1": 0.1}
+
+
+def _open_rsciio(p: Path, plugin: str) -> Scan4D:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"rsciio.{plugin}")
+    except ImportError:
+        raise FourdError(f"{p}: reading {p.suffix} files needs RosettaSciIO; install it with "
+                         f"pip install rosettasciio") from None
+    try:
+        signals = module.file_reader(str(p), lazy=True)
+    except Exception as exc:  # a third-party reader: any failure is the file's
+        raise FourdError(f"{p}: RosettaSciIO ({plugin}) could not read it ({type(exc).__name__}: {exc})") from None
+    four = [s for s in signals if len(s["data"].shape) == 4]
+    if not four:
+        shapes = ", ".join(str(tuple(s["data"].shape)) for s in signals)
+        raise FourdError(f"{p}: expected 4D data (scan_x, scan_y, k_x, k_y), got shape {shapes}")
+    sig = four[0]
+    cal: dict = {}
+    axes = sig.get("axes", [])
+    signal_axes = [a for a in axes if not a.get("navigate", False)]
+    if signal_axes:
+        factor = _UNITS_TO_INV_A.get(str(signal_axes[0].get("units", "")).strip())
+        if factor:
+            cal["k_pixel_invA"] = float(signal_axes[0]["scale"]) * factor
+    tem = sig.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {})
+    if "beam_energy" in tem:  # keV in HyperSpy's metadata convention
+        cal["energy_eV"] = float(tem["beam_energy"]) * 1e3
+    if "convergence_angle" in tem:  # mrad
+        cal["semiangle_mrad"] = float(tem["convergence_angle"])
+    data = sig["data"]
+    return Scan4D(str(p), _check_4d(data.shape, str(p)), np.dtype(data.dtype), cal, f"rsciio:{plugin}", data)

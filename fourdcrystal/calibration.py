@@ -1,0 +1,121 @@
+"""Detector calibration and resampling of measured patterns onto a model's grid. Pure numpy, no I/O.
+
+A trained model expects patterns of H×W pixels of a fixed size ``dk`` (Å⁻¹) with q = 0 at pixel
+(H//2, W//2). A detector has its own pixel size and its zero beam wherever the optics put it.
+:class:`Resampler` maps one onto the other with two small matrices per pattern,
+``A @ pattern @ B.T``: area-weighted averaging where the model's pixels are larger than the
+detector's (no aliasing), linear interpolation where they are smaller.
+
+Units: reciprocal lengths in Å⁻¹ (no 2π), angles in mrad, energies in eV, pixels as floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .simulation.optics import disk_radius_invA, wavelength_A
+
+
+def k_pixel_from_camera_length(camera_length_mm: float, detector_pixel_um: float, energy_eV: float) -> float:
+    """Detector pixel size in Å⁻¹: the angle one pixel subtends, p / L, divided by λ (small angles)."""
+    return (detector_pixel_um * 1e-6) / (camera_length_mm * 1e-3) / wavelength_A(energy_eV)
+
+
+def resampling_matrix(n_out: int, d_out: float, n_in: int, d_in: float, centre_in: float) -> np.ndarray:
+    """(n_out, n_in) weights taking one detector axis to one model axis.
+
+    Output pixel o sits at q = (o − n_out//2)·d_out, i.e. at input coordinate
+    x = centre_in + q / d_in (input pixels). Where d_out ≥ d_in the output pixel averages the
+    input pixels it overlaps, weighted by overlap (box filter, rows sum to 1 inside the
+    detector); where d_out < d_in it interpolates linearly. Outside the detector the weight is 0.
+    """
+    x = centre_in + (np.arange(n_out) - n_out // 2) * (d_out / d_in)
+    m = np.zeros((n_out, n_in))
+    r = d_out / d_in
+    if r >= 1:
+        lo, hi = x - r / 2, x + r / 2
+        k = np.arange(n_in)
+        overlap = np.clip(np.minimum(hi[:, None], k[None, :] + 0.5) - np.maximum(lo[:, None], k[None, :] - 0.5), 0, None)
+        m = overlap / r
+    else:
+        i0 = np.floor(x).astype(int)
+        f = x - i0
+        for o in range(n_out):
+            for i, w in ((i0[o], 1 - f[o]), (i0[o] + 1, f[o])):
+                if 0 <= i < n_in:
+                    m[o, i] += w
+    return m
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """Detector patterns (n, K_x, K_y) → model patterns (n, H, W), q = 0 moved to (H//2, W//2)."""
+
+    a: np.ndarray  # (H, K_x)
+    b: np.ndarray  # (W, K_y)
+
+    @classmethod
+    def build(cls, out_shape: tuple[int, int], out_dk_invA, in_shape: tuple[int, int], in_dk_invA,
+              centre_px) -> "Resampler":
+        dko = np.broadcast_to(np.asarray(out_dk_invA, float), (2,))
+        dki = np.broadcast_to(np.asarray(in_dk_invA, float), (2,))
+        return cls(resampling_matrix(out_shape[0], dko[0], in_shape[0], dki[0], centre_px[0]).astype(np.float32),
+                   resampling_matrix(out_shape[1], dko[1], in_shape[1], dki[1], centre_px[1]).astype(np.float32))
+
+    def __call__(self, patterns: np.ndarray) -> np.ndarray:
+        p = np.asarray(patterns, dtype=np.float32)
+        return np.matmul(np.matmul(self.a, p), self.b.T)
+
+
+def aperture_disk(shape: tuple[int, int], dk_invA, radius_invA: float, supersample: int = 8) -> np.ndarray:
+    """The vacuum probe of an ideal aperture: a disk of ``radius_invA`` centred on (H//2, W//2).
+
+    Each pixel holds the fraction of its area inside the disk (``supersample``² sub-pixels), so
+    the edge is anti-aliased like a measured probe. Maximum 1.
+    """
+    dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
+    s = (np.arange(supersample) + 0.5) / supersample - 0.5
+    qi = ((np.arange(shape[0]) - shape[0] // 2)[:, None] + s[None, :]).ravel() * dk[0]
+    qj = ((np.arange(shape[1]) - shape[1] // 2)[:, None] + s[None, :]).ravel() * dk[1]
+    inside = (qi[:, None] ** 2 + qj[None, :] ** 2) <= radius_invA**2
+    return inside.reshape(shape[0], supersample, shape[1], supersample).mean(axis=(1, 3)).astype(np.float32)
+
+
+def synthesised_probe(shape: tuple[int, int], dk_invA, energy_eV: float, semiangle_mrad: float) -> np.ndarray:
+    """Vacuum probe from the optics alone: an aperture disk of radius α/λ."""
+    return aperture_disk(shape, dk_invA, disk_radius_invA(semiangle_mrad, energy_eV))
+
+
+def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[float, float]:
+    """Centre (pixels, axis 0/1) of the brightest disk of ``image``: the zero beam of a mean pattern.
+
+    With ``radius_px`` the image is first correlated with a disk of that radius (finding the
+    disk, not a hot pixel or a sharp Kikuchi crossing); the position is then refined as the
+    intensity centroid of the pixels above half the maximum inside 1.5 radii.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    img = img - np.median(img)
+    if radius_px and radius_px > 0.5:
+        yy, xx = np.mgrid[-int(radius_px) - 1:int(radius_px) + 2, -int(radius_px) - 1:int(radius_px) + 2]
+        kernel = (yy**2 + xx**2 <= radius_px**2).astype(float)
+        score = ndimage.convolve(img, kernel, mode="constant")
+    else:
+        score = ndimage.gaussian_filter(img, 1.0)
+    i, j = np.unravel_index(np.argmax(score), img.shape)
+    r = 1.5 * (radius_px if radius_px else 3.0)
+    ii, jj = np.mgrid[:img.shape[0], :img.shape[1]]
+    near = (ii - i) ** 2 + (jj - j) ** 2 <= r**2
+    w = np.where(near & (img >= 0.5 * img[near].max()), img, 0.0)
+    total = w.sum()
+    if total <= 0:
+        return float(i), float(j)
+    return float((w * ii).sum() / total), float((w * jj).sum() / total)
+
+
+def disk_radius_px(probe: np.ndarray) -> float:
+    """Radius (pixels) of a vacuum probe's bright disk: √(area above half maximum / π)."""
+    p = np.asarray(probe, dtype=np.float64)
+    return float(np.sqrt((p >= 0.5 * p.max()).sum() / np.pi)) if p.max() > 0 else 0.0

@@ -1,0 +1,540 @@
+"""`fourdcrystal predict`: a trained model over a 4D-STEM file, streamed in chunks of scan positions.
+
+For each chunk: read the patterns (:mod:`fourdcrystal.io.readers`), take the virtual
+bright-field signal, resample the patterns onto the model's grid (pixel size and q = 0 of the
+model card, :mod:`fourdcrystal.calibration`), run the network with the vacuum probe, and find the
+Bragg peaks of the predicted V_g. ``baseline=True`` also runs the classical detector
+(:mod:`fourdcrystal.baseline`) on the same resampled patterns.
+
+The result is one HDF5 file:
+
+* ``/model`` (and ``/baseline``): Bragg vectors of every scan position as flat arrays
+  ``qx_invA``, ``qy_invA`` (Å⁻¹ from the zero beam, along detector axes 0 and 1),
+  ``intensity`` (model: V_g relative to the zero beam; baseline: correlation value), and for the
+  model ``qz_invA`` at the peak; position p's vectors are rows ``offsets[p]:offsets[p+1]``
+  (py4DSTEM's ragged layout). ``count`` is the per-position number, ``bragg_vector_map`` the
+  intensity-weighted histogram of all vectors on the model grid; optional full ``vg``/``qz`` maps;
+* ``/virtual_bf`` (scan_x, scan_y), ``/mean_pattern`` (the mean resampled input);
+* attributes: calibration, centre, probe source, model card sha256, config, software, timings.
+
+Work goes to ``RESULT.partial`` and becomes ``RESULT`` by a rename when every position is
+done. A killed run resumes from the partial file: the positions it committed are not redone.
+``scheduler`` spreads chunks over a dask.distributed cluster; the client alone writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .baseline import BaselineConfig, find_bragg_disks_batch
+from .calibration import (Resampler, disk_centre, disk_radius_px, k_pixel_from_camera_length, synthesised_probe)
+from .errors import FourdError
+from .io.readers import Scan4D, open_4d, split_spec
+from .peaks import PeakConfig, Peaks, find_peaks, to_reciprocal
+from .progress import bar
+from .simulation.optics import disk_radius_invA
+
+log = logging.getLogger("fourdcrystal")
+SCHEMA = "fourdcrystal.predictions/1"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    chunk_positions: int = 256  # scan positions read and processed together
+    batch_size: int = 16  # patterns per network call
+    peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.05, max_peaks=400))
+    baseline: bool = False  # also run the classical detector
+    baseline_config: BaselineConfig = field(default_factory=BaselineConfig)
+    save_maps: bool = False  # write the full predicted vg and qz (float16, scan × H × W each)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class DataCalibration:
+    """The detector's calibration and where each number came from (file or option)."""
+
+    k_pixel_invA: float  # detector pixel size, Å⁻¹
+    energy_eV: float | None
+    semiangle_mrad: float | None
+    sources: dict = field(default_factory=dict)
+
+
+def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None = None,
+                        camera_length_mm: float | None = None, detector_pixel_um: float | None = None,
+                        energy_eV: float | None = None, semiangle_mrad: float | None = None) -> DataCalibration:
+    """Options win over the file; a missing pixel size is one line naming the options that give it."""
+    sources = {}
+
+    def pick(key, option, value):
+        if value is not None:
+            if not value > 0:
+                raise FourdError(f"{option} must be > 0, got {value}")
+            sources[key] = option
+            return float(value)
+        if key in from_file:
+            sources[key] = "file"
+            return float(from_file[key])
+        return None
+
+    energy = pick("energy_eV", "--energy", energy_eV)
+    semiangle = pick("semiangle_mrad", "--semiangle", semiangle_mrad)
+    if k_pixel_invA is None and camera_length_mm is not None:
+        if detector_pixel_um is None or energy is None:
+            raise FourdError("--camera-length needs --detector-pixel (µm) and the beam energy (--energy, eV)")
+        k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
+        sources["k_pixel_invA"] = "--camera-length"
+    k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
+    if k is None:
+        raise FourdError(f"{data}: the file has no pixel size in Å⁻¹; give --k-pixel (Å⁻¹ per detector pixel), "
+                         f"or --camera-length (mm) with --detector-pixel (µm) and --energy (eV)")
+    return DataCalibration(float(k), energy, semiangle, sources)
+
+
+def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
+    """Where the data lie outside what the model was trained on (the card's ranges, else ±10 %)."""
+    inp = card.get("input", {})
+    ranges = inp.get("range", {})
+    out = []
+    for key, value, unit in (("energy_eV", cal.energy_eV, "eV"), ("semiangle_mrad", cal.semiangle_mrad, "mrad")):
+        if value is None:
+            continue
+        lo, hi = ranges.get(key) or (0.9 * float(inp.get(key, value)), 1.1 * float(inp.get(key, value)))
+        if not lo <= value <= hi:
+            out.append(f"{key.split('_')[0]} {value:g} {unit} is outside the model's training range {lo:g}–{hi:g} {unit}")
+    dk_model = float(np.max(inp.get("k_sampling_invA", [cal.k_pixel_invA])))
+    if cal.k_pixel_invA > 1.5 * dk_model:
+        out.append(f"detector pixels ({cal.k_pixel_invA:.4g} Å⁻¹) are coarser than the model's ({dk_model:.4g} Å⁻¹): "
+                   f"patterns are interpolated up, and small disks lose detail")
+    return out
+
+
+def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | None:
+    """``R0:R1,C0:C1`` (scan rows and columns, end exclusive) → (r0, r1, c0, c1)."""
+    if text is None:
+        return None
+    try:
+        rows, cols = text.split(",")
+        r0, r1 = (int(v) for v in rows.split(":"))
+        c0, c1 = (int(v) for v in cols.split(":"))
+    except ValueError:
+        raise FourdError(f"--vacuum {text!r}: expected scan rows and columns as R0:R1,C0:C1") from None
+    if not (0 <= r0 < r1 <= scan_shape[0] and 0 <= c0 < c1 <= scan_shape[1]):
+        raise FourdError(f"--vacuum {text!r} lies outside the {scan_shape[0]}×{scan_shape[1]} scan")
+    return r0, r1, c0, c1
+
+
+def _load_probe_file(path: str, pattern_shape) -> np.ndarray:
+    p, inner = split_spec(path)
+    if not p.exists():
+        raise FourdError(f"--probe {p} not found")
+    try:
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p)
+        else:
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                if not inner:
+                    names = []
+                    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 2 else None)
+                    if len(names) != 1:
+                        raise FourdError(f"--probe {p}: name the 2D dataset as {p}:/path")
+                    inner = names[0]
+                arr = f[inner][()]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FourdError(f"--probe {path}: unreadable ({exc})") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 4:  # a vacuum scan: its mean pattern
+        arr = arr.reshape(-1, *arr.shape[2:]).mean(0)
+    if arr.shape != tuple(pattern_shape):
+        raise FourdError(f"--probe {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+                         f"{pattern_shape[0]}×{pattern_shape[1]}; the probe must come from the same detector")
+    return arr
+
+
+def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256) -> np.ndarray:
+    """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``)."""
+    if region is None:
+        idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
+    else:
+        r0, r1, c0, c1 = region
+        idx = (np.arange(r0, r1)[:, None] * scan.shape[1] + np.arange(c0, c1)[None, :]).ravel()
+    total = np.zeros(scan.pattern_shape, np.float64)
+    for i in idx:
+        total += scan.read(int(i), int(i) + 1)[0]
+    return (total / len(idx)).astype(np.float32)
+
+
+def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
+            centre_px: tuple[float, float] | None = None) -> dict:
+    """Everything a chunk worker needs besides the patterns: resampler, probe, bright-field mask.
+
+    Probe: ``probe`` file (same detector), else the mean of the ``vacuum`` scan region, else an
+    ideal aperture from energy and semi-angle. Centre of the data's zero beam: ``centre_px``
+    (detector pixels), else the bright disk of the mean pattern.
+    """
+    model_shape = tuple(card["input"]["shape"])
+    dk_model = card["input"]["k_sampling_invA"]
+    region = _parse_region(vacuum, scan.scan_shape)
+    if probe is not None or region is not None:
+        detector_probe = (_load_probe_file(probe, scan.pattern_shape) if probe is not None
+                          else _mean_pattern(scan, region))
+        r_px = disk_radius_px(detector_probe)
+        if r_px < 1:
+            raise FourdError(f"{'--probe ' + probe if probe else '--vacuum ' + vacuum}: no bright disk found "
+                             f"(is it a vacuum pattern?)")
+        pc = disk_centre(detector_probe, r_px)
+        probe_model = Resampler.build(model_shape, dk_model, scan.pattern_shape, cal.k_pixel_invA, pc)(
+            detector_probe[None])[0]
+        source = f"file {probe}" if probe is not None else f"vacuum region {vacuum}"
+    else:
+        missing = [o for o, v in (("--energy", cal.energy_eV), ("--semiangle", cal.semiangle_mrad)) if v is None]
+        if missing:
+            raise FourdError(f"no vacuum probe: give --probe FILE or --vacuum R0:R1,C0:C1, or {' and '.join(missing)} "
+                             f"to synthesise one")
+        r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
+        probe_model = synthesised_probe(model_shape, dk_model, cal.energy_eV, cal.semiangle_mrad)
+        source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
+    if centre_px is None:
+        centre_px = disk_centre(_mean_pattern(scan), r_px)
+        centre_source = "bright disk of the mean pattern"
+    else:
+        centre_source = "--centre"
+    ii, jj = np.mgrid[:scan.pattern_shape[0], :scan.pattern_shape[1]]
+    bf_mask = (ii - centre_px[0]) ** 2 + (jj - centre_px[1]) ** 2 <= (1.05 * r_px) ** 2
+    resampler = Resampler.build(model_shape, dk_model, scan.pattern_shape, cal.k_pixel_invA, centre_px)
+    return {"resampler": resampler, "probe": probe_model.astype(np.float32), "bf_mask": bf_mask,
+            "centre_px": [float(c) for c in centre_px], "centre_source": centre_source, "probe_source": source,
+            "bf_radius_px": float(r_px)}
+
+
+class ChunkProcessor:
+    """Raw detector patterns (n, K_x, K_y) → one chunk's results. Holds the model; built once per process."""
+
+    def __init__(self, model_path: str, prep: dict, config: PredictConfig):
+        from .model.inference import Predictor
+        from .training.card import load_model
+
+        model, card = load_model(model_path)
+        self.predictor = Predictor(model, card, config.device, config.batch_size)
+        self.dk = card["input"]["k_sampling_invA"]
+        self.prep = prep
+        self.config = config
+
+    def __call__(self, raw: np.ndarray) -> dict:
+        cfg, prep = self.config, self.prep
+        t = defaultdict(float)
+        t0 = time.perf_counter()
+        vbf = (raw * prep["bf_mask"]).sum(axis=(1, 2)).astype(np.float32)
+        x = prep["resampler"](raw)
+        t["resample"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vg, qz = self.predictor(x, prep["probe"])
+        t["model"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        shape = x.shape[-2:]
+        out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
+               "model": self._vectors([find_peaks(v, cfg.peaks) for v in vg], shape, qz)}
+        t["model_peaks"] += time.perf_counter() - t0
+        if cfg.baseline:
+            t0 = time.perf_counter()
+            out["baseline"] = self._vectors(find_bragg_disks_batch(x, prep["probe"], cfg.baseline_config), shape)
+            t["baseline"] += time.perf_counter() - t0
+        if cfg.save_maps:
+            out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
+        out["timing_s"] = dict(t)
+        return out
+
+    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None) -> dict:
+        count = np.array([len(p) for p in peaks], np.int32)
+        pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
+        inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
+        q = to_reciprocal(Peaks(pos, inten), shape, self.dk)
+        ij = np.clip(np.rint(pos).astype(int), 0, [shape[0] - 1, shape[1] - 1])
+        bvm = np.zeros(shape, np.float64)
+        np.add.at(bvm, (ij[:, 0], ij[:, 1]), inten)
+        out = {"count": count, "qx_invA": q[:, 0].astype(np.float32), "qy_invA": q[:, 1].astype(np.float32),
+               "intensity": inten.astype(np.float32), "bragg_vector_map": bvm}
+        if qz is not None:
+            owner = np.repeat(np.arange(len(peaks)), count)
+            out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
+        return out
+
+
+_WORKER_CACHE: dict[str, ChunkProcessor] = {}
+
+
+def _remote_chunk(job: dict, start: int, stop: int) -> dict:
+    """A dask task: open the file on the worker, process positions start…stop−1 (model cached per worker)."""
+    key = job["fingerprint"]
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE.clear()
+        _WORKER_CACHE[key] = ChunkProcessor(job["model"], job["prep"], job["config"])
+    t0 = time.perf_counter()
+    with open_4d(job["data"], job["scan_shape"]) as scan:
+        raw = scan.read(start, stop)
+    t_read = time.perf_counter() - t0
+    out = _WORKER_CACHE[key](raw)
+    out["timing_s"]["read"] = t_read
+    return out
+
+
+# -- the result file --------------------------------------------------------------------------
+
+_VECTOR_FIELDS = {"model": ("qx_invA", "qy_invA", "intensity", "qz_invA"),
+                  "baseline": ("qx_invA", "qy_invA", "intensity")}
+
+
+class _Result:
+    """The partial HDF5 result: created or reopened for resume, appended chunk by chunk.
+
+    Commit protocol: a chunk's rows are written first, its running sums into the spare of two
+    slots, then one attribute ``state`` = {positions_done, slot} marks it done. A kill before
+    that attribute leaves the previous state intact; a resume truncates what lies beyond it.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool):
+        import h5py
+
+        self.path = path
+        self.scan_shape = tuple(scan_shape)
+        self.n = int(np.prod(scan_shape))
+        self.methods = methods
+        self.f = None
+        if path.exists():
+            try:
+                f = h5py.File(path, "r+")
+            except OSError:
+                log.warning("%s is damaged (the run was killed while writing); starting again", path)
+                path.unlink()
+            else:
+                if f.attrs.get("fingerprint") == fingerprint:
+                    self.f = f
+                    self._truncate()
+                    return
+                f.close()
+                raise FourdError(f"{path} holds an unfinished run with other settings (data, model, calibration or "
+                                 f"options differ); pass --overwrite to start again")
+        self.f = f = h5py.File(path, "w")
+        for k, v in attrs.items():
+            f.attrs[k] = v
+        f.attrs["fingerprint"] = fingerprint
+        f.create_dataset("virtual_bf", shape=self.scan_shape, dtype="f4")
+        f.create_dataset("sum_pattern", shape=(2, *model_shape), dtype="f8")
+        for m in methods:
+            g = f.create_group(m)
+            g.create_dataset("offsets", shape=(self.n + 1,), dtype="i8")
+            g.create_dataset("count", shape=self.scan_shape, dtype="i4")
+            for name in _VECTOR_FIELDS[m]:
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(65536,))
+            g.create_dataset("bragg_vector_map_slots", shape=(2, *model_shape), dtype="f8")
+        if save_maps:
+            for name in ("vg", "qz"):
+                f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
+                                          chunks=(1, 1, *model_shape), compression="gzip", compression_opts=1)
+        self._set_state(0, 0)
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.f.attrs["state"])
+
+    def _set_state(self, done: int, slot: int) -> None:
+        self.f.attrs["state"] = json.dumps({"positions_done": int(done), "slot": int(slot)})
+        self.f.flush()
+
+    def _truncate(self) -> None:
+        done = self.state["positions_done"]
+        for m in self.methods:
+            end = int(self.f[m]["offsets"][done])
+            for name in _VECTOR_FIELDS[m]:
+                self.f[m][name].resize((end,))
+
+    def _rows(self, ds, start: int, values: np.ndarray) -> None:
+        """Write per-position ``values`` (n, …) at flat positions start… of a (scan_x, scan_y, …) dataset."""
+        ny, n, k = self.scan_shape[1], len(values), 0
+        while k < n:
+            i, j = divmod(start + k, ny)
+            m = min(ny - j, n - k)
+            ds[i, j:j + m] = values[k:k + m]
+            k += m
+
+    def append(self, start: int, chunk: dict) -> None:
+        f, st = self.f, self.state
+        if start != st["positions_done"]:
+            raise RuntimeError(f"chunk at {start} written out of order (done: {st['positions_done']})")
+        n, new = chunk["n"], 1 - st["slot"]
+        self._rows(f["virtual_bf"], start, chunk["virtual_bf"])
+        f["sum_pattern"][new] = f["sum_pattern"][st["slot"]] + chunk["sum_pattern"]
+        for m in self.methods:
+            g, res = f[m], chunk[m]
+            end = int(g["offsets"][start])
+            total = int(res["count"].sum())
+            for name in _VECTOR_FIELDS[m]:
+                g[name].resize((end + total,))
+                g[name][end:end + total] = res[name]
+            g["offsets"][start + 1:start + n + 1] = end + np.cumsum(res["count"])
+            self._rows(g["count"], start, res["count"])
+            g["bragg_vector_map_slots"][new] = g["bragg_vector_map_slots"][st["slot"]] + res["bragg_vector_map"]
+        for name, values in chunk.get("maps", {}).items():
+            self._rows(f["model"][name], start, values)
+        self._set_state(start + n, new)
+
+    def finish(self, final_attrs: dict) -> dict:
+        """Means and maps from the running sums; returns arrays for the summary figure."""
+        f, slot = self.f, self.state["slot"]
+        f.create_dataset("mean_pattern", data=(f["sum_pattern"][slot] / max(self.n, 1)).astype("f4"))
+        del f["sum_pattern"]
+        summary = {"virtual_bf": f["virtual_bf"][()], "mean_pattern": f["mean_pattern"][()]}
+        for m in self.methods:
+            g = f[m]
+            g.create_dataset("bragg_vector_map", data=g["bragg_vector_map_slots"][slot].astype("f4"))
+            del g["bragg_vector_map_slots"]
+            summary[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map"][()],
+                          "vectors": int(g["offsets"][self.n])}
+        for k, v in final_attrs.items():
+            f.attrs[k] = v
+        f.attrs["complete"] = True
+        return summary
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+def predict(model_path: str | Path, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
+            calibration: dict | None = None, probe: str | None = None, vacuum: str | None = None,
+            centre_px: tuple[float, float] | None = None, scan_shape: tuple[int, int] | None = None,
+            scheduler: str | None = None, overwrite: bool = False) -> dict:
+    """Run a model (and optionally the baseline) over a 4D-STEM file; write ``out`` and a PNG summary.
+
+    ``calibration`` holds the options of :func:`resolve_calibration` (k_pixel_invA,
+    camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad). Returns a summary dict:
+    output paths, positions, vectors per method, patterns/s and the time spent per step.
+    """
+    from .training.card import load_model, read_card
+    from .versions import software_versions
+
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    if out.exists() and not overwrite:
+        raise FourdError(f"{out} already exists; pass --overwrite to replace it")
+    if overwrite and partial.exists():
+        partial.unlink()
+    card = read_card(model_path)
+    load_model(model_path)  # checks weights against the card before any work
+    if config.chunk_positions < 1:
+        raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
+    with open_4d(data, scan_shape) as scan:
+        cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
+        for w in calibration_warnings(card, cal):
+            log.warning("%s: %s", data, w)
+        prep = prepare(scan, card, cal, probe, vacuum, centre_px)
+        methods = ("model", "baseline") if config.baseline else ("model",)
+        settings = {"data": str(data), "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
+                    "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
+                    "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest()}
+        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
+                 "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
+                 "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
+                 "model_k_sampling_invA": list(card["input"]["k_sampling_invA"]),
+                 "model_shape": list(card["input"]["shape"]),
+                 "calibration": json.dumps(asdict(cal)), "centre_px": prep["centre_px"],
+                 "centre_source": prep["centre_source"], "probe_source": prep["probe_source"],
+                 "bf_radius_px": prep["bf_radius_px"], "config": json.dumps(asdict(config), default=str),
+                 "software": json.dumps(software_versions()),
+                 "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
+                          "p = row·scan_y + column; vectors of p are offsets[p]:offsets[p+1]"}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(card["input"]["shape"]), methods,
+                         config.save_maps)
+        try:
+            done = result.state["positions_done"]
+            if done:
+                log.info("resuming %s: %d of %d positions already done", partial, done, len(scan))
+            starts = list(range(done, len(scan), config.chunk_positions))
+            timing: dict[str, float] = defaultdict(float)
+            t_start = time.perf_counter()
+            with bar(total=len(scan), desc="predict", unit="pattern") as pbar:
+                pbar.update(done)
+                chunks = (_chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
+                          if scheduler else _chunks_local(scan, starts, config, prep, str(model_path)))
+                for start, chunk in chunks:
+                    t0 = time.perf_counter()
+                    result.append(start, chunk)
+                    timing["write"] += time.perf_counter() - t0
+                    for k, v in chunk["timing_s"].items():
+                        timing[k] += v
+                    pbar.update(chunk["n"])
+            wall = time.perf_counter() - t_start
+            processed = len(scan) - done
+            run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
+                   "patterns_per_s": processed / wall if wall > 0 else None, "timing_s": dict(timing)}
+            summary = result.finish({"run": json.dumps(run)})
+        finally:
+            result.close()
+    os.replace(partial, out)
+    png = out.with_suffix(".png")
+    from .plots import prediction_summary
+
+    prediction_summary(summary, card, out.name, png)
+    return {"out": str(out), "png": str(png), **run,
+            "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
+            "centre_px": prep["centre_px"], "probe_source": prep["probe_source"]}
+
+
+def _chunks_local(scan: Scan4D, starts: list[int], config: PredictConfig, prep: dict, model_path: str):
+    """(start, result) in order; the next chunk is read in a thread while this one is processed."""
+    proc = ChunkProcessor(model_path, prep, config)
+
+    def read(s):
+        t0 = time.perf_counter()
+        raw = scan.read(s, s + config.chunk_positions)
+        return raw, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(read, starts[0]) if starts else None
+        for k, s in enumerate(starts):
+            raw, t_read = pending.result()
+            pending = pool.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
+            res = proc(raw)
+            res["timing_s"]["read"] = t_read
+            yield s, res
+
+
+def _chunks_distributed(address: str, data: str, scan: Scan4D, starts: list[int], config: PredictConfig, prep: dict,
+                        model_path, fingerprint: str):
+    """(start, result) in order from a dask.distributed cluster; at most 2 chunks per worker in flight."""
+    from dask.distributed import Client, wait
+
+    try:
+        client = Client(address, timeout=20)
+    except (OSError, TimeoutError) as exc:
+        raise FourdError(f"--scheduler {address}: cannot reach the dask scheduler ({exc})") from None
+    path, inner = split_spec(data)  # workers open the file themselves: an absolute path
+    job = {"fingerprint": fingerprint, "model": str(Path(model_path).resolve()), "prep": prep, "config": config,
+           "data": str(path.resolve()) + (f":{inner}" if inner else ""), "scan_shape": scan.scan_shape}
+    try:
+        window = max(2, 2 * len(client.scheduler_info()["workers"]))
+        futures: dict[int, object] = {}
+        queue = list(starts)
+        for s in starts:
+            while queue and len(futures) < window:
+                q = queue.pop(0)
+                futures[q] = client.submit(_remote_chunk, job, q, q + config.chunk_positions, pure=False)
+            fut = futures.pop(s)
+            wait(fut)
+            yield s, fut.result()
+    finally:
+        client.close()
