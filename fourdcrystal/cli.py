@@ -511,6 +511,68 @@ def predict_cmd(model, data, out, k_pixel_invA, camera_length_mm, detector_pixel
     click.echo(f"wrote {res['out']} and {res['png']}")
 
 
+@cli.command("quickstart")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="configs/quickstart.yaml",
+              show_default=True, help="YAML config with a section per stage; their `out` folders hold the results.")
+@click.pass_context
+def quickstart_cmd(ctx: click.Context, config_path) -> None:
+    """Run every stage once: select → supercell → simulate → train → evaluate → predict.
+
+    Finished stages are reused on a second run (delete a stage's folder to redo it). The predict
+    stage runs on a demo 4D-STEM scan made from the test split (crystals the model never saw).
+    Ends by printing where every output is and the evaluation table (model against the
+    classical baseline).
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from .config import load_config
+    from .evaluate import format_table
+    from .quickstart import STAGES, demo_scan, finished
+
+    if not Path(config_path).exists():
+        raise FourdError(f"--config {config_path} not found; run from the repository folder or give a config file")
+    cfg = {s: load_config(s, config_path, {}) for s in ("select", "supercell", "simulate", "train")}
+    root = Path(cfg["train"]["out"]).parent
+    model = Path(cfg["train"]["out"]) / "model.pt"
+    dataset = cfg["simulate"]["out"]
+    scan = root / "demo_scan.h5"
+    result = root / "demo_scan-bragg.h5"
+    run = {
+        "select": lambda: ctx.invoke(select_cmd, config_path=config_path),
+        "supercell": lambda: ctx.invoke(supercell_cmd, catalogue=cfg["select"]["out"], config_path=config_path),
+        "simulate": lambda: ctx.invoke(simulate_cmd, specimens=cfg["supercell"]["out"], config_path=config_path),
+        "train": lambda: ctx.invoke(train_cmd, dataset=dataset, config_path=config_path,
+                                    resume=(Path(cfg["train"]["out"]) / "checkpoint.pt").exists()),
+        "evaluate": lambda: ctx.invoke(evaluate_cmd, model=str(model), dataset=dataset),
+        "predict": lambda: (demo_scan(dataset, scan),
+                            ctx.invoke(predict_cmd, model=str(model), data=str(scan), out=str(result), baseline=True,
+                                       overwrite=True)),
+    }
+    t_all = time.perf_counter()
+    for n, stage in enumerate(STAGES, 1):
+        if finished(stage, cfg, root):
+            click.echo(f"[{n}/{len(STAGES)}] {stage}: done before, reused")
+            continue
+        click.echo(f"[{n}/{len(STAGES)}] {stage}")
+        t0 = time.perf_counter()
+        run[stage]()
+        click.echo(f"[{n}/{len(STAGES)}] {stage}: {time.perf_counter() - t0:.0f} s")
+    report = json.loads((model.parent / "evaluation" / "report.json").read_text())
+    click.echo(f"\nquickstart finished in {time.perf_counter() - t_all:.0f} s. Outputs:")
+    for what, path in (("catalogue", Path(cfg["select"]["out"]) / "catalogue.json"),
+                       ("specimens", Path(cfg["supercell"]["out"]) / "manifest.json"),
+                       ("dataset", Path(dataset) / "index.json"), ("model", model),
+                       ("training curves", model.parent / "curves.png"),
+                       ("evaluation", model.parent / "evaluation" / "report.json"),
+                       ("evaluation plots", model.parent / "evaluation" / "metrics_vs_thickness.png"),
+                       ("demo 4D-STEM scan", scan), ("Bragg vectors", result), ("summary", result.with_suffix(".png"))):
+        click.echo(f"  {what:>18s}: {path}")
+    click.echo(f"\nevaluation on {report['patterns']} {report['split']} patterns (crystals never seen in training):")
+    click.echo(format_table(report))
+
+
 def main() -> None:
     cli(prog_name="fourdcrystal")
 

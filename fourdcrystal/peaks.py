@@ -15,6 +15,7 @@ Sub-pixel refinement:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,9 @@ class Peaks:
 def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig()) -> np.ndarray:
     """Integer (i, j) of maxima above the threshold, strongest first, at least ``min_spacing_px`` apart."""
     img = np.asarray(image, dtype=np.float64)
-    size = max(3, 2 * int(np.floor(config.min_spacing_px)) + 1)
-    is_max = (img == ndimage.maximum_filter(img, size=size, mode="constant", cval=-np.inf))
+    # true local maxima (3×3); spacing is enforced below on circles, not by a wider square filter,
+    # which would hide a peak behind the shoulder of a stronger one just outside min_spacing
+    is_max = (img == ndimage.maximum_filter(img, size=3, mode="constant", cval=-np.inf))
     e = config.edge_px
     if e > 0:
         is_max[:e], is_max[-e:], is_max[:, :e], is_max[:, -e:] = False, False, False, False
@@ -60,13 +62,22 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig()) -> np.nda
     is_max &= img >= config.min_relative * top
     ij = np.argwhere(is_max)
     ij = ij[np.argsort(-img[ij[:, 0], ij[:, 1]], kind="stable")]
-    keep: list[np.ndarray] = []  # plateaus and near neighbours: the strongest wins
-    for p in ij:
-        if all(np.hypot(*(p - q)) >= config.min_spacing_px for q in keep):
-            keep.append(p)
-            if len(keep) == config.max_peaks:
-                break
-    return np.array(keep, dtype=int).reshape(-1, 2)
+    # plateaus and near neighbours (closer than min_spacing on a circle): the strongest wins. The
+    # maximum filter leaves few such pairs, so only those are resolved, in order of strength.
+    drop = np.zeros(len(ij), dtype=bool)
+    if len(ij) > 1 and config.min_spacing_px > 0:
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(ij).query_pairs(r=np.nextafter(config.min_spacing_px, 0), output_type="ndarray")
+        if len(pairs):
+            later = defaultdict(list)
+            for a, b in np.sort(pairs, axis=1):
+                later[a].append(b)
+            for k in range(len(ij)):
+                if not drop[k]:
+                    drop[later.get(k, [])] = True
+    keep = ij[~drop][:config.max_peaks]
+    return keep.astype(int).reshape(-1, 2)
 
 
 def parabolic_offsets(image: np.ndarray, ij: np.ndarray) -> np.ndarray:

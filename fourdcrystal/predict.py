@@ -101,15 +101,15 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
 
 
 def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
-    """Where the data lie outside what the model was trained on (the card's ranges, else ±10 %)."""
+    """Where the data lie outside what the model was trained on (the card's ranges, widened by 5 %)."""
     inp = card.get("input", {})
     ranges = inp.get("range", {})
     out = []
     for key, value, unit in (("energy_eV", cal.energy_eV, "eV"), ("semiangle_mrad", cal.semiangle_mrad, "mrad")):
-        if value is None:
+        if value is None or key not in ranges and key not in inp:
             continue
-        lo, hi = ranges.get(key) or (0.9 * float(inp.get(key, value)), 1.1 * float(inp.get(key, value)))
-        if not lo <= value <= hi:
+        lo, hi = ranges.get(key) or (inp[key], inp[key])
+        if not 0.95 * lo <= value <= 1.05 * hi:
             out.append(f"{key.split('_')[0]} {value:g} {unit} is outside the model's training range {lo:g}–{hi:g} {unit}")
     dk_model = float(np.max(inp.get("k_sampling_invA", [cal.k_pixel_invA])))
     if cal.k_pixel_invA > 1.5 * dk_model:

@@ -23,6 +23,7 @@ whatever the file size. ``spec`` and ``scan_shape`` reopen the same data in anot
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,12 +127,41 @@ def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan
             arr = np.load(p, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise FourdError(f"{p}: not a readable .npy file ({exc})") from None
-        return Scan4D(str(p), _check_4d(arr.shape, str(p)), arr.dtype, {}, "npy", arr)
+        shape = _check_4d(arr.shape, str(p))
+        if not arr.flags.c_contiguous:  # Fortran order: stay with the memory map
+            return Scan4D(str(p), shape, arr.dtype, {}, "npy", arr)
+        frames = _RawFrames(p, arr.offset, np.dtype((arr.dtype, shape[2:])), shape[:2])
+        return Scan4D(str(p), shape, arr.dtype, {}, "npy", frames, frames)
     if suffix == ".mib":
         return _open_mib(p, scan_shape)
     if suffix in RSCIIO or p.name.lower().endswith("_master.h5"):
         return _open_rsciio(p, "arina" if p.name.lower().endswith("_master.h5") else RSCIIO[suffix])
     return _open_hdf5(p, inner)
+
+
+class _RawFrames:
+    """Frames stored back to back in a file (.npy payload, .mib), read with ``os.pread``.
+
+    Unlike a memory map, nothing read stays mapped into the process, so its resident memory does
+    not grow with the file; ``pread`` is safe from a read-ahead thread.
+    """
+
+    def __init__(self, path: Path, offset: int, frame: np.dtype, scan_shape, field: str | None = None,
+                 flip_rows: bool = False):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset, self.frame, self.cols = int(offset), frame, int(scan_shape[1])
+        self.field, self.flip_rows = field, flip_rows
+
+    def __getitem__(self, key) -> np.ndarray:
+        i, js = key
+        first, n = i * self.cols + js.start, js.stop - js.start
+        buf = os.pread(self.fd, n * self.frame.itemsize, self.offset + first * self.frame.itemsize)
+        arr = np.frombuffer(buf, dtype=self.frame, count=n)
+        arr = arr[self.field] if self.field else arr
+        return arr[..., ::-1, :] if self.flip_rows else arr
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 # -- HDF5 and EMD 1.0 -------------------------------------------------------------------------
@@ -235,7 +265,11 @@ _MIB_DTYPES = {"U01": ">u1", "U08": ">u1", "U16": ">u2", "U32": ">u4"}
 
 
 def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
-    """Frames of ``header_bytes`` ASCII header (MQ1,seq,offset,chips,X,Y,type,…) + Y×X big-endian pixels."""
+    """Frames of ``header_bytes`` ASCII header (MQ1,seq,offset,chips,X,Y,type,…) + Y×X big-endian pixels.
+
+    Frames are stored one scan line after another (one trigger per line); within a frame the
+    detector rows run bottom-up.
+    """
     with open(p, "rb") as fh:
         first = fh.read(768)
     fields = first.decode("latin-1").split(",")
@@ -251,9 +285,9 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
     frame = np.dtype([("header", np.bytes_, header_bytes), ("data", _MIB_DTYPES[fields[6]], (ny, nx))])
     frames = p.stat().st_size // frame.itemsize
     shape = _mib_scan_shape(p, frames, scan_shape)
-    mm = np.memmap(p, dtype=frame, mode="r", shape=shape)
-    data = mm["data"]
-    return Scan4D(str(p), _check_4d(data.shape, str(p)), data.dtype, {}, "mib", data)
+    # Merlin stores rows bottom-up: flipped like RosettaSciIO does
+    frames_reader = _RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
+    return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader)
 
 
 def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[int, int]:

@@ -36,6 +36,7 @@ class DatasetInfo:
     index_sha256: str
     shape: tuple[int, int]
     k_sampling_invA: tuple[float, float]  # median pixel size of the patterns along (k_x, k_y), Å⁻¹
+    k_sampling_range_invA: tuple[float, float]  # smallest and largest pixel size in the dataset, Å⁻¹
     energy_eV: float
     semiangle_mrad: float
     split_counts: dict[str, int]
@@ -87,6 +88,7 @@ def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, in
     info = DatasetInfo(
         folder=str(folder), index_sha256=shards.file_sha256(folder / shards.INDEX), shape=shape,
         k_sampling_invA=tuple(float(x) for x in np.nanmedian(np.array(sampling), axis=0)),
+        k_sampling_range_invA=(float(np.nanmin(sampling)), float(np.nanmax(sampling))),
         energy_eV=float(cfg.get("energy_eV", np.nan)), semiangle_mrad=float(cfg.get("semiangle_mrad", np.nan)),
         split_counts={s: len(v) for s, v in where.items()})
     return index, where, info

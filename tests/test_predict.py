@@ -1,0 +1,256 @@
+"""`fourdcrystal predict` on simulated 4D-STEM files: formats, calibration geometry, resume, dask, memory, errors."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
+from fourdcrystal.io.readers import open_4d
+from fourdcrystal.predict import DataCalibration, PredictConfig, _Result, calibration_warnings, predict
+from fourdcrystal.simulation import shards
+
+from .conftest import run_cli
+from .formats import write_mib
+from .test_train import TINY, _error, _simulate
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("predict")
+    dataset = _simulate(base, "ds", 4, 32)
+    res = run_cli("-q", "train", str(dataset), "--out", str(base / "m"), "--epochs", "1", *TINY)
+    assert res.exit_code == 0, res.output
+    return base / "m" / "model.pt", dataset
+
+
+@pytest.fixture(scope="module")
+def scan(model, tmp_path_factory) -> dict:
+    """A 2×3 scan of simulated CBED (one specimen: one pixel size) as counts, in five formats."""
+    _, dataset = model
+    tmp = tmp_path_factory.mktemp("scan")
+    index = shards.read_index(dataset)
+    with shards.Shard(dataset / index["shards"][0]["file"]) as sh:
+        cbed, dk = sh.file["cbed"][()], sh.meta("k_sampling_invA")
+        same = [i for i in range(len(cbed)) if np.allclose(dk[i], dk[0])]
+    frames = np.stack([cbed[same[k % len(same)]] for k in range(6)])
+    counts = np.rint(frames / frames.max() * 4000).astype(np.uint16).reshape(2, 3, 32, 32)
+    k_pixel = float(dk[0][0])
+    np.save(tmp / "scan.npy", counts)
+    with h5py.File(tmp / "scan.h5", "w") as f:
+        ds = f.create_dataset("exp/data", data=counts, chunks=(1, 1, 32, 32))
+        ds.attrs["k_pixel_invA"] = k_pixel
+    import emdfile  # py4DSTEM's own EMD 1.0 writer: an independent reference for the layout
+
+    arr = emdfile.Array(data=counts, name="datacube", units="counts", dims=[None, None, None, None])
+    meta = emdfile.Metadata(name="calibration")
+    meta["Q_pixel_size"], meta["Q_pixel_units"] = k_pixel, "A^-1"
+    arr.metadata = meta
+    root = emdfile.Root(name="experiment")
+    root.tree(arr)
+    emdfile.save(str(tmp / "scan.emd"), root, mode="o")
+    write_mib(tmp / "scan.mib", counts)
+    from rsciio.hspy import file_writer  # a RosettaSciIO format with calibrated axes
+
+    axes = [{"size": s, "name": n, "scale": sc, "offset": 0.0, "units": u, "navigate": nav}
+            for s, n, sc, u, nav in ((2, "x", 1.0, "nm", True), (3, "y", 1.0, "nm", True),
+                                     (32, "kx", k_pixel * 10, "1/nm", False), (32, "ky", k_pixel * 10, "1/nm", False))]
+    meta_hs = {"General": {"title": "scan"}, "Signal": {"signal_type": "electron_diffraction"},
+               "Acquisition_instrument": {"TEM": {"beam_energy": 200.0, "convergence_angle": 3.0}}}
+    file_writer(str(tmp / "scan.hspy"), {"data": counts, "axes": axes, "metadata": meta_hs, "original_metadata": {},
+                                         "tmp_parameters": {}, "attributes": {"_lazy": False},
+                                         "package_info": {}, "learning_results": {}, "models": {}})
+    return {"tmp": tmp, "counts": counts, "k_pixel": k_pixel}
+
+
+def _vectors(path: Path, method: str = "model") -> dict:
+    with h5py.File(path, "r") as f:
+        g = f[method]
+        return {k: g[k][()] for k in g if k != "bragg_vector_map"}
+
+
+def test_every_format_gives_the_same_vectors(model, scan):
+    weights, _ = model
+    tmp, k = scan["tmp"], scan["k_pixel"]
+    results = {}
+    for name, extra in (("scan.npy", ["--k-pixel", str(k)]), ("scan.h5", []), ("scan.emd", []),
+                        ("scan.mib", ["--k-pixel", str(k)]), ("scan.hspy", [])):
+        with open_4d(tmp / name) as s:  # the same counts from every reader
+            np.testing.assert_array_equal(s.read(0, 6).reshape(scan["counts"].shape), scan["counts"])
+            assert extra or s.calibration["k_pixel_invA"] == pytest.approx(k, rel=1e-9)
+        out = tmp / f"{name}.bragg.h5"
+        res = run_cli("-q", "predict", str(weights), str(tmp / name), "--out", str(out), "--baseline",
+                      "--energy", "200e3", "--semiangle", "3", "--chunk", "4", *extra)
+        assert res.exit_code == 0, res.output
+        results[name] = (_vectors(out), _vectors(out, "baseline"))
+    ref_model, ref_base = results["scan.npy"]
+    assert (np.diff(ref_base["offsets"]) >= 1).all()  # the baseline finds (at least) the zero beam everywhere
+    for name, (vm, vb) in results.items():
+        for ref, got in ((ref_model, vm), (ref_base, vb)):
+            assert set(ref) == set(got)
+            for key in ref:
+                np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{name}: {key}")
+    with h5py.File(tmp / "scan.npy.bragg.h5", "r") as f:
+        assert f.attrs["complete"] and f["virtual_bf"].shape == (2, 3) and f["model/count"].shape == (2, 3)
+        assert np.array_equal(np.diff(f["model/offsets"][()]), f["model/count"][()].ravel())
+        assert f.attrs["model_weights_sha256"] == json.loads(weights.with_suffix(".json").read_text())["weights_sha256"]
+    assert (tmp / "scan.npy.bragg.png").stat().st_size > 10_000
+
+
+def test_mib_reader_matches_rosettasciio(scan):
+    from rsciio.quantumdetector import file_reader
+
+    ref = file_reader(str(scan["tmp"] / "scan.mib"))[0]["data"]
+    with open_4d(scan["tmp"] / "scan.mib") as s:
+        assert s.shape == ref.shape == (2, 3, 32, 32)
+        np.testing.assert_array_equal(s.read(0, 6), np.asarray(ref).reshape(6, 32, 32))
+
+
+def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centre, g_invA, radius_invA, px: int = 48):
+    """Aperture disks at q = 0 and at ``g_invA`` (Å⁻¹) on a detector of ``dk_in`` Å⁻¹ pixels centred at ``centre``."""
+    ii, jj = np.mgrid[:px, :px]
+    sub = (np.arange(4) + 0.5) / 4 - 0.5  # 4×4 sub-pixels for anti-aliased edges
+    img = np.zeros((px, px))
+    for g in [(0.0, 0.0), *g_invA]:
+        for a in sub:
+            for b in sub:
+                qi = (ii + a - centre[0]) * dk_in - g[0]
+                qj = (jj + b - centre[1]) * dk_in - g[1]
+                img += (qi**2 + qj**2 <= radius_invA**2) / 16 * (1.0 if g == (0.0, 0.0) else 0.4)
+    data = np.broadcast_to(img.astype(np.float32) * 1000, (rows, cols, px, px))
+    np.save(path, np.ascontiguousarray(data))
+    return path
+
+
+def test_calibration_puts_disks_at_their_q(model, tmp_path):
+    """Disks drawn at known q (Å⁻¹) on a finer, off-centre detector come out at that q (baseline vectors)."""
+    weights, _ = model
+    card = json.loads(weights.with_suffix(".json").read_text())
+    dk_model = float(np.mean(card["input"]["k_sampling_invA"]))
+    g = [(0.55, 0.20), (-0.25, 0.60), (-0.80, -0.30)]
+    radius = 0.0030 / 0.02508  # 3 mrad at 200 kV, Å⁻¹
+    dk_in = 0.6 * dk_model
+    path = _disk_scan(tmp_path / "disks.npy", card, 1, 2, dk_in, (22.4, 25.7), g, radius)
+    res = predict(weights, str(path), tmp_path / "r.h5", PredictConfig(baseline=True),
+                  {"k_pixel_invA": dk_in, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+    with h5py.File(res["out"], "r") as f:
+        assert f.attrs["centre_px"] == pytest.approx([22.4, 25.7], abs=0.15)
+        q = np.stack([f["baseline/qx_invA"][:f["baseline/offsets"][1]], f["baseline/qy_invA"][:f["baseline/offsets"][1]]], 1)
+    for target in [(0.0, 0.0), *g]:
+        d = np.linalg.norm(q - np.array(target), axis=1)
+        assert d.min() < 0.2 * dk_model, (target, q)
+    # data outside the model's training range are named (the card records 200 kV, 3 mrad)
+    assert calibration_warnings(card, DataCalibration(dk_in, 200e3, 3.0)) == []
+    warned = calibration_warnings(card, DataCalibration(3 * dk_model, 300e3, 3.0))
+    assert len(warned) == 2 and "energy 300000 eV is outside" in warned[0] and "coarser" in warned[1]
+    # camera length: θ = p / L, k = θ / λ with λ(200 kV) = 0.0250793 Å
+    assert k_pixel_from_camera_length(100.0, 55.0, 200e3) == pytest.approx(55e-6 / 0.1 / 0.0250793, rel=1e-5)
+    # resampling keeps the mean level (box filter rows sum to 1)
+    m = resampling_matrix(16, 0.05, 40, 0.02, 20.0)
+    assert m.sum(1)[4:12] == pytest.approx(1.0)
+
+
+def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    opts = {"k_pixel_invA": scan["k_pixel"], "energy_eV": 200e3, "semiangle_mrad": 3.0}
+    cfg = PredictConfig(chunk_positions=2, baseline=True, save_maps=True)
+    fresh = predict(weights, str(src), tmp_path / "fresh.h5", cfg, opts)
+    calls = []
+    real_append = _Result.append
+
+    def dying_append(self, start, chunk):
+        real_append(self, start, chunk)
+        calls.append(start)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after two chunks were committed
+
+    monkeypatch.setattr(_Result, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        predict(weights, str(src), tmp_path / "r.h5", cfg, opts)
+    assert not (tmp_path / "r.h5").exists() and (tmp_path / "r.h5.partial").exists()
+    monkeypatch.setattr(_Result, "append", real_append)
+    resumed = predict(weights, str(src), tmp_path / "r.h5", cfg, opts)
+    assert resumed["processed_this_run"] == 2 and fresh["processed_this_run"] == 6
+    for m in ("model", "baseline"):
+        a, b = _vectors(tmp_path / "fresh.h5", m), _vectors(tmp_path / "r.h5", m)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{m}/{k}")
+    with h5py.File(tmp_path / "fresh.h5") as fa, h5py.File(tmp_path / "r.h5") as fb:
+        for k in ("virtual_bf", "mean_pattern", "model/bragg_vector_map"):
+            np.testing.assert_array_equal(fa[k][()], fb[k][()], err_msg=k)
+    # a different setting does not silently mix with an unfinished run
+    monkeypatch.setattr(_Result, "append", dying_append)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        predict(weights, str(src), tmp_path / "s.h5", cfg, opts)
+    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "s.h5"), "--k-pixel",
+                  str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3", "--chunk", "3")
+    assert "unfinished run with other settings" in _error(res)
+
+
+def test_dask_scheduler_gives_the_same_vectors(model, scan, tmp_path):
+    from dask.distributed import LocalCluster
+
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    opts = {"k_pixel_invA": scan["k_pixel"], "energy_eV": 200e3, "semiangle_mrad": 3.0}
+    cfg = PredictConfig(chunk_positions=2)
+    local = predict(weights, str(src), tmp_path / "local.h5", cfg, opts)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        remote = predict(weights, str(src), tmp_path / "dask.h5", cfg, opts, scheduler=cluster.scheduler_address)
+    assert remote["positions"] == local["positions"] == 6
+    a, b = _vectors(tmp_path / "local.h5"), _vectors(tmp_path / "dask.h5")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_memory_stays_flat_with_scan_size(model, tmp_path):
+    """Peak Python/numpy memory of a 64×64 scan ≈ that of a 16×16 scan: chunks, not the file, are in memory."""
+    weights, _ = model
+    card = json.loads(weights.with_suffix(".json").read_text())
+    dk = float(np.mean(card["input"]["k_sampling_invA"]))
+    peaks = {}
+    for side in (16, 64):
+        path = _disk_scan(tmp_path / f"s{side}.npy", card, side, side, dk, (16.0, 16.0), [(0.5, 0.2)], 0.12, px=32)
+        tracemalloc.start()
+        predict(weights, str(path), tmp_path / f"s{side}.h5", PredictConfig(chunk_positions=128),
+                {"k_pixel_invA": dk, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+        peaks[side] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    file_mb = 64 * 64 * 32 * 32 * 4 / 1e6  # 16.8 MB of patterns in the big file
+    assert peaks[64] < 1.5 * peaks[16] + 2e6, peaks
+    assert peaks[64] < 0.5 * file_mb * 1e6, peaks
+
+
+def test_predict_errors_are_one_line_and_write_nothing(model, scan, tmp_path):
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    np.save(tmp_path / "three.npy", np.zeros((4, 32, 32), np.float32))
+    np.save(tmp_path / "probe.npy", np.zeros((16, 16), np.float32))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.pt").write_bytes(weights.read_bytes() + b"x")
+    (bad / "model.json").write_text(weights.with_suffix(".json").read_text())
+    cal = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+    cases = [
+        ([str(weights), str(tmp_path / "three.npy"), *cal], "expected 4D data"),
+        ([str(weights), str(tmp_path / "scan.tif"), *cal], "unknown 4D-STEM format"),
+        ([str(weights), str(src)], "give --k-pixel"),
+        ([str(weights), str(src), "--k-pixel", "0.05"], "--energy"),
+        ([str(bad / "model.pt"), str(src), *cal], "does not match its card"),
+        ([str(weights), str(src), *cal, "--probe", str(tmp_path / "probe.npy")], "the patterns are 32×32"),
+        ([str(weights), str(src), *cal, "--vacuum", "0:5,0:1"], "outside the 2×3 scan"),
+        ([str(weights), str(scan["tmp"] / "scan.mib"), *cal, "--scan-shape", "3x3"], "needs 9 frames"),
+    ]
+    for args, fragment in cases:
+        out = tmp_path / "never.h5"
+        line = _error(run_cli("-q", "predict", *args, "--out", str(out)))
+        assert fragment in line, (fragment, line)
+        assert not out.exists() and not Path(str(out) + ".partial").exists()

@@ -1,0 +1,38 @@
+"""`fourdcrystal quickstart`: every stage once on a tiny config, then a second run that reuses them all."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+
+from .conftest import run_cli
+
+
+def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    q = "qs"
+    cfg = {
+        "select": {"sources": ["aflow"], "max_crystals": 4, "out": f"{q}/catalogue"},
+        "supercell": {"zone_axes_per_crystal": 1, "max_index": 1, "lateral_size_A": [12.0, 12.0],
+                      "thicknesses_A": [20.0, 40.0], "out": f"{q}/specimens"},
+        "simulate": {"output_px": 32, "semiangle_mrad": 3.0, "specimens_per_shard": 2, "workers": 1,
+                     "out": f"{q}/dataset"},
+        "train": {"model": {"width": 4, "depth": 2}, "epochs": 1, "batch_size": 4, "loader_workers": 0,
+                  "out": f"{q}/model"},
+    }
+    (tmp_path / "qs.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+    res = run_cli("-q", "quickstart", "--config", "qs.yaml")
+    assert res.exit_code == 0, res.output
+    for n, stage in enumerate(("select", "supercell", "simulate", "train", "evaluate", "predict"), 1):
+        assert f"[{n}/6] {stage}: " in res.output and "reused" not in res.output
+    for path in ("catalogue/catalogue.json", "specimens/manifest.json", "dataset/index.json", "model/model.pt",
+                 "model/evaluation/report.json", "demo_scan.h5", "demo_scan-bragg.h5", "demo_scan-bragg.png"):
+        assert (tmp_path / q / path).exists(), path
+    assert "baseline" in res.output and "F1" in res.output  # the evaluation table
+    with h5py.File(tmp_path / q / "demo_scan-bragg.h5") as f:
+        assert f.attrs["complete"] and f["baseline/offsets"][-1] > 0
+        assert json.loads(f.attrs["calibration"])["sources"]["k_pixel_invA"] == "file"
+    again = run_cli("-q", "quickstart", "--config", "qs.yaml")
+    assert again.exit_code == 0, again.output
+    assert again.output.count("done before, reused") == 6
