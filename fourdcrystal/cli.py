@@ -529,7 +529,7 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
 
     from .config import load_config
     from .evaluate import format_table
-    from .quickstart import STAGES, demo_scan, finished
+    from .quickstart import DEMO_RESULT, DEMO_SCAN, STAGES, demo_scan, finished
 
     if not Path(config_path).exists():
         raise FourdError(f"--config {config_path} not found; run from the repository folder or give a config file")
@@ -537,8 +537,8 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
     root = Path(cfg["train"]["out"]).parent
     model = Path(cfg["train"]["out"]) / "model.pt"
     dataset = cfg["simulate"]["out"]
-    scan = root / "demo_scan.h5"
-    result = root / "demo_scan-bragg.h5"
+    scan = root / DEMO_SCAN
+    result = root / DEMO_RESULT
     run = {
         "select": lambda: ctx.invoke(select_cmd, config_path=config_path),
         "supercell": lambda: ctx.invoke(supercell_cmd, catalogue=cfg["select"]["out"], config_path=config_path),

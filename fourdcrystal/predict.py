@@ -39,7 +39,7 @@ import numpy as np
 from .baseline import BaselineConfig, find_bragg_disks_batch
 from .calibration import (Resampler, disk_centre, disk_radius_px, k_pixel_from_camera_length, synthesised_probe)
 from .errors import FourdError
-from .io.readers import Scan4D, open_4d, split_spec
+from .io.readers import Scan4D, open_4d, read_2d, row_segments, split_spec
 from .peaks import PeakConfig, Peaks, find_peaks, to_reciprocal
 from .progress import bar
 from .simulation.optics import disk_radius_invA
@@ -134,25 +134,10 @@ def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | N
 
 
 def _load_probe_file(path: str, pattern_shape) -> np.ndarray:
-    p, inner = split_spec(path)
-    if not p.exists():
-        raise FourdError(f"--probe {p} not found")
     try:
-        if p.suffix.lower() == ".npy":
-            arr = np.load(p)
-        else:
-            import h5py
-
-            with h5py.File(p, "r") as f:
-                if not inner:
-                    names = []
-                    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and o.ndim == 2 else None)
-                    if len(names) != 1:
-                        raise FourdError(f"--probe {p}: name the 2D dataset as {p}:/path")
-                    inner = names[0]
-                arr = f[inner][()]
-    except (OSError, ValueError, KeyError) as exc:
-        raise FourdError(f"--probe {path}: unreadable ({exc})") from None
+        arr = read_2d(path)
+    except FourdError as exc:
+        raise FourdError(f"--probe: {exc}") from None
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 4:  # a vacuum scan: its mean pattern
         arr = arr.reshape(-1, *arr.shape[2:]).mean(0)
@@ -221,11 +206,9 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
 class ChunkProcessor:
     """Raw detector patterns (n, K_x, K_y) → one chunk's results. Holds the model; built once per process."""
 
-    def __init__(self, model_path: str, prep: dict, config: PredictConfig):
+    def __init__(self, model, card: dict, prep: dict, config: PredictConfig):
         from .model.inference import Predictor
-        from .training.card import load_model
 
-        model, card = load_model(model_path)
         self.predictor = Predictor(model, card, config.device, config.batch_size)
         self.dk = card["input"]["k_sampling_invA"]
         self.prep = prep
@@ -279,7 +262,9 @@ def _remote_chunk(job: dict, start: int, stop: int) -> dict:
     key = job["fingerprint"]
     if key not in _WORKER_CACHE:
         _WORKER_CACHE.clear()
-        _WORKER_CACHE[key] = ChunkProcessor(job["model"], job["prep"], job["config"])
+        from .training.card import load_model
+
+        _WORKER_CACHE[key] = ChunkProcessor(*load_model(job["model"]), job["prep"], job["config"])
     t0 = time.perf_counter()
     with open_4d(job["data"], job["scan_shape"]) as scan:
         raw = scan.read(start, stop)
@@ -361,12 +346,8 @@ class _Result:
 
     def _rows(self, ds, start: int, values: np.ndarray) -> None:
         """Write per-position ``values`` (n, …) at flat positions start… of a (scan_x, scan_y, …) dataset."""
-        ny, n, k = self.scan_shape[1], len(values), 0
-        while k < n:
-            i, j = divmod(start + k, ny)
-            m = min(ny - j, n - k)
+        for i, j, k, m in row_segments(start, len(values), self.scan_shape[1]):
             ds[i, j:j + m] = values[k:k + m]
-            k += m
 
     def append(self, start: int, chunk: dict) -> None:
         f, st = self.f, self.state
@@ -422,7 +403,7 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
     camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad). Returns a summary dict:
     output paths, positions, vectors per method, patterns/s and the time spent per step.
     """
-    from .training.card import load_model, read_card
+    from .training.card import load_model
     from .versions import software_versions
 
     out = Path(out)
@@ -431,8 +412,7 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
         raise FourdError(f"{out} already exists; pass --overwrite to replace it")
     if overwrite and partial.exists():
         partial.unlink()
-    card = read_card(model_path)
-    load_model(model_path)  # checks weights against the card before any work
+    model, card = load_model(model_path)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
     with open_4d(data, scan_shape) as scan:
@@ -469,7 +449,7 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
             with bar(total=len(scan), desc="predict", unit="pattern") as pbar:
                 pbar.update(done)
                 chunks = (_chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
-                          if scheduler else _chunks_local(scan, starts, config, prep, str(model_path)))
+                          if scheduler else _chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
                 for start, chunk in chunks:
                     t0 = time.perf_counter()
                     result.append(start, chunk)
@@ -494,13 +474,12 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
             "centre_px": prep["centre_px"], "probe_source": prep["probe_source"]}
 
 
-def _chunks_local(scan: Scan4D, starts: list[int], config: PredictConfig, prep: dict, model_path: str):
+def _chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):
     """(start, result) in order; the next chunk is read in a thread while this one is processed."""
-    proc = ChunkProcessor(model_path, prep, config)
 
     def read(s):
         t0 = time.perf_counter()
-        raw = scan.read(s, s + config.chunk_positions)
+        raw = scan.read(s, s + proc.config.chunk_positions)
         return raw, time.perf_counter() - t0
 
     with ThreadPoolExecutor(1) as pool:

@@ -16,6 +16,7 @@ import numpy as np
 from .errors import FourdError
 
 STAGES = ("select", "supercell", "simulate", "train", "evaluate", "predict")
+DEMO_SCAN, DEMO_RESULT = "demo_scan.h5", "demo_scan-bragg.h5"  # beside the model folder
 
 
 def finished(stage: str, cfg: dict, root: Path) -> bool:
@@ -36,7 +37,7 @@ def finished(stage: str, cfg: dict, root: Path) -> bool:
         return (report.exists() and card.exists() and json.loads(report.read_text()).get("model_weights_sha256")
                 == json.loads(card.read_text()).get("weights_sha256"))
     if stage == "predict":
-        return (root / "demo_scan-bragg.h5").exists()
+        return (root / DEMO_RESULT).exists()
     raise ValueError(stage)
 
 

@@ -44,6 +44,19 @@ RSCIIO = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".xml": "emp
 _HDF5 = (".h5", ".hdf5", ".hdf", ".emd")
 
 
+def row_segments(start: int, n: int, columns: int):
+    """Flat scan positions start…start+n−1 as contiguous pieces of scan rows: (row, column, k, m).
+
+    Piece k…k+m−1 of the flat range is ``[row, column:column+m]`` of a (rows, columns, …) array.
+    """
+    k = 0
+    while k < n:
+        i, j = divmod(start + k, columns)
+        m = min(columns - j, n - k)
+        yield i, j, k, m
+        k += m
+
+
 @dataclass
 class Scan4D:
     """A 4D-STEM data set read lazily: ``read(a, b)`` gives patterns a…b−1 as (n, k_x, k_y) float32."""
@@ -70,14 +83,9 @@ class Scan4D:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Patterns of flattened scan positions ``start``…``stop−1`` (row-major over the scan)."""
         stop = min(stop, len(self))
-        ny = self.shape[1]
         out = np.empty((max(stop - start, 0), *self.pattern_shape), np.float32)
-        n = 0
-        while start + n < stop:  # one contiguous row segment at a time: slicing stays lazy
-            i, j = divmod(start + n, ny)
-            m = min(ny - j, stop - start - n)
-            out[n:n + m] = np.asarray(self._array[i, j:j + m])
-            n += m
+        for i, j, k, m in row_segments(start, stop - start, self.shape[1]):  # slicing stays lazy
+            out[k:k + m] = np.asarray(self._array[i, j:j + m])
         return out
 
     def close(self) -> None:
@@ -162,6 +170,24 @@ class _RawFrames:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+def read_2d(spec: str | Path) -> np.ndarray:
+    """A 2D image (or a 4D scan, to be averaged by the caller) from ``FILE.npy`` or ``FILE.h5[:/path]``."""
+    import h5py
+
+    p, inner = split_spec(spec)
+    if not p.exists():
+        raise FourdError(f"{p} not found")
+    try:
+        if p.suffix.lower() == ".npy":
+            return np.load(p)
+        with h5py.File(p, "r") as f:
+            if not inner:
+                inner = _single(p, _find(f, lambda o: isinstance(o, h5py.Dataset) and o.ndim == 2), "2D dataset")
+            return f[inner][()]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FourdError(f"{spec}: unreadable ({exc})") from None
 
 
 # -- HDF5 and EMD 1.0 -------------------------------------------------------------------------
