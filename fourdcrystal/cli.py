@@ -203,8 +203,10 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @_config_option("simulate")
 @click.option("--out", type=click.Path(file_okay=False), help="Dataset folder. [default: dataset]")
 @click.option("--overwrite", is_flag=True, help="Replace a dataset made with another config.")
-@click.option("--energy", "energy_eV", type=float, help="Beam energy in eV, e.g. 200e3. [default: 200e3]")
-@click.option("--semiangle", "semiangle_mrad", type=float, help="Convergence semi-angle in mrad. [default: 2]")
+@click.option("--energy", "energy_eV",
+              help="Beam energy in eV, e.g. 200e3; a comma list (200e3,300e3) draws one per specimen. [default: 200e3]")
+@click.option("--semiangle", "semiangle_mrad",
+              help="Convergence semi-angle in mrad; a comma list (1,2,4) draws one per specimen. [default: 2]")
 @click.option("--defocus", "defocus_A", type=float, help="Defocus in Å, positive = underfocus. [default: 0]")
 @click.option("--cs", "cs_A", type=float, help="Spherical aberration Cs in Å (1 mm = 1e7 Å). [default: 0]")
 @click.option("--output-px", type=int, help="Pattern size H = W in pixels. [default: 256]")
@@ -395,9 +397,11 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, width
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per model batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shot noise.")
+@click.option("--thick-from", "thick_from_A", type=float, default=300.0, show_default=True,
+              help="Also report the patterns at least this thick (Å) together.")
 def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, limit, batch_size, device,
-                 seed) -> None:
-    """Compare MODEL (model.pt with its card) and the classical baseline on DATASET.
+                 seed, thick_from_A) -> None:
+    """Compare MODEL (model.pt with its card; "release": the shipped model) and the classical baseline on DATASET.
 
     Both methods see the same patterns, clean and at each dose. Peaks are matched to the maxima
     of the true V_g; the report gives precision, recall, F1, position error (px and Å⁻¹),
@@ -431,7 +435,7 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, 
     cfg = replace(base, split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
                   label_peaks=replace(base.label_peaks, min_relative=min_relative),
                   model_peaks=replace(base.model_peaks, min_relative=min_relative),
-                  limit=limit, batch_size=batch_size, seed=seed)
+                  limit=limit, batch_size=batch_size, seed=seed, thick_from_A=thick_from_A)
     out = Path(out) if out else Path(model).parent / "evaluation"
     report = evaluate(model, dataset, out, cfg, device=device)
     click.echo(f"{report['patterns']} {split} patterns of {dataset}")
@@ -453,8 +457,7 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 
 
 @cli.command("predict")
-@click.argument("model", type=click.Path())
-@click.argument("data")
+@click.argument("paths", nargs=-1, required=True, metavar="[MODEL] DATA")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Result HDF5 file. [default: DATA's name with -bragg.h5, in the current folder]")
 @click.option("--k-pixel", "k_pixel_invA", type=float, help="Detector pixel size in Å⁻¹ (overrides the file's).")
@@ -477,10 +480,13 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--scheduler", help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
-def predict_cmd(model, data, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
+def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
                 vacuum, centre, scan_shape, baseline, maps, min_relative, chunk, batch_size, device, scheduler,
                 overwrite) -> None:
     """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
+
+    Without MODEL (or with MODEL = release) the model shipped inside the package runs; its card
+    (fourdcrystal/data/fcunet-release.json) states what it was trained on.
 
     DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib, and through RosettaSciIO
     .dm3/.dm4, EMPAD .xml, .blo, .hspy, Arina *_master.h5. Patterns are resampled to the model's
@@ -494,6 +500,9 @@ def predict_cmd(model, data, out, k_pixel_invA, camera_length_mm, detector_pixel
     from .io.readers import split_spec
     from .predict import PredictConfig, predict
 
+    if len(paths) > 2:
+        raise FourdError(f"expected [MODEL] DATA, got {len(paths)} arguments: {' '.join(paths)}")
+    model, data = (None, paths[0]) if len(paths) == 1 else paths
     if batch_size < 1:
         raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
     base = PredictConfig()

@@ -148,6 +148,28 @@ def IntRange(lo: int = 0, nullable: bool = True) -> Callable:
     return parse
 
 
+def FloatChoices(lo: float | None = None, lo_open: bool = False) -> Callable:
+    """One number, or a list of numbers to draw from (a one-item list is that number)."""
+
+    def parse(v: Any) -> float | list[float]:
+        if isinstance(v, str) and "," in v:
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        if isinstance(v, (list, tuple)):
+            out = List(Float(lo, lo_open=lo_open), min_len=1)(list(v))
+            return out[0] if len(out) == 1 else sorted(out)
+        try:
+            return Float(lo, lo_open=lo_open)(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or a list of them") from None
+
+    return parse
+
+
+def choices(v: float | list[float]) -> list[float]:
+    """The values of a FloatChoices field as a list."""
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
 def FloatRange(lo: float = 0.0, hi: float | None = None, lo_open: bool = False) -> Callable:
     """A ``[min, max]`` pair of numbers, or one number for a fixed value."""
 
@@ -247,8 +269,10 @@ SUPERCELL_SCHEMA: Schema = {
 }
 
 SIMULATE_SCHEMA: Schema = {
-    "energy_eV": Field(200e3, Float(0.0, lo_open=True), "beam energy in eV (200e3 = 200 kV)"),
-    "semiangle_mrad": Field(2.0, Float(0.0, lo_open=True), "probe convergence semi-angle in mrad"),
+    "energy_eV": Field(200e3, FloatChoices(0.0, lo_open=True),
+                       "beam energy in eV (200e3 = 200 kV); a list: one drawn per specimen"),
+    "semiangle_mrad": Field(2.0, FloatChoices(0.0, lo_open=True),
+                            "probe convergence semi-angle in mrad; a list: one drawn per specimen"),
     "defocus_A": Field(0.0, Float(), "probe defocus in Å (abTEM convention: positive = underfocus)"),
     "cs_A": Field(0.0, Float(), "spherical aberration Cs in Å (1 mm = 1e7 Å)"),
     "output_px": Field(256, Int(8), "pattern size H = W in pixels (the grid is 3/2 of it, FFT-friendly)"),

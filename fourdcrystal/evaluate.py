@@ -49,6 +49,7 @@ class EvalConfig:
     batch_size: int = 16
     worst: int = 4  # patterns in the gallery
     seed: int = 0
+    thick_from_A: float = 300.0  # also report the patterns at least this thick (Å) together
 
 
 @dataclass
@@ -117,10 +118,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     """Evaluate a model and the baseline on one split; write the report and figures; return the report."""
     from .simulation import shards
     from .training.augment import shot_noise
-    from .training.card import load_model
+    from .training.card import load_model, resolve_weights
     from .training.data import open_dataset, zero_beam
     from .model.inference import Predictor
 
+    model_path = resolve_weights(model_path)
     model, card = load_model(model_path)
     index, where, info = open_dataset(dataset)
     locations = where[config.split]
@@ -170,8 +172,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                             s_base = score(base[j], truths[j], vg_true[j], config.match_radius_px, dk,
                                            base[j].intensity / zero, None, None)
                             for method, s in (("model", s_model), ("baseline", s_base)):
-                                for key in ((method, _dose_name(dose), key_t), (method, _dose_name(dose), "all"),
-                                            (method, "all", "all")):
+                                keys = [(method, _dose_name(dose), key_t), (method, _dose_name(dose), "all"),
+                                        (method, "all", "all")]
+                                if key_t >= config.thick_from_A:
+                                    keys.append((method, _dose_name(dose), "thick"))
+                                for key in keys:
                                     _add(tallies[key], s)
                             if dose == config.doses_e[0]:
                                 f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
@@ -189,8 +194,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                     for m in METHODS},
         "by_dose_and_thickness_A": {
             m: {_dose_name(d): {f"{t:g}": tallies[(m, _dose_name(d), t)].summary()
-                                for t in sorted({k[2] for k in tallies if k[2] != "all"})}
+                                for t in sorted({k[2] for k in tallies if k[2] not in ("all", "thick")})}
                 for d in config.doses_e} for m in METHODS},
+        "thick_from_A": config.thick_from_A,
+        "by_dose_thick": {m: {_dose_name(d): tallies[(m, _dose_name(d), "thick")].summary() for d in config.doses_e}
+                          for m in METHODS},
         "definitions": "peaks matched one-to-one within match_radius_px, closest first; precision = matched / "
                        "predicted, recall = matched / label peaks (maxima of the true V_g ≥ label_peaks.min_relative "
                        "of the zero beam), micro-averaged; intensity r over matched peaks off the zero beam "
@@ -231,11 +239,17 @@ def format_table(report: dict) -> str:
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-"
 
-    for dose in report["by_dose"]["model"]:
-        for m in METHODS:
-            s = report["by_dose"][m][dose]
-            lines.append(f"{dose:>16s} {m:>9s} {f(s['f1'], '6.3f')} {f(s['precision'], '6.3f')} "
-                         f"{f(s['recall'], '6.3f')} {f(s['position_error_px'], '7.3f')} "
-                         f"{f(s['position_error_invA'], '8.4f')} {f(s['intensity_pearson_r'], '6.3f')} "
-                         f"{f(s['qz_mae_invA'], '11.4f')}")
+    sections = [("all thicknesses", report["by_dose"])]
+    thick = report.get("by_dose_thick")
+    if thick and any(s["patterns"] for s in thick["model"].values()):
+        sections.append((f"thickness ≥ {report['thick_from_A'] / 10:g} nm", thick))
+    for title, table in sections:
+        lines.append(f"{title}:")
+        for dose in table["model"]:
+            for m in METHODS:
+                s = table[m][dose]
+                lines.append(f"{dose:>16s} {m:>9s} {f(s['f1'], '6.3f')} {f(s['precision'], '6.3f')} "
+                             f"{f(s['recall'], '6.3f')} {f(s['position_error_px'], '7.3f')} "
+                             f"{f(s['position_error_invA'], '8.4f')} {f(s['intensity_pearson_r'], '6.3f')} "
+                             f"{f(s['qz_mae_invA'], '11.4f')}")
     return "\n".join(lines)

@@ -393,7 +393,7 @@ class _Result:
             self.f = None
 
 
-def predict(model_path: str | Path, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
+def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
             calibration: dict | None = None, probe: str | None = None, vacuum: str | None = None,
             centre_px: tuple[float, float] | None = None, scan_shape: tuple[int, int] | None = None,
             scheduler: str | None = None, overwrite: bool = False) -> dict:
@@ -402,8 +402,9 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
     ``calibration`` holds the options of :func:`resolve_calibration` (k_pixel_invA,
     camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad). Returns a summary dict:
     output paths, positions, vectors per method, patterns/s and the time spent per step.
+    ``model_path`` None (or ``"release"``) runs the model shipped inside the package.
     """
-    from .training.card import load_model
+    from .training.card import load_model, resolve_weights
     from .versions import software_versions
 
     out = Path(out)
@@ -412,6 +413,7 @@ def predict(model_path: str | Path, data: str, out: str | Path, config: PredictC
         raise FourdError(f"{out} already exists; pass --overwrite to replace it")
     if overwrite and partial.exists():
         partial.unlink()
+    model_path = resolve_weights(model_path)
     model, card = load_model(model_path)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")

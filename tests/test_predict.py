@@ -254,3 +254,47 @@ def test_predict_errors_are_one_line_and_write_nothing(model, scan, tmp_path):
         line = _error(run_cli("-q", "predict", *args, "--out", str(out)))
         assert fragment in line, (fragment, line)
         assert not out.exists() and not Path(str(out) + ".partial").exists()
+
+
+def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, tmp_path, monkeypatch):
+    """export_model: float16 weights, same predictions to < 1 %; predict DATA (no MODEL) runs the shipped model."""
+    import torch
+
+    from fourdcrystal.model.inference import Predictor
+    from fourdcrystal.training import card as card_mod
+
+    weights, dataset = model
+    shipped = tmp_path / "pkg" / "fcunet-release.pt"
+    shipped.parent.mkdir()
+    card = card_mod.export_model(weights, shipped, {"release": {"trained_on": "a test"}})
+    assert card["weights_dtype"] == "float16" and card["release"]["trained_on"] == "a test"
+    assert card["exported_from_sha256"] == shards.file_sha256(weights)
+    assert shipped.stat().st_size < 0.7 * weights.stat().st_size
+    assert all(v.dtype in (torch.float16, torch.int64)
+               for v in torch.load(shipped, weights_only=True).values())
+    m32, c32 = card_mod.load_model(weights)
+    m16, c16 = card_mod.load_model(shipped)
+    assert next(m16.parameters()).dtype == torch.float32  # runs in float32
+    index = shards.read_index(dataset)
+    with shards.Shard(dataset / index["shards"][0]["file"]) as sh:
+        x, p = sh.file["cbed"][:4], sh.file["probe"][:4]
+    vg32, qz32 = Predictor(m32, c32, "cpu")(x, p)
+    vg16, qz16 = Predictor(m16, c16, "cpu")(x, p)
+    assert np.abs(vg16 - vg32).max() < 0.01 * np.abs(vg32).max()
+
+    cal = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+    monkeypatch.setattr(card_mod, "RELEASE_WEIGHTS", shipped)
+    out = tmp_path / "shipped.h5"
+    res = run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(out))
+    assert res.exit_code == 0, res.output
+    with h5py.File(out, "r") as f:
+        assert f.attrs["model"] == str(shipped) and f.attrs["model_weights_sha256"] == card["weights_sha256"]
+    out2 = tmp_path / "named.h5"
+    assert run_cli("-q", "predict", "release", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(out2)).exit_code == 0
+    for k, v in _vectors(out).items():
+        np.testing.assert_array_equal(v, _vectors(out2)[k])
+    monkeypatch.setattr(card_mod, "RELEASE_WEIGHTS", tmp_path / "absent.pt")
+    line = _error(run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(tmp_path / "x.h5")))
+    assert "has no shipped model" in line and "absent.pt" in line
+    line = _error(run_cli("-q", "predict", "a", "b", "c"))
+    assert "expected [MODEL] DATA" in line

@@ -222,10 +222,52 @@ def _error(res) -> str:
     return lines[0]
 
 
+def _wavelength_A(energy_eV: float) -> float:
+    """Relativistic electron wavelength from CODATA constants (independent of the package)."""
+    h, m, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
+    return h / np.sqrt(2 * m * e * energy_eV * (1 + e * energy_eV / (2 * m * c**2))) * 1e10
+
+
+def test_energy_and_semiangle_lists_draw_one_per_specimen(specimens, tmp_path):
+    """Lists in the config: each specimen gets one energy and one semi-angle, its probe disk shows them."""
+    out = tmp_path / "mixed"
+    args = ["--output-px", "32", "--specimens-per-shard", "2", "--energy", "200e3,300e3", "--semiangle", "8,16"]
+    res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *args)
+    assert res.exit_code == 0, res.output
+    index = shards.read_index(out)
+    assert index["config"]["energy_eV"] == [200e3, 300e3] and index["config"]["semiangle_mrad"] == [8.0, 16.0]
+    by_specimen: dict[str, set] = {}
+    combos = set()
+    for e in index["shards"]:
+        with h5py.File(out / e["file"], "r") as f:
+            energy, semi = f["meta/energy_eV"][...], f["meta/semiangle_mrad"][...]
+            dk = f["meta/k_sampling_invA"][...]
+            for i, sid in enumerate(f["meta/specimen_id"].asstr()[...]):
+                by_specimen.setdefault(sid, set()).add((energy[i], semi[i]))
+                combos.add((energy[i], semi[i]))
+                probe = f["probe"][i]
+                radius_px = np.sqrt((probe > 0.5 * probe.max()).sum() / np.pi)
+                expected = semi[i] * 1e-3 / _wavelength_A(energy[i]) / dk[i].mean()
+                assert abs(radius_px - expected) < 0.6, (energy[i], semi[i], radius_px, expected)
+    assert all(len(v) == 1 for v in by_specimen.values())  # the thickness series shares its optics
+    assert {c[0] for c in combos} <= {200e3, 300e3} and {c[1] for c in combos} <= {8.0, 16.0}
+    assert len(combos) >= 2
+    # same lists, same seed: the same files (the draw is seeded per specimen)
+    again = tmp_path / "again"
+    assert run_cli("-q", "simulate", str(specimens), "--out", str(again), *args).exit_code == 0
+    _assert_same(out, again)
+    summary = run_cli("inspect", str(out))
+    assert "200/300 kV, 8/16 mrad" in summary.output, summary.output
+    # a listed semi-angle too large for one of the listed energies is refused before anything runs
+    msg = _error(run_cli("simulate", str(specimens), "--out", str(tmp_path / "big"), "--output-px", "32",
+                         "--energy", "100e3,300e3", "--semiangle", "8,28"))
+    assert "28 mrad is too large" in msg and not (tmp_path / "big").exists()
+
+
 def test_bad_input_one_line_nothing_written(specimens, tmp_path):
     out = tmp_path / "bad"
     msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--energy", "-5"))
-    assert "energy_eV: -5.0; expected a number > 0" in msg
+    assert "energy_eV: '-5'; expected a number > 0" in msg
     msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--semiangle", "60"))
     assert "largest allowed is" in msg and "mrad" in msg
     assert not out.exists()

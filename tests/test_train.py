@@ -181,15 +181,17 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
     cfg = _config(tmp_path, patience=0)
     assert run_cli("-q", "train", str(dataset), "--config", cfg, *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
     res = run_cli("-q", "evaluate", str(out / "model.pt"), str(dataset), "--doses", "clean,1e4", "--out",
-                  str(tmp_path / "ev"), "--min-relative", "0.1")
+                  str(tmp_path / "ev"), "--min-relative", "0.1", "--thick-from", "40")
     assert res.exit_code == 0, res.output
-    assert "baseline" in res.output and "1e+04" in res.output
+    assert "baseline" in res.output and "1e+04" in res.output and "thickness ≥ 4 nm:" in res.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["patterns"] == 2 and report["split"] == "test"
     for method in ("model", "baseline"):
         s = report["overall"][method]
         assert s["patterns"] == 4 and s["true_peaks"] > 0 and 0 <= s["f1"] <= 1
         assert set(report["by_dose_and_thickness_A"][method]["clean"]) == {"20", "40"}
+        for dose in ("clean", "1e+04"):  # the thick group is the 40 Å patterns alone here
+            assert report["by_dose_thick"][method][dose] == report["by_dose_and_thickness_A"][method][dose]["40"]
     assert report["overall"]["baseline"]["qz_mae_invA"] is None
     assert (tmp_path / "ev" / "worst.png").exists() and (tmp_path / "ev" / "metrics_vs_thickness.png").exists()
     assert "--doses" in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), "--doses", "lots"))

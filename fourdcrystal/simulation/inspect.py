@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import choices
 from . import shards
 
 
@@ -26,8 +27,9 @@ def dataset_summary(folder: str | Path) -> str:
     meta = _all_meta(folder, index, ("split", "prototype", "thickness_nominal_A", "k_sampling_invA", "crystal_id"))
     cfg = index["config"]
     lines = [f"{folder}: {index['samples']} samples in {len(index['shards'])} shards, "
-             f"{cfg['output_px']}×{cfg['output_px']} px, {cfg['energy_eV'] / 1e3:g} kV, "
-             f"{cfg['semiangle_mrad']:g} mrad"]
+             f"{cfg['output_px']}×{cfg['output_px']} px, "
+             f"{'/'.join(f'{e / 1e3:g}' for e in choices(cfg['energy_eV']))} kV, "
+             f"{'/'.join(f'{a:g}' for a in choices(cfg['semiangle_mrad']))} mrad"]
     splits = Counter(meta["split"])
     crystals = {s: len({c for c, sp in zip(meta["crystal_id"], meta["split"]) if sp == s}) for s in splits}
     lines.append("split      samples  crystals")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..config import choices
 from ..errors import FourdError
 from ..versions import software_versions
 from . import shards
@@ -51,10 +52,32 @@ class ShardTask:
         return shards.shard_name(self.index)
 
 
-def optics_from_config(cfg: dict) -> Optics:
-    return Optics(energy_eV=cfg["energy_eV"], semiangle_mrad=cfg["semiangle_mrad"], defocus_A=cfg["defocus_A"],
+def optics_from_config(cfg: dict, energy_eV: float | None = None, semiangle_mrad: float | None = None) -> Optics:
+    """The simulation optics; energy and semi-angle from the arguments when the config lists several."""
+    energy = energy_eV if energy_eV is not None else choices(cfg["energy_eV"])[0]
+    semiangle = semiangle_mrad if semiangle_mrad is not None else choices(cfg["semiangle_mrad"])[0]
+    return Optics(energy_eV=float(energy), semiangle_mrad=float(semiangle), defocus_A=cfg["defocus_A"],
                   cs_A=cfg["cs_A"], output_px=cfg["output_px"], slice_thickness_A=cfg["slice_thickness_A"],
                   parametrization=cfg["parametrization"]).check()
+
+
+def specimen_optics(cfg: dict, specimen_seed_: int) -> Optics:
+    """The optics of one specimen: energy and semi-angle drawn from the config's lists.
+
+    The draw has its own generator (from the specimen seed), so listing one value gives the
+    same files as giving that number, and probe positions and phonons do not depend on it.
+    """
+    rng = np.random.default_rng([specimen_seed_, 0x0E7])
+    energies, semiangles = choices(cfg["energy_eV"]), choices(cfg["semiangle_mrad"])
+    energy = energies[int(rng.integers(len(energies)))] if len(energies) > 1 else energies[0]
+    semiangle = semiangles[int(rng.integers(len(semiangles)))] if len(semiangles) > 1 else semiangles[0]
+    return optics_from_config(cfg, energy, semiangle)
+
+
+def check_all_optics(cfg: dict, box_A: tuple[float, float]) -> None:
+    """Every listed energy with the largest listed semi-angle must fit the grid's band limit."""
+    for energy in choices(cfg["energy_eV"]):
+        check_semiangle(optics_from_config(cfg, energy, max(choices(cfg["semiangle_mrad"]))), box_A)
 
 
 def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -110,13 +133,14 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
     t0 = time.perf_counter()
     use_wisdom(wisdom)
     specimens = read_specimens(specimens_dir)
-    optics = optics_from_config(cfg)
+    output_px = cfg["output_px"]
     images: dict[str, list] = {k: [] for k in shards.IMAGES}
     meta: dict[str, list] = {k: [] for k in shards.META}
     for sid in task.specimen_ids:
         row = specimens.row(sid)
         sp = load_specimen(specimens, sid)
         s_seed = specimen_seed(cfg["seed"], sid, row.seed)
+        optics = specimen_optics(cfg, s_seed)
         rng = np.random.default_rng(s_seed)
         positions = probe_positions(sp, cfg["positions_per_specimen"], cfg["probe_position"], rng)
         res = simulate_specimen(sp, optics, positions, cfg["frozen_phonons"], cfg["phonon_sigma_A"],
@@ -142,7 +166,7 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
                     meta[k].append(v)
     arrays = {k: np.stack(v) for k, v in images.items()}
     versions = software_versions(("fourdcrystal", "abtem"))
-    attrs = {"k_sampling_invA": np.median(np.asarray(meta["k_sampling_invA"]), axis=0), "output_px": optics.output_px,
+    attrs = {"k_sampling_invA": np.median(np.asarray(meta["k_sampling_invA"]), axis=0), "output_px": output_px,
              "task": task.task_hash, "fourdcrystal_version": versions["fourdcrystal"],
              "abtem_version": versions["abtem"]}
     shards.write_shard(Path(out_dir) / task.file, arrays, meta, attrs)
@@ -198,9 +222,9 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     from ..supercell import read_specimens
 
     specimens = read_specimens(specimens_dir)
-    optics = optics_from_config(cfg)
+    optics_from_config(cfg)  # checks the optics before anything runs
     for r in specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows:
-        check_semiangle(optics, r.plan.box_A)
+        check_all_optics(cfg, r.plan.box_A)
     out = Path(cfg["out"])
     tasks = plan_tasks(specimens, cfg)
     used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]

@@ -20,6 +20,8 @@ from ..model.fcunet import FCUNet, FCUNetConfig
 from ..simulation.shards import file_sha256
 
 CARD_SCHEMA = "fourdcrystal.model/1"
+RELEASE = "release"  # the name that stands for the model shipped inside the package
+RELEASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "fcunet-release.pt"
 
 
 def card_path(weights: str | Path) -> Path:
@@ -59,9 +61,36 @@ def read_card(weights: str | Path) -> dict:
     return card
 
 
+def resolve_weights(model: str | Path | None) -> Path:
+    """The weights file of MODEL; ``None`` or ``"release"`` (when no such file exists) is the shipped model."""
+    if model is None or (str(model) == RELEASE and not Path(model).exists()):
+        if not RELEASE_WEIGHTS.exists():
+            raise FourdError(f"this installation has no shipped model ({RELEASE_WEIGHTS} is missing); "
+                             f"give MODEL, a model.pt written by fourdcrystal train")
+        return RELEASE_WEIGHTS
+    return Path(model)
+
+
+def export_model(weights: str | Path, out_weights: str | Path, extra: dict, half: bool = True) -> dict:
+    """Copy a trained model for shipping: floating-point weights as float16 (half the size), card + ``extra``.
+
+    The network still runs in float32: ``load_state_dict`` converts the stored values on loading.
+    """
+    model, card = load_model(weights)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    card = {k: v for k, v in card.items() if k not in ("schema", "weights_file", "weights_sha256")}
+    card.update(extra)
+    card["weights_dtype"] = "float16" if half else "float32"
+    card["exported_from_sha256"] = file_sha256(weights)
+    return save_model(out_weights, state, card)
+
+
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[FCUNet, dict]:
-    """Load weights after checking them against their card: (model in eval mode, card)."""
-    weights = Path(weights)
+    """Load weights after checking them against their card: (model in eval mode, card).
+
+    ``weights`` may be ``"release"``: the model shipped inside the package.
+    """
+    weights = resolve_weights(weights)
     card = read_card(weights)
     digest = file_sha256(weights)
     if digest != card.get("weights_sha256"):

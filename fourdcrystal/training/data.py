@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import choices
 from ..errors import FourdError
 from ..simulation import shards
 from .augment import AugmentConfig, augment_sample
@@ -37,9 +38,11 @@ class DatasetInfo:
     shape: tuple[int, int]
     k_sampling_invA: tuple[float, float]  # median pixel size of the patterns along (k_x, k_y), Å⁻¹
     k_sampling_range_invA: tuple[float, float]  # smallest and largest pixel size in the dataset, Å⁻¹
-    energy_eV: float
-    semiangle_mrad: float
+    energy_eV: float  # the (first) beam energy, eV
+    semiangle_mrad: float  # the (first) convergence semi-angle, mrad
     split_counts: dict[str, int]
+    energy_range_eV: tuple[float, float] = (np.nan, np.nan)  # lowest and highest beam energy, eV
+    semiangle_range_mrad: tuple[float, float] = (np.nan, np.nan)  # smallest and largest semi-angle, mrad
 
 
 def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int]]], tuple[int, int], list]:
@@ -85,12 +88,14 @@ def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, in
     index = shards.read_index(folder)
     where, shape, sampling = _locations(folder, index)
     cfg = index.get("config", {})
+    energies = [float(x) for x in choices(cfg.get("energy_eV", np.nan))]
+    semiangles = [float(x) for x in choices(cfg.get("semiangle_mrad", np.nan))]
     info = DatasetInfo(
         folder=str(folder), index_sha256=shards.file_sha256(folder / shards.INDEX), shape=shape,
         k_sampling_invA=tuple(float(x) for x in np.nanmedian(np.array(sampling), axis=0)),
         k_sampling_range_invA=(float(np.nanmin(sampling)), float(np.nanmax(sampling))),
-        energy_eV=float(cfg.get("energy_eV", np.nan)), semiangle_mrad=float(cfg.get("semiangle_mrad", np.nan)),
-        split_counts={s: len(v) for s, v in where.items()})
+        energy_eV=energies[0], semiangle_mrad=semiangles[0], split_counts={s: len(v) for s, v in where.items()},
+        energy_range_eV=(min(energies), max(energies)), semiangle_range_mrad=(min(semiangles), max(semiangles)))
     return index, where, info
 
 

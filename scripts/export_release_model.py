@@ -1,0 +1,80 @@
+"""Ship a trained model inside the package: fourdcrystal/data/fcunet-release.pt + .json.
+
+    python scripts/export_release_model.py release/model/model.pt release/evaluation/report.json \\
+        --config configs/release.yaml [--note "trained on ..."]
+
+The weights are stored as float16 (half the size; the network runs in float32). The card gets,
+besides what `fourdcrystal train` wrote: the data set config (select / supercell / simulate
+sections), what the data set holds (patterns and crystals per split, crystal systems,
+thicknesses, energies, semi-angles), the test-split evaluation against the classical baseline
+(all thicknesses and the thick patterns, clean and at each dose), and where it was trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fourdcrystal.config import load_config
+from fourdcrystal.simulation import shards
+from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card
+
+
+def dataset_contents(folder: Path) -> dict:
+    index = shards.read_index(folder)
+    names = ("split", "crystal_id", "thickness_nominal_A", "energy_eV", "semiangle_mrad", "zone_axis")
+    meta: dict[str, list] = {n: [] for n in names}
+    for entry in index["shards"]:
+        with shards.Shard(folder / entry["file"]) as sh:
+            for n in names:
+                meta[n].extend(np.asarray(sh.meta(n)).tolist())
+    crystals = {s: len({c for c, sp in zip(meta["crystal_id"], meta["split"]) if sp == s}) for s in ("train", "val", "test")}
+    catalogue = json.loads((Path(index["specimens"]) / "crystals.json").read_text()) if index.get("specimens") else None
+    systems = None
+    if isinstance(catalogue, list) and catalogue and "crystal_system" in catalogue[0]:
+        used = set(meta["crystal_id"])
+        systems = dict(Counter(c["crystal_system"] for c in catalogue if c.get("id") in used))
+    return {"patterns": dict(Counter(meta["split"])), "crystals": crystals, "crystal_systems": systems,
+            "thicknesses_A": sorted({float(t) for t in meta["thickness_nominal_A"]}),
+            "energies_eV": dict(Counter(f"{e:g}" for e in meta["energy_eV"])),
+            "semiangles_mrad": dict(Counter(f"{a:g}" for a in meta["semiangle_mrad"])),
+            "zone_axes_distinct": len({tuple(z) for z in meta["zone_axis"]})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="model.pt written by fourdcrystal train (its card beside it)")
+    ap.add_argument("report", help="report.json of fourdcrystal evaluate on the test split")
+    ap.add_argument("--config", required=True, help="the config the data set and model were made with")
+    ap.add_argument("--note", default="", help="where and how long it was trained, in words")
+    ap.add_argument("--out", default=str(RELEASE_WEIGHTS), help="weights path to write (card beside it)")
+    args = ap.parse_args(argv)
+
+    card = read_card(args.model)
+    report = json.loads(Path(args.report).read_text())
+    if report.get("model_weights_sha256") != card["weights_sha256"]:
+        sys.exit(f"error: {args.report} evaluates other weights than {args.model}")
+    dataset = Path(card["training"]["dataset"])
+    extra = {
+        "name": "fcunet-release",
+        "release": {
+            "dataset_config": {s: load_config(s, args.config) for s in ("select", "supercell", "simulate")},
+            "dataset_contents": dataset_contents(dataset),
+            "trained_on": args.note,
+            "test_evaluation": {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
+                                                     "by_dose_and_thickness_A", "definitions", "config")},
+        },
+    }
+    out = export_model(args.model, args.out, extra)
+    size = Path(args.out).stat().st_size
+    print(f"wrote {args.out} ({size / 1e6:.1f} MB, sha256 {out['weights_sha256'][:12]}) and its card")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
