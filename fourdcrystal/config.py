@@ -332,6 +332,8 @@ TRAIN_SCHEMA: Schema = {
                             "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
     "vg_weight": Field(1.0, Float(0.0), "weight of the vg MSE"),
     "qz_weight": Field(1.0, Float(0.0), "weight of the V_g-weighted qz MSE"),
+    "vg_peak_weight": Field(0.0, Float(0.0),
+                            "vg loss pixel weights 1 + this x max(V_g, 0): stresses the reflections (0 = plain MSE)"),
     "amp": Field(True, Bool(), "mixed precision on CUDA (bfloat16 where supported); ignored on CPU"),
     "compile": Field(False, Bool(), "torch.compile the network (pays on long GPU runs)"),
     "loader_workers": Field(2, Int(0), "DataLoader worker processes per training process"),

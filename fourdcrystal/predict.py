@@ -118,6 +118,21 @@ def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
     return out
 
 
+def quality_note(card: dict) -> str | None:
+    """A note when the card's own test evaluation has the model behind the classical baseline."""
+    ev = card.get("release", {}).get("test_evaluation", {})
+    table = ev.get("by_dose_thick") or ev.get("by_dose")
+    try:
+        model, base = table["model"]["clean"]["f1"], table["baseline"]["clean"]["f1"]
+    except (KeyError, TypeError):
+        return None
+    if model >= base:
+        return None
+    where = f"patterns ≥ {ev['thick_from_A'] / 10:g} nm thick" if ev.get("by_dose_thick") else "its test split"
+    return (f"model {card.get('name', '?')}: on {where} its Bragg-peak F1 is {model:.2f}, below the classical "
+            f"baseline's {base:.2f} (see its card); add --baseline to get both")
+
+
 def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | None:
     """``R0:R1,C0:C1`` (scan rows and columns, end exclusive) → (r0, r1, c0, c1)."""
     if text is None:
@@ -415,6 +430,9 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         partial.unlink()
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path)  # checks weights against the card before any work
+    note = quality_note(card)
+    if note:
+        log.warning("%s", note)
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
     with open_4d(data, scan_shape) as scan:

@@ -79,3 +79,29 @@ def test_bad_size_and_mc_dropout():
         a, b = model(x, p)["vg"], model(x, p)["vg"]
     assert not torch.equal(a, b)  # dropout still samples
     assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_losses_against_hand_computed_values():
+    """vg: plain MSE, or pixel weights 1 + a·max(V_g, 0) with the zero beam at 1; qz: V_g-weighted, zero beam out."""
+    import numpy as np
+
+    from fourdcrystal.model.losses import MultiTaskLoss, qz_weighted_mse, vg_peak_weighted_mse
+
+    rng = np.random.default_rng(3)
+    t = rng.uniform(-0.05, 0.3, (2, 1, 6, 6))
+    t[..., 3, 3] = 1.0  # the zero beam
+    p = t + rng.normal(0, 0.1, t.shape)
+    w = 1 + 50 * np.clip(t, 0, None)
+    w[..., 3, 3] = 1
+    expect = (w * (p - t) ** 2).sum() / w.sum()
+    tt, pt = torch.tensor(t, dtype=torch.float32), torch.tensor(p, dtype=torch.float32)
+    assert float(vg_peak_weighted_mse(pt, tt, 50.0)) == pytest.approx(expect, rel=1e-5)
+    assert float(vg_peak_weighted_mse(pt, tt, 0.0)) == pytest.approx(((p - t) ** 2).mean(), rel=1e-5)
+    qt, qp = rng.normal(0, 0.01, t.shape), rng.normal(0, 0.01, t.shape)
+    wq = np.clip(t, 0, None)
+    wq[..., 3, 3] = 0
+    assert float(qz_weighted_mse(torch.tensor(qp), torch.tensor(qt), tt)) == pytest.approx(
+        (wq * (qp - qt) ** 2).sum() / wq.sum(), rel=1e-5)
+    loss = MultiTaskLoss("fixed", 1.0, 2.0, vg_peak_weight=50.0)
+    total, parts = loss({"vg": pt, "qz": torch.tensor(qp)}, {"vg": tt, "qz": torch.tensor(qt)})
+    assert float(total) == pytest.approx(expect + 2 * float(parts["qz_wmse"]), rel=1e-5)

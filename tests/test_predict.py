@@ -12,7 +12,7 @@ import pytest
 
 from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
 from fourdcrystal.io.readers import open_4d
-from fourdcrystal.predict import DataCalibration, PredictConfig, _Result, calibration_warnings, predict
+from fourdcrystal.predict import DataCalibration, PredictConfig, _Result, calibration_warnings, predict, quality_note
 from fourdcrystal.simulation import shards
 
 from .conftest import run_cli
@@ -298,3 +298,13 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     assert "has no shipped model" in line and "absent.pt" in line
     line = _error(run_cli("-q", "predict", "a", "b", "c"))
     assert "expected [MODEL] DATA" in line
+
+
+def test_quality_note_reads_the_cards_own_evaluation():
+    def card(model_f1, base_f1):
+        row = {"model": {"clean": {"f1": model_f1}}, "baseline": {"clean": {"f1": base_f1}}}
+        return {"name": "m", "release": {"test_evaluation": {"by_dose_thick": row, "thick_from_A": 300.0}}}
+
+    note = quality_note(card(0.08, 0.29))
+    assert "F1 is 0.08, below the classical baseline's 0.29" in note and "≥ 30 nm" in note
+    assert quality_note(card(0.5, 0.29)) is None and quality_note({"name": "x"}) is None

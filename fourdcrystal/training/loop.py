@@ -316,7 +316,7 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
                              f"this dataset has {h}×{w}")
         model.load_state_dict(init_model.state_dict())
     model.to(dist.device)
-    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"]).to(dist.device)
+    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"]).to(dist.device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
