@@ -556,7 +556,7 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
                                     resume=(Path(cfg["train"]["out"]) / "checkpoint.pt").exists()),
         "evaluate": lambda: ctx.invoke(evaluate_cmd, model=str(model), dataset=dataset),
         "predict": lambda: (demo_scan(dataset, scan),
-                            ctx.invoke(predict_cmd, model=str(model), data=str(scan), out=str(result), baseline=True,
+                            ctx.invoke(predict_cmd, paths=(str(model), str(scan)), out=str(result), baseline=True,
                                        overwrite=True)),
     }
     t_all = time.perf_counter()

@@ -25,6 +25,15 @@ from fourdcrystal.simulation import shards
 from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card
 
 
+def crystal_system(space_group: int) -> str:
+    """The crystal system of an International Tables space-group number."""
+    for last, name in ((2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
+                       (167, "trigonal"), (194, "hexagonal"), (230, "cubic")):
+        if space_group <= last:
+            return name
+    raise ValueError(f"space group {space_group} is not 1-230")
+
+
 def dataset_contents(folder: Path) -> dict:
     index = shards.read_index(folder)
     names = ("split", "crystal_id", "thickness_nominal_A", "energy_eV", "semiangle_mrad", "zone_axis")
@@ -34,11 +43,15 @@ def dataset_contents(folder: Path) -> dict:
             for n in names:
                 meta[n].extend(np.asarray(sh.meta(n)).tolist())
     crystals = {s: len({c for c, sp in zip(meta["crystal_id"], meta["split"]) if sp == s}) for s in ("train", "val", "test")}
-    catalogue = json.loads((Path(index["specimens"]) / "crystals.json").read_text()) if index.get("specimens") else None
     systems = None
-    if isinstance(catalogue, list) and catalogue and "crystal_system" in catalogue[0]:
-        used = set(meta["crystal_id"])
-        systems = dict(Counter(c["crystal_system"] for c in catalogue if c.get("id") in used))
+    spec = Path(index.get("specimens", ""))
+    for path in (spec / "crystals.json", folder.parent / spec.name / "crystals.json"):
+        if path.is_file():
+            crystals_json = json.loads(path.read_text())
+            used = set(meta["crystal_id"])
+            systems = dict(Counter(crystal_system(int(c["space_group_number"]))
+                                   for cid, c in crystals_json.items() if cid in used))
+            break
     return {"patterns": dict(Counter(meta["split"])), "crystals": crystals, "crystal_systems": systems,
             "thicknesses_A": sorted({float(t) for t in meta["thickness_nominal_A"]}),
             "energies_eV": dict(Counter(f"{e:g}" for e in meta["energy_eV"])),
@@ -70,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                                                      "by_dose_and_thickness_A", "definitions", "config")},
         },
     }
+    # the pixel-size range over every sample (cards written before it was per sample held shard medians)
+    from fourdcrystal.training.data import open_dataset
+
+    card_input = dict(card["input"])
+    card_input["range"] = {**card_input["range"],
+                           "k_sampling_invA": list(open_dataset(dataset)[2].k_sampling_range_invA)}
+    extra["input"] = card_input
     out = export_model(args.model, args.out, extra)
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out} ({size / 1e6:.1f} MB, sha256 {out['weights_sha256'][:12]}) and its card")

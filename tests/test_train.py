@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fourdcrystal.errors import FourdError
+from fourdcrystal.simulation import shards
 from fourdcrystal.training.card import load_model
 from fourdcrystal.training.data import ShardDataset, open_dataset, zero_beam
 
@@ -85,6 +86,12 @@ def test_tiny_model_overfits_real_shards(dataset, tmp_path):
     assert h[0]["train_vg_mse"] / h[-1]["train_vg_mse"] > 10 and h[0]["train_qz_wmse"] / h[-1]["train_qz_wmse"] > 3
     model, card = load_model(out / "model.pt")
     assert card["input"]["shape"] == [32, 32] and card["training"]["split_counts"]["train"] == 8
+    dk = []
+    for e in shards.read_index(dataset)["shards"]:
+        with shards.Shard(dataset / e["file"]) as sh:
+            dk.append(np.asarray(sh.meta("k_sampling_invA")).reshape(-1))
+    dk = np.concatenate(dk)
+    assert card["input"]["range"]["k_sampling_invA"] == [dk.min(), dk.max()]  # over every sample
     assert card["training"]["best_epoch"] == 1 + min(range(len(h)), key=lambda i: h[i]["val_loss"])
     assert (out / "curves.png").stat().st_size > 10_000
 

@@ -45,11 +45,12 @@ class DatasetInfo:
     semiangle_range_mrad: tuple[float, float] = (np.nan, np.nan)  # smallest and largest semi-angle, mrad
 
 
-def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int]]], tuple[int, int], list]:
-    """(split → [(shard file, row)], image shape, pixel sizes), checking every shard against the index."""
+def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int]]], tuple[int, int], list, list]:
+    """(split → [(shard file, row)], image shape, shard pixel sizes, per-sample pixel sizes), checking every
+    shard against the index."""
     where: dict[str, list[tuple[str, int]]] = {s: [] for s in SPLITS}
     shape = None
-    sampling = []
+    sampling, per_sample = [], []
     expected_px = index.get("config", {}).get("output_px")
     for entry in index["shards"]:
         path = folder / entry["file"]
@@ -63,6 +64,8 @@ def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int
                                          f"expected ({n}, {h}, {w}) like cbed")
                 dk = np.broadcast_to(np.asarray(sh.file.attrs.get("k_sampling_invA", np.nan), dtype=float), (2,))
                 sampling.append(dk)
+                if "meta/k_sampling_invA" in sh.file:  # per-sample pixel sizes give the range
+                    per_sample.append(np.asarray(sh.file["meta/k_sampling_invA"][()], dtype=float).reshape(-1))
             except KeyError as exc:
                 raise FourdError(f"{path}: not a fourdcrystal shard (missing {exc})") from None
         if n != entry.get("samples"):
@@ -79,21 +82,22 @@ def _locations(folder: Path, index: dict) -> tuple[dict[str, list[tuple[str, int
             where[s].append((entry["file"], row))
     if shape is None:
         raise FourdError(f"{folder / shards.INDEX} lists no shards")
-    return where, shape, sampling
+    return where, shape, sampling, per_sample
 
 
 def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, int]]], DatasetInfo]:
     """Read and check a dataset folder: (index, split → sample locations, info)."""
     folder = Path(folder)
     index = shards.read_index(folder)
-    where, shape, sampling = _locations(folder, index)
+    where, shape, sampling, per_sample = _locations(folder, index)
+    extent = np.concatenate(per_sample) if per_sample else np.asarray(sampling, dtype=float)
     cfg = index.get("config", {})
     energies = [float(x) for x in choices(cfg.get("energy_eV", np.nan))]
     semiangles = [float(x) for x in choices(cfg.get("semiangle_mrad", np.nan))]
     info = DatasetInfo(
         folder=str(folder), index_sha256=shards.file_sha256(folder / shards.INDEX), shape=shape,
         k_sampling_invA=tuple(float(x) for x in np.nanmedian(np.array(sampling), axis=0)),
-        k_sampling_range_invA=(float(np.nanmin(sampling)), float(np.nanmax(sampling))),
+        k_sampling_range_invA=(float(np.nanmin(extent)), float(np.nanmax(extent))),
         energy_eV=energies[0], semiangle_mrad=semiangles[0], split_counts={s: len(v) for s, v in where.items()},
         energy_range_eV=(min(energies), max(energies)), semiangle_range_mrad=(min(semiangles), max(semiangles)))
     return index, where, info
