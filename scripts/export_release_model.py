@@ -18,10 +18,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
 from fourdcrystal.config import load_config
 from fourdcrystal.simulation import shards
+from fourdcrystal.simulation.inspect import all_meta
 from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card
 
 
@@ -36,12 +36,8 @@ def crystal_system(space_group: int) -> str:
 
 def dataset_contents(folder: Path) -> dict:
     index = shards.read_index(folder)
-    names = ("split", "crystal_id", "thickness_nominal_A", "energy_eV", "semiangle_mrad", "zone_axis")
-    meta: dict[str, list] = {n: [] for n in names}
-    for entry in index["shards"]:
-        with shards.Shard(folder / entry["file"]) as sh:
-            for n in names:
-                meta[n].extend(np.asarray(sh.meta(n)).tolist())
+    meta = all_meta(folder, index, ("split", "crystal_id", "thickness_nominal_A", "energy_eV", "semiangle_mrad",
+                                    "zone_axis"))
     crystals = {s: len({c for c, sp in zip(meta["crystal_id"], meta["split"]) if sp == s}) for s in ("train", "val", "test")}
     systems = None
     spec = Path(index.get("specimens", ""))
@@ -83,13 +79,6 @@ def main(argv: list[str] | None = None) -> int:
                                                      "by_dose_and_thickness_A", "definitions", "config")},
         },
     }
-    # the pixel-size range over every sample (cards written before it was per sample held shard medians)
-    from fourdcrystal.training.data import open_dataset
-
-    card_input = dict(card["input"])
-    card_input["range"] = {**card_input["range"],
-                           "k_sampling_invA": list(open_dataset(dataset)[2].k_sampling_range_invA)}
-    extra["input"] = card_input
     out = export_model(args.model, args.out, extra)
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out} ({size / 1e6:.1f} MB, sha256 {out['weights_sha256'][:12]}) and its card")

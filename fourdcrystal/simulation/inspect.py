@@ -11,7 +11,8 @@ from ..config import choices
 from . import shards
 
 
-def _all_meta(folder: Path, index: dict, names: tuple[str, ...]) -> dict[str, list]:
+def all_meta(folder: Path, index: dict, names: tuple[str, ...]) -> dict[str, list]:
+    """The ``meta/`` columns ``names`` of every shard in index order, as lists."""
     out: dict[str, list] = {n: [] for n in names}
     for entry in index["shards"]:
         with shards.Shard(folder / entry["file"]) as sh:
@@ -24,7 +25,7 @@ def dataset_summary(folder: str | Path) -> str:
     """Counts per split, prototype and thickness, and the calibration range."""
     folder = Path(folder)
     index = shards.read_index(folder)
-    meta = _all_meta(folder, index, ("split", "prototype", "thickness_nominal_A", "k_sampling_invA", "crystal_id"))
+    meta = all_meta(folder, index, ("split", "prototype", "thickness_nominal_A", "k_sampling_invA", "crystal_id"))
     cfg = index["config"]
     lines = [f"{folder}: {index['samples']} samples in {len(index['shards'])} shards, "
              f"{cfg['output_px']}×{cfg['output_px']} px, "

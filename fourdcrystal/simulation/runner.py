@@ -74,10 +74,9 @@ def specimen_optics(cfg: dict, specimen_seed_: int) -> Optics:
     return optics_from_config(cfg, energy, semiangle)
 
 
-def check_all_optics(cfg: dict, box_A: tuple[float, float]) -> None:
-    """Every listed energy with the largest listed semi-angle must fit the grid's band limit."""
-    for energy in choices(cfg["energy_eV"]):
-        check_semiangle(optics_from_config(cfg, energy, max(choices(cfg["semiangle_mrad"]))), box_A)
+def widest_optics(cfg: dict) -> list[Optics]:
+    """Every listed energy with the largest listed semi-angle: what must fit each box's band limit."""
+    return [optics_from_config(cfg, energy, max(choices(cfg["semiangle_mrad"]))) for energy in choices(cfg["energy_eV"])]
 
 
 def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
@@ -222,9 +221,10 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     from ..supercell import read_specimens
 
     specimens = read_specimens(specimens_dir)
-    optics_from_config(cfg)  # checks the optics before anything runs
+    widest = widest_optics(cfg)  # built (and checked) once, before anything runs
     for r in specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows:
-        check_all_optics(cfg, r.plan.box_A)
+        for optics in widest:
+            check_semiangle(optics, r.plan.box_A)
     out = Path(cfg["out"])
     tasks = plan_tasks(specimens, cfg)
     used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]
