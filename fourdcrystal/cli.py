@@ -312,7 +312,10 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 @click.option("--batch-size", type=int, help="Patterns per step and process. [default: 8]")
 @click.option("--lr", type=float, help="Peak learning rate (AdamW). [default: 1e-3]")
 @click.option("--schedule", type=click.Choice(["cosine", "noam", "constant"]), help="LR schedule after warm-up.")
-@click.option("--width", type=int, help="Complex channels at the first U-Net level. [default: 16]")
+@click.option("--domain", type=click.Choice(["pattern", "spectral"]),
+              help="pattern: real U-Net on the probe cross-correlation map and the pattern (default); spectral: "
+                   "crystal4D's complex U-Net on the Fourier-space cross-correlation.")
+@click.option("--width", type=int, help="Channels at the first U-Net level (complex for spectral). [default: 16]")
 @click.option("--depth", type=int, help="U-Net down-samplings. [default: 4]")
 @click.option("--decoders", type=click.Choice(["1", "2"]), help="1: shared decoder for vg and qz; 2: one each.")
 @click.option("--dropout", type=float, help="Dropout probability. [default: 0.1]")
@@ -326,7 +329,7 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 @click.option("--epochs-this-run", type=int, help="Stop after this many epochs (job time limits); --resume continues.")
 @click.option("--init", "init", type=click.Path(dir_okay=False), help="Start from a trained model.pt (fine-tuning).")
 @click.option("--summary", is_flag=True, help="Print parameter count and FLOPs per pattern, then exit.")
-def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, width, depth, decoders, dropout,
+def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domain, width, depth, decoders, dropout,
               loss_weighting, no_augment, loader_workers, device, seed, resume, overwrite, epochs_this_run, init,
               summary) -> None:
     """Train FCU-Net on a DATASET from fourdcrystal simulate (train split; val split for selection).
@@ -342,7 +345,8 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, width
 
     cfg = load_config("train", config_path, {
         "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
-        "model.width": width, "model.depth": depth, "model.decoders": int(decoders) if decoders else None,
+        "model.domain": domain, "model.width": width, "model.depth": depth,
+        "model.decoders": int(decoders) if decoders else None,
         "model.dropout": dropout, "loss_weighting": loss_weighting, "augment.enabled": False if no_augment else None,
         "loader_workers": loader_workers, "device": device, "seed": seed})
     if epochs_this_run is not None and epochs_this_run < 1:

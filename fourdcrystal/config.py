@@ -313,11 +313,14 @@ def DoseRange() -> Callable:
 
 TRAIN_SCHEMA: Schema = {
     "model": {
-        "width": Field(16, Int(1), "complex channels at the first U-Net level (doubled per level)"),
+        "domain": Field("pattern", Choice("pattern", "spectral"),
+                        "pattern: real U-Net on the probe cross-correlation map and the pattern (fast to learn); "
+                        "spectral: crystal4D's complex U-Net on the Fourier-space cross-correlation"),
+        "width": Field(16, Int(1), "channels at the first U-Net level, doubled per level (complex for spectral)"),
         "depth": Field(4, Int(1, 8), "down-samplings; H and W must be divisible by 2^depth"),
         "dropout": Field(0.1, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
         "decoders": Field(1, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
-        "real_width": Field(16, Int(1), "channels of the real-space block after the inverse FFT"),
+        "real_width": Field(16, Int(1), "spectral only: channels of the real-space block after the inverse FFT"),
     },
     "epochs": Field(30, Int(1), "training epochs (passes over the train split)"),
     "batch_size": Field(8, Int(1), "patterns per optimiser step and process"),
@@ -330,7 +333,10 @@ TRAIN_SCHEMA: Schema = {
     "patience": Field(10, Int(0), "stop after this many epochs without a better validation loss (0 = never)"),
     "loss_weighting": Field("uncertainty", Choice("uncertainty", "fixed"),
                             "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
-    "vg_weight": Field(1.0, Float(0.0), "weight of the vg MSE"),
+    "vg_loss": Field("nmse", Choice("nmse", "mse"),
+                     "vg error: nmse = squared error / squared label (1 for an all-zero prediction; balanced "
+                     "against q_z), mse = plain mean squared error"),
+    "vg_weight": Field(1.0, Float(0.0), "weight of the vg error"),
     "qz_weight": Field(1.0, Float(0.0), "weight of the V_g-weighted qz MSE"),
     "vg_peak_weight": Field(0.0, Float(0.0),
                             "vg loss pixel weights 1 + this x max(V_g, 0): stresses the reflections (0 = plain MSE)"),

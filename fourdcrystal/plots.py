@@ -109,10 +109,13 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
 
 
 def training_curves(history: list[dict], path: str | Path) -> Path:
-    """Loss curves per epoch: train/val total, vg MSE, V_g-weighted qz MSE (log scales), and the learning rate."""
+    """Loss curves per epoch: train/val total, vg NMSE (MSE for runs logged before it), V_g-weighted qz MSE
+    (log scales), and the learning rate."""
     epochs = [h["epoch"] for h in history]
     plt, (fig, axes) = _figure(ncols=4, figsize=(16, 3.6), layout="constrained")
-    panels = [("loss", "loss (train: weighted sum)"), ("vg_mse", "vg MSE (relative V_g)"),
+    vg_key = "vg_nmse" if all("val_vg_nmse" in h for h in history) else "vg_mse"
+    panels = [("loss", "loss (train: weighted sum)"),
+              (vg_key, "vg NMSE (error² / label²)" if vg_key == "vg_nmse" else "vg MSE (relative V_g)"),
               ("qz_wmse", "qz MSE, V_g-weighted (normalised)")]
     for ax, (key, title) in zip(axes, panels):
         for split, style in (("train", "o-"), ("val", "s--")):

@@ -1,10 +1,12 @@
-"""Measure design choices of the training set-up on one dataset: heads and learning-rate schedule.
+"""Measure design choices of the training set-up on one dataset: network domain, heads, loss and schedule.
 
     python scripts/ablation_train.py DATASET --epochs 12 --width 8 --out runs/ablation
 
 Trains each variant with the same seed, data and budget, then prints the best validation
-vg MSE (relative V_g) and V_g-weighted qz MSE (normalised) and the time per epoch:
+vg NMSE and MSE (relative V_g), V_g-weighted qz MSE (normalised) and the time per epoch:
 
+* domain pattern (real U-Net on the correlation map) vs spectral (crystal4D's complex U-Net);
+* vg loss nmse vs mse;
 * decoders 1 (one decoder, two outputs) vs 2 (one decoder per head);
 * schedule cosine vs noam (both after the same linear warm-up);
 * loss weighting uncertainty vs fixed.
@@ -28,6 +30,8 @@ VARIANTS = {
     "decoders=2 cosine uncertainty": {"model.decoders": 2},
     "decoders=1 noam uncertainty": {"schedule": "noam"},
     "decoders=1 cosine fixed": {"loss_weighting": "fixed"},
+    "domain=spectral": {"model.domain": "spectral"},
+    "vg_loss=mse": {"vg_loss": "mse"},
 }
 
 
@@ -53,12 +57,13 @@ def main() -> None:
         result = train_model(a.dataset, copy.deepcopy(cfg), overwrite=True)
         best = result["card"]["metrics"]["best_val"]
         hist = [json.loads(x) for x in (Path(cfg["out"]) / "metrics.jsonl").read_text().splitlines()]
-        rows.append((name, best["val_vg_mse"], best["val_qz_wmse"], best["epoch"],
+        rows.append((name, best.get("val_vg_nmse", float("nan")), best["val_vg_mse"], best["val_qz_wmse"], best["epoch"],
                      sum(h["seconds"] for h in hist) / len(hist), result["card"]["parameters"]))
         print(f"{name}: val vg MSE {best['val_vg_mse']:.4g}, val qz wMSE {best['val_qz_wmse']:.4g}", flush=True)
-    print(f"\n{'variant':34s} {'val vg MSE':>11s} {'val qz wMSE':>12s} {'best ep':>8s} {'s/epoch':>8s} {'params':>9s}")
+    print(f"\n{'variant':34s} {'vg NMSE':>8s} {'val vg MSE':>11s} {'val qz wMSE':>12s} {'best ep':>8s} {'s/epoch':>8s} "
+          f"{'params':>9s}")
     for r in rows:
-        print(f"{r[0]:34s} {r[1]:11.4g} {r[2]:12.4g} {r[3]:8d} {r[4]:8.1f} {r[5]:9,d}")
+        print(f"{r[0]:34s} {r[1]:8.3g} {r[2]:11.4g} {r[3]:12.4g} {r[4]:8d} {r[5]:8.1f} {r[6]:9,d}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fourdcrystal.model.fcunet import (ComplexConv2d, FCUNet, FCUNetConfig, cross_correlation, enable_mc_dropout,
-                                       parameter_count)
+                                       parameter_count, pattern_inputs)
 
 
 def test_cross_correlation_ignores_cbed_scale():
@@ -16,22 +16,49 @@ def test_cross_correlation_ignores_cbed_scale():
     b = cross_correlation(cbed * torch.tensor([7.3, 0.01])[:, None, None, None], probe)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
-    model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0)).eval()
-    with torch.no_grad():
-        out1, out2 = model(cbed, probe), model(cbed * 1e3, probe)
-    torch.testing.assert_close(out1["vg"], out2["vg"], rtol=1e-4, atol=1e-5)
+    for domain in ("pattern", "spectral"):
+        model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0, domain=domain)).eval()
+        with torch.no_grad():
+            out1, out2 = model(cbed, probe), model(cbed * 1e3, probe)
+        torch.testing.assert_close(out1["vg"], out2["vg"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="domain must be pattern or spectral"):
+        FCUNet(FCUNetConfig(domain="fourier"))
 
 
 def test_cross_correlation_is_the_fourier_product():
-    # a delta probe at the origin: the correlation is FFT(cbed) itself, up to the normalisation
+    # a delta probe at q = 0 (pixel (H//2, W//2), where probes are recorded): the correlation is
+    # FFT(cbed) itself, up to the normalisation
     cbed = torch.rand(1, 1, 16, 16)
     probe = torch.zeros(1, 1, 16, 16)
-    probe[..., 0, 0] = 1.0
+    probe[..., 8, 8] = 1.0
     re, im = cross_correlation(cbed, probe)
     f = torch.fft.fft2(cbed)
     f = f / f.abs().max()
     torch.testing.assert_close(re, f.real, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(im, f.imag, rtol=1e-5, atol=1e-6)
+
+
+def test_cross_correlation_peaks_on_the_label_grid():
+    # disks of radius 3 px at pixels (64, 64) (the zero beam) and (40, 90); the probe is the same disk
+    # recorded at q = 0 (pixel (64, 64)). The inverse FFT of the correlation must peak at the disks'
+    # own pixels, where the V_g label puts them, not half an image away.
+    i, j = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+
+    def disk(ci, cj):
+        return (((i - ci) ** 2 + (j - cj) ** 2) <= 9).float()
+
+    cbed = (disk(64, 64) + 0.5 * disk(40, 90))[None, None]
+    re, im = cross_correlation(cbed, disk(64, 64)[None, None])
+    corr = torch.fft.ifft2(torch.complex(re, im)).real[0, 0]
+    assert divmod(int(corr.argmax()), 128) == (64, 64)
+    masked = corr.clone()
+    masked[56:73, 56:73] = -1
+    assert divmod(int(masked.argmax()), 128) == (40, 90)
+    # the pattern-domain network reads that map: its first input channel peaks at the same pixels
+    x = pattern_inputs(cbed, disk(64, 64)[None, None])
+    assert x.shape == (1, 2, 128, 128)
+    torch.testing.assert_close(x[0, 0], corr / corr.max(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x[0, 1], cbed[0, 0].sqrt(), rtol=1e-5, atol=1e-6)
 
 
 def test_complex_conv_equals_complex_product_by_hand():
@@ -60,9 +87,11 @@ def test_complex_conv_3x3_matches_torch_complex_conv():
     torch.testing.assert_close(im, ref.imag, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("size,depth,decoders", [(32, 2, 1), (64, 3, 2), (128, 4, 1)])
-def test_output_shapes(size, depth, decoders):
-    model = FCUNet(FCUNetConfig(width=4, depth=depth, decoders=decoders, real_width=4))
+@pytest.mark.parametrize("size,depth,decoders,domain", [(32, 2, 1, "pattern"), (64, 3, 2, "pattern"),
+                                                         (128, 4, 1, "pattern"), (32, 2, 1, "spectral"),
+                                                         (64, 3, 2, "spectral")])
+def test_output_shapes(size, depth, decoders, domain):
+    model = FCUNet(FCUNetConfig(width=4, depth=depth, decoders=decoders, real_width=4, domain=domain))
     out = model(torch.rand(2, 1, size, size), torch.rand(2, 1, size, size))
     assert set(out) == {"vg", "qz"}
     assert out["vg"].shape == out["qz"].shape == (2, 1, size, size)
@@ -85,7 +114,7 @@ def test_losses_against_hand_computed_values():
     """vg: plain MSE, or pixel weights 1 + a·max(V_g, 0) with the zero beam at 1; qz: V_g-weighted, zero beam out."""
     import numpy as np
 
-    from fourdcrystal.model.losses import MultiTaskLoss, qz_weighted_mse, vg_peak_weighted_mse
+    from fourdcrystal.model.losses import MultiTaskLoss, qz_weighted_mse, vg_nmse, vg_peak_weighted_mse
 
     rng = np.random.default_rng(3)
     t = rng.uniform(-0.05, 0.3, (2, 1, 6, 6))
@@ -102,6 +131,31 @@ def test_losses_against_hand_computed_values():
     wq[..., 3, 3] = 0
     assert float(qz_weighted_mse(torch.tensor(qp), torch.tensor(qt), tt)) == pytest.approx(
         (wq * (qp - qt) ** 2).sum() / wq.sum(), rel=1e-5)
-    loss = MultiTaskLoss("fixed", 1.0, 2.0, vg_peak_weight=50.0)
+    loss = MultiTaskLoss("fixed", 1.0, 2.0, vg_peak_weight=50.0, vg_loss="mse")
     total, parts = loss({"vg": pt, "qz": torch.tensor(qp)}, {"vg": tt, "qz": torch.tensor(qt)})
     assert float(total) == pytest.approx(expect + 2 * float(parts["qz_wmse"]), rel=1e-5)
+    # NMSE: the weighted squared error over the weighted squared label; 1 for an all-zero prediction
+    nmse = (w * (p - t) ** 2).sum() / (w * t**2).sum()
+    assert float(vg_nmse(pt, tt, 50.0)) == pytest.approx(nmse, rel=1e-5)
+    assert float(vg_nmse(pt, tt)) == pytest.approx(((p - t) ** 2).sum() / (t**2).sum(), rel=1e-5)
+    assert float(vg_nmse(torch.zeros_like(tt), tt)) == pytest.approx(1.0, rel=1e-6)
+    total, parts = MultiTaskLoss("fixed", 1.0, 2.0, vg_peak_weight=50.0)(
+        {"vg": pt, "qz": torch.tensor(qp)}, {"vg": tt, "qz": torch.tensor(qt)})  # nmse is the default
+    assert float(total) == pytest.approx(nmse + 2 * float(parts["qz_wmse"]), rel=1e-5)
+    assert float(parts["vg_mse"]) == pytest.approx(((p - t) ** 2).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="vg_loss must be nmse or mse"):
+        MultiTaskLoss(vg_loss="l1")
+
+
+def test_cards_from_before_the_domain_field_load_the_spectral_network(tmp_path):
+    from fourdcrystal.training.card import load_model, save_model
+
+    torch.manual_seed(0)
+    for domain in ("spectral", "pattern"):
+        config = FCUNetConfig(width=4, depth=2, real_width=4, domain=domain)
+        arch = config.as_dict()
+        if domain == "spectral":
+            del arch["domain"]  # as written before the pattern network existed
+        save_model(tmp_path / f"{domain}.pt", FCUNet(config).state_dict(), {"architecture": arch})
+        model, _ = load_model(tmp_path / f"{domain}.pt")
+        assert model.config.domain == domain

@@ -257,7 +257,8 @@ def test_predict_errors_are_one_line_and_write_nothing(model, scan, tmp_path):
 
 
 def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, tmp_path, monkeypatch):
-    """export_model: float16 weights, same predictions to < 1 %; predict DATA (no MODEL) runs the shipped model."""
+    """export_model: float16 weights (half the tensor bytes), same predictions to < 1 %; predict DATA (no MODEL) runs
+    the shipped model."""
     import torch
 
     from fourdcrystal.model.inference import Predictor
@@ -269,9 +270,15 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     card = card_mod.export_model(weights, shipped, {"release": {"trained_on": "a test"}})
     assert card["weights_dtype"] == "float16" and card["release"]["trained_on"] == "a test"
     assert card["exported_from_sha256"] == shards.file_sha256(weights)
-    assert shipped.stat().st_size < 0.7 * weights.stat().st_size
-    assert all(v.dtype in (torch.float16, torch.int64)
-               for v in torch.load(shipped, weights_only=True).values())
+    # half the bytes of tensor data (the test's tiny model is small enough for the pickle's own
+    # overhead to dominate the file sizes)
+    state16, state32 = torch.load(shipped, weights_only=True), torch.load(weights, weights_only=True)
+    assert all(v.dtype in (torch.float16, torch.int64) for v in state16.values())
+
+    def nbytes(state):
+        return sum(v.numel() * v.element_size() for v in state.values())
+
+    assert nbytes(state16) < 0.55 * nbytes(state32)
     m32, c32 = card_mod.load_model(weights)
     m16, c16 = card_mod.load_model(shipped)
     assert next(m16.parameters()).dtype == torch.float32  # runs in float32

@@ -3,7 +3,8 @@
 The card must say what it was trained on and how it compares with the baseline, and
 `fourdcrystal predict DATA` with no MODEL must run it on a fresh simulation (Si [110], 30 nm,
 300 kV) with the calibration path intact: the baseline run beside it finds the simulated
-reflections (the maxima of the simulated V_g, an independent label computation).
+reflections (the maxima of the simulated V_g, an independent label computation), and the
+model finds more of them than the baseline does, as well placed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def test_card_states_data_metrics_and_range():
     for method in ("model", "baseline"):
         thick = ev["by_dose_thick"][method]["clean"]
         assert thick["patterns"] > 0 and thick["position_error_invA"] is not None
+    # the acceptance target of the shipped model: Bragg peak F1 above the baseline's on held-out
+    # crystals at ≥ 30 nm, at every dose evaluated
+    assert ev["thick_from_A"] == 300
+    for dose, model_row in ev["by_dose_thick"]["model"].items():
+        assert model_row["f1"] > ev["by_dose_thick"]["baseline"][dose]["f1"], dose
     assert card["training"]["config"]["augment"]["enabled"]
 
 
@@ -76,6 +82,11 @@ def test_predict_without_model_finds_the_reflections(tmp_path):
             np.testing.assert_allclose(qx[off[p]:off[p + 1]], qx[:off[1]], atol=0.05 * dk)
         n = f["baseline/offsets"][1]
         q = np.stack([f["baseline/qx_invA"][:n], f["baseline/qy_invA"][:n]], 1)
+        q_model = np.stack([f["model/qx_invA"][:off[1]], f["model/qy_invA"][:off[1]]], 1)
+    # the simulated pixel is not square (whole unit cells along [001] and [1-10]: 5.431 vs 7.68 Å), but a
+    # detector's is, and --k-pixel takes one size: predict read axis 1 in units of dk_sim[0]; put it back
+    q[:, 1] *= dk_sim[1] / dk_sim[0]
+    q_model[:, 1] *= dk_sim[1] / dk_sim[0]
     mp, mt = match_peaks(q / dk, q_true / dk, 2.0)  # within 2 model pixels
     # the label lists every reflection with V_g ≥ 5 % of the zero beam's, far more than a CBED
     # pattern shows; what the detector finds must be among them, at their q
@@ -84,3 +95,18 @@ def test_predict_without_model_finds_the_reflections(tmp_path):
     # the correlation maximum ~0.9 px outwards (measured), so the mean is held to one pixel
     err = np.linalg.norm(q[mp] - q_true[mt], axis=1)
     assert err.min() < 0.1 * dk and err.mean() < dk, err / dk
+
+    # the model's own vectors against the label: it finds far more of the reflections than the
+    # baseline (measured: F1 0.60 vs 0.18, 33 of 71 label peaks, precision 0.85), and places them
+    # to 0.46 px on average, the (111) included, which the baseline puts 0.9 px out
+    def f1(pred):
+        a, _ = match_peaks(pred / dk, q_true / dk, 2.0)
+        return 2 * len(a) / (len(pred) + len(q_true)), len(a) / max(len(pred), 1)
+
+    (f1_model, prec_model), (f1_base, _) = f1(q_model), f1(q)
+    mm, mt2 = match_peaks(q_model / dk, q_true / dk, 2.0)
+    err_model = np.linalg.norm(q_model[mm] - q_true[mt2], axis=1)
+    print(f"Si [110] 30 nm: model F1 {f1_model:.3f} (precision {prec_model:.3f}, {len(mm)} matched, "
+          f"error {err_model.mean() / dk:.2f} px), baseline F1 {f1_base:.3f}, {len(q_true)} label peaks")
+    assert f1_model > 2 * f1_base and prec_model >= 0.7, (f1_model, f1_base, prec_model)
+    assert err_model.mean() < 0.75 * dk, err_model / dk

@@ -86,6 +86,22 @@ def test_tiny_model_overfits_real_shards(dataset, tmp_path):
     assert h[0]["train_vg_mse"] / h[-1]["train_vg_mse"] > 10 and h[0]["train_qz_wmse"] / h[-1]["train_qz_wmse"] > 3
     model, card = load_model(out / "model.pt")
     assert card["input"]["shape"] == [32, 32] and card["training"]["split_counts"]["train"] == 8
+    # learned the reflections, not only the zero beam: on its own training patterns the V_g error of
+    # the last weights is far below that of a prediction holding the zero beam alone
+    # (Σ label² off the zero beam / Σ label², computed here from the labels)
+    _, where, _ = open_dataset(dataset)
+    ds = ShardDataset(dataset, where["train"], qz_scale_invA=1.0)
+    items = [ds[i] for i in range(len(ds))]
+    cbed, probe, vg = (torch.stack([it[k] for it in items]) for k in ("cbed", "probe", "vg"))
+    last = load_model_state(out)
+    with torch.no_grad():
+        pred = last(cbed, probe)["vg"]
+    err = float(((pred - vg) ** 2).sum() / (vg**2).sum())
+    off_zero = vg.clone()
+    off_zero[..., 16, 16] = 0
+    floor = float((off_zero**2).sum() / (vg**2).sum())
+    assert err < 0.5 * floor, (err, floor)
+    assert all(divmod(int(p.argmax()), 32) == (16, 16) for p in pred[:, 0])  # the zero beam where the label has it
     dk = []
     for e in shards.read_index(dataset)["shards"]:
         with shards.Shard(dataset / e["file"]) as sh:
@@ -94,6 +110,16 @@ def test_tiny_model_overfits_real_shards(dataset, tmp_path):
     assert card["input"]["range"]["k_sampling_invA"] == [dk.min(), dk.max()]  # over every sample
     assert card["training"]["best_epoch"] == 1 + min(range(len(h)), key=lambda i: h[i]["val_loss"])
     assert (out / "curves.png").stat().st_size > 10_000
+
+
+def load_model_state(out: Path) -> torch.nn.Module:
+    """The network with the weights of the last epoch (checkpoint.pt), in eval mode."""
+    from fourdcrystal.model.fcunet import FCUNet, FCUNetConfig
+
+    card = json.loads((out / "model.json").read_text())
+    model = FCUNet(FCUNetConfig(**card["architecture"]))
+    model.load_state_dict(torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["model"])
+    return model.eval()
 
 
 def test_resume_equals_uninterrupted_run(dataset, tmp_path):

@@ -1,14 +1,24 @@
 """FCU-Net: an FFT cross-correlation U-Net that maps a CBED pattern and its vacuum probe to V_g and q_z.
 
-The design follows the reference (crystal4D, used by py4DSTEM's ML disk detection):
+Both variants start from the cross-correlation of the pattern with its vacuum probe, computed in
+Fourier space: X = FFT(cbed) · conj(FFT(probe)), the probe moved so that q = 0 is at pixel
+(0, 0) (disk peaks then land on the label grid), divided by its largest modulus per sample, so
+the network never sees the overall intensity (dose) of a pattern.
 
-1. Cross-correlation in Fourier space: X = FFT(cbed) · conj(FFT(probe)), divided by its largest
-   modulus per sample, so the network never sees the overall intensity (dose) of a pattern.
-2. A complex-valued U-Net on X (complex convolution as a pair of real convolutions; batch norm,
-   ReLU and dropout on the real and imaginary parts), so the encoder works on the
-   Patterson-like correlation where disks of every size become compact peaks.
-3. An inverse FFT back to the pattern's reciprocal-space grid, a real convolution block on
-   (Re, Im), and a linear 1×1 output per head: ``vg`` and ``qz``.
+``domain="pattern"`` (default): X is brought back to the pattern's reciprocal-space grid, where
+every Bragg disk becomes a compact correlation peak at its centre. A real U-Net (batch norm,
+ReLU, dropout; max pooling; bilinear up-sampling with skips) reads that correlation map beside
+the pattern itself (√ of the pattern over its maximum, to tame the zero disk) and writes a
+linear 1×1 output per head: ``vg`` and ``qz``. Finding a disk and turning its dynamical
+intensity into a kinematic potential are local operations there, so a small network learns
+them quickly.
+
+``domain="spectral"`` (crystal4D's design, used by py4DSTEM's ML disk detection): a
+complex-valued U-Net works on X itself (complex convolution as a pair of real convolutions;
+batch norm, ReLU and dropout on the real and imaginary parts), then an inverse FFT, a real
+convolution block on (Re, Im) of ``real_width`` channels and the 1×1 outputs. A convolution in
+Fourier space is a multiplication in the pattern, so this variant learns slowly: on the 2-core
+CPU it could not memorise 15 release patterns in 450 steps (see the README's model section).
 
 Heads: one decoder with two outputs (``decoders=1``) or one decoder per head (``decoders=2``).
 Dropout stays usable at inference as Monte-Carlo dropout (:func:`enable_mc_dropout`).
@@ -28,19 +38,28 @@ Pair = tuple[torch.Tensor, torch.Tensor]  # (real, imaginary) parts, each (B, C,
 
 @dataclass(frozen=True)
 class FCUNetConfig:
-    width: int = 16  # complex channels at the first level
+    width: int = 16  # channels at the first level (complex channels for "spectral")
     depth: int = 4  # number of down-samplings
     dropout: float = 0.1
     decoders: int = 1  # 1: shared decoder, two outputs; 2: one decoder per head
-    real_width: int = 16  # channels of the real-space block after the inverse FFT
+    real_width: int = 16  # "spectral": channels of the real-space block after the inverse FFT
+    domain: str = "pattern"  # "pattern": real U-Net on the correlation map; "spectral": complex U-Net on X
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def cross_correlation(cbed: torch.Tensor, probe: torch.Tensor, eps: float = 1e-12) -> Pair:
-    """FFT(cbed)·conj(FFT(probe)) divided by its largest modulus per sample: (Re, Im)."""
-    x = torch.fft.fft2(cbed.float()) * torch.conj(torch.fft.fft2(probe.float()))
+    """FFT(cbed)·conj(FFT(probe moved to pixel (0, 0))) divided by its largest modulus per sample: (Re, Im).
+
+    The vacuum probe is recorded centred on q = 0 at pixel (H//2, W//2); it is rolled so that q = 0
+    sits at pixel (0, 0) before the FFT. The inverse FFT of X then has a disk's correlation peak at
+    the disk's own pixel, on the grid of the V_g label. Without the roll every output would be
+    displaced by half the image, a shift no convolution in Fourier space can undo (it is a
+    multiplication by (−1)^(i+j) there).
+    """
+    kernel = torch.fft.ifftshift(probe.float(), dim=(-2, -1))
+    x = torch.fft.fft2(cbed.float()) * torch.conj(torch.fft.fft2(kernel))
     scale = x.abs().amax(dim=(-3, -2, -1), keepdim=True).clamp_min(eps)
     x = x / scale
     return x.real.contiguous(), x.imag.contiguous()
@@ -121,6 +140,41 @@ class _Decoder(nn.Module):
         return self.out(self.real(torch.cat([z.real, z.imag], 1)))
 
 
+class RealBlock(nn.Sequential):
+    """(3×3 conv, batch norm, ReLU) twice; dropout after the first."""
+
+    def __init__(self, cin: int, cout: int, dropout: float):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                         nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _RealDecoder(nn.Module):
+    def __init__(self, widths: list[int], dropout: float, outputs: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            RealBlock(widths[i + 1] + widths[i], widths[i], dropout) for i in reversed(range(len(widths) - 1)))
+        self.out = nn.Conv2d(widths[0], outputs, 1)  # linear output
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for block, skip in zip(self.blocks, reversed(skips)):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), skip], 1))
+        return self.out(x)
+
+
+def pattern_inputs(cbed: torch.Tensor, probe: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """(B, 2, H, W): the probe cross-correlation on the pattern grid and √(pattern / its maximum), each ≤ 1.
+
+    Both are divided by a per-sample maximum, so the network never sees the dose.
+    """
+    re, im = cross_correlation(cbed, probe, eps)
+    corr = torch.fft.ifft2(torch.complex(re, im)).real
+    corr = corr / corr.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
+    c = cbed.float().clamp_min(0.0)
+    c = torch.sqrt(c / c.amax(dim=(-2, -1), keepdim=True).clamp_min(eps))
+    return torch.cat([corr, c], 1)
+
+
 class FCUNet(nn.Module):
     """cbed, probe (B, 1, H, W) → {"vg": (B, 1, H, W), "qz": (B, 1, H, W)}."""
 
@@ -128,22 +182,32 @@ class FCUNet(nn.Module):
         super().__init__()
         if config.decoders not in (1, 2):
             raise ValueError(f"decoders must be 1 or 2, got {config.decoders}")
+        if config.domain not in ("pattern", "spectral"):
+            raise ValueError(f"domain must be pattern or spectral, got {config.domain!r}")
         self.config = config
         widths = [config.width * 2**i for i in range(config.depth + 1)]
-        self.encoder = nn.ModuleList(
-            ComplexBlock(1 if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
         n_out = 2 if config.decoders == 1 else 1
-        self.decoders = nn.ModuleList(_Decoder(widths, config.dropout, n_out, config.real_width)
-                                      for _ in range(config.decoders))
+        if config.domain == "pattern":
+            self.encoder = nn.ModuleList(
+                RealBlock(2 if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
+            self.decoders = nn.ModuleList(_RealDecoder(widths, config.dropout, n_out) for _ in range(config.decoders))
+        else:
+            self.encoder = nn.ModuleList(
+                ComplexBlock(1 if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
+            self.decoders = nn.ModuleList(_Decoder(widths, config.dropout, n_out, config.real_width)
+                                          for _ in range(config.decoders))
 
     def forward(self, cbed: torch.Tensor, probe: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = cbed.shape[-2:]
         if h % 2**self.config.depth or w % 2**self.config.depth:
             raise ValueError(f"pattern size {h}×{w} is not divisible by 2^depth = {2**self.config.depth}")
-        x = cross_correlation(cbed, probe)
+        if self.config.domain == "pattern":
+            x, pool = pattern_inputs(cbed, probe), (lambda t: F.max_pool2d(t, 2))
+        else:
+            x, pool = cross_correlation(cbed, probe), _pool
         skips = []
         for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else _pool(x))
+            x = block(x if i == 0 else pool(x))
             skips.append(x)
         skips.pop()  # the deepest level feeds the decoder directly
         if self.config.decoders == 1:

@@ -1,9 +1,13 @@
 """The multi-task loss of FCU-Net: V_g and q_z.
 
-* ``vg``: mean squared error of the relative Bragg potentials (pixel-wise), optionally with
-  pixel weights 1 + peak_weight·max(V_g, 0) (zero beam at weight 1). About 1 % of the pixels
-  hold a reflection, so the plain MSE of predicting the zero beam alone is already small
-  (≈ 2e-4 on the release data set) and a short run learns the smooth floor, not the peaks.
+* ``vg``: squared error of the relative Bragg potentials (pixel-wise), optionally with pixel
+  weights 1 + peak_weight·max(V_g, 0) (zero beam at weight 1). ``nmse`` (default) divides the
+  summed error by the summed squared label, Σ w(p − t)² / Σ w t²: 1 for an all-zero prediction
+  whatever the pattern size. About 1 % of the pixels hold a reflection, so the plain ``mse`` is
+  tiny (≈ 2e-4 for the zero beam alone on the release data set) next to the q_z term, which is
+  O(1); with the plain MSE the task weights, learned slowly at the network's learning rate,
+  spent the whole of a short run on q_z. The NMSE of the zero beam alone is ≈ 0.8 there, so
+  anything below that has learned reflections.
 * ``qz``: squared error weighted by the true V_g: q_z is only defined where there is a
   reflection, so background pixels (V_g ≈ 0) do not count. The zero beam is left out (its q_z
   is 0 by construction, and it would outweigh every Bragg reflection).
@@ -33,6 +37,15 @@ def vg_peak_weighted_mse(pred: torch.Tensor, true: torch.Tensor, peak_weight: fl
     return (w * (pred.float() - t) ** 2).sum() / w.sum()
 
 
+def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0) -> torch.Tensor:
+    """Σ w·(pred − true)² / Σ w·true² with w = 1 + peak_weight·max(true, 0), the zero beam at w = 1."""
+    t = true.float()
+    w = 1.0 + peak_weight * t.clamp_min(0.0)
+    h, wd = w.shape[-2:]
+    w[..., h // 2, wd // 2] = 1.0
+    return (w * (pred.float() - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
+
+
 def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor) -> torch.Tensor:
     """Σ w·(pred − true)² / Σ w with w = max(vg_true, 0), zero beam excluded."""
     w = vg_true.float().clamp_min(0.0).clone()
@@ -45,20 +58,28 @@ class MultiTaskLoss(nn.Module):
     """``weighting``: "fixed" (weights ``vg_weight``, ``qz_weight``) or "uncertainty" (learned)."""
 
     def __init__(self, weighting: str = "uncertainty", vg_weight: float = 1.0, qz_weight: float = 1.0,
-                 vg_peak_weight: float = 0.0):
+                 vg_peak_weight: float = 0.0, vg_loss: str = "nmse"):
         super().__init__()
         self.vg_peak_weight = float(vg_peak_weight)
         if weighting not in ("fixed", "uncertainty"):
             raise ValueError(f"weighting must be fixed or uncertainty, got {weighting!r}")
+        if vg_loss not in ("nmse", "mse"):
+            raise ValueError(f"vg_loss must be nmse or mse, got {vg_loss!r}")
+        self.vg_loss = vg_loss
         self.weighting = weighting
         self.register_buffer("weights", torch.tensor([vg_weight, qz_weight], dtype=torch.float32))
         self.log_var = nn.Parameter(torch.zeros(2)) if weighting == "uncertainty" else None
 
     def forward(self, pred: dict[str, torch.Tensor], true: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        parts = torch.stack([vg_peak_weighted_mse(pred["vg"], true["vg"], self.vg_peak_weight),
-                             qz_weighted_mse(pred["qz"], true["qz"], true["vg"])])
+        if self.vg_loss == "nmse":
+            vg = vg_nmse(pred["vg"], true["vg"], self.vg_peak_weight)
+        else:
+            vg = vg_peak_weighted_mse(pred["vg"], true["vg"], self.vg_peak_weight)
+        parts = torch.stack([vg, qz_weighted_mse(pred["qz"], true["qz"], true["vg"])])
         if self.log_var is None:
             total = (self.weights * parts).sum()
         else:
             total = (self.weights * (torch.exp(-self.log_var) * parts + self.log_var)).sum()
-        return total, {"vg_mse": parts[0].detach(), "qz_wmse": parts[1].detach()}
+        with torch.no_grad():  # both vg errors unweighted, for the training log
+            logged = {"vg_mse": vg_mse(pred["vg"], true["vg"]), "vg_nmse": vg_nmse(pred["vg"], true["vg"])}
+        return total, {**logged, "qz_wmse": parts[1].detach()}

@@ -97,7 +97,8 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple
         raise FourdError(f"{weights}: sha256 {digest[:12]}… does not match its card {card_path(weights).name} "
                          f"({str(card.get('weights_sha256'))[:12]}…); the weights were changed or belong to another card")
     try:
-        config = FCUNetConfig(**card["architecture"])
+        # cards written before the pattern-domain network have no "domain": they are the spectral one
+        config = FCUNetConfig(**{"domain": "spectral", **card["architecture"]})
         model = FCUNet(config)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -241,13 +241,14 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
-                   amp: bool = False) -> dict:
-    """Mean vg MSE, V_g-weighted qz MSE and their weighted sum over a split (shared out among ranks)."""
-    from ..model.losses import qz_weighted_mse, vg_mse
+                   amp: bool = False, vg_loss: str = "nmse") -> dict:
+    """Mean vg MSE and NMSE, V_g-weighted qz MSE, and the weighted sum of the vg term (``vg_loss``) and the
+    qz term over a split (shared out among ranks)."""
+    from ..model.losses import qz_weighted_mse, vg_mse, vg_nmse
 
     model.eval()
     mine = list(range(dist.rank, len(ds), dist.world))
-    sums = [0.0, 0.0, 0.0]  # vg squared-error sum, pixel count, qz weighted error sum… per sample means below
+    sums = [0.0, 0.0, 0.0, 0.0]  # per-sample vg MSE, qz wMSE, count, vg NMSE: means below
     with torch.no_grad():
         for start in range(0, len(mine), batch_size):
             items = [ds[i] for i in mine[start:start + batch_size]]
@@ -258,10 +259,13 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
                 sums[0] += float(vg_mse(pred["vg"][j], batch["vg"][j]))
                 sums[1] += float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j]))
                 sums[2] += 1.0
-    vg_sum, qz_sum, n = dist.all_sum(sums)
+                sums[3] += float(vg_nmse(pred["vg"][j], batch["vg"][j]))
+    vg_sum, qz_sum, n, nmse_sum = dist.all_sum(sums)
     n = max(n, 1.0)
-    vg, qz = vg_sum / n, qz_sum / n
-    return {"vg_mse": vg, "qz_wmse": qz, "loss": weights[0] * vg + weights[1] * qz, "samples": int(n)}
+    vg, qz, nmse = vg_sum / n, qz_sum / n, nmse_sum / n
+    term = nmse if vg_loss == "nmse" else vg
+    return {"vg_mse": vg, "vg_nmse": nmse, "qz_wmse": qz, "loss": weights[0] * term + weights[1] * qz,
+            "samples": int(n)}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -316,7 +320,8 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
                              f"this dataset has {h}×{w}")
         model.load_state_dict(init_model.state_dict())
     model.to(dist.device)
-    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"]).to(dist.device)
+    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],
+                            cfg["vg_loss"]).to(dist.device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
@@ -361,7 +366,7 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
         t0 = time.perf_counter()
         step.train()
         epoch_sampler.set_epoch(epoch)
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss, vg, qz, samples
+        sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, vg MSE, qz, samples, vg NMSE
         with bar(total=len(sampler) * dist.world, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="pattern",
                  disable=not dist.main) as pbar:
             for batch in loader:
@@ -378,16 +383,18 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
                 sched.step()
                 n = batch["cbed"].shape[0]
                 # one device-to-host copy per step, not three
-                value, vg, qz = torch.stack([loss.detach(), parts["vg_mse"], parts["qz_wmse"]]).tolist()
-                sums = [sums[0] + value * n, sums[1] + vg * n, sums[2] + qz * n, sums[3] + n]
+                value, vg, qz, nmse = torch.stack([loss.detach(), parts["vg_mse"], parts["qz_wmse"],
+                                                   parts["vg_nmse"]]).tolist()
+                sums = [sums[0] + value * n, sums[1] + vg * n, sums[2] + qz * n, sums[3] + n, sums[4] + nmse * n]
                 pbar.update(n * dist.world)
                 pbar.set_postfix(loss=f"{value:.4g}")
-        loss_sum, vg_sum, qz_sum, n_seen = dist.all_sum(sums)
+        loss_sum, vg_sum, qz_sum, n_seen, nmse_sum = dist.all_sum(sums)
         dist.sync_buffers(model)
         train_seconds = time.perf_counter() - t0
-        val = evaluate_split(model, val_ds, dist, cfg["batch_size"], weights, use_amp)
+        val = evaluate_split(model, val_ds, dist, cfg["batch_size"], weights, use_amp, cfg["vg_loss"])
         row = {"epoch": epoch + 1, "train_loss": loss_sum / n_seen, "train_vg_mse": vg_sum / n_seen,
-               "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"], "val_vg_mse": val["vg_mse"],
+               "train_vg_nmse": nmse_sum / n_seen, "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"], "val_vg_mse": val["vg_mse"],
+               "val_vg_nmse": val["vg_nmse"],
                "val_qz_wmse": val["qz_wmse"], "lr": opt.param_groups[0]["lr"],
                "samples_per_s": n_seen / train_seconds, "seconds": time.perf_counter() - t0}
         if loss_fn.log_var is not None:
@@ -408,9 +415,9 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
             plot = last or time.perf_counter() - drawn >= 10.0
             _write_metrics(out, history, plot)
             drawn = time.perf_counter() if plot else drawn
-            log.info("epoch %d/%d: train loss %.4g, val vg MSE %.4g, val qz wMSE %.4g, %.1f patterns/s",
-                     epoch + 1, cfg["epochs"], row["train_loss"], row["val_vg_mse"], row["val_qz_wmse"],
-                     row["samples_per_s"])
+            log.info("epoch %d/%d: train loss %.4g, val vg MSE %.4g (NMSE %.3g), val qz wMSE %.4g, %.1f patterns/s",
+                     epoch + 1, cfg["epochs"], row["train_loss"], row["val_vg_mse"], row["val_vg_nmse"],
+                     row["val_qz_wmse"], row["samples_per_s"])
         dist.barrier()
         ran += 1
     else:
