@@ -8,7 +8,8 @@ true V_g) within a radius, and the report gives, per method, dose and thickness:
 * precision, recall and F1 of the Bragg peaks (micro-averaged over patterns);
 * position error of matched peaks, in pixels and Å⁻¹;
 * Pearson correlation of the intensities of matched peaks with the true V_g (zero beam left out);
-* q_z error at matched peaks (model only), Å⁻¹.
+* q_z error at matched peaks (model only), Å⁻¹, beside the error of predicting q_z = 0 there
+  (the label's own mean |q_z|): a model whose q_z error is not below it has not learned q_z.
 
 Writes ``report.json``, ``metrics_vs_thickness.png`` and ``worst.png`` (the patterns where
 the model does worst: input, label, prediction, baseline peaks).
@@ -64,6 +65,7 @@ class _Tally:
     i_pred: list = field(default_factory=list)
     i_true: list = field(default_factory=list)
     qz_err: list = field(default_factory=list)
+    qz_zero_err: list = field(default_factory=list)  # |q_z| of the label at the same peaks: the error of q_z = 0
     patterns: int = 0
 
     def summary(self) -> dict:
@@ -75,7 +77,8 @@ class _Tally:
                 "position_error_px": float(np.mean(self.err_px)) if self.err_px else None,
                 "position_error_invA": float(np.mean(self.err_invA)) if self.err_invA else None,
                 "intensity_pearson_r": corr,
-                "qz_mae_invA": float(np.mean(self.qz_err)) if self.qz_err else None}
+                "qz_mae_invA": float(np.mean(self.qz_err)) if self.qz_err else None,
+                "qz_mae_zero_invA": float(np.mean(self.qz_zero_err)) if self.qz_zero_err else None}
 
 
 def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_invA, pred_values: np.ndarray | None,
@@ -94,6 +97,7 @@ def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_in
     if qz_pred is not None:
         pi = np.clip(np.rint(pred.pos_px[mp]).astype(int), 0, [h - 1, w - 1])
         out["qz_err"] = np.abs(qz_pred[pi[:, 0], pi[:, 1]] - qz_true[ti[:, 0], ti[:, 1]])[off_zero]
+        out["qz_zero_err"] = np.abs(qz_true[ti[:, 0], ti[:, 1]])[off_zero]
     return out
 
 
@@ -107,6 +111,7 @@ def _add(t: _Tally, s: dict) -> None:
     t.i_true.extend(s["i_true"].tolist())
     t.i_pred.extend(s["i_pred"].tolist())
     t.qz_err.extend(s.get("qz_err", np.zeros(0)).tolist())
+    t.qz_zero_err.extend(s.get("qz_zero_err", np.zeros(0)).tolist())
 
 
 def _dose_name(dose) -> str:
@@ -234,10 +239,10 @@ def _zero_value(peaks: Peaks, shape, radius_px: float) -> float:
 def format_table(report: dict) -> str:
     """Model against baseline per dose: F1, precision, recall, position error, intensity r, q_z error."""
     lines = [f"{'dose (e/pattern)':>16s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'err px':>7s} "
-             f"{'err 1/Å':>8s} {'I r':>6s} {'qz MAE 1/Å':>11s}"]
+             f"{'err 1/Å':>8s} {'I r':>6s} {'qz MAE 1/Å':>11s} {'(q_z=0)':>8s}"]
 
     def f(v, fmt):
-        return format(v, fmt) if v is not None else "-"
+        return format(v, fmt) if v is not None else "-".rjust(int(fmt.split(".")[0]))
 
     sections = [("all thicknesses", report["by_dose"])]
     thick = report.get("by_dose_thick")
@@ -251,5 +256,5 @@ def format_table(report: dict) -> str:
                 lines.append(f"{dose:>16s} {m:>9s} {f(s['f1'], '6.3f')} {f(s['precision'], '6.3f')} "
                              f"{f(s['recall'], '6.3f')} {f(s['position_error_px'], '7.3f')} "
                              f"{f(s['position_error_invA'], '8.4f')} {f(s['intensity_pearson_r'], '6.3f')} "
-                             f"{f(s['qz_mae_invA'], '11.4f')}")
+                             f"{f(s['qz_mae_invA'], '11.4f')} {f(s.get('qz_mae_zero_invA'), '8.4f')}")
     return "\n".join(lines)

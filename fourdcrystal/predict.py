@@ -119,18 +119,25 @@ def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
 
 
 def quality_note(card: dict) -> str | None:
-    """A note when the card's own test evaluation has the model behind the classical baseline."""
+    """A note when the card's own test evaluation has the model behind the classical baseline, or its q_z
+    error no lower than that of predicting q_z = 0 (the label's mean |q_z|)."""
     ev = card.get("release", {}).get("test_evaluation", {})
     table = ev.get("by_dose_thick") or ev.get("by_dose")
+    where = f"patterns ≥ {ev.get('thick_from_A', 0) / 10:g} nm thick" if ev.get("by_dose_thick") else "its test split"
+    notes = []
     try:
-        model, base = table["model"]["clean"]["f1"], table["baseline"]["clean"]["f1"]
+        model_row, base = table["model"]["clean"], table["baseline"]["clean"]["f1"]
+        f1 = model_row["f1"]
     except (KeyError, TypeError):
         return None
-    if model >= base:
-        return None
-    where = f"patterns ≥ {ev['thick_from_A'] / 10:g} nm thick" if ev.get("by_dose_thick") else "its test split"
-    return (f"model {card.get('name', '?')}: on {where} its Bragg-peak F1 is {model:.2f}, below the classical "
-            f"baseline's {base:.2f} (see its card); add --baseline to get both")
+    if f1 < base:
+        notes.append(f"model {card.get('name', '?')}: on {where} its Bragg-peak F1 is {f1:.2f}, below the classical "
+                     f"baseline's {base:.2f} (see its card); add --baseline to get both")
+    qz, qz0 = model_row.get("qz_mae_invA"), model_row.get("qz_mae_zero_invA")
+    if qz is not None and qz0 and qz >= 0.9 * qz0:
+        notes.append(f"model {card.get('name', '?')}: on {where} its q_z error ({qz:.4f} Å⁻¹) is not below that of "
+                     f"predicting q_z = 0 ({qz0:.4f} Å⁻¹); its q_z values carry no information yet")
+    return "; ".join(notes) or None
 
 
 def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | None:

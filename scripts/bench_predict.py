@@ -1,6 +1,7 @@
 """Benchmark `fourdcrystal predict`: end-to-end patterns/s, model against the classical baseline, and memory.
 
     python scripts/bench_predict.py quickstart/model/model.pt                 # scans of 16², 32², 64² positions
+    python scripts/bench_predict.py release --sides 8,32                      # the model shipped in the package
     python scripts/bench_predict.py MODEL --sides 32,128 --device cuda --chunk 512
 
 For each scan size a synthetic 4D-STEM file is written (disks of a crystal lattice at the model's
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fourdcrystal.training.card import read_card, resolve_weights  # noqa: E402
 
 
 def synthetic_scan(path: Path, card: dict, side: int, seed: int = 0) -> Path:
@@ -54,7 +57,7 @@ def child(args) -> None:
     from fourdcrystal.predict import PredictConfig, predict
 
     cfg = PredictConfig(chunk_positions=args.chunk, batch_size=args.batch_size, baseline=True, device=args.device)
-    card = json.loads(Path(args.model).with_suffix(".json").read_text())
+    card = read_card(resolve_weights(args.model))
     res = predict(args.model, args.data, args.out, cfg, {"k_pixel_invA": float(np.mean(card["input"]["k_sampling_invA"])),
                                                          "energy_eV": card["input"]["energy_eV"],
                                                          "semiangle_mrad": card["input"]["semiangle_mrad"]},
@@ -76,7 +79,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args)
-    card = json.loads(Path(args.model).with_suffix(".json").read_text())
+    card = read_card(resolve_weights(args.model))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for side in (int(s) for s in args.sides.split(",")):

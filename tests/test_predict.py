@@ -315,3 +315,11 @@ def test_quality_note_reads_the_cards_own_evaluation():
     note = quality_note(card(0.08, 0.29))
     assert "F1 is 0.08, below the classical baseline's 0.29" in note and "≥ 30 nm" in note
     assert quality_note(card(0.5, 0.29)) is None and quality_note({"name": "x"}) is None
+    # q_z with no skill: its error at the matched peaks is that of predicting q_z = 0
+    no_qz = card(0.5, 0.29)
+    no_qz["release"]["test_evaluation"]["by_dose_thick"]["model"]["clean"].update(
+        qz_mae_invA=0.0016, qz_mae_zero_invA=0.0017)
+    note = quality_note(no_qz)
+    assert "q_z error (0.0016 Å⁻¹) is not below that of predicting q_z = 0 (0.0017 Å⁻¹)" in note and "F1" not in note
+    no_qz["release"]["test_evaluation"]["by_dose_thick"]["model"]["clean"]["qz_mae_invA"] = 0.0008
+    assert quality_note(no_qz) is None

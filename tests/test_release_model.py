@@ -46,6 +46,8 @@ def test_card_states_data_metrics_and_range():
     for dose, model_row in ev["by_dose_thick"]["model"].items():
         assert model_row["f1"] > ev["by_dose_thick"]["baseline"][dose]["f1"], dose
     assert card["training"]["config"]["augment"]["enabled"]
+    # q_z is reported against the error of predicting q_z = 0 at the same peaks
+    assert ev["by_dose_thick"]["model"]["clean"]["qz_mae_zero_invA"] > 0
 
 
 def test_predict_without_model_finds_the_reflections(tmp_path):
