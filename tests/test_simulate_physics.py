@@ -199,3 +199,33 @@ def test_frozen_phonons_are_seeded_and_smear_vg(silicon):
     i, j = _pixel(np.array([4.0, 0.0]) / A_SI, k)
     cc = 24
     assert a.vg[0][cc + i, cc + j] < static.vg[0][cc + i, cc + j]  # Debye–Waller damping of (400)
+
+
+def test_potential_bits_are_the_same_in_every_process(monkeypatch):
+    # abTEM plans its FFTs with FFTW_MEASURE by default, which times algorithms and so picks a
+    # different one (different rounding) from one process to the next: the same specimen gave
+    # potentials, hence labels and patterns, that differed in the last bits between two runs
+    # (1 run in 3 for this Si slab, measured). The potential must be built with timing-free plans.
+    import subprocess
+    import sys
+
+    import abtem
+
+    seen = []
+    build = abtem.Potential.build
+
+    def spy(self, *args, **kwargs):
+        seen.append(abtem.config.get("fftw.planning_effort"))
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(abtem.Potential, "build", spy)
+    from ase.build import bulk
+
+    engine.build_slices(bulk("Si", "diamond", a=5.431, cubic=True).repeat((2, 2, 1)), (32, 32), 2.0, 5.431)
+    assert seen == ["FFTW_ESTIMATE"]
+    code = ("import hashlib; from ase.build import bulk; from fourdcrystal.simulation.engine import build_slices; "
+            "s = build_slices(bulk('Si', 'diamond', a=5.431, cubic=True).repeat((4, 4, 2)), (128, 128), 2.0, 10.0); "
+            "print(hashlib.sha256(s.potential.tobytes()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+               for _ in range(3)}
+    assert len(digests) == 1, digests

@@ -82,6 +82,7 @@ def build_slices(atoms, gpts: tuple[int, int], target_slice_A: float, max_thickn
     With ``period_z_A`` the potential of one period (atoms with z < p) is sliced once and
     repeated; the slab then needs ceil(T / dz) slices in all.
     """
+    import abtem
     from abtem import Potential
 
     n_unit, dz = slice_plan(max_thickness_A, period_z_A, target_slice_A)
@@ -97,7 +98,11 @@ def build_slices(atoms, gpts: tuple[int, int], target_slice_A: float, max_thickn
     unit.pbc = True
     pot = Potential(unit, gpts=gpts, slice_thickness=(dz,) * n_unit, parametrization=parametrization,
                     projection="infinite")
-    with _single_numba_thread():  # abTEM sums atoms in numba threads: the order, hence rounding, follows the count
+    # abTEM sums atoms in numba threads: the order, hence rounding, follows the count. Its FFTs plan with
+    # FFTW_MEASURE, which times candidate algorithms and so picks a different one (different rounding)
+    # from one process to the next; FFTW_ESTIMATE plans without timing, so the same specimen gives the
+    # same potential bits in every process
+    with _single_numba_thread(), abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
         array = np.asarray(pot.build(lazy=False).array, dtype=np.float32)
     order = np.arange(n_total) % n_unit
     return SliceStack(potential=array, order=order, slice_thickness_A=dz, sampling_A=(lx / gpts[0], ly / gpts[1]))
