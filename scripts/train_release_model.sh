@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the model shipped in fourdcrystal/data/ from scratch (configs/release.yaml):
-#   bash scripts/train_release_model.sh                 # CPU or the first GPU (device auto)
-#   DEVICE=cuda EPOCHS=40 bash scripts/train_release_model.sh
+#   bash scripts/train_release_model.sh                 # CPU or the first GPU (device auto); the shipped
+#                                                       # model: 16 epochs on 2 CPU cores, about an hour
+#   DEVICE=cuda EPOCHS=60 bash scripts/train_release_model.sh   # a longer run on a GPU (a new model)
 # Every stage resumes if the script is run again after an interruption.
 set -euo pipefail
 CONFIG=${CONFIG:-configs/release.yaml}
