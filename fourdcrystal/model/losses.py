@@ -26,23 +26,26 @@ def vg_mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred.float() - true.float()) ** 2)
 
 
-def vg_peak_weighted_mse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float) -> torch.Tensor:
-    """Σ w·(pred − true)² / Σ w with w = 1 + peak_weight·max(true, 0), the zero beam at w = 1."""
-    if peak_weight == 0:
-        return vg_mse(pred, true)
-    t = true.float()
-    w = 1.0 + peak_weight * t.clamp_min(0.0)
+def vg_pixel_weights(true: torch.Tensor, peak_weight: float) -> torch.Tensor:
+    """w = 1 + peak_weight·max(true, 0) per pixel, the zero beam (pixel (H//2, W//2)) at w = 1."""
+    w = 1.0 + peak_weight * true.float().clamp_min(0.0)
     h, wd = w.shape[-2:]
     w[..., h // 2, wd // 2] = 1.0
-    return (w * (pred.float() - t) ** 2).sum() / w.sum()
+    return w
+
+
+def vg_peak_weighted_mse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float) -> torch.Tensor:
+    """Σ w·(pred − true)² / Σ w with the weights of :func:`vg_pixel_weights`."""
+    if peak_weight == 0:
+        return vg_mse(pred, true)
+    w = vg_pixel_weights(true, peak_weight)
+    return (w * (pred.float() - true.float()) ** 2).sum() / w.sum()
 
 
 def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0) -> torch.Tensor:
-    """Σ w·(pred − true)² / Σ w·true² with w = 1 + peak_weight·max(true, 0), the zero beam at w = 1."""
+    """Σ w·(pred − true)² / Σ w·true² with the weights of :func:`vg_pixel_weights`."""
     t = true.float()
-    w = 1.0 + peak_weight * t.clamp_min(0.0)
-    h, wd = w.shape[-2:]
-    w[..., h // 2, wd // 2] = 1.0
+    w = vg_pixel_weights(t, peak_weight)
     return (w * (pred.float() - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
 
 

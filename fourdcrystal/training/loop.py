@@ -393,9 +393,9 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
         train_seconds = time.perf_counter() - t0
         val = evaluate_split(model, val_ds, dist, cfg["batch_size"], weights, use_amp, cfg["vg_loss"])
         row = {"epoch": epoch + 1, "train_loss": loss_sum / n_seen, "train_vg_mse": vg_sum / n_seen,
-               "train_vg_nmse": nmse_sum / n_seen, "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"], "val_vg_mse": val["vg_mse"],
-               "val_vg_nmse": val["vg_nmse"],
-               "val_qz_wmse": val["qz_wmse"], "lr": opt.param_groups[0]["lr"],
+               "train_vg_nmse": nmse_sum / n_seen, "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"],
+               "val_vg_mse": val["vg_mse"], "val_vg_nmse": val["vg_nmse"], "val_qz_wmse": val["qz_wmse"],
+               "lr": opt.param_groups[0]["lr"],
                "samples_per_s": n_seen / train_seconds, "seconds": time.perf_counter() - t0}
         if loss_fn.log_var is not None:
             row["task_weights"] = [float(x) for x in torch.exp(-loss_fn.log_var.detach().cpu())]
