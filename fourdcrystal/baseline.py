@@ -18,8 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
-from .peaks import PeakConfig, Peaks, find_peaks
+from .peaks import PeakConfig, Peaks, dft_refine, find_peaks, parabolic_offsets
+
+
+KERNELS = ("flat", "gaussian", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -27,16 +31,45 @@ class BaselineConfig:
     corr_power: float = 1.0  # 1: cross-correlation, 0: phase correlation
     sigma_px: float = 1.0  # Gaussian smoothing of the correlation map, pixels (0 = none)
     peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.01, subpixel="dft"))
+    kernel: str = "flat"  # flat | gaussian | sigmoid: the probe alone, or minus a zero-sum surround
+    kernel_width: float = 2.0  # gaussian: its sigma in units of the probe's rms radius
+    kernel_radii: tuple = (1.0, 2.0)  # sigmoid: where the subtracted disk's edge starts and ends, in disk radii
 
 
-def probe_kernel(probe: np.ndarray) -> np.ndarray:
-    """The probe moved so that q = 0 (pixel (H//2, W//2)) sits at pixel (0, 0), normalised to sum 1.
+def probe_kernel(probe: np.ndarray, config: BaselineConfig | None = None) -> np.ndarray:
+    """The correlation template: the probe moved so that q = 0 (pixel (H//2, W//2)) sits at pixel (0, 0),
+    normalised to sum 1; for the ``gaussian`` and ``sigmoid`` kernels a normalised surround is subtracted,
+    so the template sums to zero.
 
-    A disk found at pixel p of the correlation is then a disk centred at p in the pattern.
+    A disk found at pixel p of the correlation is then a disk centred at p in the pattern. A
+    zero-sum template (py4DSTEM's edge-filtering kernels) answers to disk edges rather than to
+    the mean level, which takes out slowly varying backgrounds and the zero beam's halo:
+    ``gaussian`` subtracts a Gaussian of ``kernel_width`` times the probe's rms radius,
+    ``sigmoid`` a disk of ``kernel_radii[0]`` disk radii whose edge falls as cos² to zero at
+    ``kernel_radii[1]``.
     """
-    k = np.fft.ifftshift(np.asarray(probe, dtype=np.float64))
+    p = np.asarray(probe, dtype=np.float64)
+    k = np.fft.ifftshift(p)
     s = k.sum()
-    return k / s if s != 0 else k
+    k = k / s if s != 0 else k
+    mode = "flat" if config is None else config.kernel
+    if mode == "flat" or s == 0:
+        return k
+    h, w = p.shape
+    di = np.fft.fftfreq(h, 1.0 / h)[:, None]  # signed pixel offsets from pixel (0, 0), wrapped
+    dj = np.fft.fftfreq(w, 1.0 / w)[None, :]
+    r2 = di**2 + dj**2
+    if mode == "gaussian":
+        rms2 = float((r2 * k).sum())  # the probe's second moment about q = 0, px²
+        surround = np.exp(-r2 / (2 * rms2 * config.kernel_width**2))
+    elif mode == "sigmoid":
+        radius = np.sqrt((p >= 0.5 * p.max()).sum() / np.pi)  # the disk's radius from its area, px
+        ri, ro = (f * radius for f in config.kernel_radii)
+        t = np.clip((np.sqrt(r2) - ri) / max(ro - ri, 1e-9), 0.0, 1.0)
+        surround = np.cos(np.pi / 2 * t) ** 2
+    else:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {mode!r}")
+    return k - surround / surround.sum()
 
 
 def correlation_spectrum(pattern: np.ndarray, kernel_fft: np.ndarray, corr_power: float) -> np.ndarray:
@@ -55,24 +88,90 @@ def gaussian_transfer(shape: tuple[int, int], sigma_px: float) -> np.ndarray:
     return np.exp(-2 * np.pi**2 * sigma_px**2 * (ki**2 + kj**2))
 
 
-def find_bragg_disks(pattern: np.ndarray, probe: np.ndarray, config: BaselineConfig = BaselineConfig()) -> Peaks:
+def find_bragg_disks(pattern: np.ndarray, probe: np.ndarray, config: BaselineConfig = BaselineConfig(),
+                     mask: np.ndarray | None = None) -> Peaks:
     """Disk centres (pixels) and correlation intensities of one pattern, strongest first."""
-    return find_bragg_disks_batch(np.asarray(pattern)[None], probe, config)[0]
+    return find_bragg_disks_batch(np.asarray(pattern)[None], probe, config, mask)[0]
 
 
-def find_bragg_disks_batch(patterns: np.ndarray, probe: np.ndarray,
-                           config: BaselineConfig = BaselineConfig()) -> list[Peaks]:
-    """:func:`find_bragg_disks` for a stack (n, H, W) sharing one probe (its FFT is done once)."""
+def correlations(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig):
+    """(smoothed correlation map, unsmoothed spectrum G) of each pattern of a stack (n, H, W).
+
+    ``probe`` is (H, W), shared (its FFT is done once), or (n, H, W).
+    """
     patterns = np.asarray(patterns)
     shape = patterns.shape[-2:]
-    if np.asarray(probe).shape != shape:
-        raise ValueError(f"probe shape {np.asarray(probe).shape} differs from the patterns' {shape}")
-    kf = np.fft.fft2(probe_kernel(probe))
+    probe = np.asarray(probe)
+    if probe.shape[-2:] != shape:
+        raise ValueError(f"probe shape {probe.shape} differs from the patterns' {shape}")
+    shared = np.fft.fft2(probe_kernel(probe, config)) if probe.ndim == 2 else None
     smooth = gaussian_transfer(shape, config.sigma_px) if config.sigma_px > 0 else None
-    out = []
-    for p in patterns:
+    for n, p in enumerate(patterns):
+        kf = shared if shared is not None else np.fft.fft2(probe_kernel(probe[n], config))
         g = correlation_spectrum(p, kf, config.corr_power)
         # the kernel is centred on pixel (0, 0): a disk at p gives a correlation peak at p
-        corr = np.real(np.fft.ifft2(g * smooth if smooth is not None else g))
-        out.append(find_peaks(corr, config.peaks, spectrum=g))  # DFT refinement on the unsmoothed map
+        yield np.real(np.fft.ifft2(g * smooth if smooth is not None else g)), g
+
+
+def find_bragg_disks_batch(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig = BaselineConfig(),
+                           mask: np.ndarray | None = None) -> list[Peaks]:
+    """:func:`find_bragg_disks` for a stack (n, H, W); ``probe`` (H, W) shared or (n, H, W).
+
+    ``mask`` (H, W) bool: disks are reported only where it is True.
+    """
+    # DFT refinement works on the unsmoothed spectrum
+    return [find_peaks(corr, config.peaks, spectrum=g, mask=mask) for corr, g in correlations(patterns, probe, config)]
+
+
+def refine_positions(patterns: np.ndarray, probe: np.ndarray, positions: list[np.ndarray],
+                     config: BaselineConfig = BaselineConfig(), search_px: float = 1.5) -> list[np.ndarray]:
+    """Move peaks found elsewhere (the model's) onto the probe correlation of the measured patterns.
+
+    For each position (pixels, from the model's V_g) the maximum of the pattern's correlation
+    with the probe within ``search_px`` is taken and refined to sub-pixel precision with
+    ``config.peaks.subpixel`` (parabola, or DFT up-sampling of the unsmoothed correlation). Where the
+    window holds no correlation maximum (no disk there) the position is kept. The
+    correlation sums the counts of the whole disk, so its maximum is placed better than the
+    maximum of a network output when the pattern is noisy.
+
+    Parameters
+    ----------
+    patterns : (n, H, W) measured patterns, q = 0 at (H//2, W//2).
+    probe : (H, W) or (n, H, W) vacuum probe(s), same grid.
+    positions : n arrays (m_k, 2) of peak positions, pixels (axis 0, axis 1).
+    config : correlation power and smoothing of the correlation, and the sub-pixel mode.
+    search_px : radius of the search window around each position, pixels.
+
+    Returns
+    -------
+    n arrays (m_k, 2): refined positions, pixels.
+    """
+    r = int(np.ceil(search_px))
+    di, dj = np.mgrid[-r:r + 1, -r:r + 1]
+    inside = (di**2 + dj**2 <= search_px**2).ravel()
+    di, dj = di.ravel()[inside], dj.ravel()[inside]
+    out = []
+    for (corr, g), pos in zip(correlations(patterns, probe, config), positions):
+        pos = np.asarray(pos, float).reshape(-1, 2)
+        if len(pos) == 0:
+            out.append(pos)
+            continue
+        h, w = corr.shape
+        base = np.rint(pos).astype(int)
+        ci = np.clip(base[:, :1] + di[None], 0, h - 1)
+        cj = np.clip(base[:, 1:] + dj[None], 0, w - 1)
+        k = np.argmax(corr[ci, cj], axis=1)
+        ij = np.stack([ci[np.arange(len(pos)), k], cj[np.arange(len(pos)), k]], axis=1)
+        if config.peaks.subpixel == "none":
+            new = ij.astype(float)
+        elif config.peaks.subpixel == "dft":
+            new = dft_refine(g, ij + parabolic_offsets(corr, ij), config.peaks.upsample)
+        else:
+            new = ij + parabolic_offsets(corr, ij)
+        # no correlation maximum inside the window (the window's best is on its rim, or the
+        # refinement left it): no disk to refine on, the position stays where it was
+        peak = corr[ij[:, 0], ij[:, 1]] >= ndimage.maximum_filter(corr, size=3, mode="nearest")[ij[:, 0], ij[:, 1]]
+        stay = ~peak | (np.linalg.norm(new - pos, axis=1) > search_px)
+        new[stay] = pos[stay]
+        out.append(new)
     return out

@@ -69,6 +69,87 @@ class Resampler:
         p = np.asarray(patterns, dtype=np.float32)
         return np.matmul(np.matmul(self.a, p), self.b.T)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.a.shape[0], self.b.shape[0]
+
+    def coverage(self, detector_valid: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) fraction of each model pixel that lies on valid detector pixels (1 well inside).
+
+        ``detector_valid`` (K_x, K_y; True or 1 where the detector recorded data) defaults to the
+        whole detector.
+        """
+        if detector_valid is None:
+            return np.outer(self.a.sum(1), self.b.sum(1))
+        return self(np.asarray(detector_valid, np.float32)[None])[0]
+
+
+def detector_grid_shape(in_shape: tuple[int, int], in_dk_invA, centre_px, out_dk_invA,
+                        multiple: int = 1) -> tuple[int, int]:
+    """The smallest model grid that holds the whole detector.
+
+    Parameters
+    ----------
+    in_shape : detector pixels (K_x, K_y).
+    in_dk_invA : detector pixel size, Å⁻¹ (one number or one per axis).
+    centre_px : the zero beam on the detector, pixels (axis 0, axis 1).
+    out_dk_invA : the model's pixel size, Å⁻¹.
+    multiple : each side is rounded up to a multiple of this (2^depth for a U-Net).
+
+    Returns
+    -------
+    (H, W) with q = 0 at (H//2, W//2) and every detector pixel's q on the grid: output pixel o
+    sits at q = (o − n//2)·dk_out, so n//2 must reach the far edge below the centre and
+    n − 1 − n//2 the far edge above it.
+    """
+    dki = np.broadcast_to(np.asarray(in_dk_invA, float), (2,))
+    dko = np.broadcast_to(np.asarray(out_dk_invA, float), (2,))
+    out = []
+    for n_in, c, di, do in zip(in_shape, centre_px, dki, dko):
+        below = (c + 0.5) * di / do  # q-distance from the zero beam to the detector's outer pixel edges, model px
+        above = (n_in - 0.5 - c) * di / do
+        n = max(2 * int(np.ceil(below - 1e-9)), 2 * int(np.ceil(above - 1e-9)) + 1, 1)
+        out.append(int(np.ceil(n / multiple) * multiple))
+    return out[0], out[1]
+
+
+def usable_region(coverage: np.ndarray, margin_px: float, min_coverage: float = 0.99) -> np.ndarray:
+    """Model pixels where peaks may be reported: fully on recorded data, and ``margin_px`` from anything else.
+
+    A disk whose centre lies less than its radius from the edge of the data is cut: its
+    correlation peak and the network's output there are biased, so the default margin is about
+    one disk radius. Beyond the grid counts as no data.
+    """
+    valid = np.asarray(coverage) >= min_coverage
+    r = int(np.ceil(margin_px))
+    if r > 0:
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        valid = ndimage.binary_erosion(valid, structure=yy**2 + xx**2 <= margin_px**2, border_value=0)
+    return valid
+
+
+def dead_lines(mean_pattern: np.ndarray) -> np.ndarray:
+    """Detector pixels of whole rows or columns, running in from an edge, that recorded nothing.
+
+    A row or column is empty when its mean counts are zero (or non-finite) everywhere; the empty
+    ones counted from each edge of the detector up to the first that is not are dead. That is
+    how a dead half or the unrecorded frame around a cropped acquisition looks. Zeros elsewhere
+    are left alone: between sharp Bragg disks, or at low dose, pixels that caught no electron
+    are not dead, and masking them (with the margin kept around dead areas) would hide real
+    disks next to them. Other bad areas (a chip gap, a beam stop): ``predict --mask``.
+    """
+    empty = ~(np.isfinite(mean_pattern) & (mean_pattern != 0))
+    dead = np.zeros(empty.shape, bool)
+    for axis, lines in ((0, empty.all(axis=1)), (1, empty.all(axis=0))):
+        run = np.zeros(len(lines), bool)
+        run |= np.logical_and.accumulate(lines)  # from the first edge inward
+        run |= np.logical_and.accumulate(lines[::-1])[::-1]  # from the last edge inward
+        if axis == 0:
+            dead[run, :] = True
+        else:
+            dead[:, run] = True
+    return dead
+
 
 def aperture_disk(shape: tuple[int, int], dk_invA, radius_invA: float, supersample: int = 8) -> np.ndarray:
     """The vacuum probe of an ideal aperture: a disk of ``radius_invA`` centred on (H//2, W//2).

@@ -7,6 +7,7 @@ Every user-facing problem is raised as :class:`FourdError` and printed here as o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -385,6 +386,36 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domai
                f"+ model.json")
 
 
+def _doses(text: str) -> list:
+    """``clean,1e5,1e4`` → [None, 1e5, 1e4]; one line naming --doses when malformed."""
+    dose_list = []
+    for d in text.split(","):
+        d = d.strip()
+        if d.lower() in ("clean", "none", "inf"):
+            dose_list.append(None)
+            continue
+        try:
+            value = float(d)
+        except ValueError:
+            value = -1.0
+        if not (value > 0 and math.isfinite(value)):
+            raise FourdError(f"--doses: {d!r} is not a dose; expected electrons per pattern > 0 or 'clean'")
+        dose_list.append(value)
+    if not dose_list:
+        raise FourdError("--doses: give at least one dose or 'clean'")
+    return dose_list
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise FourdError(f"--limit must be >= 1, got {limit}")
+
+
+def _check_fraction(value: float, option: str) -> None:
+    if not 0 <= value < 1:
+        raise FourdError(f"{option} must be a fraction of the zero beam in [0, 1), got {value}")
+
+
 @cli.command("evaluate")
 @click.argument("model", type=click.Path())
 @click.argument("dataset", type=click.Path())
@@ -395,22 +426,27 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domai
               help="Electron doses per pattern, comma-separated; 'clean' = the noise-free simulation.")
 @click.option("--match-radius", type=float, default=2.0, show_default=True,
               help="A peak within this many pixels of a label peak counts as found.")
-@click.option("--min-relative", type=float, default=0.05, show_default=True,
-              help="Label and model peaks: maxima ≥ this fraction of the zero beam's V_g.")
+@click.option("--label-min-relative", type=float, default=0.05, show_default=True,
+              help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
+@click.option("--min-relative", type=float,
+              help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's. "
+                   "[default: the threshold tuned on the validation split, from the model card]")
 @click.option("--limit", type=int, help="Only the first N patterns of the split.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per model batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shot noise.")
-@click.option("--thick-from", "thick_from_A", type=float, default=300.0, show_default=True,
+@click.option("--thick-from", "thick_from_A", type=float, default=200.0, show_default=True,
               help="Also report the patterns at least this thick (Å) together.")
-def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, limit, batch_size, device,
-                 seed, thick_from_A) -> None:
+def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_relative, min_relative, limit, batch_size,
+                 device, seed, thick_from_A) -> None:
     """Compare MODEL (model.pt with its card; "release": the shipped model) and the classical baseline on DATASET.
 
-    Both methods see the same patterns, clean and at each dose. Peaks are matched to the maxima
-    of the true V_g; the report gives precision, recall, F1, position error (px and Å⁻¹),
-    intensity correlation and q_z error by dose and thickness. Writes OUT/report.json,
-    OUT/metrics_vs_thickness.png and OUT/worst.png, and prints the table.
+    Both methods see the same patterns, clean and at each dose, and use the peak settings tuned
+    on the validation split and stored in the model card (fourdcrystal tune). Peaks are matched
+    to the maxima of the true V_g; the report gives precision, recall, F1, rms position error
+    (px and Å⁻¹), mean radial offset, intensity correlation and q_z error, by dose and by
+    thickness (< 20, 20–40, ≥ 40 nm). Writes OUT/report.json, OUT/metrics_vs_thickness.png and
+    OUT/worst.png, and prints the table.
     """
     from pathlib import Path
 
@@ -418,33 +454,64 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, min_relative, 
 
     from .evaluate import EvalConfig, evaluate, format_table
 
-    dose_list = []
-    for d in doses.split(","):
-        d = d.strip()
-        if d.lower() in ("clean", "none", "inf"):
-            dose_list.append(None)
-            continue
-        try:
-            value = float(d)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise FourdError(f"--doses: {d!r} is not a dose; expected electrons per pattern > 0 or 'clean'")
-        dose_list.append(value)
-    if not dose_list:
-        raise FourdError("--doses: give at least one dose or 'clean'")
-    if limit is not None and limit < 1:
-        raise FourdError(f"--limit must be >= 1, got {limit}")
+    dose_list = _doses(doses)
+    _check_limit(limit)
+    _check_fraction(label_min_relative, "--label-min-relative")
+    if min_relative is not None:
+        _check_fraction(min_relative, "--min-relative")
+    if not (match_radius > 0 and math.isfinite(match_radius)):
+        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
     base = EvalConfig()
     cfg = replace(base, split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
-                  label_peaks=replace(base.label_peaks, min_relative=min_relative),
-                  model_peaks=replace(base.model_peaks, min_relative=min_relative),
+                  label_peaks=replace(base.label_peaks, min_relative=label_min_relative),
+                  model_min_relative=min_relative,
                   limit=limit, batch_size=batch_size, seed=seed, thick_from_A=thick_from_A)
     out = Path(out) if out else Path(model).parent / "evaluation"
     report = evaluate(model, dataset, out, cfg, device=device)
     click.echo(f"{report['patterns']} {split} patterns of {dataset}")
     click.echo(format_table(report))
     click.echo(f"wrote {out / 'report.json'}, {out / 'metrics_vs_thickness.png'}, {out / 'worst.png'}")
+
+
+@cli.command("tune")
+@click.argument("model", type=click.Path())
+@click.argument("dataset", type=click.Path())
+@click.option("--split", type=click.Choice(["val", "train", "test"]), default="val", show_default=True,
+              help="The split to tune on (val: never trained on, never tested on).")
+@click.option("--doses", default="clean,1e5,1e4", show_default=True,
+              help="Electron doses per pattern, comma-separated; the mean F1 over them is maximised.")
+@click.option("--match-radius", type=float, default=2.0, show_default=True,
+              help="A peak within this many pixels of a label peak counts as found.")
+@click.option("--limit", type=int, help="Only the first N patterns of the split.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dry-run", is_flag=True, help="Print the chosen settings; do not write them into the card.")
+def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run) -> None:
+    """Choose the peak settings of MODEL and of the classical baseline on DATASET's validation split.
+
+    Grid search (the same patterns and Poisson draws for both methods): the model's V_g
+    threshold and spacing, the baseline's correlation power, smoothing (px), threshold and
+    spacing, each maximising the F1 averaged over the doses; then each method's sub-pixel
+    placement by rms position error. Writes the settings and their validation scores into
+    MODEL's card (section "peaks"); evaluate and predict use them from then on.
+    """
+    from dataclasses import replace
+
+    from .training.card import update_card
+    from .tune import TuneConfig, format_tuning, tune
+
+    _check_limit(limit)
+    if not (match_radius > 0 and math.isfinite(match_radius)):
+        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
+    cfg = replace(TuneConfig(), split=split, doses_e=tuple(_doses(doses)), match_radius_px=match_radius, limit=limit)
+    section = tune(model, dataset, cfg, device=device)
+    click.echo(f"tuned on {section['tuned_on']['patterns']} {split} patterns of {dataset}")
+    click.echo(format_tuning(section))
+    if dry_run:
+        return
+    update_card(model, "peaks", section)
+    from .training.card import card_path, resolve_weights
+
+    click.echo(f"wrote the settings into {card_path(resolve_weights(model))}")
 
 
 def _pair(text: str | None, option: str, kind=float, sep: str = ","):
@@ -477,15 +544,18 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr).")
 @click.option("--baseline", is_flag=True, help="Also run the classical detector (py4DSTEM-style) into the file.")
 @click.option("--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
-@click.option("--min-relative", type=float, default=0.05, show_default=True,
-              help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's.")
+@click.option("--min-relative", type=float,
+              help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's. [default: the threshold "
+                   "tuned on the validation split, from the model card]")
+@click.option("--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero where "
+                             "pixels are to be ignored (beam stop, bad pixels). Dead regions are found by themselves.")
 @click.option("--chunk", type=int, default=256, show_default=True, help="Scan positions read and processed together.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per network call.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--scheduler", help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
 def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
-                vacuum, centre, scan_shape, baseline, maps, min_relative, chunk, batch_size, device, scheduler,
+                vacuum, centre, scan_shape, baseline, maps, min_relative, mask, chunk, batch_size, device, scheduler,
                 overwrite) -> None:
     """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
 
@@ -494,8 +564,10 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
 
     DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib, and through RosettaSciIO
     .dm3/.dm4, EMPAD .xml, .blo, .hspy, Arina *_master.h5. Patterns are resampled to the model's
-    pixel size (Å⁻¹) and centred on the zero beam, read in chunks (memory stays flat), and the run
-    resumes where it stopped if killed. Writes OUT (HDF5: ragged Bragg vectors in Å⁻¹ per scan
+    pixel size (Å⁻¹) on a grid that holds the whole detector, centred on the zero beam, read in
+    chunks (memory stays flat), and the run resumes where it stopped if killed. Peaks are reported
+    only where the detector recorded data, one disk radius away from its edges, dead regions and
+    --mask; with the peak settings tuned on the validation split (model card). Writes OUT (HDF5: ragged Bragg vectors in Å⁻¹ per scan
     position, counts, virtual bright field, Bragg vector map) and OUT with .png (a summary).
     """
     from dataclasses import replace
@@ -510,14 +582,16 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
     if batch_size < 1:
         raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
     base = PredictConfig()
+    if min_relative is not None:
+        _check_fraction(min_relative, "--min-relative")
     cfg = replace(base, chunk_positions=chunk, batch_size=batch_size, baseline=baseline, save_maps=maps,
-                  device=device, peaks=replace(base.peaks, min_relative=min_relative))
+                  device=device, min_relative=min_relative)
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
     calibration = {"k_pixel_invA": k_pixel_invA, "camera_length_mm": camera_length_mm,
                    "detector_pixel_um": detector_pixel_um, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad}
     res = predict(model, data, out, cfg, calibration, probe=probe, vacuum=vacuum,
                   centre_px=_pair(centre, "--centre"), scan_shape=_pair(scan_shape, "--scan-shape", int, "x"),
-                  scheduler=scheduler, overwrite=overwrite)
+                  scheduler=scheduler, overwrite=overwrite, mask=mask)
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")

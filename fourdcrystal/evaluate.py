@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
-from .baseline import BaselineConfig, find_bragg_disks
 from .errors import FourdError
 from .peaks import PeakConfig, Peaks, find_peaks, match_peaks
 from .progress import bar
@@ -34,6 +33,9 @@ from .progress import bar
 log = logging.getLogger("fourdcrystal")
 
 METHODS = ("model", "baseline")
+
+
+THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report: < 20, 20–40, ≥ 40 nm
 
 
 @dataclass(frozen=True)
@@ -44,13 +46,13 @@ class EvalConfig:
     # V_g falls off slowly with |g| (it is the potential, not the intensity): label peaks are the
     # reflections holding ≥ 5% of the zero beam's V_g
     label_peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.05, max_peaks=400))
-    model_peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.05, max_peaks=400))
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    model_min_relative: float | None = None  # None: the model card's tuned threshold
+    margin_disk_radii: float = 1.0  # peaks closer than this many disk radii to the pattern's edge are not scored
     limit: int | None = None  # evaluate only the first N patterns of the split
     batch_size: int = 16
     worst: int = 4  # patterns in the gallery
     seed: int = 0
-    thick_from_A: float = 300.0  # also report the patterns at least this thick (Å) together
+    thick_from_A: float = 200.0  # also report the patterns at least this thick (Å) together
 
 
 @dataclass
@@ -62,6 +64,7 @@ class _Tally:
     matched: int = 0
     err_px: list = field(default_factory=list)
     err_invA: list = field(default_factory=list)
+    radial_px: list = field(default_factory=list)  # |q_pred| − |q_true| of matched peaks off the zero beam
     i_pred: list = field(default_factory=list)
     i_true: list = field(default_factory=list)
     qz_err: list = field(default_factory=list)
@@ -72,13 +75,20 @@ class _Tally:
         p, r, f1 = _prf(self.matched, self.pred, self.true)
         corr = (float(np.corrcoef(self.i_pred, self.i_true)[0, 1])
                 if len(self.i_pred) > 2 and np.std(self.i_pred) > 0 and np.std(self.i_true) > 0 else None)
+
+        def mean(v):
+            return float(np.mean(v)) if len(v) else None
+
+        def rms(v):
+            return float(np.sqrt(np.mean(np.square(v)))) if len(v) else None
+
         return {"patterns": self.patterns, "true_peaks": self.true, "predicted_peaks": self.pred,
                 "matched": self.matched, "precision": p, "recall": r, "f1": f1,
-                "position_error_px": float(np.mean(self.err_px)) if self.err_px else None,
-                "position_error_invA": float(np.mean(self.err_invA)) if self.err_invA else None,
+                "position_error_px": mean(self.err_px), "position_error_invA": mean(self.err_invA),
+                "position_rms_px": rms(self.err_px), "position_rms_invA": rms(self.err_invA),
+                "radial_offset_px": mean(self.radial_px),
                 "intensity_pearson_r": corr,
-                "qz_mae_invA": float(np.mean(self.qz_err)) if self.qz_err else None,
-                "qz_mae_zero_invA": float(np.mean(self.qz_zero_err)) if self.qz_zero_err else None}
+                "qz_mae_invA": mean(self.qz_err), "qz_mae_zero_invA": mean(self.qz_zero_err)}
 
 
 def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_invA, pred_values: np.ndarray | None,
@@ -89,9 +99,11 @@ def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_in
     h, w = true_vg.shape
     centre = np.array([h // 2, w // 2])
     ti = np.rint(true.pos_px[mt]).astype(int)
-    off_zero = np.linalg.norm(true.pos_px[mt] - centre, axis=1) > radius_px  # leave the zero beam out
+    r_true = np.linalg.norm(true.pos_px[mt] - centre, axis=1)
+    off_zero = r_true > radius_px  # leave the zero beam out
     out = {"true": len(true), "pred": len(pred), "matched": len(mp),
            "err_px": np.linalg.norm(d, axis=1), "err_invA": np.linalg.norm(d * np.asarray(dk_invA), axis=1),
+           "radial_px": (np.linalg.norm(pred.pos_px[mp] - centre, axis=1) - r_true)[off_zero],
            "i_true": true_vg[ti[:, 0], ti[:, 1]][off_zero],
            "i_pred": (pred.intensity[mp] if pred_values is None else pred_values[mp])[off_zero]}
     if qz_pred is not None:
@@ -106,36 +118,138 @@ def _add(t: _Tally, s: dict) -> None:
     t.true += s["true"]
     t.pred += s["pred"]
     t.matched += s["matched"]
-    t.err_px.extend(s["err_px"].tolist())
-    t.err_invA.extend(s["err_invA"].tolist())
-    t.i_true.extend(s["i_true"].tolist())
-    t.i_pred.extend(s["i_pred"].tolist())
-    t.qz_err.extend(s.get("qz_err", np.zeros(0)).tolist())
-    t.qz_zero_err.extend(s.get("qz_zero_err", np.zeros(0)).tolist())
+    for name in ("err_px", "err_invA", "radial_px", "i_true", "i_pred", "qz_err", "qz_zero_err"):
+        getattr(t, name).extend(s.get(name, np.zeros(0)).tolist())
 
 
 def _dose_name(dose) -> str:
     return "clean" if dose is None else f"{dose:.0e}"
 
 
+def thickness_bin(thickness_A: float) -> str:
+    """The report's thickness bin of a pattern: '<20 nm', '20-40 nm' or '>=40 nm'."""
+    lo, hi = THICKNESS_BINS_A
+    if thickness_A < lo:
+        return f"<{lo / 10:g} nm"
+    return f"{lo / 10:g}-{hi / 10:g} nm" if thickness_A < hi else f">={hi / 10:g} nm"
+
+
+def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pad (…, H, W) so both sides are multiples of ``multiple`` with q = 0 staying at (H//2, W//2).
+
+    Returns the padded stack and the offset (rows, columns) of the original pixel (0, 0).
+    """
+    h, w = images.shape[-2:]
+    hp, wp = (int(np.ceil(n / multiple) * multiple) for n in (h, w))
+    oi, oj = hp // 2 - h // 2, wp // 2 - w // 2
+    if (hp, wp) == (h, w):
+        return images, (0, 0)
+    out = np.zeros((*images.shape[:-2], hp, wp), images.dtype)
+    out[..., oi:oi + h, oj:oj + w] = images
+    return out, (oi, oj)
+
+
+@dataclass
+class Sample:
+    """One pattern of a split at one dose, on the model's (padded) grid, with the model's output."""
+
+    n: int  # position in the split
+    shard: str
+    row: int
+    thickness_A: float
+    dk_invA: np.ndarray
+    dose: float | None
+    pattern: np.ndarray  # (H, W) the input, at this dose
+    probe: np.ndarray
+    vg_true: np.ndarray  # relative to the zero beam
+    qz_true: np.ndarray
+    truth: Peaks  # label peaks inside the usable region
+    usable: np.ndarray  # (H, W) bool: where peaks are scored
+    vg_pred: np.ndarray | None
+    qz_pred: np.ndarray | None
+
+
+def split_samples(predictor, dataset: str | Path, locations: list, config: EvalConfig, pbar=None):
+    """Every pattern of ``locations`` at every dose of ``config``, with the model's prediction (a generator;
+    ``predictor`` None: without).
+
+    Patterns are zero-padded to a multiple of the network's 2^depth (q = 0 kept centred); peaks
+    are scored only in the usable region: on the pattern, at least ``margin_disk_radii`` disk
+    radii from its edge (a disk cut by the edge is not a fair target for either method).
+    """
+    from .calibration import usable_region
+    from .simulation import shards
+    from .simulation.optics import disk_radius_invA
+    from .training.augment import shot_noise
+    from .training.data import zero_beam
+
+    multiple = 2 ** predictor.model.config.depth if predictor is not None else 1
+    by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for n, (name, row) in enumerate(locations):
+        by_shard[name].append((n, row))
+    masks: dict[tuple, np.ndarray] = {}
+    for name, rows in by_shard.items():
+        with shards.Shard(Path(dataset) / name) as sh:
+            thick = sh.meta("thickness_nominal_A")
+            dk_all = sh.meta("k_sampling_invA")
+            energy, alpha = sh.meta("energy_eV"), sh.meta("semiangle_mrad")
+            for start in range(0, len(rows), config.batch_size):
+                chunk = rows[start:start + config.batch_size]
+                imgs = [sh.images(r) for _, r in chunk]
+                stack = {k: pad_to_multiple(np.stack([im[k] for im in imgs]).astype(np.float32), multiple)
+                         for k in ("cbed", "probe", "vg", "qz")}
+                (oi, oj), (h, w) = stack["cbed"][1], imgs[0]["cbed"].shape
+                cbed, probes = stack["cbed"][0], stack["probe"][0]
+                usable, truths, vg_true = [], [], []
+                for j, (_, r) in enumerate(chunk):
+                    margin = config.margin_disk_radii * disk_radius_invA(float(alpha[r]), float(energy[r])) / float(
+                        np.max(dk_all[r]))
+                    key = (round(margin, 2), h, w)
+                    if key not in masks:
+                        cov = np.zeros(cbed.shape[-2:])
+                        cov[oi:oi + h, oj:oj + w] = 1.0
+                        masks[key] = usable_region(cov, margin)
+                    usable.append(masks[key])
+                    v = stack["vg"][0][j]
+                    vg_true.append(v / max(zero_beam(v), 1e-12))
+                    truths.append(find_peaks(vg_true[-1], config.label_peaks, mask=usable[-1]))
+                for dose in config.doses_e:
+                    if dose is None:
+                        x = cbed
+                    else:  # the same noisy pattern for both methods, seeded per pattern and dose
+                        x = np.stack([shot_noise(c, dose, np.random.default_rng([config.seed, n, int(dose)]))
+                                      for c, (n, _) in zip(cbed, chunk)])
+                    vg_pred, qz_pred = predictor(x, probes) if predictor is not None else ([None] * len(x),) * 2
+                    for j, (n, r) in enumerate(chunk):
+                        yield Sample(n, name, r, float(thick[r]), np.asarray(dk_all[r], float), dose, x[j], probes[j],
+                                     vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j])
+                    if pbar is not None:
+                        pbar.update(len(chunk))
+
+
 def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, config: EvalConfig = EvalConfig(),
              device: str = "auto") -> dict:
-    """Evaluate a model and the baseline on one split; write the report and figures; return the report."""
-    from .simulation import shards
-    from .training.augment import shot_noise
+    """Evaluate a model and the baseline on one split; write the report and figures; return the report.
+
+    Both methods use the settings in the model card (``fourdcrystal tune``), or the defaults for
+    a card without them; ``config.model_min_relative`` overrides the model's threshold.
+    """
+    from .detect import baseline_peaks, model_peaks, settings_from_card, with_threshold
     from .training.card import load_model, resolve_weights
-    from .training.data import open_dataset, zero_beam
+    from .training.data import open_dataset
     from .model.inference import Predictor
 
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path)
+    settings, tuned = settings_from_card(card)
+    settings = with_threshold(settings, config.model_min_relative)
+    if not tuned:
+        log.warning("%s: its card has no tuned peak settings (fourdcrystal tune); both methods use the defaults",
+                    model_path)
     index, where, info = open_dataset(dataset)
     locations = where[config.split]
     if not locations:
         raise FourdError(f"{dataset}: the {config.split} split is empty; nothing to evaluate")
-    if tuple(card["input"]["shape"]) != tuple(info.shape):
-        raise FourdError(f"{model_path} takes {card['input']['shape'][0]}×{card['input']['shape'][1]} patterns, "
-                         f"{dataset} has {info.shape[0]}×{info.shape[1]}")
     if config.limit is not None:
         locations = locations[:config.limit]
     predictor = Predictor(model, card, device, config.batch_size)
@@ -144,70 +258,52 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
 
     tallies: dict[tuple, _Tally] = defaultdict(_Tally)
     per_pattern = []  # (model F1 at the first dose, position in locations) for the gallery
-    by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for n, (name, row) in enumerate(locations):
-        by_shard[name].append((n, row))
     with bar(total=len(locations) * len(config.doses_e), desc="evaluate", unit="pattern") as pbar:
-        for name, rows in by_shard.items():
-            with shards.Shard(Path(dataset) / name) as sh:
-                thick = sh.meta("thickness_nominal_A")
-                dk_all = sh.meta("k_sampling_invA")
-                for start in range(0, len(rows), config.batch_size):
-                    chunk = rows[start:start + config.batch_size]
-                    imgs = [sh.images(r) for _, r in chunk]
-                    cbed = np.stack([im["cbed"] for im in imgs]).astype(np.float32)
-                    probes = np.stack([im["probe"] for im in imgs]).astype(np.float32)
-                    vg_true = [im["vg"] / max(zero_beam(im["vg"]), 1e-12) for im in imgs]
-                    truths = [find_peaks(v, config.label_peaks) for v in vg_true]
-                    for dose in config.doses_e:
-                        if dose is None:
-                            x = cbed
-                        else:  # the same noisy pattern for both methods, seeded per pattern and dose
-                            x = np.stack([shot_noise(c, dose, np.random.default_rng([config.seed, n, int(dose)]))
-                                          for c, (n, _) in zip(cbed, chunk)])
-                        vg_pred, qz_pred = predictor(x, probes)
-                        base = [find_bragg_disks(x[j], probes[j], config.baseline) for j in range(len(x))]
-                        for j, (n, r) in enumerate(chunk):
-                            key_t = float(thick[r])
-                            dk = dk_all[r]
-                            mpk = find_peaks(vg_pred[j], config.model_peaks)
-                            s_model = score(mpk, truths[j], vg_true[j], config.match_radius_px, dk, None,
-                                            qz_pred[j], imgs[j]["qz"])
-                            zero = _zero_value(base[j], x.shape[-2:], config.match_radius_px)
-                            s_base = score(base[j], truths[j], vg_true[j], config.match_radius_px, dk,
-                                           base[j].intensity / zero, None, None)
-                            for method, s in (("model", s_model), ("baseline", s_base)):
-                                keys = [(method, _dose_name(dose), key_t), (method, _dose_name(dose), "all"),
-                                        (method, "all", "all")]
-                                if key_t >= config.thick_from_A:
-                                    keys.append((method, _dose_name(dose), "thick"))
-                                for key in keys:
-                                    _add(tallies[key], s)
-                            if dose == config.doses_e[0]:
-                                f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
-                                per_pattern.append((f1, n, name, r, x[j], vg_true[j], vg_pred[j], truths[j], mpk,
-                                                    base[j], key_t))
-                        pbar.update(len(chunk))
+        for s in split_samples(predictor, dataset, locations, config, pbar):
+            mpk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, settings, s.usable)[0]
+            bpk = baseline_peaks(s.pattern[None], s.probe, settings, s.usable)[0]
+            s_model = score(mpk, s.truth, s.vg_true, config.match_radius_px, s.dk_invA, None, s.qz_pred, s.qz_true)
+            zero = _zero_value(bpk, s.pattern.shape, config.match_radius_px)
+            s_base = score(bpk, s.truth, s.vg_true, config.match_radius_px, s.dk_invA, bpk.intensity / zero, None,
+                           None)
+            dose = _dose_name(s.dose)
+            for method, sc in (("model", s_model), ("baseline", s_base)):
+                keys = [(method, dose, s.thickness_A), (method, dose, "all"), (method, "all", "all"),
+                        (method, dose, thickness_bin(s.thickness_A))]
+                if s.thickness_A >= config.thick_from_A:
+                    keys.append((method, dose, "thick"))
+                for key in keys:
+                    _add(tallies[key], sc)
+            if s.dose == config.doses_e[0]:
+                f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
+                per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.truth, mpk, bpk,
+                                    s.thickness_A))
 
+    thick_values = sorted({k[2] for k in tallies if isinstance(k[2], float)})
+    bins = [b for b in (thickness_bin(0.0), thickness_bin(THICKNESS_BINS_A[0]), thickness_bin(THICKNESS_BINS_A[1]))
+            if any(k[2] == b for k in tallies)]
+    doses = [_dose_name(d) for d in config.doses_e]
     report = {
-        "schema": "fourdcrystal.evaluation/1",
+        "schema": "fourdcrystal.evaluation/2",
         "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
         "dataset": str(dataset), "dataset_index_sha256": info.index_sha256, "split": config.split,
         "patterns": len(locations), "config": asdict(config),
+        "settings": settings.as_dict(), "settings_tuned": tuned,
         "overall": {m: tallies[(m, "all", "all")].summary() for m in METHODS},
-        "by_dose": {m: {_dose_name(d): tallies[(m, _dose_name(d), "all")].summary() for d in config.doses_e}
-                    for m in METHODS},
-        "by_dose_and_thickness_A": {
-            m: {_dose_name(d): {f"{t:g}": tallies[(m, _dose_name(d), t)].summary()
-                                for t in sorted({k[2] for k in tallies if k[2] not in ("all", "thick")})}
-                for d in config.doses_e} for m in METHODS},
+        "by_dose": {m: {d: tallies[(m, d, "all")].summary() for d in doses} for m in METHODS},
+        "by_dose_and_thickness_A": {m: {d: {f"{t:g}": tallies[(m, d, t)].summary() for t in thick_values}
+                                        for d in doses} for m in METHODS},
+        "by_dose_and_thickness_bin": {m: {d: {b: tallies[(m, d, b)].summary() for b in bins} for d in doses}
+                                      for m in METHODS},
         "thick_from_A": config.thick_from_A,
-        "by_dose_thick": {m: {_dose_name(d): tallies[(m, _dose_name(d), "thick")].summary() for d in config.doses_e}
-                          for m in METHODS},
+        "by_dose_thick": {m: {d: tallies[(m, d, "thick")].summary() for d in doses} for m in METHODS},
         "definitions": "peaks matched one-to-one within match_radius_px, closest first; precision = matched / "
                        "predicted, recall = matched / label peaks (maxima of the true V_g ≥ label_peaks.min_relative "
-                       "of the zero beam), micro-averaged; intensity r over matched peaks off the zero beam "
-                       "(model: predicted relative V_g; baseline: correlation relative to the zero beam's)",
+                       "of the zero beam, at least margin_disk_radii disk radii inside the pattern; both methods "
+                       "report peaks only there), micro-averaged; position error mean and rms over matched peaks; "
+                       "radial offset = mean (|q_pred| − |q_true|) off the zero beam (> 0: outward); intensity r "
+                       "over matched peaks off the zero beam (model: predicted relative V_g; baseline: correlation "
+                       "relative to the zero beam's)",
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     from .plots import evaluation_gallery, metrics_vs_thickness
@@ -237,14 +333,19 @@ def _zero_value(peaks: Peaks, shape, radius_px: float) -> float:
 
 
 def format_table(report: dict) -> str:
-    """Model against baseline per dose: F1, precision, recall, position error, intensity r, q_z error."""
-    lines = [f"{'dose (e/pattern)':>16s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'err px':>7s} "
-             f"{'err 1/Å':>8s} {'I r':>6s} {'qz MAE 1/Å':>11s} {'(q_z=0)':>8s}"]
+    """Model against baseline per dose and thickness bin: F1, precision, recall, rms position error (px, Å⁻¹),
+    mean radial offset, intensity r, q_z error beside that of q_z = 0."""
+    lines = [f"{'dose (e/pattern)':>16s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'rms px':>7s} "
+             f"{'rms 1/Å':>8s} {'radial':>7s} {'I r':>6s} {'qz MAE 1/Å':>11s} {'(q_z=0)':>8s}"]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-".rjust(int(fmt.split(".")[0]))
 
     sections = [("all thicknesses", report["by_dose"])]
+    by_bin = report.get("by_dose_and_thickness_bin", {}).get("model", {})
+    for b in (next(iter(by_bin.values()), {}) if by_bin else {}):
+        sections.append((f"thickness {b}", {m: {d: report["by_dose_and_thickness_bin"][m][d][b] for d in by_bin}
+                                            for m in METHODS}))
     thick = report.get("by_dose_thick")
     if thick and any(s["patterns"] for s in thick["model"].values()):
         sections.append((f"thickness ≥ {report['thick_from_A'] / 10:g} nm", thick))
@@ -254,7 +355,8 @@ def format_table(report: dict) -> str:
             for m in METHODS:
                 s = table[m][dose]
                 lines.append(f"{dose:>16s} {m:>9s} {f(s['f1'], '6.3f')} {f(s['precision'], '6.3f')} "
-                             f"{f(s['recall'], '6.3f')} {f(s['position_error_px'], '7.3f')} "
-                             f"{f(s['position_error_invA'], '8.4f')} {f(s['intensity_pearson_r'], '6.3f')} "
+                             f"{f(s['recall'], '6.3f')} {f(s.get('position_rms_px'), '7.3f')} "
+                             f"{f(s.get('position_rms_invA'), '8.4f')} {f(s.get('radial_offset_px'), '+7.3f')} "
+                             f"{f(s['intensity_pearson_r'], '6.3f')} "
                              f"{f(s['qz_mae_invA'], '11.4f')} {f(s.get('qz_mae_zero_invA'), '8.4f')}")
     return "\n".join(lines)

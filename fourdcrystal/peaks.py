@@ -47,8 +47,13 @@ class Peaks:
         return cls(np.zeros((0, 2)), np.zeros(0))
 
 
-def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig()) -> np.ndarray:
-    """Integer (i, j) of maxima above the threshold, strongest first, at least ``min_spacing_px`` apart."""
+def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.ndarray | None = None) -> np.ndarray:
+    """Integer (i, j) of maxima above the threshold, strongest first, at least ``min_spacing_px`` apart.
+
+    ``mask`` (bool, image shape): maxima are kept only where it is True, and the threshold is
+    relative to the strongest value inside it. Maxima are found on the whole image first, so a
+    shoulder cut by the mask's edge does not become a maximum.
+    """
     img = np.asarray(image, dtype=np.float64)
     # true local maxima (3×3); spacing is enforced below on circles, not by a wider square filter,
     # which would hide a peak behind the shoulder of a stronger one just outside min_spacing
@@ -56,7 +61,11 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig()) -> np.nda
     e = config.edge_px
     if e > 0:
         is_max[:e], is_max[-e:], is_max[:, :e], is_max[:, -e:] = False, False, False, False
-    top = img.max() if img.size else 0.0
+    if mask is not None:
+        is_max &= mask
+        top = img[mask].max() if mask.any() else 0.0
+    else:
+        top = img.max() if img.size else 0.0
     if not np.isfinite(top) or top <= 0:
         return np.zeros((0, 2), dtype=int)
     is_max &= img >= config.min_relative * top
@@ -83,15 +92,16 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig()) -> np.nda
 def parabolic_offsets(image: np.ndarray, ij: np.ndarray) -> np.ndarray:
     """Sub-pixel offsets (−0.5…0.5) of maxima ``ij`` from a 3-point parabola per axis."""
     img = np.asarray(image, dtype=np.float64)
+    ij = np.asarray(ij, dtype=int).reshape(-1, 2)
     h, w = img.shape
+    i, j = ij[:, 0], ij[:, 1]
+    b = img[i, j]
     out = np.zeros((len(ij), 2))
-    for n, (i, j) in enumerate(ij):
-        for axis, (a, b, c) in enumerate((
-                (img[max(i - 1, 0), j], img[i, j], img[min(i + 1, h - 1), j]),
-                (img[i, max(j - 1, 0)], img[i, j], img[i, min(j + 1, w - 1)]))):
-            denom = a - 2 * b + c
-            if denom < 0:
-                out[n, axis] = np.clip(0.5 * (a - c) / denom, -0.5, 0.5)
+    for axis, (a, c) in enumerate(((img[np.maximum(i - 1, 0), j], img[np.minimum(i + 1, h - 1), j]),
+                                   (img[i, np.maximum(j - 1, 0)], img[i, np.minimum(j + 1, w - 1)]))):
+        denom = a - 2 * b + c
+        curved = denom < 0  # a flat or convex neighbourhood gives no offset
+        out[curved, axis] = np.clip(0.5 * (a - c)[curved] / denom[curved], -0.5, 0.5)
     return out
 
 
@@ -109,10 +119,24 @@ def dft_upsample(spectrum: np.ndarray, centre: np.ndarray, upsample: int, half_w
     return np.real(ei @ spectrum @ ej) / (h * w)
 
 
-def find_peaks(image: np.ndarray, config: PeakConfig = PeakConfig(), spectrum: np.ndarray | None = None) -> Peaks:
-    """Peaks of ``image``; for ``subpixel="dft"`` pass ``spectrum`` = FFT of the (unsmoothed) image."""
+def dft_refine(spectrum: np.ndarray, start_px: np.ndarray, upsample: int) -> np.ndarray:
+    """Positions (m, 2) moved to the maximum of the inverse FFT of ``spectrum`` on a grid of
+    1/``upsample`` px within ±1.5 px of ``start_px``."""
+    start_px = np.asarray(start_px, float).reshape(-1, 2)
+    pos = np.empty_like(start_px)
+    for n, start in enumerate(start_px):
+        local = dft_upsample(spectrum, start, upsample)
+        k = np.unravel_index(np.argmax(local), local.shape)
+        pos[n] = start + (np.array(k) - (local.shape[0] - 1) / 2) / upsample
+    return pos
+
+
+def find_peaks(image: np.ndarray, config: PeakConfig = PeakConfig(), spectrum: np.ndarray | None = None,
+               mask: np.ndarray | None = None) -> Peaks:
+    """Peaks of ``image`` (only where ``mask`` is True, if given); for ``subpixel="dft"`` pass
+    ``spectrum`` = FFT of the (unsmoothed) image."""
     img = np.asarray(image, dtype=np.float64)
-    ij = local_maxima(img, config)
+    ij = local_maxima(img, config, mask)
     if len(ij) == 0:
         return Peaks.empty()
     if config.subpixel == "none":
@@ -121,13 +145,7 @@ def find_peaks(image: np.ndarray, config: PeakConfig = PeakConfig(), spectrum: n
         pos = ij + parabolic_offsets(img, ij)
     elif config.subpixel == "dft":
         spec = np.fft.fft2(img) if spectrum is None else spectrum
-        pos = np.empty((len(ij), 2))
-        for n, p in enumerate(ij):
-            start = p + parabolic_offsets(img, p[None])[0]
-            local = dft_upsample(spec, start, config.upsample)
-            k = np.unravel_index(np.argmax(local), local.shape)
-            m = local.shape[0]
-            pos[n] = start + (np.array(k) - (m - 1) / 2) / config.upsample
+        pos = dft_refine(spec, ij + parabolic_offsets(img, ij), config.upsample)
     else:
         raise ValueError(f"subpixel must be none, parabolic or dft, got {config.subpixel!r}")
     return Peaks(pos, img[ij[:, 0], ij[:, 1]])

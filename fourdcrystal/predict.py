@@ -31,16 +31,17 @@ import os
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .baseline import BaselineConfig, find_bragg_disks_batch
-from .calibration import (Resampler, disk_centre, disk_radius_px, k_pixel_from_camera_length, synthesised_probe)
+from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
+                          k_pixel_from_camera_length, synthesised_probe, usable_region)
+from .detect import DetectionSettings, baseline_peaks, model_peaks, settings_from_card, with_threshold
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, read_2d, row_segments, split_spec
-from .peaks import PeakConfig, Peaks, find_peaks, to_reciprocal
+from .peaks import Peaks, to_reciprocal
 from .progress import bar
 from .simulation.optics import disk_radius_invA
 
@@ -52,9 +53,10 @@ SCHEMA = "fourdcrystal.predictions/1"
 class PredictConfig:
     chunk_positions: int = 256  # scan positions read and processed together
     batch_size: int = 16  # patterns per network call
-    peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.05, max_peaks=400))
+    min_relative: float | None = None  # model peaks: V_g threshold; None = the card's tuned value
     baseline: bool = False  # also run the classical detector
-    baseline_config: BaselineConfig = field(default_factory=BaselineConfig)
+    settings: DetectionSettings | None = None  # both methods' peak settings; None = the card's (tuned) ones
+    margin_disk_radii: float = 1.0  # no peaks closer than this many disk radii to where the data end
     save_maps: bool = False  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = "auto"
 
@@ -182,17 +184,36 @@ def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256) -> np.ndar
     return (total / len(idx)).astype(np.float32)
 
 
+def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
+    """A detector mask: 2D, the detector's shape; nonzero marks pixels to ignore. Returns True where valid."""
+    try:
+        arr = np.asarray(read_2d(path))
+    except FourdError as exc:
+        raise FourdError(f"--mask: {exc}") from None
+    if arr.shape != tuple(pattern_shape):
+        raise FourdError(f"--mask {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+                         f"{pattern_shape[0]}×{pattern_shape[1]}; the mask must come from the same detector")
+    return ~(arr.astype(bool))
+
+
 def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
-            centre_px: tuple[float, float] | None = None) -> dict:
-    """Everything a chunk worker needs besides the patterns: resampler, probe, bright-field mask.
+            centre_px: tuple[float, float] | None = None, mask: str | None = None,
+            margin_disk_radii: float = 1.0) -> dict:
+    """Everything a chunk worker needs besides the patterns: resampler, probe, masks.
 
     Probe: ``probe`` file (same detector), else the mean of the ``vacuum`` scan region, else an
     ideal aperture from energy and semi-angle. Centre of the data's zero beam: ``centre_px``
-    (detector pixels), else the bright disk of the mean pattern.
+    (detector pixels), else the bright disk of the mean pattern. The model's grid holds the whole
+    detector at the model's pixel size (sides rounded up to a multiple of the network's
+    2^depth). Peaks are reported only in the usable region: model pixels fully on valid detector
+    pixels (not in ``mask``, not in a dead row or column), at least ``margin_disk_radii`` disk radii
+    from anything else.
     """
-    model_shape = tuple(card["input"]["shape"])
     dk_model = card["input"]["k_sampling_invA"]
+    depth = int(card.get("architecture", {}).get("depth", 0))
     region = _parse_region(vacuum, scan.scan_shape)
+    detector_valid = (_load_mask_file(mask, scan.pattern_shape) if mask is not None
+                      else np.ones(scan.pattern_shape, bool))
     if probe is not None or region is not None:
         detector_probe = (_load_probe_file(probe, scan.pattern_shape) if probe is not None
                           else _mean_pattern(scan, region))
@@ -200,29 +221,40 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         if r_px < 1:
             raise FourdError(f"{'--probe ' + probe if probe else '--vacuum ' + vacuum}: no bright disk found "
                              f"(is it a vacuum pattern?)")
-        pc = disk_centre(detector_probe, r_px)
-        probe_model = Resampler.build(model_shape, dk_model, scan.pattern_shape, cal.k_pixel_invA, pc)(
-            detector_probe[None])[0]
         source = f"file {probe}" if probe is not None else f"vacuum region {vacuum}"
     else:
         missing = [o for o, v in (("--energy", cal.energy_eV), ("--semiangle", cal.semiangle_mrad)) if v is None]
         if missing:
             raise FourdError(f"no vacuum probe: give --probe FILE or --vacuum R0:R1,C0:C1, or {' and '.join(missing)} "
                              f"to synthesise one")
+        detector_probe = None
         r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
-        probe_model = synthesised_probe(model_shape, dk_model, cal.energy_eV, cal.semiangle_mrad)
         source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
+    mean = _mean_pattern(scan)
+    detector_valid &= ~dead_lines(mean)
     if centre_px is None:
-        centre_px = disk_centre(_mean_pattern(scan), r_px)
+        centre_px = disk_centre(np.where(detector_valid, mean, 0.0), r_px)
         centre_source = "bright disk of the mean pattern"
     else:
         centre_source = "--centre"
+    grid = detector_grid_shape(scan.pattern_shape, cal.k_pixel_invA, centre_px, dk_model, 2**depth)
+    if detector_probe is not None:
+        pc = disk_centre(detector_probe, r_px)
+        probe_model = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, pc)(detector_probe[None])[0]
+    else:
+        probe_model = synthesised_probe(grid, dk_model, cal.energy_eV, cal.semiangle_mrad)
     ii, jj = np.mgrid[:scan.pattern_shape[0], :scan.pattern_shape[1]]
     bf_mask = (ii - centre_px[0]) ** 2 + (jj - centre_px[1]) ** 2 <= (1.05 * r_px) ** 2
-    resampler = Resampler.build(model_shape, dk_model, scan.pattern_shape, cal.k_pixel_invA, centre_px)
+    resampler = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, centre_px)
+    radius_model_px = r_px * cal.k_pixel_invA / float(np.max(dk_model))
+    usable = usable_region(resampler.coverage(detector_valid), margin_disk_radii * radius_model_px)
+    if not usable.any():
+        raise FourdError(f"{scan.spec}: no part of the detector is usable (all masked or dead, or the disks are "
+                         f"as large as the detector)")
     return {"resampler": resampler, "probe": probe_model.astype(np.float32), "bf_mask": bf_mask,
-            "centre_px": [float(c) for c in centre_px], "centre_source": centre_source, "probe_source": source,
-            "bf_radius_px": float(r_px)}
+            "detector_valid": detector_valid if not detector_valid.all() else None, "usable": usable,
+            "grid_shape": list(grid), "centre_px": [float(c) for c in centre_px], "centre_source": centre_source,
+            "probe_source": source, "bf_radius_px": float(r_px), "dead_pixels": int((~detector_valid).sum())}
 
 
 class ChunkProcessor:
@@ -241,6 +273,8 @@ class ChunkProcessor:
         t = defaultdict(float)
         t0 = time.perf_counter()
         vbf = (raw * prep["bf_mask"]).sum(axis=(1, 2)).astype(np.float32)
+        if prep["detector_valid"] is not None:  # masked and dead pixels carry no signal into the network
+            raw = raw * prep["detector_valid"]
         x = prep["resampler"](raw)
         t["resample"] += time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -249,11 +283,11 @@ class ChunkProcessor:
         t0 = time.perf_counter()
         shape = x.shape[-2:]
         out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
-               "model": self._vectors([find_peaks(v, cfg.peaks) for v in vg], shape, qz)}
+               "model": self._vectors(model_peaks(vg, x, prep["probe"], cfg.settings, prep["usable"]), shape, qz)}
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
-            out["baseline"] = self._vectors(find_bragg_disks_batch(x, prep["probe"], cfg.baseline_config), shape)
+            out["baseline"] = self._vectors(baseline_peaks(x, prep["probe"], cfg.settings, prep["usable"]), shape)
             t["baseline"] += time.perf_counter() - t0
         if cfg.save_maps:
             out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
@@ -310,7 +344,8 @@ class _Result:
     that attribute leaves the previous state intact; a resume truncates what lies beyond it.
     """
 
-    def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool):
+    def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
+                 usable: np.ndarray):
         import h5py
 
         self.path = path
@@ -337,6 +372,7 @@ class _Result:
             f.attrs[k] = v
         f.attrs["fingerprint"] = fingerprint
         f.create_dataset("virtual_bf", shape=self.scan_shape, dtype="f4")
+        f.create_dataset("usable_mask", data=usable.astype(np.uint8))
         f.create_dataset("sum_pattern", shape=(2, *model_shape), dtype="f8")
         for m in methods:
             g = f.create_group(m)
@@ -418,8 +454,12 @@ class _Result:
 def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
             calibration: dict | None = None, probe: str | None = None, vacuum: str | None = None,
             centre_px: tuple[float, float] | None = None, scan_shape: tuple[int, int] | None = None,
-            scheduler: str | None = None, overwrite: bool = False) -> dict:
+            scheduler: str | None = None, overwrite: bool = False, mask: str | None = None) -> dict:
     """Run a model (and optionally the baseline) over a 4D-STEM file; write ``out`` and a PNG summary.
+
+    Peak settings: ``config.settings``, else the card's (tuned on a validation split by
+    ``fourdcrystal tune``), else the defaults; ``config.min_relative`` overrides the model's
+    threshold. ``mask``: a 2D file of the detector's shape, nonzero where pixels are to be ignored.
 
     ``calibration`` holds the options of :func:`resolve_calibration` (k_pixel_invA,
     camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad). Returns a summary dict:
@@ -442,21 +482,27 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         log.warning("%s", note)
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
+    if config.settings is None:
+        settings, tuned = settings_from_card(card)
+        if not tuned:
+            log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults", model_path)
+        config = replace(config, settings=with_threshold(settings, config.min_relative))
     with open_4d(data, scan_shape) as scan:
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         for w in calibration_warnings(card, cal):
             log.warning("%s: %s", data, w)
-        prep = prepare(scan, card, cal, probe, vacuum, centre_px)
+        prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
         methods = ("model", "baseline") if config.baseline else ("model",)
         settings = {"data": str(data), "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
                     "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
-                    "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest()}
+                    "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest(),
+                    "usable_sha256": hashlib.sha256(np.packbits(prep["usable"]).tobytes()).hexdigest()}
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
                  "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
                  "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
                  "model_k_sampling_invA": list(card["input"]["k_sampling_invA"]),
-                 "model_shape": list(card["input"]["shape"]),
+                 "model_shape": prep["grid_shape"], "dead_or_masked_pixels": prep["dead_pixels"],
                  "calibration": json.dumps(asdict(cal)), "centre_px": prep["centre_px"],
                  "centre_source": prep["centre_source"], "probe_source": prep["probe_source"],
                  "bf_radius_px": prep["bf_radius_px"], "config": json.dumps(asdict(config), default=str),
@@ -464,8 +510,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
                           "p = row·scan_y + column; vectors of p are offsets[p]:offsets[p+1]"}
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(card["input"]["shape"]), methods,
-                         config.save_maps)
+        result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
+                         config.save_maps, prep["usable"])
         try:
             done = result.state["positions_done"]
             if done:

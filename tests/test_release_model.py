@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from fourdcrystal.config import TRAIN_SCHEMA, defaults
 from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks
@@ -112,3 +113,88 @@ def test_predict_without_model_finds_the_reflections(tmp_path):
           f"error {err_model.mean() / dk:.2f} px), baseline F1 {f1_base:.3f}, {len(q_true)} label peaks")
     assert f1_model > 2 * f1_base and prec_model >= 0.7, (f1_model, f1_base, prec_model)
     assert err_model.mean() < 0.75 * dk, err_model / dk
+
+
+@pytest.fixture(scope="module")
+def si001_256(tmp_path_factory):
+    """Si [001], 20 nm, 300 kV, 1.5 mrad on a 256×256 detector of 0.0184 Å⁻¹ pixels: reflections out to 2.3 Å⁻¹,
+    beyond the half-width of the model's 128×128 training grid (64 × 0.0296 = 1.9 Å⁻¹)."""
+    from pymatgen.core import Lattice, Structure
+
+    tmp = tmp_path_factory.mktemp("si001")
+    cif = tmp / "Si.cif"
+    Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]]).to(filename=str(cif))
+    sim = tmp / "si"
+    res = run_cli("-q", "simulate", "--structure", str(cif), "--zone-axis", "0", "0", "1", "--thickness", "200",
+                  "--energy", "300e3", "--semiangle", "1.5", "--output-px", "256", "--lateral-size", "54.31",
+                  "--out", str(sim))
+    assert res.exit_code == 0, res.output
+    index = shards.read_index(sim)
+    with shards.Shard(sim / index["shards"][0]["file"]) as sh:
+        cbed, vg, dk = sh.file["cbed"][0], sh.file["vg"][0], sh.meta("k_sampling_invA")[0]
+    assert dk[0] == pytest.approx(dk[1]) and dk[0] == pytest.approx(1 / 54.31, rel=1e-3)
+    truth = find_peaks(vg / vg[128, 128], PeakConfig(min_relative=0.05, max_peaks=400, edge_px=0))
+    return {"tmp": tmp, "cbed": cbed, "dk": float(dk[0]), "q_true": (truth.pos_px - 128) * dk[0]}
+
+
+def _predict_vectors(tmp: Path, frames: np.ndarray, dk: float, name: str, *extra: str) -> dict:
+    np.save(tmp / f"{name}.npy", np.ascontiguousarray(frames, dtype=np.float32))
+    out = tmp / f"{name}-bragg.h5"
+    res = run_cli("-q", "predict", str(tmp / f"{name}.npy"), "--k-pixel", f"{dk:.8f}", "--energy", "300e3",
+                  "--semiangle", "1.5", "--out", str(out), "--baseline", *extra)
+    assert res.exit_code == 0, res.output
+    with h5py.File(out, "r") as f:
+        vec = {m: np.stack([f[f"{m}/qx_invA"][:f[f"{m}/offsets"][1]], f[f"{m}/qy_invA"][:f[f"{m}/offsets"][1]]], 1)
+               for m in ("model", "baseline")}
+        vec["grid"] = tuple(f.attrs["model_shape"])
+        vec["usable"] = f["usable_mask"][()]
+    return vec
+
+
+def test_whole_detector_finds_reflections_beyond_the_training_grid(si001_256):
+    """The network runs over the whole detector (grid 176×176 at the model's pixel size, not the 128×128 it was
+    trained on) and finds reflections beyond 1.9 Å⁻¹ at their q."""
+    s = si001_256
+    _, card = load_model("release")
+    dk_model = float(np.max(card["input"]["k_sampling_invA"]))
+    half_width = 64 * dk_model
+    frames = np.broadcast_to(s["cbed"] / s["cbed"].sum() * 1e6, (1, 2, 256, 256))
+    vec = _predict_vectors(s["tmp"], frames, s["dk"], "whole")
+    assert vec["grid"][0] >= 2 * 128 * s["dk"] / dk_model and vec["grid"][0] % 16 == 0
+    far_true = s["q_true"][np.abs(s["q_true"]).max(1) > half_width]
+    # the usable region: one disk radius inside the detector's edge
+    edge = (128 - 1.5e-3 / 0.019687 / s["dk"] - 1) * s["dk"]
+    far_true = far_true[np.abs(far_true).max(1) < edge]
+    assert len(far_true) >= 8, len(far_true)
+    q = vec["model"]
+    mp, mt = match_peaks(q / dk_model, far_true / dk_model, 2.0)
+    print(f"beyond {half_width:.2f} Å⁻¹: model found {len(mp)} of {len(far_true)} label peaks")
+    assert len(mp) >= 0.5 * len(far_true), (len(mp), len(far_true))
+    err = np.linalg.norm(q[mp] - far_true[mt], axis=1) / dk_model
+    assert err.mean() < 0.5, err
+
+
+def test_no_peaks_where_the_detector_is_dead(si001_256):
+    """A detector whose right half recorded nothing: no vector there (model or baseline) nor within a disk radius
+    of it; a --mask over a corner keeps peaks out of the corner too; the live part still has its reflections."""
+    s = si001_256
+    _, card = load_model("release")
+    dk_model = float(np.max(card["input"]["k_sampling_invA"]))
+    frames = np.array(np.broadcast_to(s["cbed"] / s["cbed"].sum() * 1e6, (1, 2, 256, 256)))
+    frames[..., 150:] = 0.0  # columns 150… dead: q_y ≥ (149.5 − 128) dk
+    mask = np.zeros((256, 256), np.uint8)
+    mask[:60, :60] = 1  # a corner to ignore (a beam stop, say)
+    np.save(s["tmp"] / "mask.npy", mask)
+    vec = _predict_vectors(s["tmp"], frames, s["dk"], "dead", "--mask", str(s["tmp"] / "mask.npy"))
+    radius_invA = 1.5e-3 / 0.019687  # 1.5 mrad at 300 kV (λ = 0.019687 Å)
+    q_dead = (149.5 - 128) * s["dk"]
+    for m in ("model", "baseline"):
+        q = vec[m]
+        assert len(q) >= 10, (m, len(q))
+        assert (q[:, 1] <= q_dead - radius_invA + dk_model).all(), (m, q[:, 1].max(), q_dead)
+        corner = (q[:, 0] < (59.5 - 128) * s["dk"] + radius_invA - dk_model) & (
+            q[:, 1] < (59.5 - 128) * s["dk"] + radius_invA - dk_model)
+        assert not corner.any(), (m, q[corner])
+    live = s["q_true"][(s["q_true"][:, 1] < q_dead - 2 * radius_invA) & (np.abs(s["q_true"]).max(1) < 1.5)]
+    mp, _ = match_peaks(vec["model"] / dk_model, live / dk_model, 2.0)
+    assert len(mp) >= 0.5 * len(live), (len(mp), len(live))

@@ -217,6 +217,7 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
                   str(tmp_path / "ev"), "--min-relative", "0.1", "--thick-from", "40")
     assert res.exit_code == 0, res.output
     assert "baseline" in res.output and "1e+04" in res.output and "thickness ≥ 4 nm:" in res.output
+    assert "thickness <20 nm:" in res.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["patterns"] == 2 and report["split"] == "test"
     for method in ("model", "baseline"):
@@ -228,3 +229,41 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
     assert report["overall"]["baseline"]["qz_mae_invA"] is None
     assert (tmp_path / "ev" / "worst.png").exists() and (tmp_path / "ev" / "metrics_vs_thickness.png").exists()
     assert "--doses" in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), "--doses", "lots"))
+    for bad in (["--min-relative", "nan"], ["--match-radius", "-1"], ["--match-radius", "nan"], ["--limit", "0"]):
+        assert bad[0] in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), *bad)), bad
+
+
+def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
+    """tune grid-searches both methods on the val split and writes the card; evaluate then reports with those
+    settings, and on the split it was tuned on neither method scores below its default settings (the grid
+    holds the defaults)."""
+    out = tmp_path / "m"
+    assert run_cli("-q", "train", str(dataset), *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
+    weights = out / "model.pt"
+    card0 = json.loads(weights.with_suffix(".json").read_text())
+
+    def mean_f1(tag):
+        res = run_cli("-q", "evaluate", str(weights), str(dataset), "--split", "val", "--doses", "clean,1e4",
+                      "--out", str(tmp_path / tag))
+        assert res.exit_code == 0, res.output
+        report = json.loads((tmp_path / tag / "report.json").read_text())
+        return report, {m: np.mean([report["by_dose"][m][d]["f1"] for d in ("clean", "1e+04")])
+                        for m in ("model", "baseline")}
+
+    before, f1_before = mean_f1("default")
+    assert before["settings_tuned"] is False
+    res = run_cli("-q", "tune", str(weights), str(dataset), "--doses", "clean,1e4")
+    assert res.exit_code == 0, res.output
+    assert "model:" in res.output and "baseline: kernel" in res.output
+    card = json.loads(weights.with_suffix(".json").read_text())
+    section = card["peaks"]
+    assert card["weights_sha256"] == card0["weights_sha256"]  # the weights are untouched
+    assert section["tuned_on"]["split"] == "val" and section["tuned_on"]["doses"] == ["clean", "1e+04"]
+    assert section["settings"]["model"]["refine"] in ("vg", "correlation")
+    assert section["settings"]["baseline"]["kernel"] in ("flat", "gaussian", "sigmoid")
+    after, f1_after = mean_f1("tuned")
+    assert after["settings_tuned"] is True and after["settings"] == section["settings"]
+    for m in ("model", "baseline"):
+        assert f1_after[m] >= f1_before[m] - 0.02, (m, f1_before, f1_after)
+        assert section["grid_best_f1"][m] == pytest.approx(f1_after[m], abs=0.05)
+    assert "--limit" in _error(run_cli("tune", str(weights), str(dataset), "--limit", "0"))

@@ -17,7 +17,8 @@ def pick_device(device: str = "auto") -> torch.device:
 class Predictor:
     """``predictor(cbed, probe)`` → (vg relative to the zero beam, qz in Å⁻¹), numpy (n, H, W) each.
 
-    ``cbed`` is (n, H, W); ``probe`` is (H, W) (shared) or (n, H, W). Runs in batches of
+    ``cbed`` is (n, H, W) with H and W multiples of 2^depth (the network is convolutional: the
+    card's training shape is not required); ``probe`` is (H, W) (shared) or (n, H, W). Runs in batches of
     ``batch_size`` without gradients. ``mc_samples`` > 1 averages that many Monte-Carlo dropout
     passes (the spread is available from :meth:`with_spread`).
     """
@@ -33,9 +34,10 @@ class Predictor:
     def __call__(self, cbed: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cbed = np.asarray(cbed, dtype=np.float32)
         probe = np.asarray(probe, dtype=np.float32)
-        if cbed.shape[-2:] != self.shape:
-            raise ValueError(f"patterns are {cbed.shape[-2]}×{cbed.shape[-1]}, the model takes "
-                             f"{self.shape[0]}×{self.shape[1]}")
+        m = 2 ** self.model.config.depth  # convolutional: any size the U-Net's pooling divides
+        if cbed.shape[-2] % m or cbed.shape[-1] % m:
+            raise ValueError(f"patterns are {cbed.shape[-2]}×{cbed.shape[-1]}; the model takes sides that are "
+                             f"multiples of {m}")
         vg = np.empty(cbed.shape, np.float32)
         qz = np.empty(cbed.shape, np.float32)
         with torch.no_grad():

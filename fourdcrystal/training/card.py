@@ -62,8 +62,9 @@ def read_card(weights: str | Path) -> dict:
 
 
 def resolve_weights(model: str | Path | None) -> Path:
-    """The weights file of MODEL; ``None`` or ``"release"`` (when no such file exists) is the shipped model."""
-    if model is None or (str(model) == RELEASE and not Path(model).exists()):
+    """The weights file of MODEL; ``None`` or ``"release"`` (when no such file exists: a folder of that name does
+    not count) is the shipped model."""
+    if model is None or (str(model) == RELEASE and not Path(model).is_file()):
         if not RELEASE_WEIGHTS.exists():
             raise FourdError(f"this installation has no shipped model ({RELEASE_WEIGHTS} is missing); "
                              f"give MODEL, a model.pt written by fourdcrystal train")
@@ -83,6 +84,16 @@ def export_model(weights: str | Path, out_weights: str | Path, extra: dict, half
     card["weights_dtype"] = "float16" if half else "float32"
     card["exported_from_sha256"] = file_sha256(weights)
     return save_model(out_weights, state, card)
+
+
+def update_card(weights: str | Path, key: str, section: dict) -> dict:
+    """Set ``card[key] = section`` in the card of ``weights`` (checked against the weights first); atomic."""
+    load_model(weights)  # the card must belong to these weights
+    weights = resolve_weights(weights)
+    card = read_card(weights)
+    card[key] = section
+    write_text_atomic(card_path(weights), json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")
+    return card
 
 
 def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[FCUNet, dict]:

@@ -1,0 +1,97 @@
+"""Bragg peaks of the model and of the classical baseline, with the settings a model card carries.
+
+One place turns (measured pattern, vacuum probe, network output) into peaks, for `predict`,
+`evaluate` and `tune`, so the three can never disagree:
+
+* the **model**: maxima of the predicted V_g ≥ ``min_relative`` of the strongest one (the zero
+  beam), ``min_spacing_px`` apart, only where the detector has data (``mask``); each then placed
+  by ``refine``: ``"vg"`` a parabola through the V_g maximum, or ``"correlation"`` the maximum of
+  the measured pattern's correlation with the probe within ``search_px`` (sub-pixel as the
+  baseline's settings say), which averages the noise over the whole disk;
+* the **baseline**: :func:`fourdcrystal.baseline.find_bragg_disks_batch` with its settings.
+
+``tune`` chooses both sets of settings on a validation split and stores them in the model card
+(``card["peaks"]``); :func:`settings_from_card` reads them back, falling back to the defaults
+for cards without them. Pure numpy: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .baseline import BaselineConfig, find_bragg_disks_batch, refine_positions
+from .peaks import PeakConfig, Peaks, find_peaks
+
+REFINE_MODES = ("vg", "correlation")
+
+
+@dataclass(frozen=True)
+class ModelPeakSettings:
+    """How peaks are read off the network's V_g."""
+
+    min_relative: float = 0.05  # maxima ≥ this fraction of the strongest V_g (the zero beam)
+    min_spacing_px: float = 3.0  # model-grid pixels between two peaks
+    refine: str = "vg"  # vg | correlation
+    search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
+    max_peaks: int = 400
+
+    def peak_config(self) -> PeakConfig:
+        return PeakConfig(min_relative=self.min_relative, min_spacing_px=self.min_spacing_px,
+                          max_peaks=self.max_peaks, subpixel="parabolic")
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Both methods' settings; what a model card stores under ``peaks``."""
+
+    model: ModelPeakSettings = field(default_factory=ModelPeakSettings)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def as_dict(self) -> dict:
+        return {"model": asdict(self.model), "baseline": asdict(self.baseline)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectionSettings":
+        b = dict(d.get("baseline", {}))
+        peaks = PeakConfig(**b.pop("peaks", {}))
+        return cls(ModelPeakSettings(**d.get("model", {})), BaselineConfig(**b, peaks=peaks))
+
+
+def settings_from_card(card: dict) -> tuple[DetectionSettings, bool]:
+    """(settings, tuned): the card's tuned settings, or the defaults (tuned False) for a card without them."""
+    section = card.get("peaks")
+    if not section:
+        return DetectionSettings(), False
+    return DetectionSettings.from_dict(section["settings"]), True
+
+
+def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, settings: DetectionSettings,
+                mask: np.ndarray | None = None) -> list[Peaks]:
+    """Peaks of a stack of predicted V_g (n, H, W), placed as ``settings.model.refine`` says.
+
+    ``patterns`` (n, H, W) and ``probe`` ((H, W) or (n, H, W)) are the network's inputs, used
+    for the correlation refinement. Intensities stay the predicted V_g at the maxima.
+    """
+    m = settings.model
+    if m.refine not in REFINE_MODES:
+        raise ValueError(f"refine must be one of {REFINE_MODES}, got {m.refine!r}")
+    found = [find_peaks(v, m.peak_config(), mask=mask) for v in vg]
+    if m.refine == "correlation":
+        moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
+        found = [Peaks(pos, p.intensity) for pos, p in zip(moved, found)]
+    return found
+
+
+def baseline_peaks(patterns: np.ndarray, probe: np.ndarray, settings: DetectionSettings,
+                   mask: np.ndarray | None = None) -> list[Peaks]:
+    """The classical detector on a stack (n, H, W) with the settings' baseline configuration."""
+    return find_bragg_disks_batch(patterns, probe, settings.baseline, mask)
+
+
+def with_threshold(settings: DetectionSettings, min_relative: float | None) -> DetectionSettings:
+    """``settings`` with the model's threshold replaced (a user's ``--min-relative``), if given."""
+    if min_relative is None:
+        return settings
+    return replace(settings, model=replace(settings.model, min_relative=float(min_relative)))

@@ -1,0 +1,224 @@
+"""`fourdcrystal tune`: choose both methods' peak settings on the validation split; store them in the card.
+
+A comparison is only fair when the classical detector gets the same care as the model. On the
+validation split (crystals used neither for training nor for the test), at each dose of the
+config (the same Poisson draws for both methods), a grid search picks:
+
+* for the **model**: the V_g threshold ``min_relative`` and the spacing ``min_spacing_px``
+  that maximise the F1 averaged over the doses; then the position refinement (``vg``: a
+  parabola through the V_g maximum, or ``correlation``: the probe correlation of the measured
+  pattern near it) with the lower rms position error, averaged over the doses;
+* for the **baseline**: the correlation power, the Gaussian smoothing, ``min_relative`` and
+  ``min_spacing_px`` that maximise the same mean F1; then its sub-pixel mode (parabola or DFT
+  up-sampling) with the lower rms error.
+
+Thresholds only remove peaks, and the circular spacing suppression keeps the stronger peak,
+so the peaks at a threshold t are those at the lowest threshold of the grid whose value is
+≥ t × the strongest: each (map, spacing) is searched once and every threshold is a filter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .baseline import BaselineConfig, correlations
+from .detect import DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
+from .errors import FourdError
+from .evaluate import EvalConfig, _dose_name, _prf, split_samples
+from .peaks import PeakConfig, find_peaks, match_peaks
+from .progress import bar
+
+log = logging.getLogger("fourdcrystal")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    split: str = "val"
+    doses_e: tuple = (None, 1e5, 1e4)  # electrons per pattern; None = clean
+    match_radius_px: float = 2.0
+    label_min_relative: float = 0.05  # label peaks: maxima of the true V_g ≥ this fraction of the zero beam's
+    limit: int | None = None  # only the first N patterns of the split
+    batch_size: int = 16
+    seed: int = 0
+    model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
+    model_spacing_px: tuple = (2.0, 3.0, 4.0)
+    # baseline templates: the probe, or minus a gaussian (width in probe rms radii) or a sigmoid disk (radii in
+    # disk radii), the kernels of py4DSTEM's Probe.get_kernel
+    kernels: tuple = (("flat", None), ("gaussian", 2.0), ("gaussian", 4.0), ("sigmoid", (1.0, 2.0)),
+                      ("sigmoid", (1.0, 4.0)))
+    corr_power: tuple = (0.5, 0.75, 1.0)
+    sigma_px: tuple = (0.0, 1.0, 2.0)
+    baseline_min_relative: tuple = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.07, 0.1)
+    baseline_spacing_px: tuple = (2.0, 3.0, 4.0)
+
+    def eval_config(self) -> EvalConfig:
+        base = EvalConfig()
+        return replace(base, split=self.split, doses_e=tuple(self.doses_e), match_radius_px=self.match_radius_px,
+                       label_peaks=replace(base.label_peaks, min_relative=self.label_min_relative),
+                       limit=self.limit, batch_size=self.batch_size, seed=self.seed)
+
+
+class _Grid:
+    """Matched / predicted / label counts per (setting, dose), and matched position errors."""
+
+    def __init__(self):
+        self.counts = defaultdict(lambda: np.zeros(3, np.int64))
+        self.errors = defaultdict(list)
+
+    def add(self, key, dose: str, pred_px: np.ndarray, true_px: np.ndarray, radius: float, errors: bool = False):
+        mp, mt = match_peaks(pred_px, true_px, radius)
+        self.counts[(key, dose)] += (len(mp), len(pred_px), len(true_px))
+        if errors:
+            self.errors[(key, dose)].extend(np.linalg.norm(pred_px[mp] - true_px[mt], axis=1).tolist())
+
+    def f1(self, key, doses) -> float:
+        """F1 averaged over the doses (each micro-averaged over patterns)."""
+        return float(np.mean([_prf(*self.counts[(key, d)])[2] for d in doses]))
+
+    def rms(self, key, doses) -> float:
+        return float(np.mean([np.sqrt(np.mean(np.square(self.errors[(key, d)]))) if self.errors[(key, d)]
+                              else np.inf for d in doses]))
+
+    def row(self, key, dose) -> dict:
+        p, r, f1 = _prf(*self.counts[(key, dose)])
+        e = self.errors.get((key, dose))
+        return {"f1": f1, "precision": p, "recall": r,
+                "position_rms_px": float(np.sqrt(np.mean(np.square(e)))) if e else None}
+
+
+def _threshold_sweep(grid: _Grid, key_of, image, mask, spacing, thresholds, truth_px, dose, radius,
+                     spectrum=None):
+    """Peaks of ``image`` at the lowest threshold, then every threshold as a filter on them."""
+    found = find_peaks(image, PeakConfig(min_relative=min(thresholds), min_spacing_px=spacing, max_peaks=400,
+                                         subpixel="parabolic"), mask=mask)
+    top = float(image[mask].max()) if mask.any() else 0.0
+    for t in thresholds:
+        keep = found.intensity >= t * top
+        grid.add(key_of(t), dose, found.pos_px[keep], truth_px, radius)
+
+
+def _kernel(spec: tuple) -> dict:
+    """("gaussian", 2.0) → BaselineConfig keywords."""
+    kind, value = spec
+    if kind == "gaussian":
+        return {"kernel": kind, "kernel_width": float(value)}
+    if kind == "sigmoid":
+        return {"kernel": kind, "kernel_radii": tuple(float(v) for v in value)}
+    return {"kernel": kind}
+
+
+def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneConfig(), device: str = "auto") -> dict:
+    """Grid-search both methods' settings on a split; return the card section (``settings``, what was measured)."""
+    from .model.inference import Predictor
+    from .training.card import load_model, resolve_weights
+    from .training.data import open_dataset
+
+    model_path = resolve_weights(model_path)
+    model, card = load_model(model_path)
+    index, where, info = open_dataset(dataset)
+    locations = where[config.split]
+    if not locations:
+        raise FourdError(f"{dataset}: the {config.split} split is empty; nothing to tune on")
+    ec = config.eval_config()
+    if ec.limit is not None:
+        locations = locations[:ec.limit]
+    predictor = Predictor(model, card, device, ec.batch_size)
+    doses = [_dose_name(d) for d in ec.doses_e]
+    radius = ec.match_radius_px
+
+    samples = []
+    with bar(total=len(locations) * len(doses), desc="tune: model", unit="pattern") as pbar:
+        for s in split_samples(predictor, dataset, locations, ec, pbar):
+            samples.append(s)
+    mgrid = _Grid()
+    for s in samples:
+        for spacing in config.model_spacing_px:
+            _threshold_sweep(mgrid, lambda t: (t, spacing), s.vg_pred, s.usable, spacing, config.model_min_relative,
+                             s.truth.pos_px, _dose_name(s.dose), radius)
+    m_key = max(((t, sp) for sp in config.model_spacing_px for t in config.model_min_relative),
+                key=lambda k: mgrid.f1(k, doses))
+
+    bgrid = _Grid()
+    combos = [BaselineConfig(corr_power=cp, sigma_px=sg, **_kernel(k)) for k in config.kernels
+              for cp in config.corr_power for sg in config.sigma_px]
+    with bar(total=len(samples) * len(combos), desc="tune: baseline", unit="map") as pbar:
+        for s in samples:
+            for c, cfg in enumerate(combos):
+                corr, g = next(correlations(s.pattern[None], s.probe, cfg))
+                for spacing in config.baseline_spacing_px:
+                    _threshold_sweep(bgrid, lambda t: (c, t, spacing), corr, s.usable, spacing,
+                                     config.baseline_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
+                pbar.update(1)
+    b_key = max(((c, t, sp) for c in range(len(combos)) for t in config.baseline_min_relative
+                 for sp in config.baseline_spacing_px), key=lambda k: bgrid.f1(k, doses))
+
+    # positions: the baseline's sub-pixel mode, then the model's refinement, each by rms error
+    c, bt, bsp = b_key
+    candidates = {sub: DetectionSettings(baseline=replace(combos[c], peaks=PeakConfig(
+        min_relative=bt, min_spacing_px=bsp, subpixel=sub))) for sub in ("parabolic", "dft")}
+    pos = _Grid()
+    with bar(total=len(samples), desc="tune: positions", unit="pattern") as pbar:
+        for s in samples:
+            d = _dose_name(s.dose)
+            for sub, st in candidates.items():
+                pk = baseline_peaks(s.pattern[None], s.probe, st, s.usable)[0]
+                pos.add(("baseline", sub), d, pk.pos_px, s.truth.pos_px, radius, errors=True)
+            pbar.update(1)
+    best_sub = min(candidates, key=lambda k: pos.rms(("baseline", k), doses))
+    settings = candidates[best_sub]
+    refines = {}
+    for refine in ("vg", "correlation"):
+        refines[refine] = replace(settings, model=ModelPeakSettings(min_relative=m_key[0], min_spacing_px=m_key[1],
+                                                                    refine=refine))
+        for s in samples:
+            pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
+            pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.truth.pos_px, radius, errors=True)
+    best_refine = min(refines, key=lambda k: pos.rms(("model", k), doses))
+    settings = refines[best_refine]
+
+    return {
+        "settings": settings.as_dict(),
+        "tuned_on": {"dataset": str(dataset), "dataset_index_sha256": info.index_sha256, "split": config.split,
+                     "patterns": len(locations), "doses": doses, "match_radius_px": radius,
+                     "label_min_relative": config.label_min_relative,
+                     "objective": "F1 averaged over the doses (detection settings); rms position error averaged "
+                                  "over the doses (sub-pixel mode, model refinement)"},
+        "validation": {"model": {d: pos.row(("model", best_refine), d) for d in doses},
+                       "baseline": {d: pos.row(("baseline", best_sub), d) for d in doses}},
+        "position_rms_px": {"model": {k: {d: pos.row(("model", k), d)["position_rms_px"] for d in doses}
+                                      for k in refines},
+                            "baseline": {k: {d: pos.row(("baseline", k), d)["position_rms_px"] for d in doses}
+                                         for k in candidates}},
+        "grid": {k: v for k, v in asdict(config).items() if isinstance(v, tuple) and k != "doses_e"},
+        "grid_size": {"model": len(config.model_min_relative) * len(config.model_spacing_px),
+                      "baseline": len(combos) * len(config.baseline_min_relative) * len(config.baseline_spacing_px)},
+        "grid_best_f1": {"model": mgrid.f1(m_key, doses), "baseline": bgrid.f1(b_key, doses)},
+    }
+
+
+def format_tuning(section: dict) -> str:
+    """The chosen settings and their validation scores, one line each."""
+    st, val = section["settings"], section["validation"]
+    m, b = st["model"], st["baseline"]
+    kernel = {"flat": "flat", "gaussian": f"gaussian {b['kernel_width']:g}",
+              "sigmoid": f"sigmoid {tuple(b['kernel_radii'])}"}[b["kernel"]]
+    lines = [f"model:    min_relative {m['min_relative']:g}, spacing {m['min_spacing_px']:g} px, refine {m['refine']}",
+             f"baseline: kernel {kernel}, corr_power {b['corr_power']:g}, sigma {b['sigma_px']:g} px, min_relative "
+             f"{b['peaks']['min_relative']:g}, spacing {b['peaks']['min_spacing_px']:g} px, subpixel "
+             f"{b['peaks']['subpixel']}",
+             f"{'dose':>8s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'rms px':>7s}"]
+    for dose in val["model"]:
+        for method in ("model", "baseline"):
+            r = val[method][dose]
+            rms = f"{r['position_rms_px']:7.3f}" if r["position_rms_px"] is not None else "      -"
+            lines.append(f"{dose:>8s} {method:>9s} {r['f1']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f} {rms}")
+    for method, by_mode in section["position_rms_px"].items():
+        for mode, by_dose in by_mode.items():
+            values = ", ".join(f"{d} {v:.3f}" for d, v in by_dose.items() if v is not None)
+            lines.append(f"position rms (px), {method} placed by {mode}: {values}")
+    return "\n".join(lines)
