@@ -47,18 +47,15 @@ class Peaks:
         return cls(np.zeros((0, 2)), np.zeros(0))
 
 
-def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.ndarray | None = None) -> np.ndarray:
-    """Integer (i, j) of maxima above the threshold, strongest first, at least ``min_spacing_px`` apart.
-
-    ``mask`` (bool, image shape): maxima are kept only where it is True, and the threshold is
-    relative to the strongest value inside it. Maxima are found on the whole image first, so a
-    shoulder cut by the mask's edge does not become a maximum.
-    """
+def maxima_above(image: np.ndarray, min_relative: float, edge_px: int = 0,
+                 mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(integer (i, j) of every 3×3 local maximum ≥ ``min_relative`` × the strongest, strongest first; the
+    strongest value). ``mask``: only maxima inside it, and the strongest value taken inside it."""
     img = np.asarray(image, dtype=np.float64)
-    # true local maxima (3×3); spacing is enforced below on circles, not by a wider square filter,
-    # which would hide a peak behind the shoulder of a stronger one just outside min_spacing
+    # true local maxima (3×3); spacing is enforced by suppress_close on circles, not by a wider square
+    # filter, which would hide a peak behind the shoulder of a stronger one just outside the spacing
     is_max = (img == ndimage.maximum_filter(img, size=3, mode="constant", cval=-np.inf))
-    e = config.edge_px
+    e = edge_px
     if e > 0:
         is_max[:e], is_max[-e:], is_max[:, :e], is_max[:, -e:] = False, False, False, False
     if mask is not None:
@@ -67,25 +64,39 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.
     else:
         top = img.max() if img.size else 0.0
     if not np.isfinite(top) or top <= 0:
-        return np.zeros((0, 2), dtype=int)
-    is_max &= img >= config.min_relative * top
+        return np.zeros((0, 2), dtype=int), 0.0
+    is_max &= img >= min_relative * top
     ij = np.argwhere(is_max)
-    ij = ij[np.argsort(-img[ij[:, 0], ij[:, 1]], kind="stable")]
-    # plateaus and near neighbours (closer than min_spacing on a circle): the strongest wins. The
-    # maximum filter leaves few such pairs, so only those are resolved, in order of strength.
+    return ij[np.argsort(-img[ij[:, 0], ij[:, 1]], kind="stable")], float(top)
+
+
+def suppress_close(ij: np.ndarray, spacing_px: float) -> np.ndarray:
+    """Keep-mask over maxima ``ij`` (strongest first): a maximum closer than ``spacing_px`` (on a circle) to a
+    stronger kept one is dropped. The maximum filter leaves few such pairs, so only those are resolved."""
     drop = np.zeros(len(ij), dtype=bool)
-    if len(ij) > 1 and config.min_spacing_px > 0:
+    if len(ij) > 1 and spacing_px > 0:
         from scipy.spatial import cKDTree
 
-        pairs = cKDTree(ij).query_pairs(r=np.nextafter(config.min_spacing_px, 0), output_type="ndarray")
+        pairs = cKDTree(ij).query_pairs(r=np.nextafter(spacing_px, 0), output_type="ndarray")
         if len(pairs):
             later = defaultdict(list)
             for a, b in np.sort(pairs, axis=1):
                 later[a].append(b)
-            for k in range(len(ij)):
+            for k in sorted(later):
                 if not drop[k]:
-                    drop[later.get(k, [])] = True
-    keep = ij[~drop][:config.max_peaks]
+                    drop[later[k]] = True
+    return ~drop
+
+
+def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.ndarray | None = None) -> np.ndarray:
+    """Integer (i, j) of maxima above the threshold, strongest first, at least ``min_spacing_px`` apart.
+
+    ``mask`` (bool, image shape): maxima are kept only where it is True, and the threshold is
+    relative to the strongest value inside it. Maxima are found on the whole image first, so a
+    shoulder cut by the mask's edge does not become a maximum.
+    """
+    ij, _ = maxima_above(image, config.min_relative, config.edge_px, mask)
+    keep = ij[suppress_close(ij, config.min_spacing_px)][:config.max_peaks]
     return keep.astype(int).reshape(-1, 2)
 
 

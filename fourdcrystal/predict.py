@@ -477,21 +477,23 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         partial.unlink()
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path)  # checks weights against the card before any work
-    note = quality_note(card)
-    if note:
-        log.warning("%s", note)
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
+    tuned = True
     if config.settings is None:
         settings, tuned = settings_from_card(card)
-        if not tuned:
-            log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults", model_path)
         config = replace(config, settings=with_threshold(settings, config.min_relative))
     with open_4d(data, scan_shape) as scan:
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
-        for w in calibration_warnings(card, cal):
-            log.warning("%s: %s", data, w)
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
+        # notes only once the inputs are known to be good: an error is then the one line printed
+        note = quality_note(card)
+        if note:
+            log.warning("%s", note)
+        if not tuned:
+            log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults", model_path)
+        for w in [*scan.notes, *calibration_warnings(card, cal)]:
+            log.warning("%s: %s", data, w)
         methods = ("model", "baseline") if config.baseline else ("model",)
         settings = {"data": str(data), "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
                     "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
@@ -503,7 +505,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
                  "model_k_sampling_invA": list(card["input"]["k_sampling_invA"]),
                  "model_shape": prep["grid_shape"], "dead_or_masked_pixels": prep["dead_pixels"],
-                 "calibration": json.dumps(asdict(cal)), "centre_px": prep["centre_px"],
+                 "calibration": json.dumps(asdict(cal)), "file_calibration": json.dumps(scan.calibration, default=str),
+                 "centre_px": prep["centre_px"],
                  "centre_source": prep["centre_source"], "probe_source": prep["probe_source"],
                  "bf_radius_px": prep["bf_radius_px"], "config": json.dumps(asdict(config), default=str),
                  "software": json.dumps(software_versions()),
@@ -544,7 +547,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     prediction_summary(summary, card, out.name, png)
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
-            "centre_px": prep["centre_px"], "probe_source": prep["probe_source"]}
+            "centre_px": prep["centre_px"], "probe_source": prep["probe_source"], "grid_shape": prep["grid_shape"]}
 
 
 def _chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):

@@ -30,7 +30,7 @@ from .baseline import BaselineConfig, correlations
 from .detect import DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
 from .errors import FourdError
 from .evaluate import EvalConfig, _dose_name, _prf, split_samples
-from .peaks import PeakConfig, find_peaks, match_peaks
+from .peaks import PeakConfig, match_peaks, maxima_above, parabolic_offsets, suppress_close
 from .progress import bar
 
 log = logging.getLogger("fourdcrystal")
@@ -91,15 +91,29 @@ class _Grid:
                 "position_rms_px": float(np.sqrt(np.mean(np.square(e)))) if e else None}
 
 
-def _threshold_sweep(grid: _Grid, key_of, image, mask, spacing, thresholds, truth_px, dose, radius,
-                     spectrum=None):
-    """Peaks of ``image`` at the lowest threshold, then every threshold as a filter on them."""
-    found = find_peaks(image, PeakConfig(min_relative=min(thresholds), min_spacing_px=spacing, max_peaks=400,
-                                         subpixel="parabolic"), mask=mask)
-    top = float(image[mask].max()) if mask.any() else 0.0
-    for t in thresholds:
-        keep = found.intensity >= t * top
-        grid.add(key_of(t), dose, found.pos_px[keep], truth_px, radius)
+def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth_px, dose, radius, edge_px=2,
+                     max_peaks=400):
+    """Every (spacing, threshold) of the grid on one map, from one search for maxima.
+
+    The maxima at the lowest threshold are found once; each spacing suppresses close ones among
+    them; each threshold is then a prefix of what is left (strongest first). Only candidates
+    within ``radius`` of a label peak can match, so the matching runs on those alone.
+    """
+    from scipy.spatial import cKDTree
+
+    ij, top = maxima_above(image, min(thresholds), edge_px, mask)
+    pos = ij + parabolic_offsets(image, ij)
+    value = image[ij[:, 0], ij[:, 1]] if len(ij) else np.zeros(0)
+    near_any = np.zeros(len(ij), bool)
+    if len(ij) and len(truth_px):
+        near_any = np.isfinite(cKDTree(truth_px).query(pos, distance_upper_bound=radius)[0])
+    for spacing in spacings:
+        kept = np.nonzero(suppress_close(ij, spacing))[0][:max_peaks]
+        for t in thresholds:
+            sel = kept[value[kept] >= t * top]
+            near = sel[near_any[sel]]
+            mp, mt = match_peaks(pos[near], truth_px, radius)
+            grid.counts[(key_of(t, spacing), dose)] += (len(mp), len(sel), len(truth_px))
 
 
 def _kernel(spec: tuple) -> dict:
@@ -137,9 +151,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             samples.append(s)
     mgrid = _Grid()
     for s in samples:
-        for spacing in config.model_spacing_px:
-            _threshold_sweep(mgrid, lambda t: (t, spacing), s.vg_pred, s.usable, spacing, config.model_min_relative,
-                             s.truth.pos_px, _dose_name(s.dose), radius)
+        _threshold_sweep(mgrid, lambda t, sp: (t, sp), s.vg_pred, s.usable, config.model_spacing_px,
+                         config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
     m_key = max(((t, sp) for sp in config.model_spacing_px for t in config.model_min_relative),
                 key=lambda k: mgrid.f1(k, doses))
 
@@ -150,9 +163,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         for s in samples:
             for c, cfg in enumerate(combos):
                 corr, g = next(correlations(s.pattern[None], s.probe, cfg))
-                for spacing in config.baseline_spacing_px:
-                    _threshold_sweep(bgrid, lambda t: (c, t, spacing), corr, s.usable, spacing,
-                                     config.baseline_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
+                _threshold_sweep(bgrid, lambda t, sp: (c, t, sp), corr, s.usable, config.baseline_spacing_px,
+                                 config.baseline_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
                 pbar.update(1)
     b_key = max(((c, t, sp) for c in range(len(combos)) for t in config.baseline_min_relative
                  for sp in config.baseline_spacing_px), key=lambda k: bgrid.f1(k, doses))

@@ -2,6 +2,10 @@
 
     python scripts/export_release_model.py release/model/model.pt release/evaluation/report.json \\
         --config configs/release.yaml [--note "trained on ..."]
+    python scripts/export_release_model.py release release/evaluation/report.json --card-only
+
+``--card-only`` keeps the shipped weights and rewrites only the test evaluation in their card
+(after ``fourdcrystal tune release DATASET`` has stored new peak settings there).
 
 The weights are stored as float16 (half the size; the network runs in float32). The card gets,
 besides what `fourdcrystal train` wrote: the data set config (select / supercell / simulate
@@ -22,7 +26,7 @@ from pathlib import Path
 from fourdcrystal.config import load_config
 from fourdcrystal.simulation import shards
 from fourdcrystal.simulation.inspect import all_meta
-from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card
+from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card, resolve_weights, update_card
 
 
 def crystal_system(space_group: int) -> str:
@@ -59,15 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="model.pt written by fourdcrystal train (its card beside it)")
     ap.add_argument("report", help="report.json of fourdcrystal evaluate on the test split")
-    ap.add_argument("--config", required=True, help="the config the data set and model were made with")
+    ap.add_argument("--config", help="the config the data set and model were made with (not with --card-only)")
+    ap.add_argument("--card-only", action="store_true", help="keep the weights; replace the card's test evaluation")
     ap.add_argument("--note", default="", help="where and how long it was trained, in words")
     ap.add_argument("--out", default=str(RELEASE_WEIGHTS), help="weights path to write (card beside it)")
     args = ap.parse_args(argv)
 
-    card = read_card(args.model)
+    weights = resolve_weights(args.model)
+    card = read_card(weights)
     report = json.loads(Path(args.report).read_text())
     if report.get("model_weights_sha256") != card["weights_sha256"]:
         sys.exit(f"error: {args.report} evaluates other weights than {args.model}")
+    if report.get("settings") != card.get("peaks", {}).get("settings"):
+        sys.exit(f"error: {args.report} was made with other peak settings than the card's (run evaluate again)")
+    evaluation = {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
+                                         "by_dose_and_thickness_A", "by_dose_and_thickness_bin", "definitions",
+                                         "config", "settings")}
+    if args.card_only:
+        release = {**card["release"], "test_evaluation": evaluation}
+        update_card(weights, "release", release)
+        print(f"updated the test evaluation in the card of {weights}")
+        return 0
+    if not args.config:
+        sys.exit("error: --config is required (the config the data set and model were made with)")
     dataset = Path(card["training"]["dataset"])
     extra = {
         "name": "fcunet-release",
@@ -75,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             "dataset_config": {s: load_config(s, args.config) for s in ("select", "supercell", "simulate")},
             "dataset_contents": dataset_contents(dataset),
             "trained_on": args.note,
-            "test_evaluation": {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
-                                                     "by_dose_and_thickness_A", "definitions", "config")},
+            "test_evaluation": evaluation,
         },
     }
     out = export_model(args.model, args.out, extra)

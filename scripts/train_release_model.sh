@@ -18,6 +18,7 @@ train_args=(--config "$CONFIG" --device "$DEVICE")
 [ -n "$EPOCHS" ] && train_args+=(--epochs "$EPOCHS")
 [ -f release/model/checkpoint.pt ] && [ ! -f release/model/model.pt ] && train_args+=(--resume)
 [ -f release/model/model.pt ] || fourdcrystal train release/dataset "${train_args[@]}"
+fourdcrystal tune release/model/model.pt release/dataset --device "$DEVICE"   # peak settings on the val split
 fourdcrystal evaluate release/model/model.pt release/dataset --out release/evaluation --device "$DEVICE"
 python scripts/export_release_model.py release/model/model.pt release/evaluation/report.json \
     --config "$CONFIG" --note "$NOTE"

@@ -43,7 +43,8 @@ def test_reader_errors_are_one_line(cube, tmp_path):
             open_4d(spec)
         assert "\n" not in str(info.value)
     with h5py.File(tmp / "two.h5", "w") as f:
-        f["a"] = np.zeros((1, 1, 2, 2))
-        f["b"] = np.zeros((1, 1, 2, 2))
-    with pytest.raises(FourdError, match="several 4D datasets"):
+        f["a"] = np.zeros((1, 1, 16, 16))
+        f["b"] = np.zeros((1, 1, 16, 16))
+        f["small"] = np.zeros((1, 1, 2, 27))  # metadata, never a candidate
+    with pytest.raises(FourdError, match="several 4D-STEM datasets"):
         open_4d(tmp / "two.h5")

@@ -324,3 +324,79 @@ def test_quality_note_reads_the_cards_own_evaluation():
     assert "q_z error (0.0016 Å⁻¹) is not below that of predicting q_z = 0 (0.0017 Å⁻¹)" in note and "F1" not in note
     no_qz["release"]["test_evaluation"]["by_dose_thick"]["model"]["clean"]["qz_mae_invA"] = 0.0008
     assert quality_note(no_qz) is None
+
+
+DATA = Path(__file__).with_name("data")
+
+
+def _fpd_file(path: Path, counts: np.ndarray, k_pixel_invA: float | None) -> Path:
+    """The fpd package's HDF5 layout for Merlin data: /fpd_expt/fpd_data/data (scan_y, scan_x, 1, ky, kx) big-endian
+    uint16 with dim1…dim5 axis datasets, beside 4D metadata arrays (DAC, Threshold) and the sum images."""
+    sy, sx, ky, kx = counts.shape
+    with h5py.File(path, "w") as f:
+        f.attrs["version_major"], f.attrs["version_minor"] = 0, 2
+        g = f.create_group("fpd_expt")
+        d = g.create_group("fpd_data")
+        d.attrs["emd_group_type"] = 1
+        d.create_dataset("data", data=counts[:, :, None].astype(">u2"), chunks=(1, 1, 1, ky, kx))
+        step = k_pixel_invA * 10 if k_pixel_invA else 1.0
+        for n, (name, size, units, scale) in enumerate((("scan_y", sy, "pixels", 1.0), ("scan_x", sx, "pixels", 1.0),
+                                                        ("image", 1, "index", 1.0),
+                                                        ("qy", ky, "1/nm" if k_pixel_invA else "pixels", step),
+                                                        ("qx", kx, "1/nm" if k_pixel_invA else "pixels", step)), 1):
+            dim = d.create_dataset(f"dim{n}", data=np.arange(size) * scale)
+            dim.attrs["name"], dim.attrs["units"] = name, units
+        for name, shape in (("DAC", (sy, sx, 1, 27)), ("Threshold", (sy, sx, 1, 8)), ("Exposure", (sy, sx, 1))):
+            g.create_group(name).create_dataset("data", data=np.ones(shape))
+        g.create_group("fpd_sum_im").create_dataset("data", data=counts.sum((2, 3)))
+        g.create_group("fpd_sum_dif").create_dataset("data", data=counts.sum((0, 1)))
+    return path
+
+
+def test_files_written_by_py4dstem_and_fpd_give_the_npy_vectors(model, tmp_path):
+    """A DataCube saved by py4DSTEM 0.14 itself (calibration bundle with Q/R pixel sizes, QR_flip, a rotation
+    and a list-valued _target_paths) and an fpd-layout file (5D with a singleton, metadata arrays beside it)
+    give exactly the vectors of the same counts as .npy with the calibration given by options."""
+    from fourdcrystal.io.readers import open_4d
+
+    weights, _ = model
+    fixture = DATA / "py4dstem_datacube.h5"
+    with open_4d(fixture) as s:
+        assert s.shape == (2, 3, 32, 32) and s.format == "emd"
+        assert s.calibration["k_pixel_invA"] == pytest.approx(0.08)
+        assert s.calibration["r_pixel_size"] == pytest.approx(1.5) and s.calibration["r_pixel_units"] == "nm"
+        assert s.calibration["qr_flip"] is False and s.calibration["qr_rotation_deg"] == pytest.approx(2.5)
+        assert any("QR rotation 2.5" in n for n in s.notes)
+        counts = s.read(0, 6).reshape(2, 3, 32, 32)
+    np.save(tmp_path / "same.npy", counts)
+    _fpd_file(tmp_path / "fpd.hdf5", counts, 0.08)
+    _fpd_file(tmp_path / "fpd-pixels.h5", counts, None)
+    with open_4d(tmp_path / "fpd.hdf5") as s:
+        assert s.shape == (2, 3, 32, 32) and s.format == "fpd"
+        assert s.calibration["k_pixel_invA"] == pytest.approx(0.08)
+        np.testing.assert_array_equal(s.read(0, 6).reshape(counts.shape), counts)
+    with open_4d(tmp_path / "fpd-pixels.h5") as s:
+        assert "k_pixel_invA" not in s.calibration and any("pixels" in n for n in s.notes)
+    results = {}
+    for name, extra in (("same.npy", ["--k-pixel", "0.08"]), (str(fixture), []), ("fpd.hdf5", []),
+                        ("fpd-pixels.h5", ["--k-pixel", "0.08"])):
+        src = name if name.startswith("/") else str(tmp_path / name)
+        out = tmp_path / f"{Path(name).name}.bragg.h5"
+        res = run_cli("-q", "predict", str(weights), src, "--out", str(out), "--baseline", "--energy", "200e3",
+                      "--semiangle", "3", *extra)
+        assert res.exit_code == 0, res.output
+        results[name] = (_vectors(out), _vectors(out, "baseline"))
+    ref = results["same.npy"]
+    assert (np.diff(ref[1]["offsets"]) >= 1).all()
+    for name, got in results.items():
+        for a, b in zip(ref, got):
+            for key in a:
+                np.testing.assert_array_equal(b[key], a[key], err_msg=f"{name}: {key}")
+    # several real 4D-STEM arrays in one file: the error lists them with their shapes
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f["a/data"] = counts
+        f["b/data"] = counts[:, :, None]
+        f["meta/dac"] = np.ones((2, 3, 1, 27))
+    err = _error(run_cli("predict", str(weights), str(tmp_path / "two.h5"), "--k-pixel", "0.08", "--energy",
+                         "200e3", "--semiangle", "3"))
+    assert "/a/data 2×3×32×32" in err and "/b/data 2×3×1×32×32" in err and "dac" not in err

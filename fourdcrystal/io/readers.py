@@ -68,6 +68,7 @@ class Scan4D:
     format: str = ""
     _array: object = None  # anything sliced as [i, j0:j1] giving (m, k_x, k_y): memmap, h5py, dask
     _file: object = None
+    notes: list = field(default_factory=list)  # what the reader found in the file but could not use, in words
 
     @property
     def scan_shape(self) -> tuple[int, int]:
@@ -207,15 +208,88 @@ def _open_hdf5(p: Path, inner: str) -> Scan4D:
         if inner:
             if inner not in f or not isinstance(f[inner], h5py.Dataset):
                 raise FourdError(f"{p}: no dataset {inner!r} in the file")
-            ds = f[inner]
+            ds, fmt = f[inner], "hdf5"
+        elif isinstance(f.get(FPD_DATA), h5py.Dataset) and _scan_axes(f[FPD_DATA].shape) is not None:
+            ds, fmt = f[FPD_DATA], "fpd"  # the fpd package's Merlin layout, recognised by name
         else:
-            ds = f[_single(p, _find(f, lambda o: isinstance(o, h5py.Dataset) and o.ndim == 4), "4D dataset")]
-        shape = _check_4d(ds.shape, f"{p}:{ds.name}")
+            found = _find(f, lambda o: isinstance(o, h5py.Dataset) and _scan_axes(o.shape) is not None)
+            if len(found) > 1:
+                listed = ", ".join(f"{n} {'×'.join(map(str, f[n].shape))}" for n in found[:6])
+                raise FourdError(f"{p}: several 4D-STEM datasets ({listed}); name one as {p}:/path/to/it")
+            ds, fmt = f[_single(p, found, "4D-STEM dataset (scan × scan × detector ≥ 16×16 px)")], "hdf5"
+        axes = _scan_axes(ds.shape)
+        if axes is None:
+            _check_4d(ds.shape, f"{p}:{ds.name}")  # the one-line shape error
+            raise FourdError(f"{p}:{ds.name}: shape {tuple(ds.shape)} is not a scan of detector frames")
+        shape = tuple(int(ds.shape[a]) for a in axes)
         cal = {k: float(ds.attrs[k]) for k in ("k_pixel_invA", "energy_eV", "semiangle_mrad") if k in ds.attrs}
-        return Scan4D(f"{p}:{ds.name}", shape, ds.dtype, cal, "hdf5", ds, f)
+        notes: list[str] = []
+        if fmt == "fpd":
+            cal.update(_fpd_calibration(ds.parent, len(ds.shape), notes))
+        array = ds if len(ds.shape) == 4 else _Squeezed(ds, axes)
+        return Scan4D(f"{p}:{ds.name}", shape, ds.dtype, cal, fmt, array, f, notes)
     except BaseException:
         f.close()
         raise
+
+
+FPD_DATA = "/fpd_expt/fpd_data/data"
+_INV_ANGSTROM = {"A^-1": 1.0, "Å^-1": 1.0, "1/A": 1.0, "1/Å": 1.0, "nm^-1": 0.1, "1/nm": 0.1}  # → Å⁻¹
+
+
+def _scan_axes(shape) -> tuple[int, int, int, int] | None:
+    """The axes (scan, scan, detector, detector) of an array that holds a 4D-STEM scan, or None.
+
+    The last two axes are the detector (each ≥ 16 px, smaller arrays are metadata); singleton
+    axes between the scan and the detector are dropped, innermost first, until four remain, so
+    fpd's (scan_y, scan_x, 1, 256, 256) is a scan of 256² patterns and (2, 2, 1, 27) is not.
+    """
+    n = len(shape)
+    if n < 4 or shape[-1] < 16 or shape[-2] < 16:
+        return None
+    keep = list(range(n - 2))
+    for a in reversed(range(n - 2)):
+        if len(keep) == 2:
+            break
+        if shape[a] == 1:
+            keep.remove(a)
+    if len(keep) != 2:
+        return None
+    return keep[0], keep[1], n - 2, n - 1
+
+
+class _Squeezed:
+    """An HDF5 dataset with singleton axes read as (scan_x, scan_y, k_x, k_y): ``[i, j0:j1]`` → (m, k_x, k_y)."""
+
+    def __init__(self, ds, axes):
+        self.ds, self.axes = ds, axes
+
+    def __getitem__(self, key):
+        i, js = key
+        index = [0] * len(self.ds.shape)
+        index[self.axes[0]], index[self.axes[1]] = i, js
+        index[self.axes[2]] = index[self.axes[3]] = slice(None)
+        return self.ds[tuple(index)]
+
+
+def _fpd_calibration(group, ndim: int, notes: list) -> dict:
+    """Detector pixel size from fpd's last two axis datasets (``dim4``/``dim5`` of 5D data) where they carry
+    reciprocal-length units; otherwise a note saying the pixel size must come from the options."""
+    cal: dict = {}
+    steps = []
+    for name in (f"dim{ndim - 1}", f"dim{ndim}"):
+        dim = group.get(name)
+        units = _attr(dim.attrs, "units") if dim is not None else None
+        if dim is not None and units in _INV_ANGSTROM and len(dim) >= 2:
+            steps.append(float(dim[1] - dim[0]) * _INV_ANGSTROM[units])
+        elif dim is not None:
+            notes.append(f"fpd axis {name} is in {units or 'no units'!s}, not a reciprocal length")
+    if len(steps) == 2 and all(s > 0 for s in steps):
+        cal["k_pixel_invA"] = float(np.mean(steps))
+        if abs(steps[0] - steps[1]) > 1e-3 * steps[0]:
+            notes.append(f"fpd detector axes have different pixel sizes {steps[0]:.5g}, {steps[1]:.5g} Å⁻¹; "
+                         f"their mean is used")
+    return cal
 
 
 def _attr(attrs, key: str):
@@ -257,31 +331,82 @@ def _open_emd(p: Path, f, inner: str) -> Scan4D:
         cubes = [g for g in groups if _attr(f[g].attrs, "python_class") == "DataCube"]
         group = f[_single(p, cubes if len(cubes) == 1 else groups, "4D EMD array")]
     ds = group["data"]
-    return Scan4D(f"{p}:{group.name}", _check_4d(ds.shape, f"{p}:{group.name}"), ds.dtype,
-                  _emd_calibration(f, group), "emd", ds, f)
+    notes: list[str] = []
+    cal = _emd_calibration(f, group, notes)
+    return Scan4D(f"{p}:{group.name}", _check_4d(ds.shape, f"{p}:{group.name}"), ds.dtype, cal, "emd", ds, f, notes)
 
 
-def _emd_calibration(f, group) -> dict:
-    """Pixel size in Å⁻¹ (and energy/semi-angle where a writer left them) of an EMD array group."""
+# py4DSTEM calibration fields that this reader reads, and ones it knows it does not need
+_EMD_USED = {"Q_pixel_size", "Q_pixel_units", "R_pixel_size", "R_pixel_units", "QR_flip", "QR_rotation_degrees",
+             "QR_rotation", "energy_eV", "semiangle_mrad", "_root_treepath", "_target_paths"}
+
+
+def metadata_values(meta) -> dict:
+    """The items of an emdfile ``Metadata`` group as Python values.
+
+    emdfile writes numbers and booleans as scalar datasets, strings as variable-length strings,
+    arrays as datasets, and lists of strings as a group (``type='list_of_strings'``) of
+    numbered string datasets; other groups (nested metadata) are skipped.
+    """
+    import h5py
+
+    out: dict = {}
+    for key, item in meta.items():
+        if isinstance(item, h5py.Dataset):
+            v = item[()]
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif isinstance(v, np.ndarray) and v.ndim == 0:
+                v = v.item()
+            elif isinstance(v, np.generic):
+                v = v.item()
+            out[key] = v
+        elif _attr(item.attrs, "type") == "list_of_strings":
+            vals = [item[k][()] for k in sorted(item.keys(), key=lambda k: int(k) if k.isdigit() else k)]
+            out[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in vals]
+    return out
+
+
+def _emd_calibration(f, group, notes: list) -> dict:
+    """Calibration of an EMD array group: pixel size in Å⁻¹ (and energy, semi-angle where a writer left
+    them), from py4DSTEM's ``calibration`` metadata (the array's own first, then its root's), else from the
+    array's ``dim2``. Real-space pixel size, ``QR_flip`` and the QR rotation are kept for the record (Bragg
+    vectors stay in the detector frame); what cannot be used is said in ``notes``."""
     cal: dict = {}
-    bundles = [group.get("metadatabundle")]  # the array's own metadata first, then its root's
+    bundles = [group.get("metadatabundle")]
     root = group.file[group.name.split("/")[1]]
     bundles.append(root.get("metadatabundle"))
+    unused: set = set()
     for bundle in bundles:
         meta = bundle.get("calibration") if bundle is not None else None
         if meta is None:
             continue
-        values = {k: meta[k][()] for k in meta.keys()}
-        values = {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
-        if "k_pixel_invA" not in cal and values.get("Q_pixel_units") in ("A^-1", "Å^-1") and "Q_pixel_size" in values:
-            cal["k_pixel_invA"] = float(values["Q_pixel_size"])
-        for key in ("energy_eV", "semiangle_mrad"):
-            if key in values and key not in cal:
-                cal[key] = float(values[key])
+        values = metadata_values(meta)
+        units = values.get("Q_pixel_units")
+        if "k_pixel_invA" not in cal and "Q_pixel_size" in values:
+            if units in _INV_ANGSTROM and float(values["Q_pixel_size"]) > 0:
+                cal["k_pixel_invA"] = float(values["Q_pixel_size"]) * _INV_ANGSTROM[units]
+            else:
+                notes.append(f"calibration Q_pixel_size {values['Q_pixel_size']!r} in {units!r} is not a "
+                             f"reciprocal length; give --k-pixel")
+        for key, name in (("R_pixel_size", "r_pixel_size"), ("R_pixel_units", "r_pixel_units"),
+                          ("QR_flip", "qr_flip"), ("QR_rotation_degrees", "qr_rotation_deg"),
+                          ("energy_eV", "energy_eV"), ("semiangle_mrad", "semiangle_mrad")):
+            if key in values and name not in cal:
+                v = values[key]
+                cal[name] = v if isinstance(v, (str, bool)) else float(v)
+        unused |= set(values) - _EMD_USED
     if "k_pixel_invA" not in cal and "dim2" in group:
         dim = group["dim2"]
-        if _attr(dim.attrs, "units") in ("A^-1", "Å^-1") and len(dim) >= 2:
-            cal["k_pixel_invA"] = float(dim[1] - dim[0])
+        units = _attr(dim.attrs, "units")
+        if units in _INV_ANGSTROM and len(dim) >= 2 and float(dim[1] - dim[0]) > 0:
+            cal["k_pixel_invA"] = float(dim[1] - dim[0]) * _INV_ANGSTROM[units]
+    if unused:
+        notes.append(f"calibration fields not used: {', '.join(sorted(unused))} (Bragg vectors are given in the "
+                     f"detector frame, from the zero beam found in the data; distortions are not corrected)")
+    if cal.get("qr_flip") or cal.get("qr_rotation_deg"):
+        notes.append(f"QR_flip {cal.get('qr_flip', False)}, QR rotation {cal.get('qr_rotation_deg', 0):g}°: recorded "
+                     f"in the output; vectors are in the detector frame")
     return cal
 
 
@@ -341,9 +466,6 @@ def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[int, int]:
 
 # -- RosettaSciIO -----------------------------------------------------------------------------
 
-_UNITS_TO_INV_A = {"1/Å": 1.0, "1/A": 1.0, "A^-1": 1.0, "Å^-1": 1.0, "1/nm": 0.1, "nm^-1": 0.1}
-
-
 def _open_rsciio(p: Path, plugin: str) -> Scan4D:
     import importlib
 
@@ -365,7 +487,7 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
     axes = sig.get("axes", [])
     signal_axes = [a for a in axes if not a.get("navigate", False)]
     if signal_axes:
-        factor = _UNITS_TO_INV_A.get(str(signal_axes[0].get("units", "")).strip())
+        factor = _INV_ANGSTROM.get(str(signal_axes[0].get("units", "")).strip())
         if factor:
             cal["k_pixel_invA"] = float(signal_axes[0]["scale"]) * factor
     tem = sig.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {})
