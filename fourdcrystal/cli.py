@@ -299,6 +299,8 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 
     from .simulation.inspect import dataset_montage, dataset_summary
 
+    if count < 0:
+        raise FourdError(f"--samples must be >= 0, got {count}")
     click.echo(dataset_summary(dataset))
     if count > 0:
         path = dataset_montage(dataset, png or Path(dataset) / "inspect.png", count=count, seed=seed)
@@ -456,6 +458,8 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
 
     dose_list = _doses(doses)
     _check_limit(limit)
+    if batch_size < 1:
+        raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
     _check_fraction(label_min_relative, "--label-min-relative")
     if min_relative is not None:
         _check_fraction(min_relative, "--min-relative")

@@ -77,15 +77,18 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
     """Options win over the file; a missing pixel size is one line naming the options that give it."""
     sources = {}
 
+    def positive(option, value):
+        if not (value > 0 and np.isfinite(value)):
+            raise FourdError(f"{option} must be a finite number > 0, got {value}")
+        return float(value)
+
     def pick(key, option, value):
         if value is not None:
-            if not value > 0:
-                raise FourdError(f"{option} must be > 0, got {value}")
             sources[key] = option
-            return float(value)
+            return positive(option, value)
         if key in from_file:
             sources[key] = "file"
-            return float(from_file[key])
+            return positive(f"{data}: the file's {key}", from_file[key])
         return None
 
     energy = pick("energy_eV", "--energy", energy_eV)
@@ -93,6 +96,8 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
     if k_pixel_invA is None and camera_length_mm is not None:
         if detector_pixel_um is None or energy is None:
             raise FourdError("--camera-length needs --detector-pixel (µm) and the beam energy (--energy, eV)")
+        positive("--camera-length", camera_length_mm)
+        positive("--detector-pixel", detector_pixel_um)
         k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
         sources["k_pixel_invA"] = "--camera-length"
     k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
@@ -231,11 +236,18 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
         source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
     mean = _mean_pattern(scan)
+    if not np.isfinite(mean).all():
+        raise FourdError(f"{scan.spec}: the data hold NaN or infinite values; mask or replace them first")
+    if not mean.max() > 0:
+        raise FourdError(f"{scan.spec}: the patterns are all zero or negative; expected counts or intensities")
     detector_valid &= ~dead_lines(mean)
     if centre_px is None:
         centre_px = disk_centre(np.where(detector_valid, mean, 0.0), r_px)
         centre_source = "bright disk of the mean pattern"
     else:
+        if not all(0 <= c <= n - 1 for c, n in zip(centre_px, scan.pattern_shape)):
+            raise FourdError(f"--centre {centre_px[0]:g},{centre_px[1]:g} lies outside the "
+                             f"{scan.pattern_shape[0]}×{scan.pattern_shape[1]} detector")
         centre_source = "--centre"
     grid = detector_grid_shape(scan.pattern_shape, cal.k_pixel_invA, centre_px, dk_model, 2**depth)
     if detector_probe is not None:
@@ -483,7 +495,14 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     if config.settings is None:
         settings, tuned = settings_from_card(card)
         config = replace(config, settings=with_threshold(settings, config.min_relative))
+    if config.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise FourdError(f"--device {config.device}: this machine has no CUDA GPU that torch can use")
     with open_4d(data, scan_shape) as scan:
+        if len(scan) == 0:
+            raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
         # notes only once the inputs are known to be good: an error is then the one line printed

@@ -400,3 +400,49 @@ def test_files_written_by_py4dstem_and_fpd_give_the_npy_vectors(model, tmp_path)
     err = _error(run_cli("predict", str(weights), str(tmp_path / "two.h5"), "--k-pixel", "0.08", "--energy",
                          "200e3", "--semiangle", "3"))
     assert "/a/data 2×3×32×32" in err and "/b/data 2×3×1×32×32" in err and "dac" not in err
+
+
+@pytest.mark.parametrize("case", ["camera-length-0", "k-pixel-negative", "k-pixel-inf", "centre-outside", "nan-data",
+                                  "zero-data", "min-relative-nan", "no-positions", "mask-shape", "cuda-absent"])
+def test_bad_input_is_one_line_and_leaves_nothing(model, scan, tmp_path, case):
+    import torch
+
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    opts = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+    counts = scan["counts"].astype(np.float32)
+    extra, fragment = [], None
+    if case == "camera-length-0":
+        opts, extra, fragment = ["--energy", "200e3", "--semiangle", "3"], ["--camera-length", "0",
+                                                                           "--detector-pixel", "55"], "--camera-length"
+    elif case == "k-pixel-negative":
+        opts[1], fragment = "-0.02", "--k-pixel"
+    elif case == "k-pixel-inf":
+        opts[1], fragment = "inf", "--k-pixel"
+    elif case == "centre-outside":
+        extra, fragment = ["--centre", "500,3"], "--centre"
+    elif case in ("nan-data", "zero-data", "no-positions"):
+        bad = counts.copy()
+        if case == "nan-data":
+            bad[1, 2, 5, 5] = np.nan
+        elif case == "zero-data":
+            bad[:] = 0
+        else:
+            bad = bad[:0]
+        src = tmp_path / "bad.npy"
+        np.save(src, bad)
+        fragment = {"nan-data": "NaN", "zero-data": "all zero", "no-positions": "no positions"}[case]
+    elif case == "min-relative-nan":
+        extra, fragment = ["--min-relative", "nan"], "--min-relative"
+    elif case == "mask-shape":
+        np.save(tmp_path / "mask.npy", np.zeros((8, 8)))
+        extra, fragment = ["--mask", str(tmp_path / "mask.npy")], "--mask"
+    elif case == "cuda-absent":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        extra, fragment = ["--device", "cuda"], "--device cuda"
+    out = tmp_path / "out" / "r.h5"
+    before = set(tmp_path.rglob("*"))
+    res = run_cli("predict", str(weights), str(src), "--out", str(out), *opts, *extra)
+    assert fragment in _error(res), res.output
+    assert set(tmp_path.rglob("*")) == before  # no result, no .partial, no folder
