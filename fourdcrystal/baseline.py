@@ -30,7 +30,7 @@ KERNELS = ("flat", "gaussian", "sigmoid")
 class BaselineConfig:
     corr_power: float = 1.0  # 1: cross-correlation, 0: phase correlation
     sigma_px: float = 1.0  # Gaussian smoothing of the correlation map, pixels (0 = none)
-    peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.01, subpixel="dft"))
+    peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.01, subpixel="dft", max_peaks=400))
     kernel: str = "flat"  # flat | gaussian | sigmoid: the probe alone, or minus a zero-sum surround
     kernel_width: float = 2.0  # gaussian: its sigma in units of the probe's rms radius
     kernel_radii: tuple = (1.0, 2.0)  # sigmoid: where the subtracted disk's edge starts and ends, in disk radii

@@ -413,6 +413,15 @@ def _check_limit(limit: int | None) -> None:
         raise FourdError(f"--limit must be >= 1, got {limit}")
 
 
+_match_radius_option = click.option("--match-radius", type=float, default=2.0, show_default=True,
+                                    help="A peak within this many pixels of a label peak counts as found.")
+
+
+def _check_radius(match_radius: float) -> None:
+    if not (match_radius > 0 and math.isfinite(match_radius)):
+        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
+
+
 def _check_fraction(value: float, option: str) -> None:
     if not 0 <= value < 1:
         raise FourdError(f"{option} must be a fraction of the zero beam in [0, 1), got {value}")
@@ -426,8 +435,7 @@ def _check_fraction(value: float, option: str) -> None:
               help="Which split of DATASET (test: crystals never seen in training).")
 @click.option("--doses", default="clean,1e5,1e4", show_default=True,
               help="Electron doses per pattern, comma-separated; 'clean' = the noise-free simulation.")
-@click.option("--match-radius", type=float, default=2.0, show_default=True,
-              help="A peak within this many pixels of a label peak counts as found.")
+@_match_radius_option
 @click.option("--label-min-relative", type=float, default=0.05, show_default=True,
               help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
 @click.option("--min-relative", type=float,
@@ -463,8 +471,7 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
     _check_fraction(label_min_relative, "--label-min-relative")
     if min_relative is not None:
         _check_fraction(min_relative, "--min-relative")
-    if not (match_radius > 0 and math.isfinite(match_radius)):
-        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
+    _check_radius(match_radius)
     base = EvalConfig()
     cfg = replace(base, split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
                   label_peaks=replace(base.label_peaks, min_relative=label_min_relative),
@@ -484,8 +491,7 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
               help="The split to tune on (val: never trained on, never tested on).")
 @click.option("--doses", default="clean,1e5,1e4", show_default=True,
               help="Electron doses per pattern, comma-separated; the mean F1 over them is maximised.")
-@click.option("--match-radius", type=float, default=2.0, show_default=True,
-              help="A peak within this many pixels of a label peak counts as found.")
+@_match_radius_option
 @click.option("--limit", type=int, help="Only the first N patterns of the split.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the chosen settings; do not write them into the card.")
@@ -504,8 +510,7 @@ def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run)
     from .tune import TuneConfig, format_tuning, tune
 
     _check_limit(limit)
-    if not (match_radius > 0 and math.isfinite(match_radius)):
-        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
+    _check_radius(match_radius)
     cfg = replace(TuneConfig(), split=split, doses_e=tuple(_doses(doses)), match_radius_px=match_radius, limit=limit)
     section = tune(model, dataset, cfg, device=device)
     click.echo(f"tuned on {section['tuned_on']['patterns']} {split} patterns of {dataset}")

@@ -34,6 +34,7 @@ from .peaks import PeakConfig, match_peaks, maxima_above, parabolic_offsets, sup
 from .progress import bar
 
 log = logging.getLogger("fourdcrystal")
+MAX_PEAKS = ModelPeakSettings().max_peaks  # the same cap for both methods
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class _Grid:
 
 
 def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth_px, dose, radius, edge_px=2,
-                     max_peaks=400):
+                     max_peaks=None):
     """Every (spacing, threshold) of the grid on one map, from one search for maxima.
 
     The maxima at the lowest threshold are found once; each spacing suppresses close ones among
@@ -101,6 +102,7 @@ def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, tru
     """
     from scipy.spatial import cKDTree
 
+    max_peaks = max_peaks or MAX_PEAKS
     ij, top = maxima_above(image, min(thresholds), edge_px, mask)
     pos = ij + parabolic_offsets(image, ij)
     value = image[ij[:, 0], ij[:, 1]] if len(ij) else np.zeros(0)
@@ -172,7 +174,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     # positions: the baseline's sub-pixel mode, then the model's refinement, each by rms error
     c, bt, bsp = b_key
     candidates = {sub: DetectionSettings(baseline=replace(combos[c], peaks=PeakConfig(
-        min_relative=bt, min_spacing_px=bsp, subpixel=sub))) for sub in ("parabolic", "dft")}
+        min_relative=bt, min_spacing_px=bsp, subpixel=sub, max_peaks=MAX_PEAKS))) for sub in ("parabolic", "dft")}
     pos = _Grid()
     with bar(total=len(samples), desc="tune: positions", unit="pattern") as pbar:
         for s in samples:

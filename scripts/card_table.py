@@ -1,0 +1,46 @@
+"""Print the test evaluation stored in a model card as the Markdown table the README shows.
+
+    python scripts/card_table.py                 # the shipped model's card
+    python scripts/card_table.py model/model.pt  # any model evaluated and exported with its report
+
+Rows: every thickness bin and the ≥ thick_from group, at every dose, model beside the tuned
+baseline: F1, precision, recall, rms position error (px, Å⁻¹), mean radial offset (px),
+Pearson r of peak heights with the true V_g. Also the tuned settings of both methods.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fourdcrystal.evaluate import THICKNESS_BINS_A, _dose_name, thickness_bin
+from fourdcrystal.training.card import read_card, resolve_weights
+
+
+def main(argv: list[str]) -> int:
+    card = read_card(resolve_weights(argv[0] if argv else None))
+    ev = card["release"]["test_evaluation"]
+    doses = [_dose_name(d) for d in ev["config"]["doses_e"]]
+    bins = [thickness_bin(t) for t in (0.0, *THICKNESS_BINS_A)]
+    groups = [(b, {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in doses} for m in ("model", "baseline")})
+              for b in bins if b in ev["by_dose_and_thickness_bin"]["model"][doses[0]]]
+    groups.append((f">={ev['thick_from_A'] / 10:g} nm", {m: {d: ev["by_dose_thick"][m][d] for d in doses}
+                                                          for m in ("model", "baseline")}))
+    print("| thickness | dose (e) | method | F1 | precision | recall | rms position error | radial offset | "
+          "intensity r |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, table in groups:
+        for dose in table["model"]:
+            m, b = table["model"][dose], table["baseline"][dose]
+            for method, r in (("model", m), ("baseline", b)):
+                other = b if method == "model" else m
+                f1 = f"**{r['f1']:.3f}**" if r["f1"] > other["f1"] else f"{r['f1']:.3f}"
+                print(f"| {name} | {dose} | {method} | {f1} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                      f"{r['position_rms_px']:.2f} px, {r['position_rms_invA']:.4f} Å⁻¹ | "
+                      f"{r['radial_offset_px']:+.3f} px | {r['intensity_pearson_r']:.2f} |")
+    st = card["peaks"]["settings"]
+    print(f"\nmodel peaks: {st['model']}\nbaseline: {st['baseline']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
