@@ -1,1 +1,1 @@
-"""The FCU-Net (fcunet.py): one readable file; training lives in fourdcrystal.training (issue 5)."""
+"""The FCU-Net (fcunet.py): one readable file; training lives in fourdcrystal.training."""

@@ -1,1 +1,1 @@
-"""`fourdcrystal simulate`: multislice CBED with labels (in progress: optics helpers so far)."""
+"""`fourdcrystal simulate`: multislice CBED with labels (optics, engine, labels, shards, runner)."""
