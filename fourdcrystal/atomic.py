@@ -79,3 +79,36 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on the output ``path`` (``PATH.lock`` beside it, holding this process's id).
+
+    A second run on the same output is refused with one line naming the process that holds it,
+    instead of calling the first run's live partial file damaged. ``fcntl.flock`` locks are
+    released by the kernel when the holder dies, so a killed run never leaves a stale lock.
+    """
+    import fcntl
+
+    lock = Path(str(path) + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as exc:
+        raise FourdError(f"{lock}: cannot create the lock file ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise FourdError(f"{path} is being written by process {holder}; wait for it to finish or choose "
+                             f"another output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield lock
+        finally:
+            # unlinked while still held: a run that opened it meanwhile fails its non-blocking attempt
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

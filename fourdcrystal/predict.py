@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import output_lock
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
                           k_pixel_from_camera_length, synthesised_probe, usable_region)
 from .detect import DetectionSettings, baseline_peaks, model_peaks, settings_from_card, with_threshold
@@ -485,8 +486,6 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not overwrite:
         raise FourdError(f"{out} already exists; pass --overwrite to replace it")
-    if overwrite and partial.exists():
-        partial.unlink()
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path)  # checks weights against the card before any work
     if config.chunk_positions < 1:
@@ -505,14 +504,6 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
-        # notes only once the inputs are known to be good: an error is then the one line printed
-        note = quality_note(card)
-        if note:
-            log.warning("%s", note)
-        if not tuned:
-            log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults", model_path)
-        for w in [*scan.notes, *calibration_warnings(card, cal)]:
-            log.warning("%s: %s", data, w)
         methods = ("model", "baseline") if config.baseline else ("model",)
         settings = {"data": str(data), "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
                     "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
@@ -532,34 +523,21 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
                           "p = row·scan_y + column; vectors of p are offsets[p]:offsets[p+1]"}
         out.parent.mkdir(parents=True, exist_ok=True)
-        result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
-                         config.save_maps, prep["usable"])
-        try:
-            done = result.state["positions_done"]
-            if done:
-                log.info("resuming %s: %d of %d positions already done", partial, done, len(scan))
-            starts = list(range(done, len(scan), config.chunk_positions))
-            timing: dict[str, float] = defaultdict(float)
-            t_start = time.perf_counter()
-            with bar(total=len(scan), desc="predict", unit="pattern") as pbar:
-                pbar.update(done)
-                chunks = (_chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
-                          if scheduler else _chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
-                for start, chunk in chunks:
-                    t0 = time.perf_counter()
-                    result.append(start, chunk)
-                    timing["write"] += time.perf_counter() - t0
-                    for k, v in chunk["timing_s"].items():
-                        timing[k] += v
-                    pbar.update(chunk["n"])
-            wall = time.perf_counter() - t_start
-            processed = len(scan) - done
-            run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
-                   "patterns_per_s": processed / wall if wall > 0 else None, "timing_s": dict(timing)}
-            summary = result.finish({"run": json.dumps(run)})
-        finally:
-            result.close()
-    os.replace(partial, out)
+        with output_lock(out):
+            # notes only once the inputs are good and the output is ours: an error is the one line printed
+            note = quality_note(card)
+            if note:
+                log.warning("%s", note)
+            if not tuned:
+                log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults",
+                         model_path)
+            for w in [*scan.notes, *calibration_warnings(card, cal)]:
+                log.warning("%s: %s", data, w)
+            if overwrite and partial.exists():  # only under the lock: never another live run's partial
+                partial.unlink()
+            summary, run = _run_chunks(scan, data, partial, fingerprint, attrs, prep, methods, config, card, model,
+                                       model_path, scheduler)
+            os.replace(partial, out)
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 
@@ -567,6 +545,39 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
             "centre_px": prep["centre_px"], "probe_source": prep["probe_source"], "grid_shape": prep["grid_shape"]}
+
+
+def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs: dict, prep: dict, methods,
+                config: PredictConfig, card: dict, model, model_path, scheduler: str | None) -> tuple[dict, dict]:
+    """Process every position not yet committed to ``partial``; (summary arrays, run record)."""
+    result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
+                     config.save_maps, prep["usable"])
+    try:
+        done = result.state["positions_done"]
+        if done:
+            log.info("resuming %s: %d of %d positions already done", partial, done, len(scan))
+        starts = list(range(done, len(scan), config.chunk_positions))
+        timing: dict[str, float] = defaultdict(float)
+        t_start = time.perf_counter()
+        with bar(total=len(scan), desc="predict", unit="pattern") as pbar:
+            pbar.update(done)
+            chunks = (_chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
+                      if scheduler else _chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
+            for start, chunk in chunks:
+                t0 = time.perf_counter()
+                result.append(start, chunk)
+                timing["write"] += time.perf_counter() - t0
+                for k, v in chunk["timing_s"].items():
+                    timing[k] += v
+                pbar.update(chunk["n"])
+        wall = time.perf_counter() - t_start
+        processed = len(scan) - done
+        run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
+               "patterns_per_s": processed / wall if wall > 0 else None, "timing_s": dict(timing)}
+        summary = result.finish({"run": json.dumps(run)})
+    finally:
+        result.close()
+    return summary, run
 
 
 def _chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):

@@ -446,3 +446,30 @@ def test_bad_input_is_one_line_and_leaves_nothing(model, scan, tmp_path, case):
     res = run_cli("predict", str(weights), str(src), "--out", str(out), *opts, *extra)
     assert fragment in _error(res), res.output
     assert set(tmp_path.rglob("*")) == before  # no result, no .partial, no folder
+
+
+def test_a_second_run_on_the_same_output_is_refused(model, scan, tmp_path):
+    """While one run holds OUT (its lock), another on the same OUT says which process holds it, exits 2 and
+    touches nothing (not even with --overwrite); once the lock is free the run goes through and no lock is left."""
+    import fcntl
+    import os
+
+    weights, _ = model
+    out = tmp_path / "r.h5"
+    opts = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+    partial = tmp_path / "r.h5.partial"
+    partial.write_bytes(b"the first run's live partial file")
+    lock = tmp_path / "r.h5.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a separate open file: conflicts like another process
+        os.pwrite(fd, b"4242\n", 0)
+        res = run_cli("predict", str(weights), str(scan["tmp"] / "scan.npy"), "--out", str(out), "--overwrite", *opts)
+        assert "being written by process 4242" in _error(res)
+        assert partial.read_bytes() == b"the first run's live partial file" and not out.exists()
+    finally:
+        os.close(fd)
+    partial.unlink()
+    res = run_cli("-q", "predict", str(weights), str(scan["tmp"] / "scan.npy"), "--out", str(out), *opts)
+    assert res.exit_code == 0, res.output
+    assert out.exists() and not lock.exists() and not partial.exists()
