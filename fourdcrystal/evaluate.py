@@ -134,6 +134,11 @@ def thickness_bin(thickness_A: float) -> str:
     return f"{lo / 10:g}-{hi / 10:g} nm" if thickness_A < hi else f">={hi / 10:g} nm"
 
 
+def thickness_bins() -> list[str]:
+    """The report's thickness bins, thinnest first."""
+    return [thickness_bin(t) for t in (0.0, *THICKNESS_BINS_A)]
+
+
 def pad_to_multiple(images: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Zero-pad (…, H, W) so both sides are multiples of ``multiple`` with q = 0 staying at (H//2, W//2).
 
@@ -280,8 +285,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                                     s.thickness_A))
 
     thick_values = sorted({k[2] for k in tallies if isinstance(k[2], float)})
-    bins = [b for b in (thickness_bin(0.0), thickness_bin(THICKNESS_BINS_A[0]), thickness_bin(THICKNESS_BINS_A[1]))
-            if any(k[2] == b for k in tallies)]
+    bins = [b for b in thickness_bins() if any(k[2] == b for k in tallies)]
     doses = [_dose_name(d) for d in config.doses_e]
     report = {
         "schema": "fourdcrystal.evaluation/2",
@@ -343,7 +347,8 @@ def format_table(report: dict) -> str:
 
     sections = [("all thicknesses", report["by_dose"])]
     by_bin = report.get("by_dose_and_thickness_bin", {}).get("model", {})
-    for b in (next(iter(by_bin.values()), {}) if by_bin else {}):
+    present = next(iter(by_bin.values()), {}) if by_bin else {}
+    for b in (b for b in thickness_bins() if b in present):  # thinnest first, whatever order the JSON kept
         sections.append((f"thickness {b}", {m: {d: report["by_dose_and_thickness_bin"][m][d][b] for d in by_bin}
                                             for m in METHODS}))
     thick = report.get("by_dose_thick")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from fourdcrystal.evaluate import THICKNESS_BINS_A, _dose_name, thickness_bin
+from fourdcrystal.evaluate import _dose_name, thickness_bins
 from fourdcrystal.training.card import read_card, resolve_weights
 
 
@@ -20,9 +20,8 @@ def main(argv: list[str]) -> int:
     card = read_card(resolve_weights(argv[0] if argv else None))
     ev = card["release"]["test_evaluation"]
     doses = [_dose_name(d) for d in ev["config"]["doses_e"]]
-    bins = [thickness_bin(t) for t in (0.0, *THICKNESS_BINS_A)]
     groups = [(b, {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in doses} for m in ("model", "baseline")})
-              for b in bins if b in ev["by_dose_and_thickness_bin"]["model"][doses[0]]]
+              for b in thickness_bins() if b in ev["by_dose_and_thickness_bin"]["model"][doses[0]]]
     groups.append((f">={ev['thick_from_A'] / 10:g} nm", {m: {d: ev["by_dose_thick"][m][d] for d in doses}
                                                           for m in ("model", "baseline")}))
     print("| thickness | dose (e) | method | F1 | precision | recall | rms position error | radial offset | "
