@@ -144,16 +144,21 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
 @click.option("--lateral-size", help="Lateral box size in Å, one value or MIN,MAX. [default: 40]")
 @click.option("--thickness", help="Thickness series in Å, comma-separated. [default: 50,100,200,300,500]")
 @click.option("--strain-tol", type=float, help="Largest strain to make a cell orthogonal. [default: 0.005]")
+@click.option("--strain-pct",
+              help="Applied in-plane strain in %: S draws each of exx, eyy, exy from [-S, S] per specimen; "
+                   "EXX,EYY,EXY is fixed. Shear makes a cut box. [default: 0]")
 @click.option("--seed", type=int, help="Random seed. [default: 0]")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip crystals/axes that cannot be built.")
 @click.option("--preview", "preview_id", help="Write a PNG of this specimen's projected structure (OUT/preview-ID.png).")
 @click.pass_context
 def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_index, axis_choice, all_axes, phi_range,
-                  tilt_max, tilt_mode, lateral_size, thickness, strain_tol, seed, skip_bad, preview_id) -> None:
+                  tilt_max, tilt_mode, lateral_size, thickness, strain_tol, strain_pct, seed, skip_bad,
+                  preview_id) -> None:
     """Plan oriented specimens from a CATALOGUE folder into a specimen manifest.
 
     Each specimen: a crystal, a zone axis [uvw] along the beam, an in-plane rotation φ (deg),
-    a small tilt (θx, θy) in mrad, a lateral box (Å) and a thickness series (Å). Writes
+    a small tilt (θx, θy) in mrad, a lateral box (Å), a thickness series (Å) and optionally a
+    homogeneous in-plane strain (ε_xx, ε_yy, ε_xy in %, specimen frame). Writes
     OUT/specimens.csv, OUT/crystals.json and OUT/manifest.json. With --preview ID (and no
     CATALOGUE, or an existing OUT) it draws that specimen seen down the beam.
     """
@@ -168,7 +173,7 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
         "out": out, "zone_axes_per_crystal": zone_axes, "max_index": max_index, "axis_choice": axis_choice,
         "drop_equivalent": (False if all_axes else None), "phi_deg": phi_range, "tilt_mrad_max": tilt_max,
         "tilt_mode": tilt_mode, "lateral_size_A": lateral_size, "thicknesses_A": thickness,
-        "strain_tol": strain_tol, "seed": seed, "skip_bad": skip_bad,
+        "strain_tol": strain_tol, "seed": seed, "skip_bad": skip_bad, "strain_pct": _strain_pct(strain_pct),
     })
     out_dir = Path(cfg["out"])
     if catalogue is not None and not (preview_id and out_dir.exists() and not overwrite):
@@ -188,6 +193,16 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
                  f"thickness {sp.thickness_A:g} Å, {len(sp.atoms)} atoms")
         path = specimen_preview(sp, title, out_dir / f"preview-{preview_id}.png")
         click.echo(f"wrote {path}")
+
+
+def _strain_pct(text: str | None) -> float | list[float] | None:
+    """--strain-pct: one number (a range bound) or three (a fixed tensor), in %."""
+    values = _floats(text, "--strain-pct")
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise FourdError(f"--strain-pct {text!r}: expected one number S or three EXX,EYY,EXY (in %)")
+    return values[0] if len(values) == 1 else values
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -227,11 +242,13 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @click.option("--lateral-size", type=float, help="Single-structure mode: lateral box in Å. [default: 40]")
 @click.option("--phi", type=float, help="Single-structure mode: in-plane rotation in degrees. [default: 0]")
 @click.option("--tilt", type=float, nargs=2, help="Single-structure mode: beam tilt θx θy in mrad. [default: 0 0]")
+@click.option("--strain", "strain_pct", type=float, nargs=3,
+              help="Single-structure mode: in-plane strain EXX EYY EXY in % (specimen frame). [default: 0 0 0]")
 @click.pass_context
 def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiangle_mrad, defocus_A, cs_A, output_px,
                  slice_thickness_A, parametrization, positions_per_specimen, probe_position, frozen_phonons,
                  specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thickness, lateral_size,
-                 phi, tilt) -> None:
+                 phi, tilt, strain_pct) -> None:
     """Multislice CBED with V_g / q_z labels from a SPECIMENS folder into HDF5 shards.
 
     Writes OUT/shard-NNNNNN.h5 (cbed, probe, vg, qz: float32 n×H×W, q = 0 at (H//2, W//2),
@@ -259,7 +276,8 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
 
         rows, crystals, header = single_structure_specimens(
             structure, zone_axis or (0, 0, 1), _floats(thickness, "thickness") or [100.0], phi or 0.0,
-            tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"])
+            tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"],
+            strain=tuple(v / 100.0 for v in (strain_pct or (0.0, 0.0, 0.0))))
         from .simulation.runner import SINGLE_SPECIMEN
 
         specimens = out_dir / SINGLE_SPECIMEN
@@ -269,8 +287,8 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
         write_specimens(specimens, rows, crystals, header, overwrite=True)
     elif specimens is None:
         raise FourdError("give a SPECIMENS folder (from fourdcrystal supercell) or --structure FILE")
-    elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt)):
-        raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt belong to --structure mode; "
+    elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt, strain_pct)):
+        raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt/--strain belong to --structure mode; "
                          "with a SPECIMENS folder they come from the manifest")
     index = simulate_dataset(specimens, cfg, workers=cfg["workers"], scheduler=scheduler, overwrite=overwrite)
     run = index["run"]
@@ -605,6 +623,107 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
     click.echo(f"wrote {res['out']} and {res['png']}")
+
+
+@cli.command("strain")
+@click.argument("vectors", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Strain maps HDF5 (a PNG beside it). [default: VECTORS's name with -strain.h5]")
+@click.option("--method", type=click.Choice(["model", "baseline"]), default="model", show_default=True,
+              help="Which vectors of a predict result: the model's or the classical baseline's.")
+@click.option("--reference", default="median", show_default=True,
+              help="Unstrained reference: median (of the whole scan) or a scan region R0:R1,C0:C1 (rows, columns; "
+                   "end exclusive) of the median lattice there.")
+@click.option("--g1", help="First reciprocal basis vector QX,QY in the file's units (Å⁻¹). [default: found from the "
+                           "Bragg vector map]")
+@click.option("--g2", help="Second reciprocal basis vector QX,QY (Å⁻¹); with --g1.")
+@click.option("--tolerance", type=float, default=0.25, show_default=True,
+              help="Index a vector when it lies within this fraction of |shortest g| of a lattice point.")
+@click.option("--min-vectors", type=int, default=5, show_default=True,
+              help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
+@click.option("--weights", type=click.Choice(["intensity", "none"]), default="intensity", show_default=True,
+              help="Least-squares weights of the vectors.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+def strain_cmd(vectors, out, method, reference, g1, g2, tolerance, min_vectors, weights, overwrite) -> None:
+    """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.
+
+    VECTORS: the HDF5 of fourdcrystal predict (--method model or baseline) or a py4DSTEM
+    BraggVectors file (EMD 1.0; its origin calibration is used). Per scan position the vectors
+    are indexed on a reciprocal basis g1, g2 and the lattice fitted by weighted least squares;
+    the real-space deformation relative to the reference lattice, F = G^-T G_ref^T, is split as
+    F = (I + ε) R(θ): ε_xx, ε_yy, ε_xy (detector frame, tensor shear; engineering shear = 2 ε_xy)
+    and θ (degrees, counter-clockwise from q_x = detector axis 0 towards q_y = axis 1), all in
+    the detector frame. Writes OUT (maps exx, eyy, exy as fractions, theta_deg, residual_rms,
+    n_indexed, fit_ok) and OUT with .png (maps in % and degrees).
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    from .strain import StrainConfig, run_strain
+
+    cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
+                       g2=_pair(g2, "--g2", float), tolerance=tolerance, min_vectors=min_vectors, weights=weights)
+    out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
+    res = run_strain(vectors, out, cfg, overwrite=overwrite)
+    g = res["reference_basis"]
+    click.echo(f"reference lattice g1 = ({g[0][0]:.5f}, {g[1][0]:.5f}), g2 = ({g[0][1]:.5f}, {g[1][1]:.5f}) "
+               f"{res['units']}")
+    m = res["maps"]
+    ok = m["fit_ok"]
+    if ok.any():
+        click.echo("over the fitted positions: " + ", ".join(
+            f"{k} {100 * np.nanmedian(m[k][ok]):+.3f} % (spread {100 * np.nanstd(m[k][ok]):.3f} %)"
+            for k in ("exx", "eyy", "exy")) + f", θ spread {np.nanstd(m['theta_deg'][ok]):.3f}°")
+    if res["failed"]:
+        click.echo(f"{res['failed']} of {res['positions']} positions not fitted (fewer than {min_vectors} "
+                   f"indexed vectors); NaN in the maps")
+    click.echo(f"wrote {res['out']} and {res['png']}")
+
+
+@cli.command("export")
+@click.argument("vectors", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="py4DSTEM file to write (.h5).")
+@click.option("--method", type=click.Choice(["model", "baseline"]), default="model", show_default=True,
+              help="Which vectors of the predict result.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+def export_cmd(vectors, out, method, overwrite) -> None:
+    """Write the Bragg VECTORS of a predict result as a py4DSTEM BraggVectors file (EMD 1.0).
+
+    py4DSTEM.read(OUT) gives a BraggVectors object: raw vectors in detector pixels, origin
+    (the zero beam predict found) and Q pixel size (Å⁻¹) in its calibration, so
+    braggvectors.cal[x, y] are in Å⁻¹, ready for py4DSTEM's strain and orientation tools.
+    """
+    from pathlib import Path
+
+    from .atomic import atomic_file, output_lock
+    from .io.vectors import read_vectors, write_py4dstem_braggvectors
+
+    out = Path(out)
+    vs = read_vectors(vectors, method)
+    if vs.method not in ("model", "baseline"):
+        raise FourdError(f"{vectors}: already a py4DSTEM file; export takes a fourdcrystal predict result")
+    if out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
+        raise FourdError(f"--out {out}: expected an .h5 or .emd file name")
+    if out.exists() and not overwrite:
+        raise FourdError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise FourdError(f"--out {out}: folder {out.parent} does not exist")
+    cal = vs.attrs["calibration"]
+    k = cal.get("k_pixel_invA")
+    centre = vs.attrs["centre_px"]
+    if not k or not all(math.isfinite(c) for c in centre):
+        raise FourdError(f"{vectors}: no detector calibration (k_pixel_invA, centre_px) recorded")
+    fc = vs.attrs.get("file_calibration") or {}
+    r_size, r_units = fc.get("r_pixel_size") or 1.0, fc.get("r_pixel_units") or "pixels"
+    with output_lock(out), atomic_file(out) as tmp:
+        try:
+            write_py4dstem_braggvectors(tmp, vs, tuple(vs.attrs["pattern_shape"]), float(k), tuple(centre),
+                                        float(r_size), r_units)
+        except OSError as exc:
+            raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} ({int(vs.offsets[-1])} {method} vectors, {vs.scan_shape[0]}×{vs.scan_shape[1]} scan); "
+               f"py4DSTEM.read() loads it as BraggVectors")
 
 
 @cli.command("quickstart")

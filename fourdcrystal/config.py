@@ -203,6 +203,26 @@ def PerPrototype() -> Callable:
     return parse
 
 
+def StrainPct() -> Callable:
+    """One number s ≥ 0 (each component drawn in [−s, s] %) or a fixed [ε_xx, ε_yy, ε_xy] in %."""
+
+    def parse(v: Any) -> float | list[float]:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ValueError("expected a fixed tensor [exx, eyy, exy] in % or one range bound s >= 0")
+            vals = [float(x) for x in v]
+            if not all(math.isfinite(x) and abs(x) <= 20.0 for x in vals):
+                raise ValueError("each strain component must be finite and within ±20 %")
+            return vals
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) \
+                or not 0.0 <= float(v) <= 20.0:
+            raise ValueError("expected a number 0 <= s <= 20 (components drawn in [-s, s] %) "
+                             "or a fixed tensor [exx, eyy, exy] in %")
+        return float(v)
+
+    return parse
+
+
 def _range_text(what: str, lo, hi, nullable: bool, lo_open: bool = False) -> str:
     parts = [f"expected {what}"]
     if lo is not None:
@@ -263,6 +283,10 @@ SUPERCELL_SCHEMA: Schema = {
     "thicknesses_A": Field([50.0, 100.0, 200.0, 300.0, 500.0], List(Float(0.0, lo_open=True), min_len=1),
                            "thickness series in Å (exit planes of one propagation)"),
     "strain_tol": Field(0.005, Float(0.0, 0.05), "largest strain accepted to make a cell orthogonal"),
+    "strain_pct": Field(0.0, StrainPct(),
+                        "applied homogeneous in-plane strain in %, specimen frame: s draws each of exx, eyy, exy "
+                        "from [-s, s] per specimen; [exx, eyy, exy] is fixed; 0 = none"),
+    "strain_shear": Field(True, Bool(), "draw exy too (a sheared cell is simulated as a cut box, not periodic)"),
     "skip_bad": Field(False, Bool(), "skip crystals/axes that cannot be built, with a warning"),
     "seed": Field(0, Int(0), "random seed"),
     "out": Field("specimens", Str(), "output specimens folder"),

@@ -236,3 +236,41 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def strain_figure(result: dict, vectors, path: str | Path, title: str = "") -> Path:
+    """ε_xx, ε_yy, ε_xy (%), rotation θ (°), fit residual and indexed vectors per scan position.
+
+    Failed positions are grey. Strain colour limits are symmetric about 0 at the 99th
+    percentile of |ε| (so one wild position does not wash out the map); scan axes in positions.
+    """
+    from matplotlib import colormaps
+
+    ok = result["fit_ok"]
+    panels = [("exx", "ε_xx (%)", 100.0, "RdBu_r", True), ("eyy", "ε_yy (%)", 100.0, "RdBu_r", True),
+              ("exy", "ε_xy (%)", 100.0, "RdBu_r", True), ("theta_deg", "rotation θ (°)", 1.0, "PuOr_r", True),
+              ("residual_rms", f"fit residual r.m.s. ({vectors.units})", 1.0, "viridis", False),
+              ("n_indexed", "indexed vectors", 1.0, "viridis", False)]
+    plt, (fig, axes) = _figure(nrows=2, ncols=3, figsize=(13, 8), layout="constrained")
+    strain_vals = np.concatenate([np.abs(100 * result[k][ok]) for k in ("exx", "eyy", "exy")]) if ok.any() \
+        else np.zeros(1)
+    strain_lim = max(float(np.percentile(strain_vals, 99)), 1e-3)
+    for ax, (key, label, scale, cmap, symmetric) in zip(axes.ravel(), panels):
+        img = np.where(ok, result[key] * scale, np.nan).astype(float)
+        cm = colormaps[cmap].with_extremes(bad="0.75")
+        if symmetric:
+            lim = strain_lim if key != "theta_deg" else max(float(np.nanpercentile(np.abs(img), 99))
+                                                             if ok.any() else 0.0, 1e-3)
+            im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim)
+        else:
+            im = ax.imshow(img, cmap=cm)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("scan y (position)")
+        ax.set_ylabel("scan x (position)")
+        fig.colorbar(im, ax=ax, shrink=0.85, label=label)
+    g = result["reference_basis"]
+    fig.suptitle(f"{title}\nreference g1 = ({g[0, 0]:.4f}, {g[1, 0]:.4f}), g2 = ({g[0, 1]:.4f}, {g[1, 1]:.4f}) "
+                 f"{vectors.units}; {result['failed']} of {ok.size} positions not fitted (grey)", fontsize=10)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -36,13 +36,22 @@ Geometry, all lengths in Å, angles as named:
     (tan θx, tan θy, 1) (no strain), then cut into a box (``mode = "cut"``: a rotated crystal
     is not periodic in a box whose sides are ⟂ the beam). Its reflections g = (gx, gy, 0)
     move to q_z = −θx·gx − θy·gy to first order.
+* **Homogeneous in-plane strain** (ε_xx, ε_yy, ε_xy), fractions, in the specimen frame (x, y
+  after the rotation φ): every atom moves by r → F r with F = I + ε (symmetric: a pure strain,
+  no rotation; z untouched), so a reciprocal vector moves by g → F⁻ᵀ g. Normal strain keeps a
+  periodic cell periodic: its box is stretched to (L_x (1 + ε_xx), L_y (1 + ε_yy)). Shear
+  (ε_xy ≠ 0) makes the cell oblique, which a multislice box with sides along x and y cannot
+  hold, and squaring it again would undo the strain; a sheared specimen is therefore a cut
+  box of the strained crystal (``mode = "cut"``, box unchanged), simulated with the probe at
+  its centre. The manifest keeps the unstrained plan and the tensor; :func:`build_specimen`
+  applies it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import reduce
 
 import numpy as np
@@ -50,7 +59,8 @@ from pymatgen.core import Structure
 
 from .errors import FourdError
 
-MAX_TILT_MRAD = 50.0  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)
+MAX_TILT_MRAD = 50.0
+MAX_STRAIN = 0.2  # |ε| per component: beyond this a "homogeneous strain" is no longer a small deformation  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)
 _MAX_INDEX_SEARCH = 40  # cap on the lattice-vector search range per axis
 
 
@@ -121,6 +131,35 @@ def check_tilt(tilt_mrad) -> tuple[float, float]:
     if math.hypot(tx, ty) > MAX_TILT_MRAD + 1e-9:
         raise FourdError(f"tilt ({tx:g}, {ty:g}) mrad exceeds the small-angle limit of {MAX_TILT_MRAD:g} mrad")
     return tx, ty
+
+
+def check_strain(strain) -> tuple[float, float, float]:
+    """Validate an in-plane strain (ε_xx, ε_yy, ε_xy) given as fractions (0.01 = 1 %)."""
+    try:
+        vals = tuple(float(x) for x in strain)
+    except (TypeError, ValueError):
+        raise FourdError(f"strain {strain!r}: expected three numbers exx eyy exy") from None
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise FourdError(f"strain {list(strain)!r}: expected three finite numbers exx eyy exy")
+    if max(abs(v) for v in vals) > MAX_STRAIN:
+        raise FourdError(f"strain ({', '.join(f'{100 * v:g}' for v in vals)}) %: each component must be within "
+                         f"±{100 * MAX_STRAIN:g} %")
+    return vals  # type: ignore[return-value]
+
+
+def strain_matrix(strain) -> np.ndarray:
+    """Deformation gradient F = I + ε (3×3, z untouched) of an in-plane strain (ε_xx, ε_yy, ε_xy).
+
+    Parameters
+    ----------
+    strain : (ε_xx, ε_yy, ε_xy), fractions, in the specimen frame.
+
+    Returns
+    -------
+    F : (3, 3) array acting on column vectors, r' = F r.
+    """
+    exx, eyy, exy = check_strain(strain)
+    return np.array([[1.0 + exx, exy, 0.0], [exy, 1.0 + eyy, 0.0], [0.0, 0.0, 1.0]])
 
 
 def zone_axis_frame(lattice: np.ndarray, uvw) -> np.ndarray:
@@ -273,12 +312,14 @@ def _shortest_inplane_period(lattice: np.ndarray, uvw) -> float:
 def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_mrad=(0.0, 0.0),
                    lateral_size_A: float = 40.0, thickness_A: float | list[float] = 100.0,
                    strain_tol: float = 0.005, phi_tol_deg: float = 2.0, plan: CellPlan | None = None,
-                   tilt_mode: str = "beam"):
+                   tilt_mode: str = "beam", strain=(0.0, 0.0, 0.0)):
     """Build the atoms of an oriented slab (ase.Atoms) and its geometry, deterministically.
 
     ``structure`` is the conventional cell from the catalogue. ``thickness_A`` may be a series;
     the slab is cut at its largest value (exit planes for the others lie inside it).
     ``tilt_mode``: "beam" (atoms untilted, the probe is tilted) or "atoms" (rigid rotation).
+    ``strain``: homogeneous in-plane strain (ε_xx, ε_yy, ε_xy), fractions, specimen frame,
+    applied to the planned (unstrained) cell; the returned ``plan`` is the realised one.
     """
     from ase import Atoms
 
@@ -292,6 +333,8 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
         raise FourdError(f"lateral size {lateral_size_A:g} Å: expected a positive size")
     if tilt_mode not in ("beam", "atoms"):
         raise FourdError(f"tilt mode {tilt_mode!r}: expected beam or atoms")
+    strain = check_strain(strain)
+    deform = strain_matrix(strain)
     lattice = structure.lattice.matrix
     if plan is None:
         plan = plan_cell(lattice, uvw, phi_deg, lateral_size_A, strain_tol, phi_tol_deg)
@@ -301,6 +344,11 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
         if plan.mode == "periodic":  # a rotated crystal does not fit a box with sides ⟂ the beam
             box = plan.box_A
             plan = CellPlan("cut", plan.phi_deg, None, 0.0, (box[0], box[1]), (1, 1), plan.period_z_A)
+    if plan.mode == "periodic" and strain[2] != 0.0:  # shear: an oblique cell, see the module notes
+        box = plan.box_A
+        plan = CellPlan("cut", plan.phi_deg, None, 0.0, (box[0], box[1]), (1, 1), plan.period_z_A)
+    elif plan.mode == "periodic" and strain != (0.0, 0.0, 0.0):  # normal strain stretches the periodic cell
+        plan = replace(plan, cell_A=(plan.cell_A[0] * deform[0, 0], plan.cell_A[1] * deform[1, 1]))
     lx, ly = plan.box_A
     if plan.mode == "periodic":
         cell = structure.copy()
@@ -314,18 +362,19 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
         pos = ((frac[None, :, :] + shifts[:, None, :]).reshape(-1, 3)) @ base
         numbers = np.tile(np.array(cell.atomic_numbers), len(shifts))
     else:
-        pos, numbers = _cut_box(structure, rot, lx, ly, t_max)
+        pos, numbers = _cut_box(structure, deform @ rot, lx, ly, t_max)
     keep = pos[:, 2] < t_max - 1e-9
     pos, numbers = pos[keep], numbers[keep]
     order = np.lexsort((pos[:, 1], pos[:, 0], pos[:, 2]))  # deterministic: by depth, then x, y
     atoms = Atoms(numbers=numbers[order], positions=pos[order], cell=[lx, ly, t_max],
                   pbc=[plan.mode == "periodic"] * 2 + [False])
     return Specimen(atoms=atoms, zone_axis=uvw, plan=plan, tilt_mrad=tilt, thickness_A=t_max, rotation=rot,
-                    info={"thicknesses_A": thicknesses, "tilt_mode": tilt_mode, **asdict(plan)})
+                    info={"thicknesses_A": thicknesses, "tilt_mode": tilt_mode, "applied_strain": strain, **asdict(plan)})
 
 
 def _cut_box(structure: Structure, rot: np.ndarray, lx: float, ly: float, t_max: float):
-    """All atoms of the exactly rotated crystal inside [0, lx) x [0, ly) x [0, t_max)."""
+    """All atoms of the exactly rotated (and possibly strained: ``rot`` = F R) crystal inside
+    [0, lx) x [0, ly) x [0, t_max)."""
     lat = structure.lattice.matrix @ rot.T  # rotated lattice rows
     corners = np.array([[x, y, z] for x in (0, lx) for y in (0, ly) for z in (0, t_max)])
     fc = corners @ np.linalg.inv(lat)

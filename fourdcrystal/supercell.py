@@ -30,8 +30,8 @@ from .catalog.catalogue import FILENAME as CATALOGUE_FILE
 from .catalog.catalogue import read_catalogue
 from .errors import FourdError
 from .progress import progress
-from .specimen import (CellPlan, Specimen, axis_text, build_specimen, check_tilt, check_zone_axis, distinct_zone_axes,
-                       plan_cell)
+from .specimen import (CellPlan, Specimen, axis_text, build_specimen, check_strain, check_tilt, check_zone_axis,
+                       distinct_zone_axes, plan_cell)
 from .versions import software_versions
 
 log = logging.getLogger("fourdcrystal")
@@ -42,7 +42,10 @@ CRYSTALS = "crystals.json"
 MANIFEST = "manifest.json"
 COLUMNS = ["specimen_id", "crystal_id", "formula", "prototype", "zone_axis", "phi_deg", "phi_realized_deg",
            "tilt_x_mrad", "tilt_y_mrad", "tilt_mode", "lateral_size_A", "thicknesses_A", "mode", "cell_matrix",
-           "strain", "cell_x_A", "cell_y_A", "repeats", "box_x_A", "box_y_A", "period_z_A", "seed"]
+           "strain", "cell_x_A", "cell_y_A", "repeats", "box_x_A", "box_y_A", "period_z_A", "seed",
+           "strain_xx", "strain_yy", "strain_xy"]
+# Columns a table written before they existed may lack; read as these values.
+OPTIONAL_COLUMNS = {"strain_xx": "0.0", "strain_yy": "0.0", "strain_xy": "0.0"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,9 @@ class SpecimenRow:
     tilt_mode: str
     lateral_size_A: float
     thicknesses_A: tuple[float, ...]
-    plan: CellPlan
+    plan: CellPlan  # as planned, before the applied strain (cell_x_A, box_x_A, ... are unstrained)
     seed: int
+    applied_strain: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (ε_xx, ε_yy, ε_xy), fractions
 
     def to_csv_row(self) -> dict[str, str]:
         p = self.plan
@@ -73,6 +77,8 @@ class SpecimenRow:
             "strain": repr(p.strain), "cell_x_A": repr(p.cell_A[0]), "cell_y_A": repr(p.cell_A[1]),
             "repeats": f"{p.repeats[0]} {p.repeats[1]}", "box_x_A": f"{p.box_A[0]:.6f}",
             "box_y_A": f"{p.box_A[1]:.6f}", "period_z_A": repr(p.period_z_A), "seed": str(self.seed),
+            "strain_xx": repr(self.applied_strain[0]), "strain_yy": repr(self.applied_strain[1]),
+            "strain_xy": repr(self.applied_strain[2]),
         }
 
     @classmethod
@@ -87,7 +93,8 @@ class SpecimenRow:
                        tuple(int(v) for v in r["zone_axis"].split()), float(r["phi_deg"]),
                        (float(r["tilt_x_mrad"]), float(r["tilt_y_mrad"])), r["tilt_mode"],
                        float(r["lateral_size_A"]), tuple(float(t) for t in r["thicknesses_A"].split(";")),
-                       plan, int(r["seed"]))
+                       plan, int(r["seed"]),
+                       tuple(float(r.get(k) or OPTIONAL_COLUMNS[k]) for k in ("strain_xx", "strain_yy", "strain_xy")))
         except (KeyError, ValueError, TypeError) as exc:
             raise FourdError(f"{where}: malformed specimen row ({type(exc).__name__}: {exc})") from None
 
@@ -112,6 +119,22 @@ def _structure(cif: str) -> Structure:
         return Structure.from_str(cif, fmt="cif")
 
 
+def draw_strain(rng: np.random.Generator, strain_pct, shear: bool = True) -> tuple[float, float, float]:
+    """The applied strain (ε_xx, ε_yy, ε_xy) as fractions from the config's ``strain_pct``.
+
+    ``strain_pct`` is a fixed tensor [ε_xx, ε_yy, ε_xy] in %, or one number s ≥ 0: each
+    component drawn uniformly from [−s, s] % (ε_xy = 0 when ``shear`` is False). The caller
+    passes a stream of its own, so specimens keep their geometry with or without strain.
+    """
+    if isinstance(strain_pct, (list, tuple)):
+        return tuple(float(v) / 100.0 for v in strain_pct)  # type: ignore[return-value]
+    s = float(strain_pct)
+    if s == 0.0:
+        return (0.0, 0.0, 0.0)
+    exx, eyy, exy = (float(v) for v in rng.uniform(-s, s, size=3) / 100.0)
+    return (exx, eyy, exy if shear else 0.0)
+
+
 def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[SpecimenRow], dict[str, dict], dict]:
     """Plan every specimen of a catalogue; returns (rows, crystals used, provenance header)."""
     cat = read_catalogue(catalogue_path)
@@ -123,6 +146,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
         cid = crystal["id"]
         structure = _structure(crystal["cif"])
         rng = _rng(cfg["seed"], cid)
+        strain_rng = _rng(cfg["seed"], f"strain:{cid}")  # its own stream: geometry draws stay as without strain
         axes = distinct_zone_axes(structure, cfg["max_index"], cfg["drop_equivalent"])
         if cfg["axis_choice"] == "random":
             axes = [axes[i] for i in sorted(rng.permutation(len(axes))[: cfg["zone_axes_per_crystal"]])]
@@ -135,6 +159,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                 tilt = (round(mag * math.cos(direction), 6), round(mag * math.sin(direction), 6))
                 size = _uniform(rng, cfg["lateral_size_A"])
                 seed = int(rng.integers(0, 2**31 - 1))
+                strain = draw_strain(strain_rng, cfg["strain_pct"], cfg["strain_shear"])
                 try:
                     check_tilt(tilt)
                     plan = plan_cell(structure.lattice.matrix, uvw, phi, size, cfg["strain_tol"], cfg["phi_tol_deg"],
@@ -147,7 +172,8 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                     skipped += 1
                     continue
                 rows.append(SpecimenRow(specimen_id(cid, uvw, k), cid, crystal["formula"], crystal["prototype"], uvw,
-                                        phi, tilt, cfg["tilt_mode"], size, tuple(sorted(cfg["thicknesses_A"])), plan, seed))
+                                        phi, tilt, cfg["tilt_mode"], size, tuple(sorted(cfg["thicknesses_A"])), plan, seed,
+                                        strain))
                 used[cid] = {k2: crystal[k2] for k2 in ("id", "formula", "prototype", "source", "source_id",
                                                          "space_group_number", "cif")}
     if not rows:
@@ -215,13 +241,17 @@ def read_specimens(folder: str | Path) -> SpecimenSet:
         raise FourdError(f"{folder / MANIFEST}: schema {header.get('schema')!r}, expected {SCHEMA!r}")
     with open(folder / TABLE, newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = set(COLUMNS) - set(reader.fieldnames or [])
+        missing = set(COLUMNS) - set(reader.fieldnames or []) - set(OPTIONAL_COLUMNS)
         if missing:
             raise FourdError(f"{folder / TABLE}: missing columns {', '.join(sorted(missing))}")
         rows = [SpecimenRow.from_csv_row(r, f"{folder / TABLE} line {i + 2}") for i, r in enumerate(reader)]
     if not rows:
         raise FourdError(f"{folder / TABLE} lists no specimens")
     for r in rows:
+        try:
+            check_strain(r.applied_strain)
+        except FourdError as exc:
+            raise FourdError(f"{folder / TABLE}: specimen {r.specimen_id}: {exc}") from None
         if r.crystal_id not in crystals:
             raise FourdError(f"{folder / TABLE}: specimen {r.specimen_id} names crystal {r.crystal_id}, "
                              f"absent from {CRYSTALS}")
@@ -233,7 +263,7 @@ def load_specimen(specimens: SpecimenSet, specimen_id: str) -> Specimen:
     row = specimens.row(specimen_id)
     structure = _structure(specimens.crystals[row.crystal_id]["cif"])
     return build_specimen(structure, row.zone_axis, row.phi_deg, row.tilt_mrad, row.lateral_size_A,
-                          list(row.thicknesses_A), plan=row.plan, tilt_mode=row.tilt_mode)
+                          list(row.thicknesses_A), plan=row.plan, tilt_mode=row.tilt_mode, strain=row.applied_strain)
 
 
 def summary(rows: list[SpecimenRow], header: dict) -> str:
@@ -246,8 +276,11 @@ def summary(rows: list[SpecimenRow], header: dict) -> str:
 
 def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_deg: float = 0.0,
                                tilt_mrad=(0.0, 0.0), lateral_size_A: float = 40.0, tilt_mode: str = "beam",
-                               strain_tol: float = 0.005, seed: int = 0):
-    """One specimen of one CIF/POSCAR file (the microscopist's mode): (rows, crystals, header)."""
+                               strain_tol: float = 0.005, seed: int = 0, strain=(0.0, 0.0, 0.0)):
+    """One specimen of one CIF/POSCAR file (the microscopist's mode): (rows, crystals, header).
+
+    ``strain`` is the applied in-plane strain (ε_xx, ε_yy, ε_xy) as fractions.
+    """
     from .catalog.prototypes import LabelError, label_structure
     from .catalog.sources import read_structure_file, safe_id
 
@@ -262,19 +295,21 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
     conv = info.conventional
     uvw = check_zone_axis(zone_axis)
     tilt = check_tilt(tilt_mrad)
+    strain = check_strain(strain)
     plan = plan_cell(conv.lattice.matrix, uvw, phi_deg, lateral_size_A, strain_tol, 2.0, "nearest")
     cid = f"file-{safe_id(path.stem)}"
     formula = conv.composition.reduced_formula
     row = SpecimenRow(specimen_id(cid, uvw, 0), cid, formula, info.prototype, uvw,
                       float(phi_deg), tilt, tilt_mode, float(lateral_size_A),
-                      tuple(sorted(float(t) for t in thicknesses_A)), plan, int(seed))
+                      tuple(sorted(float(t) for t in thicknesses_A)), plan, int(seed), strain)
     cif = conv.to(fmt="cif")
     crystals = {cid: {"id": cid, "formula": formula, "prototype": info.prototype, "source": "files",
                       "source_id": str(path), "space_group_number": info.space_group_number, "cif": cif}}
     header = {
         "schema": SCHEMA, "catalogue": None, "catalogue_sha256": hashlib.sha256(cif.encode()).hexdigest(),
         "config": {"structure": str(path), "zone_axis": list(uvw), "phi_deg": phi_deg, "tilt_mrad": list(tilt),
-                   "lateral_size_A": lateral_size_A, "thicknesses_A": list(row.thicknesses_A), "seed": seed},
+                   "lateral_size_A": lateral_size_A, "thicknesses_A": list(row.thicknesses_A), "seed": seed,
+                   "strain": list(strain)},
         "seed": seed,
         "counts": {"specimens": 1, "crystals": 1, "skipped": 0, "periodic": int(plan.mode == "periodic"),
                    "cut": int(plan.mode == "cut")},

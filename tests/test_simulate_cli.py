@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from fourdcrystal.simulation import shards
+from fourdcrystal.simulation.runner import SINGLE_SPECIMEN
 from fourdcrystal.supercell import read_specimens
 
 from .conftest import ROOT, run_cli
@@ -213,6 +214,18 @@ def test_single_structure_mode(tmp_path):
     with h5py.File(out / index["shards"][0]["file"], "r") as f:
         assert f["meta/formula"].asstr()[0] == "Si"
         assert f["meta/zone_axis"][0].tolist() == [1, 1, 0]
+        assert f["meta/strain"][0].tolist() == [0.0, 0.0, 0.0]
+    strained = tmp_path / "si110-strained"
+    res = run_cli("-q", "simulate", "--structure", str(cif), "--zone-axis", "1", "1", "0", "--thickness", "20",
+                  "--energy", "200e3", "--semiangle", "2", "--output-px", "32", "--lateral-size", "12",
+                  "--strain", "1", "-0.5", "0", "--out", str(strained))
+    assert res.exit_code == 0, res.output
+    index = shards.read_index(strained)
+    with h5py.File(strained / index["shards"][0]["file"], "r") as f:
+        np.testing.assert_allclose(f["meta/strain"][0], [0.01, -0.005, 0.0])
+        plain_k = 1.0 / np.array(read_specimens(out / SINGLE_SPECIMEN).rows[0].plan.box_A)
+        # a periodic cell stretched by 1 + ε: its pattern pixel (1 / box) shrinks by as much
+        np.testing.assert_allclose(f["meta/k_sampling_invA"][0], plain_k / [1.01, 0.995], rtol=1e-9)
 
 
 def _error(res) -> str:

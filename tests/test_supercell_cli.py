@@ -95,3 +95,40 @@ def test_missing_catalogue(tmp_path):
     assert res.exit_code == 2 and "not found" in res.stderr and "fourdcrystal select" in res.stderr
     res = run_cli("supercell", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "give a CATALOGUE" in res.stderr
+
+
+def test_applied_strain_drawn_fixed_and_absent(catalogue, specimens, tmp_path):
+    """--strain-pct S draws each component in ±S %; a fixed tensor is copied; 0 leaves the manifest as before
+    (the draw consumes no random numbers) and every row rebuilds with its strain."""
+    drawn = tmp_path / "drawn"
+    res = run_cli("-q", "supercell", str(catalogue), "--out", str(drawn), "--zone-axes", "2", "--thickness", "40,80",
+                  "--strain-pct", "1.5")
+    assert res.exit_code == 0, res.output
+    spec, plain = read_specimens(drawn), read_specimens(specimens)
+    strains = np.array([r.applied_strain for r in spec.rows])
+    assert np.all(np.abs(strains) <= 0.015) and np.all(np.abs(strains).max(axis=0) > 0.003)
+    for a, b in zip(spec.rows, plain.rows):  # same geometry draws as without strain
+        assert (a.specimen_id, a.phi_deg, a.tilt_mrad, a.seed) == (b.specimen_id, b.phi_deg, b.tilt_mrad, b.seed)
+    row = spec.rows[0]
+    sp = load_specimen(spec, row.specimen_id)
+    assert sp.info["applied_strain"] == row.applied_strain
+    assert sp.plan.mode == "cut" if row.applied_strain[2] else sp.plan.mode == row.plan.mode
+    fixed = tmp_path / "fixed"
+    res = run_cli("-q", "supercell", str(catalogue), "--out", str(fixed), "--zone-axes", "1", "--thickness", "40",
+                  "--strain-pct", "1,-0.5,0", "--max-index", "1")
+    assert res.exit_code == 0, res.output
+    rows = read_specimens(fixed).rows
+    assert all(r.applied_strain == (0.01, -0.005, 0.0) for r in rows)
+    sp = load_specimen(read_specimens(fixed), rows[0].specimen_id)
+    assert sp.plan.mode == rows[0].plan.mode  # normal strain keeps a periodic cell periodic, stretched
+    np.testing.assert_allclose(sp.plan.box_A, np.array(rows[0].plan.box_A) * [1.01, 0.995])
+    with open(specimens / "specimens.csv", newline="") as fh:
+        assert all(r["strain_xx"] == r["strain_yy"] == r["strain_xy"] == "0.0" for r in csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("value,message", [("25", "0 <= s <= 20"), ("30,0,0", "within ±20 %"), ("1,2", "one number S or three"),
+                                           ("nan", "0 <= s <= 20"), ("-1", "0 <= s <= 20")])
+def test_bad_strain_pct(catalogue, tmp_path, value, message):
+    res = run_cli("supercell", str(catalogue), "--out", str(tmp_path / "x"), "--strain-pct", value)
+    assert res.exit_code == 2 and message in res.output and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "x").exists()

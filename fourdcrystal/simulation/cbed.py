@@ -90,13 +90,14 @@ def probe_positions(specimen: Specimen, count: int, mode: str, rng: np.random.Ge
 
 def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarray, frozen_phonons: int = 0,
                       phonon_sigma_A: float = 0.08, seed: int = 0, threads: int = 1,
-                      planning: str = "measure") -> Samples:
+                      planning: str = "measure", with_labels: bool = True) -> Samples:
     """Multislice CBED for every probe position and thickness of ``specimen``, plus labels.
 
     Beam-mode tilt (``specimen.info['tilt_mode'] == 'beam'``) tilts the probe; atoms-mode tilt is
     already in the atoms. ``frozen_phonons`` > 0 averages that many thermal configurations
     (isotropic Gaussian displacements of ``phonon_sigma_A``, seeded); the labels then use the
     configuration-averaged potential (Debye–Waller smeared, like the measured Bragg beams).
+    ``with_labels=False`` skips the labels (``vg`` and ``qz`` are then empty arrays).
     """
     optics.check()
     box = specimen.plan.box_A
@@ -126,8 +127,11 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
         t = engine.transmission_functions(stack.potential, optics.energy_eV, sampling)
         prop = engine.fresnel_propagator(gpts, sampling, stack.slice_thickness_A, optics.energy_eV, beam_tilt)
         cbed = engine.propagate(waves, t, stack.order, prop, exits, crop=(h, w), threads=threads, planning=planning)
-    vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (h, w),
-                                 beam_tilt_mrad=beam_tilt, k_sampling_invA=k_sampling)
+    if with_labels:
+        vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (h, w),
+                                     beam_tilt_mrad=beam_tilt, k_sampling_invA=k_sampling)
+    else:
+        vg = qz = np.zeros((len(exits), 0, 0), np.float32)
     return Samples(cbed=(cbed * scale).astype(np.float32), probe=(probe * scale).astype(np.float32), vg=vg, qz=qz,
                    thickness_A=np.array(exits) * stack.slice_thickness_A, positions_A=positions_A,
                    k_sampling_invA=k_sampling, slice_thickness_A=stack.slice_thickness_A)

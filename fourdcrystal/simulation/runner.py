@@ -114,7 +114,9 @@ def plan_tasks(specimens, cfg: dict) -> list[ShardTask]:
     tasks = []
     for i in range(0, len(rows), per):
         ids = tuple(r.specimen_id for r in rows[i:i + per])
-        blob = json.dumps({"physics": physics, "ids": ids, "source": manifest_hash}, sort_keys=True)
+        # the rows themselves (geometry, tilt, strain, seed): a changed specimen table is new work
+        table = [r.to_csv_row() for r in rows[i:i + per]]
+        blob = json.dumps({"physics": physics, "ids": ids, "source": manifest_hash, "rows": table}, sort_keys=True)
         tasks.append(ShardTask(i // per, ids, hashlib.sha256(blob.encode()).hexdigest()[:16]))
     return tasks
 
@@ -154,7 +156,7 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
                     "sample_id": f"{sid}__t{ti}__p{pi}", "specimen_id": sid, "crystal_id": row.crystal_id,
                     "formula": row.formula, "prototype": row.prototype, "split": splits[row.crystal_id],
                     "zone_axis": row.zone_axis, "inplane_rotation_deg": sp.plan.phi_deg, "tilt_mrad": row.tilt_mrad,
-                    "tilt_mode": row.tilt_mode, "thickness_A": float(t),
+                    "tilt_mode": row.tilt_mode, "strain": row.applied_strain, "thickness_A": float(t),
                     "thickness_nominal_A": sorted(row.thicknesses_A)[ti], "energy_eV": optics.energy_eV,
                     "semiangle_mrad": optics.semiangle_mrad, "defocus_A": optics.defocus_A, "cs_A": optics.cs_A,
                     "probe_position_A": pos, "k_sampling_invA": res.k_sampling_invA,

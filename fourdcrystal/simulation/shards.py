@@ -43,6 +43,7 @@ META = {
     "inplane_rotation_deg": (np.float64, ()),
     "tilt_mrad": (np.float64, (2,)),
     "tilt_mode": (str, ()),
+    "strain": (np.float64, (3,)),  # applied in-plane strain (ε_xx, ε_yy, ε_xy), fractions, specimen frame
     "thickness_A": (np.float64, ()),  # realised: a whole number of slices
     "thickness_nominal_A": (np.float64, ()),  # as requested in the manifest
     "energy_eV": (np.float64, ()),

@@ -1,0 +1,307 @@
+"""Lattice fitting of Bragg vectors: basis finding, indexing, the 2×2 fit, strain and rotation.
+
+Pure numpy: no I/O. Conventions (all stated once here, used by :mod:`fourdcrystal.strain`):
+
+* **Vectors** q = (q_x, q_y) in Å⁻¹ (or detector pixels: strain and rotation are
+  dimensionless) from the zero beam, q_x along detector axis 0 and q_y along axis 1.
+* **Reciprocal basis** ``G`` is a 2×2 array whose *columns* are g1 and g2; a reflection with
+  indices (h, k) lies at q = q0 + h g1 + k g2, q0 the fitted zero-beam offset.
+* **Deformation.** A real-space deformation r → F r moves every reciprocal vector by
+  g → F⁻ᵀ g. With the reference basis G_ref and a measured basis G, therefore,
+  F = G⁻ᵀ G_refᵀ: the real-space deformation of the crystal at that position relative to the
+  reference, in the detector frame.
+* **Strain and rotation** from the polar decomposition F = V R(θ) (V symmetric, R a rotation):
+  θ = atan2(F_yx − F_xy, F_xx + F_yy), counter-clockwise from q_x towards q_y, and the strain
+  ε = V − I in the detector frame (ε_xx = V_xx − 1, ε_yy = V_yy − 1, ε_xy = V_xy: tensor
+  shear, so the engineering shear is 2 ε_xy). To first order it is the infinitesimal strain
+  ½(F + Fᵀ) − I; unlike that, it is exact for a rotated *and* strained crystal: a specimen
+  whose atoms move by r → (I + ε) R(θ) r (rotated, then strained along the detector axes,
+  as :func:`fourdcrystal.specimen.build_specimen` does) gives back exactly ε and θ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import FourdError
+
+
+@dataclass(frozen=True)
+class LatticeFit:
+    """The fitted lattice of one pattern.
+
+    ``basis`` (2×2, columns g1, g2) and ``origin`` (q0) in the vectors' units; ``indices``
+    (n, 2) the (h, k) of each input vector and ``used`` which of them entered the fit;
+    ``residual_rms`` the weighted r.m.s. distance of the used vectors from their lattice points.
+    """
+
+    basis: np.ndarray
+    origin: np.ndarray
+    indices: np.ndarray
+    used: np.ndarray
+    residual_rms: float
+
+    @property
+    def n_used(self) -> int:
+        return int(self.used.sum())
+
+
+def _as_basis(g1, g2) -> np.ndarray:
+    basis = np.array([np.asarray(g1, float), np.asarray(g2, float)]).T
+    if basis.shape != (2, 2) or not np.all(np.isfinite(basis)):
+        raise FourdError(f"basis vectors {list(g1)!r}, {list(g2)!r}: expected two finite 2-vectors")
+    return basis
+
+
+def check_basis(basis: np.ndarray, what: str = "g1, g2") -> np.ndarray:
+    """A usable basis: finite, both vectors non-zero, and not (nearly) collinear (angle ≥ 10°)."""
+    basis = np.asarray(basis, float)
+    n1, n2 = np.linalg.norm(basis[:, 0]), np.linalg.norm(basis[:, 1])
+    if not np.all(np.isfinite(basis)) or n1 == 0 or n2 == 0:
+        raise FourdError(f"{what}: expected two non-zero finite vectors")
+    sin = abs(float(np.linalg.det(basis))) / (n1 * n2)
+    if sin < math.sin(math.radians(10.0)):
+        raise FourdError(f"{what} are (nearly) collinear ({math.degrees(math.asin(min(sin, 1.0))):.1f}° apart); "
+                         f"expected two independent lattice vectors")
+    return basis
+
+
+def reduce_basis(basis: np.ndarray) -> np.ndarray:
+    """Lagrange–Gauss reduction: the shortest basis of the same 2D lattice, g1 the shorter,
+    |g1·g2| ≤ |g1|²/2, and g1 × g2 > 0 (counter-clockwise)."""
+    a, b = np.asarray(basis, float)[:, 0].copy(), np.asarray(basis, float)[:, 1].copy()
+    if a @ a > b @ b:
+        a, b = b, a
+    for _ in range(100):
+        mu = round(float(a @ b) / float(a @ a))
+        b = b - mu * a
+        if b @ b >= a @ a:
+            break
+        a, b = b, a
+    if a[0] * b[1] - a[1] * b[0] < 0:
+        b = -b
+    return np.array([a, b]).T
+
+
+def index_vectors(q: np.ndarray, basis: np.ndarray, origin=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest lattice indices (h, k) of each vector and its distance from that lattice point."""
+    q = np.asarray(q, float).reshape(-1, 2)
+    frac = np.linalg.solve(basis, (q - np.asarray(origin, float)).T).T
+    hk = np.rint(frac)
+    resid = np.linalg.norm(q - np.asarray(origin) - hk @ basis.T, axis=1)
+    return hk.astype(int), resid
+
+
+def _solve(q: np.ndarray, hk: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weighted least squares of q = q0 + h g1 + k g2 (each coordinate separately)."""
+    design = np.column_stack([np.ones(len(q)), hk.astype(float)])
+    if np.linalg.matrix_rank(design) < 3:
+        return None
+    sw = np.sqrt(w)[:, None]
+    coef, *_ = np.linalg.lstsq(design * sw, q * sw, rcond=None)
+    return coef[1:].T, coef[0]  # basis (columns g1, g2), origin
+
+
+def fit_lattice(q: np.ndarray, basis: np.ndarray, weights: np.ndarray | None = None, origin=(0.0, 0.0),
+                tolerance: float = 0.25, max_order: int = 2, outlier_sigma: float = 4.0,
+                min_vectors: int = 3) -> LatticeFit | None:
+    """Index the vectors of one pattern and fit its lattice (basis and zero-beam offset).
+
+    Parameters
+    ----------
+    q : (n, 2) vectors, Å⁻¹ (or pixels), from the zero beam.
+    basis : 2×2 starting basis (columns g1, g2), same units, e.g. the reference lattice.
+    weights : (n,) non-negative weights (e.g. intensities); None: all equal.
+    origin : starting zero-beam offset q0.
+    tolerance : a vector is indexed when it lies within ``tolerance`` × |shortest g| of a
+        lattice point.
+    max_order : the first pass uses only reflections with |h|, |k| ≤ this, so a rotated or
+        strained pattern is not mis-indexed at high order by the starting basis; later passes
+        re-index everything with the fitted basis.
+    outlier_sigma : after each pass, indexed vectors farther than this many weighted r.m.s.
+        residuals from their lattice point are dropped.
+    min_vectors : fewer indexed, non-collinear vectors than this (the fit has 6 unknowns, so
+        at least 3 independent reflections) gives None.
+
+    Returns
+    -------
+    LatticeFit, or None where the pattern cannot be fitted.
+    """
+    q = np.asarray(q, float).reshape(-1, 2)
+    n = len(q)
+    w = np.ones(n) if weights is None else np.clip(np.nan_to_num(np.asarray(weights, float)), 0.0, None)
+    if n < min_vectors or not np.any(w > 0):
+        return None
+    basis = check_basis(basis)
+    origin = np.asarray(origin, float)
+    tol = tolerance * min(np.linalg.norm(basis, axis=0))
+    used = np.zeros(n, bool)
+    rms = np.inf
+    hk = np.zeros((n, 2), int)
+    for it in range(6):
+        hk, resid = index_vectors(q, basis, origin)
+        keep = (resid <= tol) & (w > 0)
+        if it == 0:
+            keep &= np.abs(hk).max(axis=1) <= max_order
+        elif np.isfinite(rms) and rms > 0:
+            keep &= resid <= max(outlier_sigma * rms, 1e-12 * tol)
+        # one vector per lattice point: the strongest (a duplicate would double-count the point)
+        keep &= _first_per_index(hk, w, keep)
+        if keep.sum() < min_vectors:
+            return None
+        solved = _solve(q[keep], hk[keep], w[keep])
+        if solved is None:
+            return None
+        new_basis, new_origin = solved
+        if abs(np.linalg.det(new_basis)) < 1e-12 * np.prod(np.linalg.norm(basis, axis=0)):
+            return None
+        r = np.linalg.norm(q[keep] - new_origin - hk[keep] @ new_basis.T, axis=1)
+        rms = float(np.sqrt(np.sum(w[keep] * r**2) / np.sum(w[keep])))
+        converged = np.array_equal(keep, used) and it > 0
+        basis, origin, used = new_basis, new_origin, keep
+        if converged:
+            break
+    return LatticeFit(basis, origin, hk, used, rms)
+
+
+def _first_per_index(hk: np.ndarray, w: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(hk), bool)
+    best: dict[tuple[int, int], int] = {}
+    for i in np.nonzero(keep)[0]:
+        key = (int(hk[i, 0]), int(hk[i, 1]))
+        if key not in best or w[i] > w[best[key]]:
+            best[key] = i
+    out[list(best.values())] = True
+    return out
+
+
+def deformation(basis: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Real-space deformation gradient F = G⁻ᵀ G_refᵀ of a measured basis relative to a reference."""
+    return np.linalg.inv(np.asarray(basis, float)).T @ np.asarray(reference, float).T
+
+
+def strain_rotation(f: np.ndarray) -> tuple[float, float, float, float]:
+    """(ε_xx, ε_yy, ε_xy, θ_deg) of a 2×2 deformation gradient by its polar decomposition F = V R(θ).
+
+    ε = V − I (fractions, detector frame), θ counter-clockwise from axis 0 towards axis 1,
+    degrees. A reflection (det F ≤ 0) gives NaNs.
+    """
+    f = np.asarray(f, float)
+    if not np.all(np.isfinite(f)) or np.linalg.det(f) <= 0:
+        return (math.nan,) * 4  # type: ignore[return-value]
+    theta = math.atan2(f[1, 0] - f[0, 1], f[0, 0] + f[1, 1])
+    c, s = math.cos(theta), math.sin(theta)
+    u = f @ np.array([[c, s], [-s, c]])  # V = F Rᵀ
+    return float(u[0, 0] - 1.0), float(u[1, 1] - 1.0), float(0.5 * (u[0, 1] + u[1, 0])), math.degrees(theta)
+
+
+def lattice_points(basis: np.ndarray, max_q: float, origin=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """All lattice points (hk, q) with |q − origin| ≤ max_q."""
+    basis = np.asarray(basis, float)
+    nmax = int(math.ceil(max_q / (abs(np.linalg.det(basis)) / max(np.linalg.norm(basis, axis=0))))) + 1
+    h, k = np.meshgrid(np.arange(-nmax, nmax + 1), np.arange(-nmax, nmax + 1), indexing="ij")
+    hk = np.column_stack([h.ravel(), k.ravel()])
+    q = hk @ basis.T
+    keep = np.linalg.norm(q, axis=1) <= max_q
+    return hk[keep], q[keep] + np.asarray(origin)
+
+
+# --- the basis from a Bragg vector map --------------------------------------------------------
+
+
+def spots(q: np.ndarray, weights: np.ndarray, bin_width: float, min_relative: float = 0.02,
+          max_spots: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Spots of the Bragg vector map: (m, 2) weighted centroids and (m,) summed weights, strongest first.
+
+    The vectors of many positions are histogrammed at ``bin_width`` (the units of q), smoothed by
+    one bin, and each local maximum ≥ ``min_relative`` × the strongest becomes a spot at the
+    weighted mean of the vectors within 2 bins.
+    """
+    q = np.asarray(q, float).reshape(-1, 2)
+    w = np.clip(np.asarray(weights, float), 0.0, None)
+    ok = np.all(np.isfinite(q), axis=1) & np.isfinite(w) & (w > 0)
+    q, w = q[ok], w[ok]
+    if len(q) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    extent = float(np.abs(q).max()) + 3 * bin_width
+    n = int(math.ceil(2 * extent / bin_width)) + 1
+    if n > 4096:
+        raise FourdError(f"bin width {bin_width:g} is too fine for vectors reaching {extent:g}")
+    idx = np.clip(np.floor((q + extent) / bin_width).astype(int), 0, n - 1)
+    bvm = np.zeros((n, n))
+    np.add.at(bvm, (idx[:, 0], idx[:, 1]), w)
+    smooth = ndimage.gaussian_filter(bvm, 1.0)
+    is_max = (smooth == ndimage.maximum_filter(smooth, size=3)) & (smooth >= min_relative * smooth.max())
+    centres = (np.argwhere(is_max) + 0.5) * bin_width - extent
+    order = np.argsort(-smooth[is_max])[:max_spots]
+    centres = centres[order]
+    out, total = [], []
+    for c in centres:
+        near = np.linalg.norm(q - c, axis=1) <= 2 * bin_width
+        if near.any():
+            out.append(np.average(q[near], axis=0, weights=w[near]))
+            total.append(w[near].sum())
+    return np.array(out).reshape(-1, 2), np.array(total)
+
+
+def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, candidates: int = 16) -> np.ndarray:
+    """The reduced reciprocal basis that indexes the most spot weight, from the spots themselves.
+
+    Candidate vectors are the spots (from the zero beam, the strongest spot near the middle)
+    and the differences between the strongest spots (so a lattice is found even where its
+    shortest reflections are weak or absent); the ``candidates`` shortest of them, no shorter
+    than half the shortest spot, are paired as (g1, g2). A basis scores the weight of spots
+    within ``tolerance`` × |shortest g| of its lattice points; the best score wins, ties going
+    to the smaller cell (two spots that skip a row of reflections span a sublattice, which
+    indexes fewer spots). The winner is refined by a least-squares fit over the spots and
+    Gauss-reduced.
+    """
+    spot_q = np.asarray(spot_q, float).reshape(-1, 2)
+    spot_w = np.asarray(spot_w, float)
+    if len(spot_q) < 3:
+        raise FourdError(f"only {len(spot_q)} Bragg spots found; a lattice needs the zero beam and two "
+                         f"independent reflections (give --g1 and --g2)")
+    length0 = np.linalg.norm(spot_q, axis=1)
+    strongest = int(np.argmax(spot_w))
+    centre = spot_q[strongest] if length0[strongest] < 0.5 * np.median(length0) else np.zeros(2)
+    rel = spot_q - centre
+    length = np.linalg.norm(rel, axis=1)
+    scale = float(np.median(length[length > 0])) if np.any(length > 0) else 1.0
+    spot_vectors = rel[length > 0.05 * scale]
+    if len(spot_vectors) < 2:
+        raise FourdError("fewer than two Bragg spots besides the zero beam; no 2D lattice (give --g1 and --g2)")
+    shortest = float(np.linalg.norm(spot_vectors, axis=1).min())
+    top = rel[np.argsort(-spot_w)[:16]]
+    diffs = (top[:, None, :] - top[None, :, :]).reshape(-1, 2)
+    pool = np.concatenate([spot_vectors, diffs])
+    pool_len = np.linalg.norm(pool, axis=1)
+    pool = pool[pool_len >= 0.5 * shortest]
+    pool = pool[np.argsort(np.linalg.norm(pool, axis=1), kind="stable")]
+    cand: list[np.ndarray] = []
+    for v in pool:  # distinct up to sign
+        if all(min(np.linalg.norm(v - c), np.linalg.norm(v + c)) > 0.05 * shortest for c in cand):
+            cand.append(v)
+        if len(cand) == candidates:
+            break
+    best = None
+    total = float(spot_w.sum())
+    for a in range(len(cand)):
+        for b in range(a + 1, len(cand)):
+            basis = np.array([cand[a], cand[b]]).T
+            n1, n2 = np.linalg.norm(basis, axis=0)
+            if abs(np.linalg.det(basis)) < math.sin(math.radians(10.0)) * n1 * n2:
+                continue
+            _, resid = index_vectors(rel, basis)
+            score = float(spot_w[resid <= tolerance * min(n1, n2)].sum())
+            key = (round(score / total, 6), -abs(float(np.linalg.det(basis))))
+            if best is None or key > best[0]:
+                best = (key, basis)
+    if best is None:
+        raise FourdError("the Bragg spots are all on one line; no 2D lattice (give --g1 and --g2)")
+    basis = reduce_basis(best[1])
+    fit = fit_lattice(spot_q, basis, spot_w, origin=centre, tolerance=tolerance * 2, max_order=3)
+    return reduce_basis(fit.basis) if fit is not None else basis

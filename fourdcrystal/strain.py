@@ -1,0 +1,198 @@
+"""`fourdcrystal strain`: strain and in-plane rotation maps from Bragg vectors.
+
+Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors file), maps out
+(HDF5 + PNG). The lattice work is :mod:`fourdcrystal.lattice` (conventions there):
+
+1. **Basis.** g1, g2 from the Bragg vector map of the reference positions (the spots that
+   index the most intensity, Gauss-reduced), or given (``--g1 --g2``).
+2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
+   least squares (weights: the vectors' intensities), drop outliers, refit. Positions with
+   fewer than ``min_vectors`` indexed vectors are marked failed (NaN in the maps), not fatal.
+3. **Reference.** The element-wise median of the fitted bases over a scan region
+   (``R0:R1,C0:C1``, rows and columns of the scan, end exclusive) or over the whole scan
+   (``median``). Strain and rotation are relative to it: F = G⁻ᵀ G_refᵀ, F = (I + ε) R(θ).
+
+Output ``MAPS.h5``: ``exx``, ``eyy``, ``exy`` (fractions; tensor shear), ``theta_deg``
+(counter-clockwise from q_x to q_y), ``residual_rms`` (vector units), ``n_indexed``, ``fit_ok``,
+``g1``/``g2`` maps, the reference basis and all settings as attributes; ``MAPS.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import lattice
+from .atomic import atomic_file, output_lock
+from .errors import FourdError
+from .io.vectors import VectorSet, read_vectors
+from .progress import progress
+
+log = logging.getLogger("fourdcrystal")
+SCHEMA = "fourdcrystal.strain/1"
+CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the reference, detector frame: x = axis 0 "
+               "= q_x, y = axis 1 = q_y); F = (I + eps) R(theta) (polar decomposition, left stretch): eps in the "
+               "detector frame (fractions, tensor shear exy; engineering shear = 2 exy), theta counter-clockwise from q_x "
+               "towards q_y in degrees")
+
+
+@dataclass(frozen=True)
+class StrainConfig:
+    method: str = "model"  # model | baseline (predict results); py4DSTEM files hold one set
+    reference: str = "median"  # median | R0:R1,C0:C1 (scan rows, columns; end exclusive)
+    g1: tuple[float, float] | None = None  # basis vectors in the file's units (Å⁻¹); None: found
+    g2: tuple[float, float] | None = None
+    tolerance: float = 0.25  # indexing: within this fraction of |shortest g| of a lattice point
+    min_vectors: int = 5  # fewer indexed vectors (zero beam included): the position is not fitted
+    weights: str = "intensity"  # intensity | none
+    min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
+
+
+def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """``median`` → None; ``R0:R1,C0:C1`` → slices (end exclusive), checked against the scan."""
+    if text == "median":
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not m:
+        raise FourdError(f"--reference {text!r}: expected median or a scan region R0:R1,C0:C1 (rows and columns, "
+                         f"end exclusive), e.g. 0:4,0:4")
+    r0, r1, c0, c1 = (int(v) for v in m.groups())
+    if not (r0 < r1 <= scan_shape[0] and c0 < c1 <= scan_shape[1]):
+        raise FourdError(f"--reference {text}: region outside the {scan_shape[0]}×{scan_shape[1]} scan or empty "
+                         f"(rows 0:{scan_shape[0]}, columns 0:{scan_shape[1]})")
+    return slice(r0, r1), slice(c0, c1)
+
+
+def check_config(config: StrainConfig) -> None:
+    if config.method not in ("model", "baseline"):
+        raise FourdError(f"--method {config.method!r}: expected model or baseline")
+    if config.weights not in ("intensity", "none"):
+        raise FourdError(f"--weights {config.weights!r}: expected intensity or none")
+    if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
+        raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
+    if config.min_vectors < 3:
+        raise FourdError(f"--min-vectors {config.min_vectors}: expected at least 3 (the fit has 6 unknowns)")
+    if (config.g1 is None) != (config.g2 is None):
+        raise FourdError("give both --g1 and --g2, or neither (found from the Bragg vector map)")
+    if config.g1 is not None:
+        lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
+
+
+def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config: StrainConfig) -> np.ndarray:
+    """g1, g2 from the Bragg vector map of the given flat positions."""
+    qs, ws = [], []
+    for p in positions:
+        q, w = _position_vectors(vectors, int(p), config)
+        qs.append(q)
+        ws.append(w)
+    q = np.concatenate(qs) if qs else np.zeros((0, 2))
+    w = np.concatenate(ws) if ws else np.zeros(0)
+    spot_q, spot_w = lattice.spots(q, w, vectors.bin_width)
+    return lattice.find_basis(spot_q, spot_w)
+
+
+def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    q, inten = vectors.position(p)
+    keep = np.all(np.isfinite(q), axis=1) & np.isfinite(inten) & (inten >= config.min_intensity)
+    q, inten = q[keep], inten[keep]
+    w = np.clip(inten, 0.0, None) if config.weights == "intensity" else np.ones(len(q))
+    return q, w
+
+
+def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> dict:
+    """Fit every position and compute the maps (see the module notes). Returns a dict of arrays and info."""
+    check_config(config)
+    scan = vectors.scan_shape
+    region = parse_region(config.reference, scan)
+    flat = np.arange(vectors.positions).reshape(scan)
+    ref_positions = flat.ravel() if region is None else flat[region].ravel()
+    if config.g1 is not None:
+        start = lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
+    else:
+        start = reference_basis_from_spots(vectors, ref_positions, config)
+    n = vectors.positions
+    bases = np.full((n, 2, 2), np.nan)
+    origins = np.full((n, 2), np.nan)
+    resid = np.full(n, np.nan)
+    n_indexed = np.zeros(n, np.int32)
+    for p in progress(range(n), desc="fitting lattices", unit="position"):
+        q, w = _position_vectors(vectors, p, config)
+        fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
+        if fit is None:
+            n_indexed[p] = 0
+            continue
+        bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
+    ok = np.isfinite(bases).all(axis=(1, 2))
+    ref_ok = ok[ref_positions]
+    if not ref_ok.any():
+        raise FourdError(f"no position of the reference {config.reference!r} could be fitted (fewer than "
+                         f"{config.min_vectors} indexed vectors each); choose another --reference or --g1/--g2")
+    reference = np.median(bases[ref_positions][ref_ok], axis=0)
+    maps = np.full((n, 4), np.nan)
+    for p in np.nonzero(ok)[0]:
+        maps[p] = lattice.strain_rotation(lattice.deformation(bases[p], reference))
+    ok &= np.isfinite(maps).all(axis=1)
+    shape2 = tuple(scan)
+    return {
+        "exx": maps[:, 0].reshape(shape2), "eyy": maps[:, 1].reshape(shape2), "exy": maps[:, 2].reshape(shape2),
+        "theta_deg": maps[:, 3].reshape(shape2), "residual_rms": resid.reshape(shape2),
+        "n_indexed": n_indexed.reshape(shape2), "fit_ok": ok.reshape(shape2),
+        "g1": bases[:, :, 0].reshape(*shape2, 2), "g2": bases[:, :, 1].reshape(*shape2, 2),
+        "origin": origins.reshape(*shape2, 2),
+        "reference_basis": reference, "start_basis": start, "reference_positions": int(ref_ok.sum()),
+        "failed": int((~ok).sum()),
+    }
+
+
+def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig = StrainConfig(),
+               overwrite: bool = False, png: bool = True) -> dict:
+    """The stage: read, check, fit, write ``OUT`` (HDF5) and ``OUT`` with ``.png``. Returns a summary."""
+    import h5py
+
+    out = Path(out)
+    check_config(config)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise FourdError(f"--out {out}: expected an .h5 file name")
+    vectors = read_vectors(vectors_path, config.method)
+    if Path(vectors_path).resolve() == out.resolve():
+        raise FourdError(f"--out {out} is the input file; choose another name")
+    parse_region(config.reference, vectors.scan_shape)
+    if out.exists() and not overwrite:
+        raise FourdError(f"{out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise FourdError(f"--out {out}: folder {out.parent} does not exist")
+    with output_lock(out):
+        result = strain_maps(vectors, config)
+        attrs = {"schema": SCHEMA, "vectors": str(vectors_path), "method": vectors.method, "units": vectors.units,
+                 "config": json.dumps(asdict(config)), "conventions": CONVENTIONS,
+                 "reference_g1": result["reference_basis"][:, 0], "reference_g2": result["reference_basis"][:, 1],
+                 "scan_shape": list(vectors.scan_shape), "failed_positions": result["failed"]}
+        try:
+            with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
+                f.attrs.update(attrs)
+                for name in ("exx", "eyy", "exy", "theta_deg", "residual_rms"):
+                    f.create_dataset(name, data=result[name].astype(np.float32))
+                for name in ("n_indexed", "g1", "g2", "origin"):
+                    f.create_dataset(name, data=result[name])
+                f.create_dataset("fit_ok", data=result["fit_ok"].astype(np.uint8))
+                f["exx"].attrs["units"] = f["eyy"].attrs["units"] = f["exy"].attrs["units"] = "fraction"
+                f["theta_deg"].attrs["units"] = "degree"
+                f["residual_rms"].attrs["units"] = vectors.units
+        except OSError as exc:
+            raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
+        png_path = None
+        if png:
+            from .plots import strain_figure
+
+            png_path = strain_figure(result, vectors, out.with_suffix(".png"),
+                                     title=f"{Path(vectors_path).name}: {vectors.method} vectors, reference "
+                                           f"{config.reference}")
+    return {"out": str(out), "png": str(png_path) if png_path else None, "failed": result["failed"],
+            "positions": vectors.positions, "reference_basis": result["reference_basis"].tolist(),
+            "units": vectors.units, "maps": result}

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Strain and rotation errors of `fourdcrystal strain` on the model's and the tuned baseline's vectors.
+
+Runs predict (--baseline) on every file strain_series.py wrote, then strain with both methods
+(reference: scan position (0, 0), the unstrained specimen), and compares with the truth in the
+files. Prints a table per thickness and dose and writes OUT/strain_benchmark.json.
+
+    python scripts/strain_series.py --out strain-series
+    python scripts/strain_benchmark.py strain-series [--model release]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("series", help="folder written by scripts/strain_series.py")
+    ap.add_argument("--model", default="release", help="model.pt or release [default: release]")
+    ap.add_argument("--json", help="result file [default: SERIES/strain_benchmark.json]")
+    args = ap.parse_args(argv)
+
+    import h5py
+
+    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.progress import set_quiet
+    from fourdcrystal.strain import StrainConfig, run_strain
+
+    set_quiet(True)
+    folder = Path(args.series)
+    truth = json.loads((folder / "truth.json").read_text())
+    work = folder / "benchmark"
+    work.mkdir(exist_ok=True)
+    rows = []
+    for data in truth["files"]:
+        data = Path(data)
+        if not data.exists():
+            data = folder / data.name
+        with h5py.File(data) as f:
+            strain_true = f["truth/strain"][()]
+            rot_true = f["truth/rotation_deg"][()]
+            thickness, dose = float(f.attrs["thickness_A"]), str(f.attrs["dose"])
+        vec = work / (data.stem + "-bragg.h5")
+        predict(None if args.model == "release" else args.model, str(data), vec, PredictConfig(baseline=True),
+                overwrite=True)
+        for method in ("model", "baseline"):
+            res = run_strain(vec, work / f"{data.stem}-{method}-strain.h5",
+                             StrainConfig(method=method, reference="0:1,0:1"), overwrite=True, png=False)
+            m = res["maps"]
+            ok = m["fit_ok"].copy()
+            ok[0, 0] = False  # the reference itself is zero by construction
+            err = np.stack([m[k] - strain_true[..., i] for i, k in enumerate(("exx", "eyy", "exy"))], axis=-1)
+            rows.append({
+                "thickness_nm": thickness / 10, "dose": dose, "method": method,
+                "strain_rms_error_pct": float(100 * np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
+                "strain_max_error_pct": float(100 * np.abs(err[ok]).max()) if ok.any() else None,
+                "rotation_rms_error_deg": float(np.sqrt(np.mean((m["theta_deg"] - rot_true)[ok] ** 2)))
+                if ok.any() else None,
+                "fitted": int(m["fit_ok"].sum()), "positions": int(m["fit_ok"].size),
+                "indexed_vectors_mean": float(m["n_indexed"][m["fit_ok"]].mean()) if m["fit_ok"].any() else 0.0,
+            })
+    out = Path(args.json) if args.json else folder / "strain_benchmark.json"
+    out.write_text(json.dumps({"series": truth | {"files": [Path(p).name for p in truth["files"]]},
+                               "model": args.model, "rows": rows}, indent=1) + "\n")
+    print(f"{truth['structure']} {truth['zone_axis']}, {truth['scan_shape'][0]}×{truth['scan_shape'][1]} positions, "
+          f"strain ±{100 * np.abs(np.array(truth['strain'])).max():.1f} %, rotations up to "
+          f"{np.abs(truth['rotation_deg']).max():.1f}°; reference = position (0, 0)")
+    print(f"{'thickness':>9s} {'dose':>6s} | {'strain rms error (%)':>22s} | {'rotation rms error (°)':>22s} | "
+          f"{'indexed vectors':>16s} | {'fitted':>13s}")
+    print(f"{'nm':>9s} {'e-':>6s} | {'model':>10s} {'baseline':>11s} | {'model':>10s} {'baseline':>11s} | "
+          f"{'model':>7s} {'baseline':>8s} | {'model':>6s} {'baseline':>6s}")
+    key = sorted({(r["dose"] != "clean", r["dose"], r["thickness_nm"]) for r in rows})
+    for _, dose, t in key:
+        m, b = (next(r for r in rows if r["dose"] == dose and r["thickness_nm"] == t and r["method"] == meth)
+                for meth in ("model", "baseline"))
+
+        def f(v, fmt):
+            return format(v, fmt) if v is not None else "–"
+
+        print(f"{t:9.0f} {dose:>6s} | {f(m['strain_rms_error_pct'], '10.3f')} {f(b['strain_rms_error_pct'], '11.3f')} | "
+              f"{f(m['rotation_rms_error_deg'], '10.3f')} {f(b['rotation_rms_error_deg'], '11.3f')} | "
+              f"{m['indexed_vectors_mean']:7.1f} {b['indexed_vectors_mean']:8.1f} | "
+              f"{m['fitted']:>3d}/{m['positions']:<2d} {b['fitted']:>3d}/{b['positions']:<2d}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

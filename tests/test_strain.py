@@ -1,0 +1,213 @@
+"""`fourdcrystal strain` and `fourdcrystal export`: vector files in, maps out; py4DSTEM files both ways."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fourdcrystal.cli import cli
+from fourdcrystal.errors import FourdError
+from fourdcrystal.io.vectors import VectorSet, read_vectors, write_py4dstem_braggvectors
+from fourdcrystal.strain import StrainConfig, run_strain, strain_maps
+
+DATA = Path(__file__).parent / "data"
+PY4DSTEM_VECTORS = DATA / "py4dstem_braggvectors.h5"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _py4dstem_python() -> str | None:
+    """The py4DSTEM 0.14 environment compare_py4dstem.py uses, where this machine has one."""
+    for cand in (os.environ.get("FOURDCRYSTAL_PY4DSTEM_PYTHON"), REPO / ".py4dstem-venv" / "bin" / "python"):
+        if cand and Path(cand).exists():
+            return str(cand)
+    return None
+
+
+def test_py4dstem_braggvectors_give_back_the_strain_it_was_made_with():
+    """A BraggVectors file written by py4DSTEM (per-position origin, pixel units + Q pixel size, stray
+    vectors) → strain and rotation against the truth the fixture was made with."""
+    truth = json.loads((DATA / "py4dstem_braggvectors_truth.json").read_text())
+    vs = read_vectors(PY4DSTEM_VECTORS)
+    assert vs.scan_shape == (3, 4) and vs.units == "Å⁻¹"
+    res = strain_maps(vs, StrainConfig(reference="0:1,0:1"))
+    assert res["fit_ok"].all()
+    strain = np.array(truth["strain"]).reshape(3, 4, 3)
+    for k, name in enumerate(("exx", "eyy", "exy")):
+        np.testing.assert_allclose(res[name], strain[..., k], atol=5e-5)
+    np.testing.assert_allclose(res["theta_deg"], np.array(truth["rotation_deg"]).reshape(3, 4), atol=1e-3)
+    # the reference lattice is the fixture's, up to the choice of basis (same cell area)
+    assert abs(abs(np.linalg.det(res["reference_basis"])) - abs(np.linalg.det(truth["g_ref_invA"]))) < 1e-6
+
+
+def _vector_set(scan=(3, 3), g=((0.3, 0.0), (0.0, 0.35)), strain_of=lambda p: (0.0, 0.0, 0.0), n_min=None):
+    g = np.array(g).T
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4)])
+    q0 = hk @ g.T
+    qs, ints, counts = [], [], []
+    for p in range(scan[0] * scan[1]):
+        e = strain_of(p)
+        f = np.array([[1 + e[0], e[2]], [e[2], 1 + e[1]]])
+        q = q0 @ np.linalg.inv(f)
+        if n_min is not None and p == 0:
+            q = q[:n_min]
+        qs.append(q)
+        ints.append(np.exp(-np.linalg.norm(q, axis=1)))
+        counts.append(len(q))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return VectorSet(scan, offsets, np.concatenate(qs), np.concatenate(ints), "Å⁻¹", 0.02, "memory", "model")
+
+
+def test_a_position_with_too_few_vectors_is_reported_not_fatal():
+    vs = _vector_set(strain_of=lambda p: (0.001 * p, 0.0, 0.0), n_min=2)
+    res = strain_maps(vs)
+    assert not res["fit_ok"][0, 0] and res["fit_ok"].sum() == 8 and res["failed"] == 1
+    assert np.isnan(res["exx"][0, 0]) and res["n_indexed"][0, 0] == 0
+    # relative to the element-wise median basis of the fitted positions p = 1..8: the mean of the
+    # reciprocal lengths of p = 4 and 5, i.e. a real-space stretch of 1 / mean(1/1.004, 1/1.005)
+    ref = 1.0 / np.mean([1 / 1.004, 1 / 1.005])
+    np.testing.assert_allclose(res["exx"].ravel()[1:], (1 + np.arange(1, 9) * 0.001) / ref - 1, atol=1e-9)
+
+
+def _predict_like_file(path: Path, vs: VectorSet) -> Path:
+    """A file in predict's layout (what fourdcrystal predict writes), from a VectorSet."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"schema": "fourdcrystal.predictions/1", "complete": True, "scan_shape": list(vs.scan_shape),
+                        "model_k_sampling_invA": [0.02, 0.02], "pattern_shape": [128, 128],
+                        "centre_px": [64.0, 63.5],
+                        "calibration": json.dumps({"k_pixel_invA": 0.015}), "file_calibration": "{}"})
+        g = f.create_group("model")
+        g["offsets"] = vs.offsets
+        g["qx_invA"] = vs.q[:, 0].astype(np.float32)
+        g["qy_invA"] = vs.q[:, 1].astype(np.float32)
+        g["intensity"] = vs.intensity.astype(np.float32)
+        g["count"] = np.diff(vs.offsets).reshape(vs.scan_shape)
+    return path
+
+
+def test_strain_cli_writes_maps_and_png(tmp_path):
+    vs = _vector_set(scan=(4, 5), strain_of=lambda p: (0.002 * (p % 5), -0.001 * (p // 5), 0.0005))
+    src = _predict_like_file(tmp_path / "scan-bragg.h5", vs)
+    out = tmp_path / "maps.h5"
+    r = CliRunner().invoke(cli, ["strain", str(src), "--out", str(out), "--reference", "0:1,0:1"])
+    assert r.exit_code == 0, r.output
+    assert "reference lattice" in r.output and out.exists() and out.with_suffix(".png").exists()
+    with h5py.File(out) as f:
+        assert f.attrs["schema"] == "fourdcrystal.strain/1"
+        exx = f["exx"][()]
+        assert f["exx"].attrs["units"] == "fraction" and f["theta_deg"].attrs["units"] == "degree"
+        assert f["fit_ok"][()].all()
+    # float32 vectors in the file: strain to ~1e-6
+    np.testing.assert_allclose(exx[0], [(1 + 0.002 * c) / 1.0 - 1 for c in range(5)], atol=5e-6)
+    from PIL import Image
+
+    assert Image.open(out.with_suffix(".png")).size[0] > 800
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reference", "0:9,0:1"], "region outside the 3×3 scan"),
+    (["--reference", "left"], "expected median or a scan region"),
+    (["--g1", "0.3,0", "--g2", "0.6,0.001"], "collinear"),
+    (["--g1", "0.3,0"], "give both --g1 and --g2"),
+    (["--method", "baseline"], "no 'baseline' vectors"),
+    (["--tolerance", "0.9"], "--tolerance"),
+    (["--min-vectors", "2"], "--min-vectors"),
+    (["--out", "maps.txt"], "expected an .h5 file name"),
+])
+def test_strain_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    _predict_like_file(tmp_path / "v.h5", _vector_set())
+    before = set(os.listdir(tmp_path))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(cli, ["strain", "v.h5", *args])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 2, r.output
+    assert r.output.count("\n") == 1 and r.output.startswith("error: ") and message in r.output, r.output
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_strain_refuses_files_that_are_not_vectors(tmp_path):
+    npy = tmp_path / "a.h5"
+    with h5py.File(npy, "w") as f:
+        f["data"] = np.zeros((2, 2, 16, 16))
+    text = tmp_path / "b.h5"
+    text.write_text("not hdf5")
+    for path, message in ((npy, "no Bragg vectors"), (text, "not an HDF5 file"), (tmp_path / "c.h5", "not found")):
+        r = CliRunner().invoke(cli, ["strain", str(path), "--out", str(tmp_path / "m.h5")])
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, r.output
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_export_matches_the_layout_py4dstem_writes(tmp_path):
+    """Our BraggVectors file has every group, attribute and dataset type of the one py4DSTEM wrote."""
+    vs = read_vectors(PY4DSTEM_VECTORS)
+    out = write_py4dstem_braggvectors(tmp_path / "ours.h5", vs, (96, 96), 0.02, (48.0, 47.0))
+
+    def layout(path):
+        items = {}
+        with h5py.File(path) as f:
+            def visit(name, obj):
+                attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()
+                         if k not in ("UUID", "authoring_program")}
+                kind = type(obj).__name__ + (f":{obj.dtype.kind}{obj.shape}" if isinstance(obj, h5py.Dataset) else "")
+                items[name] = (kind, json.dumps(attrs, default=str, sort_keys=True))
+            f.visititems(visit)
+            items["/"] = ("root", json.dumps({k: str(v) for k, v in f.attrs.items()
+                                              if k not in ("UUID", "authoring_program")}, sort_keys=True))
+        return items
+
+    theirs, ours = layout(PY4DSTEM_VECTORS), layout(out)
+    # py4DSTEM stores the drifting origin as arrays; ours is one origin (predict centres every pattern)
+    skip = {"qx0", "qy0", "qx0_mean", "qy0_mean", "qx0_shift", "qy0_shift"}
+    keys = {k for k in theirs if k.rsplit("/", 1)[-1] not in skip}
+    assert keys <= set(ours)
+    for k in keys:
+        assert theirs[k] == ours[k], k
+    back = read_vectors(out)
+    np.testing.assert_allclose(back.q, vs.q, atol=1e-12)
+    np.testing.assert_array_equal(back.offsets, vs.offsets)
+
+
+@pytest.mark.skipif(_py4dstem_python() is None, reason="no py4DSTEM environment (.py4dstem-venv)")
+def test_export_loads_in_py4dstem(tmp_path):
+    """predict result → fourdcrystal export → py4DSTEM.read in py4DSTEM's own environment: the calibrated
+    vectors py4DSTEM returns are ours in Å⁻¹."""
+    vs = _vector_set(scan=(2, 3), strain_of=lambda p: (0.001 * p, 0.0, 0.0))
+    src = _predict_like_file(tmp_path / "v.h5", vs)
+    out = tmp_path / "bv.h5"
+    r = CliRunner().invoke(cli, ["export", str(src), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    code = (
+        "import sys, json, numpy as np, py4DSTEM\n"
+        "bv = py4DSTEM.read(sys.argv[1])\n"
+        "bv.setcal()\n"
+        "out = {'class': type(bv).__name__, 'shape': [int(v) for v in bv.shape], 'calstate': bv.calstate,\n"
+        "       'cal': [[bv.cal[i, j].qx.tolist(), bv.cal[i, j].qy.tolist()] for i in range(2) for j in range(3)]}\n"
+        "print(json.dumps(out))\n")
+    res = subprocess.run([_py4dstem_python(), "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["class"] == "BraggVectors" and got["shape"] == [2, 3]
+    assert got["calstate"]["center"] and got["calstate"]["pixel"]
+    for p in range(6):
+        a, b = int(vs.offsets[p]), int(vs.offsets[p + 1])
+        np.testing.assert_allclose(got["cal"][p][0], vs.q[a:b, 0], atol=1e-6)
+        np.testing.assert_allclose(got["cal"][p][1], vs.q[a:b, 1], atol=1e-6)
+
+
+def test_export_bad_input(tmp_path):
+    r = CliRunner().invoke(cli, ["export", str(PY4DSTEM_VECTORS), "--out", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and "already a py4DSTEM file" in r.output and r.output.count("\n") == 1
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_run_strain_refuses_to_overwrite_its_input(tmp_path):
+    src = _predict_like_file(tmp_path / "v.h5", _vector_set())
+    with pytest.raises(FourdError, match="is the input file"):
+        run_strain(src, src, overwrite=True)
