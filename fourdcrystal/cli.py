@@ -632,8 +632,11 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
 @click.option("--method", type=click.Choice(["model", "baseline"]), default="model", show_default=True,
               help="Which vectors of a predict result: the model's or the classical baseline's.")
 @click.option("--reference", default="median", show_default=True,
-              help="Unstrained reference: median (of the whole scan) or a scan region R0:R1,C0:C1 (rows, columns; "
-                   "end exclusive) of the median lattice there.")
+              help="Unstrained reference: median (the median lattice of the scan), a scan region R0:R1,C0:C1 (rows, "
+                   "columns; end exclusive; its median lattice), or crystal (the lattice of --structure along "
+                   "--zone-axis: absolute strain, as good as the pixel-size calibration).")
+@click.option("--structure", type=click.Path(), help="With --reference crystal: the crystal's CIF/POSCAR file.")
+@click.option("--zone-axis", type=int, nargs=3, help="With --reference crystal: the zone axis U V W (conventional cell).")
 @click.option("--g1", help="First reciprocal basis vector QX,QY in the file's units (Å⁻¹). [default: found from the "
                            "Bragg vector map]")
 @click.option("--g2", help="Second reciprocal basis vector QX,QY (Å⁻¹); with --g1.")
@@ -641,10 +644,12 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
               help="Index a vector when it lies within this fraction of |shortest g| of a lattice point.")
 @click.option("--min-vectors", type=int, default=5, show_default=True,
               help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
-@click.option("--weights", type=click.Choice(["intensity", "none"]), default="intensity", show_default=True,
-              help="Least-squares weights of the vectors.")
+@click.option("--weights", type=click.Choice(["auto", "intensity", "none"]), default="auto", show_default=True,
+              help="Least-squares weights of the vectors; auto: their intensities for model vectors (kinematic "
+                   "V_g), equal for correlation peaks (baseline, py4DSTEM), as chosen on a validation series.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
-def strain_cmd(vectors, out, method, reference, g1, g2, tolerance, min_vectors, weights, overwrite) -> None:
+def strain_cmd(vectors, out, method, reference, structure, zone_axis, g1, g2, tolerance, min_vectors, weights,
+               overwrite) -> None:
     """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.
 
     VECTORS: the HDF5 of fourdcrystal predict (--method model or baseline) or a py4DSTEM
@@ -660,15 +665,21 @@ def strain_cmd(vectors, out, method, reference, g1, g2, tolerance, min_vectors, 
 
     import numpy as np
 
-    from .strain import StrainConfig, run_strain
+    from .strain import StrainConfig, crystal_reference, run_strain
 
+    if (reference == "crystal") != (structure is not None and zone_axis is not None) or \
+            (reference != "crystal" and (structure is not None or zone_axis is not None)):
+        raise FourdError("--reference crystal goes with --structure FILE and --zone-axis U V W, and they with it")
+    basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
     cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
-                       g2=_pair(g2, "--g2", float), tolerance=tolerance, min_vectors=min_vectors, weights=weights)
+                       g2=_pair(g2, "--g2", float), tolerance=tolerance, min_vectors=min_vectors, weights=weights,
+                       crystal_basis=None if basis is None else tuple(map(tuple, basis)))
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     res = run_strain(vectors, out, cfg, overwrite=overwrite)
     g = res["reference_basis"]
     click.echo(f"reference lattice g1 = ({g[0][0]:.5f}, {g[1][0]:.5f}), g2 = ({g[0][1]:.5f}, {g[1][1]:.5f}) "
-               f"{res['units']}")
+               f"{res['units']}" + (f" (the crystal's, {100 * res['maps']['crystal_mismatch']:.2f} % from the "
+                                    f"scan's median lattice)" if res["maps"]["crystal_mismatch"] is not None else ""))
     m = res["maps"]
     ok = m["fit_ok"]
     if ok.any():

@@ -305,3 +305,67 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     basis = reduce_basis(best[1])
     fit = fit_lattice(spot_q, basis, spot_w, origin=centre, tolerance=tolerance * 2, max_order=3)
     return reduce_basis(fit.basis) if fit is not None else basis
+
+
+# --- the crystal's own lattice as the reference ----------------------------------------------------
+
+
+def zolz_basis(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> np.ndarray:
+    """Reduced 2D basis (columns, Å⁻¹) of a crystal's zero-order Laue zone seen along ``beam``.
+
+    Parameters
+    ----------
+    lattice_A : (3, 3) rows a1, a2, a3 of the (primitive) lattice, Å. A primitive cell gives the
+        Bravais lattice's reflections; a centred conventional cell would add extinct ones.
+    beam : Cartesian beam direction (e.g. u a1' + v a2' + w a3' of the conventional cell).
+
+    Returns
+    -------
+    (2, 2) basis in a frame ⟂ ``beam`` (its orientation is arbitrary: see :func:`align_basis`).
+    """
+    recip = np.linalg.inv(np.asarray(lattice_A, float)).T  # rows b_i, a_i · b_j = δ_ij (no 2π)
+    z = np.asarray(beam, float) / np.linalg.norm(beam)
+    r = np.arange(-max_index, max_index + 1)
+    hkl = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    g = hkl @ recip
+    length = np.linalg.norm(g, axis=1)
+    inplane = (length > 0) & (np.abs(g @ z) <= 1e-8 * np.maximum(length, 1e-12))
+    g, length = g[inplane], length[inplane]
+    if len(g) < 2:
+        raise FourdError("no zero-order Laue zone reflections along this zone axis within the index range")
+    order = np.argsort(length, kind="stable")
+    x = g[order[0]] / length[order[0]]
+    y = np.cross(z, x)
+    g2d = np.stack([g @ x, g @ y], axis=1)[order]
+    first = g2d[0]
+    second = next((v for v in g2d[1:] if abs(first[0] * v[1] - first[1] * v[0]) > 1e-9 * (first @ first)), None)
+    if second is None:
+        raise FourdError("the zero-order Laue zone reflections are collinear")
+    return reduce_basis(np.array([first, second]).T)
+
+
+def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
+    """The crystal's basis, rotated (and re-chosen among equivalent bases) to best match ``measured``.
+
+    Every change of basis M with entries in {−1, 0, 1} and det M = ±1 is tried; for each the
+    rotation R minimising |R C M − G| (Kabsch, proper rotations only) is found. Returns R C M and
+    the relative mismatch |R C M − G| / |G|. Strain measured against it is absolute, as good as
+    the detector's pixel-size calibration.
+    """
+    crystal, measured = np.asarray(crystal, float), np.asarray(measured, float)
+    best = None
+    for entries in np.ndindex(3, 3, 3, 3):
+        m = np.array(entries, float).reshape(2, 2) - 1
+        if abs(abs(np.linalg.det(m)) - 1) > 1e-9:
+            continue
+        c = crystal @ m
+        u, _, vt = np.linalg.svd(measured @ c.T)
+        if np.linalg.det(u @ vt) < 0:
+            continue  # would need a mirror: a different handedness, not this choice of basis
+        cand = u @ vt @ c
+        err = float(np.linalg.norm(cand - measured) / np.linalg.norm(measured))
+        if best is None or err < best[1]:
+            best = (cand, err)
+    if best is None:
+        raise FourdError("the crystal's lattice cannot be aligned with the measured one")
+    return best

@@ -6,7 +6,7 @@ Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors fi
 1. **Basis.** g1, g2 from the Bragg vector map of the reference positions (the spots that
    index the most intensity, Gauss-reduced), or given (``--g1 --g2``).
 2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
-   least squares (weights: the vectors' intensities), drop outliers, refit. Positions with
+   least squares (model vectors weighted by their V_g, correlation peaks equally), drop outliers, refit. Positions with
    fewer than ``min_vectors`` indexed vectors are marked failed (NaN in the maps), not fatal.
 3. **Reference.** The element-wise median of the fitted bases over a scan region
    (``R0:R1,C0:C1``, rows and columns of the scan, end exclusive) or over the whole scan
@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +50,20 @@ class StrainConfig:
     g2: tuple[float, float] | None = None
     tolerance: float = 0.25  # indexing: within this fraction of |shortest g| of a lattice point
     min_vectors: int = 5  # fewer indexed vectors (zero beam included): the position is not fitted
-    weights: str = "intensity"  # intensity | none
+    weights: str = "auto"  # intensity | none | auto: intensity for model vectors, none for correlation peaks
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
+    crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
+    max_crystal_mismatch: float = 0.1  # refuse a crystal lattice farther than this (relative) from the measured one
 
 
 def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] | None:
-    """``median`` → None; ``R0:R1,C0:C1`` → slices (end exclusive), checked against the scan."""
-    if text == "median":
+    """``median`` or ``crystal`` → None (the whole scan); ``R0:R1,C0:C1`` → slices (end exclusive), checked."""
+    if text in ("median", "crystal"):
         return None
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*", text)
     if not m:
-        raise FourdError(f"--reference {text!r}: expected median or a scan region R0:R1,C0:C1 (rows and columns, "
-                         f"end exclusive), e.g. 0:4,0:4")
+        raise FourdError(f"--reference {text!r}: expected median, crystal or a scan region R0:R1,C0:C1 (rows and "
+                         f"columns, end exclusive), e.g. 0:4,0:4")
     r0, r1, c0, c1 = (int(v) for v in m.groups())
     if not (r0 < r1 <= scan_shape[0] and c0 < c1 <= scan_shape[1]):
         raise FourdError(f"--reference {text}: region outside the {scan_shape[0]}×{scan_shape[1]} scan or empty "
@@ -72,8 +74,8 @@ def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] 
 def check_config(config: StrainConfig) -> None:
     if config.method not in ("model", "baseline"):
         raise FourdError(f"--method {config.method!r}: expected model or baseline")
-    if config.weights not in ("intensity", "none"):
-        raise FourdError(f"--weights {config.weights!r}: expected intensity or none")
+    if config.weights not in ("intensity", "none", "auto"):
+        raise FourdError(f"--weights {config.weights!r}: expected auto, intensity or none")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
         raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
     if config.min_vectors < 3:
@@ -82,13 +84,38 @@ def check_config(config: StrainConfig) -> None:
         raise FourdError("give both --g1 and --g2, or neither (found from the Bragg vector map)")
     if config.g1 is not None:
         lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
+    if (config.reference == "crystal") != (config.crystal_basis is not None):
+        raise FourdError("--reference crystal needs --structure FILE and --zone-axis U V W (and they need it)")
+
+
+def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
+    """The ZOLZ basis (Å⁻¹) of a CIF/POSCAR crystal along [uvw] of its conventional cell (the primitive
+    cell's reciprocal lattice, so lattice centring adds no extinct reflections)."""
+    from .catalog.prototypes import LabelError, label_structure
+    from .catalog.sources import read_structure_file
+    from .specimen import check_zone_axis
+
+    path = Path(structure_path)
+    if not path.is_file():
+        raise FourdError(f"--structure {path} not found")
+    uvw = check_zone_axis(zone_axis)
+    structure = read_structure_file(path)
+    try:
+        conv = label_structure(structure).conventional
+    except LabelError as exc:
+        raise FourdError(f"{path}: {exc}") from None
+    beam = np.asarray(uvw, float) @ conv.lattice.matrix
+    return lattice.zolz_basis(conv.get_primitive_structure().lattice.matrix, beam)
 
 
 def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config: StrainConfig) -> np.ndarray:
     """g1, g2 from the Bragg vector map of the given flat positions."""
     qs, ws = [], []
+    # the map is always intensity-weighted (as py4DSTEM's): counted alone, the weak spurious vectors
+    # of many positions can outweigh a real reflection; --weights applies to the per-position fits
+    mapping = replace(config, weights="intensity")
     for p in positions:
-        q, w = _position_vectors(vectors, int(p), config)
+        q, w = _position_vectors(vectors, int(p), mapping)
         qs.append(q)
         ws.append(w)
     q = np.concatenate(qs) if qs else np.zeros((0, 2))
@@ -97,17 +124,27 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
     return lattice.find_basis(spot_q, spot_w)
 
 
+def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
+    """``auto``: the model's intensities are kinematic V_g (a strong reflection is a well-placed one) and
+    weight its fit; correlation peak heights (baseline, py4DSTEM) do not: their fits weigh vectors equally.
+    Chosen on a validation strain series (``scripts/strain_benchmark.py --tune-on``)."""
+    if config.weights != "auto":
+        return config.weights
+    return "intensity" if vectors.method == "model" else "none"
+
+
 def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
     q, inten = vectors.position(p)
     keep = np.all(np.isfinite(q), axis=1) & np.isfinite(inten) & (inten >= config.min_intensity)
     q, inten = q[keep], inten[keep]
-    w = np.clip(inten, 0.0, None) if config.weights == "intensity" else np.ones(len(q))
+    w = np.clip(inten, 0.0, None) if fit_weights(config, vectors) == "intensity" else np.ones(len(q))
     return q, w
 
 
 def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> dict:
     """Fit every position and compute the maps (see the module notes). Returns a dict of arrays and info."""
     check_config(config)
+    config = replace(config, weights=fit_weights(config, vectors))
     scan = vectors.scan_shape
     region = parse_region(config.reference, scan)
     flat = np.arange(vectors.positions).reshape(scan)
@@ -134,6 +171,14 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         raise FourdError(f"no position of the reference {config.reference!r} could be fitted (fewer than "
                          f"{config.min_vectors} indexed vectors each); choose another --reference or --g1/--g2")
     reference = np.median(bases[ref_positions][ref_ok], axis=0)
+    mismatch = None
+    if config.crystal_basis is not None:
+        if vectors.units != "Å⁻¹":
+            raise FourdError("--reference crystal needs calibrated vectors (Å⁻¹); this file is in detector pixels")
+        reference, mismatch = lattice.align_basis(np.asarray(config.crystal_basis, float), reference)
+        if mismatch > config.max_crystal_mismatch:
+            raise FourdError(f"the crystal's lattice differs from the measured one by {100 * mismatch:.0f} % "
+                             f"(wrong structure, zone axis or pixel-size calibration?)")
     maps = np.full((n, 4), np.nan)
     for p in np.nonzero(ok)[0]:
         maps[p] = lattice.strain_rotation(lattice.deformation(bases[p], reference))
@@ -146,7 +191,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         "g1": bases[:, :, 0].reshape(*shape2, 2), "g2": bases[:, :, 1].reshape(*shape2, 2),
         "origin": origins.reshape(*shape2, 2),
         "reference_basis": reference, "start_basis": start, "reference_positions": int(ref_ok.sum()),
-        "failed": int((~ok).sum()),
+        "failed": int((~ok).sum()), "crystal_mismatch": mismatch,
     }
 
 
@@ -172,7 +217,8 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
         attrs = {"schema": SCHEMA, "vectors": str(vectors_path), "method": vectors.method, "units": vectors.units,
                  "config": json.dumps(asdict(config)), "conventions": CONVENTIONS,
                  "reference_g1": result["reference_basis"][:, 0], "reference_g2": result["reference_basis"][:, 1],
-                 "scan_shape": list(vectors.scan_shape), "failed_positions": result["failed"]}
+                 "scan_shape": list(vectors.scan_shape), "failed_positions": result["failed"],
+                 "crystal_mismatch": np.nan if result["crystal_mismatch"] is None else result["crystal_mismatch"]}
         try:
             with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
                 f.attrs.update(attrs)

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -110,7 +111,7 @@ def test_strain_cli_writes_maps_and_png(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--reference", "0:9,0:1"], "region outside the 3×3 scan"),
-    (["--reference", "left"], "expected median or a scan region"),
+    (["--reference", "left"], "expected median, crystal or a scan region"),
     (["--g1", "0.3,0", "--g2", "0.6,0.001"], "collinear"),
     (["--g1", "0.3,0"], "give both --g1 and --g2"),
     (["--method", "baseline"], "no 'baseline' vectors"),
@@ -211,3 +212,78 @@ def test_run_strain_refuses_to_overwrite_its_input(tmp_path):
     src = _predict_like_file(tmp_path / "v.h5", _vector_set())
     with pytest.raises(FourdError, match="is the input file"):
         run_strain(src, src, overwrite=True)
+
+
+@pytest.mark.slow
+def test_simulate_predict_strain_as_a_user_runs_it(tmp_path):
+    """scripts/strain_series.py (real multislice of strained, rotated Si [110]) → predict with the shipped
+    model → strain: the maps follow the applied strain and rotation. The README's table has the full
+    series (scripts/strain_benchmark.py); here 2×3 positions at 15 nm, noise-free."""
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "strain_series.py"), "--out", str(tmp_path),
+                          "--scan", "2", "3", "--output-px", "128", "--box", "34", "--thickness", "150",
+                          "--doses", "clean", "--strain-pct", "1", "--rotation-deg", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = tmp_path / "series-t0150A-clean.h5"
+    r = CliRunner().invoke(cli, ["-q", "predict", str(data), "--out", str(tmp_path / "v.h5")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["strain", str(tmp_path / "v.h5"), "--reference", "0:1,0:1",
+                                 "--out", str(tmp_path / "maps.h5")])
+    assert r.exit_code == 0, r.output
+    with h5py.File(data) as t, h5py.File(tmp_path / "maps.h5") as m:
+        assert m["fit_ok"][()].all()
+        err = np.stack([m[k][()] for k in ("exx", "eyy", "exy")], axis=-1) - t["truth/strain"][()]
+        theta_err = m["theta_deg"][()] - t["truth/rotation_deg"][()]
+        applied = np.abs(t["truth/strain"][()]).max()
+    assert applied > 0.005  # the series does strain the crystal
+    assert np.sqrt(np.mean(err**2)) < 0.003, err  # 0.3 %; measured 0.07 %
+    assert np.sqrt(np.mean(theta_err**2)) < 0.1, theta_err  # measured 0.02°
+
+
+def test_reference_crystal_gives_absolute_strain(tmp_path):
+    """Vectors on the Si [110] lattice from a hand calculation ((2-20) along q_x at 2√2/a, (002) along
+    q_y at 2/a, a = 5.431 Å), strained by known tensors and rotated by 25°: --reference crystal with the
+    Si CIF gives the absolute strain (no unstrained position in the scan)."""
+    from pymatgen.core import Lattice, Structure
+
+    cif = tmp_path / "Si.cif"
+    Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]]).to(filename=str(cif))
+    a = 5.431
+    c, s = np.cos(np.radians(25.0)), np.sin(np.radians(25.0))
+    rot = np.array([[c, -s], [s, c]])
+    g = rot @ np.array([[2 * np.sqrt(2) / a, 0.0], [0.0, 2 / a]]).T  # columns g(2-20), g(002), rotated
+    g = g @ np.array([[0.5, 0.0], [0.5, 1.0]])  # (1-11) = ½(2-20) + ½(002) ... as a basis with (002)
+    strains = [(0.01, -0.004, 0.002), (-0.006, 0.003, 0.0), (0.0, 0.008, -0.003), (0.004, 0.004, 0.004)]
+    vs = _vector_set(scan=(2, 2), g=g.T, strain_of=lambda p: strains[p])
+    src = _predict_like_file(tmp_path / "v.h5", vs)
+    out = tmp_path / "abs.h5"
+    r = CliRunner().invoke(cli, ["strain", str(src), "--reference", "crystal", "--structure", str(cif),
+                                 "--zone-axis", "1", "1", "0", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "the crystal's" in r.output
+    with h5py.File(out) as f:
+        got = np.stack([f[k][()] for k in ("exx", "eyy", "exy")], axis=-1).reshape(4, 3)
+        theta = f["theta_deg"][()].ravel()
+    np.testing.assert_allclose(got, strains, atol=2e-6)  # float32 vectors in the file
+    # the rotation is relative to the crystal aligned on the scan's median lattice: the same at every position
+    assert np.ptp(theta) < 1e-3
+    r = CliRunner().invoke(cli, ["strain", str(src), "--reference", "crystal", "--out", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and "--structure" in r.output and r.output.count("\n") == 1
+    r = CliRunner().invoke(cli, ["strain", str(src), "--reference", "crystal", "--structure", str(cif),
+                                 "--zone-axis", "1", "1", "1", "--out", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and "differs from the measured one" in r.output, r.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_zolz_basis_of_si_110_by_hand():
+    from pymatgen.core import Lattice, Structure
+
+    from fourdcrystal.lattice import zolz_basis
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    beam = np.array([1.0, 1.0, 0.0]) @ si.lattice.matrix
+    basis = zolz_basis(si.get_primitive_structure().lattice.matrix, beam)
+    # {111} reflections of the F lattice perpendicular to [110]: (1-11) and (1-1-1), √3/a, 70.53° apart
+    np.testing.assert_allclose(np.linalg.norm(basis, axis=0), [np.sqrt(3) / 5.431] * 2, rtol=1e-9)
+    cos = basis[:, 0] @ basis[:, 1] / np.prod(np.linalg.norm(basis, axis=0))
+    assert abs(abs(cos) - 1 / 3) < 1e-9
