@@ -81,6 +81,21 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise
 
 
+def check_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Fail early, in one line, if ``path`` (a folder, or the nearest existing folder above it) cannot take
+    new files: read-only file system, no permission. Tries a real file: os.access misses read-only mounts
+    and ACLs."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".fourdcrystal-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise FourdError(f"cannot write the {what} in {folder}: {exc.strerror}") from None
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """Hold an exclusive lock on the output ``path`` (``PATH.lock`` beside it, holding this process's id).

@@ -21,15 +21,52 @@ log = logging.getLogger("fourdcrystal")
 
 
 class _Group(click.Group):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's standalone mode, but a usage error is one line too: ``error: …`` naming the command."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "fourdcrystal")
+            click.echo(f"error: {exc.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except FourdError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            import errno
+
+            # the stages check their outputs before work; this catches a disk that fills or turns read-only
+            # midway, in one line like every other error
+            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG):
+                raise
+            click.echo(f"error: cannot write {exc.filename or 'the output'}: {exc.strerror}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("error: interrupted; finished outputs are kept, rerun the same command to resume", err=True)
             ctx.exit(130)
+
+
+def _one_line(message: str) -> str:
+    """A FourdError raised in a DataLoader worker comes back wrapped by torch ("Caught FourdError in
+    DataLoader worker process 0. Original Traceback ..."): keep the original message."""
+    if "Original Traceback" in message:
+        for line in reversed(message.splitlines()):
+            if "FourdError: " in line:
+                return line.split("FourdError: ", 1)[1]
+    return message
 
 
 class _LevelFormatter(logging.Formatter):
@@ -57,7 +94,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Crystal structures -> simulated CBED training data -> FCU-Net -> Bragg vectors.
 
     Stages, each reading the previous one's files:
-    select (crystal catalogue) -> supercell -> simulate -> train -> evaluate / predict.
+    select (crystal catalogue) -> supercell -> simulate -> train -> tune / evaluate -> predict ->
+    strain (or export to py4DSTEM).
     Every stage takes --config FILE (YAML, one section per stage); command-line options
     override the file. Units are in option names and help: Å, Å⁻¹, mrad, eV.
     """
@@ -119,6 +157,14 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
     })
     if file_paths and "files" not in cfg["sources"]:
         cfg["sources"].append("files")
+    from pathlib import Path
+
+    if not dry_run:  # before any work (or any Materials Project query)
+        if Path(cfg["out"]).exists() and not overwrite:
+            raise FourdError(f"output folder {cfg['out']} already exists; pass --overwrite to replace it")
+        from .atomic import check_writable
+
+        check_writable(Path(cfg["out"]).parent, "catalogue")
     catalogue = build_catalogue(cfg, api_key=api_key, quiet=ctx.obj["quiet"])
     click.echo(summary_table(catalogue.groups, drawn_by_source(catalogue)))
     if dry_run:
@@ -319,6 +365,10 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 
     if count < 0:
         raise FourdError(f"--samples must be >= 0, got {count}")
+    if count > 0:
+        from .atomic import check_writable
+
+        check_writable(Path(png).parent if png else Path(dataset), "montage")
     click.echo(dataset_summary(dataset))
     if count > 0:
         path = dataset_montage(dataset, png or Path(dataset) / "inspect.png", count=count, seed=seed)
@@ -530,6 +580,11 @@ def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run)
     _check_limit(limit)
     _check_radius(match_radius)
     cfg = replace(TuneConfig(), split=split, doses_e=tuple(_doses(doses)), match_radius_px=match_radius, limit=limit)
+    if not dry_run:  # the settings go into the model's card: a read-only card folder fails now, not after 13 min
+        from .atomic import check_writable
+        from .training.card import card_path, resolve_weights
+
+        check_writable(card_path(resolve_weights(model)).parent, "model card")
     section = tune(model, dataset, cfg, device=device)
     click.echo(f"tuned on {section['tuned_on']['patterns']} {split} patterns of {dataset}")
     click.echo(format_tuning(section))

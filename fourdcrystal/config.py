@@ -412,6 +412,24 @@ def _validate(raw: Any, schema: Schema, prefix: str, source: str) -> dict:
     return out
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} given twice (line {key_node.start_mark.line + 1}); "
+                                    f"keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(section: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
     """Load one stage's config: schema defaults <- YAML file section <- overrides.
 
@@ -428,7 +446,9 @@ def load_config(section: str, path: str | Path | None = None, overrides: Mapping
         except OSError as exc:
             raise FourdError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         try:
-            doc = yaml.safe_load(text) or {}
+            doc = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        except _DuplicateKey as exc:
+            raise FourdError(f"{path}: {exc}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

@@ -245,7 +245,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     from .model.inference import Predictor
 
     model_path = resolve_weights(model_path)
-    model, card = load_model(model_path)
+    model, card = load_model(model_path, inference=True)
     settings, tuned = settings_from_card(card)
     settings = with_threshold(settings, config.model_min_relative)
     if not tuned:
@@ -259,6 +259,9 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         locations = locations[:config.limit]
     predictor = Predictor(model, card, device, config.batch_size)
     out = Path(out)
+    from .atomic import check_writable
+
+    check_writable(out, "evaluation report")
     out.mkdir(parents=True, exist_ok=True)
 
     tallies: dict[tuple, _Tally] = defaultdict(_Tally)

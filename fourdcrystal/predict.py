@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -36,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import output_lock
+from .atomic import check_writable, output_lock
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
                           k_pixel_from_camera_length, synthesised_probe, usable_region)
 from .detect import DetectionSettings, baseline_peaks, model_peaks, settings_from_card, with_threshold
 from .errors import FourdError
-from .io.readers import Scan4D, open_4d, read_2d, row_segments, split_spec
+from .io.readers import Scan4D, file_fingerprint, open_4d, read_2d, row_segments, split_spec
 from .peaks import Peaks, to_reciprocal
 from .progress import bar
 from .simulation.optics import disk_radius_invA
@@ -349,6 +350,46 @@ _VECTOR_FIELDS = {"model": ("qx_invA", "qy_invA", "intensity", "qz_invA"),
                   "baseline": ("qx_invA", "qy_invA", "intensity")}
 
 
+def write_error(exc: BaseException) -> str | None:
+    """The errno text of a failed write (h5py puts the errno in its message), or None for other errors."""
+    import errno as errno_mod
+    import re
+
+    code = getattr(exc, "errno", None)
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else None
+    if code in (errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EROFS, errno_mod.EACCES, errno_mod.EPERM, errno_mod.EIO,
+                errno_mod.EFBIG):
+        return f"{os.strerror(code)} (errno {code})"
+    return None
+
+
+def estimate_output_bytes(positions: int, grid_shape, methods, save_maps: bool, vectors_per_position: int = 200) -> int:
+    """A generous estimate of the result file's size, for the free-space check before any work."""
+    hw = int(np.prod(grid_shape))
+    size = positions * 4 + hw + 2 * hw * 8 + hw * 4 + 1_000_000  # bf, mask, running sums, mean, HDF5 + PNG
+    for m in methods:
+        chunks = -(-positions * vectors_per_position // _VECTOR_CHUNK)  # vectors are stored in whole chunks
+        size += (positions + 1) * 8 + positions * 4 + 2 * hw * 8 + hw * 4
+        size += len(_VECTOR_FIELDS[m]) * chunks * _VECTOR_CHUNK * 4
+    if save_maps:
+        size += positions * hw * 2 * 2
+    return size
+
+
+_BROKEN_FILES: list = []
+_VECTOR_CHUNK = 65536  # elements per HDF5 storage chunk of a vector field
+
+
+def _exit_without_hdf5_cleanup() -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
+
+
 class _Result:
     """The partial HDF5 result: created or reopened for resume, appended chunk by chunk.
 
@@ -373,32 +414,44 @@ class _Result:
                 log.warning("%s is damaged (the run was killed while writing); starting again", path)
                 path.unlink()
             else:
-                if f.attrs.get("fingerprint") == fingerprint:
+                found = f.attrs.get("fingerprint")
+                if found == fingerprint and "state" in f.attrs:
                     self.f = f
                     self._truncate()
                     return
                 f.close()
-                raise FourdError(f"{path} holds an unfinished run with other settings (data, model, calibration or "
-                                 f"options differ); pass --overwrite to start again")
+                if found is not None and found != fingerprint:
+                    raise FourdError(f"{path} holds an unfinished run with other settings (data, model, calibration "
+                                     f"or options differ); pass --overwrite to start again")
+                log.warning("%s was never finished being set up (the run was stopped); starting again", path)
+                path.unlink()
         self.f = f = h5py.File(path, "w")
-        for k, v in attrs.items():
-            f.attrs[k] = v
-        f.attrs["fingerprint"] = fingerprint
-        f.create_dataset("virtual_bf", shape=self.scan_shape, dtype="f4")
-        f.create_dataset("usable_mask", data=usable.astype(np.uint8))
-        f.create_dataset("sum_pattern", shape=(2, *model_shape), dtype="f8")
-        for m in methods:
-            g = f.create_group(m)
-            g.create_dataset("offsets", shape=(self.n + 1,), dtype="i8")
-            g.create_dataset("count", shape=self.scan_shape, dtype="i4")
-            for name in _VECTOR_FIELDS[m]:
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(65536,))
-            g.create_dataset("bragg_vector_map_slots", shape=(2, *model_shape), dtype="f8")
-        if save_maps:
-            for name in ("vg", "qz"):
-                f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
-                                          chunks=(1, 1, *model_shape), compression="gzip", compression_opts=1)
-        self._set_state(0, 0)
+        try:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            # fixed-size datasets written in full now (HDF5 would allocate them at their first write): a run
+            # that passed the free-space check grows only by its vectors afterwards
+            f.create_dataset("virtual_bf", data=np.zeros(self.scan_shape, "f4"))
+            f.create_dataset("usable_mask", data=usable.astype(np.uint8))
+            f.create_dataset("sum_pattern", data=np.zeros((2, *model_shape), "f8"))
+            for m in methods:
+                g = f.create_group(m)
+                g.create_dataset("offsets", data=np.zeros(self.n + 1, "i8"))
+                g.create_dataset("count", data=np.zeros(self.scan_shape, "i4"))
+                for name in _VECTOR_FIELDS[m]:
+                    g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(_VECTOR_CHUNK,))
+                g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *model_shape), "f8"))
+            if save_maps:
+                for name in ("vg", "qz"):
+                    f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
+                                              chunks=(1, 1, *model_shape), compression="gzip", compression_opts=1)
+            self._set_state(0, 0)
+            f.attrs["fingerprint"] = fingerprint  # last: a partial with a fingerprint is a complete set-up
+            f.flush()
+        except (OSError, RuntimeError):
+            self.broken = True
+            self.close()
+            raise
 
     @property
     def state(self) -> dict:
@@ -458,10 +511,22 @@ class _Result:
         f.attrs["complete"] = True
         return summary
 
+    broken = False  # a write failed (disk full, ...): HDF5 must not be asked to flush or close this file
+
     def close(self) -> None:
         if self.f is not None:
-            self.f.close()
-            self.f = None
+            f, self.f = self.f, None
+            if self.broken:
+                # h5py's close() after a failed write segfaults inside HDF5, and so does HDF5's own clean-up
+                # at exit; the handle is left open and the process leaves by os._exit (after its one-line
+                # error and the lock's release): exit code 2, as for any error
+                if not _BROKEN_FILES:
+                    import atexit
+
+                    atexit.register(_exit_without_hdf5_cleanup)
+                _BROKEN_FILES.append(f)
+                return
+            f.close()
 
 
 def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
@@ -484,10 +549,13 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    source = split_spec(data)[0]
+    if source.exists() and out.exists() and source.resolve() == out.resolve():
+        raise FourdError(f"--out {out} is the input data file; choose another name (nothing was written)")
     if out.exists() and not overwrite:
         raise FourdError(f"{out} already exists; pass --overwrite to replace it")
     model_path = resolve_weights(model_path)
-    model, card = load_model(model_path)  # checks weights against the card before any work
+    model, card = load_model(model_path, inference=True)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
     tuned = True
@@ -500,12 +568,16 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if not torch.cuda.is_available():
             raise FourdError(f"--device {config.device}: this machine has no CUDA GPU that torch can use")
     with open_4d(data, scan_shape) as scan:
+        if np.dtype(scan.dtype).kind == "c":
+            raise FourdError(f"{data}: complex-valued patterns ({np.dtype(scan.dtype)}); expected real counts or "
+                             f"intensities (take the modulus squared of a wave function first)")
         if len(scan) == 0:
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
         methods = ("model", "baseline") if config.baseline else ("model",)
-        settings = {"data": str(data), "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
+        settings = {"data": str(data), "data_file": file_fingerprint(split_spec(data)[0]),
+                    "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
                     "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
                     "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest(),
                     "usable_sha256": hashlib.sha256(np.packbits(prep["usable"]).tobytes()).hexdigest()}
@@ -522,7 +594,16 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "software": json.dumps(software_versions()),
                  "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
                           "p = row·scan_y + column; vectors of p are offsets[p]:offsets[p+1]"}
-        out.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(out.parent, "result")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FourdError(f"cannot create the folder of --out {out}: {exc.strerror}") from None
+        need = estimate_output_bytes(len(scan), prep["grid_shape"], methods, config.save_maps)
+        have = shutil.disk_usage(out.parent).free + (partial.stat().st_size if partial.exists() else 0)
+        if have < need:
+            raise FourdError(f"not enough free space for {out}: about {need / 1e6:.1f} MB needed, "
+                             f"{have / 1e6:.1f} MB free on {out.parent}")
         with output_lock(out):
             # notes only once the inputs are good and the output is ours: an error is the one line printed
             note = quality_note(card)
@@ -541,7 +622,10 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 
-    prediction_summary(summary, card, out.name, png)
+    try:
+        prediction_summary(summary, card, out.name, png)
+    except OSError as exc:  # the result is complete; only its picture is missing
+        log.warning("could not write %s: %s; the result %s is complete", png, exc.strerror or exc, out)
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
             "centre_px": prep["centre_px"], "probe_source": prep["probe_source"], "grid_shape": prep["grid_shape"]}
@@ -550,8 +634,24 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs: dict, prep: dict, methods,
                 config: PredictConfig, card: dict, model, model_path, scheduler: str | None) -> tuple[dict, dict]:
     """Process every position not yet committed to ``partial``; (summary arrays, run record)."""
-    result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
-                     config.save_maps, prep["usable"])
+    result: _Result | None = None
+
+    def failed(exc: BaseException) -> FourdError | None:
+        reason = write_error(exc)
+        if reason is not None and result is not None:
+            result.broken = True
+        return None if reason is None else FourdError(
+            f"cannot write {partial}: {reason}; positions already written are kept: make room and rerun the same "
+            f"command to resume")
+
+    try:
+        result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
+                         config.save_maps, prep["usable"])
+    except (OSError, RuntimeError) as exc:
+        err = failed(exc)
+        if err is None:
+            raise
+        raise err from None
     try:
         done = result.state["positions_done"]
         if done:
@@ -565,7 +665,14 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
                       if scheduler else _chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
             for start, chunk in chunks:
                 t0 = time.perf_counter()
-                result.append(start, chunk)
+                _room_for(partial, chunk)
+                try:
+                    result.append(start, chunk)
+                except (OSError, RuntimeError) as exc:
+                    err = failed(exc)
+                    if err is None:
+                        raise
+                    raise err from None
                 timing["write"] += time.perf_counter() - t0
                 for k, v in chunk["timing_s"].items():
                     timing[k] += v
@@ -574,10 +681,30 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
         processed = len(scan) - done
         run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
                "patterns_per_s": processed / wall if wall > 0 else None, "timing_s": dict(timing)}
-        summary = result.finish({"run": json.dumps(run)})
+        try:
+            summary = result.finish({"run": json.dumps(run)})
+        except (OSError, RuntimeError) as exc:
+            err = failed(exc)
+            if err is None:
+                raise
+            raise err from None
     finally:
         result.close()
     return summary, run
+
+
+def _room_for(partial: Path, chunk: dict) -> None:
+    """Stop cleanly, with the partial file intact and resumable, before a chunk that may not fit."""
+    # twice what the chunk adds, plus one new storage chunk per vector field, plus 256 kB
+    methods = [m for m in ("model", "baseline") if m in chunk]
+    need = 2 * sum(int(np.asarray(v).nbytes) for m in methods for v in chunk[m].values())
+    need += 2 * sum(int(np.asarray(v).nbytes) for v in chunk.get("maps", {}).values())
+    need += sum(len(_VECTOR_FIELDS[m]) for m in methods) * _VECTOR_CHUNK * 4 + 262_144
+    free = shutil.disk_usage(partial.parent).free
+    if free < need:
+        raise FourdError(f"cannot write {partial}: only {free / 1e6:.1f} MB free on {partial.parent}, the next chunk "
+                         f"needs about {need / 1e6:.1f} MB; positions already written are kept: make room and rerun "
+                         f"the same command to resume")
 
 
 def _chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):

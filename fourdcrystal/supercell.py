@@ -113,10 +113,18 @@ def _uniform(rng: np.random.Generator, lo_hi) -> float:
     return float(lo if hi == lo else rng.uniform(lo, hi))
 
 
-def _structure(cif: str) -> Structure:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Structure.from_str(cif, fmt="cif")
+def _structure(cif: str, where: str = "crystal") -> Structure:
+    from .catalog.sources import check_species
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = Structure.from_str(cif, fmt="cif")
+    except Exception as exc:  # pymatgen raises ValueError, KeyError, IndexError ... on bad CIF text
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FourdError(f"{where}: its CIF text cannot be read ({msg})") from None
+    check_species(structure, where)
+    return structure
 
 
 def draw_strain(rng: np.random.Generator, strain_pct, shear: bool = True) -> tuple[float, float, float]:
@@ -144,7 +152,14 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
     skipped = 0
     for crystal in progress(cat.crystals, desc="planning specimens", unit="crystal"):
         cid = crystal["id"]
-        structure = _structure(crystal["cif"])
+        try:
+            structure = _structure(crystal["cif"], f"{catalogue_path}: crystal {cid}")
+        except FourdError as exc:
+            if not cfg["skip_bad"]:
+                raise FourdError(f"{exc} (pass --skip-bad to leave it out)") from None
+            log.warning("skipping: %s", exc)
+            skipped += 1
+            continue
         rng = _rng(cfg["seed"], cid)
         strain_rng = _rng(cfg["seed"], f"strain:{cid}")  # its own stream: geometry draws stay as without strain
         axes = distinct_zone_axes(structure, cfg["max_index"], cfg["drop_equivalent"])
@@ -285,6 +300,14 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
     from .catalog.sources import read_structure_file, safe_id
 
     path = Path(path)
+    thicknesses_A = list(thicknesses_A)
+    if not thicknesses_A or not all(math.isfinite(float(t)) and float(t) > 0 for t in thicknesses_A):
+        raise FourdError(f"--thickness {','.join(f'{float(t):g}' for t in thicknesses_A)}: expected positive "
+                         f"thicknesses in Å")
+    if not (math.isfinite(float(lateral_size_A)) and float(lateral_size_A) > 0):
+        raise FourdError(f"--lateral-size {float(lateral_size_A):g}: expected a positive lateral box size in Å")
+    if not math.isfinite(float(phi_deg)) or not all(math.isfinite(float(t)) for t in tilt_mrad):
+        raise FourdError("--phi and --tilt must be finite numbers (degrees, mrad)")
     if not path.is_file():
         raise FourdError(f"structure file {path} not found")
     structure = read_structure_file(path)

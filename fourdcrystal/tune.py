@@ -135,7 +135,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     from .training.data import open_dataset
 
     model_path = resolve_weights(model_path)
-    model, card = load_model(model_path)
+    model, card = load_model(model_path, inference=True)
     index, where, info = open_dataset(dataset)
     locations = where[config.split]
     if not locations:

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from fourdcrystal.errors import FourdError
 from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
 from fourdcrystal.io.readers import open_4d
 from fourdcrystal.predict import DataCalibration, PredictConfig, _Result, calibration_warnings, predict, quality_note
@@ -193,6 +194,18 @@ def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
     res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "s.h5"), "--k-pixel",
                   str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3", "--chunk", "3")
     assert "unfinished run with other settings" in _error(res)
+    # nor does changed data: one pixel of the input, after the kill
+    calls.clear()
+    changed = tmp_path / "changed.npy"
+    changed.write_bytes(src.read_bytes())
+    with pytest.raises(KeyboardInterrupt):
+        predict(weights, str(changed), tmp_path / "c.h5", cfg, opts)
+    arr = np.load(changed)
+    arr[0, 0, 3, 3] += 1.0
+    np.save(changed, arr)
+    monkeypatch.setattr(_Result, "append", real_append)
+    with pytest.raises(FourdError, match="unfinished run with other settings"):
+        predict(weights, str(changed), tmp_path / "c.h5", cfg, opts)
 
 
 def test_dask_scheduler_gives_the_same_vectors(model, scan, tmp_path):

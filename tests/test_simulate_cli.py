@@ -159,6 +159,38 @@ def test_killed_worker_one_line_then_resume(dataset, specimens, tmp_path):
     _assert_same(dataset, out)
 
 
+def test_killed_parent_takes_its_workers_along(specimens, tmp_path):
+    """SIGKILL of the main simulate process alone (not its group): its workers die with it (PR_SET_PDEATHSIG)
+    and write nothing more; the same command then resumes."""
+    out = tmp_path / "orphans"
+    args = ["--output-px", "96", "--specimens-per-shard", "1", "--slice-thickness", "2", "--semiangle", "3"]
+    cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *args,
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = _workers_of(proc.pid)
+        if len(workers) == 2 and (out / "run.json").exists():
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None or len(workers) < 2:
+        pytest.skip("the run ended before its workers could be caught")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()
+             and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
+    assert not alive, f"workers {alive} outlived their parent"
+    files = sorted(p.name for p in out.iterdir())
+    time.sleep(2.0)
+    assert sorted(p.name for p in out.iterdir()) == files  # nobody writes any more
+    res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *args)
+    assert res.exit_code == 0, res.output
+
+
 def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
     from distributed import LocalCluster
 

@@ -220,7 +220,19 @@ def read_structure_file(path: Path) -> Structure:
         raise FourdError(f"structure file {path} holds no atoms")
     if not structure.is_ordered:
         raise FourdError(f"structure file {path} has partial site occupancies; only ordered crystals are supported")
+    check_species(structure, str(path))
     return structure
+
+
+def check_species(structure: Structure, where: str) -> None:
+    """Every species a real chemical element (POSCAR species such as ``Xq`` become pymatgen dummy species,
+    which have no atomic potential: the simulation would fail deep inside abTEM)."""
+    from pymatgen.core.periodic_table import Element
+
+    bad = sorted({str(sp) for sp in structure.composition.elements if not isinstance(sp, Element)})
+    if bad:
+        raise FourdError(f"{where}: unknown element symbol{'s' if len(bad) > 1 else ''} {', '.join(bad)}; "
+                         f"expected symbols of the periodic table (H … Og)")
 
 
 def load_files(paths: list[str], skip_bad: bool = False) -> list[RawEntry]:

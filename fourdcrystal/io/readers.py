@@ -23,6 +23,8 @@ whatever the file size. ``spec`` and ``scan_shape`` reopen the same data in anot
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -101,6 +103,28 @@ class Scan4D:
         self.close()
 
 
+def file_fingerprint(path: str | Path, blocks: int = 16, block_size: int = 65536) -> dict:
+    """Size, modification time and a sha256 of ``blocks`` evenly spaced blocks of a file.
+
+    A resumed run compares it with the one it started with, so data changed in between (even by
+    one pixel, where it falls in a sampled block; always when the size or the time stamp moved)
+    is refused instead of mixed with the old results. Reading 1 MB costs milliseconds on a
+    file of any size.
+    """
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        if st.st_size <= blocks * block_size:
+            h.update(fh.read())
+        else:
+            step = (st.st_size - block_size) // (blocks - 1)
+            for k in range(blocks):
+                fh.seek(k * step)
+                h.update(fh.read(block_size))
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_sampled": h.hexdigest()}
+
+
 def supported() -> str:
     """The file types :func:`open_4d` reads, for error messages and --help."""
     return ", ".join(sorted(FORMATS) + sorted(RSCIIO) + ["*_master.h5 (Arina)"])
@@ -131,6 +155,16 @@ def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan
         raise FourdError(f"{p}: unknown 4D-STEM format {suffix or '(no extension)'!r}; supported: {supported()}")
     if not p.exists():
         raise FourdError(f"{p} not found")
+    scan = _open_any(p, inner, suffix, scan_shape)
+    if scan_shape is not None and tuple(int(v) for v in scan_shape) != tuple(scan.scan_shape):
+        shape = scan.scan_shape
+        scan.close()
+        raise FourdError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} contradicts {p}, whose scan is "
+                         f"{shape[0]}x{shape[1]}; leave the option out for this file")
+    return scan
+
+
+def _open_any(p: Path, inner: str, suffix: str, scan_shape) -> Scan4D:
     if suffix == ".npy":
         try:
             arr = np.load(p, mmap_mode="r")
@@ -433,12 +467,23 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
     if fields[6] not in _MIB_DTYPES:
         raise FourdError(f"{p}: .mib pixel type {fields[6]!r} is not supported (raw R64 frames need the Merlin "
                          f"software); expected one of {', '.join(_MIB_DTYPES)}")
+    if header_bytes <= 0 or nx < 1 or ny < 1:
+        raise FourdError(f"{p}: .mib frame header gives {nx}×{ny} pixels and a {header_bytes}-byte header; "
+                         f"expected a positive frame size")
     frame = np.dtype([("header", np.bytes_, header_bytes), ("data", _MIB_DTYPES[fields[6]], (ny, nx))])
-    frames = p.stat().st_size // frame.itemsize
+    size = p.stat().st_size
+    frames = size // frame.itemsize
+    if size % frame.itemsize and scan_shape is None:
+        raise FourdError(f"{p}: {frames} whole frames and a cut-off one: the file is truncated (an interrupted "
+                         f"acquisition or copy); give --scan-shape ROWSxCOLS to read the whole frames")
     shape = _mib_scan_shape(p, frames, scan_shape)
+    notes = []
+    if scan_shape is None and not p.with_suffix(".hdr").exists():
+        notes.append(f"no .hdr beside it: the scan shape {shape[0]}x{shape[1]} is a guess from the {frames} frames "
+                     f"(square); give --scan-shape if the acquisition was not square or was cut short")
     # Merlin stores rows bottom-up: flipped like RosettaSciIO does
     frames_reader = _RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
-    return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader)
+    return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, notes)
 
 
 def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[int, int]:

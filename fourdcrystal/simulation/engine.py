@@ -286,12 +286,17 @@ def probe_waves(gpts, extent_A, energy_eV: float, semiangle_mrad: float, positio
 
     Defocus follows abTEM: positive ``defocus_A`` is underfocus (C10 = −defocus).
     """
+    import abtem
     from abtem import Probe
 
     probe = Probe(gpts=gpts, extent=extent_A, energy=energy_eV, semiangle_cutoff=semiangle_mrad,
                   defocus=defocus_A, Cs=cs_A, tilt=tuple(float(t) for t in tilt_mrad))
     pos = np.atleast_2d(np.asarray(positions_A, dtype=float))
-    waves = probe.build(scan=pos, lazy=False)
+    # abTEM's own FFTW_MEASURE plan of the probe has the propagation buffer's shape; its timed choice
+    # would enter this process's FFTW wisdom and, with fft_planning "estimate" (no shared wisdom),
+    # decide the propagation's plan too: last-bit differences from one run to the next
+    with abtem.config.set({"fftw.planning_effort": "FFTW_ESTIMATE"}):
+        waves = probe.build(scan=pos, lazy=False)
     return np.asarray(waves.array, dtype=np.complex64).reshape(len(pos), *gpts)
 
 

@@ -22,9 +22,11 @@ def all_meta(folder: Path, index: dict, names: tuple[str, ...]) -> dict[str, lis
 
 
 def dataset_summary(folder: str | Path) -> str:
-    """Counts per split, prototype and thickness, and the calibration range."""
+    """Counts per split, prototype and thickness, and the calibration range (after checking every
+    image is finite: inspect is where a damaged dataset should show)."""
     folder = Path(folder)
     index = shards.read_index(folder)
+    shards.check_finite(folder, index)
     meta = all_meta(folder, index, ("split", "prototype", "thickness_nominal_A", "k_sampling_invA", "crystal_id"))
     cfg = index["config"]
     lines = [f"{folder}: {index['samples']} samples in {len(index['shards'])} shards, "

@@ -175,10 +175,39 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
             "splits": sorted(set(meta["split"]))}
 
 
-def _init_worker() -> None:
+def _init_worker(parent_pid: int | None = None) -> None:
     # one FFT thread per process: processes, not threads, use the cores
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
+    die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A worker outliving a killed ``simulate`` would go on writing shards nobody asked for. Where
+    prctl is unavailable (not Linux) a daemon thread checks every second that the parent lives.
+    """
+    import signal
+    import threading
+
+    if parent_pid is None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError):
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: bool) -> list[ShardTask]:
@@ -287,7 +316,8 @@ def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None, wisdo
 
         from concurrent.futures.process import BrokenProcessPool
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(run_shard, *args, t, cfg, splits, 1, wisdom) for t in todo]
             try:
                 for fut in cf_completed(futures):

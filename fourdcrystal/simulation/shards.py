@@ -16,7 +16,9 @@ exists is whole; a killed run restarted with the same command skips finished sha
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +73,10 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
     for name in IMAGES:
         if images[name].shape != images["cbed"].shape:
             raise ValueError(f"{name} has shape {images[name].shape}, cbed {images['cbed'].shape}")
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+    # built in memory, then written with plain file I/O: a full disk is then an ordinary OSError on one
+    # write, where HDF5 writing to the disk itself fails half-way and segfaults on closing the file
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         for name in IMAGES:
             arr = np.ascontiguousarray(images[name], dtype=np.float32)
             f.create_dataset(name, data=arr, chunks=(1, *arr.shape[1:]), compression="gzip",
@@ -89,6 +94,14 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["schema"] = SHARD_SCHEMA
+    try:
+        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise FourdError(f"cannot write shard {path}: {exc.strerror}; the shards already written are kept: make "
+                         f"room and rerun the same command to resume") from None
 
 
 def shard_task(path: str | Path) -> str | None:
@@ -128,7 +141,12 @@ class Shard:
         return int(self.file["cbed"].shape[0])
 
     def images(self, i: int) -> dict[str, np.ndarray]:
-        return {name: self.file[name][i] for name in IMAGES}
+        out = {name: self.file[name][i] for name in IMAGES}
+        for name, image in out.items():
+            if not np.isfinite(image).all():  # costs microseconds next to the read; a NaN would surface as
+                raise FourdError(f"{self.path}: sample {i}: {name} holds NaN or infinite values; the shard is "
+                                 f"damaged (simulate it again)")  # a traceback deep in training or scoring
+        return out
 
     def meta(self, name: str) -> np.ndarray:
         d = self.file["meta"][name]
@@ -156,12 +174,43 @@ def read_index(folder: str | Path) -> dict:
         index = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise FourdError(f"{path}: unreadable dataset index ({exc})") from None
-    if index.get("schema") != INDEX_SCHEMA:
-        raise FourdError(f"{path}: schema {index.get('schema')!r}, expected {INDEX_SCHEMA!r}")
-    for s in index.get("shards", []):
+    if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
+        found = index.get("schema") if isinstance(index, dict) else type(index).__name__
+        raise FourdError(f"{path}: schema {found!r}, expected {INDEX_SCHEMA!r}")
+    listed = index.get("shards")
+    if not isinstance(listed, list) or not all(isinstance(s, dict) and isinstance(s.get("file"), str)
+                                               and isinstance(s.get("samples"), int) for s in listed):
+        raise FourdError(f"{path}: 'shards' must be a list of {{file, samples}} entries; the index is damaged "
+                         f"(simulate the dataset again)")
+    for s in listed:
         if not (folder / s["file"]).exists():
             raise FourdError(f"{path} lists {s['file']}, which is missing from {folder}")
+    splits = index.get("crystal_split")
+    if splits is not None and (not isinstance(splits, dict)
+                               or not set(splits.values()) <= {"train", "val", "test"}):
+        bad = sorted(set(splits.values()) - {"train", "val", "test"}) if isinstance(splits, dict) else splits
+        raise FourdError(f"{path}: crystal_split holds {bad!r}; expected train, val or test per crystal")
     return index
+
+
+def check_finite(folder: str | Path, index: dict, block: int = 64) -> None:
+    """Every image of every shard finite, read in blocks of samples; one line naming the first bad sample.
+
+    Run before training, scoring or inspecting a dataset: a NaN would otherwise surface as a
+    traceback deep inside (shot noise, losses, peak finding). Costs one read of the data.
+    """
+    folder = Path(folder)
+    for entry in index["shards"]:
+        with Shard(folder / entry["file"]) as sh:
+            for name in IMAGES:
+                ds = sh.file[name]
+                for start in range(0, ds.shape[0], block):
+                    part = ds[start:start + block]
+                    ok = np.isfinite(part).reshape(len(part), -1).all(axis=1)
+                    if not ok.all():
+                        i = start + int(np.argmin(ok))
+                        raise FourdError(f"{folder / entry['file']}: sample {i}: {name} holds NaN or infinite "
+                                         f"values; the shard is damaged (simulate it again)")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -30,8 +30,15 @@ def card_path(weights: str | Path) -> Path:
 
 def save_state(path: str | Path, state: dict) -> None:
     """``torch.save`` through a file object (the archive's inner name is then fixed: same bytes every time)."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
+    try:
+        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+            torch.save(state, fh)
+    except (OSError, RuntimeError) as exc:  # torch wraps a failed write of its zip archive in RuntimeError
+        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+            raise
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise FourdError(f"cannot write {path}: {reason}; the previous checkpoint is kept (make room and rerun "
+                         f"with --resume)") from None
 
 
 def save_model(weights: str | Path, state_dict: dict, card: dict) -> dict:
@@ -96,13 +103,32 @@ def update_card(weights: str | Path, key: str, section: dict) -> dict:
     return card
 
 
-def load_model(weights: str | Path, device: str | torch.device = "cpu") -> tuple[FCUNet, dict]:
+# what evaluate, tune and predict read from a card (load_model(..., inference=True)); checked before any work
+INFERENCE_CARD_KEYS = ("input.k_sampling_invA", "input.shape", "labels.qz_scale_invA")
+
+
+def _dig(card: dict, dotted: str):
+    node = card
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def load_model(weights: str | Path, device: str | torch.device = "cpu",
+               inference: bool = False) -> tuple[FCUNet, dict]:
     """Load weights after checking them against their card: (model in eval mode, card).
 
-    ``weights`` may be ``"release"``: the model shipped inside the package.
+    ``weights`` may be ``"release"``: the model shipped inside the package. ``inference``: the card
+    must also hold what predicting needs (input grid, q_z scale).
     """
     weights = resolve_weights(weights)
     card = read_card(weights)
+    missing = [key for key in ("architecture", *(INFERENCE_CARD_KEYS if inference else ())) if _dig(card, key) is None]
+    if missing:
+        raise FourdError(f"{card_path(weights)}: the model card lacks {', '.join(missing)}; it was not written by "
+                         f"fourdcrystal train (or was edited); use the card that came with the weights")
     digest = file_sha256(weights)
     if digest != card.get("weights_sha256"):
         raise FourdError(f"{weights}: sha256 {digest[:12]}… does not match its card {card_path(weights).name} "

@@ -90,6 +90,7 @@ def open_dataset(folder: str | Path) -> tuple[dict, dict[str, list[tuple[str, in
     folder = Path(folder)
     index = shards.read_index(folder)
     where, shape, sampling, per_sample = _locations(folder, index)
+    shards.check_finite(folder, index)
     extent = np.concatenate(per_sample) if per_sample else np.asarray(sampling, dtype=float)
     cfg = index.get("config", {})
     energies = [float(x) for x in choices(cfg.get("energy_eV", np.nan))]

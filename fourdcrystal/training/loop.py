@@ -299,7 +299,19 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
     if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
         raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
                          f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
+    init_model = None
+    if init is not None:  # checked before the output folder exists
+        init_model, init_card = load_model(init)
+        if init_model.config != mcfg:
+            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
+                             f"train.model {mcfg.as_dict()}")
+        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
+            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
+                             f"this dataset has {h}×{w}")
     record = _run_record(cfg, info)
+    from ..atomic import check_writable
+
+    check_writable(out, "model")
     ckpt = _prepare_out(out, record, resume, overwrite, dist)
 
     seed = cfg["seed"]
@@ -310,14 +322,7 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
     val_ds = ShardDataset(dataset, where["val"], scale)
 
     model = FCUNet(mcfg)
-    if init is not None:
-        init_model, init_card = load_model(init)
-        if init_model.config != mcfg:
-            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
-                             f"train.model {mcfg.as_dict()}")
-        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
-            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
-                             f"this dataset has {h}×{w}")
+    if init_model is not None:
         model.load_state_dict(init_model.state_dict())
     model.to(dist.device)
     loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],

@@ -1,0 +1,472 @@
+#!/usr/bin/env python
+"""Bad inputs and faults over every subcommand, as a new user would meet them.
+
+Each case makes its inputs in a workspace (a small catalogue, specimens, a tiny dataset and a
+1-epoch model are built first), runs one command, and checks the promise: exit code 2, exactly
+one output line ``error: …`` naming the file or option, no traceback, and no new or changed
+file in the workspace. Prints a table (case, verdict, message) and exits 1 if any case fails.
+
+    python scripts/fault_sweep.py [--workspace DIR] [--only SUBSTRING]
+
+``tests/test_faults.py`` runs the same table in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+POSCAR_XQ = """bad species
+1.0
+3.0 0.0 0.0
+0.0 3.0 0.0
+0.0 0.0 3.0
+Xq
+1
+direct
+0.0 0.0 0.0
+"""
+
+SI_CIF = """data_Si
+_symmetry_space_group_name_H-M 'P 1'
+_cell_length_a 5.431
+_cell_length_b 5.431
+_cell_length_c 5.431
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+loop_
+_symmetry_equiv_pos_as_xyz
+'x, y, z'
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+Si1 Si 0 0 0
+Si2 Si 0 0.5 0.5
+Si3 Si 0.5 0 0.5
+Si4 Si 0.5 0.5 0
+Si5 Si 0.25 0.25 0.25
+Si6 Si 0.25 0.75 0.75
+Si7 Si 0.75 0.25 0.75
+Si8 Si 0.75 0.75 0.25
+"""
+
+
+@dataclass
+class Case:
+    name: str
+    cls: str  # the issue's class of fault
+    args: Callable[[Path], list[str]]  # workspace -> command-line arguments (after "fourdcrystal")
+    expect: str  # a piece of the one-line message
+    setup: Callable[[Path], None] | None = None
+    tags: set = field(default_factory=set)  # "root-skip": meaningless as root (permissions)
+
+
+def _copy_dataset(ws: Path, name: str) -> Path:
+    out = ws / name
+    if not out.exists():
+        shutil.copytree(ws / "ds", out)
+    return out
+
+
+def _nan_shard(ws: Path) -> None:
+    import h5py
+
+    out = _copy_dataset(ws, "ds-nan")
+    index = json.loads((out / "index.json").read_text())
+    with h5py.File(out / index["shards"][0]["file"], "r+") as f:
+        d = f["cbed"][0]
+        d[3, 3] = np.nan
+        f["cbed"][0] = d
+
+
+def _null_shards(ws: Path) -> None:
+    out = _copy_dataset(ws, "ds-null")
+    index = json.loads((out / "index.json").read_text())
+    index["shards"] = None
+    (out / "index.json").write_text(json.dumps(index))
+
+
+def _bad_split(ws: Path) -> None:
+    out = _copy_dataset(ws, "ds-split")
+    index = json.loads((out / "index.json").read_text())
+    index["crystal_split"] = {k: "training" for k in (index.get("crystal_split") or {"x": 0})}
+    (out / "index.json").write_text(json.dumps(index))
+
+
+def _card_edit(ws: Path, name: str, edit: Callable[[dict], None]) -> Path:
+    folder = ws / name
+    if not folder.exists():
+        shutil.copytree(ws / "model", folder)
+        card = json.loads((folder / "model.json").read_text())
+        edit(card)
+        (folder / "model.json").write_text(json.dumps(card))
+    return folder / "model.pt"
+
+
+def _pickled_module(ws: Path) -> None:
+    import torch
+
+    folder = ws / "model-pickled"
+    if not folder.exists():
+        shutil.copytree(ws / "model", folder)
+        torch.save(torch.nn.Linear(2, 2), folder / "model.pt")
+
+
+def _npy(ws: Path, name: str, array: np.ndarray) -> None:
+    np.save(ws / name, array)
+
+
+def _scan(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    data = rng.poisson(5.0, size=(2, 2, 32, 32)).astype(np.float32)
+    if kind == "nan":
+        data[0, 1, 5, 5] = np.nan
+    elif kind == "inf":
+        data[1, 0, 2, 2] = np.inf
+    elif kind == "zero":
+        data[:] = 0
+    elif kind == "negative":
+        data = -data
+    elif kind == "complex":
+        data = data.astype(np.complex64)
+    elif kind == "empty":
+        data = np.zeros((0, 2, 32, 32), np.float32)
+    return data
+
+
+def _mib(ws: Path, name: str, kind: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.formats import mib_header, write_mib
+
+    path = ws / name
+    if kind == "header-too-long":
+        path.write_bytes(mib_header(1, (32, 32), "U16")[:200])
+    elif kind == "zero-frames":
+        path.write_bytes(mib_header(1, (0, 0), "U16"))
+    elif kind == "truncated":
+        write_mib(path, np.ones((3, 3, 32, 32)), with_hdr=False)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 5 * (len(data) // 9) + 1000])  # 4 frames and a cut-off fifth
+
+
+def _read_only(ws: Path) -> None:
+    ro = ws / "readonly"
+    ro.mkdir(exist_ok=True)
+    os.chmod(ro, 0o555)
+
+
+def _vectors_file(ws: Path) -> None:
+    import h5py
+
+    with h5py.File(ws / "not-vectors.h5", "w") as f:
+        f["data"] = np.zeros((2, 2, 16, 16))
+
+
+def cases() -> list[Case]:
+    m = lambda ws: str(ws / "model" / "model.pt")  # noqa: E731
+    d = lambda ws: str(ws / "ds")  # noqa: E731
+    return [
+        # --- select
+        Case("select: existing --out, refused before building", "9 leftovers/order",
+             lambda ws: ["select", "--out", str(ws / "cat")], "already exists"),
+        Case("select: --max-crystals 0", "6 numbers", lambda ws: ["select", "--max-crystals", "0", "--out",
+                                                                  str(ws / "n")], "max_crystals"),
+        Case("select: files source without paths", "9 leftovers/order",
+             lambda ws: ["select", "--source", "files", "--out", str(ws / "n")], "files"),
+        Case("select: unknown element symbol in a POSCAR", "3 elements",
+             lambda ws: ["select", "--source", "files", "--files", str(ws / "xq"), "--out", str(ws / "n")], "Xq",
+             setup=lambda ws: ((ws / "xq").mkdir(exist_ok=True), (ws / "xq" / "POSCAR").write_text(POSCAR_XQ))),
+        Case("select: duplicate config key", "9 leftovers/order",
+             lambda ws: ["select", "--config", str(ws / "dup.yaml")], "given twice",
+             setup=lambda ws: (ws / "dup.yaml").write_text("select:\n  seed: 1\n  seed: 2\n")),
+        Case("select: config with an unknown section", "9 leftovers/order",
+             lambda ws: ["select", "--config", str(ws / "sect.yaml")], "unknown section",
+             setup=lambda ws: (ws / "sect.yaml").write_text("selekt:\n  seed: 1\n")),
+        Case("select: missing config file", "9 leftovers/order",
+             lambda ws: ["select", "--config", str(ws / "nope.yaml")], "nope.yaml"),
+        # --- supercell
+        Case("supercell: catalogue not found", "9 leftovers/order",
+             lambda ws: ["supercell", str(ws / "nocat"), "--out", str(ws / "n")], "nocat"),
+        Case("supercell: catalogue entry with invalid CIF text", "8 other tracebacks",
+             lambda ws: ["supercell", str(ws / "cat-badcif"), "--out", str(ws / "n")], "CIF",
+             setup=lambda ws: _bad_cif_catalogue(ws)),
+        Case("supercell: negative thickness", "6 numbers",
+             lambda ws: ["supercell", str(ws / "cat"), "--thickness", "-5", "--out", str(ws / "n")], "thickness"),
+        Case("supercell: lateral size nan", "6 numbers",
+             lambda ws: ["supercell", str(ws / "cat"), "--lateral-size", "nan", "--out", str(ws / "n")],
+             "lateral"),
+        Case("supercell: tilt beyond the small-angle limit", "6 numbers",
+             lambda ws: ["supercell", str(ws / "cat"), "--tilt-max", "60", "--out", str(ws / "n")], "tilt"),
+        Case("supercell: strain beyond ±20 %", "6 numbers",
+             lambda ws: ["supercell", str(ws / "cat"), "--strain-pct", "30,0,0", "--out", str(ws / "n")],
+             "20 %"),
+        Case("supercell: existing --out", "9 leftovers/order",
+             lambda ws: ["supercell", str(ws / "cat"), "--out", str(ws / "spec")], "already exists"),
+        Case("supercell: usage error (integer expected)", "9 leftovers/order",
+             lambda ws: ["supercell", str(ws / "cat"), "--zone-axes", "2.5"], "not a valid integer"),
+        # --- simulate
+        Case("simulate: specimens not found", "9 leftovers/order",
+             lambda ws: ["simulate", str(ws / "nospec"), "--out", str(ws / "n")], "nospec"),
+        Case("simulate: --thickness=-5 in structure mode, before any work", "9 leftovers/order",
+             lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--thickness=-5", "--out", str(ws / "n")],
+             "thickness", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+        Case("simulate: --lateral-size nan in structure mode", "8 other tracebacks",
+             lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--lateral-size", "nan", "--out",
+                         str(ws / "n")], "lateral", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+        Case("simulate: structure file not found", "9 leftovers/order",
+             lambda ws: ["simulate", "--structure", str(ws / "none.cif"), "--out", str(ws / "n")], "none.cif"),
+        Case("simulate: unknown element symbol", "3 elements",
+             lambda ws: ["simulate", "--structure", str(ws / "xq" / "POSCAR"), "--out", str(ws / "n")], "Xq",
+             setup=lambda ws: ((ws / "xq").mkdir(exist_ok=True), (ws / "xq" / "POSCAR").write_text(POSCAR_XQ))),
+        Case("simulate: output_px 7", "6 numbers",
+             lambda ws: ["simulate", str(ws / "spec"), "--output-px", "7", "--out", str(ws / "n")], "output_px"),
+        Case("simulate: negative energy", "6 numbers",
+             lambda ws: ["simulate", str(ws / "spec"), "--energy", "-1", "--out", str(ws / "n")], "energy"),
+        Case("simulate: zero semi-angle", "6 numbers",
+             lambda ws: ["simulate", str(ws / "spec"), "--semiangle", "0", "--out", str(ws / "n")], "semiangle"),
+        Case("simulate: zero workers", "6 numbers",
+             lambda ws: ["simulate", str(ws / "spec"), "--workers", "0", "--out", str(ws / "n")], "workers"),
+        Case("simulate: zone axis 0 0 0", "6 numbers",
+             lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--zone-axis", "0", "0", "0", "--out",
+                         str(ws / "n")], "zone axis", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+        Case("simulate: read-only output folder", "4 read-only",
+             lambda ws: ["simulate", str(ws / "spec"), "--out", str(ws / "readonly" / "ds")], "readonly",
+             setup=_read_only, tags={"root-skip"}),
+        # --- inspect
+        Case("inspect: --samples -3", "6 numbers", lambda ws: ["inspect", d(ws), "--samples", "-3"], "--samples"),
+        Case("inspect: dataset not found", "9 leftovers/order", lambda ws: ["inspect", str(ws / "nods")], "nods"),
+        Case("inspect: NaN in a shard", "2 non-finite data", lambda ws: ["inspect", str(ws / "ds-nan")],
+             "NaN or infinite", setup=_nan_shard),
+        Case("inspect: index.json with shards null", "8 other tracebacks",
+             lambda ws: ["inspect", str(ws / "ds-null")], "shards", setup=_null_shards),
+        # --- train
+        Case("train: dataset not found", "9 leftovers/order",
+             lambda ws: ["train", str(ws / "nods"), "--out", str(ws / "n")], "nods"),
+        Case("train: NaN in a shard", "2 non-finite data",
+             lambda ws: ["train", str(ws / "ds-nan"), "--epochs", "1", "--width", "4", "--depth", "2",
+                         "--loader-workers", "0", "--out", str(ws / "n")], "NaN or infinite", setup=_nan_shard),
+        Case("train: index.json with shards null", "8 other tracebacks",
+             lambda ws: ["train", str(ws / "ds-null"), "--out", str(ws / "n")], "shards", setup=_null_shards),
+        Case("train: invalid crystal_split in index.json", "9 leftovers/order",
+             lambda ws: ["train", str(ws / "ds-split"), "--out", str(ws / "n")], "split", setup=_bad_split),
+        Case("train: epochs 0", "6 numbers", lambda ws: ["train", d(ws), "--epochs", "0", "--out", str(ws / "n")],
+             "epochs"),
+        Case("train: batch size 0", "6 numbers",
+             lambda ws: ["train", d(ws), "--batch-size", "0", "--out", str(ws / "n")], "batch_size"),
+        Case("train: --init a pickled module", "5 model files",
+             lambda ws: ["train", d(ws), "--init", str(ws / "model-pickled" / "model.pt"), "--out", str(ws / "n")],
+             "model", setup=_pickled_module),
+        Case("train: read-only output folder", "4 read-only",
+             lambda ws: ["train", d(ws), "--epochs", "1", "--out", str(ws / "readonly" / "m")], "readonly",
+             setup=_read_only, tags={"root-skip"}),
+        # --- evaluate
+        Case("evaluate: batch size 0", "8 other tracebacks",
+             lambda ws: ["evaluate", m(ws), d(ws), "--batch-size", "0"], "--batch-size"),
+        Case("evaluate: match radius -1", "6 numbers",
+             lambda ws: ["evaluate", m(ws), d(ws), "--match-radius", "-1"], "--match-radius"),
+        Case("evaluate: match radius nan", "6 numbers",
+             lambda ws: ["evaluate", m(ws), d(ws), "--match-radius", "nan"], "--match-radius"),
+        Case("evaluate: NaN in a shard", "2 non-finite data",
+             lambda ws: ["evaluate", m(ws), str(ws / "ds-nan"), "--out", str(ws / "n")], "NaN or infinite",
+             setup=_nan_shard),
+        Case("evaluate: card without labels.qz_scale_invA", "5 model files",
+             lambda ws: ["evaluate", str(ws / "model-noqz" / "model.pt"), d(ws), "--out", str(ws / "n")],
+             "qz_scale_invA", setup=lambda ws: _card_edit(ws, "model-noqz", lambda c: c["labels"].pop("qz_scale_invA"))),
+        Case("evaluate: card without architecture", "5 model files",
+             lambda ws: ["evaluate", str(ws / "model-noarch" / "model.pt"), d(ws), "--out", str(ws / "n")],
+             "architecture", setup=lambda ws: _card_edit(ws, "model-noarch", lambda c: c.pop("architecture"))),
+        Case("evaluate: model a pickled module", "5 model files",
+             lambda ws: ["evaluate", str(ws / "model-pickled" / "model.pt"), d(ws), "--out", str(ws / "n")],
+             "model", setup=_pickled_module),
+        Case("evaluate: read-only output folder", "4 read-only",
+             lambda ws: ["evaluate", m(ws), d(ws), "--out", str(ws / "readonly" / "ev")], "readonly",
+             setup=_read_only, tags={"root-skip"}),
+        # --- predict
+        *[Case(f"predict: {kind} data", "2 non-finite data",
+               lambda ws, kind=kind: ["predict", m(ws), str(ws / f"{kind}.npy"), "--k-pixel", "0.05", "--energy",
+                                      "200e3", "--semiangle", "3", "--out", str(ws / "p.h5")], expect,
+               setup=lambda ws, kind=kind: _npy(ws, f"{kind}.npy", _scan(kind)))
+          for kind, expect in (("nan", "NaN or infinite"), ("inf", "NaN or infinite"), ("zero", "all zero"),
+                               ("negative", "negative"), ("complex", "complex"), ("empty", "no positions"))],
+        Case("predict: .mib header longer than the file", "2 non-finite data",
+             lambda ws: ["predict", m(ws), str(ws / "short.mib"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--out", str(ws / "p.h5")],
+             "short.mib", setup=lambda ws: _mib(ws, "short.mib", "header-too-long")),
+        Case("predict: .mib with 0×0 frames", "8 other tracebacks",
+             lambda ws: ["predict", m(ws), str(ws / "zero.mib"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--out", str(ws / "p.h5")],
+             "zero.mib", setup=lambda ws: _mib(ws, "zero.mib", "zero-frames")),
+        Case("predict: truncated .mib (cut inside a frame)", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "trunc.mib"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--out", str(ws / "p.h5")],
+             "trunc.mib", setup=lambda ws: _mib(ws, "trunc.mib", "truncated")),
+        Case("predict: camera length 0", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--camera-length", "0", "--detector-pixel", "55",
+                         "--energy", "200e3", "--out", str(ws / "p.h5")], "--camera-length",
+             setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: negative pixel size", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "-1", "--out", str(ws / "p.h5")],
+             "--k-pixel", setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: infinite pixel size", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "inf", "--out", str(ws / "p.h5")],
+             "--k-pixel", setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: centre outside the detector", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--centre", "100,5", "--out", str(ws / "p.h5")], "--centre",
+             setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: --scan-shape contradicting a .npy", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--scan-shape", "1x4",
+                         "--energy", "200e3", "--semiangle", "3", "--out", str(ws / "p.h5")], "--scan-shape", setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: --min-relative nan", "6 numbers",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--min-relative", "nan",
+                         "--out", str(ws / "p.h5")], "--min-relative", setup=lambda ws: _npy(ws, "ok.npy", _scan("ok"))),
+        Case("predict: --device cuda without CUDA", "8 other tracebacks",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--device", "cuda",
+                         "--out", str(ws / "p.h5")], "cuda", setup=lambda ws: _npy(ws, "ok.npy", _scan("ok")),
+             tags={"needs-no-cuda"}),
+        Case("predict: --out is the input, with --overwrite", "7 concurrency/processes",
+             lambda ws: ["predict", m(ws), str(ws / "ok.h5"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--out", str(ws / "ok.h5"), "--overwrite"], "input",
+             setup=lambda ws: _h5_scan(ws / "ok.h5")),
+        Case("predict: model a pickled module", "5 model files",
+             lambda ws: ["predict", str(ws / "model-pickled" / "model.pt"), str(ws / "ok.npy"), "--k-pixel", "0.05",
+                         "--out", str(ws / "p.h5")], "model",
+             setup=lambda ws: (_pickled_module(ws), _npy(ws, "ok.npy", _scan("ok")))),
+        Case("predict: card without labels.qz_scale_invA", "5 model files",
+             lambda ws: ["predict", str(ws / "model-noqz" / "model.pt"), str(ws / "ok.npy"), "--k-pixel", "0.05",
+                         "--out", str(ws / "p.h5")], "qz_scale_invA",
+             setup=lambda ws: (_card_edit(ws, "model-noqz", lambda c: c["labels"].pop("qz_scale_invA")),
+                               _npy(ws, "ok.npy", _scan("ok")))),
+        Case("predict: read-only output folder", "4 read-only",
+             lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--energy", "200e3",
+                         "--semiangle", "3", "--out", str(ws / "readonly" / "p.h5")], "readonly",
+             setup=lambda ws: (_read_only(ws), _npy(ws, "ok.npy", _scan("ok"))), tags={"root-skip"}),
+        # --- tune, strain, export
+        Case("tune: --limit 0", "6 numbers", lambda ws: ["tune", m(ws), d(ws), "--limit", "0"], "--limit"),
+        Case("strain: not a vector file", "9 leftovers/order",
+             lambda ws: ["strain", str(ws / "not-vectors.h5"), "--out", str(ws / "s.h5")], "no Bragg vectors",
+             setup=_vectors_file),
+        Case("strain: vector file not found", "9 leftovers/order",
+             lambda ws: ["strain", str(ws / "none.h5"), "--out", str(ws / "s.h5")], "not found"),
+        Case("export: not a vector file", "9 leftovers/order",
+             lambda ws: ["export", str(ws / "not-vectors.h5"), "--out", str(ws / "e.h5")], "no Bragg vectors",
+             setup=_vectors_file),
+        Case("usage: unknown subcommand", "9 leftovers/order", lambda ws: ["segment"], "No such command"),
+    ]
+
+
+def _bad_cif_catalogue(ws: Path) -> None:
+    out = ws / "cat-badcif"
+    if out.exists():
+        return
+    shutil.copytree(ws / "cat", out)
+    cat = json.loads((out / "catalogue.json").read_text())
+    cat["crystals"][0]["cif"] = "data_broken\n_cell_length_a oops\n"
+    (out / "catalogue.json").write_text(json.dumps(cat))
+
+
+def _h5_scan(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["data"] = _scan("ok")
+
+
+def build_workspace(ws: Path, run) -> None:
+    """A catalogue, specimens, a tiny dataset and a 1-epoch model, made with the CLI itself."""
+    ws.mkdir(parents=True, exist_ok=True)
+    steps = [
+        ["-q", "select", "--max-crystals", "4", "--out", str(ws / "cat")],
+        ["-q", "supercell", str(ws / "cat"), "--out", str(ws / "spec"), "--zone-axes", "1", "--thickness", "20,40",
+         "--lateral-size", "12", "--max-index", "1"],
+        ["-q", "simulate", str(ws / "spec"), "--out", str(ws / "ds"), "--output-px", "32", "--specimens-per-shard",
+         "2", "--semiangle", "3"],
+        ["-q", "train", str(ws / "ds"), "--epochs", "1", "--width", "4", "--depth", "2", "--batch-size", "4",
+         "--loader-workers", "0", "--out", str(ws / "model")],
+    ]
+    for args in steps:
+        code, out = run(args)
+        if code != 0:
+            raise RuntimeError(f"workspace step failed: {' '.join(args)}\n{out}")
+
+
+def snapshot(ws: Path) -> dict[str, tuple[int, int]]:
+    """Files with size and time stamp; folders by name only (a write probe touches a folder's time stamp)."""
+    return {str(p.relative_to(ws)): (0, 0) if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in ws.rglob("*") if not p.is_symlink()}
+
+
+def check(case: Case, ws: Path, run) -> tuple[bool, str]:
+    """Run one case; (passed, the message or what went wrong)."""
+    if case.setup:
+        case.setup(ws)
+    before = snapshot(ws)
+    code, out = run(case.args(ws))
+    after = snapshot(ws)
+    lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    problems = []
+    if code != 2:
+        problems.append(f"exit {code}")
+    if len(lines) != 1 or not lines[0].startswith("error: "):
+        problems.append(f"{len(lines)} lines")
+    if "Traceback" in out:
+        problems.append("traceback")
+    if case.expect not in out:
+        problems.append(f"message lacks {case.expect!r}")
+    changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
+    if changed:
+        problems.append(f"left or changed {changed[:3]}")
+    for k in sorted(set(after) - set(before), reverse=True):  # clean up, so the next case starts alike
+        p = ws / k
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    message = lines[0] if lines else out.strip()[-300:]
+    return (not problems), ("; ".join(problems) + " | " if problems else "") + message
+
+
+def subprocess_runner(args: list[str]) -> tuple[int, str]:
+    res = subprocess.run([sys.executable, "-m", "fourdcrystal.cli", *args], capture_output=True, text=True,
+                         timeout=600)
+    return res.returncode, res.stdout + res.stderr
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workspace", default="fault-sweep", help="folder for the inputs [default: fault-sweep]")
+    ap.add_argument("--only", help="run the cases whose name contains this")
+    args = ap.parse_args(argv)
+    ws = Path(args.workspace).resolve()
+    t0 = time.perf_counter()
+    if not (ws / "model" / "model.pt").exists():
+        build_workspace(ws, subprocess_runner)
+    failed = 0
+    todo = [c for c in cases() if not args.only or args.only in c.name]
+    for case in todo:
+        if "root-skip" in case.tags and os.geteuid() == 0:
+            print(f"SKIP  {case.name}  (running as root: permissions do not stop writes)")
+            continue
+        ok, msg = check(case, ws, subprocess_runner)
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'}  {case.name}  [{case.cls}]\n      {msg}")
+    print(f"{len(todo) - failed} of {len(todo)} cases as promised ({time.perf_counter() - t0:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
