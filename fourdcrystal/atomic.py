@@ -107,6 +107,9 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     import fcntl
 
     lock = Path(str(path) + ".lock")
+    if not lock.parent.is_dir():  # nothing there yet to protect; the stage makes the folder (and fails alone)
+        yield lock
+        return
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError as exc:

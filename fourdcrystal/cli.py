@@ -104,9 +104,22 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
+def _locked(path):
+    """The output's exclusive lock (``PATH.lock``): a second run on the same output is one line naming the
+    holder. Under torchrun only rank 0 takes it (every rank runs this command)."""
+    import contextlib
+
+    from .atomic import output_lock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return output_lock(path)
+
+
 def _config_option(section: str):
     return click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        help=f"YAML config file (its '{section}:' section is used).")
+                        help=f"YAML config file (its '{section}:' section is used), or quickstart, default or "
+                             f"release: the configs shipped in the package.")
 
 
 @cli.command("select")
@@ -165,12 +178,15 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
         from .atomic import check_writable
 
         check_writable(Path(cfg["out"]).parent, "catalogue")
-    catalogue = build_catalogue(cfg, api_key=api_key, quiet=ctx.obj["quiet"])
-    click.echo(summary_table(catalogue.groups, drawn_by_source(catalogue)))
-    if dry_run:
-        click.echo("dry run: nothing written")
-        return
-    path = write_catalogue(catalogue, cfg["out"], overwrite=overwrite)
+    import contextlib
+
+    with contextlib.nullcontext() if dry_run else _locked(cfg["out"]):
+        catalogue = build_catalogue(cfg, api_key=api_key, quiet=ctx.obj["quiet"])
+        click.echo(summary_table(catalogue.groups, drawn_by_source(catalogue)))
+        if dry_run:
+            click.echo("dry run: nothing written")
+            return
+        path = write_catalogue(catalogue, cfg["out"], overwrite=overwrite)
     click.echo(f"wrote {len(catalogue.crystals)} crystals to {path}")
 
 
@@ -223,8 +239,11 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
     })
     out_dir = Path(cfg["out"])
     if catalogue is not None and not (preview_id and out_dir.exists() and not overwrite):
-        rows, crystals, header = plan_specimens(catalogue, cfg)
-        write_specimens(out_dir, rows, crystals, header, overwrite=overwrite)
+        if out_dir.exists() and not overwrite:  # before planning
+            raise FourdError(f"output folder {out_dir} already exists; pass --overwrite to replace it")
+        with _locked(out_dir):
+            rows, crystals, header = plan_specimens(catalogue, cfg)
+            write_specimens(out_dir, rows, crystals, header, overwrite=overwrite)
         click.echo(summary(rows, header))
         click.echo(f"wrote {out_dir / 'specimens.csv'}")
     elif not preview_id:
@@ -315,28 +334,29 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
         "workers": workers, "seed": seed,
     })
     out_dir = Path(cfg["out"])
-    if structure is not None:
-        if specimens is not None:
-            raise FourdError("give either a SPECIMENS folder or --structure FILE, not both")
-        from .supercell import single_structure_specimens, write_specimens
+    with _locked(out_dir):
+        if structure is not None:
+            if specimens is not None:
+                raise FourdError("give either a SPECIMENS folder or --structure FILE, not both")
+            from .supercell import single_structure_specimens, write_specimens
 
-        rows, crystals, header = single_structure_specimens(
-            structure, zone_axis or (0, 0, 1), _floats(thickness, "thickness") or [100.0], phi or 0.0,
-            tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"],
-            strain=tuple(v / 100.0 for v in (strain_pct or (0.0, 0.0, 0.0))))
-        from .simulation.runner import SINGLE_SPECIMEN
+            rows, crystals, header = single_structure_specimens(
+                structure, zone_axis or (0, 0, 1), _floats(thickness, "thickness") or [100.0], phi or 0.0,
+                tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"],
+                strain=tuple(v / 100.0 for v in (strain_pct or (0.0, 0.0, 0.0))))
+            from .simulation.runner import SINGLE_SPECIMEN
 
-        specimens = out_dir / SINGLE_SPECIMEN
-        if out_dir.exists() and not (out_dir / "run.json").exists() and any(out_dir.iterdir()) and not overwrite:
-            raise FourdError(f"output folder {out_dir} exists and is not a fourdcrystal dataset; choose another --out "
-                             f"or pass --overwrite")
-        write_specimens(specimens, rows, crystals, header, overwrite=True)
-    elif specimens is None:
-        raise FourdError("give a SPECIMENS folder (from fourdcrystal supercell) or --structure FILE")
-    elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt, strain_pct)):
-        raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt/--strain belong to --structure mode; "
-                         "with a SPECIMENS folder they come from the manifest")
-    index = simulate_dataset(specimens, cfg, workers=cfg["workers"], scheduler=scheduler, overwrite=overwrite)
+            specimens = out_dir / SINGLE_SPECIMEN
+            if out_dir.exists() and not (out_dir / "run.json").exists() and any(out_dir.iterdir()) and not overwrite:
+                raise FourdError(f"output folder {out_dir} exists and is not a fourdcrystal dataset; choose another --out "
+                                 f"or pass --overwrite")
+            write_specimens(specimens, rows, crystals, header, overwrite=True)
+        elif specimens is None:
+            raise FourdError("give a SPECIMENS folder (from fourdcrystal supercell) or --structure FILE")
+        elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt, strain_pct)):
+            raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt/--strain belong to --structure mode; "
+                             "with a SPECIMENS folder they come from the manifest")
+        index = simulate_dataset(specimens, cfg, workers=cfg["workers"], scheduler=scheduler, overwrite=overwrite)
     run = index["run"]
     rate = f", {run['patterns'] / run['seconds']:.2f} patterns/s" if run["patterns"] else " (all shards were done)"
     c = index["split_counts"]
@@ -440,7 +460,8 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domai
         raise FourdError("give a DATASET folder (from fourdcrystal simulate)")
     from .training.loop import train_model
 
-    result = train_model(dataset, cfg, resume=resume, overwrite=overwrite, epochs_this_run=epochs_this_run,
+    with _locked(cfg["out"]):
+        result = train_model(dataset, cfg, resume=resume, overwrite=overwrite, epochs_this_run=epochs_this_run,
                          init=init)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -546,7 +567,8 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
                   model_min_relative=min_relative,
                   limit=limit, batch_size=batch_size, seed=seed, thick_from_A=thick_from_A)
     out = Path(out) if out else Path(model).parent / "evaluation"
-    report = evaluate(model, dataset, out, cfg, device=device)
+    with _locked(out):
+        report = evaluate(model, dataset, out, cfg, device=device)
     click.echo(f"{report['patterns']} {split} patterns of {dataset}")
     click.echo(format_table(report))
     click.echo(f"wrote {out / 'report.json'}, {out / 'metrics_vs_thickness.png'}, {out / 'worst.png'}")
@@ -585,7 +607,12 @@ def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run)
         from .training.card import card_path, resolve_weights
 
         check_writable(card_path(resolve_weights(model)).parent, "model card")
-    section = tune(model, dataset, cfg, device=device)
+    import contextlib
+
+    from .training.card import card_path, resolve_weights
+
+    with contextlib.nullcontext() if dry_run else _locked(card_path(resolve_weights(model))):
+        section = tune(model, dataset, cfg, device=device)
     click.echo(f"tuned on {section['tuned_on']['patterns']} {split} patterns of {dataset}")
     click.echo(format_tuning(section))
     if dry_run:
@@ -631,14 +658,16 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
                    "tuned on the validation split, from the model card]")
 @click.option("--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero where "
                              "pixels are to be ignored (beam stop, bad pixels). Dead regions are found by themselves.")
+@click.option("--max-peaks", type=int, help="At most this many peaks per pattern and method; a warning says when any "
+                                         "position reaches it. [default: the card's, 400]")
 @click.option("--chunk", type=int, default=256, show_default=True, help="Scan positions read and processed together.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per network call.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--scheduler", help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
 def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
-                vacuum, centre, scan_shape, baseline, maps, min_relative, mask, chunk, batch_size, device, scheduler,
-                overwrite) -> None:
+                vacuum, centre, scan_shape, baseline, maps, min_relative, mask, max_peaks, chunk, batch_size, device,
+                scheduler, overwrite) -> None:
     """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
 
     Without MODEL (or with MODEL = release) the model shipped inside the package runs; its card
@@ -667,7 +696,7 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
     if min_relative is not None:
         _check_fraction(min_relative, "--min-relative")
     cfg = replace(base, chunk_positions=chunk, batch_size=batch_size, baseline=baseline, save_maps=maps,
-                  device=device, min_relative=min_relative)
+                  device=device, min_relative=min_relative, max_peaks=max_peaks)
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
     calibration = {"k_pixel_invA": k_pixel_invA, "camera_length_mm": camera_length_mm,
                    "detector_pixel_um": detector_pixel_um, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad}
@@ -793,8 +822,10 @@ def export_cmd(vectors, out, method, overwrite) -> None:
 
 
 @cli.command("quickstart")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="configs/quickstart.yaml",
-              show_default=True, help="YAML config with a section per stage; their `out` folders hold the results.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="quickstart",
+              show_default=True, help="YAML config with a section per stage (their `out` folders, relative to the "
+                                      "current folder, hold the results), or quickstart, default or release: the "
+                                      "configs shipped in the package.")
 @click.pass_context
 def quickstart_cmd(ctx: click.Context, config_path) -> None:
     """Run every stage once: select → supercell → simulate → train → evaluate → predict.
@@ -812,8 +843,10 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
     from .evaluate import format_table
     from .quickstart import DEMO_RESULT, DEMO_SCAN, STAGES, demo_scan, finished
 
-    if not Path(config_path).exists():
-        raise FourdError(f"--config {config_path} not found; run from the repository folder or give a config file")
+    from .config import config_path as resolve_config
+
+    if not resolve_config(config_path).exists():
+        raise FourdError(f"--config {config_path} not found; give a config file or one of quickstart, default, release")
     cfg = {s: load_config(s, config_path, {}) for s in ("select", "supercell", "simulate", "train")}
     root = Path(cfg["train"]["out"]).parent
     model = Path(cfg["train"]["out"]) / "model.pt"

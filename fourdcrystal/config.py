@@ -430,6 +430,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+CONFIG_NAMES = ("quickstart", "default", "release")  # shipped in fourdcrystal/configs/
+
+
+def config_path(path: str | Path) -> Path:
+    """``quickstart``, ``default`` or ``release`` name a config shipped inside the package (unless a file of
+    that name exists here); anything else is a path."""
+    p = Path(path)
+    if str(path) in CONFIG_NAMES and not p.is_file():
+        return Path(__file__).parent / "configs" / f"{path}.yaml"
+    return p
+
+
 def load_config(section: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
     """Load one stage's config: schema defaults <- YAML file section <- overrides.
 
@@ -440,6 +452,7 @@ def load_config(section: str, path: str | Path | None = None, overrides: Mapping
     data: dict = {}
     source = "config"
     if path is not None:
+        path = config_path(path)
         source = str(path)
         try:
             text = Path(path).read_text(encoding="utf-8")

@@ -59,6 +59,7 @@ class PredictConfig:
     baseline: bool = False  # also run the classical detector
     settings: DetectionSettings | None = None  # both methods' peak settings; None = the card's (tuned) ones
     margin_disk_radii: float = 1.0  # no peaks closer than this many disk radii to where the data end
+    max_peaks: int | None = None  # per pattern and method; None = the card's (400)
     save_maps: bool = False  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = "auto"
 
@@ -562,6 +563,13 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     if config.settings is None:
         settings, tuned = settings_from_card(card)
         config = replace(config, settings=with_threshold(settings, config.min_relative))
+    if config.max_peaks is not None:
+        if config.max_peaks < 1:
+            raise FourdError(f"--max-peaks must be >= 1, got {config.max_peaks}")
+        st = config.settings
+        config = replace(config, settings=replace(
+            st, model=replace(st.model, max_peaks=config.max_peaks),
+            baseline=replace(st.baseline, peaks=replace(st.baseline.peaks, max_peaks=config.max_peaks))))
     if config.device.startswith("cuda"):
         import torch
 
@@ -619,6 +627,12 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             summary, run = _run_chunks(scan, data, partial, fingerprint, attrs, prep, methods, config, card, model,
                                        model_path, scheduler)
             os.replace(partial, out)
+    caps = {"model": config.settings.model.max_peaks, "baseline": config.settings.baseline.peaks.max_peaks}
+    for m in methods:
+        at_cap = int((np.asarray(summary[m]["count"]) >= caps[m]).sum())
+        if at_cap:
+            log.warning("%s: %d of %d positions reached the cap of %d peaks; more may be there (raise --max-peaks)",
+                        m, at_cap, np.asarray(summary[m]["count"]).size, caps[m])
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 

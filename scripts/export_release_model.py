@@ -1,7 +1,7 @@
 """Ship a trained model inside the package: fourdcrystal/data/fcunet-release.pt + .json.
 
     python scripts/export_release_model.py release/model/model.pt release/evaluation/report.json \\
-        --config configs/release.yaml [--note "trained on ..."]
+        --config release [--note "trained on ..."]
     python scripts/export_release_model.py release release/evaluation/report.json --card-only
 
 ``--card-only`` keeps the shipped weights and rewrites only the test evaluation in their card

@@ -37,32 +37,6 @@ direct
 0.0 0.0 0.0
 """
 
-SI_CIF = """data_Si
-_symmetry_space_group_name_H-M 'P 1'
-_cell_length_a 5.431
-_cell_length_b 5.431
-_cell_length_c 5.431
-_cell_angle_alpha 90
-_cell_angle_beta 90
-_cell_angle_gamma 90
-loop_
-_symmetry_equiv_pos_as_xyz
-'x, y, z'
-loop_
-_atom_site_label
-_atom_site_type_symbol
-_atom_site_fract_x
-_atom_site_fract_y
-_atom_site_fract_z
-Si1 Si 0 0 0
-Si2 Si 0 0.5 0.5
-Si3 Si 0.5 0 0.5
-Si4 Si 0.5 0.5 0
-Si5 Si 0.25 0.25 0.25
-Si6 Si 0.25 0.75 0.75
-Si7 Si 0.75 0.25 0.75
-Si8 Si 0.75 0.75 0.25
-"""
 
 
 @dataclass
@@ -73,6 +47,13 @@ class Case:
     expect: str  # a piece of the one-line message
     setup: Callable[[Path], None] | None = None
     tags: set = field(default_factory=set)  # "root-skip": meaningless as root (permissions)
+
+
+def _si_cif(ws: Path) -> None:
+    from pymatgen.core import Lattice, Structure
+
+    if not (ws / "Si.cif").exists():
+        Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]]).to(filename=str(ws / "Si.cif"))
 
 
 def _copy_dataset(ws: Path, name: str) -> Path:
@@ -124,6 +105,21 @@ def _pickled_module(ws: Path) -> None:
     if not folder.exists():
         shutil.copytree(ws / "model", folder)
         torch.save(torch.nn.Linear(2, 2), folder / "model.pt")
+
+
+def _pickled_module_signed(ws: Path) -> None:
+    """A pickled module whose card was updated to its sha256: it gets past the checksum to torch.load."""
+    import hashlib
+
+    import torch
+
+    folder = ws / "model-pickled-signed"
+    if not folder.exists():
+        shutil.copytree(ws / "model", folder)
+        torch.save(torch.nn.Linear(2, 2), folder / "model.pt")
+        card = json.loads((folder / "model.json").read_text())
+        card["weights_sha256"] = hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()
+        (folder / "model.json").write_text(json.dumps(card))
 
 
 def _npy(ws: Path, name: str, array: np.ndarray) -> None:
@@ -223,10 +219,10 @@ def cases() -> list[Case]:
              lambda ws: ["simulate", str(ws / "nospec"), "--out", str(ws / "n")], "nospec"),
         Case("simulate: --thickness=-5 in structure mode, before any work", "9 leftovers/order",
              lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--thickness=-5", "--out", str(ws / "n")],
-             "thickness", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+             "thickness", setup=_si_cif),
         Case("simulate: --lateral-size nan in structure mode", "8 other tracebacks",
              lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--lateral-size", "nan", "--out",
-                         str(ws / "n")], "lateral", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+                         str(ws / "n")], "lateral", setup=_si_cif),
         Case("simulate: structure file not found", "9 leftovers/order",
              lambda ws: ["simulate", "--structure", str(ws / "none.cif"), "--out", str(ws / "n")], "none.cif"),
         Case("simulate: unknown element symbol", "3 elements",
@@ -242,7 +238,7 @@ def cases() -> list[Case]:
              lambda ws: ["simulate", str(ws / "spec"), "--workers", "0", "--out", str(ws / "n")], "workers"),
         Case("simulate: zone axis 0 0 0", "6 numbers",
              lambda ws: ["simulate", "--structure", str(ws / "Si.cif"), "--zone-axis", "0", "0", "0", "--out",
-                         str(ws / "n")], "zone axis", setup=lambda ws: (ws / "Si.cif").write_text(SI_CIF)),
+                         str(ws / "n")], "zone axis", setup=_si_cif),
         Case("simulate: read-only output folder", "4 read-only",
              lambda ws: ["simulate", str(ws / "spec"), "--out", str(ws / "readonly" / "ds")], "readonly",
              setup=_read_only, tags={"root-skip"}),
@@ -292,6 +288,9 @@ def cases() -> list[Case]:
         Case("evaluate: model a pickled module", "5 model files",
              lambda ws: ["evaluate", str(ws / "model-pickled" / "model.pt"), d(ws), "--out", str(ws / "n")],
              "model", setup=_pickled_module),
+        Case("evaluate: a pickled module whose card carries its checksum", "5 model files",
+             lambda ws: ["evaluate", str(ws / "model-pickled-signed" / "model.pt"), d(ws), "--out", str(ws / "n")],
+             "not a file of model weights", setup=_pickled_module_signed),
         Case("evaluate: read-only output folder", "4 read-only",
              lambda ws: ["evaluate", m(ws), d(ws), "--out", str(ws / "readonly" / "ev")], "readonly",
              setup=_read_only, tags={"root-skip"}),

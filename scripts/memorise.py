@@ -4,7 +4,7 @@
     python scripts/memorise.py DATASET --domain spectral --steps 600
 
 Trains the FCU-Net variant on the train split of DATASET (meant for a handful of patterns, e.g.
-`fourdcrystal simulate --config configs/release.yaml --limit 9`: 15 training patterns) with no
+`fourdcrystal simulate --config release --limit 9`: 15 training patterns) with no
 augmentation and no dropout, AdamW, batches of 3, on the V_g NMSE alone, and prints every 100
 steps the NMSE over all those patterns (eval mode; the zero beam alone gives Σ off-zero-beam
 label² / Σ label², printed first) and the Bragg-peak F1 on them (peaks ≥ 5 % of the zero beam,

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the model shipped in fourdcrystal/data/ from scratch (configs/release.yaml):
+# Reproduce the model shipped in fourdcrystal/data/ from scratch (fourdcrystal/configs/release.yaml):
 #   bash scripts/train_release_model.sh                 # CPU or the first GPU (device auto); the shipped
 #                                                       # model: 16 epochs on 2 CPU cores, about an hour
 #   DEVICE=cuda EPOCHS=60 bash scripts/train_release_model.sh   # a longer run on a GPU (a new model)
 # Every stage resumes if the script is run again after an interruption.
 set -euo pipefail
-CONFIG=${CONFIG:-configs/release.yaml}
+CONFIG=${CONFIG:-release}
 DEVICE=${DEVICE:-auto}
 EPOCHS=${EPOCHS:-}
 NOTE=${NOTE:-"trained with scripts/train_release_model.sh (device ${DEVICE})"}

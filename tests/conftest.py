@@ -16,7 +16,7 @@ def _no_real_mp(monkeypatch):
 
 @pytest.fixture
 def configs_dir() -> Path:
-    return ROOT / "configs"
+    return ROOT / "fourdcrystal" / "configs"
 
 
 def run_cli(*args: str, **kw):

@@ -51,7 +51,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_default_yaml_documents_every_key_with_its_default(configs_dir):
-    """configs/default.yaml is the reference: every key of every stage, at the schema's default."""
+    """fourdcrystal/configs/default.yaml is the reference: every key of every stage, at the schema's default."""
     import yaml
 
     from fourdcrystal.config import SCHEMAS, defaults
@@ -75,3 +75,20 @@ def test_train_section_values():
         load_config("train", None, {"augment.dose_e": [0, 10]})
     with pytest.raises(FourdError, match="model.decoders"):
         load_config("train", None, {"model.decoders": 3})
+
+
+def test_named_configs_ship_inside_the_package(tmp_path, monkeypatch):
+    """quickstart / default / release name the configs in fourdcrystal/configs from any folder; a file of that
+    name in the current folder wins; an unknown name is a missing file."""
+    from fourdcrystal.config import config_path
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("quickstart", "default", "release"):
+        path = config_path(name)
+        assert path.is_file() and path.parent.name == "configs"
+        load_config("simulate", name)
+    assert load_config("select", "release")["out"] == "release/catalogue"
+    (tmp_path / "release").write_text("select:\n  out: mine\n")
+    assert load_config("select", "release")["out"] == "mine"
+    with pytest.raises(FourdError, match="cannot read config file"):
+        load_config("select", "fast")

@@ -239,3 +239,32 @@ mount -o remount,size=50m {mnt}
         assert (tmp_path / f"{name}.rc").read_text().strip() == "2", out
         assert len(out) == 1 and "No space left on device" in out[0] and what in out[0], out
     assert (tmp_path / "s2.rc").read_text().strip() == "0", (tmp_path / "s2.out").read_text()
+
+
+def test_every_stage_refuses_an_output_another_run_holds(workspace, tmp_path):
+    """While this process holds an output's lock (as a running stage does), the same stage on the same output
+    is refused in one line naming this process, and leaves nothing."""
+    import os
+
+    from fourdcrystal.atomic import output_lock
+
+    ws = workspace
+    np.save(ws / "lock-scan.npy", np.random.default_rng(0).poisson(5.0, (2, 2, 32, 32)).astype(np.float32))
+    runs = [
+        (tmp_path / "cat", ["select", "--max-crystals", "2", "--out", str(tmp_path / "cat")]),
+        (tmp_path / "spec", ["supercell", str(ws / "cat"), "--out", str(tmp_path / "spec")]),
+        (tmp_path / "ds", ["simulate", str(ws / "spec"), "--out", str(tmp_path / "ds"), "--output-px", "32"]),
+        (tmp_path / "m", ["train", str(ws / "ds"), "--epochs", "1", "--out", str(tmp_path / "m")]),
+        (tmp_path / "ev", ["evaluate", str(ws / "model" / "model.pt"), str(ws / "ds"), "--out", str(tmp_path / "ev")]),
+        (tmp_path / "p.h5", ["predict", str(ws / "model" / "model.pt"), str(ws / "lock-scan.npy"), "--k-pixel", "0.05",
+                             "--energy", "200e3", "--semiangle", "3", "--out", str(tmp_path / "p.h5")]),
+    ]
+    for out, args in runs:
+        with output_lock(out):
+            res = subprocess.run([sys.executable, "-m", "fourdcrystal.cli", *args], capture_output=True, text=True,
+                                 timeout=300)
+        err = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip() and not ln.startswith("warning:")]
+        assert res.returncode == 2 and len(err) == 1, (args[0], res.stdout, res.stderr)
+        assert f"being written by process {os.getpid()}" in err[0], (args[0], err)
+        assert not out.exists(), args[0]
+    assert list(tmp_path.iterdir()) == []

@@ -486,3 +486,18 @@ def test_a_second_run_on_the_same_output_is_refused(model, scan, tmp_path):
     res = run_cli("-q", "predict", str(weights), str(scan["tmp"] / "scan.npy"), "--out", str(out), *opts)
     assert res.exit_code == 0, res.output
     assert out.exists() and not lock.exists() and not partial.exists()
+
+
+def test_max_peaks_caps_both_methods_and_says_so(model, scan, tmp_path):
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    out = tmp_path / "cap.h5"
+    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(out), "--k-pixel", str(scan["k_pixel"]),
+                  "--energy", "200e3", "--semiangle", "3", "--baseline", "--max-peaks", "2")
+    assert res.exit_code == 0, res.output
+    with h5py.File(out) as f:
+        for m in ("model", "baseline"):
+            assert f[m]["count"][()].max() <= 2
+    assert "reached the cap of 2 peaks" in res.output and "--max-peaks" in res.output
+    assert "--max-peaks" in _error(run_cli("predict", str(weights), str(src), "--out", str(tmp_path / "z.h5"),
+                                           "--k-pixel", "0.05", "--max-peaks", "0"))

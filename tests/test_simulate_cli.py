@@ -118,6 +118,18 @@ def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
     _assert_same(dataset, out)
 
 
+def _two_workers(proc, out: Path, timeout_s: float = 120) -> list[int]:
+    """Wait until the run ``proc`` has started its two workers and its dataset folder; their pids."""
+    deadline = time.time() + timeout_s
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = _workers_of(proc.pid)
+        if len(workers) == 2 and (out / "run.json").exists():
+            break
+        time.sleep(0.02)
+    return workers
+
+
 def _workers_of(pid: int) -> list[int]:
     """Child processes of ``pid`` that are multiprocessing workers (not the resource tracker)."""
     out = []
@@ -140,13 +152,7 @@ def test_killed_worker_one_line_then_resume(dataset, specimens, tmp_path):
     cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *SIM,
            "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    victims: list[int] = []
-    while time.time() < deadline and proc.poll() is None:
-        victims = _workers_of(proc.pid)
-        if len(victims) == 2 and (out / "run.json").exists():
-            break
-        time.sleep(0.02)
+    victims = _two_workers(proc, out)
     if proc.poll() is None and victims:
         os.kill(victims[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
@@ -167,13 +173,7 @@ def test_killed_parent_takes_its_workers_along(specimens, tmp_path):
     cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *args,
            "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    workers: list[int] = []
-    while time.time() < deadline and proc.poll() is None:
-        workers = _workers_of(proc.pid)
-        if len(workers) == 2 and (out / "run.json").exists():
-            break
-        time.sleep(0.02)
+    workers = _two_workers(proc, out)
     if proc.poll() is not None or len(workers) < 2:
         pytest.skip("the run ended before its workers could be caught")
     os.kill(proc.pid, signal.SIGKILL)

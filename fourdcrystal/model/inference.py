@@ -42,9 +42,9 @@ class Predictor:
         qz = np.empty(cbed.shape, np.float32)
         with torch.no_grad():
             for s in range(0, len(cbed), self.batch_size):
-                c = torch.from_numpy(cbed[s:s + self.batch_size])[:, None].to(self.device)
+                c = torch.from_numpy(_writable(cbed[s:s + self.batch_size]))[:, None].to(self.device)
                 p = probe[s:s + self.batch_size] if probe.ndim == 3 else np.broadcast_to(probe, (len(c), *probe.shape))
-                p = torch.from_numpy(np.ascontiguousarray(p))[:, None].to(self.device)
+                p = torch.from_numpy(_writable(p))[:, None].to(self.device)
                 out = self.model(c, p)
                 vg[s:s + len(c)] = out["vg"][:, 0].float().cpu().numpy()
                 qz[s:s + len(c)] = out["qz"][:, 0].float().cpu().numpy() * self.qz_scale_invA
@@ -60,3 +60,10 @@ class Predictor:
         vg = np.stack([r[0] for r in runs])
         qz = np.stack([r[1] for r in runs])
         return {"vg": vg.mean(0), "vg_std": vg.std(0), "qz": qz.mean(0), "qz_std": qz.std(0)}
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """A contiguous array torch may wrap: a read-only view (a broadcast probe, a memory map) is copied,
+    which torch would otherwise warn about."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()

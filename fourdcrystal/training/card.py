@@ -10,6 +10,7 @@ checks the sha256 first, so weights and card can never be silently mixed up.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -141,4 +142,8 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu",
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise FourdError(f"{weights}: weights do not fit the architecture in its card ({str(exc).splitlines()[0]})") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:  # not a state dict of tensors
+        raise FourdError(f"{weights}: not a file of model weights (a state dict of tensors) but something torch "
+                         f"cannot load safely ({type(exc).__name__}); use the model.pt that fourdcrystal train "
+                         f"wrote") from None
     return model.to(device).eval(), card
