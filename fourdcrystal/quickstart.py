@@ -1,9 +1,11 @@
 """`fourdcrystal quickstart`: every stage once, on one config, reusing the stages already finished.
 
-select → supercell → simulate → train → evaluate → predict. The last stage needs a 4D-STEM
-file: :func:`demo_scan` assembles one from the test split of the simulated dataset (crystals the
-model never saw), with Poisson noise and the calibration stored in the file, as a detector
-would give it.
+select → supercell → simulate → train → evaluate → shipped → predict. ``train`` and ``evaluate``
+make and score a small smoke model (a check that the pipeline runs end to end, not a usable
+model); ``shipped`` scores the model shipped inside the package on the same test split, and
+``predict`` runs it, with the classical baseline, on a demo 4D-STEM file that
+:func:`demo_scan` assembles from the test split (crystals neither model saw), with Poisson
+noise and the calibration stored in the file, as a detector would give it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 
 from .errors import FourdError
 
-STAGES = ("select", "supercell", "simulate", "train", "evaluate", "predict")
+STAGES = ("select", "supercell", "simulate", "train", "evaluate", "shipped", "predict")
 DEMO_SCAN, DEMO_RESULT = "demo_scan.h5", "demo_scan-bragg.h5"  # beside the model folder
+SHIPPED_EVALUATION = "shipped-evaluation"  # the shipped model's report on the quickstart test split
 
 
 def finished(stage: str, cfg: dict, root: Path) -> bool:
@@ -36,6 +39,12 @@ def finished(stage: str, cfg: dict, root: Path) -> bool:
         card = Path(cfg["train"]["out"]) / "model.json"
         return (report.exists() and card.exists() and json.loads(report.read_text()).get("model_weights_sha256")
                 == json.loads(card.read_text()).get("weights_sha256"))
+    if stage == "shipped":
+        from .training.card import read_card, resolve_weights
+
+        report = root / SHIPPED_EVALUATION / "report.json"
+        return report.exists() and (json.loads(report.read_text()).get("model_weights_sha256")
+                                    == read_card(resolve_weights("release")).get("weights_sha256"))
     if stage == "predict":
         return (root / DEMO_RESULT).exists()
     raise ValueError(stage)

@@ -24,15 +24,21 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     (tmp_path / "qs.yaml").write_text(json.dumps(cfg))  # JSON is YAML
     res = run_cli("-q", "quickstart", "--config", "qs.yaml")
     assert res.exit_code == 0, res.output
-    for n, stage in enumerate(("select", "supercell", "simulate", "train", "evaluate", "predict"), 1):
-        assert f"[{n}/6] {stage}: " in res.output and "reused" not in res.output
+    for n, stage in enumerate(("select", "supercell", "simulate", "train", "evaluate", "shipped", "predict"), 1):
+        assert f"[{n}/7] {stage}: " in res.output and "reused" not in res.output
     for path in ("catalogue/catalogue.json", "specimens/manifest.json", "dataset/index.json", "model/model.pt",
-                 "model/evaluation/report.json", "demo_scan.h5", "demo_scan-bragg.h5", "demo_scan-bragg.png"):
+                 "model/evaluation/report.json", "shipped-evaluation/report.json", "demo_scan.h5",
+                 "demo_scan-bragg.h5", "demo_scan-bragg.png"):
         assert (tmp_path / q / path).exists(), path
     assert "baseline" in res.output and "F1" in res.output  # the evaluation table
+    assert "pipeline check" in res.output and "the model shipped in the package" in res.output
+    shipped = json.loads((tmp_path / q / "shipped-evaluation" / "report.json").read_text())
+    from fourdcrystal.training.card import read_card, resolve_weights
+
+    assert shipped["model_weights_sha256"] == read_card(resolve_weights("release"))["weights_sha256"]
     with h5py.File(tmp_path / q / "demo_scan-bragg.h5") as f:
         assert f.attrs["complete"] and f["baseline/offsets"][-1] > 0
         assert json.loads(f.attrs["calibration"])["sources"]["k_pixel_invA"] == "file"
     again = run_cli("-q", "quickstart", "--config", "qs.yaml")
     assert again.exit_code == 0, again.output
-    assert again.output.count("done before, reused") == 6
+    assert again.output.count("done before, reused") == 7
