@@ -454,16 +454,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not (ws / "model" / "model.pt").exists():
         build_workspace(ws, subprocess_runner)
-    failed = 0
+    failed = skipped = 0
     todo = [c for c in cases() if not args.only or args.only in c.name]
     for case in todo:
         if "root-skip" in case.tags and os.geteuid() == 0:
             print(f"SKIP  {case.name}  (running as root: permissions do not stop writes)")
+            skipped += 1
             continue
         ok, msg = check(case, ws, subprocess_runner)
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'}  {case.name}  [{case.cls}]\n      {msg}")
-    print(f"{len(todo) - failed} of {len(todo)} cases as promised ({time.perf_counter() - t0:.0f} s)")
+    print(f"{len(todo) - failed - skipped} of {len(todo) - skipped} cases as promised, {skipped} skipped "
+          f"({time.perf_counter() - t0:.0f} s)")
     return 1 if failed else 0
 
 
