@@ -285,7 +285,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
             if s.dose == config.doses_e[0]:
                 f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
                 per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.truth, mpk, bpk,
-                                    s.thickness_A))
+                                    s.thickness_A, s.dk_invA))
 
     thick_values = sorted({k[2] for k in tallies if isinstance(k[2], float)})
     bins = [b for b in thickness_bins() if any(k[2] == b for k in tallies)]
@@ -318,7 +318,14 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     metrics_vs_thickness(report, out / "metrics_vs_thickness.png")
     worst = sorted(per_pattern, key=lambda p: (p[0], p[1]))[:config.worst]
     if worst:
-        evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png")
+        from .simulation import shards as shard_io
+
+        names = []
+        for w in worst:  # formula and zone axis for the titles
+            with shard_io.Shard(Path(dataset) / w[2]) as sh:
+                za = " ".join(str(int(v)) for v in sh.meta("zone_axis")[w[3]])
+                names.append(f"{sh.meta('formula')[w[3]]} [{za}]")
+        evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png", names)
     return report
 
 

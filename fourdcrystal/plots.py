@@ -109,27 +109,37 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
 
 
 def training_curves(history: list[dict], path: str | Path) -> Path:
-    """Loss curves per epoch: train/val total, vg NMSE (MSE for runs logged before it), V_g-weighted qz MSE
-    (log scales), and the learning rate."""
+    """Loss curves per epoch: train/val total, vg NMSE (MSE for runs logged before it) with the line of an
+    all-zero prediction (NMSE 1), V_g-weighted qz MSE (log scales), and the learning rate."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     plt, (fig, axes) = _figure(ncols=4, figsize=(16, 3.6), layout="constrained")
     vg_key = "vg_nmse" if all("val_vg_nmse" in h for h in history) else "vg_mse"
-    panels = [("loss", "loss (train: weighted sum)"),
-              (vg_key, "vg NMSE (error² / label²)" if vg_key == "vg_nmse" else "vg MSE (relative V_g)"),
-              ("qz_wmse", "qz MSE, V_g-weighted (normalised)")]
-    for ax, (key, title) in zip(axes, panels):
+    panels = [("loss", "loss (train: weighted sum)", "loss"),
+              (vg_key, "vg NMSE (error² / label²)" if vg_key == "vg_nmse" else "vg MSE (relative V_g)",
+               "NMSE" if vg_key == "vg_nmse" else "MSE"),
+              ("qz_wmse", "qz MSE, V_g-weighted (normalised)", "weighted MSE (q_z / q_z scale)²")]
+    for ax, (key, title, ylabel) in zip(axes, panels):
         for split, style in (("train", "o-"), ("val", "s--")):
             values = [h.get(f"{split}_{key}") for h in history]
             if key == "loss" and split == "train" and any(v is not None and v <= 0 for v in values):
                 continue  # learned task weights make the train total non-positive: not for a log axis
             ax.plot(epochs, values, style, ms=3, label=split)
+        if key == "vg_nmse":
+            ax.axhline(1.0, color="0.4", lw=1, ls=":", label="all-zero prediction")
         ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
     axes[3].plot(epochs, [h["lr"] for h in history], "k.-")
     axes[3].set_title("learning rate at epoch end", fontsize=9)
     axes[3].set_xlabel("epoch")
+    axes[3].set_ylabel("learning rate")
+    axes[3].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     path = save_figure(fig, path)
     plt.close(fig)
     return path
@@ -162,27 +172,40 @@ def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
     return path
 
 
-def evaluation_gallery(rows: list, dose: str, path: str | Path) -> Path:
-    """Worst patterns: input (log), label V_g with its peaks, predicted V_g with the model's peaks, baseline peaks."""
+def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str] | None = None) -> Path:
+    """Worst patterns: input (log), label V_g with its peaks, predicted V_g with the model's peaks, baseline peaks.
+
+    Axes in Å⁻¹ from the zero beam (q_y across, q_x down, like the detector); colour bars on a log
+    scale: the input in units of the vacuum probe's maximum, V_g relative to the zero beam.
+    """
     n = len(rows)
-    plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(14, 3.4 * n + 0.4), squeeze=False, layout="constrained")
-    for i, (f1, _n, shard, row, cbed, vg_true, vg_pred, true_pk, model_pk, base_pk, thick) in enumerate(rows):
-        _log_imshow(axes[i, 0], cbed, 1e-4)
-        axes[i, 0].set_title(f"{shard}:{row}, {thick / 10:g} nm, dose {dose}\ninput", fontsize=8, loc="left")
-        _log_imshow(axes[i, 1], vg_true, 1e-4)
-        axes[i, 1].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
-        axes[i, 1].set_title(f"label V_g ({len(true_pk)} peaks)", fontsize=8)
-        _log_imshow(axes[i, 2], np.clip(vg_pred, 0, None), 1e-4)
-        axes[i, 2].plot(model_pk.pos_px[:, 1], model_pk.pos_px[:, 0], "gx", ms=6)
-        axes[i, 2].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
-        axes[i, 2].set_title(f"model V_g, F1 {f1:.2f} (x model, + label)", fontsize=8)
-        _log_imshow(axes[i, 3], cbed, 1e-4)
-        axes[i, 3].plot(base_pk.pos_px[:, 1], base_pk.pos_px[:, 0], "wx", ms=6)
-        axes[i, 3].plot(true_pk.pos_px[:, 1], true_pk.pos_px[:, 0], "c+", ms=7)
-        axes[i, 3].set_title("baseline disks (x) and label (+)", fontsize=8)
-        for ax in axes[i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    plt, (fig, axes) = _figure(nrows=n, ncols=4, figsize=(17, 3.7 * n + 0.4), squeeze=False, layout="constrained")
+    for i, (f1, _n, shard, row, cbed, vg_true, vg_pred, true_pk, model_pk, base_pk, thick, dk) in enumerate(rows):
+        dk = np.broadcast_to(np.asarray(dk, float), (2,))
+        h, w = cbed.shape
+
+        def to_q(pk):  # peak pixels → (q_y, q_x) in Å⁻¹ for plotting
+            return (pk.pos_px[:, 1] - w // 2) * dk[1], (pk.pos_px[:, 0] - h // 2) * dk[0]
+
+        extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
+                  (-h // 2 - 0.5) * dk[0]]
+        name = names[i] if names else f"{shard}:{row}"
+        panels = [(cbed, "input (probe max = 1)", None), (vg_true, f"label V_g ({len(true_pk)} peaks, +)", None),
+                  (np.clip(vg_pred, 0, None), f"model V_g (x), F1 {f1:.2f}; label +", model_pk),
+                  (cbed, "baseline disks (x); label +", base_pk)]
+        for j, (img, title, found) in enumerate(panels):
+            ax = axes[i, j]
+            im = _log_imshow(ax, img, 1e-4, extent=extent)
+            if found is not None:
+                ax.plot(*to_q(found), "gx" if j == 2 else "wx", ms=6)
+            if j >= 1:
+                ax.plot(*to_q(true_pk), "c+", ms=7)
+            ax.set_title((f"{name}, {thick / 10:g} nm, dose {dose}\n" if j == 0 else "\n") + title, fontsize=8,
+                         loc="left" if j == 0 else "center")
+            ax.set_xlabel("q_y (Å⁻¹)", fontsize=8)
+            ax.set_ylabel("q_x (Å⁻¹)", fontsize=8)
+            ax.tick_params(labelsize=7)
+            fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
     path = save_figure(fig, path)
     plt.close(fig)
     return path
@@ -209,10 +232,19 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
         s = summary[m]
         if r == 0:
             im = axes[r, 0].imshow(summary["virtual_bf"], cmap="gray")
-            axes[r, 0].set_title("virtual bright field (scan)", fontsize=9)
-            fig.colorbar(im, ax=axes[r, 0], shrink=0.8)
-        else:
-            axes[r, 0].axis("off")
+            axes[r, 0].set_title("virtual bright field", fontsize=9)
+            axes[r, 0].set_xlabel("scan y (position)")
+            axes[r, 0].set_ylabel("scan x (position)")
+            fig.colorbar(im, ax=axes[r, 0], shrink=0.8, label="counts in the bright disk")
+        else:  # peaks per position, every method, as a histogram
+            ax = axes[r, 0]
+            for mm in methods:
+                counts = np.asarray(summary[mm]["count"]).ravel()
+                ax.hist(counts, bins=min(30, max(5, len(np.unique(counts)))), alpha=0.6, label=mm)
+            ax.set_xlabel("Bragg peaks per position")
+            ax.set_ylabel("positions")
+            ax.set_title("peaks per position, both methods", fontsize=9)
+            ax.legend(fontsize=8)
         bvm = s["bragg_vector_map"]
         pk = find_peaks(bvm, PeakConfig(min_relative=0.02, max_peaks=200)) if bvm.max() > 0 else None
         _log_imshow(axes[r, 1], mean, 1e-4, extent=extent)
@@ -221,11 +253,15 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
         axes[r, 1].set_title(f"mean pattern, {m} Bragg peaks (+)", fontsize=9)
         im = axes[r, 2].imshow(s["count"], cmap="viridis")
         axes[r, 2].set_title(f"{m}: Bragg peaks per position ({s['vectors']} in all)", fontsize=9)
-        fig.colorbar(im, ax=axes[r, 2], shrink=0.8)
+        axes[r, 2].set_xlabel("scan y (position)")
+        axes[r, 2].set_ylabel("scan x (position)")
+        fig.colorbar(im, ax=axes[r, 2], shrink=0.8, label="peaks")
         if bvm.max() > 0:  # smoothed for display: single-pixel peaks would vanish when the figure is scaled
             from scipy.ndimage import gaussian_filter
 
-            _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=extent)
+            im = _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=extent)
+            fig.colorbar(im, ax=axes[r, 3], shrink=0.8,
+                         label="summed V_g (rel. zero beam)" if m == "model" else "summed correlation")
         axes[r, 3].set_title(f"{m}: Bragg vector map (intensity-weighted)", fontsize=9)
         for ax in (axes[r, 1], axes[r, 3]):
             ax.set_xlim(-lim, lim)
