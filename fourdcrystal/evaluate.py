@@ -350,7 +350,7 @@ def format_table(report: dict) -> str:
     """Model against baseline per dose and thickness bin: F1, precision, recall, rms position error (px, Å⁻¹),
     mean radial offset, intensity r, q_z error beside that of q_z = 0."""
     lines = [f"{'dose (e/pattern)':>16s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'rms px':>7s} "
-             f"{'rms 1/Å':>8s} {'radial':>7s} {'I r':>6s} {'qz MAE 1/Å':>11s} {'(q_z=0)':>8s}"]
+             f"{'rms Å⁻¹':>8s} {'radial':>7s} {'I r':>6s} {'qz MAE Å⁻¹':>11s} {'(q_z=0)':>8s}"]
 
     def f(v, fmt):
         return format(v, fmt) if v is not None else "-".rjust(int(fmt.split(".")[0]))
