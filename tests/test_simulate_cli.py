@@ -336,3 +336,27 @@ def test_existing_dataset_with_other_config_is_kept(dataset, specimens):
     after = _arrays(dataset)
     for k in before:
         np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
+    """A resumed run must not keep shards made with other settings: changing any simulate setting changes every
+    task hash, except the listed ones (worker count, output folder), which change none."""
+    from fourdcrystal.config import SIMULATE_SCHEMA, load_config
+    from fourdcrystal.simulation.runner import HASH_EXCLUDED, plan_tasks
+    from fourdcrystal.supercell import read_specimens
+
+    spec = read_specimens(specimens)
+    base = load_config("simulate")
+    hashes = [t.task_hash for t in plan_tasks(spec, base)]
+    changed = {"energy_eV": 300e3, "semiangle_mrad": 3.0, "defocus_A": 10.0, "cs_A": 1e6, "output_px": 64,
+               "slice_thickness_A": 1.5, "parametrization": "kirkland", "probe_position": "random",
+               "positions_per_specimen": 2, "frozen_phonons": 2, "phonon_sigma_A": 0.1, "specimens_per_shard": 3,
+               "val_fraction": 0.2, "test_fraction": 0.2, "limit": 2, "fft_planning": "measure", "seed": 5,
+               "workers": 3, "out": "elsewhere"}
+    assert set(changed) == set(SIMULATE_SCHEMA), "a new simulate setting: add it here, hashed or excluded"
+    for key, value in changed.items():
+        other = [t.task_hash for t in plan_tasks(spec, {**base, key: value})]
+        if key in HASH_EXCLUDED:
+            assert other == hashes, key
+        else:
+            assert other[0] != hashes[0], key

@@ -36,9 +36,10 @@ log = logging.getLogger("fourdcrystal")
 
 RUN = "run.json"
 SINGLE_SPECIMEN = "specimen"  # single-structure mode keeps its one-row manifest inside the dataset
-PHYSICS_KEYS = ("energy_eV", "semiangle_mrad", "defocus_A", "cs_A", "output_px", "slice_thickness_A",
-                "parametrization", "probe_position", "positions_per_specimen", "frozen_phonons", "phonon_sigma_A",
-                "specimens_per_shard", "val_fraction", "test_fraction", "seed", "limit")
+# Every simulate setting is part of a shard's task hash except these, which cannot change a shard's
+# numbers: a setting added to the schema is hashed unless it is listed here (tests/test_simulate_cli.py
+# checks both ways). fft_planning is hashed: shards planned differently differ in the last bits.
+HASH_EXCLUDED = ("workers", "out")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: fl
 def plan_tasks(specimens, cfg: dict) -> list[ShardTask]:
     rows = specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows
     per = cfg["specimens_per_shard"]
-    physics = {k: cfg.get(k) for k in PHYSICS_KEYS}
+    physics = {k: v for k, v in cfg.items() if k not in HASH_EXCLUDED}
     manifest_hash = specimens.header.get("catalogue_sha256", "")
     tasks = []
     for i in range(0, len(rows), per):
