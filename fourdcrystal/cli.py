@@ -96,8 +96,9 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     Stages, each reading the previous one's files:
     select (crystal catalogue) -> supercell -> simulate -> train -> tune / evaluate -> predict ->
     strain (or export to py4DSTEM).
-    Every stage takes --config FILE (YAML, one section per stage); command-line options
-    override the file. Units are in option names and help: Å, Å⁻¹, mrad, eV.
+    select, supercell, simulate, train and quickstart take --config FILE (YAML, one section
+    per stage) or a shipped config's name (quickstart, default, release); command-line
+    options override it. Units are in option names and help: Å, Å⁻¹, mrad, eV.
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
