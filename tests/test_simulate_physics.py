@@ -229,3 +229,22 @@ def test_potential_bits_are_the_same_in_every_process(monkeypatch):
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
                for _ in range(3)}
     assert len(digests) == 1, digests
+
+
+def test_periodic_z_transform_equals_the_fft_of_the_whole_stack():
+    """The labels of a periodic slab (a few distinct slices, repeated: the matrix-product z-transform) equal those
+    of the same slab given slice by slice (every slice distinct: the FFT along z), to float32 rounding."""
+    from fourdcrystal.simulation import engine, labels
+    from fourdcrystal.specimen import build_specimen
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    sp = build_specimen(si, (0, 0, 1), 0.0, lateral_size_A=11.0, thickness_A=[40.0, 80.0])
+    stack = engine.build_slices(sp.atoms, (96, 96), 2.0, sp.thickness_A, sp.plan.period_z_A)
+    assert len(stack.potential) * 4 <= stack.num_slices  # the periodic path is taken
+    exits = [stack.num_slices // 2, stack.num_slices]
+    vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (64, 64))
+    vg_ref, qz_ref = labels.bragg_labels(stack.potential[stack.order], np.arange(stack.num_slices),
+                                         stack.slice_thickness_A, exits, (64, 64))
+    np.testing.assert_allclose(vg, vg_ref, rtol=0, atol=1e-6 * vg_ref.max())
+    strong = vg_ref > 1e-3 * vg_ref.max()
+    np.testing.assert_allclose(qz[strong], qz_ref[strong], rtol=0, atol=1e-6)

@@ -14,7 +14,11 @@ potential per slice, summed as in the reference); qz in Å⁻¹.
 
 Deviation from the reference, and why: the window and FFT are separable, so the lateral FFT is
 taken once per *distinct* slice and cropped before the z-FFT (identical result, far fewer
-FFTs). For ``tilt_mode = "beam"`` the atoms are untilted and the beam is tilted by (θx, θy);
+FFTs). And where a crystal repeats along z (a periodic slab: a few distinct slices, many
+times), the z-transform is the sum over the distinct slices S_u of S_u·C_u(q_z), with
+C_u(q_z) = Σ_{k: slice k is u} w_z(k)·exp(−2πi q_z k dz): a (N_z × n_distinct) matrix times the
+(n_distinct × H·W) spectra, equal to the FFT to float rounding and several times cheaper
+(``scripts/bench_simulate.py`` times it). A cut box, every slice distinct, keeps the FFT. For ``tilt_mode = "beam"`` the atoms are untilted and the beam is tilted by (θx, θy);
 the labels are then expressed in the beam frame to first order in θ: a reflection at lateral
 frequency g gains q_z = θx·g_x + θy·g_y (see ``fourdcrystal.specimen``).
 """
@@ -63,11 +67,23 @@ def bragg_labels(potential: np.ndarray, order: np.ndarray, slice_thickness_A: fl
         ky = (np.arange(w) - w // 2) * k_sampling_invA[1]
         tx, ty = (math.tan(float(t) * 1e-3) for t in beam_tilt_mrad)
         shift = (tx * kx[:, None] + ty * ky[None, :]).astype(np.float32)
+    n_unique = len(spectra)
+    flat = spectra.reshape(n_unique, -1)
     for i, nz in enumerate(exit_after):
         nz = int(nz)
-        stack = spectra[order[:nz]] * windows.tukey(nz).astype(np.float32)[:, None, None]
+        wz = windows.tukey(nz)
         qz = np.fft.fftfreq(nz, slice_thickness_A).astype(np.float32)
-        f = np.abs(sp_fft.fft(stack, axis=0, workers=1)) * np.exp(-(qz**2) / (2 * qz_sigma_invA**2))[:, None, None]
+        if n_unique * 4 <= nz:  # periodic along z: the z-DFT as a small matrix product (see the module notes)
+            k = np.arange(nz)
+            phase = np.exp(-2j * np.pi * np.outer(np.arange(nz), k) / nz) * wz[None, :]  # (q_z, slice)
+            coeff = np.zeros((nz, n_unique), np.complex128)
+            for u in range(n_unique):
+                coeff[:, u] = phase[:, order[:nz] == u].sum(axis=1)
+            spectrum = (coeff.astype(np.complex64) @ flat).reshape(nz, h, w)
+        else:
+            stack = spectra[order[:nz]] * wz.astype(np.float32)[:, None, None]
+            spectrum = sp_fft.fft(stack, axis=0, workers=1)
+        f = np.abs(spectrum) * np.exp(-(qz**2) / (2 * qz_sigma_invA**2))[:, None, None]
         vg = f.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             q = np.where(vg > 0, (f * qz[:, None, None]).sum(0) / vg, 0.0)
