@@ -43,10 +43,10 @@ def resampling_matrix(n_out: int, d_out: float, n_in: int, d_in: float, centre_i
     else:
         i0 = np.floor(x).astype(int)
         f = x - i0
-        for o in range(n_out):
-            for i, w in ((i0[o], 1 - f[o]), (i0[o] + 1, f[o])):
-                if 0 <= i < n_in:
-                    m[o, i] += w
+        rows = np.arange(n_out)
+        for i, w in ((i0, 1 - f), (i0 + 1, f)):  # two neighbours: distinct columns, so plain assignment
+            ok = (i >= 0) & (i < n_in)
+            m[rows[ok], i[ok]] = w[ok]
     return m
 
 

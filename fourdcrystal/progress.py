@@ -24,7 +24,8 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
                 dynamic_ncols=True)
 
 
-def bar(total: int, desc: str, unit: str = "it", disable: bool = False) -> tqdm:
-    """A manual tqdm bar (``.update(n)``) that shows the rate, e.g. patterns/s."""
+def bar(total: int, desc: str, unit: str = "it", disable: bool = False, initial: int = 0) -> tqdm:
+    """A manual tqdm bar (``.update(n)``) that shows the rate, e.g. patterns/s; ``initial``: work already done
+    (a resumed run)."""
     return tqdm(total=total, desc=desc, unit=unit, disable=True if (_quiet or disable) else None, leave=False,
-                dynamic_ncols=True)
+                dynamic_ncols=True, initial=initial)

@@ -94,3 +94,25 @@ def test_find_peaks_only_inside_the_mask():
     edge = np.ones((N, N), bool)
     edge[:, 68:] = False
     assert not any(abs(q[1] - 67) < 0.5 for q in find_peaks(img, PeakConfig(min_relative=0.01), mask=edge).pos_px)
+
+
+def test_interpolating_resampling_matrix_equals_the_per_pixel_rule():
+    """Finer output than input: each output pixel takes its two neighbours by linear interpolation, zero outside
+    the detector (the rule written out pixel by pixel, against the vectorised matrix)."""
+    import numpy as np
+
+    from fourdcrystal.calibration import resampling_matrix
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n_in, n_out = int(rng.integers(8, 200)), int(rng.integers(8, 200))
+        d_in = float(rng.uniform(0.01, 0.05))
+        d_out, centre = d_in * float(rng.uniform(0.3, 0.99)), float(rng.uniform(-5, n_in + 5))
+        expected = np.zeros((n_out, n_in))
+        for o in range(n_out):
+            x = centre + (o - n_out // 2) * d_out / d_in
+            i0 = int(np.floor(x))
+            for i, w in ((i0, 1 - (x - i0)), (i0 + 1, x - i0)):
+                if 0 <= i < n_in:
+                    expected[o, i] = w
+        np.testing.assert_allclose(resampling_matrix(n_out, d_out, n_in, d_in, centre), expected, rtol=0, atol=1e-12)

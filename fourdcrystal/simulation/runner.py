@@ -247,9 +247,7 @@ def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: 
 def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, scheduler: str | None = None,
                      overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Run every shard task of a specimens folder into ``cfg['out']``; return the index."""
-    from tqdm.auto import tqdm
-
-    from ..progress import _quiet
+    from ..progress import bar as make_bar
     from ..supercell import read_specimens
 
     specimens = read_specimens(specimens_dir)
@@ -272,10 +270,9 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     def patterns(task: ShardTask) -> int:  # thicknesses x probe positions per specimen
         return sum(len(specimens.row(s).thicknesses_A) for s in task.specimen_ids) * cfg["positions_per_specimen"]
 
-    bar = tqdm(total=sum(patterns(t) for t in tasks), initial=sum(patterns(t) for t in tasks) -
-               sum(patterns(t) for t in todo),
-               desc="simulate", unit="pattern", disable=True if (_quiet or not progress_bar) else None,
-               dynamic_ncols=True, leave=False)
+    total = sum(patterns(t) for t in tasks)
+    bar = make_bar(total, "simulate", unit="pattern", disable=not progress_bar,
+                   initial=total - sum(patterns(t) for t in todo))
     t0 = time.perf_counter()
     made = 0
     args = (str(specimens_dir), str(out))
