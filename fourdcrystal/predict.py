@@ -24,6 +24,7 @@ done. A killed run resumes from the partial file: the positions it committed are
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -650,22 +651,23 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
     """Process every position not yet committed to ``partial``; (summary arrays, run record)."""
     result: _Result | None = None
 
-    def failed(exc: BaseException) -> FourdError | None:
-        reason = write_error(exc)
-        if reason is not None and result is not None:
-            result.broken = True
-        return None if reason is None else FourdError(
-            f"cannot write {partial}: {reason}; positions already written are kept: make room and rerun the same "
-            f"command to resume")
+    @contextlib.contextmanager
+    def writing():
+        """A failed write (disk full, read-only, ...) as one line; the file is then never closed by HDF5."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            reason = write_error(exc)
+            if reason is None:
+                raise
+            if result is not None:
+                result.broken = True
+            raise FourdError(f"cannot write {partial}: {reason}; positions already written are kept: make room and "
+                             f"rerun the same command to resume") from None
 
-    try:
+    with writing():
         result = _Result(partial, fingerprint, attrs, scan.scan_shape, tuple(prep["grid_shape"]), methods,
                          config.save_maps, prep["usable"])
-    except (OSError, RuntimeError) as exc:
-        err = failed(exc)
-        if err is None:
-            raise
-        raise err from None
     try:
         done = result.state["positions_done"]
         if done:
@@ -673,20 +675,14 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
         starts = list(range(done, len(scan), config.chunk_positions))
         timing: dict[str, float] = defaultdict(float)
         t_start = time.perf_counter()
-        with bar(total=len(scan), desc="predict", unit="pattern") as pbar:
-            pbar.update(done)
+        with bar(total=len(scan), desc="predict", unit="pattern", initial=done) as pbar:
             chunks = (_chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
                       if scheduler else _chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
             for start, chunk in chunks:
                 t0 = time.perf_counter()
                 _room_for(partial, chunk)
-                try:
+                with writing():
                     result.append(start, chunk)
-                except (OSError, RuntimeError) as exc:
-                    err = failed(exc)
-                    if err is None:
-                        raise
-                    raise err from None
                 timing["write"] += time.perf_counter() - t0
                 for k, v in chunk["timing_s"].items():
                     timing[k] += v
@@ -695,13 +691,8 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
         processed = len(scan) - done
         run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
                "patterns_per_s": processed / wall if wall > 0 else None, "timing_s": dict(timing)}
-        try:
+        with writing():
             summary = result.finish({"run": json.dumps(run)})
-        except (OSError, RuntimeError) as exc:
-            err = failed(exc)
-            if err is None:
-                raise
-            raise err from None
     finally:
         result.close()
     return summary, run
