@@ -81,6 +81,20 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise
 
 
+def check_new_file(path: str | os.PathLike, suffixes: tuple[str, ...], overwrite: bool) -> Path:
+    """An output file about to be written: the expected suffix, not there yet (unless ``overwrite``), in an
+    existing folder; one line naming ``--out`` otherwise."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        also = f" (or {', '.join(suffixes[1:])})" if len(suffixes) > 1 else ""
+        raise FourdError(f"--out {path}: expected an {suffixes[0]} file name{also}")
+    if path.exists() and not overwrite:
+        raise FourdError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FourdError(f"--out {path}: folder {path.parent} does not exist")
+    return path
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """Fail early, in one line, if ``path`` (a folder, or the nearest existing folder above it) cannot take
     new files: read-only file system, no permission. Tries a real file: os.access misses read-only mounts

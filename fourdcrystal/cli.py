@@ -790,21 +790,13 @@ def export_cmd(vectors, out, method, overwrite) -> None:
     (the zero beam predict found) and Q pixel size (Å⁻¹) in its calibration, so
     braggvectors.cal[x, y] are in Å⁻¹, ready for py4DSTEM's strain and orientation tools.
     """
-    from pathlib import Path
-
-    from .atomic import atomic_file, output_lock
+    from .atomic import atomic_file, check_new_file, output_lock
     from .io.vectors import read_vectors, write_py4dstem_braggvectors
 
-    out = Path(out)
     vs = read_vectors(vectors, method)
     if vs.method not in ("model", "baseline"):
         raise FourdError(f"{vectors}: already a py4DSTEM file; export takes a fourdcrystal predict result")
-    if out.suffix.lower() not in (".h5", ".hdf5", ".emd"):
-        raise FourdError(f"--out {out}: expected an .h5 or .emd file name")
-    if out.exists() and not overwrite:
-        raise FourdError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise FourdError(f"--out {out}: folder {out.parent} does not exist")
+    out = check_new_file(out, (".h5", ".hdf5", ".emd"), overwrite)
     cal = vs.attrs["calibration"]
     k = cal.get("k_pixel_invA")
     centre = vs.attrs["centre_px"]

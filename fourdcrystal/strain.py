@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import lattice
-from .atomic import atomic_file, output_lock
+from .atomic import atomic_file, check_new_file, output_lock
 from .errors import FourdError
 from .io.vectors import VectorSet, read_vectors
 from .progress import progress
@@ -202,16 +202,11 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
 
     out = Path(out)
     check_config(config)
-    if out.suffix.lower() not in (".h5", ".hdf5"):
-        raise FourdError(f"--out {out}: expected an .h5 file name")
     vectors = read_vectors(vectors_path, config.method)
     if Path(vectors_path).resolve() == out.resolve():
         raise FourdError(f"--out {out} is the input file; choose another name")
     parse_region(config.reference, vectors.scan_shape)
-    if out.exists() and not overwrite:
-        raise FourdError(f"{out} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise FourdError(f"--out {out}: folder {out.parent} does not exist")
+    check_new_file(out, (".h5", ".hdf5"), overwrite)
     with output_lock(out):
         result = strain_maps(vectors, config)
         attrs = {"schema": SCHEMA, "vectors": str(vectors_path), "method": vectors.method, "units": vectors.units,

@@ -268,7 +268,7 @@ def _open_hdf5(p: Path, inner: str) -> Scan4D:
 
 
 FPD_DATA = "/fpd_expt/fpd_data/data"
-_INV_ANGSTROM = {"A^-1": 1.0, "Å^-1": 1.0, "1/A": 1.0, "1/Å": 1.0, "nm^-1": 0.1, "1/nm": 0.1}  # → Å⁻¹
+INV_ANGSTROM = {"A^-1": 1.0, "Å^-1": 1.0, "1/A": 1.0, "1/Å": 1.0, "nm^-1": 0.1, "1/nm": 0.1}  # → Å⁻¹
 
 
 def _scan_axes(shape) -> tuple[int, int, int, int] | None:
@@ -314,8 +314,8 @@ def _fpd_calibration(group, ndim: int, notes: list) -> dict:
     for name in (f"dim{ndim - 1}", f"dim{ndim}"):
         dim = group.get(name)
         units = _attr(dim.attrs, "units") if dim is not None else None
-        if dim is not None and units in _INV_ANGSTROM and len(dim) >= 2:
-            steps.append(float(dim[1] - dim[0]) * _INV_ANGSTROM[units])
+        if dim is not None and units in INV_ANGSTROM and len(dim) >= 2:
+            steps.append(float(dim[1] - dim[0]) * INV_ANGSTROM[units])
         elif dim is not None:
             notes.append(f"fpd axis {name} is in {units or 'no units'!s}, not a reciprocal length")
     if len(steps) == 2 and all(s > 0 for s in steps):
@@ -418,8 +418,8 @@ def _emd_calibration(f, group, notes: list) -> dict:
         values = metadata_values(meta)
         units = values.get("Q_pixel_units")
         if "k_pixel_invA" not in cal and "Q_pixel_size" in values:
-            if units in _INV_ANGSTROM and float(values["Q_pixel_size"]) > 0:
-                cal["k_pixel_invA"] = float(values["Q_pixel_size"]) * _INV_ANGSTROM[units]
+            if units in INV_ANGSTROM and float(values["Q_pixel_size"]) > 0:
+                cal["k_pixel_invA"] = float(values["Q_pixel_size"]) * INV_ANGSTROM[units]
             else:
                 notes.append(f"calibration Q_pixel_size {values['Q_pixel_size']!r} in {units!r} is not a "
                              f"reciprocal length; give --k-pixel")
@@ -433,8 +433,8 @@ def _emd_calibration(f, group, notes: list) -> dict:
     if "k_pixel_invA" not in cal and "dim2" in group:
         dim = group["dim2"]
         units = _attr(dim.attrs, "units")
-        if units in _INV_ANGSTROM and len(dim) >= 2 and float(dim[1] - dim[0]) > 0:
-            cal["k_pixel_invA"] = float(dim[1] - dim[0]) * _INV_ANGSTROM[units]
+        if units in INV_ANGSTROM and len(dim) >= 2 and float(dim[1] - dim[0]) > 0:
+            cal["k_pixel_invA"] = float(dim[1] - dim[0]) * INV_ANGSTROM[units]
     if unused:
         notes.append(f"calibration fields not used: {', '.join(sorted(unused))} (Bragg vectors are given in the "
                      f"detector frame, from the zero beam found in the data; distortions are not corrected)")
@@ -532,7 +532,7 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
     axes = sig.get("axes", [])
     signal_axes = [a for a in axes if not a.get("navigate", False)]
     if signal_axes:
-        factor = _INV_ANGSTROM.get(str(signal_axes[0].get("units", "")).strip())
+        factor = INV_ANGSTROM.get(str(signal_axes[0].get("units", "")).strip())
         if factor:
             cal["k_pixel_invA"] = float(signal_axes[0]["scale"]) * factor
     tem = sig.get("metadata", {}).get("Acquisition_instrument", {}).get("TEM", {})

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FourdError
+from .readers import INV_ANGSTROM
 
 PREDICTIONS_SCHEMA = "fourdcrystal.predictions/1"
-_UNITS_INV_A = {"A^-1": 1.0, "Å^-1": 1.0, "1/A": 1.0, "1/Å": 1.0, "nm^-1": 0.1, "1/nm": 0.1}
 
 
 @dataclass
@@ -145,9 +145,9 @@ def _read_py4dstem(p: Path, f, name: str) -> VectorSet:
     q = arr[:, :2] - np.stack([ox[per], oy[per]], axis=1)
     size = _scalar(cal, "Q_pixel_size", 1.0)
     units = str(_scalar(cal, "Q_pixel_units", "pixels"))
-    if units in _UNITS_INV_A and size and np.isfinite(size) and size > 0:
-        q = q * float(size) * _UNITS_INV_A[units]
-        unit, width = "Å⁻¹", float(size) * _UNITS_INV_A[units]
+    if units in INV_ANGSTROM and size and np.isfinite(size) and size > 0:
+        q = q * float(size) * INV_ANGSTROM[units]
+        unit, width = "Å⁻¹", float(size) * INV_ANGSTROM[units]
     else:
         unit, width = "px", 1.0
     attrs = {"py4dstem_group": name, "Q_pixel_size": float(size or 1.0), "Q_pixel_units": units}

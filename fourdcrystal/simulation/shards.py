@@ -141,12 +141,7 @@ class Shard:
         return int(self.file["cbed"].shape[0])
 
     def images(self, i: int) -> dict[str, np.ndarray]:
-        out = {name: self.file[name][i] for name in IMAGES}
-        for name, image in out.items():
-            if not np.isfinite(image).all():  # costs microseconds next to the read; a NaN would surface as
-                raise FourdError(f"{self.path}: sample {i}: {name} holds NaN or infinite values; the shard is "
-                                 f"damaged (simulate it again)")  # a traceback deep in training or scoring
-        return out
+        return {name: self.file[name][i] for name in IMAGES}
 
     def meta(self, name: str) -> np.ndarray:
         d = self.file["meta"][name]
