@@ -96,9 +96,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     Stages, each reading the previous one's files:
     select (crystal catalogue) -> supercell -> simulate -> train -> tune / evaluate -> predict ->
     strain (or export to py4DSTEM).
-    select, supercell, simulate, train and quickstart take --config FILE (YAML, one section
-    per stage) or a shipped config's name (quickstart, default, release); command-line
-    options override it. Units are in option names and help: Å, Å⁻¹, mrad, eV.
+    Every stage takes --config FILE (YAML, one section per stage) or a shipped config's name
+    (quickstart, default, release); command-line options override it. Units, the same in
+    options, configs, tables and plots: lengths in Å (thickness too), reciprocal lengths in Å⁻¹,
+    beam angles in mrad, in-plane rotations in degrees, energies in eV.
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
@@ -123,18 +124,50 @@ def _config_option(section: str):
                              f"release: the configs shipped in the package.")
 
 
+class _ConfigOption(click.Option):
+    """An option that overrides one config key. Its ``[default: …]`` is read from the config schema, the one
+    place a default is written; the option's own default is None ("not given: the config decides")."""
+
+    def __init__(self, decls, *, section: str, key: str, default_text: str | None = None, **kw):
+        from .config import schema_field, show
+
+        self.section, self.config_key = section, key
+        shown = default_text if default_text is not None else show(schema_field(section, key).default)
+        kw["help"] = f"{kw.get('help', '')} [default: {shown}]".strip()
+        kw.setdefault("default", None)
+        if kw.get("is_flag"):
+            kw["default"] = None
+        super().__init__(decls, **kw)
+
+
+def _opt(section: str, key: str, *decls, **kw):
+    """``click.option`` for config key ``key`` of ``section`` (see :class:`_ConfigOption`)."""
+    return click.option(*decls, cls=_ConfigOption, section=section, key=key, **kw)
+
+
+def _load(section: str, config_path) -> dict:
+    """The stage's config: schema defaults <- ``--config`` file <- the options given on this command line. A bad
+    value is reported under the option's name."""
+    from .config import load_config
+
+    ctx = click.get_current_context()
+    opts = [p for p in ctx.command.params if isinstance(p, _ConfigOption)]
+    return load_config(section, config_path, {p.config_key: ctx.params[p.name] for p in opts},
+                       names={p.config_key: p.opts[0] for p in opts})
+
+
 @cli.command("select")
 @_config_option("select")
-@click.option("--source", "sources", multiple=True, type=click.Choice(["aflow", "mp", "files"]),
+@_opt("select", "sources", "--source", "sources", multiple=True, type=click.Choice(["aflow", "mp", "files"]),
               help="Crystal source, repeatable: aflow (embedded AFLOW prototype library, offline), "
-                   "mp (Materials Project, needs MP_API_KEY), files (CIF/POSCAR folders). [default: aflow]")
-@click.option("--out", type=click.Path(file_okay=False), help="Output catalogue folder. [default: catalogue]")
+                   "mp (Materials Project, needs MP_API_KEY), files (CIF/POSCAR folders).")
+@_opt("select", "out", "--out", type=click.Path(file_okay=False), help="Output catalogue folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--dry-run", is_flag=True, help="Print the summary table only; write nothing.")
 @click.option("--per-prototype", help="Crystals drawn per prototype group of N: sqrt (round(√N)), all, or an integer K.")
 @click.option("--max-crystals", type=int, help="Cap on the number of crystals (trims depth before prototypes).")
-@click.option("--seed", type=int, help="Random seed of the draw. [default: 0]")
-@click.option("--symprec", type=float, help="Symmetry tolerance for prototype labels, in Å. [default: 0.1]")
+@_opt("select", "seed", "--seed", type=int, help="Random seed of the draw.")
+@_opt("select", "symprec", "--symprec", type=float, help="Symmetry tolerance for prototype labels, in Å.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable/unlabellable structures with a warning.")
 @click.option("--files", "file_paths", multiple=True, type=click.Path(),
               help="Folder (or file) of CIF/POSCAR structures for the files source; repeatable.")
@@ -142,8 +175,8 @@ def _config_option(section: str):
 @click.option("--endpoint", help="Materials Project REST endpoint. [default: $MP_API_ENDPOINT or the public API]")
 @click.option("--elements", help="mp: only materials containing all of these, comma-separated (e.g. Si,O).")
 @click.option("--exclude-elements", help="mp: drop materials containing any of these, comma-separated.")
-@click.option("--num-sites", help="mp: sites in the MP cell as MIN,MAX (either may be empty). [default: 1,64]")
-@click.option("--e-above-hull-max", type=float, help="mp: energy above hull maximum in eV/atom. [default: 0.05]")
+@_opt("select", "mp.num_sites", "--num-sites", help="mp: sites in the MP cell as MIN,MAX (either may be empty).")
+@_opt("select", "mp.energy_above_hull_max", "--e-above-hull-max", type=float, help="mp: energy above hull maximum in eV/atom.")
 @click.option("--stable-only", is_flag=True, default=None, help="mp: only materials on the convex hull.")
 @click.option("--experimental-only", is_flag=True, default=None, help="mp: only materials with an ICSD entry.")
 @click.option("--include-gnome", is_flag=True, default=None, help="mp: include GNoME-predicted materials.")
@@ -194,23 +227,23 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
 @cli.command("supercell")
 @click.argument("catalogue", required=False, type=click.Path())
 @_config_option("supercell")
-@click.option("--out", type=click.Path(file_okay=False), help="Specimens folder. [default: specimens]")
+@_opt("supercell", "out", "--out", type=click.Path(file_okay=False), help="Specimens folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing specimens folder.")
-@click.option("--zone-axes", type=int, help="Zone axes per crystal. [default: 3]")
-@click.option("--max-index", type=int, help="Largest |u|,|v|,|w| of a zone axis [uvw]. [default: 2]")
+@_opt("supercell", "zone_axes_per_crystal", "--zone-axes", type=int, help="Zone axes per crystal.")
+@_opt("supercell", "max_index", "--max-index", type=int, help="Largest |u|,|v|,|w| of a zone axis [uvw].")
 @click.option("--axis-choice", type=click.Choice(["shortest", "random"]), help="Lowest-index axes first, or random.")
 @click.option("--all-axes", is_flag=True, default=None, help="Keep symmetry-equivalent zone axes too.")
-@click.option("--phi", "phi_range", help="In-plane rotation range in degrees, MIN,MAX. [default: 0,360]")
-@click.option("--tilt-max", type=float, help="Largest out-of-plane tilt in mrad (≤ 50). [default: 10]")
-@click.option("--tilt-mode", type=click.Choice(["beam", "atoms"]),
-              help="beam: the probe is tilted, the slab stays periodic; atoms: the crystal is rotated. [default: beam]")
-@click.option("--lateral-size", help="Lateral box size in Å, one value or MIN,MAX. [default: 40]")
-@click.option("--thickness", help="Thickness series in Å, comma-separated. [default: 50,100,200,300,500]")
-@click.option("--strain-tol", type=float, help="Largest strain to make a cell orthogonal. [default: 0.005]")
-@click.option("--strain-pct",
+@_opt("supercell", "phi_deg", "--phi", "phi_range", help="In-plane rotation range in degrees, MIN,MAX.")
+@_opt("supercell", "tilt_mrad_max", "--tilt-max", type=float, help="Largest out-of-plane tilt in mrad (≤ 50).")
+@_opt("supercell", "tilt_mode", "--tilt-mode", type=click.Choice(["beam", "atoms"]),
+              help="beam: the probe is tilted, the slab stays periodic; atoms: the crystal is rotated.")
+@_opt("supercell", "lateral_size_A", "--lateral-size", help="Lateral box size in Å, one value or MIN,MAX.")
+@_opt("supercell", "thicknesses_A", "--thickness", help="Thickness series in Å, comma-separated.")
+@_opt("supercell", "strain_tol", "--strain-tol", type=float, help="Largest strain to make a cell orthogonal.")
+@_opt("supercell", "strain_pct", "--strain-pct",
               help="Applied in-plane strain in %: S draws each of exx, eyy, exy from [-S, S] per specimen; "
-                   "EXX,EYY,EXY is fixed. Shear makes a cut box. [default: 0]")
-@click.option("--seed", type=int, help="Random seed. [default: 0]")
+                   "EXX,EYY,EXY is fixed. Shear makes a cut box.")
+@_opt("supercell", "seed", "--seed", type=int, help="Random seed.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip crystals/axes that cannot be built.")
 @click.option("--preview", "preview_id", help="Write a PNG of this specimen's projected structure (OUT/preview-ID.png).")
 @click.pass_context
@@ -283,25 +316,25 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @cli.command("simulate")
 @click.argument("specimens", required=False, type=click.Path())
 @_config_option("simulate")
-@click.option("--out", type=click.Path(file_okay=False), help="Dataset folder. [default: dataset]")
+@_opt("simulate", "out", "--out", type=click.Path(file_okay=False), help="Dataset folder.")
 @click.option("--overwrite", is_flag=True, help="Replace a dataset made with another config.")
-@click.option("--energy", "energy_eV",
-              help="Beam energy in eV, e.g. 200e3; a comma list (200e3,300e3) draws one per specimen. [default: 200e3]")
-@click.option("--semiangle", "semiangle_mrad",
-              help="Convergence semi-angle in mrad; a comma list (1,2,4) draws one per specimen. [default: 2]")
-@click.option("--defocus", "defocus_A", type=float, help="Defocus in Å, positive = underfocus. [default: 0]")
-@click.option("--cs", "cs_A", type=float, help="Spherical aberration Cs in Å (1 mm = 1e7 Å). [default: 0]")
-@click.option("--output-px", type=int, help="Pattern size H = W in pixels. [default: 256]")
-@click.option("--slice-thickness", "slice_thickness_A", type=float, help="Target slice thickness in Å. [default: 2]")
-@click.option("--parametrization", type=click.Choice(["lobato", "kirkland"]), help="Atomic potentials. [default: lobato]")
-@click.option("--positions", "positions_per_specimen", type=int, help="Probe positions per specimen. [default: 1]")
+@_opt("simulate", "energy_eV", "--energy", "energy_eV",
+              help="Beam energy in eV, e.g. 200e3; a comma list (200e3,300e3) draws one per specimen.")
+@_opt("simulate", "semiangle_mrad", "--semiangle", "semiangle_mrad",
+              help="Convergence semi-angle in mrad; a comma list (1,2,4) draws one per specimen.")
+@_opt("simulate", "defocus_A", "--defocus", "defocus_A", type=float, help="Defocus in Å, positive = underfocus.")
+@_opt("simulate", "cs_A", "--cs", "cs_A", type=float, help="Spherical aberration Cs in Å (1 mm = 1e7 Å).")
+@_opt("simulate", "output_px", "--output-px", type=int, help="Pattern size H = W in pixels.")
+@_opt("simulate", "slice_thickness_A", "--slice-thickness", "slice_thickness_A", type=float, help="Target slice thickness in Å.")
+@_opt("simulate", "parametrization", "--parametrization", type=click.Choice(["lobato", "kirkland"]), help="Atomic potentials.")
+@_opt("simulate", "positions_per_specimen", "--positions", "positions_per_specimen", type=int, help="Probe positions per specimen.")
 @click.option("--probe-position", type=click.Choice(["center", "random"]), help="Probe at the box centre or random.")
-@click.option("--frozen-phonons", type=int, help="Frozen-phonon configurations per pattern, 0 = off. [default: 0]")
-@click.option("--specimens-per-shard", type=int, help="Specimens per HDF5 shard. [default: 8]")
+@_opt("simulate", "frozen_phonons", "--frozen-phonons", type=int, help="Frozen-phonon configurations per pattern, 0 = off.")
+@_opt("simulate", "specimens_per_shard", "--specimens-per-shard", type=int, help="Specimens per HDF5 shard.")
 @click.option("--limit", type=int, help="Simulate only the first N specimens.")
-@click.option("--workers", type=int, help="Local worker processes, one FFT thread each. [default: 1]")
+@_opt("simulate", "workers", "--workers", type=int, help="Local worker processes, one FFT thread each.")
 @click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786); workers share the disk.")
-@click.option("--seed", type=int, help="Random seed. [default: 0]")
+@_opt("simulate", "seed", "--seed", type=int, help="Random seed.")
 @click.option("--structure", type=click.Path(), help="Single-structure mode: a CIF/POSCAR file instead of SPECIMENS.")
 @click.option("--zone-axis", type=int, nargs=3, help="Single-structure mode: zone axis u v w. [default: 0 0 1]")
 @click.option("--thickness", help="Single-structure mode: thicknesses in Å, comma-separated. [default: 100]")
@@ -372,11 +405,12 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
 
 @cli.command("inspect")
 @click.argument("dataset", type=click.Path())
-@click.option("--samples", "count", type=int, default=4, show_default=True, help="Samples in the PNG montage.")
+@_config_option("inspect")
+@_opt("inspect", "samples", "--samples", type=int, help="Samples in the PNG montage (0: no montage).")
 @click.option("--png", type=click.Path(dir_okay=False), help="Montage path. [default: DATASET/inspect.png]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Which samples are drawn.")
-def inspect_cmd(dataset, count, png, seed) -> None:
-    """Counts per split / prototype / thickness of a DATASET, and a PNG montage of samples.
+@_opt("inspect", "seed", "--seed", type=int, help="Which samples are drawn.")
+def inspect_cmd(dataset, config_path, samples, png, seed) -> None:
+    """Counts per split / prototype / thickness (Å) of a DATASET, and a PNG montage of samples.
 
     The montage shows cbed, probe and vg on a log scale and qz (Å⁻¹) where vg is strong.
     """
@@ -384,38 +418,37 @@ def inspect_cmd(dataset, count, png, seed) -> None:
 
     from .simulation.inspect import dataset_montage, dataset_summary
 
-    if count < 0:
-        raise FourdError(f"--samples must be >= 0, got {count}")
-    if count > 0:
+    cfg = _load("inspect", config_path)
+    if cfg["samples"] > 0:
         from .atomic import check_writable
 
         check_writable(Path(png).parent if png else Path(dataset), "montage")
     click.echo(dataset_summary(dataset))
-    if count > 0:
-        path = dataset_montage(dataset, png or Path(dataset) / "inspect.png", count=count, seed=seed)
+    if cfg["samples"] > 0:
+        path = dataset_montage(dataset, png or Path(dataset) / "inspect.png", count=cfg["samples"], seed=cfg["seed"])
         click.echo(f"wrote {path}")
 
 
 @cli.command("train")
 @click.argument("dataset", required=False, type=click.Path())
 @_config_option("train")
-@click.option("--out", type=click.Path(file_okay=False), help="Output folder for model.pt + model.json. [default: model]")
-@click.option("--epochs", type=int, help="Training epochs. [default: 30]")
-@click.option("--batch-size", type=int, help="Patterns per step and process. [default: 8]")
-@click.option("--lr", type=float, help="Peak learning rate (AdamW). [default: 1e-3]")
+@_opt("train", "out", "--out", type=click.Path(file_okay=False), help="Output folder for model.pt + model.json.")
+@_opt("train", "epochs", "--epochs", type=int, help="Training epochs.")
+@_opt("train", "batch_size", "--batch-size", type=int, help="Patterns per step and process.")
+@_opt("train", "lr", "--lr", type=float, help="Peak learning rate (AdamW).")
 @click.option("--schedule", type=click.Choice(["cosine", "noam", "constant"]), help="LR schedule after warm-up.")
 @click.option("--domain", type=click.Choice(["pattern", "spectral"]),
               help="pattern: real U-Net on the probe cross-correlation map and the pattern (default); spectral: "
                    "crystal4D's complex U-Net on the Fourier-space cross-correlation.")
-@click.option("--width", type=int, help="Channels at the first U-Net level (complex for spectral). [default: 16]")
-@click.option("--depth", type=int, help="U-Net down-samplings. [default: 4]")
+@_opt("train", "model.width", "--width", type=int, help="Channels at the first U-Net level (complex for spectral).")
+@_opt("train", "model.depth", "--depth", type=int, help="U-Net down-samplings.")
 @click.option("--decoders", type=click.Choice(["1", "2"]), help="1: shared decoder for vg and qz; 2: one each.")
-@click.option("--dropout", type=float, help="Dropout probability. [default: 0.1]")
+@_opt("train", "model.dropout", "--dropout", type=float, help="Dropout probability.")
 @click.option("--loss-weighting", type=click.Choice(["uncertainty", "fixed"]), help="Task weighting of the loss.")
 @click.option("--no-augment", is_flag=True, help="Train on the clean simulated patterns.")
-@click.option("--loader-workers", type=int, help="DataLoader worker processes. [default: 2]")
-@click.option("--device", help="auto, cpu, cuda or cuda:N. [default: auto]")
-@click.option("--seed", type=int, help="Random seed. [default: 0]")
+@_opt("train", "loader_workers", "--loader-workers", type=int, help="DataLoader worker processes.")
+@_opt("train", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@_opt("train", "seed", "--seed", type=int, help="Random seed.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that holds another run.")
 @click.option("--epochs-this-run", type=int, help="Stop after this many epochs (job time limits); --resume continues.")
@@ -478,74 +511,39 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domai
                f"+ model.json")
 
 
-def _doses(text: str) -> list:
-    """``clean,1e5,1e4`` → [None, 1e5, 1e4]; one line naming --doses when malformed."""
-    dose_list = []
-    for d in text.split(","):
-        d = d.strip()
-        if d.lower() in ("clean", "none", "inf"):
-            dose_list.append(None)
-            continue
-        try:
-            value = float(d)
-        except ValueError:
-            value = -1.0
-        if not (value > 0 and math.isfinite(value)):
-            raise FourdError(f"--doses: {d!r} is not a dose; expected electrons per pattern > 0 or 'clean'")
-        dose_list.append(value)
-    if not dose_list:
-        raise FourdError("--doses: give at least one dose or 'clean'")
-    return dose_list
-
-
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise FourdError(f"--limit must be >= 1, got {limit}")
-
-
-_match_radius_option = click.option("--match-radius", type=float, default=2.0, show_default=True,
-                                    help="A peak within this many pixels of a label peak counts as found.")
-
-
-def _check_radius(match_radius: float) -> None:
-    if not (match_radius > 0 and math.isfinite(match_radius)):
-        raise FourdError(f"--match-radius must be a positive number of pixels, got {match_radius}")
-
-
-def _check_fraction(value: float, option: str) -> None:
-    if not 0 <= value < 1:
-        raise FourdError(f"{option} must be a fraction of the zero beam in [0, 1), got {value}")
+def _match_radius_option(section: str):
+    return _opt(section, "match_radius_px", "--match-radius", type=float,
+                help="A peak within this many pixels of a label peak counts as found.")
 
 
 @cli.command("evaluate")
 @click.argument("model", type=click.Path())
 @click.argument("dataset", type=click.Path())
+@_config_option("evaluate")
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder. [default: MODEL's folder/evaluation]")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
-              help="Which split of DATASET (test: crystals never seen in training).")
-@click.option("--doses", default="clean,1e5,1e4", show_default=True,
-              help="Electron doses per pattern, comma-separated; 'clean' = the noise-free simulation.")
-@_match_radius_option
-@click.option("--label-min-relative", type=float, default=0.05, show_default=True,
-              help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
-@click.option("--min-relative", type=float,
-              help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's. "
-                   "[default: the threshold tuned on the validation split, from the model card]")
-@click.option("--limit", type=int, help="Only the first N patterns of the split.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per model batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shot noise.")
-@click.option("--thick-from", "thick_from_A", type=float, default=200.0, show_default=True,
-              help="Also report the patterns at least this thick (Å) together.")
-def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_relative, min_relative, limit, batch_size,
-                 device, seed, thick_from_A) -> None:
+@_opt("evaluate", "split", "--split", type=click.Choice(["test", "val", "train"]),
+      help="Which split of DATASET (test: crystals never seen in training).")
+@_opt("evaluate", "doses", "--doses", help="Electrons per pattern, comma-separated; 'clean' = the noise-free simulation.")
+@_match_radius_option("evaluate")
+@_opt("evaluate", "label_min_relative", "--label-min-relative", type=float,
+      help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
+@_opt("evaluate", "min_relative", "--min-relative", type=float,
+      help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's.",
+      default_text="the threshold tuned on the validation split, from the model card")
+@_opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
+@_opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
+@_opt("evaluate", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@_opt("evaluate", "seed", "--seed", type=int, help="Seed of the shot noise.")
+@_opt("evaluate", "thick_from_A", "--thick-from", type=float, help="Also report the patterns at least this thick (Å) "
+                                                                   "together.")
+def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     """Compare MODEL (model.pt with its card; "release": the shipped model) and the classical baseline on DATASET.
 
     Both methods see the same patterns, clean and at each dose, and use the peak settings tuned
     on the validation split and stored in the model card (fourdcrystal tune). Peaks are matched
     to the maxima of the true V_g; the report gives precision, recall, F1, rms position error
     (px and Å⁻¹), mean radial offset, intensity correlation and q_z error, by dose and by
-    thickness (< 20, 20–40, ≥ 40 nm). Writes OUT/report.json, OUT/metrics_vs_thickness.png and
+    thickness (< 200, 200–400, ≥ 400 Å). Writes OUT/report.json, OUT/metrics_vs_thickness.png and
     OUT/worst.png, and prints the table.
     """
     from pathlib import Path
@@ -554,19 +552,13 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
 
     from .evaluate import EvalConfig, evaluate, format_table
 
-    dose_list = _doses(doses)
-    _check_limit(limit)
-    if batch_size < 1:
-        raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
-    _check_fraction(label_min_relative, "--label-min-relative")
-    if min_relative is not None:
-        _check_fraction(min_relative, "--min-relative")
-    _check_radius(match_radius)
+    c = _load("evaluate", config_path)
     base = EvalConfig()
-    cfg = replace(base, split=split, doses_e=tuple(dose_list), match_radius_px=match_radius,
-                  label_peaks=replace(base.label_peaks, min_relative=label_min_relative),
-                  model_min_relative=min_relative,
-                  limit=limit, batch_size=batch_size, seed=seed, thick_from_A=thick_from_A)
+    cfg = replace(base, split=c["split"], doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
+                  label_peaks=replace(base.label_peaks, min_relative=c["label_min_relative"]),
+                  model_min_relative=c["min_relative"], limit=c["limit"], batch_size=c["batch_size"], seed=c["seed"],
+                  thick_from_A=c["thick_from_A"])
+    split, device = c["split"], c["device"]
     out = Path(out) if out else Path(model).parent / "evaluation"
     with _locked(out):
         report = evaluate(model, dataset, out, cfg, device=device)
@@ -578,15 +570,15 @@ def evaluate_cmd(model, dataset, out, split, doses, match_radius, label_min_rela
 @cli.command("tune")
 @click.argument("model", type=click.Path())
 @click.argument("dataset", type=click.Path())
-@click.option("--split", type=click.Choice(["val", "train", "test"]), default="val", show_default=True,
-              help="The split to tune on (val: never trained on, never tested on).")
-@click.option("--doses", default="clean,1e5,1e4", show_default=True,
-              help="Electron doses per pattern, comma-separated; the mean F1 over them is maximised.")
-@_match_radius_option
-@click.option("--limit", type=int, help="Only the first N patterns of the split.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_config_option("tune")
+@_opt("tune", "split", "--split", type=click.Choice(["val", "train", "test"]),
+      help="The split to tune on (val: never trained on, never tested on).")
+@_opt("tune", "doses", "--doses", help="Electrons per pattern, comma-separated; the mean F1 over them is maximised.")
+@_match_radius_option("tune")
+@_opt("tune", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
+@_opt("tune", "device", "--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--dry-run", is_flag=True, help="Print the chosen settings; do not write them into the card.")
-def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run) -> None:
+def tune_cmd(model, dataset, config_path, dry_run, **_options) -> None:
     """Choose the peak settings of MODEL and of the classical baseline on DATASET's validation split.
 
     Grid search (the same patterns and Poisson draws for both methods): the model's V_g
@@ -600,9 +592,10 @@ def tune_cmd(model, dataset, split, doses, match_radius, limit, device, dry_run)
     from .training.card import update_card
     from .tune import TuneConfig, format_tuning, tune
 
-    _check_limit(limit)
-    _check_radius(match_radius)
-    cfg = replace(TuneConfig(), split=split, doses_e=tuple(_doses(doses)), match_radius_px=match_radius, limit=limit)
+    c = _load("tune", config_path)
+    split, device = c["split"], c["device"]
+    cfg = replace(TuneConfig(), split=split, doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
+                  limit=c["limit"])
     if not dry_run:  # the settings go into the model's card: a read-only card folder fails now, not after 13 min
         from .atomic import check_writable
         from .training.card import card_path, resolve_weights
@@ -639,36 +632,43 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 
 @cli.command("predict")
 @click.argument("paths", nargs=-1, required=True, metavar="[MODEL] DATA")
+@_config_option("predict")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Result HDF5 file. [default: DATA's name with -bragg.h5, in the current folder]")
-@click.option("--k-pixel", "k_pixel_invA", type=float, help="Detector pixel size in Å⁻¹ (overrides the file's).")
-@click.option("--camera-length", "camera_length_mm", type=float,
-              help="Camera length in mm; with --detector-pixel and --energy gives the pixel size.")
-@click.option("--detector-pixel", "detector_pixel_um", type=float, help="Detector pixel pitch in µm (e.g. 55).")
-@click.option("--energy", "energy_eV", type=float, help="Beam energy in eV, e.g. 300e3 (overrides the file's).")
-@click.option("--semiangle", "semiangle_mrad", type=float, help="Convergence semi-angle in mrad (overrides the file's).")
-@click.option("--probe", help="Vacuum probe: a 2D .npy or FILE.h5:/path from the same detector (a 4D vacuum scan "
-                              "is averaged).")
-@click.option("--vacuum", help="Vacuum probe from the mean of a scan region R0:R1,C0:C1 (rows, columns; end exclusive).")
+@_opt("predict", "k_pixel_invA", "--k-pixel", type=float, help="Detector pixel size in Å⁻¹ (overrides the file's).",
+      default_text="from the file, or --camera-length")
+@_opt("predict", "camera_length_mm", "--camera-length", type=float,
+      help="Camera length in mm; with --detector-pixel and --energy gives the pixel size.")
+@_opt("predict", "detector_pixel_um", "--detector-pixel", type=float, help="Detector pixel pitch in µm (e.g. 55).")
+@_opt("predict", "energy_eV", "--energy", type=float, help="Beam energy in eV, e.g. 300e3 (overrides the file's).",
+      default_text="from the file")
+@_opt("predict", "semiangle_mrad", "--semiangle", type=float,
+      help="Convergence semi-angle in mrad (overrides the file's).", default_text="from the file")
+@_opt("predict", "probe", "--probe", help="Vacuum probe: a 2D .npy or FILE.h5:/path from the same detector (a 4D "
+                                          "vacuum scan is averaged).", default_text="--vacuum, else an ideal aperture")
+@_opt("predict", "vacuum", "--vacuum", help="Vacuum probe from the mean of a scan region R0:R1,C0:C1 (rows, columns; "
+                                            "end exclusive).")
 @click.option("--centre", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
 @click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr).")
-@click.option("--baseline", is_flag=True, help="Also run the classical detector (py4DSTEM-style) into the file.")
-@click.option("--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
-@click.option("--min-relative", type=float,
-              help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's. [default: the threshold "
-                   "tuned on the validation split, from the model card]")
-@click.option("--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero where "
-                             "pixels are to be ignored (beam stop, bad pixels). Dead regions are found by themselves.")
-@click.option("--max-peaks", type=int, help="At most this many peaks per pattern and method; a warning says when any "
-                                         "position reaches it. [default: the card's, 400]")
-@click.option("--chunk", type=int, default=256, show_default=True, help="Scan positions read and processed together.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Patterns per network call.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--scheduler", help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.")
+@_opt("predict", "baseline", "--baseline", is_flag=True,
+      help="Also run the classical detector (py4DSTEM-style) into the file.")
+@_opt("predict", "maps", "--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
+@_opt("predict", "min_relative", "--min-relative", type=float,
+      help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's.",
+      default_text="the threshold tuned on the validation split, from the model card")
+@_opt("predict", "mask", "--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero "
+                                        "where pixels are to be ignored (beam stop, bad pixels). Dead regions are "
+                                        "found by themselves.")
+@_opt("predict", "max_peaks", "--max-peaks", type=int,
+      help="At most this many peaks per pattern and method; a warning says when any position reaches it.",
+      default_text="the card's, 400")
+@_opt("predict", "chunk", "--chunk", type=int, help="Scan positions read and processed together.")
+@_opt("predict", "batch_size", "--batch-size", type=int, help="Patterns per network call.")
+@_opt("predict", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@_opt("predict", "scheduler", "--scheduler",
+      help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
-def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad, probe,
-                vacuum, centre, scan_shape, baseline, maps, min_relative, mask, max_peaks, chunk, batch_size, device,
-                scheduler, overwrite) -> None:
+def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
 
     Without MODEL (or with MODEL = release) the model shipped inside the package runs; its card
@@ -691,19 +691,15 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
     if len(paths) > 2:
         raise FourdError(f"expected [MODEL] DATA, got {len(paths)} arguments: {' '.join(paths)}")
     model, data = (None, paths[0]) if len(paths) == 1 else paths
-    if batch_size < 1:
-        raise FourdError(f"--batch-size must be >= 1, got {batch_size}")
-    base = PredictConfig()
-    if min_relative is not None:
-        _check_fraction(min_relative, "--min-relative")
-    cfg = replace(base, chunk_positions=chunk, batch_size=batch_size, baseline=baseline, save_maps=maps,
-                  device=device, min_relative=min_relative, max_peaks=max_peaks)
+    c = _load("predict", config_path)
+    cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
+                  save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"])
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
-    calibration = {"k_pixel_invA": k_pixel_invA, "camera_length_mm": camera_length_mm,
-                   "detector_pixel_um": detector_pixel_um, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad}
-    res = predict(model, data, out, cfg, calibration, probe=probe, vacuum=vacuum,
+    calibration = {k: c[k] for k in ("k_pixel_invA", "camera_length_mm", "detector_pixel_um", "energy_eV",
+                                     "semiangle_mrad")}
+    res = predict(model, data, out, cfg, calibration, probe=c["probe"], vacuum=c["vacuum"],
                   centre_px=_pair(centre, "--centre"), scan_shape=_pair(scan_shape, "--scan-shape", int, "x"),
-                  scheduler=scheduler, overwrite=overwrite, mask=mask)
+                  scheduler=c["scheduler"], overwrite=overwrite, mask=c["mask"])
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
@@ -714,9 +710,10 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
 @click.argument("vectors", type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Strain maps HDF5 (a PNG beside it). [default: VECTORS's name with -strain.h5]")
-@click.option("--method", type=click.Choice(["model", "baseline"]), default="model", show_default=True,
-              help="Which vectors of a predict result: the model's or the classical baseline's.")
-@click.option("--reference", default="median", show_default=True,
+@_config_option("strain")
+@_opt("strain", "method", "--method", type=click.Choice(["model", "baseline"]),
+      help="Which vectors of a predict result: the model's or the classical baseline's.")
+@_opt("strain", "reference", "--reference",
               help="Unstrained reference: median (the median lattice of the scan), a scan region R0:R1,C0:C1 (rows, "
                    "columns; end exclusive; its median lattice), or crystal (the lattice of --structure along "
                    "--zone-axis: absolute strain, as good as the pixel-size calibration).")
@@ -725,16 +722,15 @@ def predict_cmd(paths, out, k_pixel_invA, camera_length_mm, detector_pixel_um, e
 @click.option("--g1", help="First reciprocal basis vector QX,QY in the file's units (Å⁻¹). [default: found from the "
                            "Bragg vector map]")
 @click.option("--g2", help="Second reciprocal basis vector QX,QY (Å⁻¹); with --g1.")
-@click.option("--tolerance", type=float, default=0.25, show_default=True,
+@_opt("strain", "tolerance", "--tolerance", type=float,
               help="Index a vector when it lies within this fraction of |shortest g| of a lattice point.")
-@click.option("--min-vectors", type=int, default=5, show_default=True,
+@_opt("strain", "min_vectors", "--min-vectors", type=int,
               help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
-@click.option("--weights", type=click.Choice(["auto", "intensity", "none"]), default="auto", show_default=True,
+@_opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "none"]),
               help="Least-squares weights of the vectors; auto: their intensities for model vectors (kinematic "
                    "V_g), equal for correlation peaks (baseline, py4DSTEM), as chosen on a validation series.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
-def strain_cmd(vectors, out, method, reference, structure, zone_axis, g1, g2, tolerance, min_vectors, weights,
-               overwrite) -> None:
+def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrite, **_options) -> None:
     """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.
 
     VECTORS: the HDF5 of fourdcrystal predict (--method model or baseline) or a py4DSTEM
@@ -752,12 +748,14 @@ def strain_cmd(vectors, out, method, reference, structure, zone_axis, g1, g2, to
 
     from .strain import StrainConfig, crystal_reference, run_strain
 
+    c = _load("strain", config_path)
+    method, reference, min_vectors = c["method"], c["reference"], c["min_vectors"]
     if (reference == "crystal") != (structure is not None and zone_axis is not None) or \
             (reference != "crystal" and (structure is not None or zone_axis is not None)):
         raise FourdError("--reference crystal goes with --structure FILE and --zone-axis U V W, and they with it")
     basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
     cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
-                       g2=_pair(g2, "--g2", float), tolerance=tolerance, min_vectors=min_vectors, weights=weights,
+                       g2=_pair(g2, "--g2", float), tolerance=c["tolerance"], min_vectors=min_vectors, weights=c["weights"],
                        crystal_basis=None if basis is None else tuple(map(tuple, basis)))
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     res = run_strain(vectors, out, cfg, overwrite=overwrite)

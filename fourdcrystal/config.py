@@ -383,8 +383,129 @@ TRAIN_SCHEMA: Schema = {
     "out": Field("model", Str(), "output folder: model.pt + model.json, checkpoint, metrics"),
 }
 
+def Fraction(nullable: bool = False) -> Callable:
+    """A fraction of the zero beam's height, in [0, 1)."""
+
+    def parse(v: Any) -> float | None:
+        if v is None and nullable:
+            return None
+        try:
+            x = math.nan if isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not 0.0 <= x < 1.0:  # NaN fails too
+            raise ValueError("expected a fraction of the zero beam in [0, 1)" + (" or null" if nullable else ""))
+        return x
+
+    return parse
+
+
+def Doses() -> Callable:
+    """Electrons per pattern, a list (or ``clean,1e5,1e4``); ``clean`` (null) is the noise-free pattern.
+
+    Strings are accepted for numbers because YAML 1.1 reads ``1e5`` (no decimal point) as a string."""
+
+    def parse(v: Any) -> list:
+        if isinstance(v, str):
+            v = [s.strip() for s in v.split(",") if s.strip()]
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError("expected a list of doses (electrons per pattern > 0) or clean")
+        out: list = []
+        for d in v:
+            if d is None or (isinstance(d, str) and d.lower() in ("clean", "none", "inf")):
+                out.append(None)
+                continue
+            try:
+                x = Float(0.0, lo_open=True)(d)
+            except ValueError:
+                raise ValueError(f"{d!r} is not a dose; expected electrons per pattern > 0 or clean") from None
+            out.append(x)
+        return out
+
+    return parse
+
+
+INSPECT_SCHEMA: Schema = {
+    "samples": Field(4, Int(0), "samples in the PNG montage (0: no montage)"),
+    "seed": Field(0, Int(0), "which samples the montage draws"),
+}
+
+_SPLIT_HELP = "which split of the data set (test: crystals never seen in training; val: for tuning)"
+EVALUATE_SCHEMA: Schema = {
+    "split": Field("test", Choice("test", "val", "train"), _SPLIT_HELP),
+    "doses": Field([None, 1e5, 1e4], Doses(), "electrons per pattern; clean = the noise-free simulation"),
+    "match_radius_px": Field(2.0, Float(0.0, lo_open=True), "a peak within this many pixels of a label peak is found"),
+    "label_min_relative": Field(0.05, Fraction(), "label peaks: maxima of the true V_g >= this fraction of the zero beam's"),
+    "min_relative": Field(None, Fraction(nullable=True),
+                          "model peaks: V_g >= this fraction of the zero beam's (null: the card's tuned threshold)"),
+    "limit": Field(None, Int(1, nullable=True), "only the first N patterns of the split (null: all)"),
+    "batch_size": Field(16, Int(1), "patterns per model batch"),
+    "device": Field("auto", Str(), "auto, cpu, cuda or cuda:N"),
+    "seed": Field(0, Int(0), "seed of the shot noise"),
+    "thick_from_A": Field(200.0, Float(0.0), "also report the patterns at least this thick (Å) together"),
+}
+
+TUNE_SCHEMA: Schema = {
+    "split": Field("val", Choice("val", "train", "test"), _SPLIT_HELP),
+    "doses": Field([None, 1e5, 1e4], Doses(), "electrons per pattern; the F1 averaged over them is maximised"),
+    "match_radius_px": EVALUATE_SCHEMA["match_radius_px"],
+    "limit": EVALUATE_SCHEMA["limit"],
+    "device": EVALUATE_SCHEMA["device"],
+}
+
+_POSITIVE = Float(0.0, lo_open=True, nullable=True)
+PREDICT_SCHEMA: Schema = {
+    "k_pixel_invA": Field(None, _POSITIVE, "detector pixel size in Å⁻¹ (null: from the file or the camera length)"),
+    "camera_length_mm": Field(None, _POSITIVE, "camera length in mm (with detector_pixel_um and energy_eV)"),
+    "detector_pixel_um": Field(None, _POSITIVE, "detector pixel pitch in µm"),
+    "energy_eV": Field(None, _POSITIVE, "beam energy in eV (null: from the file)"),
+    "semiangle_mrad": Field(None, _POSITIVE, "convergence semi-angle in mrad (null: from the file)"),
+    "probe": Field(None, Str(nullable=True), "vacuum probe file: a 2D .npy or FILE.h5:/path"),
+    "vacuum": Field(None, Str(nullable=True), "vacuum probe from a scan region R0:R1,C0:C1"),
+    "mask": Field(None, Str(nullable=True), "detector mask file, nonzero = ignore"),
+    "baseline": Field(False, Bool(), "also run the classical detector"),
+    "maps": Field(False, Bool(), "also store the predicted V_g and q_z maps (float16)"),
+    "min_relative": EVALUATE_SCHEMA["min_relative"],
+    "max_peaks": Field(None, Int(1, nullable=True), "peaks per pattern and method at most (null: the card's)"),
+    "chunk": Field(256, Int(1), "scan positions read and processed together"),
+    "batch_size": Field(16, Int(1), "patterns per network call"),
+    "device": EVALUATE_SCHEMA["device"],
+    "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
+}
+
+STRAIN_SCHEMA: Schema = {
+    "method": Field("model", Choice("model", "baseline"), "which vectors of a predict result"),
+    "reference": Field("median", Str(), "median, a scan region R0:R1,C0:C1, or crystal"),
+    "tolerance": Field(0.25, Float(0.0, 0.5, lo_open=True),
+                       "index a vector within this fraction of |shortest g| of a lattice point"),
+    "min_vectors": Field(5, Int(3), "positions with fewer indexed vectors are not fitted"),
+    "weights": Field("auto", Choice("auto", "intensity", "none"), "least-squares weights of the vectors"),
+}
+
 SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA,
-                              "train": TRAIN_SCHEMA}
+                              "train": TRAIN_SCHEMA, "inspect": INSPECT_SCHEMA, "tune": TUNE_SCHEMA,
+                              "evaluate": EVALUATE_SCHEMA, "predict": PREDICT_SCHEMA, "strain": STRAIN_SCHEMA}
+
+
+def schema_field(section: str, key: str) -> Field:
+    """The field of a dotted key (``"model.width"``) of a stage's schema."""
+    node: Any = SCHEMAS[section]
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def show(value: Any) -> str:
+    """A config value as the command line writes it: ``200000``, ``0,360``, ``clean,100000``, ``none``."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join("clean" if v is None else show(v) for v in value)
+    return str(value)
 
 
 def defaults(schema: Schema) -> dict:
@@ -442,11 +563,13 @@ def config_path(path: str | Path) -> Path:
     return p
 
 
-def load_config(section: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+def load_config(section: str, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                names: Mapping[str, str] | None = None) -> dict:
     """Load one stage's config: schema defaults <- YAML file section <- overrides.
 
     ``overrides`` maps dotted keys (``"mp.elements"``) to values; ``None`` values mean
-    "not given on the command line" and are ignored.
+    "not given on the command line" and are ignored. ``names`` maps a key to the option that gave
+    it (``"--match-radius"``), so that a bad value is reported under the name the user typed.
     """
     schema = SCHEMAS[section]
     data: dict = {}
@@ -483,7 +606,13 @@ def load_config(section: str, path: str | Path | None = None, overrides: Mapping
             node = node.setdefault(p, {})
         node[leaf] = value
         # Validate the override alone (so the message names the option), then merge.
-        checked = _validate(node_raw, schema, "", "command line")
+        try:
+            checked = _validate(node_raw, schema, "", "command line")
+        except FourdError as exc:
+            if names and dotted in names:
+                raise FourdError(str(exc).replace(f"bad value for {dotted}:",
+                                                  f"bad value for {names[dotted]} ({dotted}):", 1)) from None
+            raise
         target, src = cfg, checked
         for p in parents:
             target, src = target[p], src[p]

@@ -35,7 +35,7 @@ log = logging.getLogger("fourdcrystal")
 METHODS = ("model", "baseline")
 
 
-THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report: < 20, 20–40, ≥ 40 nm
+THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report, Å
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,12 @@ def _dose_name(dose) -> str:
 
 
 def thickness_bin(thickness_A: float) -> str:
-    """The report's thickness bin of a pattern: '<20 nm', '20-40 nm' or '>=40 nm'."""
+    """The report's thickness bin of a pattern: '<200 Å', '200-400 Å' or '>=400 Å' (thickness is in Å
+    everywhere: options, configs, tables and plots)."""
     lo, hi = THICKNESS_BINS_A
     if thickness_A < lo:
-        return f"<{lo / 10:g} nm"
-    return f"{lo / 10:g}-{hi / 10:g} nm" if thickness_A < hi else f">={hi / 10:g} nm"
+        return f"<{lo:g} Å"
+    return f"{lo:g}-{hi:g} Å" if thickness_A < hi else f">={hi:g} Å"
 
 
 def thickness_bins() -> list[str]:
@@ -363,7 +364,7 @@ def format_table(report: dict) -> str:
                                             for m in METHODS}))
     thick = report.get("by_dose_thick")
     if thick and any(s["patterns"] for s in thick["model"].values()):
-        sections.append((f"thickness ≥ {report['thick_from_A'] / 10:g} nm", thick))
+        sections.append((f"thickness ≥ {report['thick_from_A']:g} Å", thick))
     for title, table in sections:
         lines.append(f"{title}:")
         for dose in table["model"]:

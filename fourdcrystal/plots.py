@@ -159,9 +159,9 @@ def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
                 t = sorted(by_t, key=float)
                 v = [by_t[x][key] for x in t]
                 v = [np.nan if y is None else y for y in v]
-                ax.plot([float(x) / 10 for x in t], v, styles[k % len(styles)], color=colours.get(method),
+                ax.plot([float(x) for x in t], v, styles[k % len(styles)], color=colours.get(method),
                         label=f"{method}, {dose}", ms=4)
-        ax.set_xlabel("thickness (nm)")
+        ax.set_xlabel("thickness (Å)")
         ax.set_title(title, fontsize=9)
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize=7)
@@ -200,7 +200,7 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str]
                 ax.plot(*to_q(found), "gx" if j == 2 else "wx", ms=6)
             if j >= 1:
                 ax.plot(*to_q(true_pk), "c+", ms=7)
-            ax.set_title((f"{name}, {thick / 10:g} nm, dose {dose}\n" if j == 0 else "\n") + title, fontsize=8,
+            ax.set_title((f"{name}, {thick:g} Å, dose {dose}\n" if j == 0 else "\n") + title, fontsize=8,
                          loc="left" if j == 0 else "center")
             ax.set_xlabel("q_y (Å⁻¹)", fontsize=8)
             ax.set_ylabel("q_x (Å⁻¹)", fontsize=8)

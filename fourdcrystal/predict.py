@@ -134,7 +134,7 @@ def quality_note(card: dict) -> str | None:
     error no lower than that of predicting q_z = 0 (the label's mean |q_z|)."""
     ev = card.get("release", {}).get("test_evaluation", {})
     table = ev.get("by_dose_thick") or ev.get("by_dose")
-    where = f"patterns ≥ {ev.get('thick_from_A', 0) / 10:g} nm thick" if ev.get("by_dose_thick") else "its test split"
+    where = f"patterns ≥ {ev.get('thick_from_A', 0):g} Å thick" if ev.get("by_dose_thick") else "its test split"
     notes = []
     try:
         model_row, base = table["model"]["clean"], table["baseline"]["clean"]["f1"]
@@ -585,12 +585,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
         methods = ("model", "baseline") if config.baseline else ("model",)
-        settings = {"data": str(data), "data_file": file_fingerprint(split_spec(data)[0]),
-                    "shape": list(scan.shape), "model_weights_sha256": card["weights_sha256"],
-                    "config": asdict(config) | {"device": None}, "calibration": asdict(cal),
-                    "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest(),
-                    "usable_sha256": hashlib.sha256(np.packbits(prep["usable"]).tobytes()).hexdigest()}
-        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
                  "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
                  "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
@@ -644,6 +639,24 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
             "centre_px": prep["centre_px"], "probe_source": prep["probe_source"], "grid_shape": prep["grid_shape"]}
+
+
+# Every PredictConfig field is part of a run's resume fingerprint except these, which cannot change its numbers (a
+# field added to PredictConfig is fingerprinted unless listed here; tests/test_predict.py checks both ways).
+FINGERPRINT_EXCLUDED = ("device",)
+
+
+def resume_fingerprint(data: str, shape: list, weights_sha256: str, config: PredictConfig, cal: DataCalibration,
+                       prep: dict) -> str:
+    """What a partial result must match to be resumed: the input file (its size, time stamp and a sampled
+    sha256), the model, every setting but :data:`FINGERPRINT_EXCLUDED`, the calibration, the zero beam, the
+    probe and the usable region."""
+    settings = {"data": data, "data_file": file_fingerprint(split_spec(data)[0]), "shape": shape,
+                "model_weights_sha256": weights_sha256,
+                "config": asdict(config) | {k: None for k in FINGERPRINT_EXCLUDED}, "calibration": asdict(cal),
+                "centre_px": prep["centre_px"], "probe_sha256": hashlib.sha256(prep["probe"].tobytes()).hexdigest(),
+                "usable_sha256": hashlib.sha256(np.packbits(prep["usable"]).tobytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs: dict, prep: dict, methods,

@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     doses = [_dose_name(d) for d in ev["config"]["doses_e"]]
     groups = [(b, {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in doses} for m in ("model", "baseline")})
               for b in thickness_bins() if b in ev["by_dose_and_thickness_bin"]["model"][doses[0]]]
-    groups.append((f">={ev['thick_from_A'] / 10:g} nm", {m: {d: ev["by_dose_thick"][m][d] for d in doses}
+    groups.append((f">={ev['thick_from_A']:g} Å", {m: {d: ev["by_dose_thick"][m][d] for d in doses}
                                                           for m in ("model", "baseline")}))
     print("| thickness | dose (e) | method | F1 | precision | recall | rms position error | radial offset | "
           "intensity r |")

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     print(f"\n{'patterns':>10s} {'dose':>6s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'rms px':>7s}")
     for key in sorted(table, key=lambda k: (k.split("/")[0] != "all", names.index(k.split("/")[1]))):
         g, d = key.split("/")
-        label = "all" if g == "all" else f">={args.thick_from / 10:g} nm"
+        label = "all" if g == "all" else f">={args.thick_from:g} Å"
         for m, r in table[key].items():
             rms_s = f"{r['position_rms_px']:7.3f}" if r["position_rms_px"] is not None else "      -"
             print(f"{label:>10s} {d:>6s} {m:>9s} {r['f1']:6.3f} {r['precision']:6.3f} {r['recall']:6.3f} {rms_s}")

@@ -159,3 +159,33 @@ def test_cards_from_before_the_domain_field_load_the_spectral_network(tmp_path):
         save_model(tmp_path / f"{domain}.pt", FCUNet(config).state_dict(), {"architecture": arch})
         model, _ = load_model(tmp_path / f"{domain}.pt")
         assert model.config.domain == domain
+
+
+@pytest.mark.parametrize("domain", ["pattern", "spectral"])
+def test_explicit_initialisation_equals_torch_default_bit_for_bit(domain, monkeypatch):
+    """init_weights writes out the rule torch applies when it builds the layers: a model built with it equals
+    one left at torch's defaults, weight for weight, and leaves the random generator where they leave it; and
+    the rule holds (bounds ±1/√fan_in) whatever torch's defaults become."""
+    import math
+
+    from fourdcrystal.model import fcunet
+
+    cfg = FCUNetConfig(width=4, depth=2, domain=domain)
+    torch.manual_seed(7)
+    explicit = FCUNet(cfg)
+    after_explicit = torch.rand(3)
+    monkeypatch.setattr(fcunet, "init_weights", lambda model: None)
+    monkeypatch.setattr(torch.random, "set_rng_state", lambda state: None)  # no rewind: torch's own draws stay
+    torch.manual_seed(7)
+    default = FCUNet(cfg)
+    after_default = torch.rand(3)
+    a, b = explicit.state_dict(), default.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(after_explicit, after_default)
+    convs = [m for m in explicit.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs
+    for m in convs:
+        fan_in = m.weight.shape[1] * m.weight[0, 0].numel()
+        assert m.weight.abs().max() <= 1 / math.sqrt(fan_in) + 1e-7

@@ -327,7 +327,7 @@ def test_quality_note_reads_the_cards_own_evaluation():
         return {"name": "m", "release": {"test_evaluation": {"by_dose_thick": row, "thick_from_A": 300.0}}}
 
     note = quality_note(card(0.08, 0.29))
-    assert "F1 is 0.08, below the classical baseline's 0.29" in note and "≥ 30 nm" in note
+    assert "F1 is 0.08, below the classical baseline's 0.29" in note and "≥ 300 Å" in note
     assert quality_note(card(0.5, 0.29)) is None and quality_note({"name": "x"}) is None
     # q_z with no skill: its error at the matched peaks is that of predicting q_z = 0
     no_qz = card(0.5, 0.29)
@@ -501,3 +501,36 @@ def test_max_peaks_caps_both_methods_and_says_so(model, scan, tmp_path):
     assert "reached the cap of 2 peaks" in res.output and "--max-peaks" in res.output
     assert "--max-peaks" in _error(run_cli("predict", str(weights), str(src), "--out", str(tmp_path / "z.h5"),
                                            "--k-pixel", "0.05", "--max-peaks", "0"))
+
+
+def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
+    """A PredictConfig field changes the resume fingerprint unless FINGERPRINT_EXCLUDED lists it (device: the
+    numbers do not depend on it); a new field is covered without anyone remembering to add it."""
+    import dataclasses
+
+    from fourdcrystal.detect import DetectionSettings
+    from fourdcrystal.predict import FINGERPRINT_EXCLUDED, DataCalibration, PredictConfig, resume_fingerprint
+
+    data = tmp_path / "scan.npy"
+    np.save(data, np.ones((2, 2, 16, 16), np.float32))
+    cal = DataCalibration(k_pixel_invA=0.02, energy_eV=200e3, semiangle_mrad=2.0)
+    prep = {"centre_px": [8.0, 8.0], "probe": np.ones((16, 16), np.float32), "usable": np.ones((16, 16), bool)}
+    base = PredictConfig()
+
+    def fp(config):
+        return resume_fingerprint(str(data), [2, 2, 16, 16], "abc", config, cal, prep)
+
+    other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 1.5 + 0.1, str: lambda v: v + "x"}
+    fields = dataclasses.fields(PredictConfig)
+    assert set(FINGERPRINT_EXCLUDED) <= {f.name for f in fields}
+    for f in fields:
+        value = getattr(base, f.name)
+        if value is None:
+            new = DetectionSettings() if f.name == "settings" else 0.123
+        else:
+            new = other[type(value)](value)
+        changed = fp(dataclasses.replace(base, **{f.name: new})) != fp(base)
+        assert changed == (f.name not in FINGERPRINT_EXCLUDED), f.name
+    assert fp(base) == fp(PredictConfig())
+    prep2 = dict(prep, probe=prep["probe"] * 2)
+    assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep2) != fp(base)

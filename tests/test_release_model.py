@@ -41,7 +41,7 @@ def test_card_states_data_metrics_and_range():
     # the evaluation ran with the peak settings tuned on the validation split, stored in the card
     peaks = card["peaks"]
     assert peaks["tuned_on"]["split"] == "val" and ev["settings"] == peaks["settings"]
-    assert set(ev["by_dose_and_thickness_bin"]["model"]["clean"]) == {"<20 nm", "20-40 nm", ">=40 nm"}
+    assert set(ev["by_dose_and_thickness_bin"]["model"]["clean"]) == {"<200 Å", "200-400 Å", ">=400 Å"}
     thick = ev["by_dose_thick"]
     for dose, m in thick["model"].items():
         b = thick["baseline"][dose]

@@ -216,8 +216,8 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
     res = run_cli("-q", "evaluate", str(out / "model.pt"), str(dataset), "--doses", "clean,1e4", "--out",
                   str(tmp_path / "ev"), "--min-relative", "0.1", "--thick-from", "40")
     assert res.exit_code == 0, res.output
-    assert "baseline" in res.output and "1e+04" in res.output and "thickness ≥ 4 nm:" in res.output
-    assert "thickness <20 nm:" in res.output
+    assert "baseline" in res.output and "1e+04" in res.output and "thickness ≥ 40 Å:" in res.output
+    assert "thickness <200 Å:" in res.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["patterns"] == 2 and report["split"] == "test"
     for method in ("model", "baseline"):

@@ -28,6 +28,7 @@ Inputs are (B, 1, H, W) float tensors with H and W powers of two ≥ 2^depth.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -176,6 +177,33 @@ def pattern_inputs(cbed: torch.Tensor, probe: torch.Tensor, eps: float = 1e-12) 
     return torch.cat([corr, c], 1)
 
 
+def init_weights(model: nn.Module) -> None:
+    """Starting weights by an explicit rule, so they do not depend on the torch version's defaults.
+
+    Convolutions: weights uniform in ±gain·√(3 / fan_in) with the leaky-ReLU gain for a = √5 (He-uniform; this
+    is ±1/√fan_in), biases uniform in ±1/√fan_in; batch norm: scale 1, shift 0, fresh running statistics. That
+    is the rule torch 2.x applies when it builds the layers, written out with the same arithmetic and drawn in
+    the same order (the modules' registration order), so a model built with this rule equals one built
+    with torch 2.13's defaults bit for bit (``tests/test_fcunet.py``).
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight.shape[1] * m.weight[0, 0].numel()
+                gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # written as torch writes it: same float bound
+                bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))
+                m.weight.uniform_(-bound, bound)
+                if m.bias is not None:
+                    m.bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, ComplexConv2d) and m.bias_re is not None:
+                nn.init.zeros_(m.bias_re)
+                nn.init.zeros_(m.bias_im)
+
+
 class FCUNet(nn.Module):
     """cbed, probe (B, 1, H, W) → {"vg": (B, 1, H, W), "qz": (B, 1, H, W)}."""
 
@@ -186,6 +214,9 @@ class FCUNet(nn.Module):
         if config.domain not in ("pattern", "spectral"):
             raise ValueError(f"domain must be pattern or spectral, got {config.domain!r}")
         self.config = config
+        # the layers draw torch's default weights as they are built; rewind the generator and draw them again by
+        # init_weights' explicit rule, so the weights and the random stream after them are the rule's alone
+        rng_state = torch.random.get_rng_state()
         widths = [config.width * 2**i for i in range(config.depth + 1)]
         n_out = 2 if config.decoders == 1 else 1
         if config.domain == "pattern":
@@ -197,6 +228,8 @@ class FCUNet(nn.Module):
                 ComplexBlock(1 if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
             self.decoders = nn.ModuleList(_Decoder(widths, config.dropout, n_out, config.real_width)
                                           for _ in range(config.decoders))
+        torch.random.set_rng_state(rng_state)
+        init_weights(self)
 
     def forward(self, cbed: torch.Tensor, probe: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = cbed.shape[-2:]

@@ -1,0 +1,104 @@
+"""One source of truth for defaults: the config schemas.
+
+Every command-line option that overrides a config key shows the schema's default in its help and
+has no default of its own; every stage takes --config; the library's config dataclasses agree
+with the schemas. A new option with a hand-typed default, or a dataclass default changed alone,
+fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from fourdcrystal.cli import _ConfigOption, cli
+from fourdcrystal.config import SCHEMAS, defaults, load_config, schema_field, show
+
+STAGES = ("select", "supercell", "simulate", "inspect", "train", "tune", "evaluate", "predict", "strain")
+
+# Options whose "[default: …]" is not a config value (it names where the value comes from, or belongs to
+# simulate's single-structure mode, which has no config section).
+NOT_CONFIG = {
+    ("select", "--api-key"), ("select", "--endpoint"),
+    ("simulate", "--zone-axis"), ("simulate", "--thickness"), ("simulate", "--lateral-size"), ("simulate", "--phi"),
+    ("simulate", "--tilt"), ("simulate", "--strain"),
+    ("inspect", "--png"), ("evaluate", "--out"), ("predict", "--out"), ("predict", "--centre"),
+    ("strain", "--out"), ("strain", "--g1"),
+}
+
+
+def _options(name: str):
+    return [p for p in cli.commands[name].params if isinstance(p, click.Option)]
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_takes_config(name):
+    assert "--config" in {o for p in _options(name) for o in p.opts}
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_help_defaults_come_from_the_schema(name):
+    for p in _options(name):
+        shown = re.search(r"\[default: ([^\]]*)\]", p.help or "")
+        if isinstance(p, _ConfigOption):
+            assert p.section == name and p.default is None, p.opts
+            field = schema_field(name, p.config_key)  # the key exists
+            if shown.group(1) == show(field.default):
+                continue
+            # a worded default ("from the file", "the card's …") only where the schema's default is null
+            assert field.default is None, (p.opts, shown.group(1))
+        else:
+            assert shown is None or (name, p.opts[0]) in NOT_CONFIG, (
+                f"{name} {p.opts[0]} types its own default; declare it with _opt(section, key, …)")
+            # no number or word typed as a default beside the help text (flags default to off)
+            assert p.is_flag or not isinstance(p.default, (int, float, str)), (name, p.opts, p.default)
+
+
+@pytest.mark.parametrize("name", ("tune", "evaluate", "predict", "strain", "inspect"))
+def test_stage_config_from_file_and_command_line(name, tmp_path):
+    """A config file's section sets a stage's values; an option given on the command line wins; a bad value in
+    the file names the file and key, a bad option names the option."""
+    key = {"tune": "limit", "evaluate": "batch_size", "predict": "chunk", "strain": "min_vectors",
+           "inspect": "samples"}[name]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"{name}:\n  {key}: 7\n")
+    assert load_config(name, cfg)[key] == 7
+    assert load_config(name, cfg, {key: 9})[key] == 9
+    assert load_config(name, None) == defaults(SCHEMAS[name])
+    cfg.write_text(f"{name}:\n  {key}: -1\n")
+    res = CliRunner().invoke(cli, [name, "x", "y", "--config", str(cfg)] if name in ("tune", "evaluate")
+                             else [name, "x", "--config", str(cfg)])
+    assert res.exit_code == 2 and f"{cfg}: bad value for {key}: -1" in res.output, res.output
+
+
+def test_dataclass_defaults_match_the_schemas():
+    from fourdcrystal.evaluate import EvalConfig
+    from fourdcrystal.model.fcunet import FCUNetConfig
+    from fourdcrystal.predict import PredictConfig
+    from fourdcrystal.strain import StrainConfig
+    from fourdcrystal.training.augment import AugmentConfig
+    from fourdcrystal.tune import TuneConfig
+
+    ev, tu, pr, st = (defaults(SCHEMAS[s]) for s in ("evaluate", "tune", "predict", "strain"))
+    e = EvalConfig()
+    assert (e.split, list(e.doses_e), e.match_radius_px, e.label_peaks.min_relative, e.model_min_relative, e.limit,
+            e.batch_size, e.seed, e.thick_from_A) == (
+        ev["split"], ev["doses"], ev["match_radius_px"], ev["label_min_relative"], ev["min_relative"], ev["limit"],
+        ev["batch_size"], ev["seed"], ev["thick_from_A"])
+    t = TuneConfig()
+    assert (t.split, list(t.doses_e), t.match_radius_px, t.limit) == (tu["split"], tu["doses"],
+                                                                      tu["match_radius_px"], tu["limit"])
+    p = PredictConfig()
+    assert (p.chunk_positions, p.batch_size, p.min_relative, p.baseline, p.max_peaks, p.save_maps, p.device) == (
+        pr["chunk"], pr["batch_size"], pr["min_relative"], pr["baseline"], pr["max_peaks"], pr["maps"], pr["device"])
+    s = StrainConfig()
+    assert {k: getattr(s, k) for k in st} == st
+    model = defaults(SCHEMAS["train"])["model"]
+    assert {k: getattr(FCUNetConfig(), k) for k in model} == model
+    aug = {k: v for k, v in defaults(SCHEMAS["train"])["augment"].items() if k not in ("enabled", "probability")}
+    a = dataclasses.asdict(AugmentConfig())
+    assert {k: (list(a[k]) if isinstance(a[k], tuple) else a[k]) for k in aug} == aug
