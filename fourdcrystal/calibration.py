@@ -20,7 +20,21 @@ from .simulation.optics import disk_radius_invA, wavelength_A
 
 
 def k_pixel_from_camera_length(camera_length_mm: float, detector_pixel_um: float, energy_eV: float) -> float:
-    """Detector pixel size in Å⁻¹: the angle one pixel subtends, p / L, divided by λ (small angles)."""
+    """Detector pixel size from the camera length: the angle one pixel subtends, p / L, divided by λ.
+
+    Parameters
+    ----------
+    camera_length_mm : effective camera length L, mm.
+    detector_pixel_um : detector pixel pitch p, µm.
+    energy_eV : beam energy, eV.
+
+    Returns
+    -------
+    k = p / (L·λ) in Å⁻¹ per pixel (small angles).
+
+    >>> round(k_pixel_from_camera_length(110.0, 55.0, 200e3), 5)
+    0.01994
+    """
     return (detector_pixel_um * 1e-6) / (camera_length_mm * 1e-3) / wavelength_A(energy_eV)
 
 
@@ -31,6 +45,21 @@ def resampling_matrix(n_out: int, d_out: float, n_in: int, d_in: float, centre_i
     x = centre_in + q / d_in (input pixels). Where d_out ≥ d_in the output pixel averages the
     input pixels it overlaps, weighted by overlap (box filter, rows sum to 1 inside the
     detector); where d_out < d_in it interpolates linearly. Outside the detector the weight is 0.
+
+    Parameters
+    ----------
+    n_out, d_out : model pixels along the axis and their size, Å⁻¹.
+    n_in, d_in : detector pixels along the axis and their size, Å⁻¹.
+    centre_in : the zero beam on this detector axis, pixels.
+
+    Returns
+    -------
+    (n_out, n_in) float64 weights.
+
+    >>> resampling_matrix(3, 2.0, 6, 1.0, 2.5)  # model pixels twice the size: pairs averaged
+    array([[0.5, 0.5, 0. , 0. , 0. , 0. ],
+           [0. , 0. , 0.5, 0.5, 0. , 0. ],
+           [0. , 0. , 0. , 0. , 0.5, 0.5]])
     """
     x = centre_in + (np.arange(n_out) - n_out // 2) * (d_out / d_in)
     m = np.zeros((n_out, n_in))
@@ -119,6 +148,19 @@ def usable_region(coverage: np.ndarray, margin_px: float, min_coverage: float = 
     A disk whose centre lies less than its radius from the edge of the data is cut: its
     correlation peak and the network's output there are biased, so the default margin is about
     one disk radius. Beyond the grid counts as no data.
+
+    Parameters
+    ----------
+    coverage : (H, W) fraction of each model pixel on valid detector pixels (:meth:`Resampler.coverage`).
+    margin_px : distance to keep from anything not covered, model pixels.
+    min_coverage : a pixel counts as covered from this fraction.
+
+    Returns
+    -------
+    (H, W) bool, True where peaks may be reported.
+
+    >>> usable_region(np.ones((7, 7)), 2.0).sum()  # a 3×3 centre survives a 2-pixel margin
+    np.int64(9)
     """
     valid = np.asarray(coverage) >= min_coverage
     r = int(np.ceil(margin_px))
@@ -137,6 +179,14 @@ def dead_lines(mean_pattern: np.ndarray) -> np.ndarray:
     are left alone: between sharp Bragg disks, or at low dose, pixels that caught no electron
     are not dead, and masking them (with the margin kept around dead areas) would hide real
     disks next to them. Other bad areas (a chip gap, a beam stop): ``predict --mask``.
+
+    Parameters
+    ----------
+    mean_pattern : (K_x, K_y) mean of many detector frames.
+
+    Returns
+    -------
+    (K_x, K_y) bool, True on dead rows and columns.
     """
     empty = ~(np.isfinite(mean_pattern) & (mean_pattern != 0))
     dead = np.zeros(empty.shape, bool)
@@ -156,6 +206,17 @@ def aperture_disk(shape: tuple[int, int], dk_invA, radius_invA: float, supersamp
 
     Each pixel holds the fraction of its area inside the disk (``supersample``² sub-pixels), so
     the edge is anti-aliased like a measured probe. Maximum 1.
+
+    Parameters
+    ----------
+    shape : (H, W) pixels, q = 0 at (H//2, W//2).
+    dk_invA : pixel size, Å⁻¹ (one number or one per axis).
+    radius_invA : disk radius α/λ, Å⁻¹.
+    supersample : sub-pixels per pixel side for the edge.
+
+    Returns
+    -------
+    (H, W) float32, the fraction of each pixel inside the disk.
     """
     dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
     s = (np.arange(supersample) + 0.5) / supersample - 0.5
@@ -166,7 +227,19 @@ def aperture_disk(shape: tuple[int, int], dk_invA, radius_invA: float, supersamp
 
 
 def synthesised_probe(shape: tuple[int, int], dk_invA, energy_eV: float, semiangle_mrad: float) -> np.ndarray:
-    """Vacuum probe from the optics alone: an aperture disk of radius α/λ."""
+    """Vacuum probe from the optics alone: an aperture disk of radius α/λ.
+
+    Parameters
+    ----------
+    shape : (H, W) pixels, q = 0 at (H//2, W//2).
+    dk_invA : pixel size, Å⁻¹ (one number or one per axis).
+    energy_eV : beam energy, eV.
+    semiangle_mrad : convergence semi-angle α, mrad.
+
+    Returns
+    -------
+    (H, W) float32, 1 inside the disk, anti-aliased at its edge (:func:`aperture_disk`).
+    """
     return aperture_disk(shape, dk_invA, disk_radius_invA(semiangle_mrad, energy_eV))
 
 
@@ -176,6 +249,15 @@ def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[floa
     With ``radius_px`` the image is first correlated with a disk of that radius (finding the
     disk, not a hot pixel or a sharp Kikuchi crossing); the position is then refined as the
     intensity centroid of the pixels above half the maximum inside 1.5 radii.
+
+    Parameters
+    ----------
+    image : (H, W) pattern, e.g. the mean of a scan.
+    radius_px : the disk's radius, pixels (None: no disk correlation, a 1-pixel Gaussian smoothing).
+
+    Returns
+    -------
+    (i, j) in pixels, sub-pixel.
     """
     img = np.asarray(image, dtype=np.float64)
     img = img - np.median(img)
@@ -197,6 +279,18 @@ def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[floa
 
 
 def disk_radius_px(probe: np.ndarray) -> float:
-    """Radius (pixels) of a vacuum probe's bright disk: √(area above half maximum / π)."""
+    """Radius of a vacuum probe's bright disk: √(area above half maximum / π).
+
+    Parameters
+    ----------
+    probe : (H, W) vacuum pattern, any intensity scale.
+
+    Returns
+    -------
+    The radius in pixels (0 for an empty image).
+
+    >>> round(disk_radius_px(aperture_disk((64, 64), 0.01, 0.1)), 2)  # a disk of radius 10 pixels
+    9.92
+    """
     p = np.asarray(probe, dtype=np.float64)
     return float(np.sqrt((p >= 0.5 * p.max()).sum() / np.pi)) if p.max() > 0 else 0.0

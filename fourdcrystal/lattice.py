@@ -58,7 +58,17 @@ def _as_basis(g1, g2) -> np.ndarray:
 
 
 def check_basis(basis: np.ndarray, what: str = "g1, g2") -> np.ndarray:
-    """A usable basis: finite, both vectors non-zero, and not (nearly) collinear (angle ≥ 10°)."""
+    """A usable basis: finite, both vectors non-zero, and not (nearly) collinear (angle ≥ 10°).
+
+    Parameters
+    ----------
+    basis : (2, 2) columns g1, g2, Å⁻¹ (or pixels).
+    what : how the error message names the basis (an option, a file).
+
+    Returns
+    -------
+    The basis as float64; a bad one raises :class:`FourdError`.
+    """
     basis = np.asarray(basis, float)
     n1, n2 = np.linalg.norm(basis[:, 0]), np.linalg.norm(basis[:, 1])
     if not np.all(np.isfinite(basis)) or n1 == 0 or n2 == 0:
@@ -71,8 +81,20 @@ def check_basis(basis: np.ndarray, what: str = "g1, g2") -> np.ndarray:
 
 
 def reduce_basis(basis: np.ndarray) -> np.ndarray:
-    """Lagrange–Gauss reduction: the shortest basis of the same 2D lattice, g1 the shorter,
-    |g1·g2| ≤ |g1|²/2, and g1 × g2 > 0 (counter-clockwise)."""
+    """Lagrange–Gauss reduction: the shortest basis of the same 2D lattice.
+
+    Parameters
+    ----------
+    basis : (2, 2) columns g1, g2 of any basis of the lattice.
+
+    Returns
+    -------
+    (2, 2) columns: g1 the shorter, |g1·g2| ≤ |g1|²/2, and g1 × g2 > 0 (counter-clockwise).
+
+    >>> reduce_basis(np.array([[1.0, 3.0], [0.0, 1.0]]))  # g1 = (1, 0), g2 = (3, 1) → (0, 1)
+    array([[1., 0.],
+           [0., 1.]])
+    """
     a, b = np.asarray(basis, float)[:, 0].copy(), np.asarray(basis, float)[:, 1].copy()
     if a @ a > b @ b:
         a, b = b, a
@@ -88,7 +110,21 @@ def reduce_basis(basis: np.ndarray) -> np.ndarray:
 
 
 def index_vectors(q: np.ndarray, basis: np.ndarray, origin=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest lattice indices (h, k) of each vector and its distance from that lattice point."""
+    """Nearest lattice indices of each vector, and its distance from that lattice point.
+
+    Parameters
+    ----------
+    q : (n, 2) vectors, Å⁻¹.
+    basis : (2, 2) columns g1, g2, same units.
+    origin : the lattice point (0, 0), e.g. a fitted zero-beam offset.
+
+    Returns
+    -------
+    hk : (n, 2) integer indices; resid : (n,) distances |q − origin − h g1 − k g2|, same units.
+
+    >>> index_vectors(np.array([[2.02, 0.97]]), np.eye(2))
+    (array([[2, 1]]), array([0.03605551]))
+    """
     q = np.asarray(q, float).reshape(-1, 2)
     frac = np.linalg.solve(basis, (q - np.asarray(origin, float)).T).T
     hk = np.rint(frac)
@@ -180,15 +216,42 @@ def _first_per_index(hk: np.ndarray, w: np.ndarray, keep: np.ndarray) -> np.ndar
 
 
 def deformation(basis: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Real-space deformation gradient F = G⁻ᵀ G_refᵀ of a measured basis relative to a reference."""
+    """Real-space deformation gradient of a measured reciprocal basis relative to a reference.
+
+    Reciprocal vectors transform as g → F⁻ᵀ g when the crystal deforms by r → F r, so
+    F = G⁻ᵀ G_refᵀ with G the 2×2 matrix of columns g1, g2.
+
+    Parameters
+    ----------
+    basis : (2, 2) measured columns g1, g2, Å⁻¹.
+    reference : (2, 2) reference columns, same units and order.
+
+    Returns
+    -------
+    (2, 2) F, dimensionless; the identity when the two agree.
+
+    >>> deformation(np.eye(2) / 1.01, np.eye(2))  # reflections 1 % closer: lattice 1 % larger
+    array([[1.01, 0.  ],
+           [0.  , 1.01]])
+    """
     return np.linalg.inv(np.asarray(basis, float)).T @ np.asarray(reference, float).T
 
 
 def strain_rotation(f: np.ndarray) -> tuple[float, float, float, float]:
-    """(ε_xx, ε_yy, ε_xy, θ_deg) of a 2×2 deformation gradient by its polar decomposition F = V R(θ).
+    """Strain and rotation of a 2×2 deformation gradient by its polar decomposition F = V R(θ).
 
-    ε = V − I (fractions, detector frame), θ counter-clockwise from axis 0 towards axis 1,
-    degrees. A reflection (det F ≤ 0) gives NaNs.
+    Parameters
+    ----------
+    f : (2, 2) deformation gradient (:func:`deformation`).
+
+    Returns
+    -------
+    (ε_xx, ε_yy, ε_xy, θ): ε = V − I as fractions in the detector frame (ε_xy the tensor shear),
+    θ in degrees, counter-clockwise from axis 0 towards axis 1. A reflection (det F ≤ 0) gives NaNs.
+
+    >>> c, s = np.cos(np.radians(2.0)), np.sin(np.radians(2.0))
+    >>> [round(float(x), 6) for x in strain_rotation(np.diag([1.01, 0.99]) @ np.array([[c, -s], [s, c]]))]
+    [0.01, -0.01, 0.0, 2.0]
     """
     f = np.asarray(f, float)
     if not np.all(np.isfinite(f)) or np.linalg.det(f) <= 0:
@@ -200,7 +263,21 @@ def strain_rotation(f: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def lattice_points(basis: np.ndarray, max_q: float, origin=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """All lattice points (hk, q) with |q − origin| ≤ max_q."""
+    """All lattice points within a radius.
+
+    Parameters
+    ----------
+    basis : (2, 2) columns g1, g2, Å⁻¹.
+    max_q : radius, same units.
+    origin : the lattice point (0, 0).
+
+    Returns
+    -------
+    hk : (m, 2) indices; q : (m, 2) positions, with |q − origin| ≤ max_q.
+
+    >>> len(lattice_points(np.eye(2), 1.0)[0])  # (0, 0) and its four neighbours
+    5
+    """
     basis = np.asarray(basis, float)
     nmax = int(math.ceil(max_q / (abs(np.linalg.det(basis)) / max(np.linalg.norm(basis, axis=0))))) + 1
     h, k = np.meshgrid(np.arange(-nmax, nmax + 1), np.arange(-nmax, nmax + 1), indexing="ij")
@@ -220,6 +297,18 @@ def spots(q: np.ndarray, weights: np.ndarray, bin_width: float, min_relative: fl
     The vectors of many positions are histogrammed at ``bin_width`` (the units of q), smoothed by
     one bin, and each local maximum ≥ ``min_relative`` × the strongest becomes a spot at the
     weighted mean of the vectors within 2 bins.
+
+    Parameters
+    ----------
+    q : (n, 2) vectors of many scan positions, Å⁻¹ (or pixels).
+    weights : (n,) their intensities (negative ones count as 0).
+    bin_width : histogram bin, units of q.
+    min_relative : weakest spot kept, fraction of the strongest.
+    max_spots : at most this many spots.
+
+    Returns
+    -------
+    (m, 2) spot positions and (m,) summed weights, strongest first.
     """
     q = np.asarray(q, float).reshape(-1, 2)
     w = np.clip(np.asarray(weights, float), 0.0, None)
@@ -259,6 +348,17 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     to the smaller cell (two spots that skip a row of reflections span a sublattice, which
     indexes fewer spots). The winner is refined by a least-squares fit over the spots and
     Gauss-reduced.
+
+    Parameters
+    ----------
+    spot_q : (m, 2) spot positions from :func:`spots`, Å⁻¹, zero beam included.
+    spot_w : (m,) their weights.
+    tolerance : indexing tolerance, fraction of |shortest g|.
+    candidates : how many of the shortest candidate vectors are paired.
+
+    Returns
+    -------
+    (2, 2) reduced basis, columns g1, g2, units of ``spot_q``; :class:`FourdError` where no lattice is found.
     """
     spot_q = np.asarray(spot_q, float).reshape(-1, 2)
     spot_w = np.asarray(spot_w, float)
@@ -351,6 +451,15 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
     rotation R minimising |R C M − G| (Kabsch, proper rotations only) is found. Returns R C M and
     the relative mismatch |R C M − G| / |G|. Strain measured against it is absolute, as good as
     the detector's pixel-size calibration.
+
+    Parameters
+    ----------
+    crystal : (2, 2) the crystal's zero-order Laue zone basis C (columns, Å⁻¹, any in-plane orientation).
+    measured : (2, 2) the measured basis G (columns, Å⁻¹).
+
+    Returns
+    -------
+    The aligned crystal basis R C M (2, 2) and the relative mismatch |R C M − G| / |G|.
     """
     crystal, measured = np.asarray(crystal, float), np.asarray(measured, float)
     best = None

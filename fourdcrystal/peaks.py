@@ -50,7 +50,19 @@ class Peaks:
 def maxima_above(image: np.ndarray, min_relative: float, edge_px: int = 0,
                  mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(integer (i, j) of every 3×3 local maximum ≥ ``min_relative`` × the strongest, strongest first; the
-    strongest value). ``mask``: only maxima inside it, and the strongest value taken inside it."""
+    strongest value). ``mask``: only maxima inside it, and the strongest value taken inside it.
+
+    Parameters
+    ----------
+    image : (H, W) image.
+    min_relative : threshold, fraction of the strongest value.
+    edge_px : ignore maxima this close to the border, pixels.
+    mask : (H, W) bool, or None for the whole image.
+
+    Returns
+    -------
+    (n, 2) integer positions, strongest first, and the strongest value.
+    """
     img = np.asarray(image, dtype=np.float64)
     # true local maxima (3×3); spacing is enforced by suppress_close on circles, not by a wider square
     # filter, which would hide a peak behind the shoulder of a stronger one just outside the spacing
@@ -72,7 +84,17 @@ def maxima_above(image: np.ndarray, min_relative: float, edge_px: int = 0,
 
 def suppress_close(ij: np.ndarray, spacing_px: float) -> np.ndarray:
     """Keep-mask over maxima ``ij`` (strongest first): a maximum closer than ``spacing_px`` (on a circle) to a
-    stronger kept one is dropped. The maximum filter leaves few such pairs, so only those are resolved."""
+    stronger kept one is dropped. The maximum filter leaves few such pairs, so only those are resolved.
+
+    Parameters
+    ----------
+    ij : (n, 2) integer positions, strongest first.
+    spacing_px : smallest allowed distance, pixels.
+
+    Returns
+    -------
+    (n,) bool, True for the maxima kept.
+    """
     drop = np.zeros(len(ij), dtype=bool)
     if len(ij) > 1 and spacing_px > 0:
         from scipy.spatial import cKDTree
@@ -94,6 +116,16 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.
     ``mask`` (bool, image shape): maxima are kept only where it is True, and the threshold is
     relative to the strongest value inside it. Maxima are found on the whole image first, so a
     shoulder cut by the mask's edge does not become a maximum.
+
+    Parameters
+    ----------
+    image : (H, W) image.
+    config : threshold (fraction of the strongest), spacing and edge (pixels), cap on the count.
+    mask : (H, W) bool, or None.
+
+    Returns
+    -------
+    (n, 2) integer positions, strongest first.
     """
     ij, _ = maxima_above(image, config.min_relative, config.edge_px, mask)
     keep = ij[suppress_close(ij, config.min_spacing_px)][:config.max_peaks]
@@ -101,7 +133,20 @@ def local_maxima(image: np.ndarray, config: PeakConfig = PeakConfig(), mask: np.
 
 
 def parabolic_offsets(image: np.ndarray, ij: np.ndarray) -> np.ndarray:
-    """Sub-pixel offsets (−0.5…0.5) of maxima ``ij`` from a 3-point parabola per axis."""
+    """Sub-pixel offsets of maxima from a 3-point parabola per axis.
+
+    Parameters
+    ----------
+    image : (H, W) image.
+    ij : (n, 2) integer positions of its maxima, pixels.
+
+    Returns
+    -------
+    (n, 2) offsets in pixels, each in −0.5…0.5 (0 where the neighbourhood is flat or not curved downward).
+
+    >>> parabolic_offsets(np.array([[0.0, 1.0, 0.0], [1.0, 3.0, 2.0], [0.0, 2.0, 0.0]]), [[1, 1]])
+    array([[0.16666667, 0.16666667]])
+    """
     img = np.asarray(image, dtype=np.float64)
     ij = np.asarray(ij, dtype=int).reshape(-1, 2)
     h, w = img.shape
@@ -120,6 +165,17 @@ def dft_upsample(spectrum: np.ndarray, centre: np.ndarray, upsample: int, half_w
     """The inverse FFT of ``spectrum`` on a grid of step 1/``upsample`` px around ``centre`` (i, j).
 
     Computed by two small matrix products instead of a huge zero-padded FFT.
+
+    Parameters
+    ----------
+    spectrum : (H, W) FFT of the image.
+    centre : (i, j) centre of the fine grid, pixels.
+    upsample : fine-grid steps per pixel.
+    half_width_px : half width of the fine grid, pixels.
+
+    Returns
+    -------
+    (n, n) real image on the fine grid, n = ceil(2·half_width·upsample) + 1.
     """
     h, w = spectrum.shape
     n = int(np.ceil(2 * half_width_px * upsample)) + 1
@@ -132,7 +188,18 @@ def dft_upsample(spectrum: np.ndarray, centre: np.ndarray, upsample: int, half_w
 
 def dft_refine(spectrum: np.ndarray, start_px: np.ndarray, upsample: int) -> np.ndarray:
     """Positions (m, 2) moved to the maximum of the inverse FFT of ``spectrum`` on a grid of
-    1/``upsample`` px within ±1.5 px of ``start_px``."""
+    1/``upsample`` px within ±1.5 px of ``start_px``.
+
+    Parameters
+    ----------
+    spectrum : (H, W) FFT of the image.
+    start_px : (m, 2) starting positions, pixels.
+    upsample : fine-grid steps per pixel.
+
+    Returns
+    -------
+    (m, 2) refined positions, pixels.
+    """
     start_px = np.asarray(start_px, float).reshape(-1, 2)
     pos = np.empty_like(start_px)
     for n, start in enumerate(start_px):
@@ -144,8 +211,20 @@ def dft_refine(spectrum: np.ndarray, start_px: np.ndarray, upsample: int) -> np.
 
 def find_peaks(image: np.ndarray, config: PeakConfig = PeakConfig(), spectrum: np.ndarray | None = None,
                mask: np.ndarray | None = None) -> Peaks:
-    """Peaks of ``image`` (only where ``mask`` is True, if given); for ``subpixel="dft"`` pass
-    ``spectrum`` = FFT of the (unsmoothed) image."""
+    """Peaks of an image: local maxima above a threshold, at least a spacing apart, refined to sub-pixel.
+
+    Parameters
+    ----------
+    image : (H, W) image (a predicted V_g map or a correlation map).
+    config : threshold (fraction of the strongest maximum), spacing and edge (pixels), the cap on
+        their number, and the sub-pixel method (none, parabolic, dft).
+    spectrum : for ``subpixel="dft"``, the FFT of the unsmoothed image (computed when None).
+    mask : (H, W) bool; maxima only where True.
+
+    Returns
+    -------
+    :class:`Peaks`, strongest first: positions in pixels (axis 0, axis 1) and the image's values there.
+    """
     img = np.asarray(image, dtype=np.float64)
     ij = local_maxima(img, config, mask)
     if len(ij) == 0:
@@ -163,14 +242,41 @@ def find_peaks(image: np.ndarray, config: PeakConfig = PeakConfig(), spectrum: n
 
 
 def to_reciprocal(peaks: Peaks, shape: tuple[int, int], k_sampling_invA) -> np.ndarray:
-    """(n, 2) q in Å⁻¹ relative to q = 0 at pixel (H//2, W//2)."""
+    """Peak positions as reciprocal-space vectors.
+
+    Parameters
+    ----------
+    peaks : positions in pixels.
+    shape : (H, W) of the image the peaks came from; q = 0 is pixel (H//2, W//2).
+    k_sampling_invA : pixel size, Å⁻¹ (one number or one per axis).
+
+    Returns
+    -------
+    (n, 2) q in Å⁻¹ along axes 0 and 1.
+
+    >>> to_reciprocal(Peaks(np.array([[66.0, 64.0]]), np.ones(1)), (128, 128), 0.03)
+    array([[0.06, 0.  ]])
+    """
     dk = np.broadcast_to(np.asarray(k_sampling_invA, dtype=float), (2,))
     centre = np.array([shape[0] // 2, shape[1] // 2], dtype=float)
     return (peaks.pos_px - centre) * dk
 
 
 def match_peaks(pred_px: np.ndarray, true_px: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matches within ``radius_px``, closest pairs first: (pred index, true index) arrays."""
+    """One-to-one matches of found peaks to true peaks, closest pairs first.
+
+    Parameters
+    ----------
+    pred_px, true_px : (n, 2) and (m, 2) positions, pixels.
+    radius_px : largest distance of a match, pixels.
+
+    Returns
+    -------
+    Two equal-length integer arrays: indices into ``pred_px`` and into ``true_px`` of the matched pairs.
+
+    >>> match_peaks(np.array([[0.0, 0.0], [5.0, 5.0]]), np.array([[0.5, 0.0], [9.0, 9.0]]), 2.0)
+    (array([0]), array([0]))
+    """
     if len(pred_px) == 0 or len(true_px) == 0:
         return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
     d = np.linalg.norm(pred_px[:, None, :] - true_px[None, :, :], axis=-1)

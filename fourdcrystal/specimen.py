@@ -98,7 +98,19 @@ class Specimen:
 
 
 def check_zone_axis(uvw) -> tuple[int, int, int]:
-    """Validate ``[uvw]``: three integers, not all zero; reduced by their gcd."""
+    """Validate ``[uvw]``: three integers, not all zero; reduced by their gcd.
+
+    Parameters
+    ----------
+    uvw : three integers, a direction of the conventional cell.
+
+    Returns
+    -------
+    (u, v, w) divided by their greatest common divisor; a bad one raises :class:`FourdError`.
+
+    >>> check_zone_axis((2, 2, 0))
+    (1, 1, 0)
+    """
     try:
         vals = [float(x) for x in uvw]
     except (TypeError, ValueError):
@@ -113,7 +125,16 @@ def check_zone_axis(uvw) -> tuple[int, int, int]:
 
 
 def tilt_rotation(tilt_mrad) -> np.ndarray:
-    """Rigid rotation taking +z to the direction (tan θx, tan θy, 1) about the axis ẑ × n."""
+    """Rigid rotation taking +z to the direction (tan θx, tan θy, 1) about the axis ẑ × n.
+
+    Parameters
+    ----------
+    tilt_mrad : (θx, θy), mrad.
+
+    Returns
+    -------
+    (3, 3) rotation matrix acting on column vectors.
+    """
     tx, ty = (math.tan(float(x) * 1e-3) for x in tilt_mrad)
     n = np.array([tx, ty, 1.0]) / math.sqrt(1 + tx * tx + ty * ty)
     axis = np.cross([0.0, 0.0, 1.0], n)
@@ -127,6 +148,16 @@ def tilt_rotation(tilt_mrad) -> np.ndarray:
 
 
 def check_tilt(tilt_mrad) -> tuple[float, float]:
+    """Validate a tilt (θx, θy): within the small-angle limit.
+
+    Parameters
+    ----------
+    tilt_mrad : (θx, θy), mrad.
+
+    Returns
+    -------
+    (θx, θy) as floats; a tilt above the limit raises :class:`FourdError`.
+    """
     tx, ty = (float(x) for x in tilt_mrad)
     if math.hypot(tx, ty) > MAX_TILT_MRAD + 1e-9:
         raise FourdError(f"tilt ({tx:g}, {ty:g}) mrad exceeds the small-angle limit of {MAX_TILT_MRAD:g} mrad")
@@ -134,7 +165,16 @@ def check_tilt(tilt_mrad) -> tuple[float, float]:
 
 
 def check_strain(strain) -> tuple[float, float, float]:
-    """Validate an in-plane strain (ε_xx, ε_yy, ε_xy) given as fractions (0.01 = 1 %)."""
+    """Validate an in-plane strain (ε_xx, ε_yy, ε_xy) given as fractions (0.01 = 1 %).
+
+    Parameters
+    ----------
+    strain : (ε_xx, ε_yy, ε_xy), fractions.
+
+    Returns
+    -------
+    The three as floats; non-finite or implausibly large values raise :class:`FourdError`.
+    """
     try:
         vals = tuple(float(x) for x in strain)
     except (TypeError, ValueError):
@@ -163,7 +203,17 @@ def strain_matrix(strain) -> np.ndarray:
 
 
 def zone_axis_frame(lattice: np.ndarray, uvw) -> np.ndarray:
-    """Rotation R (rows x̂, ŷ, ẑ) taking crystal Cartesian vectors to the φ = 0 frame, t ∥ +z."""
+    """Rotation R (rows x̂, ŷ, ẑ) taking crystal Cartesian vectors to the φ = 0 frame, t ∥ +z.
+
+    Parameters
+    ----------
+    lattice : (3, 3) rows a1, a2, a3 of the conventional cell, Å.
+    uvw : the zone axis.
+
+    Returns
+    -------
+    (3, 3) rotation, rows x̂, ŷ, ẑ in crystal Cartesian coordinates.
+    """
     lattice = np.asarray(lattice, float)
     t = np.asarray(uvw, float) @ lattice
     z = t / np.linalg.norm(t)
@@ -177,6 +227,19 @@ def zone_axis_frame(lattice: np.ndarray, uvw) -> np.ndarray:
 
 
 def rotation_z(phi_deg: float) -> np.ndarray:
+    """Rotation about +z by φ, counter-clockwise seen from +z.
+
+    Parameters
+    ----------
+    phi_deg : φ, degrees.
+
+    Returns
+    -------
+    (3, 3) rotation matrix acting on column vectors.
+
+    >>> rotation_z(90.0).round(12) @ [1.0, 0.0, 0.0]
+    array([0., 1., 0.])
+    """
     c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -186,7 +249,16 @@ def _wrap_deg(a):
 
 
 def green_strain(cell_from: np.ndarray, cell_to: np.ndarray) -> float:
-    """Largest |principal Green-Lagrange strain| of the map taking rows of cell_from to cell_to."""
+    """Largest |principal Green-Lagrange strain| of the map taking rows of cell_from to cell_to.
+
+    Parameters
+    ----------
+    cell_from, cell_to : (3, 3) rows of two cells, Å.
+
+    Returns
+    -------
+    The largest |principal Green–Lagrange strain|, a fraction (0 for a rotation).
+    """
     f = np.linalg.solve(cell_from, cell_to)  # row vectors: r' = r F
     e = 0.5 * (f @ f.T - np.eye(3))
     return float(np.max(np.abs(np.linalg.eigvalsh(0.5 * (e + e.T)))))
@@ -196,12 +268,37 @@ def green_strain(cell_from: np.ndarray, cell_to: np.ndarray) -> float:
 
 
 def axis_text(uvw) -> str:
-    """``[u v w]`` for messages and titles."""
+    """``[u v w]`` for messages and titles.
+
+    Parameters
+    ----------
+    uvw : three integers.
+
+    Returns
+    -------
+    The text, e.g. ``[1 1 0]``.
+
+    >>> axis_text((1, 1, 0))
+    '[1 1 0]'
+    """
     return "[" + " ".join(str(int(x)) for x in uvw) + "]"
 
 
 def period_z_A(lattice: np.ndarray, uvw) -> float:
-    """|t| = |u a1 + v a2 + w a3|: the repeat distance of the crystal along the beam, Å."""
+    """|t| = |u a1 + v a2 + w a3|: the repeat distance of the crystal along the beam, Å.
+
+    Parameters
+    ----------
+    lattice : (3, 3) rows a1, a2, a3, Å.
+    uvw : the zone axis.
+
+    Returns
+    -------
+    |t| in Å.
+
+    >>> round(period_z_A(5.431 * np.eye(3), (1, 1, 0)), 4)
+    7.6806
+    """
     return float(np.linalg.norm(np.asarray(uvw, float) @ np.asarray(lattice, float)))
 
 
@@ -224,6 +321,19 @@ def find_periodic_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A:
     ``phi_tol_deg`` may be a sequence of widening tolerances: the first that admits a cell wins
     (the lattice vectors are enumerated once for all of them). Returns None where no cell meets
     the limits.
+
+    Parameters
+    ----------
+    lattice : (3, 3) rows a1, a2, a3 of the conventional cell, Å.
+    uvw : the zone axis.
+    phi_deg : requested in-plane rotation, degrees.
+    lateral_size_A : largest side of the cell, Å.
+    strain_tol : largest strain accepted to square a nearly rectangular cell, fraction.
+    phi_tol_deg : tolerance on φ, degrees (or widening tolerances).
+
+    Returns
+    -------
+    The :class:`CellPlan`, or None.
     """
     lattice = np.asarray(lattice, float)
     uvw = np.asarray(uvw, int)
@@ -278,6 +388,20 @@ def plan_cell(lattice: np.ndarray, uvw, phi_deg: float, lateral_size_A: float, s
     matters more for training data than the exact φ of a uniform draw; both are recorded);
     "cut" — the exactly rotated cut box; "error" — refuse. "nearest" falls back to a cut box
     when no periodic cell fits at any φ.
+
+    Parameters
+    ----------
+    lattice : (3, 3) rows a1, a2, a3 of the conventional cell, Å.
+    uvw : the zone axis.
+    phi_deg : requested in-plane rotation, degrees.
+    lateral_size_A : lateral box size, Å.
+    strain_tol : largest strain accepted to square a cell, fraction.
+    phi_tol_deg : tolerance on φ, degrees.
+    fallback : nearest, cut or error.
+
+    Returns
+    -------
+    The :class:`CellPlan` (periodic or cut box, realised φ, squaring strain).
     """
     lattice = np.asarray(lattice, float)
     uvw = check_zone_axis(uvw)
@@ -320,6 +444,20 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
     ``tilt_mode``: "beam" (atoms untilted, the probe is tilted) or "atoms" (rigid rotation).
     ``strain``: homogeneous in-plane strain (ε_xx, ε_yy, ε_xy), fractions, specimen frame,
     applied to the planned (unstrained) cell; the returned ``plan`` is the realised one.
+
+    Parameters
+    ----------
+    structure : pymatgen Structure, the conventional cell.
+    zone_axis : [uvw] of the conventional cell, put along +z.
+    phi_deg : in-plane rotation, degrees, counter-clockwise seen from +z.
+    tilt_mrad : (θx, θy), mrad.
+    lateral_size_A : lateral box, Å.
+    thickness_A : thickness or thickness series, Å.
+    strain_tol, phi_tol_deg, plan : see :func:`plan_cell`; ``plan`` skips the planning.
+
+    Returns
+    -------
+    :class:`Specimen`: the atoms (Å), the cell plan, the exit-plane thicknesses and the geometry in ``info``.
     """
     from ase import Atoms
 
@@ -404,6 +542,17 @@ def distinct_zone_axes(structure: Structure, max_index: int, drop_equivalent: bo
 
     With ``drop_equivalent`` axes related by the crystal's point group are kept once (the
     representative is the first in the sort order).
+
+    Parameters
+    ----------
+    structure : pymatgen Structure, the conventional cell.
+    max_index : largest |u|, |v|, |w|.
+    drop_equivalent : keep one axis of each symmetry-equivalent family.
+    symprec : symmetry tolerance, Å.
+
+    Returns
+    -------
+    The zone axes as (u, v, w) tuples.
     """
     rng = range(-max_index, max_index + 1)
     cands = set()

@@ -13,7 +13,8 @@ import pytest
 from fourdcrystal.errors import FourdError
 from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
 from fourdcrystal.io.readers import open_4d
-from fourdcrystal.predict import DataCalibration, PredictConfig, _Result, calibration_warnings, predict, quality_note
+from fourdcrystal.io.results import ResultFile
+from fourdcrystal.predict import DataCalibration, PredictConfig, calibration_warnings, predict, quality_note
 from fourdcrystal.simulation import shards
 
 from .conftest import run_cli
@@ -164,7 +165,7 @@ def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
     cfg = PredictConfig(chunk_positions=2, baseline=True, save_maps=True)
     fresh = predict(weights, str(src), tmp_path / "fresh.h5", cfg, opts)
     calls = []
-    real_append = _Result.append
+    real_append = ResultFile.append
 
     def dying_append(self, start, chunk):
         real_append(self, start, chunk)
@@ -172,11 +173,11 @@ def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed after two chunks were committed
 
-    monkeypatch.setattr(_Result, "append", dying_append)
+    monkeypatch.setattr(ResultFile, "append", dying_append)
     with pytest.raises(KeyboardInterrupt):
         predict(weights, str(src), tmp_path / "r.h5", cfg, opts)
     assert not (tmp_path / "r.h5").exists() and (tmp_path / "r.h5.partial").exists()
-    monkeypatch.setattr(_Result, "append", real_append)
+    monkeypatch.setattr(ResultFile, "append", real_append)
     resumed = predict(weights, str(src), tmp_path / "r.h5", cfg, opts)
     assert resumed["processed_this_run"] == 2 and fresh["processed_this_run"] == 6
     for m in ("model", "baseline"):
@@ -187,7 +188,7 @@ def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
         for k in ("virtual_bf", "mean_pattern", "model/bragg_vector_map"):
             np.testing.assert_array_equal(fa[k][()], fb[k][()], err_msg=k)
     # a different setting does not silently mix with an unfinished run
-    monkeypatch.setattr(_Result, "append", dying_append)
+    monkeypatch.setattr(ResultFile, "append", dying_append)
     calls.clear()
     with pytest.raises(KeyboardInterrupt):
         predict(weights, str(src), tmp_path / "s.h5", cfg, opts)
@@ -203,7 +204,7 @@ def test_resume_after_kill_redoes_nothing(model, scan, tmp_path, monkeypatch):
     arr = np.load(changed)
     arr[0, 0, 3, 3] += 1.0
     np.save(changed, arr)
-    monkeypatch.setattr(_Result, "append", real_append)
+    monkeypatch.setattr(ResultFile, "append", real_append)
     with pytest.raises(FourdError, match="unfinished run with other settings"):
         predict(weights, str(changed), tmp_path / "c.h5", cfg, opts)
 
@@ -514,7 +515,9 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     data = tmp_path / "scan.npy"
     np.save(data, np.ones((2, 2, 16, 16), np.float32))
     cal = DataCalibration(k_pixel_invA=0.02, energy_eV=200e3, semiangle_mrad=2.0)
-    prep = {"centre_px": [8.0, 8.0], "probe": np.ones((16, 16), np.float32), "usable": np.ones((16, 16), bool)}
+    from types import SimpleNamespace
+
+    prep = SimpleNamespace(centre_px=[8.0, 8.0], probe=np.ones((16, 16), np.float32), usable=np.ones((16, 16), bool))
     base = PredictConfig()
 
     def fp(config):
@@ -532,5 +535,5 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
         changed = fp(dataclasses.replace(base, **{f.name: new})) != fp(base)
         assert changed == (f.name not in FINGERPRINT_EXCLUDED), f.name
     assert fp(base) == fp(PredictConfig())
-    prep2 = dict(prep, probe=prep["probe"] * 2)
+    prep2 = SimpleNamespace(centre_px=prep.centre_px, probe=prep.probe * 2, usable=prep.usable)
     assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep2) != fp(base)

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -240,6 +241,28 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
+@dataclass
+class _Totals:
+    """Sums over the samples seen (a value times its sample count), summed over ranks by :meth:`reduced`."""
+
+    loss: float = 0.0
+    vg_mse: float = 0.0
+    qz_wmse: float = 0.0
+    vg_nmse: float = 0.0
+    samples: float = 0.0
+
+    def add(self, n: float, **values: float) -> None:
+        for name, value in values.items():
+            setattr(self, name, getattr(self, name) + value * n)
+        self.samples += n
+
+    def reduced(self, dist: _Dist) -> _Totals:
+        return _Totals(*dist.all_sum([getattr(self, f.name) for f in fields(self)]))
+
+    def mean(self, name: str) -> float:
+        return getattr(self, name) / max(self.samples, 1.0)
+
+
 def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
                    amp: bool = False, vg_loss: str = "nmse") -> dict:
     """Mean vg MSE and NMSE, V_g-weighted qz MSE, and the weighted sum of the vg term (``vg_loss``) and the
@@ -248,7 +271,7 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
 
     model.eval()
     mine = list(range(dist.rank, len(ds), dist.world))
-    sums = [0.0, 0.0, 0.0, 0.0]  # per-sample vg MSE, qz wMSE, count, vg NMSE: means below
+    totals = _Totals()
     with torch.no_grad():
         for start in range(0, len(mine), batch_size):
             items = [ds[i] for i in mine[start:start + batch_size]]
@@ -256,16 +279,14 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
             with _autocast(dist.device, amp):
                 pred = model(batch["cbed"], batch["probe"])
             for j in range(len(items)):
-                sums[0] += float(vg_mse(pred["vg"][j], batch["vg"][j]))
-                sums[1] += float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j]))
-                sums[2] += 1.0
-                sums[3] += float(vg_nmse(pred["vg"][j], batch["vg"][j]))
-    vg_sum, qz_sum, n, nmse_sum = dist.all_sum(sums)
-    n = max(n, 1.0)
-    vg, qz, nmse = vg_sum / n, qz_sum / n, nmse_sum / n
+                totals.add(1.0, vg_mse=float(vg_mse(pred["vg"][j], batch["vg"][j])),
+                           qz_wmse=float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j])),
+                           vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])))
+    totals = totals.reduced(dist)
+    vg, qz, nmse = totals.mean("vg_mse"), totals.mean("qz_wmse"), totals.mean("vg_nmse")
     term = nmse if vg_loss == "nmse" else vg
     return {"vg_mse": vg, "vg_nmse": nmse, "qz_wmse": qz, "loss": weights[0] * term + weights[1] * qz,
-            "samples": int(n)}
+            "samples": int(max(totals.samples, 1.0))}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -289,132 +310,39 @@ def train_model(dataset: str | Path, cfg: dict, resume: bool = False, overwrite:
 def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool, epochs_this_run: int | None,
            init) -> dict:
     out = Path(cfg["out"])
-    index, where, info = open_dataset(dataset)
-    for split in ("train", "val"):
-        if not where[split]:
-            raise FourdError(f"{dataset}: the {split} split is empty ({info.split_counts[split]} samples); "
-                             f"simulate more crystals or raise {split}_fraction in simulate")
-    mcfg = FCUNetConfig(**cfg["model"])
-    h, w = info.shape
-    if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
-        raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
-                         f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
-    init_model = None
-    if init is not None:  # checked before the output folder exists
-        init_model, init_card = load_model(init)
-        if init_model.config != mcfg:
-            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
-                             f"train.model {mcfg.as_dict()}")
-        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
-            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
-                             f"this dataset has {h}×{w}")
+    where, info, mcfg, init_model = _check_inputs(dataset, cfg, init)
     record = _run_record(cfg, info)
     from ..atomic import check_writable
 
     check_writable(out, "model")
     ckpt = _prepare_out(out, record, resume, overwrite, dist)
+    run = _build(dataset, cfg, dist, where, mcfg, init_model)
+    start_epoch, history, best = _restore(run, ckpt, dist) if ckpt is not None else (0, [], _Best())
+    if ckpt is not None and dist.main:
+        log.info("resuming %s after epoch %d of %d", out, start_epoch, cfg["epochs"])
 
-    seed = cfg["seed"]
-    torch.manual_seed(seed)
-    scale = qz_scale(dataset, where["train"], seed=seed)
-    aug = AugmentConfig.from_dict(cfg["augment"]) if cfg["augment"]["enabled"] else None
-    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed)
-    val_ds = ShardDataset(dataset, where["val"], scale)
-
-    model = FCUNet(mcfg)
-    if init_model is not None:
-        model.load_state_dict(init_model.state_dict())
-    model.to(dist.device)
-    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],
-                            cfg["vg_loss"]).to(dist.device)
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
-    steps_per_epoch = math.ceil(len(sampler) / cfg["batch_size"])
-    total = steps_per_epoch * cfg["epochs"]
-    warm = int(round(cfg["warmup_epochs"] * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, cfg["schedule"]))
-    use_amp = cfg["amp"] and dist.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-
-    start_epoch, history, best = 0, [], {"loss": math.inf, "epoch": -1, "state": None}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        loss_fn.load_state_dict(ckpt["loss"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if dist.device.type == "cuda" and ckpt.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"][min(dist.rank, len(ckpt["rng_cuda"]) - 1)], dist.device)
-        start_epoch, history = int(ckpt["epoch"]) + 1, list(ckpt["history"])
-        best = {"loss": float(ckpt["best_loss"]), "epoch": int(ckpt["best_epoch"]), "state": ckpt["best_model"]}
-        if dist.main:
-            log.info("resuming %s after epoch %d of %d", out, start_epoch, cfg["epochs"])
-
-    step: nn.Module = _Step(torch.compile(model) if cfg["compile"] else model, loss_fn)
+    step: nn.Module = _Step(torch.compile(run.model) if cfg["compile"] else run.model, run.loss_fn)
     if dist.world > 1:
         step = nn.parallel.DistributedDataParallel(step, device_ids=[dist.device.index] if dist.device.type == "cuda"
                                                    else None)
-    epoch_sampler = _EpochSampler(sampler)
-    loader = _loader(train_ds, epoch_sampler, cfg["batch_size"], cfg["loader_workers"], dist.device.type == "cuda")
-    weights = (cfg["vg_weight"], cfg["qz_weight"])
+    epoch_sampler = _EpochSampler(run.sampler)
+    loader = _loader(run.train_ds, epoch_sampler, cfg["batch_size"], cfg["loader_workers"],
+                     dist.device.type == "cuda")
     stop_reason = None
     ran, drawn = 0, -math.inf
     for epoch in range(start_epoch, cfg["epochs"]):
         if epochs_this_run is not None and ran >= epochs_this_run:
             stop_reason = "epochs_this_run"
             break
-        if cfg["patience"] and best["epoch"] >= 0 and epoch - 1 - best["epoch"] >= cfg["patience"]:
+        if cfg["patience"] and best.epoch >= 0 and epoch - 1 - best.epoch >= cfg["patience"]:
             stop_reason = "early_stopping"
             break
-        t0 = time.perf_counter()
-        step.train()
-        epoch_sampler.set_epoch(epoch)
-        sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss, vg MSE, qz, samples, vg NMSE
-        with bar(total=len(sampler) * dist.world, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="pattern",
-                 disable=not dist.main) as pbar:
-            for batch in loader:
-                batch = _to(batch, dist.device)
-                with _autocast(dist.device, use_amp):
-                    loss, parts = step(batch)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg["grad_clip"] > 0:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                n = batch["cbed"].shape[0]
-                # one device-to-host copy per step, not three
-                value, vg, qz, nmse = torch.stack([loss.detach(), parts["vg_mse"], parts["qz_wmse"],
-                                                   parts["vg_nmse"]]).tolist()
-                sums = [sums[0] + value * n, sums[1] + vg * n, sums[2] + qz * n, sums[3] + n, sums[4] + nmse * n]
-                pbar.update(n * dist.world)
-                pbar.set_postfix(loss=f"{value:.4g}")
-        loss_sum, vg_sum, qz_sum, n_seen, nmse_sum = dist.all_sum(sums)
-        dist.sync_buffers(model)
-        train_seconds = time.perf_counter() - t0
-        val = evaluate_split(model, val_ds, dist, cfg["batch_size"], weights, use_amp, cfg["vg_loss"])
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / n_seen, "train_vg_mse": vg_sum / n_seen,
-               "train_vg_nmse": nmse_sum / n_seen, "train_qz_wmse": qz_sum / n_seen, "val_loss": val["loss"],
-               "val_vg_mse": val["vg_mse"], "val_vg_nmse": val["vg_nmse"], "val_qz_wmse": val["qz_wmse"],
-               "lr": opt.param_groups[0]["lr"],
-               "samples_per_s": n_seen / train_seconds, "seconds": time.perf_counter() - t0}
-        if loss_fn.log_var is not None:
-            row["task_weights"] = [float(x) for x in torch.exp(-loss_fn.log_var.detach().cpu())]
+        row = _run_epoch(run, step, loader, epoch_sampler, epoch, cfg, dist)
         history.append(row)
-        if val["loss"] < best["loss"]:
-            best = {"loss": val["loss"], "epoch": epoch, "state": {k: v.detach().cpu().clone()
-                                                                   for k, v in model.state_dict().items()}}
+        if row["val_loss"] < best.loss:
+            best = _Best(row["val_loss"], epoch, {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
         if dist.main:
-            save_state(out / CHECKPOINT, {
-                "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if dist.device.type == "cuda" else None,
-                "epoch": epoch, "history": history, "best_loss": best["loss"], "best_epoch": best["epoch"],
-                "best_model": best["state"]})
+            _save_checkpoint(out, run, epoch, history, best, dist.device.type == "cuda")
             # the PNG at most every 10 s (epochs of a tiny run take less than drawing it) and at the end
             last = epoch + 1 == cfg["epochs"] or (epochs_this_run is not None and ran + 1 >= epochs_this_run)
             plot = last or time.perf_counter() - drawn >= 10.0
@@ -433,7 +361,7 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
         return {"finished": False, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out)}
 
     # the ranks must hold the same weights: DDP averages gradients, so any drift is a bug
-    digest = _checksum(model)
+    digest = _checksum(run.model)
     agreed = True
     if dist.world > 1:
         digests: list = [None] * dist.world
@@ -441,28 +369,179 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
         agreed = len(set(digests)) == 1
         if not agreed:
             raise RuntimeError(f"ranks hold different weights after training: {digests}")
-    card = {
-        "name": out.name, "architecture": mcfg.as_dict(), "parameters": parameter_count(model),
+    card = _card(dataset, cfg, run, info, mcfg, record, history, best, stop_reason, dist, agreed)
+    if dist.main:
+        card = save_model(out / WEIGHTS, best.state if best.state is not None else run.model.state_dict(), card)
+    dist.barrier()
+    return {"finished": True, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out), "card": card,
+            "final_weights_sha256": digest}
+
+
+def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetConfig, nn.Module | None]:
+    """The dataset's splits and shape, the architecture, and the model to start from; every check here runs
+    before the output folder exists."""
+    _, where, info = open_dataset(dataset)
+    for split in ("train", "val"):
+        if not where[split]:
+            raise FourdError(f"{dataset}: the {split} split is empty ({info.split_counts[split]} samples); "
+                             f"simulate more crystals or raise {split}_fraction in simulate")
+    mcfg = FCUNetConfig(**cfg["model"])
+    h, w = info.shape
+    if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
+        raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
+                         f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
+    init_model = None
+    if init is not None:
+        init_model, init_card = load_model(init)
+        if init_model.config != mcfg:
+            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
+                             f"train.model {mcfg.as_dict()}")
+        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
+            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
+                             f"this dataset has {h}×{w}")
+    return where, info, mcfg, init_model
+
+
+@dataclass
+class _Best:
+    """The best validation loss so far, its epoch (0-based; −1: none yet) and the weights then."""
+
+    loss: float = math.inf
+    epoch: int = -1
+    state: dict | None = None
+
+
+@dataclass
+class _Run:
+    """Everything an epoch needs: data, network, loss, optimiser and schedule."""
+
+    cfg: dict
+    scale: float
+    train_ds: ShardDataset
+    val_ds: ShardDataset
+    model: nn.Module
+    loss_fn: MultiTaskLoss
+    params: list
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    sampler: DistributedSampler
+    use_amp: bool
+
+
+def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfig, init_model) -> _Run:
+    """Datasets, network, loss, optimiser, schedule; the seed is set first, so a run draws the same weights,
+    sample order and augmentation every time."""
+    seed = cfg["seed"]
+    torch.manual_seed(seed)
+    scale = qz_scale(dataset, where["train"], seed=seed)
+    aug = AugmentConfig.from_dict(cfg["augment"]) if cfg["augment"]["enabled"] else None
+    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed)
+    val_ds = ShardDataset(dataset, where["val"], scale)
+    model = FCUNet(mcfg)
+    if init_model is not None:
+        model.load_state_dict(init_model.state_dict())
+    model.to(dist.device)
+    loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],
+                            cfg["vg_loss"]).to(dist.device)
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
+    steps_per_epoch = math.ceil(len(sampler) / cfg["batch_size"])
+    total = steps_per_epoch * cfg["epochs"]
+    warm = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, cfg["schedule"]))
+    use_amp = cfg["amp"] and dist.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    return _Run(cfg, scale, train_ds, val_ds, model, loss_fn, params, opt, sched, scaler, sampler, use_amp)
+
+
+def _restore(run: _Run, ckpt: dict, dist: _Dist) -> tuple[int, list[dict], _Best]:
+    """Load a checkpoint into the run; the first epoch still to do, the history and the best so far."""
+    run.model.load_state_dict(ckpt["model"])
+    run.loss_fn.load_state_dict(ckpt["loss"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    if dist.device.type == "cuda" and ckpt.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng_cuda"][min(dist.rank, len(ckpt["rng_cuda"]) - 1)], dist.device)
+    best = _Best(float(ckpt["best_loss"]), int(ckpt["best_epoch"]), ckpt["best_model"])
+    return int(ckpt["epoch"]) + 1, list(ckpt["history"]), best
+
+
+def _run_epoch(run: _Run, step: nn.Module, loader: DataLoader, epoch_sampler: _EpochSampler, epoch: int, cfg: dict,
+               dist: _Dist) -> dict:
+    """One pass over the train split, then the validation split; the epoch's row of the history."""
+    t0 = time.perf_counter()
+    step.train()
+    epoch_sampler.set_epoch(epoch)
+    totals = _Totals()
+    with bar(total=len(run.sampler) * dist.world, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="pattern",
+             disable=not dist.main) as pbar:
+        for batch in loader:
+            batch = _to(batch, dist.device)
+            with _autocast(dist.device, run.use_amp):
+                loss, parts = step(batch)
+            run.opt.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            if cfg["grad_clip"] > 0:
+                run.scaler.unscale_(run.opt)
+                torch.nn.utils.clip_grad_norm_(run.params, cfg["grad_clip"])
+            run.scaler.step(run.opt)
+            run.scaler.update()
+            run.sched.step()
+            n = batch["cbed"].shape[0]
+            # one device-to-host copy per step, not three
+            value, vg, qz, nmse = torch.stack([loss.detach(), parts["vg_mse"], parts["qz_wmse"],
+                                               parts["vg_nmse"]]).tolist()
+            totals.add(n, loss=value, vg_mse=vg, qz_wmse=qz, vg_nmse=nmse)
+            pbar.update(n * dist.world)
+            pbar.set_postfix(loss=f"{value:.4g}")
+    totals = totals.reduced(dist)
+    dist.sync_buffers(run.model)
+    train_seconds = time.perf_counter() - t0
+    val = evaluate_split(run.model, run.val_ds, dist, cfg["batch_size"], (cfg["vg_weight"], cfg["qz_weight"]),
+                         run.use_amp, cfg["vg_loss"])
+    row = {"epoch": epoch + 1, "train_loss": totals.mean("loss"), "train_vg_mse": totals.mean("vg_mse"),
+           "train_vg_nmse": totals.mean("vg_nmse"), "train_qz_wmse": totals.mean("qz_wmse"),
+           "val_loss": val["loss"], "val_vg_mse": val["vg_mse"], "val_vg_nmse": val["vg_nmse"],
+           "val_qz_wmse": val["qz_wmse"], "lr": run.opt.param_groups[0]["lr"],
+           "samples_per_s": totals.samples / train_seconds, "seconds": time.perf_counter() - t0}
+    if run.loss_fn.log_var is not None:
+        row["task_weights"] = [float(x) for x in torch.exp(-run.loss_fn.log_var.detach().cpu())]
+    return row
+
+
+def _save_checkpoint(out: Path, run: _Run, epoch: int, history: list[dict], best: _Best, cuda: bool) -> None:
+    save_state(out / CHECKPOINT, {
+        "model": run.model.state_dict(), "loss": run.loss_fn.state_dict(), "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(), "scaler": run.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if cuda else None,
+        "epoch": epoch, "history": history, "best_loss": best.loss, "best_epoch": best.epoch,
+        "best_model": best.state})
+
+
+def _card(dataset: Path, cfg: dict, run: _Run, info, mcfg: FCUNetConfig, record: dict, history: list[dict],
+          best: _Best, stop_reason: str, dist: _Dist, agreed: bool) -> dict:
+    """The model card: architecture, the input it expects, label scales, training data and metrics."""
+    return {
+        "name": Path(cfg["out"]).name, "architecture": mcfg.as_dict(), "parameters": parameter_count(run.model),
         "input": {"shape": list(info.shape), "k_sampling_invA": info.k_sampling_invA, "energy_eV": info.energy_eV,
                   "semiangle_mrad": info.semiangle_mrad,
                   "range": {"k_sampling_invA": list(info.k_sampling_range_invA), "energy_eV": list(info.energy_range_eV),
                             "semiangle_mrad": list(info.semiangle_range_mrad)},
                   "conventions": "cbed and probe (H, W) with q = 0 at (H//2, W//2); overall intensity is free"},
         "labels": {"vg": "relative: V_g divided by its zero-beam value (the q = 0 pixel)",
-                   "qz": "Å⁻¹ after multiplying the output by qz_scale_invA", "qz_scale_invA": scale},
+                   "qz": "Å⁻¹ after multiplying the output by qz_scale_invA", "qz_scale_invA": run.scale},
         "training": {"dataset": str(dataset), "dataset_index_sha256": info.index_sha256,
-                     "split_counts": info.split_counts, "config": record["config"], "seed": seed,
-                     "epochs_run": len(history), "stopped_by": stop_reason, "best_epoch": best["epoch"] + 1,
+                     "split_counts": info.split_counts, "config": record["config"], "seed": cfg["seed"],
+                     "epochs_run": len(history), "stopped_by": stop_reason, "best_epoch": best.epoch + 1,
                      "world_size": dist.world, "ranks_identical_weights": agreed, "device": str(dist.device)},
-        "metrics": {"best_val": next((h for h in history if h["epoch"] == best["epoch"] + 1), {}),
+        "metrics": {"best_val": next((h for h in history if h["epoch"] == best.epoch + 1), {}),
                     "last": history[-1] if history else {}},
         "software": software_versions(),
     }
-    if dist.main:
-        card = save_model(out / WEIGHTS, best["state"] if best["state"] is not None else model.state_dict(), card)
-    dist.barrier()
-    return {"finished": True, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out), "card": card,
-            "final_weights_sha256": digest}
 
 
 def model_summary(cfg: dict, shape: tuple[int, int]) -> dict:

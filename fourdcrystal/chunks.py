@@ -1,0 +1,140 @@
+"""Processing chunks of scan positions: in this process (the next chunk read while this one runs) or on
+a dask.distributed cluster (workers read the file themselves; the model is loaded once per worker).
+Every path yields ``(start, result)`` in scan order, so the caller writes one file in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .detect import baseline_peaks, model_peaks
+from .errors import FourdError
+from .io.readers import Scan4D, open_4d, split_spec
+from .peaks import Peaks, to_reciprocal
+from .preparation import Preparation
+
+if TYPE_CHECKING:
+    from .predict import PredictConfig
+
+class ChunkProcessor:
+    """Raw detector patterns (n, K_x, K_y) → one chunk's results. Holds the model; built once per process."""
+
+    def __init__(self, model, card: dict, prep: Preparation, config: PredictConfig):
+        from .model.inference import Predictor
+
+        self.predictor = Predictor(model, card, config.device, config.batch_size)
+        self.dk = card["input"]["k_sampling_invA"]
+        self.prep = prep
+        self.config = config
+
+    def __call__(self, raw: np.ndarray) -> dict:
+        cfg, prep = self.config, self.prep
+        t = defaultdict(float)
+        t0 = time.perf_counter()
+        vbf = (raw * prep.bf_mask).sum(axis=(1, 2)).astype(np.float32)
+        if prep.detector_valid is not None:  # masked and dead pixels carry no signal into the network
+            raw = raw * prep.detector_valid
+        x = prep.resampler(raw)
+        t["resample"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        vg, qz = self.predictor(x, prep.probe)
+        t["model"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        shape = x.shape[-2:]
+        out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
+               "model": self._vectors(model_peaks(vg, x, prep.probe, cfg.settings, prep.usable), shape, qz)}
+        t["model_peaks"] += time.perf_counter() - t0
+        if cfg.baseline:
+            t0 = time.perf_counter()
+            out["baseline"] = self._vectors(baseline_peaks(x, prep.probe, cfg.settings, prep.usable), shape)
+            t["baseline"] += time.perf_counter() - t0
+        if cfg.save_maps:
+            out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
+        out["timing_s"] = dict(t)
+        return out
+
+    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None) -> dict:
+        count = np.array([len(p) for p in peaks], np.int32)
+        pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
+        inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
+        q = to_reciprocal(Peaks(pos, inten), shape, self.dk)
+        ij = np.clip(np.rint(pos).astype(int), 0, [shape[0] - 1, shape[1] - 1])
+        bvm = np.zeros(shape, np.float64)
+        np.add.at(bvm, (ij[:, 0], ij[:, 1]), inten)
+        out = {"count": count, "qx_invA": q[:, 0].astype(np.float32), "qy_invA": q[:, 1].astype(np.float32),
+               "intensity": inten.astype(np.float32), "bragg_vector_map": bvm}
+        if qz is not None:
+            owner = np.repeat(np.arange(len(peaks)), count)
+            out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
+        return out
+
+
+_WORKER_CACHE: dict[str, ChunkProcessor] = {}
+
+
+def _remote_chunk(job: dict, start: int, stop: int) -> dict:
+    """A dask task: open the file on the worker, process positions start…stop−1 (model cached per worker)."""
+    key = job["fingerprint"]
+    if key not in _WORKER_CACHE:
+        _WORKER_CACHE.clear()
+        from .training.card import load_model
+
+        _WORKER_CACHE[key] = ChunkProcessor(*load_model(job["model"]), job["prep"], job["config"])
+    t0 = time.perf_counter()
+    with open_4d(job["data"], job["scan_shape"]) as scan:
+        raw = scan.read(start, stop)
+    t_read = time.perf_counter() - t0
+    out = _WORKER_CACHE[key](raw)
+    out["timing_s"]["read"] = t_read
+    return out
+
+
+def chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):
+    """(start, result) in order; the next chunk is read in a thread while this one is processed."""
+
+    def read(s):
+        t0 = time.perf_counter()
+        raw = scan.read(s, s + proc.config.chunk_positions)
+        return raw, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(read, starts[0]) if starts else None
+        for k, s in enumerate(starts):
+            raw, t_read = pending.result()
+            pending = pool.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
+            res = proc(raw)
+            res["timing_s"]["read"] = t_read
+            yield s, res
+
+
+def chunks_distributed(address: str, data: str, scan: Scan4D, starts: list[int], config: PredictConfig, prep: Preparation,
+                        model_path, fingerprint: str):
+    """(start, result) in order from a dask.distributed cluster; at most 2 chunks per worker in flight."""
+    from dask.distributed import Client, wait
+
+    try:
+        client = Client(address, timeout=20)
+    except (OSError, TimeoutError) as exc:
+        raise FourdError(f"--scheduler {address}: cannot reach the dask scheduler ({exc})") from None
+    path, inner = split_spec(data)  # workers open the file themselves: an absolute path
+    job = {"fingerprint": fingerprint, "model": str(Path(model_path).resolve()), "prep": prep, "config": config,
+           "data": str(path.resolve()) + (f":{inner}" if inner else ""), "scan_shape": scan.scan_shape}
+    try:
+        window = max(2, 2 * len(client.scheduler_info()["workers"]))
+        futures: dict[int, object] = {}
+        queue = list(starts)
+        for s in starts:
+            while queue and len(futures) < window:
+                q = queue.pop(0)
+                futures[q] = client.submit(_remote_chunk, job, q, q + config.chunk_positions, pure=False)
+            fut = futures.pop(s)
+            wait(fut)
+            yield s, fut.result()
+    finally:
+        client.close()

@@ -1,0 +1,208 @@
+"""The result file of ``fourdcrystal predict`` (HDF5): its layout, its write protocol and resume.
+
+* ``/model`` (and ``/baseline``): Bragg vectors of every scan position as flat arrays
+  ``qx_invA``, ``qy_invA`` (Å⁻¹ from the zero beam, along detector axes 0 and 1),
+  ``intensity`` (model: V_g relative to the zero beam; baseline: correlation value), and for the
+  model ``qz_invA`` at the peak; position p's vectors are rows ``offsets[p]:offsets[p+1]``
+  (py4DSTEM's ragged layout). ``count`` is the per-position number, ``bragg_vector_map`` the
+  intensity-weighted histogram of all vectors on the model grid; optional full ``vg``/``qz`` maps;
+* ``/virtual_bf`` (scan_x, scan_y), ``/mean_pattern`` (the mean resampled input), ``/usable_mask``;
+* attributes: calibration, centre, probe source, model card sha256, config, software, timings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FourdError
+from .readers import row_segments
+
+log = logging.getLogger("fourdcrystal")
+SCHEMA = "fourdcrystal.predictions/1"
+
+VECTOR_FIELDS = {"model": ("qx_invA", "qy_invA", "intensity", "qz_invA"),
+                  "baseline": ("qx_invA", "qy_invA", "intensity")}
+
+
+def write_error(exc: BaseException) -> str | None:
+    """The errno text of a failed write (h5py puts the errno in its message), or None for other errors."""
+    import errno as errno_mod
+    import re
+
+    code = getattr(exc, "errno", None)
+    if code is None:
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else None
+    if code in (errno_mod.ENOSPC, errno_mod.EDQUOT, errno_mod.EROFS, errno_mod.EACCES, errno_mod.EPERM, errno_mod.EIO,
+                errno_mod.EFBIG):
+        return f"{os.strerror(code)} (errno {code})"
+    return None
+
+
+def estimate_output_bytes(positions: int, grid_shape, methods, save_maps: bool, vectors_per_position: int = 200) -> int:
+    """A generous estimate of the result file's size, for the free-space check before any work."""
+    hw = int(np.prod(grid_shape))
+    size = positions * 4 + hw + 2 * hw * 8 + hw * 4 + 1_000_000  # bf, mask, running sums, mean, HDF5 + PNG
+    for m in methods:
+        chunks = -(-positions * vectors_per_position // VECTOR_CHUNK)  # vectors are stored in whole chunks
+        size += (positions + 1) * 8 + positions * 4 + 2 * hw * 8 + hw * 4
+        size += len(VECTOR_FIELDS[m]) * chunks * VECTOR_CHUNK * 4
+    if save_maps:
+        size += positions * hw * 2 * 2
+    return size
+
+
+_BROKEN_FILES: list = []
+VECTOR_CHUNK = 65536  # elements per HDF5 storage chunk of a vector field
+
+
+def _exit_without_hdf5_cleanup() -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
+
+
+class ResultFile:
+    """The partial HDF5 result: created or reopened for resume, appended chunk by chunk.
+
+    Commit protocol: a chunk's rows are written first, its running sums into the spare of two
+    slots, then one attribute ``state`` = {positions_done, slot} marks it done. A kill before
+    that attribute leaves the previous state intact; a resume truncates what lies beyond it.
+    """
+
+    def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
+                 usable: np.ndarray):
+        import h5py
+
+        self.path = path
+        self.scan_shape = tuple(scan_shape)
+        self.n = int(np.prod(scan_shape))
+        self.methods = methods
+        self.f = None
+        if path.exists():
+            try:
+                f = h5py.File(path, "r+")
+            except OSError:
+                log.warning("%s is damaged (the run was killed while writing); starting again", path)
+                path.unlink()
+            else:
+                found = f.attrs.get("fingerprint")
+                if found == fingerprint and "state" in f.attrs:
+                    self.f = f
+                    self._truncate()
+                    return
+                f.close()
+                if found is not None and found != fingerprint:
+                    raise FourdError(f"{path} holds an unfinished run with other settings (data, model, calibration "
+                                     f"or options differ); pass --overwrite to start again")
+                log.warning("%s was never finished being set up (the run was stopped); starting again", path)
+                path.unlink()
+        self.f = f = h5py.File(path, "w")
+        try:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            # fixed-size datasets written in full now (HDF5 would allocate them at their first write): a run
+            # that passed the free-space check grows only by its vectors afterwards
+            f.create_dataset("virtual_bf", data=np.zeros(self.scan_shape, "f4"))
+            f.create_dataset("usable_mask", data=usable.astype(np.uint8))
+            f.create_dataset("sum_pattern", data=np.zeros((2, *model_shape), "f8"))
+            for m in methods:
+                g = f.create_group(m)
+                g.create_dataset("offsets", data=np.zeros(self.n + 1, "i8"))
+                g.create_dataset("count", data=np.zeros(self.scan_shape, "i4"))
+                for name in VECTOR_FIELDS[m]:
+                    g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(VECTOR_CHUNK,))
+                g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *model_shape), "f8"))
+            if save_maps:
+                for name in ("vg", "qz"):
+                    f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
+                                              chunks=(1, 1, *model_shape), compression="gzip", compression_opts=1)
+            self._set_state(0, 0)
+            f.attrs["fingerprint"] = fingerprint  # last: a partial with a fingerprint is a complete set-up
+            f.flush()
+        except (OSError, RuntimeError):
+            self.broken = True
+            self.close()
+            raise
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.f.attrs["state"])
+
+    def _set_state(self, done: int, slot: int) -> None:
+        self.f.attrs["state"] = json.dumps({"positions_done": int(done), "slot": int(slot)})
+        self.f.flush()
+
+    def _truncate(self) -> None:
+        done = self.state["positions_done"]
+        for m in self.methods:
+            end = int(self.f[m]["offsets"][done])
+            for name in VECTOR_FIELDS[m]:
+                self.f[m][name].resize((end,))
+
+    def _rows(self, ds, start: int, values: np.ndarray) -> None:
+        """Write per-position ``values`` (n, …) at flat positions start… of a (scan_x, scan_y, …) dataset."""
+        for i, j, k, m in row_segments(start, len(values), self.scan_shape[1]):
+            ds[i, j:j + m] = values[k:k + m]
+
+    def append(self, start: int, chunk: dict) -> None:
+        f, st = self.f, self.state
+        if start != st["positions_done"]:
+            raise RuntimeError(f"chunk at {start} written out of order (done: {st['positions_done']})")
+        n, new = chunk["n"], 1 - st["slot"]
+        self._rows(f["virtual_bf"], start, chunk["virtual_bf"])
+        f["sum_pattern"][new] = f["sum_pattern"][st["slot"]] + chunk["sum_pattern"]
+        for m in self.methods:
+            g, res = f[m], chunk[m]
+            end = int(g["offsets"][start])
+            total = int(res["count"].sum())
+            for name in VECTOR_FIELDS[m]:
+                g[name].resize((end + total,))
+                g[name][end:end + total] = res[name]
+            g["offsets"][start + 1:start + n + 1] = end + np.cumsum(res["count"])
+            self._rows(g["count"], start, res["count"])
+            g["bragg_vector_map_slots"][new] = g["bragg_vector_map_slots"][st["slot"]] + res["bragg_vector_map"]
+        for name, values in chunk.get("maps", {}).items():
+            self._rows(f["model"][name], start, values)
+        self._set_state(start + n, new)
+
+    def finish(self, final_attrs: dict) -> dict:
+        """Means and maps from the running sums; returns arrays for the summary figure."""
+        f, slot = self.f, self.state["slot"]
+        f.create_dataset("mean_pattern", data=(f["sum_pattern"][slot] / max(self.n, 1)).astype("f4"))
+        del f["sum_pattern"]
+        summary = {"virtual_bf": f["virtual_bf"][()], "mean_pattern": f["mean_pattern"][()]}
+        for m in self.methods:
+            g = f[m]
+            g.create_dataset("bragg_vector_map", data=g["bragg_vector_map_slots"][slot].astype("f4"))
+            del g["bragg_vector_map_slots"]
+            summary[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map"][()],
+                          "vectors": int(g["offsets"][self.n])}
+        for k, v in final_attrs.items():
+            f.attrs[k] = v
+        f.attrs["complete"] = True
+        return summary
+
+    broken = False  # a write failed (disk full, ...): HDF5 must not be asked to flush or close this file
+
+    def close(self) -> None:
+        if self.f is not None:
+            f, self.f = self.f, None
+            if self.broken:
+                # h5py's close() after a failed write segfaults inside HDF5, and so does HDF5's own clean-up
+                # at exit; the handle is left open and the process leaves by os._exit (after its one-line
+                # error and the lock's release): exit code 2, as for any error
+                if not _BROKEN_FILES:
+                    import atexit
+
+                    atexit.register(_exit_without_hdf5_cleanup)
+                _BROKEN_FILES.append(f)
+                return
+            f.close()

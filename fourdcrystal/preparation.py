@@ -1,0 +1,222 @@
+"""What a prediction run needs besides the patterns: the detector's calibration, the probe on the
+model's grid, the resampler, and where peaks may be reported.
+
+:func:`resolve_calibration` takes the pixel size, energy and semi-angle from the file or from
+options; :func:`prepare` reads the probe and mask files and the scan's mean pattern once and
+returns a :class:`Preparation`, which every chunk worker (local or on a dask cluster) receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
+                          k_pixel_from_camera_length, synthesised_probe, usable_region)
+from .errors import FourdError
+from .io.readers import Scan4D, read_2d
+from .simulation.optics import disk_radius_invA
+
+@dataclass(frozen=True)
+class DataCalibration:
+    """The detector's calibration and where each number came from (file or option)."""
+
+    k_pixel_invA: float  # detector pixel size, Å⁻¹
+    energy_eV: float | None
+    semiangle_mrad: float | None
+    sources: dict = field(default_factory=dict)
+
+
+def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None = None,
+                        camera_length_mm: float | None = None, detector_pixel_um: float | None = None,
+                        energy_eV: float | None = None, semiangle_mrad: float | None = None) -> DataCalibration:
+    """Options win over the file; a missing pixel size is one line naming the options that give it."""
+    sources = {}
+
+    def positive(option, value):
+        if not (value > 0 and np.isfinite(value)):
+            raise FourdError(f"{option} must be a finite number > 0, got {value}")
+        return float(value)
+
+    def pick(key, option, value):
+        if value is not None:
+            sources[key] = option
+            return positive(option, value)
+        if key in from_file:
+            sources[key] = "file"
+            return positive(f"{data}: the file's {key}", from_file[key])
+        return None
+
+    energy = pick("energy_eV", "--energy", energy_eV)
+    semiangle = pick("semiangle_mrad", "--semiangle", semiangle_mrad)
+    if k_pixel_invA is None and camera_length_mm is not None:
+        if detector_pixel_um is None or energy is None:
+            raise FourdError("--camera-length needs --detector-pixel (µm) and the beam energy (--energy, eV)")
+        positive("--camera-length", camera_length_mm)
+        positive("--detector-pixel", detector_pixel_um)
+        k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
+        sources["k_pixel_invA"] = "--camera-length"
+    k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
+    if k is None:
+        raise FourdError(f"{data}: the file has no pixel size in Å⁻¹; give --k-pixel (Å⁻¹ per detector pixel), "
+                         f"or --camera-length (mm) with --detector-pixel (µm) and --energy (eV)")
+    return DataCalibration(float(k), energy, semiangle, sources)
+
+
+def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
+    """Where the data lie outside what the model was trained on (the card's ranges, widened by 5 %)."""
+    inp = card.get("input", {})
+    ranges = inp.get("range", {})
+    out = []
+    for key, value, unit in (("energy_eV", cal.energy_eV, "eV"), ("semiangle_mrad", cal.semiangle_mrad, "mrad")):
+        if value is None or key not in ranges and key not in inp:
+            continue
+        lo, hi = ranges.get(key) or (inp[key], inp[key])
+        if not 0.95 * lo <= value <= 1.05 * hi:
+            out.append(f"{key.split('_')[0]} {value:g} {unit} is outside the model's training range {lo:g}–{hi:g} {unit}")
+    dk_model = float(np.max(inp.get("k_sampling_invA", [cal.k_pixel_invA])))
+    if cal.k_pixel_invA > 1.5 * dk_model:
+        out.append(f"detector pixels ({cal.k_pixel_invA:.4g} Å⁻¹) are coarser than the model's ({dk_model:.4g} Å⁻¹): "
+                   f"patterns are interpolated up, and small disks lose detail")
+    return out
+
+
+def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | None:
+    """``R0:R1,C0:C1`` (scan rows and columns, end exclusive) → (r0, r1, c0, c1)."""
+    if text is None:
+        return None
+    try:
+        rows, cols = text.split(",")
+        r0, r1 = (int(v) for v in rows.split(":"))
+        c0, c1 = (int(v) for v in cols.split(":"))
+    except ValueError:
+        raise FourdError(f"--vacuum {text!r}: expected scan rows and columns as R0:R1,C0:C1") from None
+    if not (0 <= r0 < r1 <= scan_shape[0] and 0 <= c0 < c1 <= scan_shape[1]):
+        raise FourdError(f"--vacuum {text!r} lies outside the {scan_shape[0]}×{scan_shape[1]} scan")
+    return r0, r1, c0, c1
+
+
+def _load_probe_file(path: str, pattern_shape) -> np.ndarray:
+    try:
+        arr = read_2d(path)
+    except FourdError as exc:
+        raise FourdError(f"--probe: {exc}") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 4:  # a vacuum scan: its mean pattern
+        arr = arr.reshape(-1, *arr.shape[2:]).mean(0)
+    if arr.shape != tuple(pattern_shape):
+        raise FourdError(f"--probe {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+                         f"{pattern_shape[0]}×{pattern_shape[1]}; the probe must come from the same detector")
+    return arr
+
+
+def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256) -> np.ndarray:
+    """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``)."""
+    if region is None:
+        idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
+    else:
+        r0, r1, c0, c1 = region
+        idx = (np.arange(r0, r1)[:, None] * scan.shape[1] + np.arange(c0, c1)[None, :]).ravel()
+    total = np.zeros(scan.pattern_shape, np.float64)
+    for i in idx:
+        total += scan.read(int(i), int(i) + 1)[0]
+    return (total / len(idx)).astype(np.float32)
+
+
+def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
+    """A detector mask: 2D, the detector's shape; nonzero marks pixels to ignore. Returns True where valid."""
+    try:
+        arr = np.asarray(read_2d(path))
+    except FourdError as exc:
+        raise FourdError(f"--mask: {exc}") from None
+    if arr.shape != tuple(pattern_shape):
+        raise FourdError(f"--mask {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+                         f"{pattern_shape[0]}×{pattern_shape[1]}; the mask must come from the same detector")
+    return ~(arr.astype(bool))
+
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """Everything a chunk worker needs besides the patterns (pickled to dask workers as it is)."""
+
+    resampler: Resampler  # detector pixels → the model's grid (pixel size, q = 0 at the centre)
+    probe: np.ndarray  # the vacuum probe on the model's grid, float32
+    bf_mask: np.ndarray  # detector pixels of the bright-field disk (virtual bright field)
+    detector_valid: np.ndarray | None  # False where masked or dead; None when every pixel is good
+    usable: np.ndarray  # model pixels where peaks may be reported
+    grid_shape: list  # the model grid's (H, W)
+    centre_px: list  # the zero beam on the detector, (i, j) pixels
+    centre_source: str
+    probe_source: str
+    bf_radius_px: float  # the bright-field disk's radius on the detector, pixels
+    dead_pixels: int  # detector pixels masked or dead
+
+
+def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
+            centre_px: tuple[float, float] | None = None, mask: str | None = None,
+            margin_disk_radii: float = 1.0) -> Preparation:
+    """Everything a chunk worker needs besides the patterns: resampler, probe, masks.
+
+    Probe: ``probe`` file (same detector), else the mean of the ``vacuum`` scan region, else an
+    ideal aperture from energy and semi-angle. Centre of the data's zero beam: ``centre_px``
+    (detector pixels), else the bright disk of the mean pattern. The model's grid holds the whole
+    detector at the model's pixel size (sides rounded up to a multiple of the network's
+    2^depth). Peaks are reported only in the usable region: model pixels fully on valid detector
+    pixels (not in ``mask``, not in a dead row or column), at least ``margin_disk_radii`` disk radii
+    from anything else.
+    """
+    dk_model = card["input"]["k_sampling_invA"]
+    depth = int(card.get("architecture", {}).get("depth", 0))
+    region = _parse_region(vacuum, scan.scan_shape)
+    detector_valid = (_load_mask_file(mask, scan.pattern_shape) if mask is not None
+                      else np.ones(scan.pattern_shape, bool))
+    if probe is not None or region is not None:
+        detector_probe = (_load_probe_file(probe, scan.pattern_shape) if probe is not None
+                          else _mean_pattern(scan, region))
+        r_px = disk_radius_px(detector_probe)
+        if r_px < 1:
+            raise FourdError(f"{'--probe ' + probe if probe else '--vacuum ' + vacuum}: no bright disk found "
+                             f"(is it a vacuum pattern?)")
+        source = f"file {probe}" if probe is not None else f"vacuum region {vacuum}"
+    else:
+        missing = [o for o, v in (("--energy", cal.energy_eV), ("--semiangle", cal.semiangle_mrad)) if v is None]
+        if missing:
+            raise FourdError(f"no vacuum probe: give --probe FILE or --vacuum R0:R1,C0:C1, or {' and '.join(missing)} "
+                             f"to synthesise one")
+        detector_probe = None
+        r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
+        source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
+    mean = _mean_pattern(scan)
+    if not np.isfinite(mean).all():
+        raise FourdError(f"{scan.spec}: the data hold NaN or infinite values; mask or replace them first")
+    if not mean.max() > 0:
+        raise FourdError(f"{scan.spec}: the patterns are all zero or negative; expected counts or intensities")
+    detector_valid &= ~dead_lines(mean)
+    if centre_px is None:
+        centre_px = disk_centre(np.where(detector_valid, mean, 0.0), r_px)
+        centre_source = "bright disk of the mean pattern"
+    else:
+        if not all(0 <= c <= n - 1 for c, n in zip(centre_px, scan.pattern_shape)):
+            raise FourdError(f"--centre {centre_px[0]:g},{centre_px[1]:g} lies outside the "
+                             f"{scan.pattern_shape[0]}×{scan.pattern_shape[1]} detector")
+        centre_source = "--centre"
+    grid = detector_grid_shape(scan.pattern_shape, cal.k_pixel_invA, centre_px, dk_model, 2**depth)
+    if detector_probe is not None:
+        pc = disk_centre(detector_probe, r_px)
+        probe_model = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, pc)(detector_probe[None])[0]
+    else:
+        probe_model = synthesised_probe(grid, dk_model, cal.energy_eV, cal.semiangle_mrad)
+    ii, jj = np.mgrid[:scan.pattern_shape[0], :scan.pattern_shape[1]]
+    bf_mask = (ii - centre_px[0]) ** 2 + (jj - centre_px[1]) ** 2 <= (1.05 * r_px) ** 2
+    resampler = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, centre_px)
+    radius_model_px = r_px * cal.k_pixel_invA / float(np.max(dk_model))
+    usable = usable_region(resampler.coverage(detector_valid), margin_disk_radii * radius_model_px)
+    if not usable.any():
+        raise FourdError(f"{scan.spec}: no part of the detector is usable (all masked or dead, or the disks are "
+                         f"as large as the detector)")
+    return Preparation(resampler=resampler, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
+                       detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
+                       grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
+                       probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()))

@@ -1,0 +1,287 @@
+"""Render every number the README states from the shipped artefacts; ``--check`` fails where the README differs.
+
+    python scripts/readme_numbers.py            # rewrite the generated blocks of README.md
+    python scripts/readme_numbers.py --check    # exit 1 naming each block that is out of date (a test runs this)
+
+A generated block sits between ``<!-- numbers: NAME -->`` and ``<!-- /numbers -->``; the text
+around the blocks is written by hand and states no measured number. Sources, all in the repository:
+
+* the shipped model's card ``fourdcrystal/data/fcunet-release.json`` (training data, range,
+  test-split evaluation against the tuned baseline: ``fourdcrystal evaluate release release/dataset``);
+* ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
+* ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``);
+* ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
+* ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
+  written in fresh clones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+BENCH = ROOT / "benchmarks"
+CARD = ROOT / "fourdcrystal" / "data" / "fcunet-release.json"
+BLOCK = re.compile(r"(<!-- numbers: (?P<name>[\w-]+) -->\n)(?P<body>.*?)((?P<indent>[ ]*)<!-- /numbers -->)", re.S)
+DOSES = {"clean": "clean", "1e+05": "10⁵", "1e+04": "10⁴"}
+DOSE_NAMES = DOSES | {"1e5": "10⁵", "1e4": "10⁴"}  # the strain benchmark writes 1e5
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _mmss(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def _f1(a: float, b: float) -> tuple[str, str]:
+    """Both F1s, the higher in bold."""
+    fa, fb = f"{a:.3f}", f"{b:.3f}"
+    return (f"**{fa}**", fb) if a > b else ((fa, f"**{fb}**") if b > a else (fa, fb))
+
+
+def setup() -> str:
+    s, q = _json(BENCH / "setup.json"), _json(BENCH / "quickstart.json")
+    return (f"Measured on {s['machine']['cpus']} CPU cores ({s['machine']['processor']}), fresh clones, the lines "
+            f"exactly as written: the first line took {_mmss(s['line1_wall_s'])} in all, of which the quickstart "
+            f"{_mmss(q['quickstart_wall_s'])} ({_mmss(q['quickstart_cpu_s'])} of CPU, {q['peak_memory_MB'] / 1000:.1f}"
+            f" GB peak memory, {q['disk_MB']} MB written) and the installation the rest (slower where the package "
+            f"registry is far; the virtual environment takes {s['venv_MB'] / 1000:.1f} GB). The second line took "
+            f"{_mmss(s['line2_wall_s'])}: {s['tests_passed']} tests passed, {s['tests_skipped']} skipped, in "
+            f"{_mmss(s['pytest_s'])} of testing.\n")
+
+
+def quickstart_table() -> str:
+    q = _json(BENCH / "quickstart.json")
+    sh, sm = q["shipped"], q["smoke"]
+    lines = ["| dose (e⁻/pattern) | shipped model F1 | baseline F1 | model precision | model recall | "
+             "smoke model F1 (pipeline check) |", "|---|---|---|---|---|---|"]
+    for d, name in DOSES.items():
+        if d not in sh["model"]:
+            continue
+        m, b = sh["model"][d], sh["baseline"][d]
+        fm, fb = _f1(m["f1"], b["f1"])
+        lines.append(f"| {name} | {fm} | {fb} | {m['precision']:.2f} | {m['recall']:.2f} | "
+                     f"{sm['model'][d]['f1']:.3f} |")
+    n = next(iter(sh["model"].values()))["patterns"]
+    at_cap = q["demo_positions_at_cap"].get("model", 0)
+    return ("\n".join(lines) + f"\n\n({n} test patterns. On the demo scan {at_cap} of {q['demo_positions']} "
+            f"positions reach the 400-peak cap with the shipped model; the baseline finds a median of "
+            f"{q['demo_peak_counts']['baseline']['median']:.0f} peaks per position.)\n")
+
+
+def demo_strain() -> str:
+    st = _json(BENCH / "quickstart.json")["demo_strain_spread"]
+
+    def rng(m: dict) -> str:
+        v = sorted(m[k] for k in ("exx", "eyy", "exy"))
+        return f"{v[0]:.2f}–{v[-1]:.2f} %"
+
+    return (f"The demo crystal is unstrained, so the maps show the noise floor at 10⁵ e⁻: a spread of "
+            f"{rng(st['model'])} per strain component and {st['model']['theta_deg']:.2f}° in θ from the shipped "
+            f"model's vectors, {rng(st['baseline'])} and {st['baseline']['theta_deg']:.2f}° from the baseline's.\n")
+
+
+def worked_example() -> str:
+    """The worked example's commands, with the camera length that gives the demo scan's pixel size on a
+    55 µm-pixel detector: L = p / (k·λ)."""
+    from fourdcrystal.simulation.optics import wavelength_A
+
+    c = _json(BENCH / "quickstart.json")["demo_calibration"]
+    lam = wavelength_A(c["energy_eV"])
+    length_mm = 55e-3 / (c["k_pixel_invA"] * lam)
+    return (f"The quickstart's demo scan without its calibration, as a bare NumPy array from a 55 µm-pixel "
+            f"detector: its pixel size, {c['k_pixel_invA']:.4f} Å⁻¹ at {c['energy_eV'] / 1e3:g} kV (λ = {lam:.5f} Å), "
+            f"is what a camera length of {length_mm:.1f} mm gives.\n\n```bash\n"
+            f"python -c \"import h5py, numpy as np; np.save('my_scan.npy', h5py.File('quickstart/demo_scan.h5')"
+            f"['scan/data'][...])\"\n"
+            f"fourdcrystal predict my_scan.npy                  # refused: names the options that give the pixel size\n"
+            f"fourdcrystal predict my_scan.npy --camera-length {length_mm:.1f} --detector-pixel 55 --energy "
+            f"{c['energy_eV']:.0f} --semiangle {c['semiangle_mrad']:g} --baseline\n"
+            f"fourdcrystal strain my_scan-bragg.h5\n```\n")
+
+
+def _test_eval() -> dict:
+    return _json(CARD)["release"]["test_evaluation"]
+
+
+def coverage() -> str:
+    c = _json(CARD)
+    r, rel = c["input"]["range"], c["release"]
+    contents, sup, sim = rel["dataset_contents"], rel["dataset_config"]["supercell"], rel["dataset_config"]["simulate"]
+    k = r["k_sampling_invA"]
+    half = c["input"]["shape"][0] // 2
+    q_max = [half * k[0], half * c["input"]["k_sampling_invA"][0], half * k[1]]
+    t = contents["thicknesses_A"]
+    crystals = sum(contents["crystals"].values())
+    return (f"| quantity | trained on |\n|---|---|\n"
+            f"| crystals | {crystals} ({', '.join(f'{k} {v}' for k, v in sorted(contents['crystal_systems'].items()))})"
+            f"; {contents['crystals']['test']} held out for the test split |\n"
+            f"| zone axes | index ≤ {sup['max_index']} ({contents['zone_axes_distinct']} distinct), "
+            f"{sup['zone_axes_per_crystal']} per crystal; tilt ≤ {sup['tilt_mrad_max']:g} mrad |\n"
+            f"| thickness | {', '.join(f'{x:g}' for x in t)} Å |\n"
+            f"| beam energy | {', '.join(f'{float(e) / 1e3:g}' for e in contents['energies_eV'])} kV |\n"
+            f"| convergence semi-angle | {r['semiangle_mrad'][0]:g}–{r['semiangle_mrad'][1]:g} mrad |\n"
+            f"| detector pixel size | {k[0]:.4f}–{k[1]:.4f} Å⁻¹ (the network runs at "
+            f"{c['input']['k_sampling_invA'][0]:.4f} Å⁻¹) |\n"
+            f"| field of view seen in training | {sim['output_px']}² patterns: |q| ≤ {q_max[1]:.1f} Å⁻¹ at its pixel size "
+            f"({q_max[0]:.1f}–{q_max[2]:.1f} Å⁻¹ over the range) |\n"
+            f"| patterns | {sum(contents['patterns'].values())} (train {contents['patterns']['train']}, "
+            f"val {contents['patterns']['val']}, test {contents['patterns']['test']}) |\n"
+            f"| strain, phonons | none |\n")
+
+
+def release_table() -> str:
+    ev = _test_eval()
+    by_bin = ev["by_dose_and_thickness_bin"]
+    thick = f"≥ {ev['thick_from_A']:g} Å"
+    lines = ["| thickness | dose (e⁻/pattern) | F1 model | F1 baseline | precision model / baseline | "
+             "recall model / baseline | rms position error model / baseline |", "|---|---|---|---|---|---|---|"]
+    groups = [(b.replace(">=", "≥ ").replace("<", "< "), {m: {d: by_bin[m][d][b] for d in by_bin[m]}
+                                                          for m in by_bin}) for b in by_bin["model"]["clean"]]
+    order = {"< ": 0, "2": 1, "≥ ": 2}
+    groups.sort(key=lambda g: order.get(g[0][:2], order.get(g[0][0], 1)))
+    groups.append((thick, ev["by_dose_thick"]))
+    for name, table in groups:
+        for d, dname in DOSES.items():
+            m, b = table["model"][d], table["baseline"][d]
+            fm, fb = _f1(m["f1"], b["f1"])
+            lines.append(f"| {name} | {dname} | {fm} | {fb} | {m['precision']:.2f} / {b['precision']:.2f} | "
+                         f"{m['recall']:.2f} / {b['recall']:.2f} | {m['position_rms_px']:.2f} / "
+                         f"{b['position_rms_px']:.2f} px |")
+    return "\n".join(lines) + f"\n\n({ev['patterns']} test patterns of {_json(CARD)['release']['dataset_contents']['crystals']['test']} crystals never seen in training.)\n"
+
+
+def py4dstem_table() -> str:
+    d = _json(BENCH / "compare_py4dstem.json")
+    lines = ["| patterns | dose (e⁻/pattern) | F1 model | F1 our baseline | F1 py4DSTEM `find_Bragg_disks` | "
+             "rms position error model / ours / py4DSTEM |", "|---|---|---|---|---|---|"]
+    for group, gname in (("all", "all"), ("thick", f"≥ {d['thick_from_A']:g} Å")):
+        for dose, dname in DOSES.items():
+            row = d["table"].get(f"{group}/{dose}")
+            if row is None:
+                continue
+            m, o, p = row["model"], row["baseline"], row["py4DSTEM"]
+            lines.append(f"| {gname} | {dname} | {m['f1']:.3f} | {o['f1']:.3f} | {p['f1']:.3f} | "
+                         f"{m['position_rms_px']:.2f} / {o['position_rms_px']:.2f} / {p['position_rms_px']:.2f} px |")
+    return "\n".join(lines) + f"\n\n({d['test_patterns']} test patterns; py4DSTEM's settings tuned on the validation split: {d['py4dstem_settings']['kernel']} kernel, corrPower {d['py4dstem_settings']['corrPower']:g}, sigma_cc {d['py4dstem_settings']['sigma_cc']:g}, minPeakSpacing {d['py4dstem_settings']['minPeakSpacing']:g}, minRelativeIntensity {d['py4dstem_settings']['minRelativeIntensity']:g}, {d['py4dstem_settings']['subpixel']}.)\n"
+
+
+def strain_table() -> str:
+    d = _json(BENCH / "strain_benchmark.json")
+    rows = {(r["thickness_nm"], r["dose"], r["method"]): r for r in d["rows"]}
+    lines = ["| thickness | dose (e⁻/pattern) | strain rms error model / baseline | rotation rms error model / baseline "
+             "| indexed vectors model / baseline |", "|---|---|---|---|---|"]
+    for t, dose, _ in sorted({k for k in rows if k[2] == "model"}, key=lambda k: (k[1] != "clean", k[0])):
+        m, b = rows[(t, dose, "model")], rows[(t, dose, "baseline")]
+        sm, sb = m["strain_rms_error_pct"], b["strain_rms_error_pct"]
+        strain = f"**{sm:.3f} %** / {sb:.3f} %" if sm < sb else f"{sm:.3f} % / **{sb:.3f} %**"
+        lines.append(f"| {t * 10:g} Å | {DOSE_NAMES.get(dose, dose)} | {strain} | {m['rotation_rms_error_deg']:.3f}° / "
+                     f"{b['rotation_rms_error_deg']:.3f}° | {m['indexed_vectors_mean']:.0f} / "
+                     f"{b['indexed_vectors_mean']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _indent(text: str) -> str:
+    """Blocks inside a list item of docs/reference.md are indented by two spaces."""
+    return "".join(f"  {line}" if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def release_full_table() -> str:
+    """Every thickness bin and dose, model beside the tuned baseline (``scripts/card_table.py`` prints the same)."""
+    ev = _test_eval()
+    by_bin = ev["by_dose_and_thickness_bin"]
+    from fourdcrystal.evaluate import thickness_bins
+
+    groups = [(b, {m: {d: by_bin[m][d][b] for d in by_bin[m]} for m in by_bin}) for b in thickness_bins()
+              if b in by_bin["model"]["clean"]]
+    groups.append((f">={ev['thick_from_A']:g} Å", ev["by_dose_thick"]))
+    lines = ["| thickness | dose (e⁻/pattern) | method | F1 | precision | recall | rms position error | radial offset "
+             "| intensity r |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, table in groups:
+        for d, dname in DOSES.items():
+            m, b = table["model"][d], table["baseline"][d]
+            for method, r, other in (("model", m, b), ("baseline", b, m)):
+                f1 = f"**{r['f1']:.3f}**" if r["f1"] > other["f1"] else f"{r['f1']:.3f}"
+                lines.append(f"| {name} | {dname} | {method} | {f1} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                             f"{r['position_rms_px']:.2f} px, {r['position_rms_invA']:.4f} Å⁻¹ | "
+                             f"{r['radial_offset_px']:+.3f} px | {r['intensity_pearson_r']:.2f} |")
+    return _indent("\n".join(lines) + "\n")
+
+
+def py4dstem_full_table() -> str:
+    d = _json(BENCH / "compare_py4dstem.json")
+    lines = ["| patterns | dose (e⁻/pattern) | method | F1 | precision | recall | rms position error (px) |",
+             "|---|---|---|---|---|---|---|"]
+    names = {"model": "model", "baseline": "our baseline", "py4DSTEM": "py4DSTEM find_Bragg_disks"}
+    for group, gname in (("all", "all"), ("thick", f"≥ {d['thick_from_A']:g} Å")):
+        for dose, dname in DOSES.items():
+            row = d["table"].get(f"{group}/{dose}")
+            for k, label in names.items():
+                if row is not None:
+                    r = row[k]
+                    lines.append(f"| {gname} | {dname} | {label} | {r['f1']:.3f} | {r['precision']:.3f} | "
+                                 f"{r['recall']:.3f} | {r['position_rms_px']:.2f} |")
+    return _indent("\n".join(lines) + "\n")
+
+
+RENDER: dict[str, Callable[[], str]] = {
+    "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
+    "release-table": release_table, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
+    "release-full-table": release_full_table, "py4dstem-full-table": py4dstem_full_table,
+}
+FILES = (README, ROOT / "docs" / "reference.md")
+
+
+def render(text: str, skip: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    """The text with every block but ``skip`` rendered, and the names of the blocks that changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name in skip:
+            return m.group(0)
+        if name not in RENDER:
+            raise SystemExit(f"README.md: unknown numbers block {name!r}; known: {', '.join(RENDER)}")
+        body = RENDER[name]()
+        if body != m["body"]:
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(sub, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    args = ap.parse_args(argv)
+    stale = []
+    for path in FILES:
+        text = path.read_text(encoding="utf-8")
+        new, changed = render(text)
+        found = [m["name"] for m in BLOCK.finditer(text)]
+        if args.check:
+            stale += [f"{path.relative_to(ROOT)}: {name}" for name in changed]
+            continue
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(new, encoding="utf-8")
+        tmp.replace(path)
+        print(f"{path.relative_to(ROOT)}: rendered {len(found)} blocks ({', '.join(changed) or 'none changed'})")
+    if stale:
+        print("out of date (run python scripts/readme_numbers.py): " + "; ".join(stale))
+        return 1
+    if args.check:
+        print("every generated block is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
