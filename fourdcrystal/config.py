@@ -495,6 +495,13 @@ def schema_field(section: str, key: str) -> Field:
     return node
 
 
+def default(section: str, key: str) -> Any:
+    """A key's schema default for a library dataclass's field (lists as tuples: dataclass defaults are
+    immutable), so that the library and the command line share the one written default."""
+    value = copy.deepcopy(schema_field(section, key).default)
+    return tuple(value) if isinstance(value, list) else value
+
+
 def show(value: Any) -> str:
     """A config value as the command line writes it: ``200000``, ``0,360``, ``clean,100000``, ``none``."""
     if value is None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
+from .config import default
 from .errors import FourdError
 from .peaks import PeakConfig, Peaks, find_peaks, match_peaks
 from .progress import bar
@@ -40,19 +41,21 @@ THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report, 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    split: str = "test"
-    doses_e: tuple = (None, 1e5, 1e4)  # electrons per pattern; None = the clean simulation
-    match_radius_px: float = 2.0
+    # defaults written once, in the config schema (fourdcrystal/config.py)
+    split: str = default("evaluate", "split")
+    doses_e: tuple = default("evaluate", "doses")  # electrons per pattern; None = the clean simulation
+    match_radius_px: float = default("evaluate", "match_radius_px")
     # V_g falls off slowly with |g| (it is the potential, not the intensity): label peaks are the
     # reflections holding ≥ 5% of the zero beam's V_g
-    label_peaks: PeakConfig = field(default_factory=lambda: PeakConfig(min_relative=0.05, max_peaks=400))
-    model_min_relative: float | None = None  # None: the model card's tuned threshold
+    label_peaks: PeakConfig = field(default_factory=lambda: PeakConfig(
+        min_relative=default("evaluate", "label_min_relative"), max_peaks=400))
+    model_min_relative: float | None = default("evaluate", "min_relative")  # None: the model card's tuned threshold
     margin_disk_radii: float = 1.0  # peaks closer than this many disk radii to the pattern's edge are not scored
-    limit: int | None = None  # evaluate only the first N patterns of the split
-    batch_size: int = 16
+    limit: int | None = default("evaluate", "limit")  # evaluate only the first N patterns of the split
+    batch_size: int = default("evaluate", "batch_size")
     worst: int = 4  # patterns in the gallery
-    seed: int = 0
-    thick_from_A: float = 200.0  # also report the patterns at least this thick (Å) together
+    seed: int = default("evaluate", "seed")
+    thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
 
 
 @dataclass
@@ -241,9 +244,9 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     a card without them; ``config.model_min_relative`` overrides the model's threshold.
     """
     from .detect import baseline_peaks, model_peaks, settings_from_card, with_threshold
+    from .model.inference import Predictor
     from .training.card import load_model, resolve_weights
     from .training.data import open_dataset
-    from .model.inference import Predictor
 
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path, inference=True)

@@ -30,6 +30,7 @@ import numpy as np
 
 from .atomic import check_writable, output_lock
 from .chunks import ChunkProcessor, chunks_distributed, chunks_local
+from .config import default
 from .detect import DetectionSettings, settings_from_card, with_threshold
 from .errors import FourdError
 from .io.readers import Scan4D, file_fingerprint, open_4d, split_spec
@@ -42,15 +43,16 @@ log = logging.getLogger("fourdcrystal")
 
 @dataclass(frozen=True)
 class PredictConfig:
-    chunk_positions: int = 256  # scan positions read and processed together
-    batch_size: int = 16  # patterns per network call
-    min_relative: float | None = None  # model peaks: V_g threshold; None = the card's tuned value
-    baseline: bool = False  # also run the classical detector
+    # defaults written once, in the config schema (fourdcrystal/config.py)
+    chunk_positions: int = default("predict", "chunk")  # scan positions read and processed together
+    batch_size: int = default("predict", "batch_size")  # patterns per network call
+    min_relative: float | None = default("predict", "min_relative")  # model V_g threshold; None = the card's
+    baseline: bool = default("predict", "baseline")  # also run the classical detector
     settings: DetectionSettings | None = None  # both methods' peak settings; None = the card's (tuned) ones
     margin_disk_radii: float = 1.0  # no peaks closer than this many disk radii to where the data end
-    max_peaks: int | None = None  # per pattern and method; None = the card's (400)
-    save_maps: bool = False  # write the full predicted vg and qz (float16, scan × H × W each)
-    device: str = "auto"
+    max_peaks: int | None = default("predict", "max_peaks")  # per pattern and method; None = the card's (400)
+    save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
+    device: str = default("predict", "device")
 
 
 def quality_note(card: dict) -> str | None:
@@ -160,6 +162,12 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             if not tuned:
                 log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults",
                          model_path)
+            src = cal.sources
+            log.info("%s: pixel size %.5f Å⁻¹ (%s), %s, %s; zero beam at (%.1f, %.1f) px (%s); probe: %s", data,
+                     cal.k_pixel_invA, src.get("k_pixel_invA", "file"),
+                     f"{cal.energy_eV / 1e3:g} kV ({src.get('energy_eV', 'file')})" if cal.energy_eV else "energy unknown",
+                     f"{cal.semiangle_mrad:g} mrad ({src.get('semiangle_mrad', 'file')})" if cal.semiangle_mrad
+                     else "semi-angle unknown", *prep.centre_px, prep.centre_source, prep.probe_source)
             for w in [*scan.notes, *calibration_warnings(card, cal)]:
                 log.warning("%s: %s", data, w)
             if overwrite and partial.exists():  # only under the lock: never another live run's partial

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import lattice
 from .atomic import atomic_file, check_new_file, output_lock
+from .config import default
 from .errors import FourdError
 from .io.vectors import VectorSet, read_vectors
 from .progress import progress
@@ -44,13 +45,14 @@ CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the referen
 
 @dataclass(frozen=True)
 class StrainConfig:
-    method: str = "model"  # model | baseline (predict results); py4DSTEM files hold one set
-    reference: str = "median"  # median | R0:R1,C0:C1 (scan rows, columns; end exclusive)
+    # defaults written once, in the config schema (fourdcrystal/config.py)
+    method: str = default("strain", "method")  # model | baseline (predict results); py4DSTEM files hold one set
+    reference: str = default("strain", "reference")  # median | R0:R1,C0:C1 (scan rows, columns; end exclusive)
     g1: tuple[float, float] | None = None  # basis vectors in the file's units (Å⁻¹); None: found
     g2: tuple[float, float] | None = None
-    tolerance: float = 0.25  # indexing: within this fraction of |shortest g| of a lattice point
-    min_vectors: int = 5  # fewer indexed vectors (zero beam included): the position is not fitted
-    weights: str = "auto"  # intensity | none | auto: intensity for model vectors, none for correlation peaks
+    tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
+    min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
+    weights: str = default("strain", "weights")  # intensity | none | auto (intensity for model vectors only)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
     crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
     max_crystal_mismatch: float = 0.1  # refuse a crystal lattice farther than this (relative) from the measured one

@@ -27,10 +27,17 @@ from pathlib import Path
 import numpy as np
 
 from .baseline import BaselineConfig, correlations
+from .config import default
 from .detect import DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
 from .errors import FourdError
 from .evaluate import EvalConfig, _dose_name, _prf, split_samples
-from .peaks import PeakConfig, match_peaks, maxima_above, parabolic_offsets, suppress_close
+from .peaks import (
+    PeakConfig,
+    match_peaks,
+    maxima_above,
+    parabolic_offsets,
+    suppress_close,
+)
 from .progress import bar
 
 log = logging.getLogger("fourdcrystal")
@@ -39,11 +46,11 @@ MAX_PEAKS = ModelPeakSettings().max_peaks  # the same cap for both methods
 
 @dataclass(frozen=True)
 class TuneConfig:
-    split: str = "val"
-    doses_e: tuple = (None, 1e5, 1e4)  # electrons per pattern; None = clean
-    match_radius_px: float = 2.0
-    label_min_relative: float = 0.05  # label peaks: maxima of the true V_g ≥ this fraction of the zero beam's
-    limit: int | None = None  # only the first N patterns of the split
+    split: str = default("tune", "split")
+    doses_e: tuple = default("tune", "doses")  # electrons per pattern; None = clean
+    match_radius_px: float = default("tune", "match_radius_px")
+    label_min_relative: float = default("evaluate", "label_min_relative")  # label peaks: ≥ this × the zero beam's
+    limit: int | None = default("tune", "limit")  # only the first N patterns of the split
     batch_size: int = 16
     seed: int = 0
     model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)

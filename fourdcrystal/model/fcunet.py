@@ -35,17 +35,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import default
+
 Pair = tuple[torch.Tensor, torch.Tensor]  # (real, imaginary) parts, each (B, C, H, W)
 
 
 @dataclass(frozen=True)
 class FCUNetConfig:
-    width: int = 16  # channels at the first level (complex channels for "spectral")
-    depth: int = 4  # number of down-samplings
-    dropout: float = 0.1
-    decoders: int = 1  # 1: shared decoder, two outputs; 2: one decoder per head
-    real_width: int = 16  # "spectral": channels of the real-space block after the inverse FFT
-    domain: str = "pattern"  # "pattern": real U-Net on the correlation map; "spectral": complex U-Net on X
+    # defaults written once, in the config schema (fourdcrystal/config.py, train.model)
+    width: int = default("train", "model.width")  # channels at the first level (complex for "spectral")
+    depth: int = default("train", "model.depth")  # number of down-samplings
+    dropout: float = default("train", "model.dropout")
+    decoders: int = default("train", "model.decoders")  # 1: shared decoder, two outputs; 2: one per head
+    real_width: int = default("train", "model.real_width")  # "spectral": real-space block after the inverse FFT
+    domain: str = default("train", "model.domain")  # "pattern": real U-Net on the correlation map; "spectral"
 
     def as_dict(self) -> dict:
         return asdict(self)

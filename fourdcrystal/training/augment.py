@@ -23,16 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from ..config import default
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    dose_e: tuple[float, float] | None = (1e4, 1e6)  # electrons per pattern, drawn log-uniformly; None: no noise
-    background: tuple[float, float] = (0.0, 0.3)  # inelastic fraction of the pattern's intensity
-    background_width_px: tuple[float, float] = (8.0, 32.0)  # Lorentzian half width at half maximum
-    shift_px: float = 1.0  # largest descan shift per axis (uniform in ±shift_px)
-    ellipticity: tuple[float, float] = (0.0, 0.15)  # a/b − 1 of the distortion, random axis
-    bad_pixel_fraction: float = 2e-4  # hot plus dead pixels, as a fraction of all pixels
-    probability: float = 1.0  # chance that a sample is augmented at all
+    # defaults written once, in the config schema (fourdcrystal/config.py, train.augment)
+    dose_e: tuple[float, float] | None = default("train", "augment.dose_e")  # e⁻ per pattern, log-uniform; None: none
+    background: tuple[float, float] = default("train", "augment.background")  # inelastic fraction of the intensity
+    background_width_px: tuple[float, float] = default("train", "augment.background_width_px")  # Lorentzian HWHM
+    shift_px: float = default("train", "augment.shift_px")  # largest descan shift per axis (uniform in ±shift_px)
+    ellipticity: tuple[float, float] = default("train", "augment.ellipticity")  # a/b − 1, random axis
+    bad_pixel_fraction: float = default("train", "augment.bad_pixel_fraction")  # hot plus dead pixels, fraction
+    probability: float = default("train", "augment.probability")  # chance that a sample is augmented at all
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
