@@ -434,6 +434,9 @@ def inspect_cmd(dataset, config_path, samples, png, seed) -> None:
 @_config_option("train")
 @_opt("train", "out", "--out", type=click.Path(file_okay=False), help="Output folder for model.pt + model.json.")
 @_opt("train", "epochs", "--epochs", type=int, help="Training epochs.")
+@_opt("train", "crop_px", "--crop", "crop_px", type=int, default_text="whole patterns",
+      help="Train on random CROP×CROP windows of the patterns (pixels, a multiple of 2^depth; ~(side/CROP)² cheaper "
+           "per step); validation and prediction run on whole patterns.")
 @_opt("train", "batch_size", "--batch-size", type=int, help="Patterns per step and process.")
 @_opt("train", "lr", "--lr", type=float, help="Peak learning rate (AdamW).")
 @click.option("--schedule", type=click.Choice(["cosine", "noam", "constant"]), help="LR schedule after warm-up.")
@@ -454,7 +457,7 @@ def inspect_cmd(dataset, config_path, samples, png, seed) -> None:
 @click.option("--epochs-this-run", type=int, help="Stop after this many epochs (job time limits); --resume continues.")
 @click.option("--init", "init", type=click.Path(dir_okay=False), help="Start from a trained model.pt (fine-tuning).")
 @click.option("--summary", is_flag=True, help="Print parameter count and FLOPs per pattern, then exit.")
-def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domain, width, depth, decoders, dropout,
+def train_cmd(dataset, config_path, out, epochs, crop_px, batch_size, lr, schedule, domain, width, depth, decoders, dropout,
               loss_weighting, no_augment, loader_workers, device, seed, resume, overwrite, epochs_this_run, init,
               summary) -> None:
     """Train FCU-Net on a DATASET from fourdcrystal simulate (train split; val split for selection).
@@ -469,7 +472,7 @@ def train_cmd(dataset, config_path, out, epochs, batch_size, lr, schedule, domai
     from .config import load_config
 
     cfg = load_config("train", config_path, {
-        "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
+        "out": out, "epochs": epochs, "crop_px": crop_px, "batch_size": batch_size, "lr": lr, "schedule": schedule,
         "model.domain": domain, "model.width": width, "model.depth": depth,
         "model.decoders": int(decoders) if decoders else None,
         "model.dropout": dropout, "loss_weighting": loss_weighting, "augment.enabled": False if no_augment else None,

@@ -347,6 +347,9 @@ TRAIN_SCHEMA: Schema = {
         "real_width": Field(16, Int(1), "spectral only: channels of the real-space block after the inverse FFT"),
     },
     "epochs": Field(30, Int(1), "training epochs (passes over the train split)"),
+    "crop_px": Field(None, Int(16, nullable=True),
+                     "train on a random crop_px² window of each pattern (a multiple of 2^depth; the network runs on "
+                     "whole patterns at validation and prediction); null: whole patterns"),
     "batch_size": Field(8, Int(1), "patterns per optimiser step and process"),
     "lr": Field(1e-3, Float(0.0, lo_open=True), "peak learning rate (AdamW)"),
     "weight_decay": Field(1e-4, Float(0.0), "AdamW weight decay"),

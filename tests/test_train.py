@@ -267,3 +267,41 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
         assert f1_after[m] >= f1_before[m] - 0.02, (m, f1_before, f1_after)
         assert section["grid_best_f1"][m] == pytest.approx(f1_after[m], abs=0.05)
     assert "--limit" in _error(run_cli("tune", str(weights), str(dataset), "--limit", "0"))
+
+
+def test_random_crops_carry_their_zero_beam_and_train_end_to_end(dataset, tmp_path):
+    """--crop: each training sample is a seeded random window of pattern and targets, the probe cut about its
+    centre to the same size; where the window holds the zero beam, zero_px points at it (relative V_g 1 there)
+    and the losses leave that pixel out exactly as they leave out the centre of a whole pattern. A run with crops
+    trains, validates on whole patterns and records the crop in its card."""
+    from fourdcrystal.model.losses import qz_weighted_mse, vg_nmse
+
+    _, where, _ = open_dataset(dataset)
+    ds = ShardDataset(dataset, where["train"], 1.0, crop_px=16, seed=3)
+    seen_inside = 0
+    for i in range(len(ds)):
+        s = ds[(0, i)]
+        assert s["cbed"].shape == s["probe"].shape == s["vg"].shape == s["qz"].shape == (1, 16, 16)
+        zi, zj = s["zero_px"].tolist()
+        if zi >= 0:
+            seen_inside += 1
+            assert s["vg"][0, zi, zj] == pytest.approx(1.0)  # the relative zero beam
+        assert torch.equal(ds[(0, i)]["cbed"], s["cbed"])  # seeded: the same window every time
+    assert 0 < seen_inside < len(ds)
+    full = ShardDataset(dataset, where["train"], 1.0)[0]
+    p = full["probe"][0]
+    assert torch.equal(ds[(0, 0)]["probe"][0], p[16 - 8:16 + 8, 16 - 8:16 + 8])
+    # zero_px at the centre gives exactly the whole-pattern losses
+    t = {k: full[k][None] for k in ("vg", "qz")}
+    pred = {k: v + 0.1 for k, v in t.items()}
+    centre = torch.tensor([[16, 16]])
+    assert torch.equal(qz_weighted_mse(pred["qz"], t["qz"], t["vg"], centre), qz_weighted_mse(pred["qz"], t["qz"],
+                                                                                             t["vg"]))
+    assert torch.equal(vg_nmse(pred["vg"], t["vg"], 2.0, centre), vg_nmse(pred["vg"], t["vg"], 2.0))
+    out = tmp_path / "crop"
+    res = run_cli("-q", "train", str(dataset), "--out", str(out), "--epochs", "2", "--crop", "16", *TINY)
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["training"]["config"]["crop_px"] == 16 and card["input"]["shape"] == [32, 32]
+    assert all(np.isfinite(h["val_loss"]) for h in _history(out))
+    assert "--crop" in _error(run_cli("train", str(dataset), "--out", str(tmp_path / "c2"), "--crop", "18", *TINY))

@@ -26,34 +26,47 @@ def vg_mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred.float() - true.float()) ** 2)
 
 
-def vg_pixel_weights(true: torch.Tensor, peak_weight: float) -> torch.Tensor:
-    """w = 1 + peak_weight·max(true, 0) per pixel, the zero beam (pixel (H//2, W//2)) at w = 1."""
+def _set_zero_beam(w: torch.Tensor, value: float, zero_px: torch.Tensor | None) -> None:
+    """Set the zero beam's pixel of each (B, 1, H, W) sample to ``value``: pixel (H//2, W//2), or per sample
+    ``zero_px`` (B, 2) for random crops (a row of −1 where the crop does not hold the zero beam)."""
+    if zero_px is None:
+        h, wd = w.shape[-2:]
+        w[..., h // 2, wd // 2] = value
+        return
+    inside = (zero_px[:, 0] >= 0).nonzero().flatten()
+    w[inside, ..., zero_px[inside, 0], zero_px[inside, 1]] = value
+
+
+def vg_pixel_weights(true: torch.Tensor, peak_weight: float, zero_px: torch.Tensor | None = None) -> torch.Tensor:
+    """w = 1 + peak_weight·max(true, 0) per pixel, the zero beam (pixel (H//2, W//2), or ``zero_px``) at w = 1."""
     w = 1.0 + peak_weight * true.float().clamp_min(0.0)
-    h, wd = w.shape[-2:]
-    w[..., h // 2, wd // 2] = 1.0
+    _set_zero_beam(w, 1.0, zero_px)
     return w
 
 
-def vg_peak_weighted_mse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float) -> torch.Tensor:
+def vg_peak_weighted_mse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float,
+                         zero_px: torch.Tensor | None = None) -> torch.Tensor:
     """Σ w·(pred − true)² / Σ w with the weights of :func:`vg_pixel_weights`."""
     if peak_weight == 0:
         return vg_mse(pred, true)
-    w = vg_pixel_weights(true, peak_weight)
+    w = vg_pixel_weights(true, peak_weight, zero_px)
     return (w * (pred.float() - true.float()) ** 2).sum() / w.sum()
 
 
-def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0) -> torch.Tensor:
+def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0,
+            zero_px: torch.Tensor | None = None) -> torch.Tensor:
     """Σ w·(pred − true)² / Σ w·true² with the weights of :func:`vg_pixel_weights`."""
     t = true.float()
-    w = vg_pixel_weights(t, peak_weight)
+    w = vg_pixel_weights(t, peak_weight, zero_px)
     return (w * (pred.float() - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
 
 
-def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor) -> torch.Tensor:
-    """Σ w·(pred − true)² / Σ w with w = max(vg_true, 0), zero beam excluded."""
+def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor,
+                    zero_px: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ w·(pred − true)² / Σ w with w = max(vg_true, 0), zero beam (pixel (H//2, W//2), or ``zero_px``)
+    excluded."""
     w = vg_true.float().clamp_min(0.0).clone()
-    h, wd = w.shape[-2:]
-    w[..., h // 2, wd // 2] = 0.0
+    _set_zero_beam(w, 0.0, zero_px)
     return (w * (pred.float() - true.float()) ** 2).sum() / w.sum().clamp_min(1e-12)
 
 
@@ -74,11 +87,12 @@ class MultiTaskLoss(nn.Module):
         self.log_var = nn.Parameter(torch.zeros(2)) if weighting == "uncertainty" else None
 
     def forward(self, pred: dict[str, torch.Tensor], true: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        zero_px = true.get("zero_px")  # random crops: where the zero beam is in each sample, if anywhere
         if self.vg_loss == "nmse":
-            vg = vg_nmse(pred["vg"], true["vg"], self.vg_peak_weight)
+            vg = vg_nmse(pred["vg"], true["vg"], self.vg_peak_weight, zero_px)
         else:
-            vg = vg_peak_weighted_mse(pred["vg"], true["vg"], self.vg_peak_weight)
-        parts = torch.stack([vg, qz_weighted_mse(pred["qz"], true["qz"], true["vg"])])
+            vg = vg_peak_weighted_mse(pred["vg"], true["vg"], self.vg_peak_weight, zero_px)
+        parts = torch.stack([vg, qz_weighted_mse(pred["qz"], true["qz"], true["vg"], zero_px)])
         if self.log_var is None:
             total = (self.weights * parts).sum()
         else:

@@ -119,12 +119,13 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, folder: str | Path, locations: list[tuple[str, int]], qz_scale_invA: float,
-                 augment: AugmentConfig | None = None, seed: int = 0):
+                 augment: AugmentConfig | None = None, seed: int = 0, crop_px: int | None = None):
         self.folder = Path(folder)
         self.locations = list(locations)
         self.qz_scale_invA = float(qz_scale_invA)
         self.augment = augment
         self.seed = seed
+        self.crop_px = crop_px
         self._pid = None
         self._open: dict[str, shards.Shard] = {}
 
@@ -152,6 +153,24 @@ class ShardDataset(Dataset):
         out["vg"] = torch.from_numpy(np.ascontiguousarray(sample["vg"] / vg0, dtype=np.float32))[None]
         out["qz"] = torch.from_numpy(np.ascontiguousarray(sample["qz"] / self.qz_scale_invA, dtype=np.float32))[None]
         out["index"] = torch.tensor(i)
+        if self.crop_px:
+            out = self._crop(out, np.random.default_rng([self.seed, epoch, i, 1]))
+        return out
+
+    def _crop(self, out: dict, rng: np.random.Generator) -> dict:
+        """A random crop_px² window of pattern and targets (the network is convolutional, and its probe
+        correlation works on any window), the probe cut to the same size about its centre, and where the zero
+        beam fell (``zero_px``; −1 outside), which the losses leave out as they do the centre of a whole pattern."""
+        c = self.crop_px
+        h, w = out["cbed"].shape[-2:]
+        i0, j0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+        for k in ("cbed", "vg", "qz"):
+            out[k] = out[k][..., i0:i0 + c, j0:j0 + c].contiguous()
+        pi, pj = h // 2 - c // 2, w // 2 - c // 2
+        out["probe"] = out["probe"][..., pi:pi + c, pj:pj + c].contiguous()
+        zi, zj = h // 2 - i0, w // 2 - j0
+        inside = 0 <= zi < c and 0 <= zj < c
+        out["zero_px"] = torch.tensor([zi, zj] if inside else [-1, -1], dtype=torch.long)
         return out
 
 

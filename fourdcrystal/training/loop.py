@@ -390,6 +390,10 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
     if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
         raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
                          f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
+    crop = cfg.get("crop_px")
+    if crop is not None and (crop > min(h, w) or crop % 2**mcfg.depth):
+        raise FourdError(f"--crop (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
+                         f"{h}×{w} patterns")
     init_model = None
     if init is not None:
         init_model, init_card = load_model(init)
@@ -436,7 +440,7 @@ def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfi
     torch.manual_seed(seed)
     scale = qz_scale(dataset, where["train"], seed=seed)
     aug = AugmentConfig.from_dict(cfg["augment"]) if cfg["augment"]["enabled"] else None
-    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed)
+    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed, crop_px=cfg.get("crop_px"))
     val_ds = ShardDataset(dataset, where["val"], scale)
     model = FCUNet(mcfg)
     if init_model is not None:
