@@ -345,6 +345,9 @@ TRAIN_SCHEMA: Schema = {
         "dropout": Field(0.1, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
         "decoders": Field(1, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
         "real_width": Field(16, Int(1), "spectral only: channels of the real-space block after the inverse FFT"),
+        "coords": Field(False, Bool(), "pattern only: two more input channels, each pixel's offset from q = 0 "
+                                       "(pixels / 64), so the network can give position-dependent outputs such as "
+                                       "q_z = θ·g (a convolution alone cannot tell where q = 0 is)"),
     },
     "epochs": Field(30, Int(1), "training epochs (passes over the train split)"),
     "crop_px": Field(None, Int(16, nullable=True),

@@ -17,6 +17,9 @@ copy, clean, and reads the q_z error at the matched peaks beside the error of pr
 * ``default``: the project's default loss (learned task weights, Kendall et al.);
 * ``fixed10``: fixed weights, q_z term ×10;
 * ``qzonly``: the q_z term alone (V_g weight 0): can the network learn q_z at all?
+* ``coords``, ``coords-fixed10``: as ``default`` and ``fixed10`` with two coordinate input channels
+  (``train.model.coords``). q_z ≈ θ·g grows with the distance from q = 0, and a stack of
+  convolutions cannot tell where q = 0 is; with the pixel offsets as inputs it can form θ·g.
 
 A linear probe asks whether the information is in the patterns at all, without a network: per
 label peak, the Friedel difference (I(g) − I(−g)) / (I(g) + I(−g)) of the measured intensities at
@@ -61,6 +64,8 @@ VARIANTS = {
     "default": {},
     "fixed10": {"loss_weighting": "fixed", "vg_weight": 1.0, "qz_weight": 10.0},
     "qzonly": {"loss_weighting": "fixed", "vg_weight": 0.0, "qz_weight": 1.0},
+    "coords": {"model": {"coords": True}},
+    "coords-fixed10": {"model": {"coords": True}, "loss_weighting": "fixed", "vg_weight": 1.0, "qz_weight": 10.0},
 }
 
 
@@ -137,7 +142,7 @@ def _friedel_probe(dataset: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default="default,fixed10,coords,coords-fixed10", help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--tilt-max", type=float, default=10.0, help="largest tilt in mrad")
     ap.add_argument("--specimens", type=int, default=30, help="specimens per zone axis and crystal copy")
     ap.add_argument("--epochs", type=int, default=20)

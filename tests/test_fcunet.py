@@ -189,3 +189,20 @@ def test_explicit_initialisation_equals_torch_default_bit_for_bit(domain, monkey
     for m in convs:
         fan_in = m.weight.shape[1] * m.weight[0, 0].numel()
         assert m.weight.abs().max() <= 1 / math.sqrt(fan_in) + 1e-7
+
+
+def test_coordinate_channels_measure_from_the_zero_beam():
+    """model.coords adds each pixel's offset from q = 0, (H//2, W//2), in pixels / 64, whatever the grid size: the
+    same q has the same value on a 128² training grid and a 176² prediction grid."""
+    from fourdcrystal.model.fcunet import coordinate_channels
+
+    for h in (128, 176):
+        c = coordinate_channels(torch.zeros(1, 2, h, h))
+        assert c.shape == (1, 2, h, h)
+        assert c[0, 0, h // 2, h // 2 + 5] == 0 and c[0, 1, h // 2, h // 2 + 5] == pytest.approx(5 / 64)
+        assert c[0, 0, h // 2 - 64, 0] == pytest.approx(-1.0)
+    model = FCUNet(FCUNetConfig(width=4, depth=2, coords=True))
+    assert model.encoder[0][0].in_channels == 4
+    assert model(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))["qz"].shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="coords needs the pattern domain"):
+        FCUNet(FCUNetConfig(width=4, depth=2, coords=True, domain="spectral"))

@@ -49,6 +49,7 @@ class FCUNetConfig:
     decoders: int = default("train", "model.decoders")  # 1: shared decoder, two outputs; 2: one per head
     real_width: int = default("train", "model.real_width")  # "spectral": real-space block after the inverse FFT
     domain: str = default("train", "model.domain")  # "pattern": real U-Net on the correlation map; "spectral"
+    coords: bool = default("train", "model.coords")  # "pattern": + 2 input channels, offset from q = 0 (px / 64)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -207,6 +208,17 @@ def init_weights(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias_im)
 
 
+COORD_SCALE_PX = 64.0  # coordinate channels are pixel offsets / this: the same q gives the same value on any grid
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): each pixel's offset from q = 0 at (H//2, W//2) along axes 0 and 1, in pixels / 64."""
+    b, _, h, w = x.shape
+    i = (torch.arange(h, device=x.device, dtype=x.dtype) - h // 2) / COORD_SCALE_PX
+    j = (torch.arange(w, device=x.device, dtype=x.dtype) - w // 2) / COORD_SCALE_PX
+    return torch.stack(torch.meshgrid(i, j, indexing="ij"))[None].expand(b, 2, h, w)
+
+
 class FCUNet(nn.Module):
     """cbed, probe (B, 1, H, W) → {"vg": (B, 1, H, W), "qz": (B, 1, H, W)}."""
 
@@ -216,6 +228,8 @@ class FCUNet(nn.Module):
             raise ValueError(f"decoders must be 1 or 2, got {config.decoders}")
         if config.domain not in ("pattern", "spectral"):
             raise ValueError(f"domain must be pattern or spectral, got {config.domain!r}")
+        if config.coords and config.domain != "pattern":
+            raise ValueError("coords needs the pattern domain")
         self.config = config
         # the layers draw torch's default weights as they are built; rewind the generator and draw them again by
         # init_weights' explicit rule, so the weights and the random stream after them are the rule's alone
@@ -223,8 +237,9 @@ class FCUNet(nn.Module):
         widths = [config.width * 2**i for i in range(config.depth + 1)]
         n_out = 2 if config.decoders == 1 else 1
         if config.domain == "pattern":
+            n_in = 4 if config.coords else 2
             self.encoder = nn.ModuleList(
-                RealBlock(2 if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
+                RealBlock(n_in if i == 0 else widths[i - 1], widths[i], config.dropout) for i in range(len(widths)))
             self.decoders = nn.ModuleList(_RealDecoder(widths, config.dropout, n_out) for _ in range(config.decoders))
         else:
             self.encoder = nn.ModuleList(
@@ -240,6 +255,8 @@ class FCUNet(nn.Module):
             raise ValueError(f"pattern size {h}×{w} is not divisible by 2^depth = {2**self.config.depth}")
         if self.config.domain == "pattern":
             x, pool = pattern_inputs(cbed, probe), (lambda t: F.max_pool2d(t, 2))
+            if self.config.coords:
+                x = torch.cat([x, coordinate_channels(x)], 1)
         else:
             x, pool = cross_correlation(cbed, probe), _pool
         skips = []

@@ -391,6 +391,9 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
         raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
                          f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
     crop = cfg.get("crop_px")
+    if crop is not None and mcfg.coords:
+        raise FourdError("--crop with train.model.coords: a crop moves q = 0 off its centre, and the coordinate "
+                         "channels measure from the centre; use one or the other")
     if crop is not None and (crop > min(h, w) or crop % 2**mcfg.depth):
         raise FourdError(f"--crop (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
                          f"{h}×{w} patterns")
