@@ -158,9 +158,11 @@ def _load(section: str, config_path) -> dict:
 
 @cli.command("select")
 @_config_option("select")
-@_opt("select", "sources", "--source", "sources", multiple=True, type=click.Choice(["aflow", "mp", "files"]),
-              help="Crystal source, repeatable: aflow (embedded AFLOW prototype library, offline), "
-                   "mp (Materials Project, needs MP_API_KEY), files (CIF/POSCAR folders).")
+@_opt("select", "sources", "--source", "sources", multiple=True,
+      type=click.Choice(["aflow", "decorated", "mp", "files"]),
+      help="Crystal source, repeatable: aflow (embedded AFLOW prototype library, offline), decorated (those "
+           "prototypes with chemically similar elements, offline), mp (Materials Project, needs MP_API_KEY), files "
+           "(CIF/POSCAR folders).")
 @_opt("select", "out", "--out", type=click.Path(file_okay=False), help="Output catalogue folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--dry-run", is_flag=True, help="Print the summary table only; write nothing.")

@@ -239,8 +239,9 @@ def _range_text(what: str, lo, hi, nullable: bool, lo_open: bool = False) -> str
 Schema = Mapping[str, "Field | Schema"]
 
 SELECT_SCHEMA: Schema = {
-    "sources": Field(["aflow"], List(Choice("aflow", "mp", "files"), min_len=1),
-                     "crystal sources, combinable: aflow (embedded), mp (Materials Project), files"),
+    "sources": Field(["aflow"], List(Choice("aflow", "decorated", "mp", "files"), min_len=1),
+                     "crystal sources, combinable: aflow (embedded), decorated (the AFLOW prototypes with other "
+                     "elements, offline), mp (Materials Project), files"),
     "per_prototype": Field("sqrt", PerPrototype(),
                            "crystals drawn per prototype group of size N: sqrt -> round(sqrt(N)), all, or K"),
     "max_crystals": Field(None, Int(1, nullable=True), "cap on the catalogue size (null: no cap)"),
@@ -263,6 +264,13 @@ SELECT_SCHEMA: Schema = {
     },
     "files": {
         "paths": Field([], List(Str()), "folders (or single files) of CIF / POSCAR structures"),
+    },
+    "decorated": {
+        "max_per_prototype": Field(8, Int(1), "decorated variants kept per AFLOW prototype entry"),
+        "radius_tol": Field(0.25, Float(0.0, 1.0), "substitutes of the same group: largest relative difference of "
+                                                    "atomic radii"),
+        "cross_tol": Field(0.10, Float(0.0, 1.0), "substitutes of another group (same oxidation state, metal for "
+                                                   "metal): largest relative difference of atomic radii"),
     },
 }
 
@@ -309,6 +317,9 @@ SIMULATE_SCHEMA: Schema = {
     "frozen_phonons": Field(0, Int(0), "frozen-phonon configurations averaged per pattern (0 = static)"),
     "phonon_sigma_A": Field(0.08, Float(0.0), "r.m.s. thermal displacement per axis in Å"),
     "specimens_per_shard": Field(8, Int(1), "specimens per HDF5 shard (one task)"),
+    "split_by": Field("crystal", Choice("crystal", "prototype"),
+                      "crystal: no crystal in two splits; prototype: no prototype in two splits (test prototypes "
+                      "unseen in training: the stricter test when a prototype has several crystals)"),
     "val_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the validation split"),
     "test_fraction": Field(0.1, Float(0.0, 0.5), "fraction of crystals in the test split"),
     "limit": Field(None, Int(1, nullable=True), "simulate only the first N specimens of the manifest"),

@@ -22,7 +22,7 @@ def test_defaults_without_file():
     ("select:\n  mp:\n    chunksize: 3\n", "unknown key 'mp.chunksize'"),
     ("select:\n  per_prototype: half\n", "bad value for per_prototype: 'half'; expected sqrt, all or a positive integer"),
     ("select:\n  seed: -1\n", "bad value for seed: -1; expected an integer >= 0"),
-    ("select:\n  sources: [aflow, icsd]\n", "list item 'icsd': expected one of aflow, mp, files"),
+    ("select:\n  sources: [aflow, icsd]\n", "list item 'icsd': expected one of aflow, decorated, mp, files"),
     ("select:\n  mp:\n    num_sites: [10, 2]\n", "expected min <= max"),
     ("select:\n  mp:\n    stable_only: perhaps\n", "expected true or false"),
     ("selekt:\n  seed: 1\n", "unknown section 'selekt'"),

@@ -352,7 +352,7 @@ def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
                "slice_thickness_A": 1.5, "parametrization": "kirkland", "probe_position": "random",
                "positions_per_specimen": 2, "frozen_phonons": 2, "phonon_sigma_A": 0.1, "specimens_per_shard": 3,
                "val_fraction": 0.2, "test_fraction": 0.2, "limit": 2, "fft_planning": "measure", "seed": 5,
-               "workers": 3, "out": "elsewhere"}
+               "workers": 3, "out": "elsewhere", "split_by": "prototype"}
     assert set(changed) == set(SIMULATE_SCHEMA), "a new simulate setting: add it here, hashed or excluded"
     for key, value in changed.items():
         other = [t.task_hash for t in plan_tasks(spec, {**base, key: value})]
@@ -360,3 +360,27 @@ def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
             assert other == hashes, key
         else:
             assert other[0] != hashes[0], key
+
+
+def test_split_by_prototype_keeps_each_prototype_in_one_split(specimens):
+    """split_by: prototype puts every crystal of a prototype in the split its prototype drew (unseen test
+    prototypes); split_by: crystal, the default, is hashed as datasets made before the setting existed were."""
+    from fourdcrystal.config import load_config
+    from fourdcrystal.simulation.runner import plan_tasks, split_crystals
+    from fourdcrystal.supercell import SpecimenRow, read_specimens
+
+    spec = read_specimens(specimens)
+    rows = list(spec.rows)
+    # a second crystal of the first row's prototype
+    twin = SpecimenRow(**{**rows[0].__dict__, "specimen_id": rows[0].specimen_id + "-twin",
+                          "crystal_id": rows[0].crystal_id + "-twin"})
+    cfg = {**load_config("simulate"), "val_fraction": 0.3, "test_fraction": 0.3, "split_by": "prototype"}
+    splits = split_crystals(rows + [twin], cfg)
+    assert splits[twin.crystal_id] == splits[rows[0].crystal_id]
+    by_proto: dict = {}
+    for r in rows + [twin]:
+        by_proto.setdefault(r.prototype, set()).add(splits[r.crystal_id])
+    assert all(len(s) == 1 for s in by_proto.values())
+    base = load_config("simulate")
+    legacy = {k: v for k, v in base.items() if k != "split_by"}  # a config from before the setting
+    assert [t.task_hash for t in plan_tasks(spec, base)] == [t.task_hash for t in plan_tasks(spec, legacy)]

@@ -63,6 +63,11 @@ def collect_entries(cfg: dict, api_key: str | None = None, quiet: bool = False) 
             entries += query_materials_project(cfg["mp"], api_key=api_key, quiet=quiet)
         elif source == "files":
             entries += load_files(cfg["files"]["paths"], skip_bad=cfg["skip_bad"])
+        elif source == "decorated":
+            from .decorate import load_decorated
+
+            d = cfg["decorated"]
+            entries += load_decorated(d["max_per_prototype"], d["radius_tol"], d["cross_tol"], seed=cfg["seed"])
     dup = [i for i, n in Counter(e.id for e in entries).items() if n > 1]
     if dup:
         raise FourdError(f"crystal id {dup[0]} comes from two sources; rename the file or drop a source")
@@ -99,6 +104,8 @@ def build_catalogue(cfg: dict, api_key: str | None = None, quiet: bool = False) 
         filters["mp"] = {k: v for k, v in cfg["mp"].items()}
     if "files" in cfg["sources"]:
         filters["files"] = cfg["files"]
+    if "decorated" in cfg["sources"]:
+        filters["decorated"] = cfg["decorated"]
     header = {
         "sources": list(cfg["sources"]),
         "filters": filters,

@@ -40,6 +40,9 @@ SINGLE_SPECIMEN = "specimen"  # single-structure mode keeps its one-row manifest
 # numbers: a setting added to the schema is hashed unless it is listed here (tests/test_simulate_cli.py
 # checks both ways). fft_planning is hashed: shards planned differently differ in the last bits.
 HASH_EXCLUDED = ("workers", "out")
+# Settings added after datasets existed: hashed only away from the value that reproduces those datasets, so a
+# dataset made before the setting existed keeps its task hashes (and resumes) where the setting is left alone.
+HASH_OMITTED_AT = {"split_by": "crystal"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,16 @@ def widest_optics(cfg: dict) -> list[Optics]:
     return [optics_from_config(cfg, energy, max(choices(cfg["semiangle_mrad"]))) for energy in choices(cfg["energy_eV"])]
 
 
+def split_crystals(rows, cfg: dict) -> dict[str, str]:
+    """crystal id → split, by crystal or (``split_by: prototype``) by prototype: every crystal of a
+    prototype in the split its prototype drew."""
+    if cfg.get("split_by", "crystal") == "crystal":
+        return assign_splits([r.crystal_id for r in rows], cfg["val_fraction"], cfg["test_fraction"], cfg["seed"])
+    group = {r.crystal_id: r.prototype for r in rows}
+    by_group = assign_splits(list(group.values()), cfg["val_fraction"], cfg["test_fraction"], cfg["seed"])
+    return {cid: by_group[g] for cid, g in group.items()}
+
+
 def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
     """train/val/test by crystal (no crystal in two splits), a seeded shuffle of the sorted ids.
 
@@ -110,7 +123,8 @@ def assign_splits(crystal_ids: list[str], val_fraction: float, test_fraction: fl
 def plan_tasks(specimens, cfg: dict) -> list[ShardTask]:
     rows = specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows
     per = cfg["specimens_per_shard"]
-    physics = {k: v for k, v in cfg.items() if k not in HASH_EXCLUDED}
+    physics = {k: v for k, v in cfg.items() if k not in HASH_EXCLUDED and
+               not (k in HASH_OMITTED_AT and v == HASH_OMITTED_AT[k])}
     manifest_hash = specimens.header.get("catalogue_sha256", "")
     tasks = []
     for i in range(0, len(rows), per):
@@ -258,7 +272,7 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     out = Path(cfg["out"])
     tasks = plan_tasks(specimens, cfg)
     used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]
-    splits = assign_splits([r.crystal_id for r in used_rows], cfg["val_fraction"], cfg["test_fraction"], cfg["seed"])
+    splits = split_crystals(used_rows, cfg)
     header = {"schema": shards.INDEX_SCHEMA, "config": cfg, "seed": cfg["seed"], "software": software_versions(),
               "specimens": str(specimens_dir), "specimens_sha256": _folder_hash(Path(specimens_dir))}
     todo = _prepare_output(out, tasks, header, overwrite)
