@@ -241,10 +241,13 @@ def test_periodic_z_transform_equals_the_fft_of_the_whole_stack():
     sp = build_specimen(si, (0, 0, 1), 0.0, lateral_size_A=11.0, thickness_A=[40.0, 80.0])
     stack = engine.build_slices(sp.atoms, (96, 96), 2.0, sp.thickness_A, sp.plan.period_z_A)
     assert len(stack.potential) * 4 <= stack.num_slices  # the periodic path is taken
-    exits = [stack.num_slices // 2, stack.num_slices]
-    vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (64, 64))
+    n = stack.num_slices
+    exits = sorted({n // 2 | 1, (n // 2 + 2) & ~1, n})  # odd and even slice counts (the half-spectrum sums)
+    assert {e % 2 for e in exits} == {0, 1} and min(exits) >= len(stack.potential) * 4
+    tilt = {"beam_tilt_mrad": (3.0, -2.0), "k_sampling_invA": (0.09, 0.09)}
+    vg, qz = labels.bragg_labels(stack.potential, stack.order, stack.slice_thickness_A, exits, (64, 64), **tilt)
     vg_ref, qz_ref = labels.bragg_labels(stack.potential[stack.order], np.arange(stack.num_slices),
-                                         stack.slice_thickness_A, exits, (64, 64))
+                                         stack.slice_thickness_A, exits, (64, 64), **tilt)
     np.testing.assert_allclose(vg, vg_ref, rtol=0, atol=1e-6 * vg_ref.max())
     strong = vg_ref > 1e-3 * vg_ref.max()
     np.testing.assert_allclose(qz[strong], qz_ref[strong], rtol=0, atol=1e-6)

@@ -46,6 +46,38 @@ def lateral_spectra(potential: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return f[:, ix[:, None], iy[None, :]].astype(np.complex64)
 
 
+def _hermitian_sums(coeff: np.ndarray, flat: np.ndarray, g: np.ndarray, qz: np.ndarray, h: int,
+                    w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Σ_qz g·|F| and Σ_qz g·q_z·|F| over F = coeff @ flat (rows q_z in FFT order; columns the H×W pixels, centred
+    grid, H and W even), computing only half of F.
+
+    The slices are real, so F(−q_z, −p) = F(q_z, p)* and |F| there is the same: the rows q_z < 0 are the rows
+    q_z > 0 at the mirrored pixel. Inside the crop the mirror of pixel (i, j) is (H − i, W − j); row 0 and
+    column 0 (frequency −H/2, −W/2) have their mirror outside and get the q_z < 0 rows directly. The same sums
+    as over the full F to float rounding (``tests/test_simulate_physics.py``), in about half the time.
+    """
+    nz = len(qz)
+    half = (nz - 1) // 2  # rows 1..half have their negative partner nz − m
+    rows = np.arange(half + 1) if nz % 2 else np.append(np.arange(half + 1), nz // 2)  # q_z ≥ 0, and −Nyquist
+    a = np.abs(coeff[rows] @ flat)  # (rows, H·W)
+    vg = g[rows] @ a
+    num = (g[rows] * qz[rows]) @ a
+    gm, qm = g[1:half + 1], qz[1:half + 1]
+    mirror_vg = (gm @ a[1:half + 1]).reshape(h, w)
+    mirror_num = (gm * qm) @ a[1:half + 1]
+    vg, num, mirror_num = vg.reshape(h, w), num.reshape(h, w), mirror_num.reshape(h, w)
+    vg[1:, 1:] += mirror_vg[1:, 1:][::-1, ::-1]
+    num[1:, 1:] -= mirror_num[1:, 1:][::-1, ::-1]  # q_z → −q_z
+    edge = np.zeros((h, w), bool)
+    edge[0, :] = edge[:, 0] = True
+    neg = nz - np.arange(1, half + 1)
+    if len(neg):
+        e = np.abs(coeff[neg] @ flat[:, edge.ravel()])
+        vg[edge] += g[neg] @ e
+        num[edge] += (g[neg] * qz[neg]) @ e
+    return vg, num
+
+
 def bragg_labels(potential: np.ndarray, order: np.ndarray, slice_thickness_A: float, exit_after: list[int],
                  crop: tuple[int, int], qz_sigma_invA: float = QZ_SIGMA_INVA,
                  beam_tilt_mrad=(0.0, 0.0), k_sampling_invA: tuple[float, float] | None = None):
@@ -73,20 +105,22 @@ def bragg_labels(potential: np.ndarray, order: np.ndarray, slice_thickness_A: fl
         nz = int(nz)
         wz = windows.tukey(nz)
         qz = np.fft.fftfreq(nz, slice_thickness_A).astype(np.float32)
+        g = np.exp(-(qz**2) / (2 * qz_sigma_invA**2)).astype(np.float32)
         if n_unique * 4 <= nz:  # periodic along z: the z-DFT as a small matrix product (see the module notes)
             k = np.arange(nz)
             phase = np.exp(-2j * np.pi * np.outer(np.arange(nz), k) / nz) * wz[None, :]  # (q_z, slice)
             coeff = np.zeros((nz, n_unique), np.complex128)
             for u in range(n_unique):
                 coeff[:, u] = phase[:, order[:nz] == u].sum(axis=1)
-            spectrum = (coeff.astype(np.complex64) @ flat).reshape(nz, h, w)
+            vg, num = _hermitian_sums(coeff.astype(np.complex64), flat, g, qz, h, w)
         else:
             stack = spectra[order[:nz]] * wz.astype(np.float32)[:, None, None]
-            spectrum = sp_fft.fft(stack, axis=0, workers=1)
-        f = np.abs(spectrum) * np.exp(-(qz**2) / (2 * qz_sigma_invA**2))[:, None, None]
-        vg = f.sum(0)
+            a = np.abs(sp_fft.fft(stack, axis=0, workers=1)).reshape(nz, h * w)
+            # the q_z sums as vector-matrix products over |spectrum| (BLAS), not a weighted copy of the
+            # (q_z, H, W) stack summed twice
+            vg, num = (g @ a).reshape(h, w), ((g * qz) @ a).reshape(h, w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            q = np.where(vg > 0, (f * qz[:, None, None]).sum(0) / vg, 0.0)
+            q = np.where(vg > 0, num / vg, 0.0)
         if shift is not None:
             q = q + shift
         vgs[i], qzs[i] = vg, q
