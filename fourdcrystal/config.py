@@ -379,6 +379,8 @@ TRAIN_SCHEMA: Schema = {
                      "against q_z), mse = plain mean squared error"),
     "vg_weight": Field(1.0, Float(0.0), "weight of the vg error"),
     "qz_weight": Field(1.0, Float(0.0), "weight of the V_g-weighted qz MSE"),
+    "qz_min_vg": Field(0.0, Float(0.0, 1.0), "qz loss: only pixels whose V_g (relative to the zero beam) reaches "
+                                            "this count (0: every pixel, weighted by V_g)"),
     "vg_peak_weight": Field(0.0, Float(0.0),
                             "vg loss pixel weights 1 + this x max(V_g, 0): stresses the reflections (0 = plain MSE)"),
     "amp": Field(True, Bool(), "mixed precision on CUDA (bfloat16 where supported); ignored on CPU"),

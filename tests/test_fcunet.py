@@ -206,3 +206,20 @@ def test_coordinate_channels_measure_from_the_zero_beam():
     assert model(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))["qz"].shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match="coords needs the pattern domain"):
         FCUNet(FCUNetConfig(width=4, depth=2, coords=True, domain="spectral"))
+
+
+def test_qz_loss_on_the_reflections_only():
+    """qz_min_vg: pixels whose relative V_g is below it count for nothing in the q_z loss; 0 keeps every pixel."""
+    from fourdcrystal.model.losses import qz_weighted_mse
+
+    vg = torch.zeros(1, 1, 5, 5)
+    vg[0, 0, 2, 2] = 1.0  # the zero beam: left out either way
+    vg[0, 0, 0, 0] = 0.5  # a reflection
+    vg[0, 0, 4, 4] = 0.01  # diffuse background
+    true = torch.zeros_like(vg)
+    pred = torch.zeros_like(vg)
+    pred[0, 0, 4, 4] = 1.0  # wrong only on the background
+    assert qz_weighted_mse(pred, true, vg) == pytest.approx(0.01 / 0.51)
+    assert qz_weighted_mse(pred, true, vg, min_vg=0.05) == 0.0
+    pred[0, 0, 0, 0] = 2.0
+    assert qz_weighted_mse(pred, true, vg, min_vg=0.05) == pytest.approx(4.0)

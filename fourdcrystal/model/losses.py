@@ -62,10 +62,14 @@ def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0,
 
 
 def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor,
-                    zero_px: torch.Tensor | None = None) -> torch.Tensor:
+                    zero_px: torch.Tensor | None = None, min_vg: float = 0.0) -> torch.Tensor:
     """Σ w·(pred − true)² / Σ w with w = max(vg_true, 0), zero beam (pixel (H//2, W//2), or ``zero_px``)
-    excluded."""
+    excluded; with ``min_vg`` > 0 only pixels whose (relative) V_g reaches it count: q_z means something on
+    the reflections, while the diffuse background between them, weak but wide, would otherwise hold most of
+    the weight."""
     w = vg_true.float().clamp_min(0.0).clone()
+    if min_vg > 0:
+        w = torch.where(w >= min_vg, w, torch.zeros_like(w))
     _set_zero_beam(w, 0.0, zero_px)
     return (w * (pred.float() - true.float()) ** 2).sum() / w.sum().clamp_min(1e-12)
 
@@ -74,8 +78,9 @@ class MultiTaskLoss(nn.Module):
     """``weighting``: "fixed" (weights ``vg_weight``, ``qz_weight``) or "uncertainty" (learned)."""
 
     def __init__(self, weighting: str = "uncertainty", vg_weight: float = 1.0, qz_weight: float = 1.0,
-                 vg_peak_weight: float = 0.0, vg_loss: str = "nmse"):
+                 vg_peak_weight: float = 0.0, vg_loss: str = "nmse", qz_min_vg: float = 0.0):
         super().__init__()
+        self.qz_min_vg = float(qz_min_vg)
         self.vg_peak_weight = float(vg_peak_weight)
         if weighting not in ("fixed", "uncertainty"):
             raise ValueError(f"weighting must be fixed or uncertainty, got {weighting!r}")
@@ -92,7 +97,7 @@ class MultiTaskLoss(nn.Module):
             vg = vg_nmse(pred["vg"], true["vg"], self.vg_peak_weight, zero_px)
         else:
             vg = vg_peak_weighted_mse(pred["vg"], true["vg"], self.vg_peak_weight, zero_px)
-        parts = torch.stack([vg, qz_weighted_mse(pred["qz"], true["qz"], true["vg"], zero_px)])
+        parts = torch.stack([vg, qz_weighted_mse(pred["qz"], true["qz"], true["vg"], zero_px, self.qz_min_vg)])
         if self.log_var is None:
             total = (self.weights * parts).sum()
         else:

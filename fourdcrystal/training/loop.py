@@ -264,7 +264,7 @@ class _Totals:
 
 
 def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
-                   amp: bool = False, vg_loss: str = "nmse") -> dict:
+                   amp: bool = False, vg_loss: str = "nmse", qz_min_vg: float = 0.0) -> dict:
     """Mean vg MSE and NMSE, V_g-weighted qz MSE, and the weighted sum of the vg term (``vg_loss``) and the
     qz term over a split (shared out among ranks)."""
     from ..model.losses import qz_weighted_mse, vg_mse, vg_nmse
@@ -280,7 +280,8 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
                 pred = model(batch["cbed"], batch["probe"])
             for j in range(len(items)):
                 totals.add(1.0, vg_mse=float(vg_mse(pred["vg"][j], batch["vg"][j])),
-                           qz_wmse=float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j])),
+                           qz_wmse=float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j],
+                                                         min_vg=qz_min_vg)),
                            vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])))
     totals = totals.reduced(dist)
     vg, qz, nmse = totals.mean("vg_mse"), totals.mean("qz_wmse"), totals.mean("vg_nmse")
@@ -450,7 +451,7 @@ def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfi
         model.load_state_dict(init_model.state_dict())
     model.to(dist.device)
     loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],
-                            cfg["vg_loss"]).to(dist.device)
+                            cfg["vg_loss"], cfg["qz_min_vg"]).to(dist.device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
@@ -509,7 +510,7 @@ def _run_epoch(run: _Run, step: nn.Module, loader: DataLoader, epoch_sampler: _E
     dist.sync_buffers(run.model)
     train_seconds = time.perf_counter() - t0
     val = evaluate_split(run.model, run.val_ds, dist, cfg["batch_size"], (cfg["vg_weight"], cfg["qz_weight"]),
-                         run.use_amp, cfg["vg_loss"])
+                         run.use_amp, cfg["vg_loss"], cfg["qz_min_vg"])
     row = {"epoch": epoch + 1, "train_loss": totals.mean("loss"), "train_vg_mse": totals.mean("vg_mse"),
            "train_vg_nmse": totals.mean("vg_nmse"), "train_qz_wmse": totals.mean("qz_wmse"),
            "val_loss": val["loss"], "val_vg_mse": val["vg_mse"], "val_vg_nmse": val["vg_nmse"],
