@@ -16,6 +16,7 @@ import numpy as np
 from .detect import baseline_peaks, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
+from .lattice import fit_tilt
 from .peaks import Peaks, to_reciprocal
 from .preparation import Preparation
 
@@ -72,6 +73,10 @@ class ChunkProcessor:
         if qz is not None:
             owner = np.repeat(np.arange(len(peaks)), count)
             out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
+            if self.config.tilt:
+                ends = np.cumsum(count)
+                out["tilt_mrad"] = np.array([fit_tilt(q[e - c:e], out["qz_invA"][e - c:e], inten[e - c:e])
+                                             for c, e in zip(count, ends)], np.float32).reshape(-1, 2)
         return out
 
 

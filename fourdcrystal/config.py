@@ -70,15 +70,17 @@ def Float(lo: float | None = None, hi: float | None = None, nullable: bool = Fal
     return parse
 
 
-def Bool() -> Callable:
+def Bool(nullable: bool = False) -> Callable:
     words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
-    def parse(v: Any) -> bool:
+    def parse(v: Any) -> bool | None:
+        if v is None and nullable:
+            return None
         if isinstance(v, bool):
             return v
         if isinstance(v, str) and v.lower() in words:
             return words[v.lower()]
-        raise ValueError("expected true or false")
+        raise ValueError("expected true or false" + (" or null" if nullable else ""))
 
     return parse
 
@@ -490,6 +492,8 @@ PREDICT_SCHEMA: Schema = {
     "batch_size": Field(16, Int(1), "patterns per network call"),
     "device": EVALUATE_SCHEMA["device"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
+    "tilt": Field(None, Bool(nullable=True), "write the crystal tilt per position, fitted to the model's q_z "
+                                             "(null: when the model card's test evaluation shows q_z skill)"),
 }
 
 STRAIN_SCHEMA: Schema = {

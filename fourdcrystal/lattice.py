@@ -478,3 +478,35 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
     if best is None:
         raise FourdError("the crystal's lattice cannot be aligned with the measured one")
     return best
+
+
+def fit_tilt(q: np.ndarray, qz: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """The crystal tilt that best explains the out-of-plane components of the Bragg vectors of one pattern.
+
+    A crystal tilted by (θx, θy) out of the zone axis moves a reflection at lateral g to
+    q_z = θx·g_x + θy·g_y (first order, beam frame; the convention of the simulated labels), so θ is
+    the weighted least-squares solution of q_z = θ·g over the reflections.
+
+    Parameters
+    ----------
+    q : (n, 2) lateral vectors g, Å⁻¹, from the zero beam (the zero beam itself carries no tilt; pass it or not).
+    qz : (n,) their q_z, Å⁻¹.
+    weights : (n,) non-negative weights (e.g. V_g); None: all equal.
+
+    Returns
+    -------
+    (θx, θy) in mrad; NaN when fewer than two non-collinear reflections away from the zero beam.
+
+    >>> g = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    >>> [round(t, 6) for t in fit_tilt(g, g @ np.array([0.002, -0.001]))]
+    [2.0, -1.0]
+    """
+    q = np.asarray(q, float).reshape(-1, 2)
+    qz = np.asarray(qz, float).reshape(-1)
+    w = np.ones(len(q)) if weights is None else np.clip(np.asarray(weights, float).reshape(-1), 0.0, None)
+    ok = np.isfinite(qz) & np.all(np.isfinite(q), axis=1) & (np.linalg.norm(q, axis=1) > 0) & (w > 0)
+    if ok.sum() < 2 or np.linalg.matrix_rank(q[ok]) < 2:
+        return math.nan, math.nan
+    sw = np.sqrt(w[ok])[:, None]
+    theta, *_ = np.linalg.lstsq(q[ok] * sw, qz[ok] * sw[:, 0], rcond=None)
+    return float(theta[0] * 1e3), float(theta[1] * 1e3)

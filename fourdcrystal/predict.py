@@ -53,6 +53,17 @@ class PredictConfig:
     max_peaks: int | None = default("predict", "max_peaks")  # per pattern and method; None = the card's (400)
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
+    tilt: bool | None = default("predict", "tilt")  # per-position crystal tilt from q_z; None: when the card shows skill
+
+
+def qz_has_skill(card: dict) -> bool:
+    """True when the card's own test evaluation (clean, the thick patterns) has the model's q_z error at most half
+    that of predicting q_z = 0: only then are the tilts fitted to its q_z worth writing by default."""
+    ev = card.get("release", {}).get("test_evaluation", {})
+    table = ev.get("by_dose_thick") or ev.get("by_dose") or {}
+    row = table.get("model", {}).get("clean", {})
+    qz, qz0 = row.get("qz_mae_invA"), row.get("qz_mae_zero_invA")
+    return qz is not None and bool(qz0) and qz <= 0.5 * qz0
 
 
 def quality_note(card: dict) -> str | None:
@@ -117,6 +128,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         config = replace(config, settings=replace(
             st, model=replace(st.model, max_peaks=config.max_peaks),
             baseline=replace(st.baseline, peaks=replace(st.baseline.peaks, max_peaks=config.max_peaks))))
+    if config.tilt is None:
+        config = replace(config, tilt=qz_has_skill(card))
     if config.device.startswith("cuda"):
         import torch
 
@@ -232,7 +245,7 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 
     with writing():
         result = ResultFile(partial, fingerprint, attrs, scan.scan_shape, tuple(prep.grid_shape), methods,
-                         config.save_maps, prep.usable)
+                            config.save_maps, prep.usable, tilt=config.tilt)
     try:
         done = result.state["positions_done"]
         if done:

@@ -537,3 +537,29 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     assert fp(base) == fp(PredictConfig())
     prep2 = SimpleNamespace(centre_px=prep.centre_px, probe=prep.probe * 2, usable=prep.usable)
     assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep2) != fp(base)
+
+
+def test_tilt_per_position_fitted_to_the_models_qz(model, scan, tmp_path):
+    """--tilt writes /model/tilt_mrad (scan × 2): at each position the least-squares (θx, θy) of q_z = θ·g over
+    that position's vectors (weighted by V_g), recomputed here from the file's own vectors; without it, and by
+    default for a card that shows no q_z skill, there is none."""
+    from fourdcrystal.lattice import fit_tilt
+
+    weights, _ = model
+    src = scan["tmp"] / "scan.npy"
+    common = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "t.h5"), "--tilt", *common)
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "t.h5") as f:
+        g = f["model"]
+        tilt, off = g["tilt_mrad"][()], g["offsets"][()]
+        assert tilt.shape == (2, 3, 2)
+        for p in range(6):
+            a, b = off[p], off[p + 1]
+            q = np.column_stack([g["qx_invA"][a:b], g["qy_invA"][a:b]])
+            expect = fit_tilt(q, g["qz_invA"][a:b], g["intensity"][a:b])
+            np.testing.assert_allclose(tilt.reshape(6, 2)[p], expect, rtol=1e-5, atol=1e-6)
+    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "n.h5"), *common)
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "n.h5") as f:
+        assert "tilt_mrad" not in f["model"]  # a card without an evaluation shows no q_z skill

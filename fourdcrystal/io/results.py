@@ -78,7 +78,7 @@ class ResultFile:
     """
 
     def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
-                 usable: np.ndarray):
+                 usable: np.ndarray, tilt: bool = False):
         import h5py
 
         self.path = path
@@ -120,6 +120,8 @@ class ResultFile:
                 for name in VECTOR_FIELDS[m]:
                     g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(VECTOR_CHUNK,))
                 g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *model_shape), "f8"))
+            if tilt:  # the crystal tilt (θx, θy) per position from the model's q_z, mrad
+                f["model"].create_dataset("tilt_mrad", data=np.full((*self.scan_shape, 2), np.nan, "f4"))
             if save_maps:
                 for name in ("vg", "qz"):
                     f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
@@ -171,6 +173,8 @@ class ResultFile:
             g["bragg_vector_map_slots"][new] = g["bragg_vector_map_slots"][st["slot"]] + res["bragg_vector_map"]
         for name, values in chunk.get("maps", {}).items():
             self._rows(f["model"][name], start, values)
+        if "tilt_mrad" in chunk.get("model", {}):
+            self._rows(f["model"]["tilt_mrad"], start, chunk["model"]["tilt_mrad"])
         self._set_state(start + n, new)
 
     def finish(self, final_attrs: dict) -> dict:
