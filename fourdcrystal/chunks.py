@@ -77,6 +77,8 @@ class ChunkProcessor:
                 ends = np.cumsum(count)
                 out["tilt_mrad"] = np.array([fit_tilt(q[e - c:e], out["qz_invA"][e - c:e], inten[e - c:e])
                                              for c, e in zip(count, ends)], np.float32).reshape(-1, 2)
+            if self.config.qz is False:
+                del out["qz_invA"]
         return out
 
 

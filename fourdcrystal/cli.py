@@ -672,6 +672,8 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "device", "--device", help="auto, cpu, cuda or cuda:N.")
 @_opt("predict", "scheduler", "--scheduler",
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
+@_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
+      help="Write the model's q_z (Å⁻¹) of each Bragg vector.")
 @_opt("predict", "tilt", "--tilt/--no-tilt", default_text="when the model card's test evaluation shows q_z skill",
       help="Write the crystal tilt (θx, θy, mrad) per position, fitted to the model's q_z: q_z = θ·g.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
@@ -701,7 +703,7 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
     c = _load("predict", config_path)
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
                   save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
-                  tilt=c["tilt"])
+                  tilt=c["tilt"], qz=c["qz"])
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
     calibration = {k: c[k] for k in ("k_pixel_invA", "camera_length_mm", "detector_pixel_um", "energy_eV",
                                      "semiangle_mrad")}

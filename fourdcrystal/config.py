@@ -492,6 +492,8 @@ PREDICT_SCHEMA: Schema = {
     "batch_size": Field(16, Int(1), "patterns per network call"),
     "device": EVALUATE_SCHEMA["device"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
+    "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
+                                           "evaluation shows q_z skill, or with tilt)"),
     "tilt": Field(None, Bool(nullable=True), "write the crystal tilt per position, fitted to the model's q_z "
                                              "(null: when the model card's test evaluation shows q_z skill)"),
 }

@@ -54,6 +54,7 @@ class PredictConfig:
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
     tilt: bool | None = default("predict", "tilt")  # per-position crystal tilt from q_z; None: when the card shows skill
+    qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill (or with tilt)
 
 
 def qz_has_skill(card: dict) -> bool:
@@ -130,6 +131,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             baseline=replace(st.baseline, peaks=replace(st.baseline.peaks, max_peaks=config.max_peaks))))
     if config.tilt is None:
         config = replace(config, tilt=qz_has_skill(card))
+    if config.qz is None:
+        config = replace(config, qz=qz_has_skill(card) or config.tilt)
     if config.device.startswith("cuda"):
         import torch
 
@@ -245,7 +248,7 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 
     with writing():
         result = ResultFile(partial, fingerprint, attrs, scan.scan_shape, tuple(prep.grid_shape), methods,
-                            config.save_maps, prep.usable, tilt=config.tilt)
+                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz)
     try:
         done = result.state["positions_done"]
         if done:

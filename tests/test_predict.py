@@ -562,4 +562,9 @@ def test_tilt_per_position_fitted_to_the_models_qz(model, scan, tmp_path):
     res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "n.h5"), *common)
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "n.h5") as f:
-        assert "tilt_mrad" not in f["model"]  # a card without an evaluation shows no q_z skill
+        # a card without an evaluation shows no q_z skill: no tilt, and no q_z per vector unless asked for
+        assert "tilt_mrad" not in f["model"] and "qz_invA" not in f["model"] and "qx_invA" in f["model"]
+    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "q.h5"), "--qz", *common)
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "q.h5") as f:
+        assert f["model"]["qz_invA"].shape == f["model"]["qx_invA"].shape and "tilt_mrad" not in f["model"]

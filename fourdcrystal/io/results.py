@@ -78,13 +78,15 @@ class ResultFile:
     """
 
     def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
-                 usable: np.ndarray, tilt: bool = False):
+                 usable: np.ndarray, tilt: bool = False, qz: bool = True):
         import h5py
 
         self.path = path
         self.scan_shape = tuple(scan_shape)
         self.n = int(np.prod(scan_shape))
         self.methods = methods
+        # the model's q_z per vector only when asked for (a model without q_z skill writes none)
+        self.fields = {m: tuple(n for n in VECTOR_FIELDS[m] if qz or n != "qz_invA") for m in methods}
         self.f = None
         if path.exists():
             try:
@@ -117,7 +119,7 @@ class ResultFile:
                 g = f.create_group(m)
                 g.create_dataset("offsets", data=np.zeros(self.n + 1, "i8"))
                 g.create_dataset("count", data=np.zeros(self.scan_shape, "i4"))
-                for name in VECTOR_FIELDS[m]:
+                for name in self.fields[m]:
                     g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(VECTOR_CHUNK,))
                 g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *model_shape), "f8"))
             if tilt:  # the crystal tilt (θx, θy) per position from the model's q_z, mrad
@@ -146,7 +148,7 @@ class ResultFile:
         done = self.state["positions_done"]
         for m in self.methods:
             end = int(self.f[m]["offsets"][done])
-            for name in VECTOR_FIELDS[m]:
+            for name in self.fields[m]:
                 self.f[m][name].resize((end,))
 
     def _rows(self, ds, start: int, values: np.ndarray) -> None:
@@ -165,7 +167,7 @@ class ResultFile:
             g, res = f[m], chunk[m]
             end = int(g["offsets"][start])
             total = int(res["count"].sum())
-            for name in VECTOR_FIELDS[m]:
+            for name in self.fields[m]:
                 g[name].resize((end + total,))
                 g[name][end:end + total] = res[name]
             g["offsets"][start + 1:start + n + 1] = end + np.cumsum(res["count"])
