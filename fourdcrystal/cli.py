@@ -712,6 +712,13 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
                   scheduler=c["scheduler"], overwrite=overwrite, mask=c["mask"])
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
+    cal, src = res["calibration"], res["calibration"]["sources"]
+    click.echo(f"calibration: pixel size {cal['k_pixel_invA']:.5f} Å⁻¹ ({src.get('k_pixel_invA', 'file')})"
+               + (f", {cal['energy_eV'] / 1e3:g} kV ({src.get('energy_eV', 'file')})" if cal["energy_eV"] else "")
+               + (f", {cal['semiangle_mrad']:g} mrad ({src.get('semiangle_mrad', 'file')})"
+                  if cal["semiangle_mrad"] else "")
+               + f"; zero beam at ({res['centre_px'][0]:.1f}, {res['centre_px'][1]:.1f}) px ({res['centre_source']});"
+                 f" probe: {res['probe_source']}")
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
     click.echo(f"wrote {res['out']} and {res['png']}")
 

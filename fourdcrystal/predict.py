@@ -178,12 +178,6 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             if not tuned:
                 log.info("%s: its card has no tuned peak settings (fourdcrystal tune); using the defaults",
                          model_path)
-            src = cal.sources
-            log.info("%s: pixel size %.5f Å⁻¹ (%s), %s, %s; zero beam at (%.1f, %.1f) px (%s); probe: %s", data,
-                     cal.k_pixel_invA, src.get("k_pixel_invA", "file"),
-                     f"{cal.energy_eV / 1e3:g} kV ({src.get('energy_eV', 'file')})" if cal.energy_eV else "energy unknown",
-                     f"{cal.semiangle_mrad:g} mrad ({src.get('semiangle_mrad', 'file')})" if cal.semiangle_mrad
-                     else "semi-angle unknown", *prep.centre_px, prep.centre_source, prep.probe_source)
             for w in [*scan.notes, *calibration_warnings(card, cal)]:
                 log.warning("%s: %s", data, w)
             if overwrite and partial.exists():  # only under the lock: never another live run's partial
@@ -206,7 +200,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         log.warning("could not write %s: %s; the result %s is complete", png, exc.strerror or exc, out)
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
-            "centre_px": prep.centre_px, "probe_source": prep.probe_source, "grid_shape": prep.grid_shape}
+            "centre_px": prep.centre_px, "centre_source": prep.centre_source, "probe_source": prep.probe_source,
+            "grid_shape": prep.grid_shape}
 
 
 # Every PredictConfig field is part of a run's resume fingerprint except these, which cannot change its numbers (a
