@@ -288,11 +288,13 @@ def render(text: str, skip: tuple[str, ...] = ()) -> tuple[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    ap.add_argument("--skip", action="append", default=[], help="leave this block as it is (repeatable), e.g. setup "
+                                                                 "before scripts/measure_setup.py has run")
     args = ap.parse_args(argv)
     stale = []
     for path in FILES:
         text = path.read_text(encoding="utf-8")
-        new, changed = render(text)
+        new, changed = render(text, tuple(args.skip))
         found = [m["name"] for m in BLOCK.finditer(text)]
         if args.check:
             stale += [f"{path.relative_to(ROOT)}: {name}" for name in changed]
