@@ -135,8 +135,6 @@ class _ConfigOption(click.Option):
         shown = default_text if default_text is not None else show(schema_field(section, key).default)
         kw["help"] = f"{kw.get('help', '')} [default: {shown}]".strip()
         kw.setdefault("default", None)
-        if kw.get("is_flag"):
-            kw["default"] = None
         super().__init__(decls, **kw)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import shutil
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fourdcrystal.versions import machine
 
 import h5py
 import numpy as np
@@ -48,17 +49,6 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float, str]:
 def _scores(report: dict) -> dict:
     keep = ("f1", "precision", "recall", "position_rms_px", "patterns")
     return {m: {d: {k: s[k] for k in keep} for d, s in by.items()} for m, by in report["by_dose"].items()}
-
-
-def _cpu_name() -> str:
-    """The processor's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 strain[method]["fitted"] = int(ok.sum())
         record = {
             "command": "fourdcrystal quickstart (in an empty folder), then the README's two strain commands",
-            "machine": {"cpus": os.cpu_count(), "processor": _cpu_name(),
-                        "python": platform.python_version()},
+            "machine": {**machine(), "python": platform.python_version()},
             "quickstart_wall_s": round(wall, 1), "quickstart_cpu_s": round(cpu, 1),
             "peak_memory_MB": round(peak_mb), "disk_MB": round(sum(p.stat().st_size for p in qs.rglob("*")
                                                                    if p.is_file()) / 1e6),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fourdcrystal.versions import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,17 +56,6 @@ def _timed(line: str, cwd: Path, log: Path) -> tuple[float, str]:
     return wall, res.stdout + res.stderr
 
 
-def _cpu_name() -> str:
-    """The processor's model name (Linux), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--keep", help="make the clones here and keep them [default: a temporary folder, removed]")
@@ -87,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "commands": [line1, line2],
             "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                      text=True).stdout.strip(),
-            "machine": {"cpus": os.cpu_count(), "processor": _cpu_name()},
+            "machine": machine(),
             "line1_wall_s": round(wall1, 1), "venv_MB": round(venv_bytes / 1e6), "line2_wall_s": round(wall2, 1),
             "tests_passed": int(passed), "tests_skipped": int(skipped or 0), "pytest_s": round(float(seconds), 1),
         }

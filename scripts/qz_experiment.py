@@ -43,27 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-SI_CIF = """data_Si
-_symmetry_space_group_name_H-M   'F d -3 m'
-_symmetry_Int_Tables_number      227
-_cell_length_a   5.431
-_cell_length_b   5.431
-_cell_length_c   5.431
-_cell_angle_alpha   90
-_cell_angle_beta    90
-_cell_angle_gamma   90
-loop_
-_symmetry_equiv_pos_as_xyz
-{ops}
-loop_
-_atom_site_label
-_atom_site_type_symbol
-_atom_site_fract_x
-_atom_site_fract_y
-_atom_site_fract_z
-Si1 Si 0 0 0
-"""
-
 VARIANTS = {
     "default": {},
     "fixed10": {"loss_weighting": "fixed", "vg_weight": 1.0, "qz_weight": 10.0},
