@@ -57,12 +57,19 @@ class PredictConfig:
     qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill (or with tilt)
 
 
+def _card_test_table(card: dict) -> tuple[dict, str]:
+    """The card's own test evaluation by method and dose: of the thick patterns where it has them, else of all
+    (empty without an evaluation), and which of the two, in words."""
+    ev = card.get("release", {}).get("test_evaluation", {})
+    thick = ev.get("by_dose_thick")
+    where = f"patterns ≥ {ev.get('thick_from_A', 0):g} Å thick" if thick else "its test split"
+    return thick or ev.get("by_dose") or {}, where
+
+
 def qz_has_skill(card: dict) -> bool:
     """True when the card's own test evaluation (clean, the thick patterns) has the model's q_z error at most half
     that of predicting q_z = 0: only then are the tilts fitted to its q_z worth writing by default."""
-    ev = card.get("release", {}).get("test_evaluation", {})
-    table = ev.get("by_dose_thick") or ev.get("by_dose") or {}
-    row = table.get("model", {}).get("clean", {})
+    row = _card_test_table(card)[0].get("model", {}).get("clean", {})
     qz, qz0 = row.get("qz_mae_invA"), row.get("qz_mae_zero_invA")
     return qz is not None and bool(qz0) and qz <= 0.5 * qz0
 
@@ -70,9 +77,7 @@ def qz_has_skill(card: dict) -> bool:
 def quality_note(card: dict) -> str | None:
     """A note when the card's own test evaluation has the model behind the classical baseline, or its q_z
     error no lower than that of predicting q_z = 0 (the label's mean |q_z|)."""
-    ev = card.get("release", {}).get("test_evaluation", {})
-    table = ev.get("by_dose_thick") or ev.get("by_dose")
-    where = f"patterns ≥ {ev.get('thick_from_A', 0):g} Å thick" if ev.get("by_dose_thick") else "its test split"
+    table, where = _card_test_table(card)
     notes = []
     try:
         model_row, base = table["model"]["clean"], table["baseline"]["clean"]["f1"]
