@@ -14,6 +14,7 @@ import sys
 import click
 
 from . import __version__
+from .config import CONFIG_NAMES
 from .errors import FourdError
 from .progress import set_quiet
 
@@ -118,10 +119,15 @@ def _locked(path):
     return output_lock(path)
 
 
+_SHIPPED_CONFIGS = ", ".join(CONFIG_NAMES[:-1]) + " or " + CONFIG_NAMES[-1]
+
+
 def _config_option(section: str):
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        help=f"YAML config file (its '{section}:' section is used), or quickstart, default or "
-                             f"release: the configs shipped in the package.")
+    # a plain string, not click.Path(dir_okay=False): `--config release` names the shipped config even where a
+    # folder release/ (that config's output) exists; a folder given as a path fails in load_config
+    return click.option("--config", "config_path", type=str,
+                        help=f"YAML config file (its '{section}:' section is used), or {_SHIPPED_CONFIGS}: "
+                             f"the configs shipped in the package.")
 
 
 class _ConfigOption(click.Option):
@@ -330,6 +336,8 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @_opt("simulate", "positions_per_specimen", "--positions", "positions_per_specimen", type=int, help="Probe positions per specimen.")
 @click.option("--probe-position", type=click.Choice(["center", "random"]), help="Probe at the box centre or random.")
 @_opt("simulate", "frozen_phonons", "--frozen-phonons", type=int, help="Frozen-phonon configurations per pattern, 0 = off.")
+@_opt("simulate", "phonon_fraction", "--phonon-fraction", type=float,
+      help="Fraction of specimens (seeded draw) with frozen phonons, the rest static.")
 @_opt("simulate", "specimens_per_shard", "--specimens-per-shard", type=int, help="Specimens per HDF5 shard.")
 @click.option("--limit", type=int, help="Simulate only the first N specimens.")
 @_opt("simulate", "workers", "--workers", type=int, help="Local worker processes, one FFT thread each.")
@@ -346,7 +354,7 @@ def _floats(text: str | None, what: str) -> list[float] | None:
 @click.pass_context
 def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiangle_mrad, defocus_A, cs_A, output_px,
                  slice_thickness_A, parametrization, positions_per_specimen, probe_position, frozen_phonons,
-                 specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thickness, lateral_size,
+                 phonon_fraction, specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thickness, lateral_size,
                  phi, tilt, strain_pct) -> None:
     """Multislice CBED with V_g / q_z labels from a SPECIMENS folder into HDF5 shards.
 
@@ -364,7 +372,7 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
         "out": out, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad, "defocus_A": defocus_A, "cs_A": cs_A,
         "output_px": output_px, "slice_thickness_A": slice_thickness_A, "parametrization": parametrization,
         "positions_per_specimen": positions_per_specimen, "probe_position": probe_position,
-        "frozen_phonons": frozen_phonons, "specimens_per_shard": specimens_per_shard, "limit": limit,
+        "frozen_phonons": frozen_phonons, "phonon_fraction": phonon_fraction, "specimens_per_shard": specimens_per_shard, "limit": limit,
         "workers": workers, "seed": seed,
     })
     out_dir = Path(cfg["out"])
@@ -828,9 +836,9 @@ def export_cmd(vectors, out, method, overwrite) -> None:
 
 
 @cli.command("quickstart")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default="quickstart",
+@click.option("--config", "config_path", type=str, default="quickstart",
               show_default=True, help="YAML config with a section per stage (their `out` folders, relative to the "
-                                      "current folder, hold the results), or quickstart, default or release: the "
+                                      f"current folder, hold the results), or {_SHIPPED_CONFIGS}: the "
                                       "configs shipped in the package.")
 @click.pass_context
 def quickstart_cmd(ctx: click.Context, config_path) -> None:

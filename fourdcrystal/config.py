@@ -318,6 +318,8 @@ SIMULATE_SCHEMA: Schema = {
     "positions_per_specimen": Field(1, Int(1), "probe positions per specimen (propagated as one batch)"),
     "frozen_phonons": Field(0, Int(0), "frozen-phonon configurations averaged per pattern (0 = static)"),
     "phonon_sigma_A": Field(0.08, Float(0.0), "r.m.s. thermal displacement per axis in Å"),
+    "phonon_fraction": Field(1.0, Float(0.0, 1.0),
+                             "fraction of specimens (a seeded draw) simulated with frozen phonons; the rest static"),
     "specimens_per_shard": Field(8, Int(1), "specimens per HDF5 shard (one task)"),
     "split_by": Field("crystal", Choice("crystal", "prototype"),
                       "crystal: no crystal in two splits; prototype: no prototype in two splits (test prototypes "
@@ -583,7 +585,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-CONFIG_NAMES = ("quickstart", "default", "release")  # shipped in fourdcrystal/configs/
+CONFIG_NAMES = ("quickstart", "default", "release", "release2")  # shipped in fourdcrystal/configs/
 
 
 def config_path(path: str | Path) -> Path:

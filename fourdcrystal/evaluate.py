@@ -176,6 +176,8 @@ class Sample:
     usable: np.ndarray  # (H, W) bool: where peaks are scored
     vg_pred: np.ndarray | None
     qz_pred: np.ndarray | None
+    energy_eV: float = 0.0
+    zone_axis_index: int = 0  # max(|u|, |v|, |w|) of the zone axis [uvw]
 
 
 def split_samples(predictor, dataset: str | Path, locations: list, config: EvalConfig, pbar=None):
@@ -202,6 +204,7 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
             thick = sh.meta("thickness_nominal_A")
             dk_all = sh.meta("k_sampling_invA")
             energy, alpha = sh.meta("energy_eV"), sh.meta("semiangle_mrad")
+            axis_index = np.abs(np.asarray(sh.meta("zone_axis"))).max(axis=1)
             for start in range(0, len(rows), config.batch_size):
                 chunk = rows[start:start + config.batch_size]
                 imgs = [sh.images(r) for _, r in chunk]
@@ -231,9 +234,17 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                     vg_pred, qz_pred = predictor(x, probes) if predictor is not None else ([None] * len(x),) * 2
                     for j, (n, r) in enumerate(chunk):
                         yield Sample(n, name, r, float(thick[r]), np.asarray(dk_all[r], float), dose, x[j], probes[j],
-                                     vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j])
+                                     vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j],
+                                     float(energy[r]), int(axis_index[r]))
                     if pbar is not None:
                         pbar.update(len(chunk))
+
+
+def _by_group(tallies: dict, group: str, doses: list[str]) -> dict:
+    """{method: {dose: {value: summary}}} of the tallies keyed (method, dose, (group, value)), values ascending."""
+    values = sorted({k[2][1] for k in tallies if isinstance(k[2], tuple) and k[2][0] == group})
+    return {m: {d: {f"{v:g}": tallies[(m, d, (group, v))].summary() for v in values if (m, d, (group, v)) in tallies}
+                for d in doses} for m in METHODS}
 
 
 def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, config: EvalConfig = EvalConfig(),
@@ -281,7 +292,8 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
             dose = _dose_name(s.dose)
             for method, sc in (("model", s_model), ("baseline", s_base)):
                 keys = [(method, dose, s.thickness_A), (method, dose, "all"), (method, "all", "all"),
-                        (method, dose, thickness_bin(s.thickness_A))]
+                        (method, dose, thickness_bin(s.thickness_A)), (method, dose, ("kV", round(s.energy_eV / 1e3))),
+                        (method, dose, ("axis", s.zone_axis_index))]
                 if s.thickness_A >= config.thick_from_A:
                     keys.append((method, dose, "thick"))
                 for key in keys:
@@ -306,6 +318,8 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                                         for d in doses} for m in METHODS},
         "by_dose_and_thickness_bin": {m: {d: {b: tallies[(m, d, b)].summary() for b in bins} for d in doses}
                                       for m in METHODS},
+        "by_dose_and_energy_kV": _by_group(tallies, "kV", doses),
+        "by_dose_and_zone_axis_index": _by_group(tallies, "axis", doses),
         "thick_from_A": config.thick_from_A,
         "by_dose_thick": {m: {d: tallies[(m, d, "thick")].summary() for d in doses} for m in METHODS},
         "definitions": "peaks matched one-to-one within match_radius_px, closest first; precision = matched / "
@@ -351,7 +365,7 @@ def _zero_value(peaks: Peaks, shape, radius_px: float) -> float:
 
 
 def format_table(report: dict) -> str:
-    """Model against baseline per dose and thickness bin: F1, precision, recall, rms position error (px, Å⁻¹),
+    """Model against baseline per dose; per thickness bin, beam energy and zone-axis index: F1, precision, recall, rms position error (px, Å⁻¹),
     mean radial offset, intensity r, q_z error beside that of q_z = 0."""
     lines = [f"{'dose (e/pattern)':>16s} {'method':>9s} {'F1':>6s} {'prec':>6s} {'recall':>6s} {'rms px':>7s} "
              f"{'rms Å⁻¹':>8s} {'radial':>7s} {'I r':>6s} {'qz MAE Å⁻¹':>11s} {'(q_z=0)':>8s}"]
@@ -368,6 +382,11 @@ def format_table(report: dict) -> str:
     thick = report.get("by_dose_thick")
     if thick and any(s["patterns"] for s in thick["model"].values()):
         sections.append((f"thickness ≥ {report['thick_from_A']:g} Å", thick))
+    for key, name, unit in (("by_dose_and_energy_kV", "beam energy", " kV"),
+                            ("by_dose_and_zone_axis_index", "zone axis index max|uvw| =", "")):
+        groups = report.get(key, {}).get("model", {})
+        for v in next(iter(groups.values()), {}) if groups else {}:
+            sections.append((f"{name} {v}{unit}", {m: {d: report[key][m][d][v] for d in groups} for m in METHODS}))
     for title, table in sections:
         lines.append(f"{title}:")
         for dose in table["model"]:

@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# Reproduce the model shipped in fourdcrystal/data/ from scratch (fourdcrystal/configs/release.yaml):
-#   bash scripts/train_release_model.sh                 # CPU or the first GPU (device auto); the shipped
-#                                                       # model: 16 epochs on 2 CPU cores, about an hour
-#   DEVICE=cuda EPOCHS=60 bash scripts/train_release_model.sh   # a longer run on a GPU (a new model)
-# Every stage resumes if the script is run again after an interruption.
+# Reproduce a shipped model from scratch with a config shipped in fourdcrystal/configs/:
+#   bash scripts/train_release_model.sh                        # release.yaml: the model shipped in fourdcrystal/data/
+#   CONFIG=release2 INIT=fourdcrystal/data/fcunet-release.pt bash scripts/train_release_model.sh
+#                                                              # release2.yaml: 256² patterns, crops, warm start
+#   DEVICE=cuda EPOCHS=60 bash scripts/train_release_model.sh  # a longer run on a GPU (a new model)
+# Folders are the config's `out` keys. Every stage resumes if the script is run again after an interruption.
 set -euo pipefail
 CONFIG=${CONFIG:-release}
 DEVICE=${DEVICE:-auto}
 EPOCHS=${EPOCHS:-}
-NOTE=${NOTE:-"trained with scripts/train_release_model.sh (device ${DEVICE})"}
+INIT=${INIT:-}
+NOTE=${NOTE:-"trained with scripts/train_release_model.sh (config ${CONFIG}, device ${DEVICE})"}
+out() { python -c "from fourdcrystal.config import load_config; print(load_config('$1', '$CONFIG')['out'])"; }
+CATALOGUE=$(out select); SPECIMENS=$(out supercell); DATASET=$(out simulate); MODEL=$(out train)
+EVALUATION=$(dirname "$MODEL")/evaluation
 
 fourdcrystal select --config "$CONFIG"
-fourdcrystal supercell release/catalogue --config "$CONFIG"
-fourdcrystal simulate release/specimens --config "$CONFIG"
-fourdcrystal inspect release/dataset
+fourdcrystal supercell "$CATALOGUE" --config "$CONFIG"
+fourdcrystal simulate "$SPECIMENS" --config "$CONFIG"
+fourdcrystal inspect "$DATASET"
 train_args=(--config "$CONFIG" --device "$DEVICE")
 [ -n "$EPOCHS" ] && train_args+=(--epochs "$EPOCHS")
-[ -f release/model/checkpoint.pt ] && [ ! -f release/model/model.pt ] && train_args+=(--resume)
-[ -f release/model/model.pt ] || fourdcrystal train release/dataset "${train_args[@]}"
-fourdcrystal tune release/model/model.pt release/dataset --device "$DEVICE"   # peak settings on the val split
-fourdcrystal evaluate release/model/model.pt release/dataset --out release/evaluation --device "$DEVICE"
-python scripts/export_release_model.py release/model/model.pt release/evaluation/report.json \
-    --config "$CONFIG" --note "$NOTE"
+[ -n "$INIT" ] && train_args+=(--init "$INIT")
+[ -f "$MODEL/checkpoint.pt" ] && [ ! -f "$MODEL/model.pt" ] && train_args+=(--resume)
+[ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
+fourdcrystal tune "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --device "$DEVICE"   # peak settings on the val split
+fourdcrystal evaluate "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --out "$EVALUATION" --device "$DEVICE"
+python scripts/export_release_model.py "$MODEL/model.pt" "$EVALUATION/report.json" --config "$CONFIG" --note "$NOTE" \
+    ${OUT:+--out "$OUT"}   # OUT: another weights path than fourdcrystal/data/fcunet-release.pt

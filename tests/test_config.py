@@ -92,3 +92,22 @@ def test_named_configs_ship_inside_the_package(tmp_path, monkeypatch):
     assert load_config("select", "release")["out"] == "mine"
     with pytest.raises(FourdError, match="cannot read config file"):
         load_config("select", "fast")
+
+
+def test_shipped_config_name_beside_its_output_folder(tmp_path, monkeypatch):
+    """`--config release` where release/ (that config's own output) exists names the shipped config, as
+    scripts/train_release_model.sh does on a resumed run; a folder given as a path is a one-line error."""
+    from click.testing import CliRunner
+
+    from fourdcrystal.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "release").mkdir()
+    (tmp_path / "release2").mkdir()
+    assert load_config("supercell", "release2")["out"] == "release2/specimens"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["supercell", "nowhere", "--config", "release"])
+    assert "is a directory" not in res.output and "nowhere" in res.output, res.output
+    (tmp_path / "mine").mkdir()
+    res = runner.invoke(cli, ["supercell", "nowhere", "--config", "mine"])
+    assert res.exit_code == 2 and "cannot read config file mine" in res.output, res.output

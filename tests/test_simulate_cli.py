@@ -352,7 +352,7 @@ def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
                "slice_thickness_A": 1.5, "parametrization": "kirkland", "probe_position": "random",
                "positions_per_specimen": 2, "frozen_phonons": 2, "phonon_sigma_A": 0.1, "specimens_per_shard": 3,
                "val_fraction": 0.2, "test_fraction": 0.2, "limit": 2, "fft_planning": "measure", "seed": 5,
-               "workers": 3, "out": "elsewhere", "split_by": "prototype"}
+               "workers": 3, "out": "elsewhere", "split_by": "prototype", "phonon_fraction": 0.5}
     assert set(changed) == set(SIMULATE_SCHEMA), "a new simulate setting: add it here, hashed or excluded"
     for key, value in changed.items():
         other = [t.task_hash for t in plan_tasks(spec, {**base, key: value})]
@@ -360,6 +360,19 @@ def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
             assert other == hashes, key
         else:
             assert other[0] != hashes[0], key
+
+
+def test_phonon_fraction_draws_which_specimens_get_frozen_phonons():
+    """phonon_fraction: a seeded draw per specimen, independent of everything else; 1 (the default) is all."""
+    from fourdcrystal.simulation.runner import specimen_phonons
+
+    seeds = range(2000)
+    cfg = {"frozen_phonons": 4, "phonon_fraction": 0.25}
+    drawn = [specimen_phonons(cfg, s) for s in seeds]
+    assert set(drawn) == {0, 4} and 0.2 < drawn.count(4) / len(drawn) < 0.3
+    assert drawn == [specimen_phonons(cfg, s) for s in seeds]
+    assert {specimen_phonons({"frozen_phonons": 4, "phonon_fraction": 1.0}, s) for s in seeds} == {4}
+    assert {specimen_phonons({"frozen_phonons": 0, "phonon_fraction": 0.5}, s) for s in seeds} == {0}
 
 
 def test_split_by_prototype_keeps_each_prototype_in_one_split(specimens):

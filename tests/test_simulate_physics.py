@@ -251,3 +251,34 @@ def test_periodic_z_transform_equals_the_fft_of_the_whole_stack():
     np.testing.assert_allclose(vg, vg_ref, rtol=0, atol=1e-6 * vg_ref.max())
     strong = vg_ref > 1e-3 * vg_ref.max()
     np.testing.assert_allclose(qz[strong], qz_ref[strong], rtol=0, atol=1e-6)
+
+
+def test_sheared_cut_box_repeats_one_period_along_z(silicon, monkeypatch):
+    # A sheared crystal is a cut box, not a periodic cell, but the zone axis stays along z, so one
+    # period's slices repeated must give what slicing the whole slab gives (same slice thickness here:
+    # the slab is four periods of |[110]| = a√2).
+    from fourdcrystal.simulation import cbed
+
+    period = A_SI * math.sqrt(2.0)
+    sp = build_specimen(silicon, (1, 1, 0), phi_deg=17.0, tilt_mrad=(3.0, -2.0), lateral_size_A=16.0,
+                        thickness_A=[2 * period, 4 * period], strain=(0.02, -0.01, 0.015))
+    assert sp.plan.mode == "cut" and cbed.z_period_A(sp) == pytest.approx(period)
+    optics = Optics(energy_eV=200e3, semiangle_mrad=8.0, output_px=48, slice_thickness_A=2.0)
+    pos = [(8.0, 8.0)]
+    fast = simulate_specimen(sp, optics, pos)
+    monkeypatch.setattr(cbed, "z_period_A", lambda specimen: None)
+    slab = simulate_specimen(sp, optics, pos)
+    assert fast.slice_thickness_A == pytest.approx(slab.slice_thickness_A)
+    np.testing.assert_allclose(fast.thickness_A, slab.thickness_A)
+    for a, b in ((fast.cbed, slab.cbed), (fast.vg, slab.vg)):
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-4
+
+
+def test_crystal_tilted_off_the_beam_has_no_z_period(silicon):
+    from fourdcrystal.simulation.cbed import z_period_A
+
+    tilted = build_specimen(silicon, (0, 0, 1), tilt_mrad=(5.0, 0.0), lateral_size_A=12.0, thickness_A=[20.0],
+                            tilt_mode="atoms")
+    assert tilted.plan.mode == "cut" and z_period_A(tilted) is None
+    beam = build_specimen(silicon, (0, 0, 1), tilt_mrad=(5.0, 0.0), lateral_size_A=12.0, thickness_A=[20.0])
+    assert beam.plan.mode == "periodic" and z_period_A(beam) == pytest.approx(A_SI)

@@ -227,6 +227,20 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
         for dose in ("clean", "1e+04"):  # the thick group is the 40 Å patterns alone here
             assert report["by_dose_thick"][method][dose] == report["by_dose_and_thickness_A"][method][dose]["40"]
     assert report["overall"]["baseline"]["qz_mae_invA"] is None
+    # by beam energy and by zone-axis index: groups read from the shards, each pattern counted once
+    from fourdcrystal.simulation import shards
+    from fourdcrystal.training.data import open_dataset
+
+    _, where, _ = open_dataset(dataset)
+    kv, axis = set(), set()
+    for name, row in where["test"]:
+        with shards.Shard(dataset / name) as sh:
+            kv.add(f"{sh.meta('energy_eV')[row] / 1e3:g}")
+            axis.add(str(int(abs(sh.meta("zone_axis")[row]).max())))
+    for key, groups in (("by_dose_and_energy_kV", kv), ("by_dose_and_zone_axis_index", axis)):
+        table = report[key]["model"]["clean"]
+        assert set(table) == groups and sum(t["patterns"] for t in table.values()) == 2, key
+    assert f"beam energy {sorted(kv)[0]} kV:" in res.output and "zone axis index" in res.output
     assert (tmp_path / "ev" / "worst.png").exists() and (tmp_path / "ev" / "metrics_vs_thickness.png").exists()
     assert "--doses" in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), "--doses", "lots"))
     for bad in (["--min-relative", "nan"], ["--match-radius", "-1"], ["--match-radius", "nan"], ["--limit", "0"]):

@@ -109,7 +109,7 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
     k_sampling = (1.0 / box[0], 1.0 / box[1])
     beam_tilt = specimen.tilt_mrad if specimen.info.get("tilt_mode", "beam") == "beam" else (0.0, 0.0)
     thicknesses = specimen.info.get("thicknesses_A", [specimen.thickness_A])
-    periodic_z = specimen.plan.period_z_A if specimen.plan.mode == "periodic" else None
+    periodic_z = z_period_A(specimen)
     positions_A = np.atleast_2d(np.asarray(positions_A, dtype=float))
 
     waves = engine.probe_waves(gpts, box, optics.energy_eV, optics.semiangle_mrad, positions_A,
@@ -137,6 +137,21 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
                    k_sampling_invA=k_sampling, slice_thickness_A=stack.slice_thickness_A)
 
 
+def z_period_A(specimen: Specimen) -> float | None:
+    """The repeat distance of the specimen's potential along the beam in Å, or None (a whole slab).
+
+    A periodic cell repeats every |t| along z. So does a cut box (a sheared or rotated-in-plane
+    crystal) as long as the zone axis stays along z: in-plane strain leaves z untouched, and a prism
+    cut along z of a crystal with a lattice vector t ∥ z holds the same atoms at z and z + |t|. Only a
+    crystal tilted off the beam (tilt mode ``atoms``) has no period along z. Slicing one period
+    instead of the slab makes thick cut boxes several times cheaper (potential and labels).
+    """
+    if specimen.plan.mode == "periodic":
+        return specimen.plan.period_z_A
+    tilted = specimen.info.get("tilt_mode", "beam") == "atoms" and tuple(specimen.tilt_mrad) != (0.0, 0.0)
+    return None if tilted else specimen.plan.period_z_A
+
+
 def _exits(thicknesses, stack: engine.SliceStack) -> list[int]:
     exits = engine.exit_slices(thicknesses, stack.slice_thickness_A)
     if min(exits) < 3:
@@ -152,8 +167,7 @@ def _frozen_phonon_run(specimen, optics, gpts, waves, thicknesses, beam_tilt, n_
 
     box = specimen.plan.box_A
     sampling = (box[0] / gpts[0], box[1] / gpts[1])
-    n, dz = engine.slice_plan(specimen.thickness_A, specimen.plan.period_z_A if specimen.plan.mode == "periodic"
-                              else None, optics.slice_thickness_A)
+    n, dz = engine.slice_plan(specimen.thickness_A, z_period_A(specimen), optics.slice_thickness_A)
     n_total = max(1, int(round(specimen.thickness_A / dz)))
     atoms = specimen.atoms[specimen.atoms.positions[:, 2] < n_total * dz - 1e-9]
     atoms.set_cell([box[0], box[1], n_total * dz])

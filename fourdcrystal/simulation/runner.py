@@ -42,7 +42,7 @@ SINGLE_SPECIMEN = "specimen"  # single-structure mode keeps its one-row manifest
 HASH_EXCLUDED = ("workers", "out")
 # Settings added after datasets existed: hashed only away from the value that reproduces those datasets, so a
 # dataset made before the setting existed keeps its task hashes (and resumes) where the setting is left alone.
-HASH_OMITTED_AT = {"split_by": "crystal"}
+HASH_OMITTED_AT = {"split_by": "crystal", "phonon_fraction": 1.0}
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,15 @@ def specimen_optics(cfg: dict, specimen_seed_: int) -> Optics:
     energy = energies[int(rng.integers(len(energies)))] if len(energies) > 1 else energies[0]
     semiangle = semiangles[int(rng.integers(len(semiangles)))] if len(semiangles) > 1 else semiangles[0]
     return optics_from_config(cfg, energy, semiangle)
+
+
+def specimen_phonons(cfg: dict, specimen_seed_: int) -> int:
+    """Frozen-phonon configurations of one specimen: ``frozen_phonons`` for a seeded ``phonon_fraction``
+    of the specimens, 0 (static lattice) for the rest. Its own generator, like the optics draw."""
+    n, fraction = int(cfg["frozen_phonons"]), float(cfg.get("phonon_fraction", 1.0))
+    if n == 0 or fraction >= 1.0:
+        return n
+    return n if np.random.default_rng([specimen_seed_, 0xF0F]).random() < fraction else 0
 
 
 def widest_optics(cfg: dict) -> list[Optics]:
@@ -159,7 +168,8 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
         optics = specimen_optics(cfg, s_seed)
         rng = np.random.default_rng(s_seed)
         positions = probe_positions(sp, cfg["positions_per_specimen"], cfg["probe_position"], rng)
-        res = simulate_specimen(sp, optics, positions, cfg["frozen_phonons"], cfg["phonon_sigma_A"],
+        n_phonons = specimen_phonons(cfg, s_seed)
+        res = simulate_specimen(sp, optics, positions, n_phonons, cfg["phonon_sigma_A"],
                                 seed=s_seed, threads=threads, planning=cfg["fft_planning"])
         for ti, t in enumerate(res.thickness_A):
             for pi, pos in enumerate(res.positions_A):
@@ -175,7 +185,7 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
                     "thickness_nominal_A": sorted(row.thicknesses_A)[ti], "energy_eV": optics.energy_eV,
                     "semiangle_mrad": optics.semiangle_mrad, "defocus_A": optics.defocus_A, "cs_A": optics.cs_A,
                     "probe_position_A": pos, "k_sampling_invA": res.k_sampling_invA,
-                    "slice_thickness_A": res.slice_thickness_A, "frozen_phonons": cfg["frozen_phonons"],
+                    "slice_thickness_A": res.slice_thickness_A, "frozen_phonons": n_phonons,
                     "seed": s_seed,
                 }
                 for k, v in values.items():

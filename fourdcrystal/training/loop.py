@@ -404,9 +404,8 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
         if init_model.config != mcfg:
             raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
                              f"train.model {mcfg.as_dict()}")
-        if tuple(init_card.get("input", {}).get("shape", info.shape)) != tuple(info.shape):
-            raise FourdError(f"--init {init}: the model takes {init_card['input']['shape']} patterns, "
-                             f"this dataset has {h}×{w}")
+        # no shape check: the network is convolutional and its probe correlation works on any window, so
+        # weights trained on 128² patterns start a run on 256² ones (the card records the new shape)
     return where, info, mcfg, init_model
 
 
