@@ -23,6 +23,8 @@ from ..simulation.shards import file_sha256
 CARD_SCHEMA = "fourdcrystal.model/1"
 RELEASE = "release"  # the name that stands for the model shipped inside the package
 RELEASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "fcunet-release.pt"
+# further shipped models, by name; "release" (above) is the default one
+SHIPPED = {"release2": Path(__file__).resolve().parent.parent / "data" / "fcunet-release2.pt"}
 
 
 def card_path(weights: str | Path) -> Path:
@@ -71,12 +73,16 @@ def read_card(weights: str | Path) -> dict:
 
 def resolve_weights(model: str | Path | None) -> Path:
     """The weights file of MODEL; ``None`` or ``"release"`` (when no such file exists: a folder of that name does
-    not count) is the shipped model."""
+    not count) is the shipped model, ``"release2"`` the second shipped one (``SHIPPED``)."""
     if model is None or (str(model) == RELEASE and not Path(model).is_file()):
         if not RELEASE_WEIGHTS.exists():
             raise FourdError(f"this installation has no shipped model ({RELEASE_WEIGHTS} is missing); "
                              f"give MODEL, a model.pt written by fourdcrystal train")
         return RELEASE_WEIGHTS
+    if str(model) in SHIPPED and not Path(model).is_file():
+        if not SHIPPED[str(model)].exists():
+            raise FourdError(f"this installation has no shipped model {model} ({SHIPPED[str(model)]} is missing)")
+        return SHIPPED[str(model)]
     return Path(model)
 
 
