@@ -30,7 +30,7 @@ class ChunkProcessor:
         from .model.inference import Predictor
 
         self.predictor = Predictor(model, card, config.device, config.batch_size)
-        self.dk = card["input"]["k_sampling_invA"]
+        self.dk = prep.dk_invA
         self.prep = prep
         self.config = config
 

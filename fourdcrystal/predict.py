@@ -156,7 +156,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
                  "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
                  "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
-                 "model_k_sampling_invA": list(card["input"]["k_sampling_invA"]),
+                 "model_k_sampling_invA": list(prep.dk_invA),
                  "model_shape": prep.grid_shape, "dead_or_masked_pixels": prep.dead_pixels,
                  "calibration": json.dumps(asdict(cal)), "file_calibration": json.dumps(scan.calibration, default=str),
                  "centre_px": prep.centre_px,

@@ -75,7 +75,7 @@ def calibration_warnings(card: dict, cal: DataCalibration) -> list[str]:
         lo, hi = ranges.get(key) or (inp[key], inp[key])
         if not 0.95 * lo <= value <= 1.05 * hi:
             out.append(f"{key.split('_')[0]} {value:g} {unit} is outside the model's training range {lo:g}–{hi:g} {unit}")
-    dk_model = float(np.max(inp.get("k_sampling_invA", [cal.k_pixel_invA])))
+    dk_model = float(np.max(model_pixel_invA(card, cal.k_pixel_invA))) if "k_sampling_invA" in inp else cal.k_pixel_invA
     if cal.k_pixel_invA > 1.5 * dk_model:
         out.append(f"detector pixels ({cal.k_pixel_invA:.4g} Å⁻¹) are coarser than the model's ({dk_model:.4g} Å⁻¹): "
                    f"patterns are interpolated up, and small disks lose detail")
@@ -137,11 +137,30 @@ def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
 
 
 
+NATIVE_PIXELS_SPAN = 2.0  # a model trained on pixel sizes spanning this factor or more runs on the detector's own
+
+
+def model_pixel_invA(card: dict, k_pixel_invA: float) -> tuple[float, float]:
+    """The pixel size (Å⁻¹ per pixel, per axis) of the grid the network sees for a detector of ``k_pixel_invA``.
+
+    A model trained on a wide range of pixel sizes (its card's ``input.range.k_sampling_invA``
+    spans a factor of ``NATIVE_PIXELS_SPAN`` or more) runs on the detector's own pixels when they
+    lie in that range (widened by 5 %): resampling would only lose detail it has learnt to use.
+    Otherwise the patterns are resampled to the card's pixel size, the one the model was trained on.
+    """
+    inp = card["input"]
+    lo, hi = inp.get("range", {}).get("k_sampling_invA") or (0.0, 0.0)
+    if lo > 0 and hi / lo >= NATIVE_PIXELS_SPAN and 0.95 * lo <= k_pixel_invA <= 1.05 * hi:
+        return (float(k_pixel_invA), float(k_pixel_invA))
+    return tuple(float(v) for v in np.broadcast_to(inp["k_sampling_invA"], (2,)))
+
+
 @dataclass(frozen=True)
 class Preparation:
     """Everything a chunk worker needs besides the patterns (pickled to dask workers as it is)."""
 
     resampler: Resampler  # detector pixels → the model's grid (pixel size, q = 0 at the centre)
+    dk_invA: tuple  # the model grid's pixel size (Å⁻¹ per pixel along each axis)
     probe: np.ndarray  # the vacuum probe on the model's grid, float32
     bf_mask: np.ndarray  # detector pixels of the bright-field disk (virtual bright field)
     detector_valid: np.ndarray | None  # False where masked or dead; None when every pixel is good
@@ -167,7 +186,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
     pixels (not in ``mask``, not in a dead row or column), at least ``margin_disk_radii`` disk radii
     from anything else.
     """
-    dk_model = card["input"]["k_sampling_invA"]
+    dk_model = model_pixel_invA(card, cal.k_pixel_invA)
     depth = int(card.get("architecture", {}).get("depth", 0))
     region = _parse_region(vacuum, scan.scan_shape)
     detector_valid = (_load_mask_file(mask, scan.pattern_shape) if mask is not None
@@ -216,7 +235,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
     if not usable.any():
         raise FourdError(f"{scan.spec}: no part of the detector is usable (all masked or dead, or the disks are "
                          f"as large as the detector)")
-    return Preparation(resampler=resampler, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
+    return Preparation(resampler=resampler, dk_invA=dk_model, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
                        probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()))
