@@ -137,7 +137,9 @@ def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
 
 
 
-NATIVE_PIXELS_SPAN = 2.0  # a model trained on pixel sizes spanning this factor or more runs on the detector's own
+# A model trained on pixel sizes spanning this factor or more runs on the detector's own. The first release model
+# (0.019–0.048 Å⁻¹, a factor 2.5, most patterns at 0.025–0.033) stays below it and is resampled to its pixel size.
+NATIVE_PIXELS_SPAN = 3.0
 
 
 def model_pixel_invA(card: dict, k_pixel_invA: float) -> tuple[float, float]:

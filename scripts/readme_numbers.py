@@ -8,6 +8,10 @@ around the blocks is written by hand and states no measured number. Sources, all
 
 * the shipped model's card ``fourdcrystal/data/fcunet-release.json`` (training data, range,
   test-split evaluation against the tuned baseline: ``fourdcrystal evaluate release release/dataset``);
+* the second shipped model's card ``fourdcrystal/data/fcunet-release2.json``
+  (``fourdcrystal evaluate release2 release2/dataset --config release2``) and
+  ``benchmarks/release1_on_release2.json``, the first model on the same test split
+  (``fourdcrystal evaluate release release2/dataset --config release2``: its report.json);
 * ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
 * ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BENCH = ROOT / "benchmarks"
 CARD = ROOT / "fourdcrystal" / "data" / "fcunet-release.json"
+CARD2 = ROOT / "fourdcrystal" / "data" / "fcunet-release2.json"
 BLOCK = re.compile(r"(<!-- numbers: (?P<name>[\w-]+) -->\n)(?P<body>.*?)((?P<indent>[ ]*)<!-- /numbers -->)", re.S)
 DOSES = {"clean": "clean", "1e+05": "10⁵", "1e+04": "10⁴"}
 DOSE_NAMES = DOSES | {"1e5": "10⁵", "1e4": "10⁴"}  # the strain benchmark writes 1e5
@@ -145,8 +150,10 @@ def _strain_text(strain_pct) -> str:
     return f"strain up to ±{strain_pct:g} %" if strain_pct else "no strain"
 
 
-def coverage() -> str:
-    c = _json(CARD)
+def coverage(card: Path = CARD) -> str:
+    from fourdcrystal.preparation import NATIVE_PIXELS_SPAN
+
+    c = _json(card)
     r, rel = c["input"]["range"], c["release"]
     contents, sup, sim = rel["dataset_contents"], rel["dataset_config"]["supercell"], rel["dataset_config"]["simulate"]
     k = r["k_sampling_invA"]
@@ -162,14 +169,72 @@ def coverage() -> str:
             f"| thickness | {', '.join(f'{x:g}' for x in t)} Å |\n"
             f"| beam energy | {', '.join(f'{float(e) / 1e3:g}' for e in contents['energies_eV'])} kV |\n"
             f"| convergence semi-angle | {r['semiangle_mrad'][0]:g}–{r['semiangle_mrad'][1]:g} mrad |\n"
-            f"| detector pixel size | {k[0]:.4f}–{k[1]:.4f} Å⁻¹ (the network runs at "
-            f"{c['input']['k_sampling_invA'][0]:.4f} Å⁻¹) |\n"
-            f"| field of view seen in training | {sim['output_px']}² patterns: \\|q\\| ≤ {q_max[1]:.1f} Å⁻¹ at its pixel size "
+            f"| detector pixel size | {k[0]:.4f}–{k[1]:.4f} Å⁻¹ " + (
+                "(the network runs on the detector's own pixels inside this range) |\n" if k[1] / k[0] >= NATIVE_PIXELS_SPAN
+                else f"(the network runs at {c['input']['k_sampling_invA'][0]:.4f} Å⁻¹) |\n") +
+            f"| field of view seen in training | {sim['output_px']}² patterns" + (
+                f" (trained on {c['training']['config']['crop_px']}² crops)" if c['training']['config'].get('crop_px') else "") +
+            f": \\|q\\| ≤ {q_max[1]:.1f} Å⁻¹ at its pixel size "
             f"({q_max[0]:.1f}–{q_max[2]:.1f} Å⁻¹ over the range) |\n"
             f"| patterns | {sum(contents['patterns'].values())} (train {contents['patterns']['train']}, "
             f"val {contents['patterns']['val']}, test {contents['patterns']['test']}) |\n"
             f"| strain, frozen phonons | {_strain_text(sup.get('strain_pct', 0.0))}, "
-            f"{sim.get('frozen_phonons', 0) or 'no'} frozen phonons |\n")
+            f"{_phonon_text(sim)} |\n")
+
+
+def _phonon_text(sim: dict) -> str:
+    n, frac = sim.get("frozen_phonons", 0), sim.get("phonon_fraction", 1.0)
+    if not n:
+        return "no frozen phonons"
+    return f"{n} frozen-phonon configurations" + (f" on {frac:.0%} of the specimens" if frac < 1 else "")
+
+
+def _gname(key: str, v: str) -> str:
+    return {"bin": lambda: v.replace(">=", "≥ ").replace("<", "< "), "kV": lambda: f"{v} kV",
+            "axis": lambda: f"zone axis index {v}"}[key]()
+
+
+def release2_table() -> str:
+    """Model 2 against the tuned baseline and against model 1, on model 2's test split (unseen prototypes)."""
+    ev2, ev1 = _json(CARD2)["release"]["test_evaluation"], _json(BENCH / "release1_on_release2.json")
+    if ev1["patterns"] != ev2["patterns"] or ev1["split"] != ev2["split"]:
+        raise SystemExit("benchmarks/release1_on_release2.json: another split than the release2 card's evaluation")
+    lines = ["| patterns | dose (e⁻/pattern) | F1 model 2 | F1 baseline | F1 model 1 | precision model 2 / baseline | "
+             "recall model 2 / baseline | rms position error model 2 / baseline |", "|---|---|---|---|---|---|---|---|"]
+    groups = [("all", lambda ev: ev["by_dose"])]
+    groups += [(_gname("bin", b), lambda ev, b=b: {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in DOSES}
+                                                   for m in ("model", "baseline")})
+               for b in sorted(ev2["by_dose_and_thickness_bin"]["model"]["clean"],
+                               key=lambda b: {"<": 0, ">": 2}.get(b[0], 1))]
+    groups.append((f"≥ {ev2['thick_from_A']:g} Å", lambda ev: ev["by_dose_thick"]))
+    for key, name in (("by_dose_and_energy_kV", "kV"), ("by_dose_and_zone_axis_index", "axis")):
+        for v in ev2[key]["model"]["clean"]:
+            groups.append((_gname(name, v), lambda ev, key=key, v=v: {m: {d: ev[key][m][d][v] for d in DOSES}
+                                                                       for m in ("model", "baseline")}))
+    for name, get in groups:
+        t2, t1 = get(ev2), get(ev1)
+        for d, dname in DOSES.items():
+            m, b, o = t2["model"][d], t2["baseline"][d], t1["model"][d]
+            best = max(m["f1"], b["f1"], o["f1"])
+            f = [f"**{x:.3f}**" if x == best else f"{x:.3f}" for x in (m["f1"], b["f1"], o["f1"])]
+            lines.append(f"| {name} ({m['patterns']}) | {dname} | {' | '.join(f)} | {m['precision']:.2f} / "
+                         f"{b['precision']:.2f} | {m['recall']:.2f} / {b['recall']:.2f} | {m['position_rms_px']:.2f} / "
+                         f"{b['position_rms_px']:.2f} px |")
+    crystals = _json(CARD2)["release"]["dataset_contents"]["crystals"]["test"]
+    return "\n".join(lines) + f"\n\n({ev2['patterns']} test patterns of {crystals} crystals whose prototypes were never seen in training; in brackets, the patterns of each group at each dose.)\n"
+
+
+def release2_acceptance() -> str:
+    """The issue's acceptance targets, read off the release2 card: met or not, with the numbers."""
+    thick = _json(CARD2)["release"]["test_evaluation"]["by_dose_thick"]
+    m5, b5, m4, b4 = thick["model"]["1e+05"], thick["baseline"]["1e+05"], thick["model"]["1e+04"], thick["baseline"]["1e+04"]
+    rows = [(f"10⁵ e⁻, ≥ 200 Å: F1 ≥ 0.85", f"{m5['f1']:.3f}", m5["f1"] >= 0.85),
+            (f"10⁵ e⁻, ≥ 200 Å: F1 ≥ baseline + 0.10", f"{m5['f1']:.3f} vs {b5['f1']:.3f} + 0.10", m5["f1"] >= b5["f1"] + 0.10),
+            (f"10⁵ e⁻, ≥ 200 Å: rms position ≤ 0.3 px", f"{m5['position_rms_px']:.2f} px", m5["position_rms_px"] <= 0.3),
+            (f"10⁴ e⁻, ≥ 200 Å: F1 ≥ baseline + 0.15", f"{m4['f1']:.3f} vs {b4['f1']:.3f} + 0.15", m4["f1"] >= b4["f1"] + 0.15)]
+    lines = ["| target | model 2 | met |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in rows]
+    return "\n".join(lines) + "\n"
 
 
 def release_table() -> str:
@@ -268,7 +333,8 @@ def py4dstem_full_table() -> str:
 
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
-    "release-table": release_table, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
+    "release-table": release_table, "coverage2": lambda: coverage(CARD2), "release2-table": release2_table,
+    "release2-acceptance": release2_acceptance, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
 FILES = (README, ROOT / "docs" / "reference.md")

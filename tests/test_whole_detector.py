@@ -119,12 +119,12 @@ def test_interpolating_resampling_matrix_equals_the_per_pixel_rule():
 
 
 def test_model_trained_on_many_pixel_sizes_runs_on_the_detectors_own():
-    """A card whose training pixel sizes span a factor ≥ 2 keeps the detector's pixels inside that range; a
-    narrow card (the first release model: 0.025–0.033 Å⁻¹) or a detector outside the range is resampled."""
+    """A card whose training pixel sizes span a factor ≥ 3 keeps the detector's pixels inside that range; a
+    narrower card (the first release model: 0.019–0.048 Å⁻¹) or a detector outside the range is resampled."""
     from fourdcrystal.preparation import model_pixel_invA
 
     wide = {"input": {"k_sampling_invA": [0.02, 0.02], "range": {"k_sampling_invA": [0.008, 0.045]}}}
-    narrow = {"input": {"k_sampling_invA": [0.028, 0.028], "range": {"k_sampling_invA": [0.025, 0.033]}}}
+    narrow = {"input": {"k_sampling_invA": [0.028, 0.028], "range": {"k_sampling_invA": [0.0194, 0.0484]}}}
     assert model_pixel_invA(wide, 0.012) == (0.012, 0.012)
     assert model_pixel_invA(wide, 0.06) == (0.02, 0.02)
     assert model_pixel_invA(narrow, 0.03) == (0.028, 0.028)
