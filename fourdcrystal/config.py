@@ -378,9 +378,12 @@ TRAIN_SCHEMA: Schema = {
     "patience": Field(10, Int(0), "stop after this many epochs without a better validation loss (0 = never)"),
     "loss_weighting": Field("uncertainty", Choice("uncertainty", "fixed"),
                             "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
-    "vg_loss": Field("nmse", Choice("nmse", "mse"),
+    "vg_loss": Field("nmse", Choice("nmse", "mse", "asinh"),
                      "vg error: nmse = squared error / squared label (1 for an all-zero prediction; balanced "
-                     "against q_z), mse = plain mean squared error"),
+                     "against q_z), mse = plain mean squared error, asinh = nmse of asinh(V_g / vg_asinh_scale) "
+                     "(weak reflections count nearly as much as strong ones)"),
+    "vg_asinh_scale": Field(0.02, Float(1e-6), "vg_loss asinh: V_g (fraction of the zero beam) below which the "
+                                               "loss is linear, above which logarithmic"),
     "vg_weight": Field(1.0, Float(0.0), "weight of the vg error"),
     "qz_weight": Field(1.0, Float(0.0), "weight of the V_g-weighted qz MSE"),
     "qz_min_vg": Field(0.0, Float(0.0, 1.0), "qz loss: only pixels whose V_g (relative to the zero beam) reaches "

@@ -37,6 +37,15 @@ METHODS = ("model", "baseline")
 
 
 THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report, Å
+# Where the misses and the false peaks lie: recall per bin of the label's V_g, and the largest true V_g within
+# the match radius of each unmatched predicted peak; both relative to the zero beam's V_g (zero beam left out).
+LABEL_STRENGTH_EDGES = (0.1, 0.2, 0.5)
+FALSE_PEAK_EDGES = (0.01, 0.05)
+
+
+def _bin_names(edges: tuple[float, ...]) -> list[str]:
+    return ([f"< {edges[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+            + [f">= {edges[-1]:g}"])
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class _Tally:
     qz_err: list = field(default_factory=list)
     qz_zero_err: list = field(default_factory=list)  # |q_z| of the label at the same peaks: the error of q_z = 0
     patterns: int = 0
+    strength_true: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_STRENGTH_EDGES) + 1, int))
+    strength_found: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_STRENGTH_EDGES) + 1, int))
+    false_peaks: np.ndarray = field(default_factory=lambda: np.zeros(len(FALSE_PEAK_EDGES) + 1, int))
 
     def summary(self) -> dict:
         p, r, f1 = _prf(self.matched, self.pred, self.true)
@@ -91,7 +103,12 @@ class _Tally:
                 "position_rms_px": rms(self.err_px), "position_rms_invA": rms(self.err_invA),
                 "radial_offset_px": mean(self.radial_px),
                 "intensity_pearson_r": corr,
-                "qz_mae_invA": mean(self.qz_err), "qz_mae_zero_invA": mean(self.qz_zero_err)}
+                "qz_mae_invA": mean(self.qz_err), "qz_mae_zero_invA": mean(self.qz_zero_err),
+                "recall_by_label_strength": {
+                    name: {"true_peaks": int(n), "recall": float(k / n) if n else None}
+                    for name, n, k in zip(_bin_names(LABEL_STRENGTH_EDGES), self.strength_true, self.strength_found)},
+                "false_peaks_by_true_vg": {name: int(n) for name, n in zip(_bin_names(FALSE_PEAK_EDGES),
+                                                                           self.false_peaks)}}
 
 
 def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_invA, pred_values: np.ndarray | None,
@@ -109,6 +126,22 @@ def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_in
            "radial_px": (np.linalg.norm(pred.pos_px[mp] - centre, axis=1) - r_true)[off_zero],
            "i_true": true_vg[ti[:, 0], ti[:, 1]][off_zero],
            "i_pred": (pred.intensity[mp] if pred_values is None else pred_values[mp])[off_zero]}
+    # every label peak off the zero beam, by strength, and whether it was found
+    everywhere = np.linalg.norm(true.pos_px - centre, axis=1) > radius_px
+    found = np.zeros(len(true), bool)
+    found[mt] = True
+    ta = np.clip(np.rint(true.pos_px).astype(int), 0, [h - 1, w - 1])
+    out["strength_bin"] = np.digitize(true_vg[ta[:, 0], ta[:, 1]][everywhere], LABEL_STRENGTH_EDGES)
+    out["strength_found"] = found[everywhere]
+    # unmatched predictions: the largest true V_g within the match radius (background, a reflection under the
+    # label threshold, or a label peak taken by another prediction)
+    unmatched = np.setdiff1d(np.arange(len(pred)), mp)
+    r = int(np.ceil(radius_px))
+    near = []
+    for i, j in np.rint(pred.pos_px[unmatched]).astype(int):
+        window = true_vg[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
+        near.append(window.max() if window.size else 0.0)
+    out["false_bin"] = np.digitize(np.asarray(near, float), FALSE_PEAK_EDGES)
     if qz_pred is not None:
         pi = np.clip(np.rint(pred.pos_px[mp]).astype(int), 0, [h - 1, w - 1])
         out["qz_err"] = np.abs(qz_pred[pi[:, 0], pi[:, 1]] - qz_true[ti[:, 0], ti[:, 1]])[off_zero]
@@ -123,6 +156,9 @@ def _add(t: _Tally, s: dict) -> None:
     t.matched += s["matched"]
     for name in ("err_px", "err_invA", "radial_px", "i_true", "i_pred", "qz_err", "qz_zero_err"):
         getattr(t, name).extend(s.get(name, np.zeros(0)).tolist())
+    np.add.at(t.strength_true, s["strength_bin"], 1)
+    np.add.at(t.strength_found, s["strength_bin"][s["strength_found"]], 1)
+    np.add.at(t.false_peaks, s["false_bin"], 1)
 
 
 def _dose_name(dose) -> str:
@@ -328,7 +364,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                        "report peaks only there), micro-averaged; position error mean and rms over matched peaks; "
                        "radial offset = mean (|q_pred| − |q_true|) off the zero beam (> 0: outward); intensity r "
                        "over matched peaks off the zero beam (model: predicted relative V_g; baseline: correlation "
-                       "relative to the zero beam's)",
+                       "relative to the zero beam's); recall_by_label_strength: recall of the label peaks off "
+                       "the zero beam by their true V_g (fraction of the zero beam's); false_peaks_by_true_vg: "
+                       "unmatched predicted peaks by the largest true V_g within match_radius_px (fraction of the "
+                       "zero beam's: background, a reflection under the label threshold, or a label peak matched "
+                       "to another prediction)",
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     from .plots import evaluation_gallery, metrics_vs_thickness
@@ -397,4 +437,14 @@ def format_table(report: dict) -> str:
                              f"{f(s.get('position_rms_invA'), '8.4f')} {f(s.get('radial_offset_px'), '+7.3f')} "
                              f"{f(s['intensity_pearson_r'], '6.3f')} "
                              f"{f(s['qz_mae_invA'], '11.4f')} {f(s.get('qz_mae_zero_invA'), '8.4f')}")
+    by_dose = report["by_dose"]
+    first = next(iter(by_dose["model"].values()), {})
+    if "recall_by_label_strength" in first:  # reports from before these counts lack them
+        names = list(first["recall_by_label_strength"])
+        lines.append("recall by the label's V_g (fraction of the zero beam's), all thicknesses:")
+        lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>9s}" for n in names))
+        for dose in by_dose["model"]:
+            for m in METHODS:
+                r = by_dose[m][dose]["recall_by_label_strength"]
+                lines.append(f"{dose:>16s} {m:>9s} " + " ".join(f(r[n]["recall"], "9.3f") for n in names))
     return "\n".join(lines)

@@ -143,8 +143,38 @@ def test_losses_against_hand_computed_values():
         {"vg": pt, "qz": torch.tensor(qp)}, {"vg": tt, "qz": torch.tensor(qt)})  # nmse is the default
     assert float(total) == pytest.approx(nmse + 2 * float(parts["qz_wmse"]), rel=1e-5)
     assert float(parts["vg_mse"]) == pytest.approx(((p - t) ** 2).mean(), rel=1e-5)
-    with pytest.raises(ValueError, match="vg_loss must be nmse or mse"):
+    with pytest.raises(ValueError, match="vg_loss must be one of nmse, mse, asinh"):
         MultiTaskLoss(vg_loss="l1")
+
+
+def test_asinh_loss_weighs_weak_reflections_like_strong_ones():
+    """asinh: the NMSE of asinh(V_g/c); a miss of a 5 % reflection costs a third of a zero-beam miss, not 1/400."""
+    import numpy as np
+
+    from fourdcrystal.model.losses import MultiTaskLoss, vg_asinh_nmse, vg_nmse
+
+    rng = np.random.default_rng(4)
+    t = rng.uniform(-0.01, 0.2, (2, 1, 6, 6))
+    p = t + rng.normal(0, 0.05, t.shape)
+    tt, pt = torch.tensor(t, dtype=torch.float32), torch.tensor(p, dtype=torch.float32)
+    c = 0.02
+    a, b = np.arcsinh(p / c), np.arcsinh(t / c)
+    assert float(vg_asinh_nmse(pt, tt, c)) == pytest.approx(((a - b) ** 2).sum() / (b**2).sum(), rel=1e-5)
+    assert float(vg_asinh_nmse(torch.zeros_like(tt), tt, c)) == pytest.approx(1.0, rel=1e-6)
+    # one pattern: zero beam 1 and one reflection at 0.05; predicting nothing for either
+    label = torch.zeros(1, 1, 8, 8)
+    label[..., 4, 4], label[..., 2, 6] = 1.0, 0.05
+    miss_weak, miss_zero = label.clone(), label.clone()
+    miss_weak[..., 2, 6] = 0.0
+    miss_zero[..., 4, 4] = 0.0
+    ratio_asinh = float(vg_asinh_nmse(miss_weak, label, c)) / float(vg_asinh_nmse(miss_zero, label, c))
+    ratio_nmse = float(vg_nmse(miss_weak, label)) / float(vg_nmse(miss_zero, label))
+    assert ratio_nmse == pytest.approx(0.05**2, rel=1e-4)
+    assert ratio_asinh == pytest.approx((np.arcsinh(2.5) / np.arcsinh(50)) ** 2, rel=1e-4)
+    assert ratio_asinh > 0.1
+    total, parts = MultiTaskLoss("fixed", 1.0, 0.0, vg_loss="asinh", vg_asinh_scale=c)(
+        {"vg": pt, "qz": torch.zeros_like(pt)}, {"vg": tt, "qz": torch.zeros_like(tt)})
+    assert float(total) == pytest.approx(float(vg_asinh_nmse(pt, tt, c)), rel=1e-6)
 
 
 def test_cards_from_before_the_domain_field_load_the_spectral_network(tmp_path):

@@ -74,3 +74,30 @@ def test_score_counts_and_errors():
     np.testing.assert_allclose(s["err_px"], 0.3, atol=1e-12)
     np.testing.assert_allclose(s["err_invA"], 0.006, atol=1e-12)
     assert sorted(s["i_true"].tolist()) == [0.2, 0.3]  # the zero beam is left out of intensities
+
+
+def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under_them():
+    """score(): recall per bin of the label's V_g (zero beam left out) and each unmatched prediction binned by the
+    largest true V_g within the match radius: background, a reflection under the label threshold, a label peak."""
+    from fourdcrystal.evaluate import _add, _Tally, score
+    from fourdcrystal.peaks import Peaks
+
+    vg = np.zeros((32, 32))
+    vg[16, 16] = 1.0  # the zero beam
+    label = {(4, 4): 0.07, (4, 28): 0.15, (28, 4): 0.3, (28, 28): 0.8, (10, 22): 0.06}
+    for (i, j), v in label.items():
+        vg[i, j] = v
+    vg[22, 10] = 0.03  # a reflection under a 5 % label threshold
+    true = Peaks(np.array([(16, 16), *label]).astype(float), np.array([1.0, *label.values()]))
+    pred = Peaks(np.array([(16.4, 16.0), (4.5, 28.0), (28.0, 4.6), (28.0, 28.0), (22.0, 10.5), (12.0, 12.0),
+                           (10.0, 23.0), (10.0, 21.0)]), np.ones(8))
+    s = score(pred, true, vg, 2.0, 0.02, None, None, None)
+    assert s["matched"] == 5 and s["true"] == 6 and s["pred"] == 8
+    t = _Tally()
+    _add(t, s)
+    by = t.summary()["recall_by_label_strength"]
+    assert {k: (v["true_peaks"], v["recall"]) for k, v in by.items()} == {
+        "< 0.1": (2, 0.5), "0.1-0.2": (1, 1.0), "0.2-0.5": (1, 1.0), ">= 0.5": (1, 1.0)}
+    # unmatched: (22, 10.5) on the 3 % reflection, (12, 12) on background, one of (10, 23)/(10, 21) on a label
+    # peak the other took
+    assert t.summary()["false_peaks_by_true_vg"] == {"< 0.01": 1, "0.01-0.05": 1, ">= 0.05": 1}

@@ -219,12 +219,16 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
                   str(tmp_path / "ev"), "--min-relative", "0.1", "--thick-from", "40")
     assert res.exit_code == 0, res.output
     assert "baseline" in res.output and "1e+04" in res.output and "thickness ≥ 40 Å:" in res.output
-    assert "thickness <200 Å:" in res.output
+    assert "thickness <200 Å:" in res.output and "recall by the label's V_g" in res.output
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     assert report["patterns"] == 2 and report["split"] == "test"
     for method in ("model", "baseline"):
         s = report["overall"][method]
         assert s["patterns"] == 4 and s["true_peaks"] > 0 and 0 <= s["f1"] <= 1
+        # every label peak but the zero beams (at most one per pattern) counted once by strength
+        by_strength = sum(b["true_peaks"] for b in s["recall_by_label_strength"].values())
+        assert s["true_peaks"] - s["patterns"] <= by_strength < s["true_peaks"]
+        assert sum(s["false_peaks_by_true_vg"].values()) == s["predicted_peaks"] - s["matched"]
         assert set(report["by_dose_and_thickness_A"][method]["clean"]) == {"20", "40"}
         for dose in ("clean", "1e+04"):  # the thick group is the 40 Å patterns alone here
             assert report["by_dose_thick"][method][dose] == report["by_dose_and_thickness_A"][method][dose]["40"]
@@ -321,3 +325,12 @@ def test_random_crops_carry_their_zero_beam_and_train_end_to_end(dataset, tmp_pa
     assert card["training"]["config"]["crop_px"] == 16 and card["input"]["shape"] == [32, 32]
     assert all(np.isfinite(h["val_loss"]) for h in _history(out))
     assert "--crop" in _error(run_cli("train", str(dataset), "--out", str(tmp_path / "c2"), "--crop", "18", *TINY))
+    # the asinh V_g loss (weak reflections weighted up) trains with crops and selects on its own validation value
+    cfg = _config(tmp_path, patience=0, vg_loss="asinh", vg_asinh_scale=0.05)
+    out = tmp_path / "asinh"
+    res = run_cli("-q", "train", str(dataset), "--config", cfg, "--out", str(out), "--epochs", "1", "--crop", "16",
+                  *TINY)
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "model.json").read_text())
+    assert card["training"]["config"]["vg_loss"] == "asinh" and card["training"]["config"]["vg_asinh_scale"] == 0.05
+    assert all(np.isfinite(h["val_loss"]) for h in _history(out))

@@ -249,6 +249,7 @@ class _Totals:
     vg_mse: float = 0.0
     qz_wmse: float = 0.0
     vg_nmse: float = 0.0
+    vg_asinh: float = 0.0
     samples: float = 0.0
 
     def add(self, n: float, **values: float) -> None:
@@ -264,10 +265,11 @@ class _Totals:
 
 
 def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: int, weights: tuple[float, float],
-                   amp: bool = False, vg_loss: str = "nmse", qz_min_vg: float = 0.0) -> dict:
+                   amp: bool = False, vg_loss: str = "nmse", qz_min_vg: float = 0.0,
+                   vg_asinh_scale: float = 0.02) -> dict:
     """Mean vg MSE and NMSE, V_g-weighted qz MSE, and the weighted sum of the vg term (``vg_loss``) and the
     qz term over a split (shared out among ranks)."""
-    from ..model.losses import qz_weighted_mse, vg_mse, vg_nmse
+    from ..model.losses import qz_weighted_mse, vg_asinh_nmse, vg_mse, vg_nmse
 
     model.eval()
     mine = list(range(dist.rank, len(ds), dist.world))
@@ -282,10 +284,11 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
                 totals.add(1.0, vg_mse=float(vg_mse(pred["vg"][j], batch["vg"][j])),
                            qz_wmse=float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j],
                                                          min_vg=qz_min_vg)),
-                           vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])))
+                           vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])),
+                           vg_asinh=float(vg_asinh_nmse(pred["vg"][j], batch["vg"][j], vg_asinh_scale)))
     totals = totals.reduced(dist)
     vg, qz, nmse = totals.mean("vg_mse"), totals.mean("qz_wmse"), totals.mean("vg_nmse")
-    term = nmse if vg_loss == "nmse" else vg
+    term = {"nmse": nmse, "asinh": totals.mean("vg_asinh")}.get(vg_loss, vg)
     return {"vg_mse": vg, "vg_nmse": nmse, "qz_wmse": qz, "loss": weights[0] * term + weights[1] * qz,
             "samples": int(max(totals.samples, 1.0))}
 
@@ -450,7 +453,7 @@ def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfi
         model.load_state_dict(init_model.state_dict())
     model.to(dist.device)
     loss_fn = MultiTaskLoss(cfg["loss_weighting"], cfg["vg_weight"], cfg["qz_weight"], cfg["vg_peak_weight"],
-                            cfg["vg_loss"], cfg["qz_min_vg"]).to(dist.device)
+                            cfg["vg_loss"], cfg["qz_min_vg"], cfg["vg_asinh_scale"]).to(dist.device)
     params = list(model.parameters()) + list(loss_fn.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     sampler = DistributedSampler(train_ds, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
@@ -509,7 +512,7 @@ def _run_epoch(run: _Run, step: nn.Module, loader: DataLoader, epoch_sampler: _E
     dist.sync_buffers(run.model)
     train_seconds = time.perf_counter() - t0
     val = evaluate_split(run.model, run.val_ds, dist, cfg["batch_size"], (cfg["vg_weight"], cfg["qz_weight"]),
-                         run.use_amp, cfg["vg_loss"], cfg["qz_min_vg"])
+                         run.use_amp, cfg["vg_loss"], cfg["qz_min_vg"], cfg["vg_asinh_scale"])
     row = {"epoch": epoch + 1, "train_loss": totals.mean("loss"), "train_vg_mse": totals.mean("vg_mse"),
            "train_vg_nmse": totals.mean("vg_nmse"), "train_qz_wmse": totals.mean("qz_wmse"),
            "val_loss": val["loss"], "val_vg_mse": val["vg_mse"], "val_vg_nmse": val["vg_nmse"],
