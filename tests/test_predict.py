@@ -305,7 +305,7 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     assert np.abs(vg16 - vg32).max() < 0.01 * np.abs(vg32).max()
 
     cal = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
-    monkeypatch.setattr(card_mod, "RELEASE_WEIGHTS", shipped)
+    monkeypatch.setitem(card_mod.SHIPPED, "release", shipped)
     out = tmp_path / "shipped.h5"
     res = run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(out))
     assert res.exit_code == 0, res.output
@@ -320,7 +320,7 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     assert run_cli("-q", "predict", "release2", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(out3)).exit_code == 0
     for k, v in _vectors(out).items():
         np.testing.assert_array_equal(v, _vectors(out3)[k])
-    monkeypatch.setattr(card_mod, "RELEASE_WEIGHTS", tmp_path / "absent.pt")
+    monkeypatch.setitem(card_mod.SHIPPED, "release", tmp_path / "absent.pt")
     line = _error(run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(tmp_path / "x.h5")))
     assert "has no shipped model" in line and "absent.pt" in line
     monkeypatch.setitem(card_mod.SHIPPED, "release2", tmp_path / "absent2.pt")

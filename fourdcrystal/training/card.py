@@ -23,8 +23,8 @@ from ..simulation.shards import file_sha256
 CARD_SCHEMA = "fourdcrystal.model/1"
 RELEASE = "release"  # the name that stands for the model shipped inside the package
 RELEASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "fcunet-release.pt"
-# further shipped models, by name; "release" (above) is the default one
-SHIPPED = {"release2": Path(__file__).resolve().parent.parent / "data" / "fcunet-release2.pt"}
+# the shipped models, by name; "release" is the default one
+SHIPPED = {RELEASE: RELEASE_WEIGHTS, "release2": Path(__file__).resolve().parent.parent / "data" / "fcunet-release2.pt"}
 
 
 def card_path(weights: str | Path) -> Path:
@@ -72,18 +72,15 @@ def read_card(weights: str | Path) -> dict:
 
 
 def resolve_weights(model: str | Path | None) -> Path:
-    """The weights file of MODEL; ``None`` or ``"release"`` (when no such file exists: a folder of that name does
-    not count) is the shipped model, ``"release2"`` the second shipped one (``SHIPPED``)."""
-    if model is None or (str(model) == RELEASE and not Path(model).is_file()):
-        if not RELEASE_WEIGHTS.exists():
-            raise FourdError(f"this installation has no shipped model ({RELEASE_WEIGHTS} is missing); "
-                             f"give MODEL, a model.pt written by fourdcrystal train")
-        return RELEASE_WEIGHTS
-    if str(model) in SHIPPED and not Path(model).is_file():
-        if not SHIPPED[str(model)].exists():
-            raise FourdError(f"this installation has no shipped model {model} ({SHIPPED[str(model)]} is missing)")
-        return SHIPPED[str(model)]
-    return Path(model)
+    """The weights file of MODEL: ``None`` is the default shipped model ``"release"``; a name in ``SHIPPED`` is
+    that shipped model unless a file of that name exists (a folder of that name does not count)."""
+    name = RELEASE if model is None else str(model)
+    if name not in SHIPPED or Path(name).is_file():
+        return Path(model)
+    if not SHIPPED[name].exists():
+        hint = "; give MODEL, a model.pt written by fourdcrystal train" if model is None else ""
+        raise FourdError(f"this installation has no shipped model {name} ({SHIPPED[name]} is missing){hint}")
+    return SHIPPED[name]
 
 
 def export_model(weights: str | Path, out_weights: str | Path, extra: dict, half: bool = True) -> dict:
