@@ -43,7 +43,8 @@ LABEL_STRENGTH_EDGES = (0.1, 0.2, 0.5)
 FALSE_PEAK_EDGES = (0.01, 0.05)
 
 
-def _bin_names(edges: tuple[float, ...]) -> list[str]:
+def bin_names(edges: tuple[float, ...]) -> list[str]:
+    """Names of the bins below, between and above ``edges``, in order (the report's keys)."""
     return ([f"< {edges[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
             + [f">= {edges[-1]:g}"])
 
@@ -106,8 +107,8 @@ class _Tally:
                 "qz_mae_invA": mean(self.qz_err), "qz_mae_zero_invA": mean(self.qz_zero_err),
                 "recall_by_label_strength": {
                     name: {"true_peaks": int(n), "recall": float(k / n) if n else None}
-                    for name, n, k in zip(_bin_names(LABEL_STRENGTH_EDGES), self.strength_true, self.strength_found)},
-                "false_peaks_by_true_vg": {name: int(n) for name, n in zip(_bin_names(FALSE_PEAK_EDGES),
+                    for name, n, k in zip(bin_names(LABEL_STRENGTH_EDGES), self.strength_true, self.strength_found)},
+                "false_peaks_by_true_vg": {name: int(n) for name, n in zip(bin_names(FALSE_PEAK_EDGES),
                                                                            self.false_peaks)}}
 
 
@@ -440,7 +441,7 @@ def format_table(report: dict) -> str:
     by_dose = report["by_dose"]
     first = next(iter(by_dose["model"].values()), {})
     if "recall_by_label_strength" in first:  # reports from before these counts lack them
-        names = list(first["recall_by_label_strength"])
+        names = bin_names(LABEL_STRENGTH_EDGES)
         lines.append("recall by the label's V_g (fraction of the zero beam's), all thicknesses:")
         lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>9s}" for n in names))
         for dose in by_dose["model"]:

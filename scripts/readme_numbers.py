@@ -246,8 +246,11 @@ def release2_misses() -> str:
     """Where model 2 and the baseline miss, and what lies under their false peaks, at ≥ thick_from_A (from the card)."""
     ev = _json(CARD2)["release"]["test_evaluation"]
     thick = ev["by_dose_thick"]
-    names = list(thick["model"]["clean"]["recall_by_label_strength"])
-    nice = {n: n.replace(">=", "≥").replace("-", "–") for n in names}
+    from fourdcrystal.evaluate import FALSE_PEAK_EDGES, LABEL_STRENGTH_EDGES, bin_names
+
+    names = bin_names(LABEL_STRENGTH_EDGES)  # in order (the card's JSON keeps them sorted as text)
+    fp_names = bin_names(FALSE_PEAK_EDGES)
+    nice = {n: n.replace(">=", "≥").replace("-", "–") for n in names + fp_names}
     lines = ["| dose (e⁻/pattern) | " + " | ".join(f"recall, label V_g {nice[n]}" for n in names) +
              " | false peaks on background / on a weaker reflection / beside a label peak |",
              "|---|" + "---|" * (len(names) + 1)]
@@ -255,15 +258,14 @@ def release2_misses() -> str:
         m, b = thick["model"][d], thick["baseline"][d]
         cells = [f"{m['recall_by_label_strength'][n]['recall']:.2f} / {b['recall_by_label_strength'][n]['recall']:.2f}"
                  for n in names]
-        fp = [" / ".join(str(x[k]) for k in x) for x in (m["false_peaks_by_true_vg"], b["false_peaks_by_true_vg"])]
+        fp = [" / ".join(str(x[k]) for k in fp_names) for x in (m["false_peaks_by_true_vg"], b["false_peaks_by_true_vg"])]
         lines.append(f"| {dname} | " + " | ".join(cells) + f" | model {fp[0]}; baseline {fp[1]} |")
     counts = ", ".join(f"{nice[n]}: {thick['model']['clean']['recall_by_label_strength'][n]['true_peaks']}"
                        for n in names)
-    fp_names = list(thick["model"]["clean"]["false_peaks_by_true_vg"])
     return ("\n".join(lines) + f"\n\n(model 2 / baseline; {ev['by_dose_thick']['model']['clean']['patterns']} test "
             f"patterns ≥ {ev['thick_from_A']:g} Å; label peaks off the zero beam per V_g bin, as a fraction of the zero "
             f"beam's: {counts}; a false peak is binned by the largest true V_g within the match radius: "
-            f"{', '.join(fp_names)}.)\n")
+            f"{', '.join(nice[n] for n in fp_names)}.)\n")
 
 
 def release_table() -> str:

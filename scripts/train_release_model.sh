@@ -3,6 +3,9 @@
 #   bash scripts/train_release_model.sh                        # release.yaml: the model shipped in fourdcrystal/data/
 #   CONFIG=release2 INIT=fourdcrystal/data/fcunet-release.pt bash scripts/train_release_model.sh
 #                                                              # release2.yaml: 256² patterns, crops, warm start
+#   CONFIG=release2 INIT=fourdcrystal/data/fcunet-release.pt FINETUNE=release2-finetune \
+#     OUT=fourdcrystal/data/fcunet-release2.pt bash scripts/train_release_model.sh
+#                                                              # the shipped release2: a second stage (asinh loss)
 #   DEVICE=cuda EPOCHS=60 bash scripts/train_release_model.sh  # a longer run on a GPU (a new model)
 # Folders are the config's `out` keys. Every stage resumes if the script is run again after an interruption.
 set -euo pipefail
@@ -10,6 +13,8 @@ CONFIG=${CONFIG:-release}
 DEVICE=${DEVICE:-auto}
 EPOCHS=${EPOCHS:-}
 INIT=${INIT:-}
+FINETUNE=${FINETUNE:-}   # a second config whose train section continues from the first stage's model
+DATA_CONFIG=$CONFIG      # the config the data set was made with (the export records it)
 NOTE=${NOTE:-"trained with scripts/train_release_model.sh (config ${CONFIG}, device ${DEVICE})"}
 out() { python -c "from fourdcrystal.config import load_config; print(load_config('$1', '$CONFIG')['out'])"; }
 CATALOGUE=$(out select); SPECIMENS=$(out supercell); DATASET=$(out simulate); MODEL=$(out train)
@@ -24,7 +29,16 @@ train_args=(--config "$CONFIG" --device "$DEVICE")
 [ -n "$INIT" ] && train_args+=(--init "$INIT")
 [ -f "$MODEL/checkpoint.pt" ] && [ ! -f "$MODEL/model.pt" ] && train_args+=(--resume)
 [ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
+if [ -n "$FINETUNE" ]; then
+    FIRST=$MODEL
+    CONFIG=$FINETUNE
+    MODEL=$(out train)
+    EVALUATION=$(dirname "$MODEL")/evaluation-finetune
+    train_args=(--config "$CONFIG" --device "$DEVICE" --init "$FIRST/model.pt")
+    [ -f "$MODEL/checkpoint.pt" ] && [ ! -f "$MODEL/model.pt" ] && train_args=(--config "$CONFIG" --device "$DEVICE" --resume)
+    [ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
+fi
 fourdcrystal tune "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --device "$DEVICE"   # peak settings on the val split
 fourdcrystal evaluate "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --out "$EVALUATION" --device "$DEVICE"
-python scripts/export_release_model.py "$MODEL/model.pt" "$EVALUATION/report.json" --config "$CONFIG" --note "$NOTE" \
+python scripts/export_release_model.py "$MODEL/model.pt" "$EVALUATION/report.json" --config "$DATA_CONFIG" --note "$NOTE" \
     ${OUT:+--out "$OUT"}   # OUT: another weights path than fourdcrystal/data/fcunet-release.pt

@@ -238,3 +238,9 @@ def test_second_model_card_states_its_wider_data():
         table = ev[key]["model"]["clean"]
         assert groups <= set(table), (key, set(table))
         assert sum(t["patterns"] for t in table.values()) == ev["patterns"], key
+    # the second stage's loss, and where the misses lie: every label peak but the zero beams counted once
+    assert card["training"]["config"]["vg_loss"] == "asinh"
+    for dose, t in ev["by_dose_thick"]["model"].items():
+        counted = sum(b["true_peaks"] for b in t["recall_by_label_strength"].values())
+        assert t["true_peaks"] - t["patterns"] <= counted < t["true_peaks"], dose
+        assert sum(t["false_peaks_by_true_vg"].values()) == t["predicted_peaks"] - t["matched"], dose
