@@ -49,9 +49,8 @@ def vg_asinh_nmse(pred: torch.Tensor, true: torch.Tensor, scale: float, peak_wei
     """:func:`vg_nmse` of asinh(V_g/scale), pixel weights from the untransformed label: the error of weak
     reflections counts nearly as much as that of strong ones (asinh is smooth through 0, so negative
     predictions keep a gradient, unlike a square root)."""
-    w = vg_pixel_weights(true, peak_weight, zero_px)
-    p, t = torch.asinh(pred.float() / scale), torch.asinh(true.float() / scale)
-    return (w * (p - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
+    return _nmse(torch.asinh(pred.float() / scale), torch.asinh(true.float() / scale),
+                 vg_pixel_weights(true, peak_weight, zero_px))
 
 
 def vg_pixel_weights(true: torch.Tensor, peak_weight: float, zero_px: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,8 +73,11 @@ def vg_nmse(pred: torch.Tensor, true: torch.Tensor, peak_weight: float = 0.0,
             zero_px: torch.Tensor | None = None) -> torch.Tensor:
     """Σ w·(pred − true)² / Σ w·true² with the weights of :func:`vg_pixel_weights`."""
     t = true.float()
-    w = vg_pixel_weights(t, peak_weight, zero_px)
-    return (w * (pred.float() - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
+    return _nmse(pred.float(), t, vg_pixel_weights(t, peak_weight, zero_px))
+
+
+def _nmse(p: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (w * (p - t) ** 2).sum() / (w * t**2).sum().clamp_min(1e-12)
 
 
 def qz_weighted_mse(pred: torch.Tensor, true: torch.Tensor, vg_true: torch.Tensor,
