@@ -119,21 +119,22 @@ def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_in
     d = pred.pos_px[mp] - true.pos_px[mt]
     h, w = true_vg.shape
     centre = np.array([h // 2, w // 2])
-    ti = np.rint(true.pos_px[mt]).astype(int)
-    r_true = np.linalg.norm(true.pos_px[mt] - centre, axis=1)
-    off_zero = r_true > radius_px  # leave the zero beam out
+    # every label peak: its pixel, its true V_g, whether it is off the zero beam (the zero beam is left out)
+    ti_all = np.rint(true.pos_px).astype(int)
+    v_all = true_vg[ti_all[:, 0], ti_all[:, 1]]
+    r_all = np.linalg.norm(true.pos_px - centre, axis=1)
+    off_all = r_all > radius_px
+    ti, r_true, off_zero = ti_all[mt], r_all[mt], off_all[mt]
     out = {"true": len(true), "pred": len(pred), "matched": len(mp),
            "err_px": np.linalg.norm(d, axis=1), "err_invA": np.linalg.norm(d * np.asarray(dk_invA), axis=1),
            "radial_px": (np.linalg.norm(pred.pos_px[mp] - centre, axis=1) - r_true)[off_zero],
-           "i_true": true_vg[ti[:, 0], ti[:, 1]][off_zero],
+           "i_true": v_all[mt][off_zero],
            "i_pred": (pred.intensity[mp] if pred_values is None else pred_values[mp])[off_zero]}
-    # every label peak off the zero beam, by strength, and whether it was found
-    everywhere = np.linalg.norm(true.pos_px - centre, axis=1) > radius_px
+    # the label peaks off the zero beam by strength, and whether each was found
     found = np.zeros(len(true), bool)
     found[mt] = True
-    ta = np.clip(np.rint(true.pos_px).astype(int), 0, [h - 1, w - 1])
-    out["strength_bin"] = np.digitize(true_vg[ta[:, 0], ta[:, 1]][everywhere], LABEL_STRENGTH_EDGES)
-    out["strength_found"] = found[everywhere]
+    out["strength_bin"] = np.digitize(v_all[off_all], LABEL_STRENGTH_EDGES)
+    out["strength_found"] = found[off_all]
     # unmatched predictions: the largest true V_g within the match radius (background, a reflection under the
     # label threshold, or a label peak taken by another prediction)
     unmatched = np.setdiff1d(np.arange(len(pred)), mp)

@@ -262,7 +262,7 @@ def release2_misses() -> str:
         lines.append(f"| {dname} | " + " | ".join(cells) + f" | model {fp[0]}; baseline {fp[1]} |")
     counts = ", ".join(f"{nice[n]}: {thick['model']['clean']['recall_by_label_strength'][n]['true_peaks']}"
                        for n in names)
-    return ("\n".join(lines) + f"\n\n(model 2 / baseline; {ev['by_dose_thick']['model']['clean']['patterns']} test "
+    return ("\n".join(lines) + f"\n\n(model 2 / baseline; {thick['model']['clean']['patterns']} test "
             f"patterns ≥ {ev['thick_from_A']:g} Å; label peaks off the zero beam per V_g bin, as a fraction of the zero "
             f"beam's: {counts}; a false peak is binned by the largest true V_g within the match radius: "
             f"{', '.join(nice[n] for n in fp_names)}.)\n")

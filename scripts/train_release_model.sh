@@ -34,8 +34,8 @@ if [ -n "$FINETUNE" ]; then
     CONFIG=$FINETUNE
     MODEL=$(out train)
     EVALUATION=$(dirname "$MODEL")/evaluation-finetune
-    train_args=(--config "$CONFIG" --device "$DEVICE" --init "$FIRST/model.pt")
-    [ -f "$MODEL/checkpoint.pt" ] && [ ! -f "$MODEL/model.pt" ] && train_args=(--config "$CONFIG" --device "$DEVICE" --resume)
+    train_args=(--config "$CONFIG" --device "$DEVICE")
+    if [ -f "$MODEL/checkpoint.pt" ]; then train_args+=(--resume); else train_args+=(--init "$FIRST/model.pt"); fi
     [ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
 fi
 fourdcrystal tune "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --device "$DEVICE"   # peak settings on the val split

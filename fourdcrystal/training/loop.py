@@ -281,11 +281,12 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
             with _autocast(dist.device, amp):
                 pred = model(batch["cbed"], batch["probe"])
             for j in range(len(items)):
+                extra = ({"vg_asinh": float(vg_asinh_nmse(pred["vg"][j], batch["vg"][j], vg_asinh_scale))}
+                         if vg_loss == "asinh" else {})  # only the asinh runs select on it
                 totals.add(1.0, vg_mse=float(vg_mse(pred["vg"][j], batch["vg"][j])),
                            qz_wmse=float(qz_weighted_mse(pred["qz"][j], batch["qz"][j], batch["vg"][j],
                                                          min_vg=qz_min_vg)),
-                           vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])),
-                           vg_asinh=float(vg_asinh_nmse(pred["vg"][j], batch["vg"][j], vg_asinh_scale)))
+                           vg_nmse=float(vg_nmse(pred["vg"][j], batch["vg"][j])), **extra)
     totals = totals.reduced(dist)
     vg, qz, nmse = totals.mean("vg_mse"), totals.mean("qz_wmse"), totals.mean("vg_nmse")
     term = {"nmse": nmse, "asinh": totals.mean("vg_asinh")}.get(vg_loss, vg)
