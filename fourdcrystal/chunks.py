@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .detect import baseline_peaks, model_peaks
+from .detect import DetectionSettings, baseline_peaks, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
 from .lattice import fit_tilt
@@ -33,6 +34,7 @@ class ChunkProcessor:
         self.dk = prep.dk_invA
         self.prep = prep
         self.config = config
+        self.baseline_settings = baseline_settings(config.settings, prep)
 
     def __call__(self, raw: np.ndarray) -> dict:
         cfg, prep = self.config, self.prep
@@ -53,18 +55,21 @@ class ChunkProcessor:
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
-            out["baseline"] = self._vectors(baseline_peaks(x, prep.probe, cfg.settings, prep.usable), shape)
+            bg = prep.baseline_grid
+            xb = bg.resampler(raw)
+            out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
+                                            xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA)
             t["baseline"] += time.perf_counter() - t0
         if cfg.save_maps:
             out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
         out["timing_s"] = dict(t)
         return out
 
-    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None) -> dict:
+    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None, dk=None, q_offset=(0.0, 0.0)) -> dict:
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
-        q = to_reciprocal(Peaks(pos, inten), shape, self.dk)
+        q = to_reciprocal(Peaks(pos, inten), shape, self.dk if dk is None else dk) + np.asarray(q_offset)
         ij = np.clip(np.rint(pos).astype(int), 0, [shape[0] - 1, shape[1] - 1])
         bvm = np.zeros(shape, np.float64)
         np.add.at(bvm, (ij[:, 0], ij[:, 1]), inten)
@@ -80,6 +85,17 @@ class ChunkProcessor:
             if self.config.qz is False:
                 del out["qz_invA"]
         return out
+
+
+def baseline_settings(settings: DetectionSettings, prep: Preparation) -> DetectionSettings:
+    """The baseline's settings for its own grid: its lengths in pixels (peak spacing, smoothing) scaled from the
+    model's grid, where they were tuned, to the detector's pixels, so that they keep their values in Å⁻¹."""
+    bg = prep.baseline_grid
+    if bg.px_scale == 1.0:
+        return settings
+    b = settings.baseline
+    return replace(settings, baseline=replace(b, sigma_px=b.sigma_px * bg.px_scale, peaks=replace(
+        b.peaks, min_spacing_px=b.peaks.min_spacing_px * bg.px_scale)))
 
 
 _WORKER_CACHE: dict[str, ChunkProcessor] = {}

@@ -215,13 +215,25 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
     """Virtual bright field, mean pattern with the Bragg vector map's peaks, peak counts, Bragg vector map.
 
     One row per method (model, and the baseline when it ran). Axes of the pattern panels in Å⁻¹.
+    Each method's pixel size is ``summary[method]["k_sampling_invA"]`` (else the card's); the mean
+    pattern is on the model's grid.
     """
     from .peaks import PeakConfig, find_peaks
 
     methods = [m for m in ("model", "baseline") if m in summary]
+
+    def grid_extent(shape, dk):
+        h, w = shape
+        return [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
+                (-h // 2 - 0.5) * dk[0]]
+
+    def pixel_size(m):
+        return np.broadcast_to(np.asarray(summary.get(m, {}).get("k_sampling_invA", card["input"]["k_sampling_invA"]),
+                                          float), (2,))
+
     h, w = summary["mean_pattern"].shape
-    dk = np.broadcast_to(np.asarray(card["input"]["k_sampling_invA"], float), (2,))
-    extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0], (-h // 2 - 0.5) * dk[0]]
+    dk = pixel_size("model")
+    extent = grid_extent((h, w), dk)
     plt, (fig, axes) = _figure(nrows=len(methods), ncols=4, figsize=(16, 4 * len(methods)), squeeze=False,
                                layout="constrained")
     mean = summary["mean_pattern"]
@@ -246,10 +258,12 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
             ax.set_title("peaks per position, both methods", fontsize=9)
             ax.legend(fontsize=8)
         bvm = s["bragg_vector_map"]
+        bh, bw = bvm.shape
+        bdk = pixel_size(m)
         pk = find_peaks(bvm, PeakConfig(min_relative=0.02, max_peaks=200)) if bvm.max() > 0 else None
         _log_imshow(axes[r, 1], mean, 1e-4, extent=extent)
         if pk is not None and len(pk):
-            axes[r, 1].plot((pk.pos_px[:, 1] - w // 2) * dk[1], (pk.pos_px[:, 0] - h // 2) * dk[0], "c+", ms=8)
+            axes[r, 1].plot((pk.pos_px[:, 1] - bw // 2) * bdk[1], (pk.pos_px[:, 0] - bh // 2) * bdk[0], "c+", ms=8)
         axes[r, 1].set_title(f"mean pattern, {m} Bragg peaks (+)", fontsize=9)
         im = axes[r, 2].imshow(s["count"], cmap="viridis")
         axes[r, 2].set_title(f"{m}: Bragg peaks per position ({s['vectors']} in all)", fontsize=9)
@@ -259,7 +273,7 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
         if bvm.max() > 0:  # smoothed for display: single-pixel peaks would vanish when the figure is scaled
             from scipy.ndimage import gaussian_filter
 
-            im = _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=extent)
+            im = _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=grid_extent((bh, bw), bdk))
             fig.colorbar(im, ax=axes[r, 3], shrink=0.8,
                          label="summed V_g (rel. zero beam)" if m == "model" else "summed correlation")
         axes[r, 3].set_title(f"{m}: Bragg vector map (intensity-weighted)", fontsize=9)

@@ -4,7 +4,8 @@ For each chunk: read the patterns (:mod:`fourdcrystal.io.readers`), take the vir
 bright-field signal, resample the patterns onto the model's grid (pixel size and q = 0 of the
 model card, :mod:`fourdcrystal.calibration`), run the network with the vacuum probe, and find the
 Bragg peaks of the predicted V_g. ``baseline=True`` also runs the classical detector
-(:mod:`fourdcrystal.baseline`) on the same resampled patterns.
+(:mod:`fourdcrystal.baseline`) on the detector's own pixels (shifted by whole pixels only, so
+that the zero beam sits at the centre), with its tuned lengths in pixels scaled to them.
 
 The result is one HDF5 file (:mod:`fourdcrystal.io.results`). Work goes to ``RESULT.partial`` and
 becomes ``RESULT`` by a rename when every position is done. A killed run resumes from the partial
@@ -171,6 +172,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         except OSError as exc:
             raise FourdError(f"cannot create the folder of --out {out}: {exc.strerror}") from None
         need = estimate_output_bytes(len(scan), prep.grid_shape, methods, config.save_maps)
+        if config.baseline:  # the baseline's map and sums on its own grid
+            need += 3 * 8 * int(np.prod(prep.baseline_grid.grid_shape))
         have = shutil.disk_usage(out.parent).free + (partial.stat().st_size if partial.exists() else 0)
         if have < need:
             raise FourdError(f"not enough free space for {out}: about {need / 1e6:.1f} MB needed, "
@@ -199,6 +202,9 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 
+    for m, (_, dk) in method_grids(prep).items():
+        if m in summary:
+            summary[m]["k_sampling_invA"] = dk
     try:
         prediction_summary(summary, card, out.name, png)
     except OSError as exc:  # the result is complete; only its picture is missing
@@ -207,6 +213,12 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
             "centre_px": prep.centre_px, "centre_source": prep.centre_source, "probe_source": prep.probe_source,
             "grid_shape": prep.grid_shape}
+
+
+def method_grids(prep: Preparation) -> dict:
+    """Per method, (shape, pixel size in Å⁻¹) of the grid its peaks are found on."""
+    bg = prep.baseline_grid
+    return {"model": (tuple(prep.grid_shape), tuple(prep.dk_invA)), "baseline": (tuple(bg.grid_shape), tuple(bg.dk_invA))}
 
 
 # Every PredictConfig field is part of a run's resume fingerprint except these, which cannot change its numbers (a
@@ -223,7 +235,8 @@ def resume_fingerprint(data: str, shape: list, weights_sha256: str, config: Pred
                 "model_weights_sha256": weights_sha256,
                 "config": asdict(config) | {k: None for k in FINGERPRINT_EXCLUDED}, "calibration": asdict(cal),
                 "centre_px": prep.centre_px, "probe_sha256": hashlib.sha256(prep.probe.tobytes()).hexdigest(),
-                "usable_sha256": hashlib.sha256(np.packbits(prep.usable).tobytes()).hexdigest()}
+                "usable_sha256": hashlib.sha256(np.packbits(prep.usable).tobytes()).hexdigest(),
+                "baseline_grid": method_grids(prep)["baseline"]}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -248,7 +261,7 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 
     with writing():
         result = ResultFile(partial, fingerprint, attrs, scan.scan_shape, tuple(prep.grid_shape), methods,
-                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz)
+                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz, grids=method_grids(prep))
     try:
         done = result.state["positions_done"]
         if done:

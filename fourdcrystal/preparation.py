@@ -1,5 +1,6 @@
 """What a prediction run needs besides the patterns: the detector's calibration, the probe on the
-model's grid, the resampler, and where peaks may be reported.
+model's grid, the resampler, and where peaks may be reported; and the same for the classical
+baseline, which runs on the detector's own pixels (:class:`BaselineGrid`).
 
 :func:`resolve_calibration` takes the pixel size, energy and semi-angle from the file or from
 options; :func:`prepare` reads the probe and mask files and the scan's mean pattern once and
@@ -158,6 +159,26 @@ def model_pixel_invA(card: dict, k_pixel_invA: float) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
+class BaselineGrid:
+    """Where the classical baseline runs: on the detector's own pixels, moved by whole pixels only so
+    that the zero beam's pixel sits at (H//2, W//2).
+
+    A classical detector loses precision on patterns resampled to a coarser grid or interpolated by a
+    sub-pixel shift, and a user runs it on the pixels the camera recorded; its settings in pixels
+    (peak spacing, smoothing) are scaled by ``px_scale`` so that they keep the Å⁻¹ values they were
+    tuned at on the model's grid.
+    """
+
+    resampler: Resampler  # detector pixels → the detector's pixels, shifted by whole pixels (no interpolation)
+    dk_invA: tuple  # the detector's pixel size, Å⁻¹ (both axes)
+    probe: np.ndarray  # the vacuum probe on this grid, float32, its centre at (H//2, W//2)
+    usable: np.ndarray  # pixels of this grid where peaks may be reported
+    grid_shape: list  # (H, W)
+    q_offset_invA: tuple  # added to q = (pixel − (H//2, W//2))·dk: the zero beam's sub-pixel offset, Å⁻¹
+    px_scale: float  # model pixel size / detector pixel size: the baseline's pixel settings are multiplied by it
+
+
+@dataclass(frozen=True)
 class Preparation:
     """Everything a chunk worker needs besides the patterns (pickled to dask workers as it is)."""
 
@@ -173,6 +194,7 @@ class Preparation:
     probe_source: str
     bf_radius_px: float  # the bright-field disk's radius on the detector, pixels
     dead_pixels: int  # detector pixels masked or dead
+    baseline_grid: BaselineGrid  # where the classical baseline runs
 
 
 def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
@@ -237,7 +259,30 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
     if not usable.any():
         raise FourdError(f"{scan.spec}: no part of the detector is usable (all masked or dead, or the disks are "
                          f"as large as the detector)")
+    dk_detector = (float(cal.k_pixel_invA), float(cal.k_pixel_invA))
+    baseline_grid = _baseline_grid(scan.pattern_shape, dk_detector, centre_px, detector_probe, r_px, cal,
+                                   detector_valid, margin_disk_radii, float(np.max(dk_model)) / dk_detector[0])
     return Preparation(resampler=resampler, dk_invA=dk_model, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
-                       probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()))
+                       probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()),
+                       baseline_grid=baseline_grid)
+
+
+def _baseline_grid(pattern_shape, dk_detector: tuple, centre_px, detector_probe: np.ndarray | None, r_px: float,
+                   cal: DataCalibration, detector_valid: np.ndarray, margin_disk_radii: float,
+                   px_scale: float) -> BaselineGrid:
+    """The detector's pixels with the zero beam's pixel at the grid's centre (a whole-pixel shift: the
+    patterns are copied, not interpolated); the sub-pixel rest goes into ``q_offset_invA``."""
+    whole = [float(np.rint(c)) for c in centre_px]
+    grid = detector_grid_shape(pattern_shape, dk_detector, whole, dk_detector, 1)
+    resampler = Resampler.build(grid, dk_detector, pattern_shape, dk_detector, whole)
+    if detector_probe is not None:  # the probe itself is centred exactly: its offset would bias every position
+        pc = disk_centre(detector_probe, r_px)
+        probe = Resampler.build(grid, dk_detector, pattern_shape, dk_detector, pc)(detector_probe[None])[0]
+    else:
+        probe = synthesised_probe(grid, dk_detector, cal.energy_eV, cal.semiangle_mrad)
+    usable = usable_region(resampler.coverage(detector_valid), margin_disk_radii * r_px)
+    q_offset = tuple(float((w - c) * d) for w, c, d in zip(whole, centre_px, dk_detector))
+    return BaselineGrid(resampler=resampler, dk_invA=dk_detector, probe=probe.astype(np.float32), usable=usable,
+                        grid_shape=list(grid), q_offset_invA=q_offset, px_scale=float(px_scale))

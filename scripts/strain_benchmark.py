@@ -5,9 +5,11 @@ Runs predict (--baseline) on every file strain_series.py wrote, then strain with
 (reference: scan position (0, 0), the unstrained specimen), and compares with the truth in the
 files. Prints a table per thickness and dose and writes SERIES/strain_benchmark.json.
 
-With ``--tune-on VAL`` each method's strain settings (fit weights, indexing tolerance) are
-first chosen on another series (another seed) by the lowest mean strain error there, so
-neither method is scored with settings picked on the test series.
+With ``--tune-on VAL`` each method's settings are first chosen on another series (another
+seed) by the lowest mean strain error there, so neither method is scored with settings picked
+on the test series: the peak threshold (the card's tuned one, which maximises the Bragg-peak F1,
+times 0.5, 1 or 2: a strain fit may prefer fewer, surer vectors or more of them), the fit weights
+and the indexing tolerance. Both methods get the same grid.
 
     python scripts/strain_series.py --out strain-series
     python scripts/strain_series.py --out strain-series-val --seed 1
@@ -24,15 +26,31 @@ from pathlib import Path
 import numpy as np
 
 
-GRID = [{"weights": w, "tolerance": t} for w in ("intensity", "none") for t in (0.15, 0.25, 0.35)]
+THRESHOLD_FACTORS = (0.5, 1.0, 2.0)
+GRID = [{"threshold_factor": f, "weights": w, "tolerance": t}
+        for f in THRESHOLD_FACTORS for w in ("intensity", "none") for t in (0.15, 0.25, 0.35)]
+
+
+def scaled_settings(model: str, factor: float):
+    """The card's tuned peak settings with both methods' thresholds multiplied by ``factor``."""
+    from dataclasses import replace
+
+    from fourdcrystal.detect import settings_from_card
+    from fourdcrystal.training.card import card_path, resolve_weights
+
+    card = json.loads(card_path(resolve_weights(None if model == "release" else model)).read_text())
+    st, _ = settings_from_card(card)
+    b = st.baseline
+    return replace(st, model=replace(st.model, min_relative=st.model.min_relative * factor),
+                   baseline=replace(b, peaks=replace(b.peaks, min_relative=b.peaks.min_relative * factor)))
 
 
 def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> list[dict]:
-    """predict once per file (kept in FOLDER/benchmark), then strain for every method and setting."""
+    """predict once per file and threshold factor (kept in FOLDER/benchmark), then strain for every method and
+    setting."""
     import h5py
 
     from fourdcrystal.predict import PredictConfig, predict
-    from fourdcrystal.strain import StrainConfig, run_strain
 
     truth = json.loads((folder / "truth.json").read_text())
     work = folder / "benchmark"
@@ -44,27 +62,37 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> l
             strain_true = f["truth/strain"][()]
             rot_true = f["truth/rotation_deg"][()]
             thickness, dose = float(f.attrs["thickness_A"]), str(f.attrs["dose"])
-        vec = work / (data.stem + "-bragg.h5")
-        if not vec.exists():
-            predict(None if model == "release" else model, str(data), vec, PredictConfig(baseline=True))
-        for method, options in settings.items():
-            for opt in options:
-                res = run_strain(vec, work / f"{data.stem}-{method}-strain.h5",
-                                 StrainConfig(method=method, reference="0:1,0:1", **opt), overwrite=True, png=False)
-                m = res["maps"]
-                ok = m["fit_ok"].copy()
-                ok[0, 0] = False  # the reference itself is zero by construction
-                err = np.stack([m[k] - strain_true[..., i] for i, k in enumerate(("exx", "eyy", "exy"))], axis=-1)
-                rows.append({
-                    "thickness_nm": thickness / 10, "dose": dose, "method": method, "settings": opt,
-                    "strain_rms_error_pct": float(100 * np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
-                    "strain_max_error_pct": float(100 * np.abs(err[ok]).max()) if ok.any() else None,
-                    "rotation_rms_error_deg": float(np.sqrt(np.mean((m["theta_deg"] - rot_true)[ok] ** 2)))
-                    if ok.any() else None,
-                    "fitted": int(m["fit_ok"].sum()), "positions": int(m["fit_ok"].size),
-                    "indexed_vectors_mean": float(m["n_indexed"][m["fit_ok"]].mean()) if m["fit_ok"].any() else 0.0,
-                })
+        for factor in sorted({o["threshold_factor"] for options in settings.values() for o in options}):
+            vec = work / f"{data.stem}-x{factor:g}-bragg.h5"
+            if not vec.exists():
+                predict(None if model == "release" else model, str(data), vec,
+                        PredictConfig(baseline=True, settings=scaled_settings(model, factor)))
+            for method, options in settings.items():
+                for opt in (o for o in options if o["threshold_factor"] == factor):
+                    fit = {k: v for k, v in opt.items() if k != "threshold_factor"}
+                    rows.append(_score(vec, work / f"{data.stem}-{method}-strain.h5", method, opt, fit, strain_true,
+                                       rot_true, thickness, dose))
     return rows
+
+
+def _score(vec: Path, out: Path, method: str, opt: dict, fit: dict, strain_true, rot_true, thickness: float,
+           dose: str) -> dict:
+    """One strain fit of one method's vectors against the truth."""
+    from fourdcrystal.strain import StrainConfig, run_strain
+
+    res = run_strain(vec, out, StrainConfig(method=method, reference="0:1,0:1", **fit), overwrite=True, png=False)
+    m = res["maps"]
+    ok = m["fit_ok"].copy()
+    ok[0, 0] = False  # the reference itself is zero by construction
+    err = np.stack([m[k] - strain_true[..., i] for i, k in enumerate(("exx", "eyy", "exy"))], axis=-1)
+    return {
+        "thickness_nm": thickness / 10, "dose": dose, "method": method, "settings": opt,
+        "strain_rms_error_pct": float(100 * np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
+        "strain_max_error_pct": float(100 * np.abs(err[ok]).max()) if ok.any() else None,
+        "rotation_rms_error_deg": float(np.sqrt(np.mean((m["theta_deg"] - rot_true)[ok] ** 2))) if ok.any() else None,
+        "fitted": int(m["fit_ok"].sum()), "positions": int(m["fit_ok"].size),
+        "indexed_vectors_mean": float(m["n_indexed"][m["fit_ok"]].mean()) if m["fit_ok"].any() else 0.0,
+    }
 
 
 def choose(rows: list[dict], method: str) -> tuple[dict, float]:
@@ -91,7 +119,7 @@ def main(argv=None) -> int:
     set_quiet(True)
     folder = Path(args.series)
     truth = json.loads((folder / "truth.json").read_text())
-    chosen = {m: {"weights": "intensity", "tolerance": 0.25} for m in ("model", "baseline")}
+    chosen = {m: {"threshold_factor": 1.0, "weights": "intensity", "tolerance": 0.25} for m in ("model", "baseline")}
     tuning = None
     if args.tune_on:
         val_rows = score_folder(Path(args.tune_on), args.model, {m: GRID for m in chosen})

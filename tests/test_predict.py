@@ -13,6 +13,7 @@ import pytest
 from fourdcrystal.errors import FourdError
 from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
 from fourdcrystal.io.readers import open_4d
+from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.io.results import ResultFile
 from fourdcrystal.predict import DataCalibration, PredictConfig, calibration_warnings, predict, quality_note
 from fourdcrystal.simulation import shards
@@ -144,9 +145,14 @@ def test_calibration_puts_disks_at_their_q(model, tmp_path):
     with h5py.File(res["out"], "r") as f:
         assert f.attrs["centre_px"] == pytest.approx([22.4, 25.7], abs=0.15)
         q = np.stack([f["baseline/qx_invA"][:f["baseline/offsets"][1]], f["baseline/qy_invA"][:f["baseline/offsets"][1]]], 1)
+        # the baseline ran on the detector's own pixels, the model on its own grid
+        assert list(f["baseline"].attrs["k_sampling_invA"]) == pytest.approx([dk_in, dk_in])
+        assert list(f["model"].attrs["k_sampling_invA"]) == pytest.approx(list(f.attrs["model_k_sampling_invA"]))
+        assert f["baseline/bragg_vector_map"].shape != f["model/bragg_vector_map"].shape
     for target in [(0.0, 0.0), *g]:
         d = np.linalg.norm(q - np.array(target), axis=1)
-        assert d.min() < 0.2 * dk_model, (target, q)
+        assert d.min() < 0.2 * dk_in, (target, q)  # a fifth of a detector pixel, with the centre off by a fraction
+    assert read_vectors(res["out"], method="baseline").bin_width == pytest.approx(dk_in)
     # data outside the model's training range are named (the card records 200 kV, 3 mrad)
     assert calibration_warnings(card, DataCalibration(dk_in, 200e3, 3.0)) == []
     warned = calibration_warnings(card, DataCalibration(3 * dk_model, 300e3, 3.0))
@@ -526,7 +532,9 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     cal = DataCalibration(k_pixel_invA=0.02, energy_eV=200e3, semiangle_mrad=2.0)
     from types import SimpleNamespace
 
-    prep = SimpleNamespace(centre_px=[8.0, 8.0], probe=np.ones((16, 16), np.float32), usable=np.ones((16, 16), bool))
+    prep = SimpleNamespace(centre_px=[8.0, 8.0], probe=np.ones((16, 16), np.float32), usable=np.ones((16, 16), bool),
+                           grid_shape=[16, 16], dk_invA=(0.02, 0.02),
+                           baseline_grid=SimpleNamespace(grid_shape=[16, 16], dk_invA=(0.02, 0.02)))
     base = PredictConfig()
 
     def fp(config):
@@ -544,8 +552,11 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
         changed = fp(dataclasses.replace(base, **{f.name: new})) != fp(base)
         assert changed == (f.name not in FINGERPRINT_EXCLUDED), f.name
     assert fp(base) == fp(PredictConfig())
-    prep2 = SimpleNamespace(centre_px=prep.centre_px, probe=prep.probe * 2, usable=prep.usable)
+    prep2 = SimpleNamespace(**{**vars(prep), "probe": prep.probe * 2})
     assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep2) != fp(base)
+    # the baseline on another grid than the model's (another pixel size) is another run
+    prep3 = SimpleNamespace(**{**vars(prep), "baseline_grid": SimpleNamespace(grid_shape=[24, 24], dk_invA=(0.013, 0.013))})
+    assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep3) != fp(base)
 
 
 def test_tilt_per_position_fitted_to_the_models_qz(model, scan, tmp_path):

@@ -5,7 +5,9 @@
   ``intensity`` (model: V_g relative to the zero beam; baseline: correlation value), and for the
   model ``qz_invA`` at the peak; position p's vectors are rows ``offsets[p]:offsets[p+1]``
   (py4DSTEM's ragged layout). ``count`` is the per-position number, ``bragg_vector_map`` the
-  intensity-weighted histogram of all vectors on the model grid; optional full ``vg``/``qz`` maps;
+  intensity-weighted histogram of all vectors on the method's grid, whose pixel size (Å⁻¹) is the
+  group's ``k_sampling_invA`` (the baseline runs on the detector's pixels, the model on its own
+  grid); optional full ``vg``/``qz`` maps;
 * ``/virtual_bf`` (scan_x, scan_y), ``/mean_pattern`` (the mean resampled input), ``/usable_mask``;
 * attributes: calibration, centre, probe source, model card sha256, config, software, timings.
 """
@@ -78,7 +80,9 @@ class ResultFile:
     """
 
     def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
-                 usable: np.ndarray, tilt: bool = False, qz: bool = True):
+                 usable: np.ndarray, tilt: bool = False, qz: bool = True, grids: dict | None = None):
+        """``grids``: per method, ``(shape, k_sampling_invA)`` of the grid its vectors were found on (the
+        Bragg vector map's shape); a method not in it uses the model's grid, ``model_shape``."""
         import h5py
 
         self.path = path
@@ -121,7 +125,10 @@ class ResultFile:
                 g.create_dataset("count", data=np.zeros(self.scan_shape, "i4"))
                 for name in self.fields[m]:
                     g.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f4", chunks=(VECTOR_CHUNK,))
-                g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *model_shape), "f8"))
+                shape, dk = (grids or {}).get(m, (model_shape, attrs.get("model_k_sampling_invA")))
+                g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *shape), "f8"))
+                if dk is not None:
+                    g.attrs["k_sampling_invA"] = list(dk)
             if tilt:  # the crystal tilt (θx, θy) per position from the model's q_z, mrad
                 f["model"].create_dataset("tilt_mrad", data=np.full((*self.scan_shape, 2), np.nan, "f4"))
             if save_maps:

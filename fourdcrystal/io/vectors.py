@@ -98,7 +98,8 @@ def _read_ours(p: Path, f, method: str) -> VectorSet:
     scan = tuple(int(v) for v in f.attrs["scan_shape"])
     offsets = g["offsets"][()]
     q = np.stack([g["qx_invA"][()], g["qy_invA"][()]], axis=1).astype(np.float64)
-    k = np.asarray(f.attrs.get("model_k_sampling_invA", [0.02, 0.02]), float)
+    # the grid this method's vectors were found on (older files: the model's grid for both methods)
+    k = np.asarray(g.attrs.get("k_sampling_invA", f.attrs.get("model_k_sampling_invA", [0.02, 0.02])), float)
     attrs = {"calibration": json.loads(f.attrs.get("calibration", "{}")), "data": str(f.attrs.get("data", "")),
              "centre_px": [float(v) for v in f.attrs.get("centre_px", [np.nan, np.nan])],
              "pattern_shape": [int(v) for v in f.attrs.get("pattern_shape", [0, 0])],
