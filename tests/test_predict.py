@@ -588,3 +588,20 @@ def test_tilt_per_position_fitted_to_the_models_qz(model, scan, tmp_path):
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "q.h5") as f:
         assert f["model"]["qz_invA"].shape == f["model"]["qx_invA"].shape and "tilt_mrad" not in f["model"]
+
+
+def test_baseline_settings_keep_their_lengths_in_inverse_angstrom():
+    """Tuned on the model's grid, the baseline's spacing and smoothing (pixels) are scaled to the detector's pixels;
+    its threshold and the model's settings stay as they are."""
+    from types import SimpleNamespace
+
+    from fourdcrystal.chunks import baseline_settings
+    from fourdcrystal.detect import DetectionSettings
+
+    st = DetectionSettings()
+    finer = baseline_settings(st, SimpleNamespace(baseline_grid=SimpleNamespace(px_scale=1.8)))
+    assert finer.baseline.peaks.min_spacing_px == pytest.approx(1.8 * st.baseline.peaks.min_spacing_px)
+    assert finer.baseline.sigma_px == pytest.approx(1.8 * st.baseline.sigma_px)
+    assert finer.baseline.peaks.min_relative == st.baseline.peaks.min_relative
+    assert finer.model == st.model
+    assert baseline_settings(st, SimpleNamespace(baseline_grid=SimpleNamespace(px_scale=1.0))) is st
