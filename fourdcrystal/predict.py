@@ -5,7 +5,8 @@ bright-field signal, resample the patterns onto the model's grid (pixel size and
 model card, :mod:`fourdcrystal.calibration`), run the network with the vacuum probe, and find the
 Bragg peaks of the predicted V_g. ``baseline=True`` also runs the classical detector
 (:mod:`fourdcrystal.baseline`) on the detector's own pixels (shifted by whole pixels only, so
-that the zero beam sits at the centre), with its tuned lengths in pixels scaled to them.
+that the zero beam sits at the centre), with its tuned lengths in pixels scaled to them; on a
+detector coarser than the model's grid, on that grid.
 
 The result is one HDF5 file (:mod:`fourdcrystal.io.results`). Work goes to ``RESULT.partial`` and
 becomes ``RESULT`` by a rename when every position is done. A killed run resumes from the partial

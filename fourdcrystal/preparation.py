@@ -161,12 +161,15 @@ def model_pixel_invA(card: dict, k_pixel_invA: float) -> tuple[float, float]:
 @dataclass(frozen=True)
 class BaselineGrid:
     """Where the classical baseline runs: on the detector's own pixels, moved by whole pixels only so
-    that the zero beam's pixel sits at (H//2, W//2).
+    that the zero beam's pixel sits at (H//2, W//2), when they are as fine as the model's or finer;
+    on the model's grid when the detector is coarser.
 
     A classical detector loses precision on patterns resampled to a coarser grid or interpolated by a
     sub-pixel shift, and a user runs it on the pixels the camera recorded; its settings in pixels
     (peak spacing, smoothing) are scaled by ``px_scale`` so that they keep the Å⁻¹ values they were
-    tuned at on the model's grid.
+    tuned at on the model's grid. Interpolating a coarser detector up to the model's grid loses
+    nothing, and there the settings apply as tuned (on coarse pixels they were seen to find spurious
+    peaks between overlapping disks).
     """
 
     resampler: Resampler  # detector pixels → the detector's pixels, shifted by whole pixels (no interpolation)
@@ -260,8 +263,12 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         raise FourdError(f"{scan.spec}: no part of the detector is usable (all masked or dead, or the disks are "
                          f"as large as the detector)")
     dk_detector = (float(cal.k_pixel_invA), float(cal.k_pixel_invA))
-    baseline_grid = _baseline_grid(scan.pattern_shape, dk_detector, centre_px, detector_probe, r_px, cal,
-                                   detector_valid, margin_disk_radii, float(np.max(dk_model)) / dk_detector[0])
+    if dk_detector[0] <= 1.0001 * float(np.max(dk_model)):
+        baseline_grid = _baseline_grid(scan.pattern_shape, dk_detector, centre_px, detector_probe, r_px, cal,
+                                       detector_valid, margin_disk_radii, float(np.max(dk_model)) / dk_detector[0])
+    else:  # a coarser detector: the model's finer grid loses nothing, and the baseline's settings were tuned on it
+        baseline_grid = BaselineGrid(resampler=resampler, dk_invA=tuple(dk_model), probe=probe_model.astype(np.float32),
+                                     usable=usable, grid_shape=list(grid), q_offset_invA=(0.0, 0.0), px_scale=1.0)
     return Preparation(resampler=resampler, dk_invA=dk_model, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,

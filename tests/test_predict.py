@@ -153,6 +153,13 @@ def test_calibration_puts_disks_at_their_q(model, tmp_path):
         d = np.linalg.norm(q - np.array(target), axis=1)
         assert d.min() < 0.2 * dk_in, (target, q)  # a fifth of a detector pixel, with the centre off by a fraction
     assert read_vectors(res["out"], method="baseline").bin_width == pytest.approx(dk_in)
+    # a coarser detector: the baseline runs on the model's finer grid, beside the model
+    coarse = _disk_scan(tmp_path / "coarse.npy", card, 1, 1, 1.5 * dk_model, (22.4, 25.7), g, radius)
+    res = predict(weights, str(coarse), tmp_path / "c.h5", PredictConfig(baseline=True),
+                  {"k_pixel_invA": 1.5 * dk_model, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+    with h5py.File(res["out"], "r") as f:
+        assert list(f["baseline"].attrs["k_sampling_invA"]) == pytest.approx(list(f["model"].attrs["k_sampling_invA"]))
+        assert f["baseline/bragg_vector_map"].shape == f["model/bragg_vector_map"].shape
     # data outside the model's training range are named (the card records 200 kV, 3 mrad)
     assert calibration_warnings(card, DataCalibration(dk_in, 200e3, 3.0)) == []
     warned = calibration_warnings(card, DataCalibration(3 * dk_model, 300e3, 3.0))
