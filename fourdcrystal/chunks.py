@@ -56,7 +56,7 @@ class ChunkProcessor:
         if cfg.baseline:
             t0 = time.perf_counter()
             bg = prep.baseline_grid
-            xb = bg.resampler(raw)
+            xb = x if bg.resampler is prep.resampler else bg.resampler(raw)  # a coarse detector: the model's grid
             out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
                                             xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA)
             t["baseline"] += time.perf_counter() - t0

@@ -203,9 +203,6 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 
-    for m, (_, dk) in method_grids(prep).items():
-        if m in summary:
-            summary[m]["k_sampling_invA"] = dk
     try:
         prediction_summary(summary, card, out.name, png)
     except OSError as exc:  # the result is complete; only its picture is missing

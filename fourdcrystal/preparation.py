@@ -254,6 +254,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         probe_model = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, pc)(detector_probe[None])[0]
     else:
         probe_model = synthesised_probe(grid, dk_model, cal.energy_eV, cal.semiangle_mrad)
+    probe_model = probe_model.astype(np.float32)
     ii, jj = np.mgrid[:scan.pattern_shape[0], :scan.pattern_shape[1]]
     bf_mask = (ii - centre_px[0]) ** 2 + (jj - centre_px[1]) ** 2 <= (1.05 * r_px) ** 2
     resampler = Resampler.build(grid, dk_model, scan.pattern_shape, cal.k_pixel_invA, centre_px)
@@ -267,9 +268,9 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         baseline_grid = _baseline_grid(scan.pattern_shape, dk_detector, centre_px, detector_probe, r_px, cal,
                                        detector_valid, margin_disk_radii, float(np.max(dk_model)) / dk_detector[0])
     else:  # a coarser detector: the model's finer grid loses nothing, and the baseline's settings were tuned on it
-        baseline_grid = BaselineGrid(resampler=resampler, dk_invA=tuple(dk_model), probe=probe_model.astype(np.float32),
+        baseline_grid = BaselineGrid(resampler=resampler, dk_invA=tuple(dk_model), probe=probe_model,
                                      usable=usable, grid_shape=list(grid), q_offset_invA=(0.0, 0.0), px_scale=1.0)
-    return Preparation(resampler=resampler, dk_invA=dk_model, probe=probe_model.astype(np.float32), bf_mask=bf_mask,
+    return Preparation(resampler=resampler, dk_invA=dk_model, probe=probe_model, bf_mask=bf_mask,
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
                        probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()),

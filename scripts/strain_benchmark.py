@@ -69,17 +69,16 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> l
                         PredictConfig(baseline=True, settings=scaled_settings(model, factor)))
             for method, options in settings.items():
                 for opt in (o for o in options if o["threshold_factor"] == factor):
-                    fit = {k: v for k, v in opt.items() if k != "threshold_factor"}
-                    rows.append(_score(vec, work / f"{data.stem}-{method}-strain.h5", method, opt, fit, strain_true,
+                    rows.append(_score(vec, work / f"{data.stem}-{method}-strain.h5", method, opt, strain_true,
                                        rot_true, thickness, dose))
     return rows
 
 
-def _score(vec: Path, out: Path, method: str, opt: dict, fit: dict, strain_true, rot_true, thickness: float,
-           dose: str) -> dict:
-    """One strain fit of one method's vectors against the truth."""
+def _score(vec: Path, out: Path, method: str, opt: dict, strain_true, rot_true, thickness: float, dose: str) -> dict:
+    """One strain fit of one method's vectors (found at ``opt``'s threshold) against the truth."""
     from fourdcrystal.strain import StrainConfig, run_strain
 
+    fit = {k: v for k, v in opt.items() if k != "threshold_factor"}
     res = run_strain(vec, out, StrainConfig(method=method, reference="0:1,0:1", **fit), overwrite=True, png=False)
     m = res["maps"]
     ok = m["fit_ok"].copy()

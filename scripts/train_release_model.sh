@@ -30,12 +30,12 @@ train_args=(--config "$CONFIG" --device "$DEVICE")
 [ -f "$MODEL/checkpoint.pt" ] && [ ! -f "$MODEL/model.pt" ] && train_args+=(--resume)
 [ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
 for STAGE in $FINETUNE; do   # each further stage continues from the one before
-    FIRST=$MODEL
+    PREVIOUS=$MODEL
     CONFIG=$STAGE
     MODEL=$(out train)
     EVALUATION=$(dirname "$MODEL")/evaluation-$STAGE
     train_args=(--config "$CONFIG" --device "$DEVICE")
-    if [ -f "$MODEL/checkpoint.pt" ]; then train_args+=(--resume); else train_args+=(--init "$FIRST/model.pt"); fi
+    if [ -f "$MODEL/checkpoint.pt" ]; then train_args+=(--resume); else train_args+=(--init "$PREVIOUS/model.pt"); fi
     [ -f "$MODEL/model.pt" ] || fourdcrystal train "$DATASET" "${train_args[@]}"
 done
 fourdcrystal tune "$MODEL/model.pt" "$DATASET" --config "$CONFIG" --device "$DEVICE"   # peak settings on the val split

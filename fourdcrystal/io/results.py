@@ -198,6 +198,8 @@ class ResultFile:
             del g["bragg_vector_map_slots"]
             summary[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map"][()],
                           "vectors": int(g["offsets"][self.n])}
+            if "k_sampling_invA" in g.attrs:
+                summary[m]["k_sampling_invA"] = [float(v) for v in g.attrs["k_sampling_invA"]]
         for k, v in final_attrs.items():
             f.attrs[k] = v
         f.attrs["complete"] = True
