@@ -539,7 +539,8 @@ def _match_radius_option(section: str):
 @_opt("evaluate", "label_min_relative", "--label-min-relative", type=float,
       help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
 @_opt("evaluate", "min_relative", "--min-relative", type=float,
-      help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's.",
+      help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's V_g (or of the strongest "
+           "maximum, where the card's tuned threshold is one of that).",
       default_text="the threshold tuned on the validation split, from the model card")
 @_opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @_opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
@@ -665,7 +666,8 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
       help="Also run the classical detector (py4DSTEM-style) into the file.")
 @_opt("predict", "maps", "--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
 @_opt("predict", "min_relative", "--min-relative", type=float,
-      help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's.",
+      help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's V_g (or of the strongest maximum, "
+           "where the card's tuned threshold is one of that).",
       default_text="the threshold tuned on the validation split, from the model card")
 @_opt("predict", "mask", "--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero "
                                         "where pixels are to be ignored (beam stop, bad pixels). Dead regions are "

@@ -463,7 +463,8 @@ EVALUATE_SCHEMA: Schema = {
     "match_radius_px": Field(2.0, Float(0.0, lo_open=True), "a peak within this many pixels of a label peak is found"),
     "label_min_relative": Field(0.05, Fraction(), "label peaks: maxima of the true V_g >= this fraction of the zero beam's"),
     "min_relative": Field(None, Fraction(nullable=True),
-                          "model peaks: V_g >= this fraction of the zero beam's (null: the card's tuned threshold)"),
+                          "model peaks: V_g >= this fraction of the reference the card's tuned threshold has "
+                          "(the zero beam's V_g or the strongest maximum; null: the card's tuned threshold)"),
     "limit": Field(None, Int(1, nullable=True), "only the first N patterns of the split (null: all)"),
     "batch_size": Field(16, Int(1), "patterns per model batch"),
     "device": Field("auto", Str(), "auto, cpu, cuda or cuda:N"),

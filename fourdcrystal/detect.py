@@ -3,11 +3,15 @@
 One place turns (measured pattern, vacuum probe, network output) into peaks, for `predict`,
 `evaluate` and `tune`, so the three can never disagree:
 
-* the **model**: maxima of the predicted V_g ≥ ``min_relative`` of the strongest one (the zero
-  beam), ``min_spacing_px`` apart, only where the detector has data (``mask``); each then placed
+* the **model**: maxima of the predicted V_g ≥ ``min_relative`` of a reference, ``min_spacing_px`` apart, only where the detector has data (``mask``); each then placed
   by ``refine``: ``"vg"`` a parabola through the V_g maximum, or ``"correlation"`` the maximum of
   the measured pattern's correlation with the probe within ``search_px`` (sub-pixel as the
-  baseline's settings say), which averages the noise over the whole disk;
+  baseline's settings say), which averages the noise over the whole disk. The reference
+  (``threshold_of``) is ``"strongest"``, the strongest maximum inside ``mask``, or ``"zero_beam"``,
+  the network's own unit: it is trained on V_g divided by the zero beam's, so its output is a
+  fraction of the zero beam's already. A network trained without the zero-beam pixel in its loss
+  (the cropped training of ``release2``) predicts some value there and sometimes overshoots one
+  reflection; a threshold relative to that maximum then moves from pattern to pattern;
 * the **baseline**: :func:`fourdcrystal.baseline.find_bragg_disks_batch` with its settings.
 
 ``tune`` chooses both sets of settings on a validation split and stores them in the model card
@@ -25,17 +29,19 @@ from .baseline import BaselineConfig, find_bragg_disks_batch, refine_positions
 from .peaks import PeakConfig, Peaks, find_peaks
 
 REFINE_MODES = ("vg", "correlation")
+THRESHOLD_REFERENCES = ("strongest", "zero_beam")
 
 
 @dataclass(frozen=True)
 class ModelPeakSettings:
     """How peaks are read off the network's V_g."""
 
-    min_relative: float = 0.05  # maxima ≥ this fraction of the strongest V_g (the zero beam)
+    min_relative: float = 0.05  # maxima ≥ this fraction of the reference (threshold_of)
     min_spacing_px: float = 3.0  # model-grid pixels between two peaks
     refine: str = "vg"  # vg | correlation
     search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
     max_peaks: int = 400
+    threshold_of: str = "strongest"  # strongest: the strongest maximum; zero_beam: the network's unit, V_g(0)
 
     def peak_config(self) -> PeakConfig:
         return PeakConfig(min_relative=self.min_relative, min_spacing_px=self.min_spacing_px,
@@ -77,11 +83,25 @@ def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, setting
     m = settings.model
     if m.refine not in REFINE_MODES:
         raise ValueError(f"refine must be one of {REFINE_MODES}, got {m.refine!r}")
-    found = [find_peaks(v, m.peak_config(), mask=mask) for v in vg]
+    if m.threshold_of not in THRESHOLD_REFERENCES:
+        raise ValueError(f"threshold_of must be one of {THRESHOLD_REFERENCES}, got {m.threshold_of!r}")
+    found = [find_peaks(v, _peak_config(m, v, mask), mask=mask) for v in vg]
     if m.refine == "correlation":
         moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
         found = [Peaks(pos, p.intensity) for pos, p in zip(moved, found)]
     return found
+
+
+def _peak_config(m: ModelPeakSettings, vg: np.ndarray, mask: np.ndarray | None) -> PeakConfig:
+    """The peak search for one map: a threshold of the zero beam's V_g becomes a fraction of the map's maximum,
+    the form :func:`find_peaks` takes."""
+    config = m.peak_config()
+    if m.threshold_of == "strongest":
+        return config
+    inside = vg[mask] if mask is not None else vg
+    top = float(inside.max()) if inside.size else 0.0
+    # a map whose maximum lies under the threshold keeps no peak (inf: nothing passes)
+    return replace(config, min_relative=m.min_relative / top if top > 0 else np.inf)
 
 
 def baseline_peaks(patterns: np.ndarray, probe: np.ndarray, settings: DetectionSettings,
@@ -91,7 +111,8 @@ def baseline_peaks(patterns: np.ndarray, probe: np.ndarray, settings: DetectionS
 
 
 def with_threshold(settings: DetectionSettings, min_relative: float | None) -> DetectionSettings:
-    """``settings`` with the model's threshold replaced (a user's ``--min-relative``), if given."""
+    """``settings`` with the model's threshold replaced (a user's ``--min-relative``), if given; it keeps the
+    settings' reference (``threshold_of``)."""
     if min_relative is None:
         return settings
     return replace(settings, model=replace(settings.model, min_relative=float(min_relative)))

@@ -4,8 +4,9 @@ A comparison is only fair when the classical detector gets the same care as the 
 validation split (crystals used neither for training nor for the test), at each dose of the
 config (the same Poisson draws for both methods), a grid search picks:
 
-* for the **model**: the V_g threshold ``min_relative`` and the spacing ``min_spacing_px``
-  that maximise the F1 averaged over the doses; then the position refinement (``vg``: a
+* for the **model**: the V_g threshold ``min_relative``, what it is a fraction of (``threshold_of``:
+  the strongest maximum, or the zero beam's V_g, the network's own unit) and the spacing
+  ``min_spacing_px`` that maximise the F1 averaged over the doses; then the position refinement (``vg``: a
   parabola through the V_g maximum, or ``correlation``: the probe correlation of the measured
   pattern near it) with the lower rms position error, averaged over the doses;
 * for the **baseline**: the correlation power, the Gaussian smoothing, ``min_relative`` and
@@ -28,7 +29,7 @@ import numpy as np
 
 from .baseline import BaselineConfig, correlations
 from .config import default
-from .detect import DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
+from .detect import THRESHOLD_REFERENCES, DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
 from .errors import FourdError
 from .evaluate import EvalConfig, _dose_name, _prf, split_samples
 from .peaks import (
@@ -55,6 +56,8 @@ class TuneConfig:
     seed: int = 0
     model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
     model_spacing_px: tuple = (2.0, 3.0, 4.0)
+    # the model's threshold as a fraction of its strongest maximum, or of the zero beam's V_g (its output unit)
+    model_threshold_of: tuple = ("strongest", "zero_beam")
     # baseline templates: the probe, or minus a gaussian (width in probe rms radii) or a sigmoid disk (radii in
     # disk radii), the kernels of py4DSTEM's Probe.get_kernel
     kernels: tuple = (("flat", None), ("gaussian", 2.0), ("gaussian", 4.0), ("sigmoid", (1.0, 2.0)),
@@ -100,17 +103,25 @@ class _Grid:
 
 
 def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth_px, dose, radius, edge_px=2,
-                     max_peaks=None):
+                     max_peaks=None, absolute: bool = False):
     """Every (spacing, threshold) of the grid on one map, from one search for maxima.
 
     The maxima at the lowest threshold are found once; each spacing suppresses close ones among
     them; each threshold is then a prefix of what is left (strongest first). Only candidates
     within ``radius`` of a label peak can match, so the matching runs on those alone.
+    ``absolute``: the thresholds are in the map's own units (the model's V_g as a fraction of the
+    zero beam's), not fractions of its strongest maximum.
     """
     from scipy.spatial import cKDTree
 
     max_peaks = max_peaks or MAX_PEAKS
-    ij, top = maxima_above(image, min(thresholds), edge_px, mask)
+    if absolute:  # as fractions of the maximum inside the mask, the form maxima_above takes
+        inside = image[mask] if mask is not None else image
+        top = float(inside.max()) if inside.size else 0.0
+        relative = [t / top if top > 0 else np.inf for t in thresholds]
+    else:
+        relative = list(thresholds)
+    ij, top = maxima_above(image, min(relative), edge_px, mask)
     pos = ij + parabolic_offsets(image, ij)
     value = image[ij[:, 0], ij[:, 1]] if len(ij) else np.zeros(0)
     near_any = np.zeros(len(ij), bool)
@@ -118,8 +129,8 @@ def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, tru
         near_any = np.isfinite(cKDTree(truth_px).query(pos, distance_upper_bound=radius)[0])
     for spacing in spacings:
         kept = np.nonzero(suppress_close(ij, spacing))[0][:max_peaks]
-        for t in thresholds:
-            sel = kept[value[kept] >= t * top]
+        for t, rel in zip(thresholds, relative):
+            sel = kept[value[kept] >= rel * top]
             near = sel[near_any[sel]]
             mp, mt = match_peaks(pos[near], truth_px, radius)
             grid.counts[(key_of(t, spacing), dose)] += (len(mp), len(sel), len(truth_px))
@@ -159,11 +170,16 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         for s in split_samples(predictor, dataset, locations, ec, pbar):
             samples.append(s)
     mgrid = _Grid()
-    for s in samples:
-        _threshold_sweep(mgrid, lambda t, sp: (t, sp), s.vg_pred, s.usable, config.model_spacing_px,
-                         config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
-    m_key = max(((t, sp) for sp in config.model_spacing_px for t in config.model_min_relative),
-                key=lambda k: mgrid.f1(k, doses))
+    for ref in config.model_threshold_of:
+        if ref not in THRESHOLD_REFERENCES:
+            raise ValueError(f"model_threshold_of: {ref!r} is not one of {THRESHOLD_REFERENCES}")
+        for s in samples:
+            _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
+                             config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius,
+                             absolute=ref == "zero_beam")
+    # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing
+    m_key = max(((ref, t, sp) for ref in config.model_threshold_of for sp in config.model_spacing_px
+                 for t in config.model_min_relative), key=lambda k: mgrid.f1(k, doses))
 
     bgrid = _Grid()
     combos = [BaselineConfig(corr_power=cp, sigma_px=sg, **_kernel(k)) for k in config.kernels
@@ -194,8 +210,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     settings = candidates[best_sub]
     refines = {}
     for refine in ("vg", "correlation"):
-        refines[refine] = replace(settings, model=ModelPeakSettings(min_relative=m_key[0], min_spacing_px=m_key[1],
-                                                                    refine=refine))
+        refines[refine] = replace(settings, model=ModelPeakSettings(
+            min_relative=m_key[1], min_spacing_px=m_key[2], refine=refine, threshold_of=m_key[0]))
         for s in samples:
             pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
             pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.truth.pos_px, radius, errors=True)
@@ -216,7 +232,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                             "baseline": {k: {d: pos.row(("baseline", k), d)["position_rms_px"] for d in doses}
                                          for k in candidates}},
         "grid": {k: v for k, v in asdict(config).items() if isinstance(v, tuple) and k != "doses_e"},
-        "grid_size": {"model": len(config.model_min_relative) * len(config.model_spacing_px),
+        "grid_size": {"model": len(config.model_threshold_of) * len(config.model_min_relative)
+                      * len(config.model_spacing_px),
                       "baseline": len(combos) * len(config.baseline_min_relative) * len(config.baseline_spacing_px)},
         "grid_best_f1": {"model": mgrid.f1(m_key, doses), "baseline": bgrid.f1(b_key, doses)},
     }
@@ -228,7 +245,10 @@ def format_tuning(section: dict) -> str:
     m, b = st["model"], st["baseline"]
     kernel = {"flat": "flat", "gaussian": f"gaussian {b['kernel_width']:g}",
               "sigmoid": f"sigmoid {tuple(b['kernel_radii'])}"}[b["kernel"]]
-    lines = [f"model:    min_relative {m['min_relative']:g}, spacing {m['min_spacing_px']:g} px, refine {m['refine']}",
+    of = {"strongest": "of the strongest maximum", "zero_beam": "of the zero beam's V_g"}[
+        m.get("threshold_of", "strongest")]
+    lines = [f"model:    min_relative {m['min_relative']:g} {of}, spacing {m['min_spacing_px']:g} px, "
+             f"refine {m['refine']}",
              f"baseline: kernel {kernel}, corr_power {b['corr_power']:g}, sigma {b['sigma_px']:g} px, min_relative "
              f"{b['peaks']['min_relative']:g}, spacing {b['peaks']['min_spacing_px']:g} px, subpixel "
              f"{b['peaks']['subpixel']}",

@@ -10,11 +10,19 @@ steps the NMSE over all those patterns (eval mode; the zero beam alone gives Σ 
 label² / Σ label², printed first) and the Bragg-peak F1 on them (peaks ≥ 5 % of the zero beam,
 matched within 2 px, as in `fourdcrystal evaluate`). A variant that cannot memorise 15
 patterns will not learn thousands.
+
+Capacity: ``--width``, ``--init WEIGHTS`` (start from a trained model, e.g. ``release2``),
+``--limit N`` (the first N training patterns of at least ``--min-thickness`` Å), ``--crop C`` (the
+central C×C window: cheaper on a large detector) and ``--loss asinh`` (the asinh loss of
+``train.vg_loss``) ask whether a network fits the labels of patterns it sees again and again:
+
+    python scripts/memorise.py release2/dataset --limit 16 --min-thickness 200 --crop 128 --steps 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,9 +31,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fourdcrystal.atomic import write_text_atomic  # noqa: E402
 from fourdcrystal.model.fcunet import FCUNet, FCUNetConfig  # noqa: E402
-from fourdcrystal.model.losses import vg_nmse  # noqa: E402
+from fourdcrystal.model.losses import vg_asinh_nmse, vg_nmse  # noqa: E402
 from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks  # noqa: E402
+from fourdcrystal.simulation import shards  # noqa: E402
+from fourdcrystal.training.card import load_model  # noqa: E402
 from fourdcrystal.training.data import ShardDataset, open_dataset  # noqa: E402
 
 
@@ -46,32 +57,74 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=None, help="channels at the first level [default: the config's]")
+    p.add_argument("--init", default=None, help="start from these weights (a model.pt or a shipped name)")
+    p.add_argument("--limit", type=int, default=None, help="the first N training patterns")
+    p.add_argument("--min-thickness", type=float, default=0.0, help="only patterns at least this thick, Å")
+    p.add_argument("--crop", type=int, default=None, help="the central C×C pixels of each pattern")
+    p.add_argument("--loss", choices=["nmse", "asinh"], default="nmse")
+    p.add_argument("--every", type=int, default=100, help="report every N steps")
+    p.add_argument("--json", default=None, help="also write the settings and the reports to this JSON file")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     _, where, _ = open_dataset(a.dataset)
-    ds = ShardDataset(a.dataset, where["train"], 1.0)
+    locations = where["train"]
+    if a.min_thickness > 0:
+        thick = {}
+        for name in {n for n, _ in locations}:
+            with shards.Shard(Path(a.dataset) / name) as sh:
+                thick[name] = sh.meta("thickness_nominal_A")
+        locations = [(n, r) for n, r in locations if thick[n][r] >= a.min_thickness]
+    locations = locations[:a.limit]
+    ds = ShardDataset(a.dataset, locations, 1.0)
     items = [ds[i] for i in range(len(ds))]
     cbed, probe, vg = (torch.stack([it[k] for it in items]) for k in ("cbed", "probe", "vg"))
+    if a.crop:  # the central window; q = 0 stays at (C//2, C//2) for an even crop of an even grid
+        i0, j0 = (cbed.shape[-2] - a.crop) // 2, (cbed.shape[-1] - a.crop) // 2
+        cbed, probe, vg = (t[..., i0:i0 + a.crop, j0:j0 + a.crop].contiguous() for t in (cbed, probe, vg))
     h, w = vg.shape[-2:]
     off = vg.clone()
     off[..., h // 2, w // 2] = 0
-    print(f"{len(items)} patterns; zero beam alone: NMSE {float((off**2).sum() / (vg**2).sum()):.3f}")
-    model = FCUNet(FCUNetConfig(domain=a.domain, dropout=0.0))
+    zero_nmse = float((off**2).sum() / (vg**2).sum())
+    print(f"{len(items)} patterns; zero beam alone: NMSE {zero_nmse:.3f}")
+    if a.init:
+        model, card = load_model(a.init)
+        model.config = FCUNetConfig(**{**card["architecture"], "dropout": 0.0})
+        for m in model.modules():  # no dropout: memorising, not regularising
+            if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+                m.p = 0.0
+        model.train()
+    else:
+        extra = {"width": a.width} if a.width else {}
+        model = FCUNet(FCUNetConfig(domain=a.domain, dropout=0.0, **extra))
+    n_par = sum(t.numel() for t in model.parameters())
+    print(f"{n_par / 1e6:.2f} M parameters, {tuple(cbed.shape[-2:])} pixels, loss {a.loss}", flush=True)
+    loss_fn = vg_nmse if a.loss == "nmse" else (lambda pr, tr: vg_asinh_nmse(pr, tr, 0.02))
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr)
     t0 = time.perf_counter()
+    reports: list[dict] = []
     for step in range(a.steps + 1):
         pick = torch.randperm(len(items))[:3]
-        loss = vg_nmse(model(cbed[pick], probe[pick])["vg"], vg[pick])
+        loss = loss_fn(model(cbed[pick], probe[pick])["vg"], vg[pick])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % 100 == 0:
+        if step % a.every == 0:
             model.eval()
             with torch.no_grad():
                 pred = model(cbed, probe)["vg"]
             model.train()
-            print(f"{a.domain} step {step}: NMSE {float(vg_nmse(pred, vg)):.3f}, F1 {peak_f1(pred, vg):.3f}, "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            row = {"step": step, "nmse": float(vg_nmse(pred, vg)), "f1": peak_f1(pred, vg),
+                   "seconds": time.perf_counter() - t0}
+            reports.append(row)
+            print(f"{a.domain} step {step}: NMSE {row['nmse']:.3f}, F1 {row['f1']:.3f}, {row['seconds']:.0f} s",
+                  flush=True)
+            if a.json:  # rewritten at every report, so a run stopped early keeps what it measured
+                write_text_atomic(Path(a.json), json.dumps(
+                    {"command": "python scripts/memorise.py " + " ".join(sys.argv[1:]), "args": vars(a),
+                     "patterns": len(items), "pixels": list(cbed.shape[-2:]),
+                     "parameters": n_par, "zero_beam_nmse": zero_nmse, "torch_threads": torch.get_num_threads(),
+                     "reports": reports}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

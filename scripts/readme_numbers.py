@@ -15,6 +15,9 @@ around the blocks is written by hand and states no measured number. Sources, all
 * ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
 * ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``) and
   ``benchmarks/strain_benchmark_release2.json`` (the same with ``--model release2``);
+* ``benchmarks/vg_error_budget_release2.json`` (``python scripts/vg_error_budget.py release2 release2/dataset
+  --split val --limit 140 --json …``) and ``benchmarks/memorise_release2.json`` (``python scripts/memorise.py``
+  runs, each with its command);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
 * ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
   written in fresh clones).
@@ -138,6 +141,34 @@ def qz_experiment() -> str:
                  f"`predict --tilt`, {tc['fitted']} test patterns): rms error {tc['rms_error_mrad']:.1f} mrad "
                  f"(≥ 300 Å: {tc['rms_error_mrad_thick']:.1f} mrad), against {tc['rms_tilt_mrad']:.1f} mrad for "
                  f"answering zero.\n")
+    return text
+
+
+def error_budget() -> str:
+    """What F1 the labels allow at a given relative V_g error, the second model's error, and how far the network
+    gets fitting 16 training patterns alone (``scripts/vg_error_budget.py``, ``scripts/memorise.py``)."""
+    b = _json(BENCH / "vg_error_budget_release2.json")
+    tol = b["tolerance_f1"]
+    lines = ["| V_g with relative errors of rms | " + " | ".join(f"{float(s) * 100:g} %" for s in tol) + " |",
+             "|---|" + "---|" * len(tol),
+             "| F1 against its own labels | " + " | ".join(f"{v:.2f}" for v in tol.values()) + " |"]
+    e = b["model_relative_error"]
+    text = "\n".join(lines) + "\n"
+    text += (f"\n({b['patterns']} {b['split']} patterns ≥ {b['min_thickness_A']:g} Å, noise-free, {b['label_peaks']} "
+             f"label peaks.) On the same patterns the second model's F1 is {b['model_f1']:.2f}; its V_g at the label "
+             f"peaks is off by a median {e['median_abs'] * 100:.0f} % (one scale factor per pattern removed), and "
+             f"{e['within_20pct'] * 100:.0f} % of the reflections are within ±20 %.\n")
+    m = _json(BENCH / "memorise_release2.json")["runs"]
+    rows = ["| network | parameters | F1 on those 16 patterns after N steps | CPU time (one thread) |",
+            "|---|---|---|---|"]
+    for name, r in m.items():
+        last = r["reports"][-1]
+        points = [x for x in r["reports"] if x["step"] > 0 and x["step"] % 1000 == 0]
+        points += [] if points and points[-1] is last else [last]
+        f1s = ", ".join("{}: {:.2f}".format(x["step"], x["f1"]) for x in points)
+        rows.append(f"| {name} | {r['parameters'] / 1e6:.2f} M | {f1s} | {_mmss(last['seconds'])} |")
+    text += ("\nFitted from scratch to 16 training patterns and nothing else (`scripts/memorise.py`: no augmentation, "
+             "batches of 3):\n\n" + "\n".join(rows) + "\n")
     return text
 
 
@@ -383,7 +414,7 @@ def py4dstem_full_table() -> str:
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
     "release-table": release_table, "coverage2": lambda: coverage(CARD2), "release2-table": release2_table,
-    "release2-acceptance": release2_acceptance, "release2-misses": release2_misses, "strain2-table": strain2_table, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
+    "release2-acceptance": release2_acceptance, "release2-misses": release2_misses, "error-budget": error_budget, "strain2-table": strain2_table, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
 FILES = (README, ROOT / "docs" / "reference.md")

@@ -19,6 +19,7 @@ and the indexing tolerance. Both methods get the same grid.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -63,10 +64,14 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> l
             rot_true = f["truth/rotation_deg"][()]
             thickness, dose = float(f.attrs["thickness_A"]), str(f.attrs["dose"])
         for factor in sorted({o["threshold_factor"] for options in settings.values() for o in options}):
-            vec = work / f"{data.stem}-x{factor:g}-bragg.h5"
+            peak_settings = scaled_settings(model, factor)
+            # the cache is named by the settings too: after `fourdcrystal tune` changes the card, vectors found
+            # with the old settings are not reused
+            digest = hashlib.sha256(json.dumps([model, peak_settings.as_dict()], sort_keys=True).encode()).hexdigest()
+            vec = work / f"{data.stem}-x{factor:g}-{digest[:10]}-bragg.h5"
             if not vec.exists():
                 predict(None if model == "release" else model, str(data), vec,
-                        PredictConfig(baseline=True, settings=scaled_settings(model, factor)))
+                        PredictConfig(baseline=True, settings=peak_settings))
             for method, options in settings.items():
                 for opt in (o for o in options if o["threshold_factor"] == factor):
                     rows.append(_score(vec, work / f"{data.stem}-{method}-strain.h5", method, opt, strain_true,

@@ -101,3 +101,59 @@ def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under
     # unmatched: (22, 10.5) on the 3 % reflection, (12, 12) on background, one of (10, 23)/(10, 21) on a label
     # peak the other took
     assert t.summary()["false_peaks_by_true_vg"] == {"< 0.01": 1, "0.01-0.05": 1, ">= 0.05": 1}
+
+
+def _gaussians(spots: list[tuple[tuple[int, int], float]], n: int = 64, sigma: float = 1.2) -> np.ndarray:
+    y, x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return sum(a * np.exp(-((y - c[0]) ** 2 + (x - c[1]) ** 2) / (2 * sigma**2)) for c, a in spots)
+
+
+def test_model_threshold_of_the_strongest_maximum_or_of_the_zero_beam():
+    """threshold_of="zero_beam" reads the threshold in the network's own unit (V_g / V_g(0)), whatever the
+    strongest maximum is; "strongest" as a fraction of that maximum. A map whose maximum is under a zero-beam
+    threshold keeps no peak."""
+    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
+
+    # the zero-beam pixel (32, 32) is under-predicted (a network trained without it in its loss), one
+    # reflection overshoots: 0.3, 0.1 (zero beam), 0.03, 0.01
+    vg = _gaussians([((20, 20), 0.3), ((32, 32), 0.1), ((44, 40), 0.03), ((20, 44), 0.01)])
+    pattern = np.zeros_like(vg)
+
+    def count(threshold_of, t):
+        s = DetectionSettings(model=ModelPeakSettings(min_relative=t, threshold_of=threshold_of))
+        return len(model_peaks(vg[None], pattern[None], pattern, s)[0])
+
+    assert count("strongest", 0.05) == 3  # ≥ 0.015: 0.3, 0.1, 0.03
+    assert count("zero_beam", 0.05) == 2  # ≥ 0.05: 0.3, 0.1
+    assert count("zero_beam", 0.02) == 3
+    assert count("zero_beam", 0.005) == 4
+    assert count("zero_beam", 0.5) == 0
+    with pytest.raises(ValueError, match="threshold_of"):
+        count("median", 0.05)
+
+
+def test_tune_sweep_counts_what_model_peaks_finds():
+    """tune scores every threshold from one search for maxima; with thresholds in the map's own unit it must count
+    exactly the peaks that model_peaks then finds with those settings, and match them the same way."""
+    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
+    from fourdcrystal.tune import _Grid, _threshold_sweep
+
+    rng = np.random.default_rng(1)
+    spots = [((int(i), int(j)), float(a)) for i, j, a in zip(rng.integers(4, 60, 40), rng.integers(4, 60, 40),
+                                                             rng.uniform(0.005, 0.4, 40))]
+    vg = _gaussians(spots) + 0.002 * rng.standard_normal((64, 64))
+    strong = [c for c, a in spots if a >= 0.05]
+    truth = np.array(strong, float) + rng.uniform(-0.4, 0.4, (len(strong), 2))
+    mask = np.zeros((64, 64), bool)
+    mask[3:61, 3:61] = True
+    thresholds, spacings = (0.01, 0.02, 0.05, 0.1), (2.0, 3.0)
+    for absolute, ref in ((True, "zero_beam"), (False, "strongest")):
+        grid = _Grid()
+        _threshold_sweep(grid, lambda t, sp: (t, sp), vg, mask, spacings, thresholds, truth, "clean", 2.0,
+                         absolute=absolute)
+        for t in thresholds:
+            for sp in spacings:
+                s = DetectionSettings(model=ModelPeakSettings(min_relative=t, min_spacing_px=sp, threshold_of=ref))
+                pk = model_peaks(vg[None], vg[None], vg, s, mask)[0]
+                mp, _ = match_peaks(pk.pos_px, truth, 2.0)
+                assert tuple(grid.counts[((t, sp), "clean")]) == (len(mp), len(pk), len(truth)), (ref, t, sp)

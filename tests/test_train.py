@@ -280,6 +280,11 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
     assert card["weights_sha256"] == card0["weights_sha256"]  # the weights are untouched
     assert section["tuned_on"]["split"] == "val" and section["tuned_on"]["doses"] == ["clean", "1e+04"]
     assert section["settings"]["model"]["refine"] in ("vg", "correlation")
+    # the model's threshold: a fraction of its strongest maximum or of the zero beam's V_g, both searched
+    assert section["settings"]["model"]["threshold_of"] in ("strongest", "zero_beam")
+    assert section["grid"]["model_threshold_of"] == ["strongest", "zero_beam"]
+    assert section["grid_size"]["model"] == 2 * len(section["grid"]["model_min_relative"]) * len(
+        section["grid"]["model_spacing_px"])
     assert section["settings"]["baseline"]["kernel"] in ("flat", "gaussian", "sigmoid")
     after, f1_after = mean_f1("tuned")
     assert after["settings_tuned"] is True and after["settings"] == section["settings"]
