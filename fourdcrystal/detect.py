@@ -3,10 +3,11 @@
 One place turns (measured pattern, vacuum probe, network output) into peaks, for `predict`,
 `evaluate` and `tune`, so the three can never disagree:
 
-* the **model**: maxima of the predicted V_g ≥ ``min_relative`` of a reference, ``min_spacing_px`` apart, only where the detector has data (``mask``); each then placed
-  by ``refine``: ``"vg"`` a parabola through the V_g maximum, or ``"correlation"`` the maximum of
-  the measured pattern's correlation with the probe within ``search_px`` (sub-pixel as the
-  baseline's settings say), which averages the noise over the whole disk. The reference
+* the **model**: maxima of the predicted V_g ≥ ``min_relative`` of a reference, ``min_spacing_px``
+  apart, only where the detector has data (``mask``); each then placed by ``refine``: ``"vg"`` a
+  parabola through the V_g maximum, or ``"correlation"`` the maximum of the measured pattern's
+  correlation with the probe within ``search_px`` (sub-pixel as the baseline's settings say),
+  which averages the noise over the whole disk. The reference
   (``threshold_of``) is ``"strongest"``, the strongest maximum inside ``mask``, or ``"zero_beam"``,
   the network's own unit: it is trained on V_g divided by the zero beam's, so its output is a
   fraction of the zero beam's already. A network trained without the zero-beam pixel in its loss
