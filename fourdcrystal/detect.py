@@ -93,16 +93,20 @@ def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, setting
     return found
 
 
-def _peak_config(m: ModelPeakSettings, vg: np.ndarray, mask: np.ndarray | None) -> PeakConfig:
-    """The peak search for one map: a threshold of the zero beam's V_g becomes a fraction of the map's maximum,
-    the form :func:`find_peaks` takes."""
-    config = m.peak_config()
-    if m.threshold_of == "strongest":
-        return config
+def relative_threshold(vg: np.ndarray, mask: np.ndarray | None, min_relative: float, threshold_of: str) -> float:
+    """A model threshold as a fraction of the map's maximum inside ``mask``, the form :func:`find_peaks` takes:
+    ``min_relative`` itself for ``"strongest"``; for ``"zero_beam"`` (the map's own unit) divided by that maximum,
+    and inf for a map with no positive value (nothing passes)."""
+    if threshold_of == "strongest":
+        return min_relative
     inside = vg[mask] if mask is not None else vg
     top = float(inside.max()) if inside.size else 0.0
-    # a map whose maximum lies under the threshold keeps no peak (inf: nothing passes)
-    return replace(config, min_relative=m.min_relative / top if top > 0 else np.inf)
+    return min_relative / top if top > 0 else np.inf
+
+
+def _peak_config(m: ModelPeakSettings, vg: np.ndarray, mask: np.ndarray | None) -> PeakConfig:
+    """The peak search for one map."""
+    return replace(m.peak_config(), min_relative=relative_threshold(vg, mask, m.min_relative, m.threshold_of))
 
 
 def baseline_peaks(patterns: np.ndarray, probe: np.ndarray, settings: DetectionSettings,

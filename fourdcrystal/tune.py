@@ -29,7 +29,14 @@ import numpy as np
 
 from .baseline import BaselineConfig, correlations
 from .config import default
-from .detect import THRESHOLD_REFERENCES, DetectionSettings, ModelPeakSettings, baseline_peaks, model_peaks
+from .detect import (
+    THRESHOLD_REFERENCES,
+    DetectionSettings,
+    ModelPeakSettings,
+    baseline_peaks,
+    model_peaks,
+    relative_threshold,
+)
 from .errors import FourdError
 from .evaluate import EvalConfig, _dose_name, _prf, split_samples
 from .peaks import (
@@ -103,24 +110,19 @@ class _Grid:
 
 
 def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth_px, dose, radius, edge_px=2,
-                     max_peaks=None, absolute: bool = False):
+                     max_peaks=None, threshold_of: str = "strongest"):
     """Every (spacing, threshold) of the grid on one map, from one search for maxima.
 
     The maxima at the lowest threshold are found once; each spacing suppresses close ones among
     them; each threshold is then a prefix of what is left (strongest first). Only candidates
     within ``radius`` of a label peak can match, so the matching runs on those alone.
-    ``absolute``: the thresholds are in the map's own units (the model's V_g as a fraction of the
-    zero beam's), not fractions of its strongest maximum.
+    ``threshold_of``: what the thresholds are fractions of, as in
+    :class:`~fourdcrystal.detect.ModelPeakSettings` (``"zero_beam"``: the map's own unit).
     """
     from scipy.spatial import cKDTree
 
     max_peaks = max_peaks or MAX_PEAKS
-    if absolute:  # as fractions of the maximum inside the mask, the form maxima_above takes
-        inside = image[mask] if mask is not None else image
-        top = float(inside.max()) if inside.size else 0.0
-        relative = [t / top if top > 0 else np.inf for t in thresholds]
-    else:
-        relative = list(thresholds)
+    relative = [relative_threshold(image, mask, t, threshold_of) for t in thresholds]
     ij, top = maxima_above(image, min(relative), edge_px, mask)
     pos = ij + parabolic_offsets(image, ij)
     value = image[ij[:, 0], ij[:, 1]] if len(ij) else np.zeros(0)
@@ -176,7 +178,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         for s in samples:
             _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
                              config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius,
-                             absolute=ref == "zero_beam")
+                             threshold_of=ref)
     # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing
     m_key = max(((ref, t, sp) for ref in config.model_threshold_of for sp in config.model_spacing_px
                  for t in config.model_min_relative), key=lambda k: mgrid.f1(k, doses))

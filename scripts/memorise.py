@@ -88,8 +88,7 @@ def main() -> None:
     zero_nmse = float((off**2).sum() / (vg**2).sum())
     print(f"{len(items)} patterns; zero beam alone: NMSE {zero_nmse:.3f}")
     if a.init:
-        model, card = load_model(a.init)
-        model.config = FCUNetConfig(**{**card["architecture"], "dropout": 0.0})
+        model, _ = load_model(a.init)
         for m in model.modules():  # no dropout: memorising, not regularising
             if isinstance(m, torch.nn.modules.dropout._DropoutNd):
                 m.p = 0.0

@@ -147,10 +147,10 @@ def test_tune_sweep_counts_what_model_peaks_finds():
     mask = np.zeros((64, 64), bool)
     mask[3:61, 3:61] = True
     thresholds, spacings = (0.01, 0.02, 0.05, 0.1), (2.0, 3.0)
-    for absolute, ref in ((True, "zero_beam"), (False, "strongest")):
+    for ref in ("zero_beam", "strongest"):
         grid = _Grid()
         _threshold_sweep(grid, lambda t, sp: (t, sp), vg, mask, spacings, thresholds, truth, "clean", 2.0,
-                         absolute=absolute)
+                         threshold_of=ref)
         for t in thresholds:
             for sp in spacings:
                 s = DetectionSettings(model=ModelPeakSettings(min_relative=t, min_spacing_px=sp, threshold_of=ref))
