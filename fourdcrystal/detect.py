@@ -84,8 +84,6 @@ def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, setting
     m = settings.model
     if m.refine not in REFINE_MODES:
         raise ValueError(f"refine must be one of {REFINE_MODES}, got {m.refine!r}")
-    if m.threshold_of not in THRESHOLD_REFERENCES:
-        raise ValueError(f"threshold_of must be one of {THRESHOLD_REFERENCES}, got {m.threshold_of!r}")
     found = [find_peaks(v, _peak_config(m, v, mask), mask=mask) for v in vg]
     if m.refine == "correlation":
         moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
@@ -97,6 +95,8 @@ def relative_threshold(vg: np.ndarray, mask: np.ndarray | None, min_relative: fl
     """A model threshold as a fraction of the map's maximum inside ``mask``, the form :func:`find_peaks` takes:
     ``min_relative`` itself for ``"strongest"``; for ``"zero_beam"`` (the map's own unit) divided by that maximum,
     and inf for a map with no positive value (nothing passes)."""
+    if threshold_of not in THRESHOLD_REFERENCES:
+        raise ValueError(f"threshold_of must be one of {THRESHOLD_REFERENCES}, got {threshold_of!r}")
     if threshold_of == "strongest":
         return min_relative
     inside = vg[mask] if mask is not None else vg

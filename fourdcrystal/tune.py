@@ -30,7 +30,6 @@ import numpy as np
 from .baseline import BaselineConfig, correlations
 from .config import default
 from .detect import (
-    THRESHOLD_REFERENCES,
     DetectionSettings,
     ModelPeakSettings,
     baseline_peaks,
@@ -173,8 +172,6 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             samples.append(s)
     mgrid = _Grid()
     for ref in config.model_threshold_of:
-        if ref not in THRESHOLD_REFERENCES:
-            raise ValueError(f"model_threshold_of: {ref!r} is not one of {THRESHOLD_REFERENCES}")
         for s in samples:
             _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
                              config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius,

@@ -10,9 +10,10 @@ Two measurements on the same patterns (a split's first ``--limit`` patterns at l
   variance: about one independent factor per reflection), peaks found as the labels are, and
   scored against the labels: the F1 that a prediction with relative errors of rms s would reach;
 * **model**: the model's predicted V_g at every label peak off the zero beam, divided by the
-  true one, after removing one scale factor per pattern (the median ratio; the peak search
-  works with ratios, so a common factor costs nothing): the median relative error, the share
-  within ±20 %, and the model's own F1 on these patterns with its card's settings.
+  true one, after removing one scale factor per pattern (the median ratio: this measures the
+  spread of the errors between reflections, which no threshold can undo, not their common
+  scale): the median relative error, the share within ±20 %, and the model's own F1 on these
+  patterns with its card's settings.
 
     python scripts/vg_error_budget.py release2 release2/dataset --split val --limit 140 \\
         --json benchmarks/vg_error_budget_release2.json
@@ -32,10 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ERRORS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def _f1(matched: int, pred: int, true: int) -> float:
-    return 2 * matched / max(pred + true, 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model.pt or a shipped name (release, release2)")
@@ -51,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fourdcrystal.atomic import write_text_atomic
     from fourdcrystal.detect import model_peaks, settings_from_card
-    from fourdcrystal.evaluate import EvalConfig, split_samples
+    from fourdcrystal.evaluate import EvalConfig, _prf, split_samples
     from fourdcrystal.model.inference import Predictor
     from fourdcrystal.peaks import find_peaks, match_peaks
     from fourdcrystal.training.card import load_model, resolve_weights
@@ -97,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(resolve_weights(args.model)), "model_weights_sha256": card["weights_sha256"],
         "dataset_index_sha256": info.index_sha256, "split": args.split, "patterns": patterns,
         "min_thickness_A": args.min_thickness, "label_min_relative": cfg.label_peaks.min_relative,
-        "tolerance_f1": {f"{s:g}": _f1(*tol[s]) for s in ERRORS},
-        "model_f1": _f1(*own), "label_peaks": int(own[2]),
+        "tolerance_f1": {f"{s:g}": _prf(*tol[s])[2] for s in ERRORS},
+        "model_f1": _prf(*own)[2], "label_peaks": int(own[2]),
         "model_relative_error": {"median_abs": float(np.median(r)), "within_20pct": float(np.mean(r <= 0.2)),
                                  "reflections": len(r)},
     }
