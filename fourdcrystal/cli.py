@@ -437,6 +437,30 @@ def inspect_cmd(dataset, config_path, samples, png, seed) -> None:
         click.echo(f"wrote {path}")
 
 
+@cli.command("truth")
+@click.argument("dataset", type=click.Path())
+@click.option("--specimens", type=click.Path(file_okay=False),
+              help="The specimens folder DATASET was simulated from. [default: the one index.json records]")
+@click.option("--overwrite", is_flag=True, help="Recompute the truth of shards that already hold it.")
+@click.pass_context
+def truth_cmd(ctx, dataset, specimens, overwrite) -> None:
+    """Add the physical truth to a DATASET simulated without it; no pattern is simulated again.
+
+    For every pattern: each reflection's h k l, exact position (q_x, q_y) in Å⁻¹ from the
+    specimen's lattice, orientation, tilt and strain, kinematic |V_g| in V, excitation error in
+    Å⁻¹, and its strength in the pattern (mean disk intensity over the zero beam's). `evaluate`
+    and `tune` score against it. Shards are rewritten one at a time, atomically; a rerun resumes.
+    """
+    from pathlib import Path
+
+    from .simulation.runner import add_truth
+
+    with _locked(Path(dataset)):
+        done = add_truth(dataset, specimens, overwrite=overwrite, progress_bar=not ctx.obj.get("quiet"))
+    click.echo(f"truth added to {done['done']} of {done['shards']} shards ({done['samples']} patterns, "
+               f"{done['skipped']} shards already had it) in {done['seconds']:.0f} s; {dataset}")
+
+
 @cli.command("train")
 @click.argument("dataset", required=False, type=click.Path())
 @_config_option("train")
@@ -524,7 +548,8 @@ def train_cmd(dataset, config_path, out, epochs, crop_px, batch_size, lr, schedu
 
 def _match_radius_option(section: str):
     return _opt(section, "match_radius_px", "--match-radius", type=float,
-                help="A peak within this many pixels of a label peak counts as found.")
+                help="A peak within this many pixels of a reflection's exact position counts as found (at most half "
+                     "the spacing of the pattern's visible reflections).")
 
 
 @cli.command("evaluate")
@@ -537,7 +562,7 @@ def _match_radius_option(section: str):
 @_opt("evaluate", "doses", "--doses", help="Electrons per pattern, comma-separated; 'clean' = the noise-free simulation.")
 @_match_radius_option("evaluate")
 @_opt("evaluate", "label_min_relative", "--label-min-relative", type=float,
-      help="Label peaks (the truth): maxima of the true V_g ≥ this fraction of the zero beam's.")
+      help="The secondary V_g label score: maxima of the label V_g ≥ this fraction of the zero beam's.")
 @_opt("evaluate", "min_relative", "--min-relative", type=float,
       help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's V_g (or of the strongest "
            "maximum, where the card's tuned threshold is one of that).",
@@ -552,11 +577,14 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     """Compare MODEL (model.pt with its card; "release": the shipped model) and the classical baseline on DATASET.
 
     Both methods see the same patterns, clean and at each dose, and use the peak settings tuned
-    on the validation split and stored in the model card (fourdcrystal tune). Peaks are matched
-    to the maxima of the true V_g; the report gives precision, recall, F1, rms position error
-    (px and Å⁻¹), mean radial offset, intensity correlation and q_z error, by dose and by
-    thickness (< 200, 200–400, ≥ 400 Å). Writes OUT/report.json, OUT/metrics_vs_thickness.png and
-    OUT/worst.png, and prints the table.
+    on the validation split and stored in the model card (fourdcrystal tune). Peaks are scored
+    against the physical truth in the shards (every reflection's exact position from the
+    specimen's lattice, orientation, tilt and strain; `fourdcrystal truth` adds it to old data
+    sets): precision, recall, F1, rms position error (px and Å⁻¹) and its bias by |g|, intensity
+    correlation with the kinematic |V_g| and q_z error, by dose, thickness (< 200, 200–400,
+    ≥ 400 Å), beam energy and zone-axis index; the score against the V_g label maps is a
+    secondary table. Writes OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png,
+    and prints the table.
     """
     from pathlib import Path
 

@@ -378,6 +378,11 @@ TRAIN_SCHEMA: Schema = {
     "patience": Field(10, Int(0), "stop after this many epochs without a better validation loss (0 = never)"),
     "loss_weighting": Field("uncertainty", Choice("uncertainty", "fixed"),
                             "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
+    "target": Field("label", Choice("label", "truth_vg", "truth_presence"),
+                    "what the vg output learns: label = the V_g label map (|FFT| of the windowed potential); "
+                    "truth_vg / truth_presence = Gaussians at the exact positions of the reflections the pattern "
+                    "shows (the shards' physical truth), of height |V_g|/|V_0| or 1"),
+    "target_sigma_px": Field(0.75, Float(0.1), "truth targets: the Gaussians' width, pixels"),
     "vg_loss": Field("nmse", Choice("nmse", "mse", "asinh"),
                      "vg error: nmse = squared error / squared label (1 for an all-zero prediction; balanced "
                      "against q_z), mse = plain mean squared error, asinh = nmse of asinh(V_g / vg_asinh_scale) "
@@ -460,8 +465,8 @@ _SPLIT_HELP = "which split of the data set (test: crystals never seen in trainin
 EVALUATE_SCHEMA: Schema = {
     "split": Field("test", Choice("test", "val", "train"), _SPLIT_HELP),
     "doses": Field([None, 1e5, 1e4], Doses(), "electrons per pattern; clean = the noise-free simulation"),
-    "match_radius_px": Field(2.0, Float(0.0, lo_open=True), "a peak within this many pixels of a label peak is found"),
-    "label_min_relative": Field(0.05, Fraction(), "label peaks: maxima of the true V_g >= this fraction of the zero beam's"),
+    "match_radius_px": Field(2.0, Float(0.0, lo_open=True), "a peak within this many pixels of a reflection's exact position is found (at most half the spacing of the visible reflections)"),
+    "label_min_relative": Field(0.05, Fraction(), "the secondary V_g label score: maxima of the label V_g >= this fraction of the zero beam's"),
     "min_relative": Field(None, Fraction(nullable=True),
                           "model peaks: V_g >= this fraction of the reference the card's tuned threshold has "
                           "(the zero beam's V_g or the strongest maximum; null: the card's tuned threshold)"),
@@ -589,7 +594,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetune", "release2-finetune2")  # shipped in fourdcrystal/configs/
+CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetune", "release2-finetune2", "release3")  # shipped in fourdcrystal/configs/
 
 
 def config_path(path: str | Path) -> Path:

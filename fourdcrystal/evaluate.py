@@ -2,14 +2,25 @@
 
 On one split of a simulated dataset (default: test, crystals never seen in training), every
 pattern is given to both methods, clean and at a series of electron doses (the same Poisson
-draw for both). Each method's peaks are matched one-to-one to the label peaks (maxima of the
-true V_g) within a radius, and the report gives, per method, dose and thickness:
+draw for both). The truth is physical: the exact position of every reflection, from the
+specimen's lattice, orientation, tilt and strain (:mod:`fourdcrystal.simulation.truth`, stored in
+the shards), sorted by a stated visibility rule (:class:`~fourdcrystal.simulation.truth.VisibilityRule`)
+into required, ignored (neither required nor penalised: near the strength threshold, HOLZ-fed,
+off the scored region) and absent. Each method's peaks are matched one-to-one to the required and
+ignored reflections within a radius (``match_radius_px``, at most half the spacing of the visible
+reflections), and the report gives, per method, dose, thickness bin, beam energy and zone-axis index:
 
-* precision, recall and F1 of the Bragg peaks (micro-averaged over patterns);
-* position error of matched peaks, in pixels and Å⁻¹;
-* Pearson correlation of the intensities of matched peaks with the true V_g (zero beam left out);
-* q_z error at matched peaks (model only), Å⁻¹, beside the error of predicting q_z = 0 there
+* precision, recall and F1 of the Bragg peaks (micro-averaged over patterns): a peak on a required
+  reflection is found, on an ignored one it does not count, anywhere else it is false;
+* position error of found peaks against the exact g, in pixels and Å⁻¹, its rms and radial bias
+  by |g|;
+* Pearson correlation of the intensities of found peaks with the kinematic |V_g| (zero beam left out);
+* recall by the reflection's strength in the pattern, and what lies under the false peaks;
+* q_z error at found peaks (model only), Å⁻¹, beside the error of predicting q_z = 0 there
   (the label's own mean |q_z|): a model whose q_z error is not below it has not learned q_z.
+
+The V_g label score (peaks matched to the maxima of the label map, the target the network is
+trained on) is a secondary table, ``vg_label``: how well the predicted intensities match.
 
 Writes ``report.json``, ``metrics_vs_thickness.png`` and ``worst.png`` (the patterns where
 the model does worst: input, label, prediction, baseline peaks).
@@ -30,6 +41,7 @@ from .config import default
 from .errors import FourdError
 from .peaks import PeakConfig, Peaks, find_peaks, match_peaks
 from .progress import bar
+from .simulation.truth import ABSENT, REQUIRED, VisibilityRule
 
 log = logging.getLogger("fourdcrystal")
 
@@ -37,10 +49,11 @@ METHODS = ("model", "baseline")
 
 
 THICKNESS_BINS_A = (200.0, 400.0)  # edges of the thickness bins of the report, Å
-# Where the misses and the false peaks lie: recall per bin of the label's V_g, and the largest true V_g within
-# the match radius of each unmatched predicted peak; both relative to the zero beam's V_g (zero beam left out).
-LABEL_STRENGTH_EDGES = (0.1, 0.2, 0.5)
-FALSE_PEAK_EDGES = (0.01, 0.05)
+# Where the misses and the false peaks lie: recall per bin of the reflection's strength in the pattern (mean
+# disk intensity over the zero beam's; zero beam left out), and what lies under each false peak.
+STRENGTH_EDGES = (0.03, 0.1, 0.3)
+FALSE_PEAK_KINDS = ("off the lattice", "on an absent reflection", "on a reflection another peak found")
+G_EDGES_INVA = (0.5, 1.0, 1.5)  # |g| bins of the position error, Å⁻¹
 
 
 def bin_names(edges: tuple[float, ...]) -> list[str]:
@@ -66,6 +79,7 @@ class EvalConfig:
     worst: int = 4  # patterns in the gallery
     seed: int = default("evaluate", "seed")
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
+    visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
 
 
 @dataclass
@@ -82,10 +96,12 @@ class _Tally:
     i_true: list = field(default_factory=list)
     qz_err: list = field(default_factory=list)
     qz_zero_err: list = field(default_factory=list)  # |q_z| of the label at the same peaks: the error of q_z = 0
+    g_invA: list = field(default_factory=list)  # |g| of each matched peak's reflection (aligned with err_px)
+    radial_g_invA: list = field(default_factory=list)  # |g| aligned with radial_px
     patterns: int = 0
-    strength_true: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_STRENGTH_EDGES) + 1, int))
-    strength_found: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_STRENGTH_EDGES) + 1, int))
-    false_peaks: np.ndarray = field(default_factory=lambda: np.zeros(len(FALSE_PEAK_EDGES) + 1, int))
+    strength_true: np.ndarray = field(default_factory=lambda: np.zeros(len(STRENGTH_EDGES) + 1, int))
+    strength_found: np.ndarray = field(default_factory=lambda: np.zeros(len(STRENGTH_EDGES) + 1, int))
+    false_peaks: np.ndarray = field(default_factory=lambda: np.zeros(len(FALSE_PEAK_KINDS), int))
 
     def summary(self) -> dict:
         p, r, f1 = _prf(self.matched, self.pred, self.true)
@@ -105,50 +121,130 @@ class _Tally:
                 "radial_offset_px": mean(self.radial_px),
                 "intensity_pearson_r": corr,
                 "qz_mae_invA": mean(self.qz_err), "qz_mae_zero_invA": mean(self.qz_zero_err),
-                "recall_by_label_strength": {
+                "recall_by_strength": {
                     name: {"true_peaks": int(n), "recall": float(k / n) if n else None}
-                    for name, n, k in zip(bin_names(LABEL_STRENGTH_EDGES), self.strength_true, self.strength_found)},
-                "false_peaks_by_true_vg": {name: int(n) for name, n in zip(bin_names(FALSE_PEAK_EDGES),
-                                                                           self.false_peaks)}}
+                    for name, n, k in zip(bin_names(STRENGTH_EDGES), self.strength_true, self.strength_found)},
+                "false_peaks_by_kind": {name: int(n) for name, n in zip(FALSE_PEAK_KINDS, self.false_peaks)},
+                "position_by_g_invA": self._by_g()}
+
+    def _by_g(self) -> dict:
+        """rms position error and mean radial offset (px) of matched peaks per |g| bin."""
+        g, e = np.asarray(self.g_invA), np.asarray(self.err_px)
+        rg, rad = np.asarray(self.radial_g_invA), np.asarray(self.radial_px)
+        out = {}
+        for k, name in enumerate(bin_names(G_EDGES_INVA)):
+            sel, rsel = np.digitize(g, G_EDGES_INVA) == k, np.digitize(rg, G_EDGES_INVA) == k
+            out[name] = {"matched": int(sel.sum()),
+                         "position_rms_px": float(np.sqrt(np.mean(e[sel] ** 2))) if sel.any() else None,
+                         "radial_offset_px": float(np.mean(rad[rsel])) if rsel.any() else None}
+        return out
 
 
-def score(pred: Peaks, true: Peaks, true_vg: np.ndarray, radius_px: float, dk_invA, pred_values: np.ndarray | None,
-          qz_pred: np.ndarray | None, qz_true: np.ndarray | None) -> dict:
-    """Match ``pred`` to ``true`` peaks of one pattern; the numbers a tally needs."""
-    mp, mt = match_peaks(pred.pos_px, true.pos_px, radius_px)
-    d = pred.pos_px[mp] - true.pos_px[mt]
-    h, w = true_vg.shape
-    centre = np.array([h // 2, w // 2])
-    # every label peak: its pixel, its true V_g, whether it is off the zero beam (the zero beam is left out)
-    ti_all = np.rint(true.pos_px).astype(int)
-    v_all = true_vg[ti_all[:, 0], ti_all[:, 1]]
-    r_all = np.linalg.norm(true.pos_px - centre, axis=1)
-    off_all = r_all > radius_px
-    ti, r_true, off_zero = ti_all[mt], r_all[mt], off_all[mt]
-    out = {"true": len(true), "pred": len(pred), "matched": len(mp),
-           "err_px": np.linalg.norm(d, axis=1), "err_invA": np.linalg.norm(d * np.asarray(dk_invA), axis=1),
-           "radial_px": (np.linalg.norm(pred.pos_px[mp] - centre, axis=1) - r_true)[off_zero],
-           "i_true": v_all[mt][off_zero],
-           "i_pred": (pred.intensity[mp] if pred_values is None else pred_values[mp])[off_zero]}
-    # the label peaks off the zero beam by strength, and whether each was found
-    found = np.zeros(len(true), bool)
-    found[mt] = True
-    out["strength_bin"] = np.digitize(v_all[off_all], LABEL_STRENGTH_EDGES)
-    out["strength_found"] = found[off_all]
-    # unmatched predictions: the largest true V_g within the match radius (background, a reflection under the
-    # label threshold, or a label peak taken by another prediction)
+@dataclass
+class ExactTruth:
+    """The physical truth of one pattern on the scoring grid: every reflection, where it is, whether it counts."""
+
+    px: np.ndarray  # (m, 2) exact positions, pixels of the (padded) grid
+    status: np.ndarray  # (m,) REQUIRED, IGNORED or ABSENT (fourdcrystal.simulation.truth)
+    g_invA: np.ndarray  # (m,) |g_xy|
+    strength: np.ndarray  # (m,) in the pattern, fraction of the zero beam's
+    vg_relative: np.ndarray  # (m,) kinematic |V_g| / |V_0|
+    radius_px: float  # match radius of this pattern
+
+    def required(self) -> Peaks:
+        """The required reflections as peaks (for drawing)."""
+        keep = self.status == REQUIRED
+        return Peaks(self.px[keep], self.strength[keep])
+
+
+def exact_truth(refl, dk_invA, shape: tuple[int, int], usable: np.ndarray, disk_radius_invA: float,
+                match_radius_px: float, rule: VisibilityRule = VisibilityRule()) -> ExactTruth:
+    """Place a pattern's reflections on its (padded) grid of ``shape`` and classify them by ``rule``.
+
+    A reflection is on the scored region where ``usable`` is true at its nearest pixel. The match radius is
+    ``match_radius_px``, or half the spacing of the visible reflections where that is smaller (at least 1 px).
+    """
+    dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
+    h, w = shape
+    px = refl.q_invA / dk + np.array([h // 2, w // 2])
+    ij = np.rint(px).astype(int)
+    on = np.all((ij >= 0) & (ij < [h, w]), axis=1)
+    scored = np.zeros(len(px), bool)
+    scored[on] = usable[ij[on, 0], ij[on, 1]]
+    status = rule.classify(refl, scored, disk_radius_invA, float(dk.max()))
+    radius = float(match_radius_px)
+    visible = px[status != ABSENT]
+    if len(visible) > 1:
+        from scipy.spatial import cKDTree
+
+        radius = min(radius, max(1.0, 0.5 * float(cKDTree(visible).query(visible, k=2)[0][:, 1].min())))
+    zero = np.all(refl.hkl == 0, axis=1)
+    vg0 = float(refl.vg_V[zero][0]) if zero.any() else float(np.max(refl.vg_V, initial=1.0))
+    return ExactTruth(px, status, np.linalg.norm(refl.q_invA, axis=1), np.nan_to_num(refl.strength),
+                      refl.vg_V / max(vg0, 1e-12), radius)
+
+
+def score(pred: Peaks, truth: ExactTruth, dk_invA, pred_values: np.ndarray | None, qz_pred: np.ndarray | None,
+          qz_true: np.ndarray | None) -> dict:
+    """Match ``pred`` to the required and ignored reflections of one pattern; the numbers a tally needs.
+
+    A peak matched to a required reflection is found; one matched to an ignored reflection is left out of the
+    counts; every other peak is false.
+    """
+    cand = np.nonzero(truth.status != ABSENT)[0]
+    mp, mt = match_peaks(pred.pos_px, truth.px[cand], truth.radius_px)
+    mt = cand[mt]
+    req = truth.status[mt] == REQUIRED
+    fp_, ft = mp[req], mt[req]
+    d = pred.pos_px[fp_] - truth.px[ft]
+    h_centre = truth.px[np.argmin(truth.g_invA)] if len(truth.px) else np.zeros(2)  # the zero beam's pixel
+    g = truth.g_invA[ft]
+    off_zero = g > 0
+    values = pred.intensity if pred_values is None else pred_values
+    out = {"true": int((truth.status == REQUIRED).sum()), "pred": len(pred) - int((~req).sum()),
+           "matched": len(fp_), "err_px": np.linalg.norm(d, axis=1),
+           "err_invA": np.linalg.norm(d * np.broadcast_to(np.asarray(dk_invA, float), (2,)), axis=1), "g_invA": g,
+           "radial_px": (np.linalg.norm(pred.pos_px[fp_] - h_centre, axis=1)
+                         - np.linalg.norm(truth.px[ft] - h_centre, axis=1))[off_zero],
+           "radial_g_invA": g[off_zero], "i_true": truth.vg_relative[ft][off_zero], "i_pred": values[fp_][off_zero]}
+    # the required reflections off the zero beam by strength, and whether each was found
+    required = np.nonzero((truth.status == REQUIRED) & (truth.g_invA > 0))[0]
+    found = np.zeros(len(truth.px), bool)
+    found[ft] = True
+    out["strength_bin"] = np.digitize(truth.strength[required], STRENGTH_EDGES)
+    out["strength_found"] = found[required]
+    # the false peaks: nothing of the lattice under them, an absent reflection, or a visible one already taken
     unmatched = np.setdiff1d(np.arange(len(pred)), mp)
-    r = int(np.ceil(radius_px))
-    near = []
-    for i, j in np.rint(pred.pos_px[unmatched]).astype(int):
-        window = true_vg[max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1]
-        near.append(window.max() if window.size else 0.0)
-    out["false_bin"] = np.digitize(np.asarray(near, float), FALSE_PEAK_EDGES)
+    kinds = np.zeros(len(unmatched), int)
+    if len(unmatched) and len(truth.px):
+        from scipy.spatial import cKDTree
+
+        dist, nearest = cKDTree(truth.px).query(pred.pos_px[unmatched])
+        near = dist <= truth.radius_px
+        kinds[near] = np.where(truth.status[nearest[near]] == ABSENT, 1, 2)
+    out["false_bin"] = kinds
     if qz_pred is not None:
-        pi = np.clip(np.rint(pred.pos_px[mp]).astype(int), 0, [h - 1, w - 1])
+        h, w = qz_pred.shape
+        pi = np.clip(np.rint(pred.pos_px[fp_]).astype(int), 0, [h - 1, w - 1])
+        ti = np.clip(np.rint(truth.px[ft]).astype(int), 0, [h - 1, w - 1])
         out["qz_err"] = np.abs(qz_pred[pi[:, 0], pi[:, 1]] - qz_true[ti[:, 0], ti[:, 1]])[off_zero]
         out["qz_zero_err"] = np.abs(qz_true[ti[:, 0], ti[:, 1]])[off_zero]
     return out
+
+
+def score_label(pred: Peaks, label: Peaks, true_vg: np.ndarray, radius_px: float, pred_values: np.ndarray | None
+                ) -> dict:
+    """The secondary score: ``pred`` matched to the maxima of the V_g label map; intensities against the label's V_g
+    (zero beam left out)."""
+    mp, mt = match_peaks(pred.pos_px, label.pos_px, radius_px)
+    h, w = true_vg.shape
+    centre = np.array([h // 2, w // 2])
+    off = np.linalg.norm(label.pos_px[mt] - centre, axis=1) > radius_px
+    ti = np.rint(label.pos_px[mt]).astype(int)
+    values = pred.intensity if pred_values is None else pred_values
+    return {"true": len(label), "pred": len(pred), "matched": len(mp),
+            "err_px": np.linalg.norm(pred.pos_px[mp] - label.pos_px[mt], axis=1),
+            "i_true": true_vg[ti[:, 0], ti[:, 1]][off], "i_pred": values[mp][off]}
 
 
 def _add(t: _Tally, s: dict) -> None:
@@ -156,11 +252,13 @@ def _add(t: _Tally, s: dict) -> None:
     t.true += s["true"]
     t.pred += s["pred"]
     t.matched += s["matched"]
-    for name in ("err_px", "err_invA", "radial_px", "i_true", "i_pred", "qz_err", "qz_zero_err"):
+    for name in ("err_px", "err_invA", "radial_px", "i_true", "i_pred", "qz_err", "qz_zero_err", "g_invA",
+                 "radial_g_invA"):
         getattr(t, name).extend(s.get(name, np.zeros(0)).tolist())
-    np.add.at(t.strength_true, s["strength_bin"], 1)
-    np.add.at(t.strength_found, s["strength_bin"][s["strength_found"]], 1)
-    np.add.at(t.false_peaks, s["false_bin"], 1)
+    if "strength_bin" in s:  # the label score has none
+        np.add.at(t.strength_true, s["strength_bin"], 1)
+        np.add.at(t.strength_found, s["strength_bin"][s["strength_found"]], 1)
+        np.add.at(t.false_peaks, s["false_bin"], 1)
 
 
 def _dose_name(dose) -> str:
@@ -210,12 +308,13 @@ class Sample:
     probe: np.ndarray
     vg_true: np.ndarray  # relative to the zero beam
     qz_true: np.ndarray
-    truth: Peaks  # label peaks inside the usable region
+    truth: Peaks  # label peaks inside the usable region (the secondary, V_g label score)
     usable: np.ndarray  # (H, W) bool: where peaks are scored
     vg_pred: np.ndarray | None
     qz_pred: np.ndarray | None
     energy_eV: float = 0.0
     zone_axis_index: int = 0  # max(|u|, |v|, |w|) of the zone axis [uvw]
+    exact: ExactTruth | None = None  # the physical truth: what the detection is scored on
 
 
 def split_samples(predictor, dataset: str | Path, locations: list, config: EvalConfig, pbar=None):
@@ -250,10 +349,10 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                          for k in ("cbed", "probe", "vg", "qz")}
                 (oi, oj), (h, w) = stack["cbed"][1], imgs[0]["cbed"].shape
                 cbed, probes = stack["cbed"][0], stack["probe"][0]
-                usable, truths, vg_true = [], [], []
+                usable, truths, vg_true, exact = [], [], [], []
                 for j, (_, r) in enumerate(chunk):
-                    margin = config.margin_disk_radii * disk_radius_invA(float(alpha[r]), float(energy[r])) / float(
-                        np.max(dk_all[r]))
+                    radius_invA = disk_radius_invA(float(alpha[r]), float(energy[r]))
+                    margin = config.margin_disk_radii * radius_invA / float(np.max(dk_all[r]))
                     key = (round(margin, 2), h, w)
                     if key not in masks:
                         cov = np.zeros(cbed.shape[-2:])
@@ -263,6 +362,8 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                     v = stack["vg"][0][j]
                     vg_true.append(v / max(zero_beam(v), 1e-12))
                     truths.append(find_peaks(vg_true[-1], config.label_peaks, mask=usable[-1]))
+                    exact.append(exact_truth(sh.reflections(r), dk_all[r], cbed.shape[-2:], usable[-1], radius_invA,
+                                             config.match_radius_px, config.visibility))
                 for dose in config.doses_e:
                     if dose is None:
                         x = cbed
@@ -273,7 +374,7 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                     for j, (n, r) in enumerate(chunk):
                         yield Sample(n, name, r, float(thick[r]), np.asarray(dk_all[r], float), dose, x[j], probes[j],
                                      vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j],
-                                     float(energy[r]), int(axis_index[r]))
+                                     float(energy[r]), int(axis_index[r]), exact[j])
                     if pbar is not None:
                         pbar.update(len(chunk))
 
@@ -310,6 +411,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         raise FourdError(f"{dataset}: the {config.split} split is empty; nothing to evaluate")
     if config.limit is not None:
         locations = locations[:config.limit]
+    require_truth(dataset, locations)
     predictor = Predictor(model, card, device, config.batch_size)
     out = Path(out)
     from .atomic import check_writable
@@ -323,11 +425,15 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         for s in split_samples(predictor, dataset, locations, config, pbar):
             mpk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, settings, s.usable)[0]
             bpk = baseline_peaks(s.pattern[None], s.probe, settings, s.usable)[0]
-            s_model = score(mpk, s.truth, s.vg_true, config.match_radius_px, s.dk_invA, None, s.qz_pred, s.qz_true)
+            s_model = score(mpk, s.exact, s.dk_invA, None, s.qz_pred, s.qz_true)
             zero = _zero_value(bpk, s.pattern.shape, config.match_radius_px)
-            s_base = score(bpk, s.truth, s.vg_true, config.match_radius_px, s.dk_invA, bpk.intensity / zero, None,
-                           None)
+            s_base = score(bpk, s.exact, s.dk_invA, bpk.intensity / zero, None, None)
             dose = _dose_name(s.dose)
+            for method, pk, values in (("model", mpk, None), ("baseline", bpk, bpk.intensity / zero)):
+                sc = score_label(pk, s.truth, s.vg_true, config.match_radius_px, values)
+                _add(tallies[("label:" + method, dose, "all")], sc)
+                if s.thickness_A >= config.thick_from_A:
+                    _add(tallies[("label:" + method, dose, "thick")], sc)
             for method, sc in (("model", s_model), ("baseline", s_base)):
                 keys = [(method, dose, s.thickness_A), (method, dose, "all"), (method, "all", "all"),
                         (method, dose, thickness_bin(s.thickness_A)), (method, dose, ("kV", round(s.energy_eV / 1e3))),
@@ -338,14 +444,14 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                     _add(tallies[key], sc)
             if s.dose == config.doses_e[0]:
                 f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
-                per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.truth, mpk, bpk,
-                                    s.thickness_A, s.dk_invA))
+                per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.exact.required(), mpk,
+                                    bpk, s.thickness_A, s.dk_invA))
 
     thick_values = sorted({k[2] for k in tallies if isinstance(k[2], float)})
     bins = [b for b in thickness_bins() if any(k[2] == b for k in tallies)]
     doses = [_dose_name(d) for d in config.doses_e]
     report = {
-        "schema": "fourdcrystal.evaluation/2",
+        "schema": "fourdcrystal.evaluation/3",
         "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
         "dataset": str(dataset), "dataset_index_sha256": info.index_sha256, "split": config.split,
         "patterns": len(locations), "config": asdict(config),
@@ -360,17 +466,27 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         "by_dose_and_zone_axis_index": _by_group(tallies, "axis", doses),
         "thick_from_A": config.thick_from_A,
         "by_dose_thick": {m: {d: tallies[(m, d, "thick")].summary() for d in doses} for m in METHODS},
-        "definitions": "peaks matched one-to-one within match_radius_px, closest first; precision = matched / "
-                       "predicted, recall = matched / label peaks (maxima of the true V_g ≥ label_peaks.min_relative "
-                       "of the zero beam, at least margin_disk_radii disk radii inside the pattern; both methods "
-                       "report peaks only there), micro-averaged; position error mean and rms over matched peaks; "
-                       "radial offset = mean (|q_pred| − |q_true|) off the zero beam (> 0: outward); intensity r "
-                       "over matched peaks off the zero beam (model: predicted relative V_g; baseline: correlation "
-                       "relative to the zero beam's); recall_by_label_strength: recall of the label peaks off "
-                       "the zero beam by their true V_g (fraction of the zero beam's); false_peaks_by_true_vg: "
-                       "unmatched predicted peaks by the largest true V_g within match_radius_px (fraction of the "
-                       "zero beam's: background, a reflection under the label threshold, or a label peak matched "
-                       "to another prediction)",
+        "truth": "physical",
+        "visibility": asdict(config.visibility),
+        "definitions": "truth: the exact reflections of each pattern (lattice, orientation, tilt, strain); required: "
+                       "zero-order, strength in the pattern (mean disk intensity / the zero beam's) >= "
+                       "visibility.min_strength, on the scored region (margin_disk_radii disk radii inside the "
+                       "pattern; both methods report peaks only there), not within a disk radius of an excited HOLZ "
+                       "reflection; ignored (neither required nor penalised): strength >= weak_strength but not "
+                       "required, and excited HOLZ reflections; absent: the rest. Peaks matched one-to-one to the "
+                       "required and ignored reflections within match_radius_px (at most half the spacing of the "
+                       "visible reflections), closest first; precision = found / (peaks − peaks on ignored "
+                       "reflections), recall = found / required, micro-averaged; position error against the exact g, "
+                       "mean and rms over found peaks, and by |g| (position_by_g_invA); radial offset = mean "
+                       "(|q_pred| − |q_true|) off the zero beam (> 0: outward); intensity r over found peaks off the "
+                       "zero beam against the kinematic |V_g| / |V_0| (model: predicted relative V_g; baseline: "
+                       "correlation relative to the zero beam's); recall_by_strength: recall of the required "
+                       "reflections off the zero beam by their strength; false_peaks_by_kind: what lies under each "
+                       "false peak. vg_label: the secondary score against the maxima of the V_g label map (≥ "
+                       "label_peaks.min_relative of the zero beam): how well intensities match the label",
+        "vg_label": {"by_dose": {m: {d: tallies[("label:" + m, d, "all")].summary() for d in doses} for m in METHODS},
+                     "by_dose_thick": {m: {d: tallies[("label:" + m, d, "thick")].summary() for d in doses}
+                                       for m in METHODS}},
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
     from .plots import evaluation_gallery, metrics_vs_thickness
@@ -387,6 +503,17 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                 names.append(f"{sh.meta('formula')[w[3]]} [{za}]")
         evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png", names)
     return report
+
+
+def require_truth(dataset: str | Path, locations: list) -> None:
+    """One line naming the first shard of ``locations`` without the physical truth, before any work."""
+    from .simulation import shards
+
+    for name in sorted({name for name, _ in locations}):
+        with shards.Shard(Path(dataset) / name) as sh:
+            if not sh.has_truth:
+                raise FourdError(f"{Path(dataset) / name}: no physical truth (a dataset simulated before shards held "
+                                 f"it); add it without simulating again: fourdcrystal truth {dataset}")
 
 
 def _prf(matched: int, pred: int, true: int) -> tuple[float, float, float]:
@@ -441,12 +568,29 @@ def format_table(report: dict) -> str:
                              f"{f(s['qz_mae_invA'], '11.4f')} {f(s.get('qz_mae_zero_invA'), '8.4f')}")
     by_dose = report["by_dose"]
     first = next(iter(by_dose["model"].values()), {})
-    if "recall_by_label_strength" in first:  # reports from before these counts lack them
-        names = bin_names(LABEL_STRENGTH_EDGES)
-        lines.append("recall by the label's V_g (fraction of the zero beam's), all thicknesses:")
+    if "recall_by_strength" in first:  # reports scored against the label maps lack it
+        names = bin_names(STRENGTH_EDGES)
+        lines.append("recall by the reflection's strength in the pattern (fraction of the zero beam's), all "
+                     "thicknesses:")
         lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>9s}" for n in names))
         for dose in by_dose["model"]:
             for m in METHODS:
-                r = by_dose[m][dose]["recall_by_label_strength"]
+                r = by_dose[m][dose]["recall_by_strength"]
                 lines.append(f"{dose:>16s} {m:>9s} " + " ".join(f(r[n]["recall"], "9.3f") for n in names))
+    if "position_by_g_invA" in first:
+        names = bin_names(G_EDGES_INVA)
+        lines.append("position error against the exact g by |g| (Å⁻¹): rms / radial offset, px, all thicknesses:")
+        lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>15s}" for n in names))
+        for dose in by_dose["model"]:
+            for m in METHODS:
+                r = by_dose[m][dose]["position_by_g_invA"]
+                lines.append(f"{dose:>16s} {m:>9s} " + " ".join(
+                    f"{f(r[n]['position_rms_px'], '6.3f')} / {f(r[n]['radial_offset_px'], '+6.3f')}" for n in names))
+    label = report.get("vg_label")
+    if label:
+        lines.append("secondary: against the maxima of the V_g label map (F1, intensity r), all thicknesses:")
+        for dose in label["by_dose"]["model"]:
+            for m in METHODS:
+                r = label["by_dose"][m][dose]
+                lines.append(f"{dose:>16s} {m:>9s} {f(r['f1'], '6.3f')} {f(r['intensity_pearson_r'], '6.3f')}")
     return "\n".join(lines)

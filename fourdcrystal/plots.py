@@ -173,7 +173,8 @@ def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
 
 
 def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str] | None = None) -> Path:
-    """Worst patterns: input (log), label V_g with its peaks, predicted V_g with the model's peaks, baseline peaks.
+    """Worst patterns: input (log), label V_g with the required reflections (exact positions), predicted V_g with
+    the model's peaks, baseline peaks.
 
     Axes in Å⁻¹ from the zero beam (q_y across, q_x down, like the detector); colour bars on a log
     scale: the input in units of the vacuum probe's maximum, V_g relative to the zero beam.
@@ -190,9 +191,10 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str]
         extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
                   (-h // 2 - 0.5) * dk[0]]
         name = names[i] if names else f"{shard}:{row}"
-        panels = [(cbed, "input (probe max = 1)", None), (vg_true, f"label V_g ({len(true_pk)} peaks, +)", None),
-                  (np.clip(vg_pred, 0, None), f"model V_g (x), F1 {f1:.2f}; label +", model_pk),
-                  (cbed, "baseline disks (x); label +", base_pk)]
+        panels = [(cbed, "input (probe max = 1)", None),
+                  (vg_true, f"label V_g; required reflections ({len(true_pk)}, +)", None),
+                  (np.clip(vg_pred, 0, None), f"model V_g (x), F1 {f1:.2f}; required +", model_pk),
+                  (cbed, "baseline disks (x); required +", base_pk)]
         for j, (img, title, found) in enumerate(panels):
             ax = axes[i, j]
             im = _log_imshow(ax, img, 1e-4, extent=extent)

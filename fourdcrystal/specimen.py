@@ -92,6 +92,12 @@ class Specimen:
     thickness_A: float
     rotation: np.ndarray  # 3x3: crystal Cartesian -> specimen frame (tilt included in "atoms" mode)
     info: dict = field(default_factory=dict)
+    # rows a1, a2, a3 of the conventional cell as realised in the atoms, specimen frame, Å: the rotated crystal,
+    # or for a periodic cell the squared and stretched supercell's own lattice (see realised_lattice)
+    lattice_A: np.ndarray | None = None
+    # the conventional cell's atoms (chemical symbols, fractional coordinates): what the kinematic V_g needs
+    cell_symbols: tuple[str, ...] = ()
+    cell_frac: np.ndarray | None = None
 
 
 # --- zone axis and frame ------------------------------------------------------------------
@@ -488,6 +494,7 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
     elif plan.mode == "periodic" and strain != (0.0, 0.0, 0.0):  # normal strain stretches the periodic cell
         plan = replace(plan, cell_A=(plan.cell_A[0] * deform[0, 0], plan.cell_A[1] * deform[1, 1]))
     lx, ly = plan.box_A
+    lattice_A = realised_lattice(lattice, plan, deform @ rot)
     if plan.mode == "periodic":
         cell = structure.copy()
         cell.make_supercell(np.array(plan.matrix))
@@ -507,7 +514,39 @@ def build_specimen(structure: Structure, zone_axis, phi_deg: float = 0.0, tilt_m
     atoms = Atoms(numbers=numbers[order], positions=pos[order], cell=[lx, ly, t_max],
                   pbc=[plan.mode == "periodic"] * 2 + [False])
     return Specimen(atoms=atoms, zone_axis=uvw, plan=plan, tilt_mrad=tilt, thickness_A=t_max, rotation=rot,
-                    info={"thicknesses_A": thicknesses, "tilt_mode": tilt_mode, "applied_strain": strain, **asdict(plan)})
+                    info={"thicknesses_A": thicknesses, "tilt_mode": tilt_mode, "applied_strain": strain, **asdict(plan)},
+                    lattice_A=lattice_A, cell_symbols=tuple(sp.symbol for sp in structure.species),
+                    cell_frac=np.array(structure.frac_coords, float))
+
+
+def realised_lattice(lattice: np.ndarray, plan: CellPlan, transform: np.ndarray) -> np.ndarray:
+    """Rows a1, a2, a3 of the conventional cell as a specimen's atoms realise it, specimen frame, Å.
+
+    A cut box holds the crystal moved by ``transform`` (F·R: rotation, tilt in atoms mode, strain), so its
+    lattice is ``lattice @ transform.T``. A periodic cell keeps the fractional coordinates of the supercell
+    (rows ``plan.matrix`` @ lattice) and replaces its lattice by the box diag(L_p, L_q, |t|) (squared, and
+    stretched by normal strain: ``plan`` is the realised plan), so the conventional cell is
+    ``inv(matrix) @ diag(L_p, L_q, |t|)``; it differs from the rotated crystal by the squaring strain
+    (``plan.strain``, at most the planning tolerance).
+
+    Parameters
+    ----------
+    lattice : (3, 3) rows of the conventional cell, crystal Cartesian frame, Å.
+    plan : the realised :class:`CellPlan`.
+    transform : (3, 3) crystal Cartesian -> specimen frame (F·R), used for a cut box.
+
+    Returns
+    -------
+    (3, 3) rows a1, a2, a3, Å.
+
+    >>> plan = CellPlan("periodic", 0.0, ((1, 0, 0), (0, 1, 0), (0, 0, 1)), 0.0, (5.0, 5.0), (8, 8), 5.0)
+    >>> realised_lattice(5.431 * np.eye(3), plan, np.eye(3)).diagonal().tolist()
+    [5.0, 5.0, 5.0]
+    """
+    if plan.mode == "periodic":
+        base = np.diag([plan.cell_A[0], plan.cell_A[1], plan.period_z_A])
+        return np.linalg.solve(np.asarray(plan.matrix, float), base)
+    return np.asarray(lattice, float) @ np.asarray(transform, float).T
 
 
 def _cut_box(structure: Structure, rot: np.ndarray, lx: float, ly: float, t_max: float):

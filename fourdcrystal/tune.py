@@ -9,6 +9,9 @@ config (the same Poisson draws for both methods), a grid search picks:
   ``min_spacing_px`` that maximise the F1 averaged over the doses; then the position refinement (``vg``: a
   parabola through the V_g maximum, or ``correlation``: the probe correlation of the measured
   pattern near it) with the lower rms position error, averaged over the doses;
+Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
+rule), as ``evaluate`` scores.
+
 * for the **baseline**: the correlation power, the Gaussian smoothing, ``min_relative`` and
   ``min_spacing_px`` that maximise the same mean F1; then its sub-pixel mode (parabola or DFT
   up-sampling) with the lower rms error.
@@ -37,7 +40,7 @@ from .detect import (
     relative_threshold,
 )
 from .errors import FourdError
-from .evaluate import EvalConfig, _dose_name, _prf, split_samples
+from .evaluate import EvalConfig, ExactTruth, _dose_name, _prf, require_truth, split_samples
 from .peaks import (
     PeakConfig,
     match_peaks,
@@ -46,6 +49,7 @@ from .peaks import (
     suppress_close,
 )
 from .progress import bar
+from .simulation.truth import ABSENT, REQUIRED
 
 log = logging.getLogger("fourdcrystal")
 MAX_PEAKS = ModelPeakSettings().max_peaks  # the same cap for both methods
@@ -60,7 +64,8 @@ class TuneConfig:
     limit: int | None = default("tune", "limit")  # only the first N patterns of the split
     batch_size: int = 16
     seed: int = 0
-    model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1)
+    # up to 0.5: a network trained on a truth target of height 1 (presence) reads its peaks near 0.3-0.5
+    model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
     model_spacing_px: tuple = (2.0, 3.0, 4.0)
     # the model's threshold as a fraction of its strongest maximum, or of the zero beam's V_g (its output unit)
     model_threshold_of: tuple = ("strongest", "zero_beam")
@@ -87,11 +92,12 @@ class _Grid:
         self.counts = defaultdict(lambda: np.zeros(3, np.int64))
         self.errors = defaultdict(list)
 
-    def add(self, key, dose: str, pred_px: np.ndarray, true_px: np.ndarray, radius: float, errors: bool = False):
-        mp, mt = match_peaks(pred_px, true_px, radius)
-        self.counts[(key, dose)] += (len(mp), len(pred_px), len(true_px))
+    def add(self, key, dose: str, pred_px: np.ndarray, truth: ExactTruth, errors: bool = False):
+        """Count one pattern's peaks against its physical truth (as :func:`~fourdcrystal.evaluate.score` does)."""
+        found, counted, mp, mt = _match_exact(pred_px, truth)
+        self.counts[(key, dose)] += (found, counted, int((truth.status == REQUIRED).sum()))
         if errors:
-            self.errors[(key, dose)].extend(np.linalg.norm(pred_px[mp] - true_px[mt], axis=1).tolist())
+            self.errors[(key, dose)].extend(np.linalg.norm(pred_px[mp] - truth.px[mt], axis=1).tolist())
 
     def f1(self, key, doses) -> float:
         """F1 averaged over the doses (each micro-averaged over patterns)."""
@@ -108,13 +114,23 @@ class _Grid:
                 "position_rms_px": float(np.sqrt(np.mean(np.square(e)))) if e else None}
 
 
-def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth_px, dose, radius, edge_px=2,
+def _match_exact(pred_px: np.ndarray, truth: ExactTruth) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """(found, counted peaks, matched peak indices, their required reflections): peaks on ignored reflections are
+    not counted, as in :func:`~fourdcrystal.evaluate.score`."""
+    cand = np.nonzero(truth.status != ABSENT)[0]
+    mp, mt = match_peaks(pred_px, truth.px[cand], truth.radius_px)
+    mt = cand[mt]
+    req = truth.status[mt] == REQUIRED
+    return int(req.sum()), len(pred_px) - int((~req).sum()), mp[req], mt[req]
+
+
+def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, truth: ExactTruth, dose, edge_px=2,
                      max_peaks=None, threshold_of: str = "strongest"):
     """Every (spacing, threshold) of the grid on one map, from one search for maxima.
 
     The maxima at the lowest threshold are found once; each spacing suppresses close ones among
     them; each threshold is then a prefix of what is left (strongest first). Only candidates
-    within ``radius`` of a label peak can match, so the matching runs on those alone.
+    within the match radius of a required or ignored reflection can match, so the matching runs on those alone.
     ``threshold_of``: what the thresholds are fractions of, as in
     :class:`~fourdcrystal.detect.ModelPeakSettings` (``"zero_beam"``: the map's own unit).
     """
@@ -126,15 +142,17 @@ def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, tru
     pos = ij + parabolic_offsets(image, ij)
     value = image[ij[:, 0], ij[:, 1]] if len(ij) else np.zeros(0)
     near_any = np.zeros(len(ij), bool)
-    if len(ij) and len(truth_px):
-        near_any = np.isfinite(cKDTree(truth_px).query(pos, distance_upper_bound=radius)[0])
+    visible = truth.px[truth.status != ABSENT]
+    if len(ij) and len(visible):
+        near_any = np.isfinite(cKDTree(visible).query(pos, distance_upper_bound=truth.radius_px)[0])
+    n_required = int((truth.status == REQUIRED).sum())
     for spacing in spacings:
         kept = np.nonzero(suppress_close(ij, spacing))[0][:max_peaks]
         for t, rel in zip(thresholds, relative):
             sel = kept[value[kept] >= rel * top]
             near = sel[near_any[sel]]
-            mp, mt = match_peaks(pos[near], truth_px, radius)
-            grid.counts[(key_of(t, spacing), dose)] += (len(mp), len(sel), len(truth_px))
+            found, counted, _, _ = _match_exact(pos[near], truth)
+            grid.counts[(key_of(t, spacing), dose)] += (found, len(sel) - (len(near) - counted), n_required)
 
 
 def _kernel(spec: tuple) -> dict:
@@ -162,6 +180,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     ec = config.eval_config()
     if ec.limit is not None:
         locations = locations[:ec.limit]
+    require_truth(dataset, locations)
     predictor = Predictor(model, card, device, ec.batch_size)
     doses = [_dose_name(d) for d in ec.doses_e]
     radius = ec.match_radius_px
@@ -174,8 +193,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     for ref in config.model_threshold_of:
         for s in samples:
             _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
-                             config.model_min_relative, s.truth.pos_px, _dose_name(s.dose), radius,
-                             threshold_of=ref)
+                             config.model_min_relative, s.exact, _dose_name(s.dose), threshold_of=ref)
     # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing
     m_key = max(((ref, t, sp) for ref in config.model_threshold_of for sp in config.model_spacing_px
                  for t in config.model_min_relative), key=lambda k: mgrid.f1(k, doses))
@@ -188,7 +206,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             for c, cfg in enumerate(combos):
                 corr, g = next(correlations(s.pattern[None], s.probe, cfg))
                 _threshold_sweep(bgrid, lambda t, sp: (c, t, sp), corr, s.usable, config.baseline_spacing_px,
-                                 config.baseline_min_relative, s.truth.pos_px, _dose_name(s.dose), radius)
+                                 config.baseline_min_relative, s.exact, _dose_name(s.dose))
                 pbar.update(1)
     b_key = max(((c, t, sp) for c in range(len(combos)) for t in config.baseline_min_relative
                  for sp in config.baseline_spacing_px), key=lambda k: bgrid.f1(k, doses))
@@ -203,7 +221,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             d = _dose_name(s.dose)
             for sub, st in candidates.items():
                 pk = baseline_peaks(s.pattern[None], s.probe, st, s.usable)[0]
-                pos.add(("baseline", sub), d, pk.pos_px, s.truth.pos_px, radius, errors=True)
+                pos.add(("baseline", sub), d, pk.pos_px, s.exact, errors=True)
             pbar.update(1)
     best_sub = min(candidates, key=lambda k: pos.rms(("baseline", k), doses))
     settings = candidates[best_sub]
@@ -213,7 +231,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             min_relative=m_key[1], min_spacing_px=m_key[2], refine=refine, threshold_of=m_key[0]))
         for s in samples:
             pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
-            pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.truth.pos_px, radius, errors=True)
+            pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.exact, errors=True)
     best_refine = min(refines, key=lambda k: pos.rms(("model", k), doses))
     settings = refines[best_refine]
 
@@ -223,7 +241,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                      "patterns": len(locations), "doses": doses, "match_radius_px": radius,
                      "label_min_relative": config.label_min_relative,
                      "objective": "F1 averaged over the doses (detection settings); rms position error averaged "
-                                  "over the doses (sub-pixel mode, model refinement)"},
+                                  "over the doses (sub-pixel mode, model refinement); both against the physical "
+                                  "truth (exact reflections, evaluate's visibility rule)"},
         "validation": {"model": {d: pos.row(("model", best_refine), d) for d in doses},
                        "baseline": {d: pos.row(("baseline", best_sub), d) for d in doses}},
         "position_rms_px": {"model": {k: {d: pos.row(("model", k), d)["position_rms_px"] for d in doses}

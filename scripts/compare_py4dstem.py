@@ -86,7 +86,7 @@ def in_usable(p: Peaks, usable: np.ndarray, min_relative: float = 0.0) -> Peaks:
 def tally(samples, found: list[Peaks], radius: float) -> dict[str, _Tally]:
     t: dict[str, _Tally] = defaultdict(_Tally)
     for s, p in zip(samples, found):
-        sc = score(p, s.truth, s.vg_true, radius, s.dk_invA, p.intensity, None, None)
+        sc = score(p, s.exact, s.dk_invA, p.intensity, None, None)
         _add(t[_dose_name(s.dose)], sc)
     return t
 
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
                  "py4DSTEM": in_usable(p, s.usable)}
         groups = ["all"] + (["thick"] if s.thickness_A >= args.thick_from else [])
         for m, pk in found.items():
-            sc = score(pk, s.truth, s.vg_true, radius, s.dk_invA, pk.intensity, None, None)
+            sc = score(pk, s.exact, s.dk_invA, pk.intensity, None, None)
             for g in groups:
                 _add(results[(g, _dose_name(s.dose))][m], sc)
     table = {f"{g}/{d}": {m: t.summary() for m, t in by_m.items()} for (g, d), by_m in results.items()}

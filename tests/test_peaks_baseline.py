@@ -58,49 +58,59 @@ def test_match_peaks_one_to_one_closest_first():
     assert mp.tolist() == [1] and mt.tolist() == [0]  # the closer prediction takes the label peak
 
 
+def _exact(px, status, strength, radius=2.0):
+    from fourdcrystal.evaluate import ExactTruth
+
+    px = np.asarray(px, float)
+    g = np.linalg.norm(px - px[0], axis=1) * 0.02  # the first is the zero beam; 0.02 Å⁻¹ pixels
+    return ExactTruth(px, np.asarray(status, np.int8), g, np.asarray(strength, float),
+                      np.asarray(strength, float), radius)
+
+
 def test_score_counts_and_errors():
+    """score() against the physical truth: found, false and missed peaks, errors in px and Å⁻¹; a peak on an
+    ignored reflection counts neither way."""
     from fourdcrystal.evaluate import score
     from fourdcrystal.peaks import Peaks
+    from fourdcrystal.simulation.truth import ABSENT, IGNORED, REQUIRED
 
-    vg = np.zeros((N, N))
-    true_pos = np.array([[48.0, 48.0], [48.0, 60.0], [60.0, 48.0], [30.0, 30.0]])
-    for (i, j), v in zip(true_pos.astype(int), (1.0, 0.3, 0.2, 0.1)):
-        vg[i, j] = v
-    true = Peaks(true_pos, vg[true_pos[:, 0].astype(int), true_pos[:, 1].astype(int)])
-    # three of four found, 0.3 px off; one false peak far away
-    pred = Peaks(np.array([[48.0, 48.3], [48.3, 60.0], [60.0, 47.7], [80.0, 80.0]]), np.array([1.0, 0.31, 0.19, 0.05]))
-    s = score(pred, true, vg, 1.0, (0.02, 0.02), None, None, None)
-    assert (s["true"], s["pred"], s["matched"]) == (4, 4, 3)
+    truth = _exact([[48.0, 48.0], [48.0, 60.0], [60.0, 48.0], [30.0, 30.0], [70.0, 70.0], [20.0, 70.0]],
+                   [REQUIRED, REQUIRED, REQUIRED, REQUIRED, IGNORED, ABSENT], [1.0, 0.3, 0.2, 0.1, 0.005, 0.0], 1.0)
+    # three of four found, 0.3 px off; one on the ignored reflection; one on the absent one; one far away
+    pred = Peaks(np.array([[48.0, 48.3], [48.3, 60.0], [60.0, 47.7], [70.2, 70.0], [20.0, 70.4], [80.0, 80.0]]),
+                 np.array([1.0, 0.31, 0.19, 0.01, 0.05, 0.05]))
+    s = score(pred, truth, (0.02, 0.02), None, None, None)
+    assert (s["true"], s["pred"], s["matched"]) == (4, 5, 3)
     np.testing.assert_allclose(s["err_px"], 0.3, atol=1e-12)
     np.testing.assert_allclose(s["err_invA"], 0.006, atol=1e-12)
     assert sorted(s["i_true"].tolist()) == [0.2, 0.3]  # the zero beam is left out of intensities
+    np.testing.assert_allclose(sorted(s["g_invA"]), [0.0, 0.24, 0.24])
 
 
 def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under_them():
-    """score(): recall per bin of the label's V_g (zero beam left out) and each unmatched prediction binned by the
-    largest true V_g within the match radius: background, a reflection under the label threshold, a label peak."""
+    """score(): recall per bin of the strength in the pattern (zero beam left out) and each false peak by what
+    lies under it: nothing of the lattice, an absent reflection, a visible reflection another peak took."""
     from fourdcrystal.evaluate import _add, _Tally, score
     from fourdcrystal.peaks import Peaks
+    from fourdcrystal.simulation.truth import ABSENT, REQUIRED
 
-    vg = np.zeros((32, 32))
-    vg[16, 16] = 1.0  # the zero beam
-    label = {(4, 4): 0.07, (4, 28): 0.15, (28, 4): 0.3, (28, 28): 0.8, (10, 22): 0.06}
-    for (i, j), v in label.items():
-        vg[i, j] = v
-    vg[22, 10] = 0.03  # a reflection under a 5 % label threshold
-    true = Peaks(np.array([(16, 16), *label]).astype(float), np.array([1.0, *label.values()]))
+    spots = {(16, 16): 1.0, (4, 4): 0.02, (4, 28): 0.05, (28, 4): 0.2, (28, 28): 0.8, (10, 22): 0.02, (22, 10): 0.001}
+    status = [REQUIRED] * 6 + [ABSENT]
+    truth = _exact(list(spots), status, list(spots.values()))
     pred = Peaks(np.array([(16.4, 16.0), (4.5, 28.0), (28.0, 4.6), (28.0, 28.0), (22.0, 10.5), (12.0, 12.0),
                            (10.0, 23.0), (10.0, 21.0)]), np.ones(8))
-    s = score(pred, true, vg, 2.0, 0.02, None, None, None)
+    s = score(pred, truth, 0.02, None, None, None)
     assert s["matched"] == 5 and s["true"] == 6 and s["pred"] == 8
     t = _Tally()
     _add(t, s)
-    by = t.summary()["recall_by_label_strength"]
+    by = t.summary()["recall_by_strength"]
     assert {k: (v["true_peaks"], v["recall"]) for k, v in by.items()} == {
-        "< 0.1": (2, 0.5), "0.1-0.2": (1, 1.0), "0.2-0.5": (1, 1.0), ">= 0.5": (1, 1.0)}
-    # unmatched: (22, 10.5) on the 3 % reflection, (12, 12) on background, one of (10, 23)/(10, 21) on a label
-    # peak the other took
-    assert t.summary()["false_peaks_by_true_vg"] == {"< 0.01": 1, "0.01-0.05": 1, ">= 0.05": 1}
+        "< 0.03": (2, 0.5), "0.03-0.1": (1, 1.0), "0.1-0.3": (1, 1.0), ">= 0.3": (1, 1.0)}
+    # false: (22, 10.5) on the absent reflection, (12, 12) off the lattice, one of (10, 23)/(10, 21) on a
+    # reflection the other took
+    assert t.summary()["false_peaks_by_kind"] == {"off the lattice": 1, "on an absent reflection": 1,
+                                                  "on a reflection another peak found": 1}
+    assert t.summary()["position_by_g_invA"]["< 0.5"]["matched"] == 5
 
 
 def _gaussians(spots: list[tuple[tuple[int, int], float]], n: int = 64, sigma: float = 1.2) -> np.ndarray:
@@ -134,26 +144,32 @@ def test_model_threshold_of_the_strongest_maximum_or_of_the_zero_beam():
 
 def test_tune_sweep_counts_what_model_peaks_finds():
     """tune scores every threshold from one search for maxima; with thresholds in the map's own unit it must count
-    exactly the peaks that model_peaks then finds with those settings, and match them the same way."""
+    exactly the peaks that model_peaks then finds with those settings, and count them as evaluate's score does
+    (peaks on ignored reflections left out)."""
     from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
+    from fourdcrystal.evaluate import score
+    from fourdcrystal.simulation.truth import IGNORED, REQUIRED
     from fourdcrystal.tune import _Grid, _threshold_sweep
 
     rng = np.random.default_rng(1)
     spots = [((int(i), int(j)), float(a)) for i, j, a in zip(rng.integers(4, 60, 40), rng.integers(4, 60, 40),
                                                              rng.uniform(0.005, 0.4, 40))]
     vg = _gaussians(spots) + 0.002 * rng.standard_normal((64, 64))
-    strong = [c for c, a in spots if a >= 0.05]
-    truth = np.array(strong, float) + rng.uniform(-0.4, 0.4, (len(strong), 2))
+    visible = [(c, a) for c, a in spots if a >= 0.02]
+    pos = np.array([c for c, _ in visible], float) + rng.uniform(-0.4, 0.4, (len(visible), 2))
+    status = [IGNORED if k % 3 == 0 else REQUIRED for k in range(len(visible))]
+    truth = _exact(pos, status, [a for _, a in visible], 2.0)
+    assert (truth.status == IGNORED).sum() >= 3
     mask = np.zeros((64, 64), bool)
     mask[3:61, 3:61] = True
     thresholds, spacings = (0.01, 0.02, 0.05, 0.1), (2.0, 3.0)
     for ref in ("zero_beam", "strongest"):
         grid = _Grid()
-        _threshold_sweep(grid, lambda t, sp: (t, sp), vg, mask, spacings, thresholds, truth, "clean", 2.0,
+        _threshold_sweep(grid, lambda t, sp: (t, sp), vg, mask, spacings, thresholds, truth, "clean",
                          threshold_of=ref)
         for t in thresholds:
             for sp in spacings:
                 s = DetectionSettings(model=ModelPeakSettings(min_relative=t, min_spacing_px=sp, threshold_of=ref))
                 pk = model_peaks(vg[None], vg[None], vg, s, mask)[0]
-                mp, _ = match_peaks(pk.pos_px, truth, 2.0)
-                assert tuple(grid.counts[((t, sp), "clean")]) == (len(mp), len(pk), len(truth)), (ref, t, sp)
+                sc = score(pk, truth, 0.02, None, None, None)
+                assert tuple(grid.counts[((t, sp), "clean")]) == (sc["matched"], sc["pred"], sc["true"]), (ref, t, sp)

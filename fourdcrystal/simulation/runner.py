@@ -159,8 +159,11 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
     use_wisdom(wisdom)
     specimens = read_specimens(specimens_dir)
     output_px = cfg["output_px"]
+    from .truth import specimen_reflections
+
     images: dict[str, list] = {k: [] for k in shards.IMAGES}
     meta: dict[str, list] = {k: [] for k in shards.META}
+    truth: list = []
     for sid in task.specimen_ids:
         row = specimens.row(sid)
         sp = load_specimen(specimens, sid)
@@ -177,6 +180,8 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
                 images["probe"].append(res.probe[pi])
                 images["vg"].append(res.vg[ti])
                 images["qz"].append(res.qz[ti])
+                truth.append(specimen_reflections(sp, res.cbed[ti, pi], optics.energy_eV, optics.semiangle_mrad,
+                                                  float(t), res.k_sampling_invA))
                 values = {
                     "sample_id": f"{sid}__t{ti}__p{pi}", "specimen_id": sid, "crystal_id": row.crystal_id,
                     "formula": row.formula, "prototype": row.prototype, "split": splits[row.crystal_id],
@@ -195,7 +200,7 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
     attrs = {"k_sampling_invA": np.median(np.asarray(meta["k_sampling_invA"]), axis=0), "output_px": output_px,
              "task": task.task_hash, "fourdcrystal_version": versions["fourdcrystal"],
              "abtem_version": versions["abtem"]}
-    shards.write_shard(Path(out_dir) / task.file, arrays, meta, attrs)
+    shards.write_shard(Path(out_dir) / task.file, arrays, meta, attrs, truth)
     return {"file": task.file, "samples": len(arrays["cbed"]), "seconds": time.perf_counter() - t0,
             "splits": sorted(set(meta["split"]))}
 
@@ -422,3 +427,63 @@ def _write_index(out: Path, tasks: list[ShardTask], header: dict, splits: dict[s
                             "scaled so the vacuum probe has max 1; vg in V·Å (4D-MAKE definition), qz in Å⁻¹"}
     write_text_atomic(out / shards.INDEX, json.dumps(index, indent=1, sort_keys=True, default=str) + "\n")
     return index
+
+
+def add_truth(dataset: str | Path, specimens_dir: str | Path | None = None, overwrite: bool = False,
+              progress_bar: bool = True) -> dict:
+    """Add the physical truth to every shard of a dataset simulated before shards held it; no pattern is simulated.
+
+    The specimens folder is the one the dataset was simulated from (recorded in ``index.json``, or
+    ``specimens_dir``; its hash must match). Each specimen is rebuilt from its manifest row and its
+    reflections computed; strengths are measured on the stored clean patterns. Each shard is rewritten
+    atomically, so a killed run loses nothing and a rerun skips the shards already done (``overwrite``
+    recomputes them). Returns {shards, done, skipped, samples, seconds}.
+    """
+    from ..progress import bar as make_bar
+    from ..supercell import load_specimen, read_specimens
+    from .truth import specimen_reflections
+
+    folder = Path(dataset)
+    index = shards.read_index(folder)
+    if specimens_dir is None:
+        recorded = Path(str(index.get("specimens", "")))
+        specimens_dir = next((p for p in (folder / SINGLE_SPECIMEN, recorded) if (p / "specimens.csv").exists()),
+                             recorded)
+    specimens_dir = Path(specimens_dir)
+    if not (specimens_dir / "specimens.csv").exists():
+        raise FourdError(f"{specimens_dir}: no specimens.csv; give the specimens folder {folder} was simulated from "
+                         f"(--specimens)")
+    if index.get("specimens_sha256") and _folder_hash(specimens_dir) != index["specimens_sha256"]:
+        raise FourdError(f"{specimens_dir} is not the specimens folder {folder} was simulated from (its hash differs "
+                         f"from index.json's specimens_sha256)")
+    specimens = read_specimens(specimens_dir)
+    todo = []
+    for entry in index["shards"]:
+        with shards.Shard(folder / entry["file"]) as sh:
+            if overwrite or not sh.has_truth:
+                todo.append(entry)
+    t0 = time.perf_counter()
+    made = 0
+    bar = make_bar(sum(e["samples"] for e in todo), "truth", unit="pattern", disable=not progress_bar)
+    try:
+        for entry in todo:
+            path = folder / entry["file"]
+            built: dict = {}
+            truth = []
+            with shards.Shard(path) as sh:
+                ids, thick = sh.meta("specimen_id"), sh.meta("thickness_A")
+                energy, alpha, dk = sh.meta("energy_eV"), sh.meta("semiangle_mrad"), sh.meta("k_sampling_invA")
+                for i in range(len(sh)):
+                    sid = str(ids[i])
+                    if sid not in built:  # samples of a specimen sit together: keep one at a time
+                        built = {sid: load_specimen(specimens, sid)}
+                    cbed = sh.file["cbed"][i]
+                    truth.append(specimen_reflections(built[sid], cbed, float(energy[i]), float(alpha[i]),
+                                                      float(thick[i]), tuple(float(x) for x in dk[i])))
+                    bar.update(1)
+                    made += 1
+            shards.add_truth(path, truth)
+    finally:
+        bar.close()
+    return {"shards": len(index["shards"]), "done": len(todo), "skipped": len(index["shards"]) - len(todo),
+            "samples": made, "seconds": time.perf_counter() - t0}

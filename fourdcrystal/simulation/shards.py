@@ -5,6 +5,10 @@ A dataset folder holds ``index.json`` and shards ``shard-NNNNNN.h5``. Each shard
 * ``cbed``, ``probe``, ``vg``, ``qz``: float32 (n, H, W), one sample per chunk, gzip+shuffle;
   q = 0 at pixel (H//2, W//2); axis 1 is k_x, axis 2 is k_y;
 * ``meta/<name>``: one entry per sample (see ``META``);
+* ``truth/``: the physical truth of every sample (:mod:`fourdcrystal.simulation.truth`), ragged:
+  ``truth/offsets`` (n + 1,) and one row per reflection in ``truth/<field>`` (sample i's rows are
+  ``offsets[i]:offsets[i + 1]``); absent from shards written before it existed
+  (``fourdcrystal truth DATASET`` adds it);
 * attributes ``schema``, ``k_sampling_invA`` (median (k_x, k_y) pixel size of the shard, Å⁻¹;
   exact per-sample values are in ``meta/k_sampling_invA``), ``output_px``, ``task``,
   ``fourdcrystal_version``, ``abtem_version``.
@@ -33,6 +37,7 @@ SHARD_SCHEMA = "fourdcrystal.shard/1"
 INDEX_SCHEMA = "fourdcrystal.dataset/1"
 INDEX = "index.json"
 IMAGES = ("cbed", "probe", "vg", "qz")
+TRUTH = "truth"
 # name -> (dtype, per-sample shape); strings are variable-length UTF-8
 META = {
     "sample_id": (str, ()),
@@ -64,8 +69,12 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}.h5"
 
 
-def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str, Sequence], attrs: dict[str, Any]) -> None:
-    """Write one shard atomically (temporary file in the same folder, then rename)."""
+def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str, Sequence], attrs: dict[str, Any],
+                truth: Sequence | None = None) -> None:
+    """Write one shard atomically (temporary file in the same folder, then rename).
+
+    ``truth``: one :class:`~fourdcrystal.simulation.truth.Reflections` per sample, or None.
+    """
     import h5py
 
     path = Path(path)
@@ -94,6 +103,13 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
         for k, v in attrs.items():
             f.attrs[k] = v
         f.attrs["schema"] = SHARD_SCHEMA
+        if truth is not None:
+            _write_truth(f, truth, n)
+    _commit(path, buf, "rerun the same command to resume")
+
+
+def _commit(path: Path, buf: io.BytesIO, resume: str) -> None:
+    """Write a shard built in memory to ``path`` atomically."""
     try:
         with atomic_file(path) as tmp, open(tmp, "wb") as fh:
             fh.write(buf.getbuffer())
@@ -101,7 +117,33 @@ def write_shard(path: str | Path, images: dict[str, np.ndarray], meta: dict[str,
             os.fsync(fh.fileno())
     except OSError as exc:
         raise FourdError(f"cannot write shard {path}: {exc.strerror}; the shards already written are kept: make "
-                         f"room and rerun the same command to resume") from None
+                         f"room and {resume}") from None
+
+
+def _write_truth(f, truth: Sequence, n: int) -> None:
+    from .truth import SCHEMA, Reflections
+
+    if len(truth) != n:
+        raise ValueError(f"truth for {len(truth)} samples, shard has {n}")
+    g = f.create_group(TRUTH)
+    g.attrs["schema"] = SCHEMA
+    g.create_dataset("offsets", data=np.cumsum([0] + [len(t) for t in truth]).astype(np.int64))
+    for name in Reflections.names():
+        g.create_dataset(name, data=np.concatenate([getattr(t, name) for t in truth]), compression="gzip",
+                         compression_opts=1, shuffle=True)
+
+
+def add_truth(path: str | Path, truth: Sequence) -> None:
+    """Add (or replace) the truth group of a finished shard, atomically; nothing else in it changes."""
+    import h5py
+
+    path = Path(path)
+    buf = io.BytesIO(path.read_bytes())
+    with h5py.File(buf, "r+") as f:
+        if TRUTH in f:
+            del f[TRUTH]
+        _write_truth(f, truth, int(f["cbed"].shape[0]))
+    _commit(path, buf, "run the same command again: shards that hold the truth are skipped")
 
 
 def shard_task(path: str | Path) -> str | None:
@@ -125,6 +167,7 @@ class Shard:
 
     def __post_init__(self):
         self._file = None
+        self._truth = None
 
     @property
     def file(self):
@@ -143,6 +186,21 @@ class Shard:
     def images(self, i: int) -> dict[str, np.ndarray]:
         return {name: self.file[name][i] for name in IMAGES}
 
+    @property
+    def has_truth(self) -> bool:
+        return TRUTH in self.file
+
+    def reflections(self, i: int):
+        """The physical truth of sample ``i`` (:class:`~fourdcrystal.simulation.truth.Reflections`)."""
+        from .truth import Reflections
+
+        if not self.has_truth:
+            raise FourdError(f"{self.path}: no physical truth in this shard; add it with: fourdcrystal truth DATASET")
+        if self._truth is None:  # a few kB per sample: read once
+            self._truth = {name: d[...] for name, d in self.file[TRUTH].items()}
+        a, b = int(self._truth["offsets"][i]), int(self._truth["offsets"][i + 1])
+        return Reflections(**{name: self._truth[name][a:b] for name in Reflections.names()})
+
     def meta(self, name: str) -> np.ndarray:
         d = self.file["meta"][name]
         return d.asstr()[...] if d.dtype.kind == "O" else d[...]
@@ -151,6 +209,7 @@ class Shard:
         if self._file is not None:
             self._file.close()
             self._file = None
+            self._truth = None
 
     def __enter__(self) -> "Shard":
         return self

@@ -7,7 +7,8 @@ cross a fork.
 
 Targets are normalised for training and the normalisation travels in the model card:
 ``vg`` is divided by its zero-beam value (the pixel at q = 0), so the network learns relative
-Bragg potentials whatever the thickness; ``qz`` is divided by ``qz_scale_invA``, the
+Bragg potentials whatever the thickness (``target``: the V_g label map, or a map made from the
+shards' physical truth, :func:`fourdcrystal.simulation.truth.target_map`, whose zero beam is 1); ``qz`` is divided by ``qz_scale_invA``, the
 V_g-weighted r.m.s. q_z of the training split.
 """
 
@@ -27,6 +28,7 @@ from ..simulation import shards
 from .augment import AugmentConfig, augment_sample
 
 SPLITS = ("train", "val", "test")
+TARGETS = {"label": None, "truth_vg": "vg", "truth_presence": "presence"}  # train.target -> target_map amplitude
 
 
 @dataclass(frozen=True)
@@ -119,13 +121,17 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, folder: str | Path, locations: list[tuple[str, int]], qz_scale_invA: float,
-                 augment: AugmentConfig | None = None, seed: int = 0, crop_px: int | None = None):
+                 augment: AugmentConfig | None = None, seed: int = 0, crop_px: int | None = None,
+                 target: str = "label", target_sigma_px: float = 0.75):
         self.folder = Path(folder)
         self.locations = list(locations)
         self.qz_scale_invA = float(qz_scale_invA)
         self.augment = augment
         self.seed = seed
         self.crop_px = crop_px
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.target, self.target_sigma_px = target, float(target_sigma_px)
         self._pid = None
         self._open: dict[str, shards.Shard] = {}
 
@@ -140,8 +146,16 @@ class ShardDataset(Dataset):
         return self._open[name]
 
     def raw(self, i: int) -> dict[str, np.ndarray]:
+        """The sample's images; with a truth target, ``vg`` is that target (already relative: zero beam 1)."""
         name, row = self.locations[i]
-        return {k: np.asarray(v, dtype=np.float32) for k, v in self._shard(name).images(row).items()}
+        sh = self._shard(name)
+        out = {k: np.asarray(v, dtype=np.float32) for k, v in sh.images(row).items()}
+        if self.target != "label":
+            from ..simulation.truth import target_map
+
+            out["vg"] = target_map(sh.reflections(row), out["vg"].shape, sh.meta("k_sampling_invA")[row],
+                                   self.target_sigma_px, TARGETS[self.target])
+        return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         epoch, i = key if isinstance(key, tuple) else (0, key)  # (epoch, i) from the training sampler

@@ -402,6 +402,10 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
     if crop is not None and (crop > min(h, w) or crop % 2**mcfg.depth):
         raise FourdError(f"--crop (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
                          f"{h}×{w} patterns")
+    if cfg.get("target", "label") != "label":  # a truth target needs the truth in every shard trained on
+        from ..evaluate import require_truth
+
+        require_truth(dataset, where["train"] + where["val"])
     init_model = None
     if init is not None:
         init_model, init_card = load_model(init)
@@ -447,8 +451,10 @@ def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfi
     torch.manual_seed(seed)
     scale = qz_scale(dataset, where["train"], seed=seed)
     aug = AugmentConfig.from_dict(cfg["augment"]) if cfg["augment"]["enabled"] else None
-    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed, crop_px=cfg.get("crop_px"))
-    val_ds = ShardDataset(dataset, where["val"], scale)
+    target = {"target": cfg.get("target", "label"), "target_sigma_px": cfg.get("target_sigma_px", 0.75)}
+    train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed, crop_px=cfg.get("crop_px"),
+                            **target)
+    val_ds = ShardDataset(dataset, where["val"], scale, **target)
     model = FCUNet(mcfg)
     if init_model is not None:
         model.load_state_dict(init_model.state_dict())
