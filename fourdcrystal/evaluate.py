@@ -184,6 +184,15 @@ def exact_truth(refl, dk_invA, shape: tuple[int, int], usable: np.ndarray, disk_
                       refl.vg_V / max(vg0, 1e-12), radius)
 
 
+def match_exact(pred_px: np.ndarray, truth: ExactTruth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matches of peaks to the required and ignored reflections within the pattern's radius, closest
+    first: (matched peak indices, their reflections, whether each reflection is required)."""
+    cand = np.nonzero(truth.status != ABSENT)[0]
+    mp, mt = match_peaks(pred_px, truth.px[cand], truth.radius_px)
+    mt = cand[mt]
+    return mp, mt, truth.status[mt] == REQUIRED
+
+
 def score(pred: Peaks, truth: ExactTruth, dk_invA, pred_values: np.ndarray | None, qz_pred: np.ndarray | None,
           qz_true: np.ndarray | None) -> dict:
     """Match ``pred`` to the required and ignored reflections of one pattern; the numbers a tally needs.
@@ -191,10 +200,7 @@ def score(pred: Peaks, truth: ExactTruth, dk_invA, pred_values: np.ndarray | Non
     A peak matched to a required reflection is found; one matched to an ignored reflection is left out of the
     counts; every other peak is false.
     """
-    cand = np.nonzero(truth.status != ABSENT)[0]
-    mp, mt = match_peaks(pred.pos_px, truth.px[cand], truth.radius_px)
-    mt = cand[mt]
-    req = truth.status[mt] == REQUIRED
+    mp, mt, req = match_exact(pred.pos_px, truth)
     fp_, ft = mp[req], mt[req]
     d = pred.pos_px[fp_] - truth.px[ft]
     h_centre = truth.px[np.argmin(truth.g_invA)] if len(truth.px) else np.zeros(2)  # the zero beam's pixel

@@ -40,10 +40,9 @@ from .detect import (
     relative_threshold,
 )
 from .errors import FourdError
-from .evaluate import EvalConfig, ExactTruth, _dose_name, _prf, require_truth, split_samples
+from .evaluate import EvalConfig, ExactTruth, _dose_name, _prf, match_exact, require_truth, split_samples
 from .peaks import (
     PeakConfig,
-    match_peaks,
     maxima_above,
     parabolic_offsets,
     suppress_close,
@@ -117,10 +116,7 @@ class _Grid:
 def _match_exact(pred_px: np.ndarray, truth: ExactTruth) -> tuple[int, int, np.ndarray, np.ndarray]:
     """(found, counted peaks, matched peak indices, their required reflections): peaks on ignored reflections are
     not counted, as in :func:`~fourdcrystal.evaluate.score`."""
-    cand = np.nonzero(truth.status != ABSENT)[0]
-    mp, mt = match_peaks(pred_px, truth.px[cand], truth.radius_px)
-    mt = cand[mt]
-    req = truth.status[mt] == REQUIRED
+    mp, mt, req = match_exact(pred_px, truth)
     return int(req.sum()), len(pred_px) - int((~req).sum()), mp[req], mt[req]
 
 

@@ -236,3 +236,27 @@ def test_training_on_the_truth_target(tiny, tmp_path):
             del f["truth"]
     res = run_cli("train", str(old), "--config", str(cfg), "--epochs", "1", "--out", str(tmp_path / "m2"))
     assert res.exit_code == 2 and "fourdcrystal truth" in res.output and not (tmp_path / "m2").exists()
+
+
+def test_holz_reflections_lie_on_the_folz_ring():
+    """A cell 40 Å long along the beam: its first-order Laue zone cuts the Ewald sphere on a ring of radius
+    √(2H/λ), H = 1/40 Å⁻¹ (1.41 Å⁻¹ at 200 kV), independent of the lattice algebra; the truth keeps the
+    excited HOLZ reflections there and marks them ignored, never required."""
+    from fourdcrystal.simulation.optics import wavelength_A
+
+    lattice = np.diag([4.0, 4.0, 40.0])
+    frac = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.3]])
+    lam = wavelength_A(200e3)
+    refl = reflections(lattice, (0, 0, 1), ["Si", "Si"], frac, 200e3, 2.0, 200.0, (128, 128), (0.03, 0.03))
+    # the beam runs along +z: the sphere bends to g_z < 0, so the layer h·[uvw] = −1 meets it
+    folz = refl.laue_zone == -1
+    assert folz.sum() >= 8 and not np.any(refl.laue_zone == 1)
+    radius = np.sqrt(2 * (1 / 40.0) / lam)
+    q = np.linalg.norm(refl.q_invA[folz], axis=1)
+    # kept where the disk's directions and the slab's width reach the sphere: |s| ≤ α|g| + 1/t, a band of
+    # half-width (α|g| + 1/t) / (λR) about the ring
+    assert np.all(np.abs(q - radius) <= (2e-3 * q + 1 / 200.0) / (lam * radius) * 1.05), (q.min(), q.max(), radius)
+    assert q.min() < radius < q.max()
+    refl.strength = np.where(folz, 0.05, np.where(refl.laue_zone == 0, 0.5, 0.0)).astype(np.float32)
+    status = VisibilityRule().classify(refl, np.ones(len(refl), bool), 0.08, 0.03)
+    assert np.all(status[folz] == IGNORED) and not np.any(status[refl.laue_zone != 0] == REQUIRED)
