@@ -47,8 +47,8 @@ def _run(args: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def _scores(report: dict) -> dict:
-    keep = ("f1", "precision", "recall", "position_rms_px", "patterns")
-    return {m: {d: {k: s[k] for k in keep} for d, s in by.items()} for m, by in report["by_dose"].items()}
+    keep = ("f1", "precision", "recall", "position_rms_px", "patterns", "predicted_peaks", "false_peaks_by_kind")
+    return {m: {d: {k: s[k] for k in keep if k in s} for d, s in by.items()} for m, by in report["by_dose"].items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,12 +48,13 @@ def test_card_states_data_metrics_and_range():
     for dose, m in thick["model"].items():
         b = thick["baseline"][dose]
         assert m["patterns"] > 0 and b["position_rms_invA"] is not None
-        # what holds at >= 20 nm against the tuned baseline and the physical truth, at every dose: positions at
-        # least as precise, and peak heights that follow the kinematic V_g where the correlation heights do not
-        # (the baseline finds more reflections: its F1 is higher, see the README)
+        # what holds at >= 20 nm against the tuned baseline and the physical truth: F1 at least the baseline's
+        # clean, at 10⁵ and 10⁴ e⁻, and positions at least as precise at every dose (its peak heights are detection scores: no V_g claim)
+        if dose != "1e+03":  # at 10³ e⁻ the baseline's F1 is higher (the README says so)
+            assert m["f1"] >= b["f1"], (dose, m["f1"], b["f1"])
         assert m["position_rms_px"] <= b["position_rms_px"], (dose, m["position_rms_px"], b["position_rms_px"])
-        assert m["intensity_pearson_r"] > b["intensity_pearson_r"] + 0.2
-    assert card["training"]["config"]["augment"]["enabled"]
+    assert card["training"]["config"]["augment"]["enabled"] and card["training"]["config"]["target"] == "truth_presence"
+    assert min(card["training"]["config"]["augment"]["dose_e"]) <= 1e3  # trained down to 10³ e⁻ per pattern
     # q_z is reported against the error of predicting q_z = 0 at the same peaks
     assert ev["by_dose_thick"]["model"]["clean"]["qz_mae_zero_invA"] > 0
 
