@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .detect import DetectionSettings, baseline_peaks, model_peaks
+from .detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
 from .lattice import fit_tilt
@@ -51,7 +51,8 @@ class ChunkProcessor:
         t0 = time.perf_counter()
         shape = x.shape[-2:]
         out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
-               "model": self._vectors(model_peaks(vg, x, prep.probe, cfg.settings, prep.usable), shape, qz)}
+               "model": self._vectors(model_peaks(vg, x, prep.probe, cfg.settings, prep.usable, dose_e=(
+                   estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)), shape, qz)}
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()

@@ -565,7 +565,7 @@ def _match_radius_option(section: str):
       help="The secondary V_g label score: maxima of the label V_g ≥ this fraction of the zero beam's.")
 @_opt("evaluate", "min_relative", "--min-relative", type=float,
       help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's V_g (or of the strongest "
-           "maximum, where the card's tuned threshold is one of that).",
+           "maximum, where the card's tuned threshold is one of that), for every pattern whatever its dose.",
       default_text="the threshold tuned on the validation split, from the model card")
 @_opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @_opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
@@ -695,8 +695,9 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "maps", "--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
 @_opt("predict", "min_relative", "--min-relative", type=float,
       help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's V_g (or of the strongest maximum, "
-           "where the card's tuned threshold is one of that).",
-      default_text="the threshold tuned on the validation split, from the model card")
+           "where the card's tuned threshold is one of that), for every pattern whatever its dose.",
+      default_text="the thresholds tuned on the validation split, from the model card (one for patterns "
+                   "under the card's low_dose_e electrons, judged from their counts)")
 @_opt("predict", "mask", "--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero "
                                         "where pixels are to be ignored (beam stop, bad pixels). Dead regions are "
                                         "found by themselves.")

@@ -43,6 +43,10 @@ class ModelPeakSettings:
     search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
     max_peaks: int = 400
     threshold_of: str = "strongest"  # strongest: the strongest maximum; zero_beam: the network's unit, V_g(0)
+    # patterns whose counts say they hold fewer than low_dose_e electrons (estimate_dose) are read at
+    # low_dose_min_relative instead; 0 / None: one threshold for every pattern
+    low_dose_e: float = 0.0
+    low_dose_min_relative: float | None = None
 
     def peak_config(self) -> PeakConfig:
         return PeakConfig(min_relative=self.min_relative, min_spacing_px=self.min_spacing_px,
@@ -74,17 +78,48 @@ def settings_from_card(card: dict) -> tuple[DetectionSettings, bool]:
     return DetectionSettings.from_dict(section["settings"]), True
 
 
+def estimate_dose(patterns: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
+    """Electrons per pattern, from the counts themselves, (n,); inf where the values are not counts.
+
+    A pattern of detected electrons holds whole multiples of one value, the count (1 on a counting
+    detector; any gain or scale the data carry). The smallest positive value is taken as that count; the
+    dose is the sum over it, where at least 90 % of the positive values lie within ``tolerance`` of a whole
+    multiple of it. Noise-free simulations and integrating detectors give inf: such a pattern is read with
+    the threshold of the high doses.
+
+    >>> estimate_dose(np.array([[[0.0, 2.5], [5.0, 7.5]], [[0.1, 0.37], [0.2, 0.9]]])).tolist()
+    [6.0, inf]
+    """
+    out = np.full(len(patterns), np.inf)
+    for i, frame in enumerate(patterns):  # one frame at a time: a chunk of raw frames can be large
+        p = np.asarray(frame, dtype=np.float64).ravel()
+        pos = p[p > 0]
+        if pos.size == 0:
+            continue
+        ratio = pos / pos.min()
+        if np.mean(np.abs(ratio - np.rint(ratio)) < tolerance) >= 0.9:
+            out[i] = float(ratio.sum())
+    return out
+
+
 def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, settings: DetectionSettings,
-                mask: np.ndarray | None = None) -> list[Peaks]:
+                mask: np.ndarray | None = None, dose_e: np.ndarray | None = None) -> list[Peaks]:
     """Peaks of a stack of predicted V_g (n, H, W), placed as ``settings.model.refine`` says.
 
     ``patterns`` (n, H, W) and ``probe`` ((H, W) or (n, H, W)) are the network's inputs, used
-    for the correlation refinement. Intensities stay the predicted V_g at the maxima.
+    for the correlation refinement. Intensities stay the predicted V_g at the maxima. With a low-dose
+    threshold in the settings, each pattern's dose is ``dose_e`` (n,) or :func:`estimate_dose` of
+    ``patterns`` (give ``dose_e`` from the raw frames where ``patterns`` were resampled).
     """
     m = settings.model
     if m.refine not in REFINE_MODES:
         raise ValueError(f"refine must be one of {REFINE_MODES}, got {m.refine!r}")
-    found = [find_peaks(v, _peak_config(m, v, mask), mask=mask) for v in vg]
+    if m.low_dose_e > 0 and m.low_dose_min_relative is not None:
+        dose = estimate_dose(patterns) if dose_e is None else np.asarray(dose_e, float)
+        per = [replace(m, min_relative=m.low_dose_min_relative) if d < m.low_dose_e else m for d in dose]
+    else:
+        per = [m] * len(vg)
+    found = [find_peaks(v, _peak_config(mp, v, mask), mask=mask) for v, mp in zip(vg, per)]
     if m.refine == "correlation":
         moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
         found = [Peaks(pos, p.intensity) for pos, p in zip(moved, found)]
@@ -116,8 +151,9 @@ def baseline_peaks(patterns: np.ndarray, probe: np.ndarray, settings: DetectionS
 
 
 def with_threshold(settings: DetectionSettings, min_relative: float | None) -> DetectionSettings:
-    """``settings`` with the model's threshold replaced (a user's ``--min-relative``), if given; it keeps the
-    settings' reference (``threshold_of``)."""
+    """``settings`` with the model's threshold replaced (a user's ``--min-relative``), if given, for every pattern
+    (no low-dose threshold beside it); it keeps the settings' reference (``threshold_of``)."""
     if min_relative is None:
         return settings
-    return replace(settings, model=replace(settings.model, min_relative=float(min_relative)))
+    return replace(settings, model=replace(settings.model, min_relative=float(min_relative), low_dose_e=0.0,
+                                           low_dose_min_relative=None))

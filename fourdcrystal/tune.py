@@ -6,7 +6,9 @@ config (the same Poisson draws for both methods), a grid search picks:
 
 * for the **model**: the V_g threshold ``min_relative``, what it is a fraction of (``threshold_of``:
   the strongest maximum, or the zero beam's V_g, the network's own unit) and the spacing
-  ``min_spacing_px`` that maximise the F1 averaged over the doses; then the position refinement (``vg``: a
+  ``min_spacing_px`` that maximise the F1 averaged over the doses (over the doses ≥ 3·10⁴ e⁻ where lower
+  ones are listed too, which get a threshold of their own, ``low_dose_min_relative``: the noisier a pattern,
+  the fewer reflections stand out of it); then the position refinement (``vg``: a
   parabola through the V_g maximum, or ``correlation``: the probe correlation of the measured
   pattern near it) with the lower rms position error, averaged over the doses;
 Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
@@ -52,6 +54,7 @@ from .simulation.truth import ABSENT, REQUIRED
 
 log = logging.getLogger("fourdcrystal")
 MAX_PEAKS = ModelPeakSettings().max_peaks  # the same cap for both methods
+LOW_DOSE_E = 3e4  # e⁻ per pattern: doses under this get the model a threshold of their own (between 10⁴ and 10⁵)
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,17 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         for s in samples:
             _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
                              config.model_min_relative, s.exact, _dose_name(s.dose), threshold_of=ref)
-    # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing
+    # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing. With low
+    # doses and higher ones among the doses, the threshold is chosen on the higher ones and a second one for the
+    # low doses (model_peaks tells them apart by the counts of each pattern)
+    low = [_dose_name(d) for d in ec.doses_e if d is not None and d < LOW_DOSE_E]
+    high = [d for d in doses if d not in low] or doses
     m_key = max(((ref, t, sp) for ref in config.model_threshold_of for sp in config.model_spacing_px
-                 for t in config.model_min_relative), key=lambda k: mgrid.f1(k, doses))
+                 for t in config.model_min_relative), key=lambda k: mgrid.f1(k, high))
+    low_t = None
+    if low and high != doses:
+        low_t = max(config.model_min_relative, key=lambda t: mgrid.f1((m_key[0], t, m_key[2]), low))
+    low_kw = {"low_dose_e": LOW_DOSE_E, "low_dose_min_relative": low_t} if low_t is not None else {}
 
     bgrid = _Grid()
     combos = [BaselineConfig(corr_power=cp, sigma_px=sg, **_kernel(k)) for k in config.kernels
@@ -224,7 +235,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     refines = {}
     for refine in ("vg", "correlation"):
         refines[refine] = replace(settings, model=ModelPeakSettings(
-            min_relative=m_key[1], min_spacing_px=m_key[2], refine=refine, threshold_of=m_key[0]))
+            min_relative=m_key[1], min_spacing_px=m_key[2], refine=refine, threshold_of=m_key[0], **low_kw))
         for s in samples:
             pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
             pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.exact, errors=True)
@@ -238,7 +249,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                      "label_min_relative": config.label_min_relative,
                      "objective": "F1 averaged over the doses (detection settings); rms position error averaged "
                                   "over the doses (sub-pixel mode, model refinement); both against the physical "
-                                  "truth (exact reflections, evaluate's visibility rule)"},
+                                  "truth (exact reflections, evaluate's visibility rule); the model's threshold on "
+                                  "the doses >= low_dose_e, its low_dose_min_relative on those under it"},
         "validation": {"model": {d: pos.row(("model", best_refine), d) for d in doses},
                        "baseline": {d: pos.row(("baseline", best_sub), d) for d in doses}},
         "position_rms_px": {"model": {k: {d: pos.row(("model", k), d)["position_rms_px"] for d in doses}
@@ -249,7 +261,9 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         "grid_size": {"model": len(config.model_threshold_of) * len(config.model_min_relative)
                       * len(config.model_spacing_px),
                       "baseline": len(combos) * len(config.baseline_min_relative) * len(config.baseline_spacing_px)},
-        "grid_best_f1": {"model": mgrid.f1(m_key, doses), "baseline": bgrid.f1(b_key, doses)},
+        "grid_best_f1": {"model": float(np.mean([mgrid.f1((m_key[0], low_t if d in low and low_t is not None
+                                                           else m_key[1], m_key[2]), [d]) for d in doses])),
+                         "baseline": bgrid.f1(b_key, doses)},
     }
 
 
@@ -261,7 +275,9 @@ def format_tuning(section: dict) -> str:
               "sigmoid": f"sigmoid {tuple(b['kernel_radii'])}"}[b["kernel"]]
     of = {"strongest": "of the strongest maximum", "zero_beam": "of the zero beam's V_g"}[
         m.get("threshold_of", "strongest")]
-    lines = [f"model:    min_relative {m['min_relative']:g} {of}, spacing {m['min_spacing_px']:g} px, "
+    low = (f" ({m['low_dose_min_relative']:g} under {m['low_dose_e']:g} e⁻ per pattern)"
+           if m.get("low_dose_min_relative") is not None and m.get("low_dose_e", 0) > 0 else "")
+    lines = [f"model:    min_relative {m['min_relative']:g}{low} {of}, spacing {m['min_spacing_px']:g} px, "
              f"refine {m['refine']}",
              f"baseline: kernel {kernel}, corr_power {b['corr_power']:g}, sigma {b['sigma_px']:g} px, min_relative "
              f"{b['peaks']['min_relative']:g}, spacing {b['peaks']['min_spacing_px']:g} px, subpixel "

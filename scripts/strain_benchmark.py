@@ -33,7 +33,8 @@ GRID = [{"threshold_factor": f, "weights": w, "tolerance": t}
 
 
 def scaled_settings(model: str, factor: float):
-    """The card's tuned peak settings with both methods' thresholds multiplied by ``factor``."""
+    """The card's tuned peak settings with both methods' thresholds (the model's low-dose one too) multiplied by
+    ``factor``."""
     from dataclasses import replace
 
     from fourdcrystal.detect import settings_from_card
@@ -42,7 +43,9 @@ def scaled_settings(model: str, factor: float):
     card = json.loads(card_path(resolve_weights(None if model == "release" else model)).read_text())
     st, _ = settings_from_card(card)
     b = st.baseline
-    return replace(st, model=replace(st.model, min_relative=st.model.min_relative * factor),
+    low = st.model.low_dose_min_relative
+    return replace(st, model=replace(st.model, min_relative=st.model.min_relative * factor,
+                                     low_dose_min_relative=None if low is None else low * factor),
                    baseline=replace(b, peaks=replace(b.peaks, min_relative=b.peaks.min_relative * factor)))
 
 

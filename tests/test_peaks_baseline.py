@@ -173,3 +173,25 @@ def test_tune_sweep_counts_what_model_peaks_finds():
                 pk = model_peaks(vg[None], vg[None], vg, s, mask)[0]
                 sc = score(pk, truth, 0.02, None, None, None)
                 assert tuple(grid.counts[((t, sp), "clean")]) == (sc["matched"], sc["pred"], sc["true"]), (ref, t, sp)
+
+
+def test_low_dose_patterns_get_their_own_threshold():
+    """With a low-dose threshold in the settings, a pattern whose counts say it holds fewer electrons than
+    low_dose_e is read at that threshold, a noise-free one (no counts) at the main one; the dose is estimated
+    from the pattern itself, or given (predict gives it from the raw frames)."""
+    from dataclasses import replace
+
+    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, estimate_dose, model_peaks
+    from fourdcrystal.training.augment import shot_noise
+
+    vg = _gaussians([((32, 32), 1.0), ((32, 44), 0.5), ((44, 32), 0.2), ((20, 20), 0.15)])
+    clean = _gaussians([((32, 32), 1.0), ((32, 44), 0.3)], sigma=3.0) + 0.01
+    noisy = shot_noise(clean, 2e3, np.random.default_rng(0))
+    assert np.isinf(estimate_dose(clean[None])[0]) and 1.5e3 < estimate_dose(noisy[None])[0] < 2.5e3
+    st = DetectionSettings(model=ModelPeakSettings(min_relative=0.3, min_spacing_px=2.0, threshold_of="zero_beam",
+                                                   low_dose_e=3e4, low_dose_min_relative=0.1))
+    n_clean, n_noisy = (len(p) for p in model_peaks(np.stack([vg, vg]), np.stack([clean, noisy]), clean, st))
+    assert (n_clean, n_noisy) == (2, 4)
+    assert len(model_peaks(vg[None], clean[None], clean, st, dose_e=np.array([1e3]))[0]) == 4  # a given dose wins
+    off = replace(st, model=replace(st.model, low_dose_e=0.0))
+    assert len(model_peaks(vg[None], noisy[None], clean, off)[0]) == 2  # no low-dose threshold: one for all

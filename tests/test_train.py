@@ -286,6 +286,9 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
     # the model's threshold: a fraction of its strongest maximum or of the zero beam's V_g, both searched
     assert section["settings"]["model"]["threshold_of"] in ("strongest", "zero_beam")
     assert section["grid"]["model_threshold_of"] == ["strongest", "zero_beam"]
+    # 10⁴ e⁻ among the doses beside a higher one: it gets a threshold of its own
+    model = section["settings"]["model"]
+    assert model["low_dose_e"] == 3e4 and model["low_dose_min_relative"] in section["grid"]["model_min_relative"]
     assert section["grid_size"]["model"] == 2 * len(section["grid"]["model_min_relative"]) * len(
         section["grid"]["model_spacing_px"])
     assert section["settings"]["baseline"]["kernel"] in ("flat", "gaussian", "sigmoid")
