@@ -178,10 +178,8 @@ def exact_truth(refl, dk_invA, shape: tuple[int, int], usable: np.ndarray, disk_
         from scipy.spatial import cKDTree
 
         radius = min(radius, max(1.0, 0.5 * float(cKDTree(visible).query(visible, k=2)[0][:, 1].min())))
-    zero = np.all(refl.hkl == 0, axis=1)
-    vg0 = float(refl.vg_V[zero][0]) if zero.any() else float(np.max(refl.vg_V, initial=1.0))
     return ExactTruth(px, status, np.linalg.norm(refl.q_invA, axis=1), np.nan_to_num(refl.strength),
-                      refl.vg_V / max(vg0, 1e-12), radius)
+                      refl.vg_V / max(refl.vg0_V, 1e-12), radius)
 
 
 def match_exact(pred_px: np.ndarray, truth: ExactTruth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -64,6 +64,12 @@ class Reflections:
     def __len__(self) -> int:
         return len(self.hkl)
 
+    @property
+    def vg0_V(self) -> float:
+        """The zero beam's kinematic |V_0| (its row h k l = 0 0 0; the largest |V_g| where it is missing)."""
+        zero = np.all(self.hkl == 0, axis=1)
+        return float(self.vg_V[zero][0]) if zero.any() else float(np.max(self.vg_V, initial=1.0))
+
     def take(self, keep) -> "Reflections":
         return Reflections(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
 
@@ -314,8 +320,7 @@ def target_map(refl: Reflections, shape: tuple[int, int], k_sampling_invA, sigma
         raise ValueError(f"amplitude must be one of {TARGET_AMPLITUDES}, got {amplitude!r}")
     dk = np.broadcast_to(np.asarray(k_sampling_invA, float), (2,))
     h, w = shape
-    zero = np.all(refl.hkl == 0, axis=1)
-    vg0 = float(refl.vg_V[zero][0]) if zero.any() else float(np.max(refl.vg_V, initial=1.0))
+    vg0 = refl.vg0_V
     keep = (refl.laue_zone == 0) & (np.nan_to_num(refl.strength) >= weak_strength) & (
         refl.vg_V >= min_vg_fraction * vg0)
     px = refl.q_invA[keep] / dk + np.array([h // 2, w // 2])
@@ -381,9 +386,7 @@ class VisibilityRule:
         visible = zolz & (strength >= self.weak_strength)
         rho = strength_radius_invA(refl, disk_radius_invA, pixel_invA)
         crowded = zolz_spacing_invA(refl) < self.min_separation_radii * disk_radius_invA + rho
-        zero = np.all(refl.hkl == 0, axis=1)
-        vg0 = float(refl.vg_V[zero][0]) if zero.any() else float(np.max(refl.vg_V, initial=0.0))
-        lattice = zolz & (refl.vg_V >= self.min_vg_fraction * vg0)
+        lattice = zolz & (refl.vg_V >= self.min_vg_fraction * refl.vg0_V)
         out[visible | holz | lattice] = IGNORED
         out[lattice & (strength >= self.min_strength) & scored & ~fed & ~crowded] = REQUIRED
         return out
