@@ -582,7 +582,7 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     specimen's lattice, orientation, tilt and strain; `fourdcrystal truth` adds it to old data
     sets): precision, recall, F1, rms position error (px and Å⁻¹) and its bias by |g|, intensity
     correlation with the kinematic |V_g| and q_z error, by dose, thickness (< 200, 200–400,
-    ≥ 400 Å), beam energy and zone-axis index; the score against the V_g label maps is a
+    ≥ 400 Å), beam energy, semi-angle and zone-axis index; the score against the V_g label maps is a
     secondary table. Writes OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png,
     and prints the table.
     """

@@ -464,7 +464,7 @@ INSPECT_SCHEMA: Schema = {
 _SPLIT_HELP = "which split of the data set (test: crystals never seen in training; val: for tuning)"
 EVALUATE_SCHEMA: Schema = {
     "split": Field("test", Choice("test", "val", "train"), _SPLIT_HELP),
-    "doses": Field([None, 1e5, 1e4], Doses(), "electrons per pattern; clean = the noise-free simulation"),
+    "doses": Field([None, 1e5, 1e4, 1e3], Doses(), "electrons per pattern; clean = the noise-free simulation"),
     "match_radius_px": Field(2.0, Float(0.0, lo_open=True), "a peak within this many pixels of a reflection's exact position is found (at most half the spacing of the visible reflections)"),
     "label_min_relative": Field(0.05, Fraction(), "the secondary V_g label score: maxima of the label V_g >= this fraction of the zero beam's"),
     "min_relative": Field(None, Fraction(nullable=True),

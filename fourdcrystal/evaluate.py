@@ -319,6 +319,7 @@ class Sample:
     energy_eV: float = 0.0
     zone_axis_index: int = 0  # max(|u|, |v|, |w|) of the zone axis [uvw]
     exact: ExactTruth | None = None  # the physical truth: what the detection is scored on
+    semiangle_mrad: float = 0.0
 
 
 def split_samples(predictor, dataset: str | Path, locations: list, config: EvalConfig, pbar=None):
@@ -378,7 +379,7 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                     for j, (n, r) in enumerate(chunk):
                         yield Sample(n, name, r, float(thick[r]), np.asarray(dk_all[r], float), dose, x[j], probes[j],
                                      vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j],
-                                     float(energy[r]), int(axis_index[r]), exact[j])
+                                     float(energy[r]), int(axis_index[r]), exact[j], float(alpha[r]))
                     if pbar is not None:
                         pbar.update(len(chunk))
 
@@ -441,7 +442,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
             for method, sc in (("model", s_model), ("baseline", s_base)):
                 keys = [(method, dose, s.thickness_A), (method, dose, "all"), (method, "all", "all"),
                         (method, dose, thickness_bin(s.thickness_A)), (method, dose, ("kV", round(s.energy_eV / 1e3))),
-                        (method, dose, ("axis", s.zone_axis_index))]
+                        (method, dose, ("axis", s.zone_axis_index)), (method, dose, ("mrad", s.semiangle_mrad))]
                 if s.thickness_A >= config.thick_from_A:
                     keys.append((method, dose, "thick"))
                 for key in keys:
@@ -468,6 +469,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                                       for m in METHODS},
         "by_dose_and_energy_kV": _by_group(tallies, "kV", doses),
         "by_dose_and_zone_axis_index": _by_group(tallies, "axis", doses),
+        "by_dose_and_semiangle_mrad": _by_group(tallies, "mrad", doses),
         "thick_from_A": config.thick_from_A,
         "by_dose_thick": {m: {d: tallies[(m, d, "thick")].summary() for d in doses} for m in METHODS},
         "truth": "physical",
@@ -556,7 +558,8 @@ def format_table(report: dict) -> str:
     if thick and any(s["patterns"] for s in thick["model"].values()):
         sections.append((f"thickness ≥ {report['thick_from_A']:g} Å", thick))
     for key, name, unit in (("by_dose_and_energy_kV", "beam energy", " kV"),
-                            ("by_dose_and_zone_axis_index", "zone axis index max|uvw| =", "")):
+                            ("by_dose_and_zone_axis_index", "zone axis index max|uvw| =", ""),
+                            ("by_dose_and_semiangle_mrad", "convergence semi-angle", " mrad")):
         groups = report.get(key, {}).get("model", {})
         for v in next(iter(groups.values()), {}) if groups else {}:
             sections.append((f"{name} {v}{unit}", {m: {d: report[key][m][d][v] for d in groups} for m in METHODS}))

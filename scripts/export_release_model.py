@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
                                          "by_dose_and_thickness_A", "by_dose_and_thickness_bin", "definitions",
                                          "config", "settings")}
-    evaluation.update({k: report[k] for k in ("by_dose_and_energy_kV", "by_dose_and_zone_axis_index", "truth",
+    evaluation.update({k: report[k] for k in ("by_dose_and_energy_kV", "by_dose_and_zone_axis_index",
+                                              "by_dose_and_semiangle_mrad", "truth",
                                               "visibility", "vg_label") if k in report})
     if args.card_only:
         release = {**card["release"], "test_evaluation": evaluation}

@@ -241,12 +241,14 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
     from fourdcrystal.training.data import open_dataset
 
     _, where, _ = open_dataset(dataset)
-    kv, axis = set(), set()
+    kv, axis, mrad = set(), set(), set()
     for name, row in where["test"]:
         with shards.Shard(dataset / name) as sh:
             kv.add(f"{sh.meta('energy_eV')[row] / 1e3:g}")
             axis.add(str(int(abs(sh.meta("zone_axis")[row]).max())))
-    for key, groups in (("by_dose_and_energy_kV", kv), ("by_dose_and_zone_axis_index", axis)):
+            mrad.add(f"{sh.meta('semiangle_mrad')[row]:g}")
+    for key, groups in (("by_dose_and_energy_kV", kv), ("by_dose_and_zone_axis_index", axis),
+                        ("by_dose_and_semiangle_mrad", mrad)):
         table = report[key]["model"]["clean"]
         assert set(table) == groups and sum(t["patterns"] for t in table.values()) == 2, key
     assert f"beam energy {sorted(kv)[0]} kV:" in res.output and "zone axis index" in res.output
