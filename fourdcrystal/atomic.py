@@ -95,6 +95,22 @@ def check_new_file(path: str | os.PathLike, suffixes: tuple[str, ...], overwrite
     return path
 
 
+def check_not_inputs(option: str, outputs: list, inputs: dict) -> None:
+    """One line when a file this run would write is one it reads: ``outputs`` (paths, the first the one the user
+    named with ``option``) against ``inputs`` ({what it is: path or None}). Checked before any work, so
+    ``--overwrite`` can never replace a model's weights, a probe or the data with a result."""
+    named = Path(outputs[0])
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        target = Path(path).resolve()
+        for out in outputs:
+            if Path(out).resolve() == target:
+                also = "" if Path(out) == named else f" (it writes {Path(out).name} beside it)"
+                raise FourdError(f"{option} {named}: would overwrite {what} {path}{also}; choose another name "
+                                 f"(nothing was written)")
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> None:
     """Fail early, in one line, if ``path`` (a folder, or the nearest existing folder above it) cannot take
     new files: read-only file system, no permission. Tries a real file: os.access misses read-only mounts

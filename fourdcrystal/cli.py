@@ -842,8 +842,10 @@ def export_cmd(vectors, out, method, overwrite) -> None:
     (the zero beam predict found) and Q pixel size (Å⁻¹) in its calibration, so
     braggvectors.cal[x, y] are in Å⁻¹, ready for py4DSTEM's strain and orientation tools.
     """
-    from .atomic import atomic_file, check_new_file, output_lock
+    from .atomic import atomic_file, check_new_file, check_not_inputs, output_lock
     from .io.vectors import read_vectors, write_py4dstem_braggvectors
+
+    check_not_inputs("--out", [out], {"the predict result": vectors})
 
     vs = read_vectors(vectors, method)
     if vs.method not in ("model", "baseline"):

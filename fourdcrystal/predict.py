@@ -111,17 +111,23 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     output paths, positions, vectors per method, patterns/s and the time spent per step.
     ``model_path`` None (or ``"release"``) runs the model shipped inside the package.
     """
-    from .training.card import load_model, resolve_weights
+    from .atomic import check_not_inputs
+    from .training.card import card_path, load_model, resolve_weights
     from .versions import software_versions
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     source = split_spec(data)[0]
-    if source.exists() and out.exists() and source.resolve() == out.resolve():
-        raise FourdError(f"--out {out} is the input data file; choose another name (nothing was written)")
+    model_path = resolve_weights(model_path)
+    if out.suffix.lower() == ".png":
+        raise FourdError(f"--out {out}: the result is an HDF5 file and its PNG summary is written beside it with the "
+                         f"suffix .png; give a name ending in .h5 (nothing was written)")
+    # the result, its PNG summary and its partial file must be none of the files this run reads
+    check_not_inputs("--out", [out, out.with_suffix(".png"), partial], {
+        "the input data file": source, "the model's weights": model_path, "the model's card": card_path(model_path),
+        "the probe file": split_spec(probe)[0] if probe else None, "the mask file": split_spec(mask)[0] if mask else None})
     if out.exists() and not overwrite:
         raise FourdError(f"{out} already exists; pass --overwrite to replace it")
-    model_path = resolve_weights(model_path)
     model, card = load_model(model_path, inference=True)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
