@@ -397,3 +397,14 @@ def test_split_by_prototype_keeps_each_prototype_in_one_split(specimens):
     base = load_config("simulate")
     legacy = {k: v for k, v in base.items() if k != "split_by"}  # a config from before the setting
     assert [t.task_hash for t in plan_tasks(spec, base)] == [t.task_hash for t in plan_tasks(spec, legacy)]
+
+
+def test_non_finite_patterns_are_refused_not_written(specimens, tmp_path):
+    """Optics that overflow the probe's phase (--cs 1e300) give NaN patterns: simulate stops with one line
+    naming the optics, writes no shard and no index (a NaN shard would train and score as if it were data)."""
+    out = tmp_path / "nan"
+    res = run_cli("simulate", str(specimens), "--out", str(out), "--output-px", "32", "--specimens-per-shard", "2",
+                  "--cs", "1e300")
+    line = _error(res)
+    assert "non-finite" in line and "cs_A 1e+300" in line
+    assert not list(out.glob("shard-*.h5")) and not (out / "index.json").exists()

@@ -347,3 +347,13 @@ def test_random_crops_carry_their_zero_beam_and_train_end_to_end(dataset, tmp_pa
     card = json.loads((out / "model.json").read_text())
     assert card["training"]["config"]["vg_loss"] == "asinh" and card["training"]["config"]["vg_asinh_scale"] == 0.05
     assert all(np.isfinite(h["val_loss"]) for h in _history(out))
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_no_model(dataset, tmp_path):
+    """A learning rate far too high makes the weights non-finite: train says so in one line (exit 2) instead
+    of saving a model that predicts NaN."""
+    out = tmp_path / "m"
+    res = run_cli("train", str(dataset), *TINY, "--epochs", "2", "--lr", "1e10", "--out", str(out))
+    line = _error(res)
+    assert "diverged in epoch 1" in line and "not finite" in line
+    assert not (out / "model.pt").exists() and not (out / "checkpoint.pt").exists()

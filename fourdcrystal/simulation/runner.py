@@ -196,6 +196,11 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
                 for k, v in values.items():
                     meta[k].append(v)
     arrays = {k: np.stack(v) for k, v in images.items()}
+    for name, arr in arrays.items():  # a shard of NaN would train and score as if it were data
+        if not np.isfinite(arr).all():
+            raise FourdError(f"specimen {task.specimen_ids[0]} (shard {task.file}): the simulated {name} holds "
+                             f"non-finite values; check the optics (cs_A {cfg['cs_A']:g} Å, defocus_A "
+                             f"{cfg['defocus_A']:g} Å) and the specimen; nothing was written for this shard")
     versions = software_versions(("fourdcrystal", "abtem"))
     attrs = {"k_sampling_invA": np.median(np.asarray(meta["k_sampling_invA"]), axis=0), "output_px": output_px,
              "task": task.task_hash, "fourdcrystal_version": versions["fourdcrystal"],
@@ -354,6 +359,10 @@ def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None, wisdo
                     f.cancel()
                 raise FourdError("a worker process died (killed, or out of memory); finished shards are kept: "
                                  "rerun the same command to resume") from None
+            except BaseException:  # a task's error ends the run: the queued tasks are not started
+                for f in futures:
+                    f.cancel()
+                raise
     else:
         for t in todo:
             yield run_shard(*args, t, cfg, splits, 1, wisdom)

@@ -343,6 +343,7 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
             stop_reason = "early_stopping"
             break
         row = _run_epoch(run, step, loader, epoch_sampler, epoch, cfg, dist)
+        _check_finite(run.model, row, epoch, out)  # before the checkpoint: the last finite epoch's is kept
         history.append(row)
         if row["val_loss"] < best.loss:
             best = _Best(row["val_loss"], epoch, {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
@@ -380,6 +381,17 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
     dist.barrier()
     return {"finished": True, "epoch": len(history), "epochs": cfg["epochs"], "out": str(out), "card": card,
             "final_weights_sha256": digest}
+
+
+def _check_finite(model: nn.Module, row: dict, epoch: int, out: Path) -> None:
+    """One line when an epoch left non-finite weights or losses (a learning rate far too high, say): a model
+    that predicts NaN would otherwise be saved and later find nothing, exit 0."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    losses = [k for k in ("train_loss", "val_loss") if not math.isfinite(float(row.get(k, 0.0)))]
+    if bad or losses:
+        what = f"{len(bad)} weight tensors" if bad else " and ".join(losses)
+        raise FourdError(f"training diverged in epoch {epoch + 1}: {what} not finite (lower --lr or train.grad_clip); "
+                         f"nothing of this epoch was saved, {out} keeps the last finite checkpoint")
 
 
 def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetConfig, nn.Module | None]:
