@@ -11,12 +11,12 @@ config (the same Poisson draws for both methods), a grid search picks:
   the fewer reflections stand out of it); then the position refinement (``vg``: a
   parabola through the V_g maximum, or ``correlation``: the probe correlation of the measured
   pattern near it) with the lower rms position error, averaged over the doses;
-Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
-rule), as ``evaluate`` scores.
-
 * for the **baseline**: the correlation power, the Gaussian smoothing, ``min_relative`` and
   ``min_spacing_px`` that maximise the same mean F1; then its sub-pixel mode (parabola or DFT
   up-sampling) with the lower rms error.
+
+Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
+rule), as ``evaluate`` scores.
 
 Thresholds only remove peaks, and the circular spacing suppression keeps the stronger peak,
 so the peaks at a threshold t are those at the lowest threshold of the grid whose value is

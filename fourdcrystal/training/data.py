@@ -8,8 +8,8 @@ cross a fork.
 Targets are normalised for training and the normalisation travels in the model card:
 ``vg`` is divided by its zero-beam value (the pixel at q = 0), so the network learns relative
 Bragg potentials whatever the thickness (``target``: the V_g label map, or a map made from the
-shards' physical truth, :func:`fourdcrystal.simulation.truth.target_map`, whose zero beam is 1); ``qz`` is divided by ``qz_scale_invA``, the
-V_g-weighted r.m.s. q_z of the training split.
+shards' physical truth, :func:`fourdcrystal.simulation.truth.target_map`, whose zero beam is 1);
+``qz`` is divided by ``qz_scale_invA``, the V_g-weighted r.m.s. q_z of the training split.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class ShardDataset(Dataset):
         if self.target != "label":
             from ..simulation.truth import target_map
 
-            out["vg"] = target_map(sh.reflections(row), out["vg"].shape, sh.meta("k_sampling_invA")[row],
+            out["vg"] = target_map(sh.reflections(row), out["vg"].shape, sh.file["meta/k_sampling_invA"][row],
                                    self.target_sigma_px, TARGETS[self.target])
         return out
 
