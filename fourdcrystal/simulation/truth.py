@@ -70,9 +70,6 @@ class Reflections:
         zero = np.all(self.hkl == 0, axis=1)
         return float(self.vg_V[zero][0]) if zero.any() else float(np.max(self.vg_V, initial=1.0))
 
-    def take(self, keep) -> "Reflections":
-        return Reflections(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
-
     @staticmethod
     def names() -> tuple[str, ...]:
         return tuple(f.name for f in fields(Reflections))
@@ -245,16 +242,19 @@ def zolz_spacing_invA(refl: Reflections) -> np.ndarray:
         return np.full(len(refl), np.inf)
     from scipy.spatial import cKDTree
 
-    d, i = cKDTree(q).query(refl.q_invA, k=2)
+    d, _ = cKDTree(q).query(refl.q_invA, k=2)
     own = d[:, 0] < 1e-12  # a ZOLZ reflection finds itself first
     return np.where(own, d[:, 1], d[:, 0])
 
 
-def strength_radius_invA(refl: Reflections, disk_radius_invA: float, pixel_invA: float) -> float:
+def strength_radius_invA(refl: Reflections, disk_radius_invA: float, pixel_invA: float,
+                         spacing_invA: np.ndarray | None = None) -> float:
     """The radius of :func:`measure_strength`'s circles: 0.8 disk radius, less where a circle that size would
-    reach into the nearest neighbour's disk (spacing − disk radius), at least one pixel."""
+    reach into the nearest neighbour's disk (spacing − disk radius), at least one pixel. ``spacing_invA``:
+    :func:`zolz_spacing_invA` of ``refl`` where the caller has it already."""
     zolz = refl.laue_zone == 0
-    nn = float(zolz_spacing_invA(refl)[zolz].min()) if zolz.sum() > 1 else np.inf
+    spacing = zolz_spacing_invA(refl) if spacing_invA is None else spacing_invA
+    nn = float(spacing[zolz].min()) if zolz.sum() > 1 else np.inf
     return max(min(0.8 * disk_radius_invA, nn - disk_radius_invA), pixel_invA)
 
 
@@ -384,8 +384,9 @@ class VisibilityRule:
             fed[np.nonzero(zolz)[0]] = (d <= disk_radius_invA).any(axis=1)
         out = np.full(len(refl), ABSENT, np.int8)
         visible = zolz & (strength >= self.weak_strength)
-        rho = strength_radius_invA(refl, disk_radius_invA, pixel_invA)
-        crowded = zolz_spacing_invA(refl) < self.min_separation_radii * disk_radius_invA + rho
+        spacing = zolz_spacing_invA(refl)
+        rho = strength_radius_invA(refl, disk_radius_invA, pixel_invA, spacing)
+        crowded = spacing < self.min_separation_radii * disk_radius_invA + rho
         lattice = zolz & (refl.vg_V >= self.min_vg_fraction * refl.vg0_V)
         out[visible | holz | lattice] = IGNORED
         out[lattice & (strength >= self.min_strength) & scored & ~fed & ~crowded] = REQUIRED
