@@ -63,11 +63,12 @@ def peak_f1(pred: torch.Tensor, true: torch.Tensor) -> float:
 TRUTH_THRESHOLDS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)  # fractions of the zero beam's V_g
 
 
-def truth_of(dataset: str, locations: list, crop: int | None, shape: tuple[int, int]) -> list:
+def truth_of(dataset: str, locations: list, crop: int | None) -> list:
     """Each pattern's physical truth (``evaluate.ExactTruth``) on the (cropped) grid, or None without truth."""
     from dataclasses import replace
 
     from fourdcrystal.evaluate import EvalConfig, split_samples
+    from fourdcrystal.simulation.truth import IGNORED, REQUIRED
 
     with shards.Shard(Path(dataset) / locations[0][0]) as sh:
         if not sh.has_truth:
@@ -78,13 +79,13 @@ def truth_of(dataset: str, locations: list, crop: int | None, shape: tuple[int, 
         if crop:
             i0, j0 = (usable.shape[0] - crop) // 2, (usable.shape[1] - crop) // 2
             usable = usable[i0:i0 + crop, j0:j0 + crop].copy()
-            usable[:2], usable[-2:], usable[:, :2], usable[:, -2:] = False, False, False, False
-
+            usable[:2], usable[-2:], usable[:, :2], usable[:, -2:] = False, False, False, False  # no peaks at its edge
             ex = replace(ex, px=ex.px - [i0, j0])
             inside = np.all((np.rint(ex.px) >= 0) & (np.rint(ex.px) < crop), axis=1)
             ij = np.clip(np.rint(ex.px).astype(int), 0, crop - 1)
-            off = inside & ~usable[ij[:, 0], ij[:, 1]] & (ex.status == 1)
-            ex.status = np.where(off, 0, ex.status).astype(np.int8)  # required off the crop's scored region: ignored
+            # required reflections off the crop, or off its scored region, are ignored: no peak can be found there
+            off = (~inside | ~usable[ij[:, 0], ij[:, 1]]) & (ex.status == REQUIRED)
+            ex.status = np.where(off, IGNORED, ex.status).astype(np.int8)
         out.append((ex, usable))
     return out
 
@@ -156,7 +157,7 @@ def main() -> None:
     off[..., h // 2, w // 2] = 0
     zero_nmse = float((off**2).sum() / (vg**2).sum())
     print(f"{len(items)} patterns; zero beam alone: NMSE {zero_nmse:.3f}")
-    truths = truth_of(a.dataset, locations, a.crop, tuple(vg.shape[-2:]))
+    truths = truth_of(a.dataset, locations, a.crop)
     ceiling = truth_f1(vg[:, 0].numpy(), truths) if truths else None
     if ceiling:
         print(f"the target ({a.target}) against the physical truth, F1 by threshold (of the zero beam's V_g): "
