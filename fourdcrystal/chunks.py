@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .baseline import refine_positions
 from .detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
@@ -50,14 +51,18 @@ class ChunkProcessor:
         t["model"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         shape = x.shape[-2:]
+        bg = prep.baseline_grid
+        native = placed_on_detector(cfg.settings, prep)
+        xb = bg.resampler(raw) if native or (cfg.baseline and bg.resampler is not prep.resampler) else x
+        settings = replace(cfg.settings, model=replace(cfg.settings.model, refine="vg")) if native else cfg.settings
+        peaks = model_peaks(vg, x, prep.probe, settings, prep.usable,
+                            dose_e=estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)
+        q = self._native_q(peaks, shape, xb) if native else None
         out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
-               "model": self._vectors(model_peaks(vg, x, prep.probe, cfg.settings, prep.usable, dose_e=(
-                   estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)), shape, qz)}
+               "model": self._vectors(peaks, shape, qz, q=q)}
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
-            bg = prep.baseline_grid
-            xb = x if bg.resampler is prep.resampler else bg.resampler(raw)  # a coarse detector: the model's grid
             out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
                                             xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA)
             t["baseline"] += time.perf_counter() - t0
@@ -66,11 +71,29 @@ class ChunkProcessor:
         out["timing_s"] = dict(t)
         return out
 
-    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None, dk=None, q_offset=(0.0, 0.0)) -> dict:
+    def _native_q(self, peaks: list, shape, xb: np.ndarray) -> np.ndarray:
+        """q (Å⁻¹) of the model's peaks placed on the detector's own pixels: the maximum of the measured
+        pattern's correlation with the probe within ``search_px`` (model pixels, in Å⁻¹ kept) of the model's
+        position. The model's grid is coarser here (it was resampled), the detector's pixels are not."""
+        bg = self.prep.baseline_grid
+        centre_b = np.array([s // 2 for s in xb.shape[-2:]], float)
+        start = [to_reciprocal(p, shape, self.dk) - np.asarray(bg.q_offset_invA) for p in peaks]
+        pos_b = [q / np.asarray(bg.dk_invA) + centre_b for q in start]
+        moved = refine_positions(xb, bg.probe, pos_b, self.baseline_settings.baseline,
+                                 self.config.settings.model.search_px * bg.px_scale)
+        q = [to_reciprocal(Peaks(m, p.intensity), xb.shape[-2:], bg.dk_invA) + np.asarray(bg.q_offset_invA)
+             for m, p in zip(moved, peaks)]
+        return np.concatenate(q) if q else np.zeros((0, 2))
+
+    def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None, dk=None, q_offset=(0.0, 0.0),
+                 q: np.ndarray | None = None) -> dict:
+        """The vectors of one chunk; ``q`` (Å⁻¹), where given, replaces the peaks' own positions (the map and
+        q_z stay read at the peaks' pixels)."""
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
-        q = to_reciprocal(Peaks(pos, inten), shape, self.dk if dk is None else dk) + np.asarray(q_offset)
+        if q is None:
+            q = to_reciprocal(Peaks(pos, inten), shape, self.dk if dk is None else dk) + np.asarray(q_offset)
         ij = np.clip(np.rint(pos).astype(int), 0, [shape[0] - 1, shape[1] - 1])
         bvm = np.zeros(shape, np.float64)
         np.add.at(bvm, (ij[:, 0], ij[:, 1]), inten)
@@ -86,6 +109,18 @@ class ChunkProcessor:
             if self.config.qz is False:
                 del out["qz_invA"]
         return out
+
+
+def placed_on_detector(settings: DetectionSettings, prep: Preparation) -> bool:
+    """Whether the model's peaks are placed on the measured correlation at the detector's own pixels: where
+    those are finer than the model's grid (by more than 5 %) and ``fine_detector_refine`` is
+    ``"correlation"``. The model's grid then loses the detector's precision (the patterns were resampled
+    to coarser pixels); on the Si [110] strain series (0.0167 Å⁻¹ pixels, the model's 0.0296 Å⁻¹) this placement
+    gave noise-free strain errors of 0.039–0.094 % against 0.047–0.170 % on the model's grid, and 0.15–0.27 %
+    against 0.18–0.32 % at 10⁵ e⁻ (experiments/strain_noise)."""
+    bg = prep.baseline_grid
+    return (settings.model.fine_detector_refine == "correlation" and bg.resampler is not prep.resampler
+            and bg.px_scale > 1.05)
 
 
 def baseline_settings(settings: DetectionSettings, prep: Preparation) -> DetectionSettings:

@@ -780,9 +780,10 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
               help="Index a vector when it lies within this fraction of |shortest g| of a lattice point.")
 @_opt("strain", "min_vectors", "--min-vectors", type=int,
               help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
-@_opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "none"]),
-              help="Least-squares weights of the vectors; auto: their intensities for model vectors (kinematic "
-                   "V_g), equal for correlation peaks (baseline, py4DSTEM), as chosen on a validation series.")
+@_opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "none"]),
+              help="Least-squares weights of the vectors: their intensity, its square, or equal; auto: squared for "
+                   "model vectors (kinematic V_g: a disk's counts go as V_g²), equal for correlation peaks "
+                   "(baseline, py4DSTEM), as chosen on a validation series.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrite, **_options) -> None:
     """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.

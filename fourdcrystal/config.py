@@ -515,7 +515,9 @@ STRAIN_SCHEMA: Schema = {
     "tolerance": Field(0.25, Float(0.0, 0.5, lo_open=True),
                        "index a vector within this fraction of |shortest g| of a lattice point"),
     "min_vectors": Field(5, Int(3), "positions with fewer indexed vectors are not fitted"),
-    "weights": Field("auto", Choice("auto", "intensity", "none"), "least-squares weights of the vectors"),
+    "weights": Field("auto", Choice("auto", "intensity", "squared", "none"),
+                     "least-squares weights of the vectors: intensity, its square, or equal; auto: squared for model "
+                     "vectors (V_g), equal for correlation peaks"),
 }
 
 SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA,

@@ -7,7 +7,9 @@ One place turns (measured pattern, vacuum probe, network output) into peaks, for
   apart, only where the detector has data (``mask``); each then placed by ``refine``: ``"vg"`` a
   parabola through the V_g maximum, or ``"correlation"`` the maximum of the measured pattern's
   correlation with the probe within ``search_px`` (sub-pixel as the baseline's settings say),
-  which averages the noise over the whole disk. The reference
+  which averages the noise over the whole disk. Where ``predict`` has the detector's own pixels finer than
+  the model's grid, ``fine_detector_refine`` (default ``"correlation"``) places the peaks on that
+  correlation there instead (:func:`fourdcrystal.chunks.placed_on_detector`). The reference
   (``threshold_of``) is ``"strongest"``, the strongest maximum inside ``mask``, or ``"zero_beam"``,
   the network's own unit: it is trained on V_g divided by the zero beam's, so its output is a
   fraction of the zero beam's already. A network trained without the zero-beam pixel in its loss
@@ -30,6 +32,7 @@ from .baseline import BaselineConfig, find_bragg_disks_batch, refine_positions
 from .peaks import PeakConfig, Peaks, find_peaks
 
 REFINE_MODES = ("vg", "correlation")
+FINE_DETECTOR_REFINES = ("correlation", "model_grid")
 THRESHOLD_REFERENCES = ("strongest", "zero_beam")
 
 
@@ -40,6 +43,9 @@ class ModelPeakSettings:
     min_relative: float = 0.05  # maxima ≥ this fraction of the reference (threshold_of)
     min_spacing_px: float = 3.0  # model-grid pixels between two peaks
     refine: str = "vg"  # vg | correlation
+    # predict on a detector finer than the model's grid: "correlation" places every peak on the measured
+    # correlation at the detector's own pixels (fourdcrystal.chunks.placed_on_detector); "model_grid": as refine
+    fine_detector_refine: str = "correlation"
     search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
     max_peaks: int = 400
     threshold_of: str = "strongest"  # strongest: the strongest maximum; zero_beam: the network's unit, V_g(0)
@@ -120,6 +126,8 @@ def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, setting
     else:
         per = [m] * len(vg)
     found = [find_peaks(v, _peak_config(mp, v, mask), mask=mask) for v, mp in zip(vg, per)]
+    if m.fine_detector_refine not in FINE_DETECTOR_REFINES:
+        raise ValueError(f"fine_detector_refine must be one of {FINE_DETECTOR_REFINES}, got {m.fine_detector_refine!r}")
     if m.refine == "correlation":
         moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
         found = [Peaks(pos, p.intensity) for pos, p in zip(moved, found)]

@@ -37,6 +37,7 @@ from .progress import progress
 
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain/1"
+WEIGHTS = ("auto", "intensity", "squared", "none")
 CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the reference, detector frame: x = axis 0 "
                "= q_x, y = axis 1 = q_y); F = (I + eps) R(theta) (polar decomposition, left stretch): eps in the "
                "detector frame (fractions, tensor shear exy; engineering shear = 2 exy), theta counter-clockwise from q_x "
@@ -52,7 +53,7 @@ class StrainConfig:
     g2: tuple[float, float] | None = None
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
-    weights: str = default("strain", "weights")  # intensity | none | auto (intensity for model vectors only)
+    weights: str = default("strain", "weights")  # auto | intensity | squared | none (fit_weights)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
     crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
     max_crystal_mismatch: float = 0.1  # refuse a crystal lattice farther than this (relative) from the measured one
@@ -76,8 +77,8 @@ def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] 
 def check_config(config: StrainConfig) -> None:
     if config.method not in ("model", "baseline"):
         raise FourdError(f"--method {config.method!r}: expected model or baseline")
-    if config.weights not in ("intensity", "none", "auto"):
-        raise FourdError(f"--weights {config.weights!r}: expected auto, intensity or none")
+    if config.weights not in WEIGHTS:
+        raise FourdError(f"--weights {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
         raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
     if config.min_vectors < 3:
@@ -127,19 +128,22 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
 
 
 def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
-    """``auto``: the model's intensities are kinematic V_g (a strong reflection is a well-placed one) and
-    weight its fit; correlation peak heights (baseline, py4DSTEM) do not: their fits weigh vectors equally.
-    Chosen on a validation strain series (``scripts/strain_benchmark.py --tune-on``)."""
+    """``auto``: the model's intensities are kinematic |V_g|, and a disk's counts go as |V_g|²: under shot noise
+    the variance of its position goes as 1/|V_g|², so its fit weighs each vector by ``squared`` intensity (a
+    faint reflection the network knows from the lattice is placed on few counts); correlation peak heights
+    (baseline, py4DSTEM) do not help: their fits weigh vectors equally. Chosen on a validation strain series
+    (``scripts/strain_benchmark.py --tune-on``)."""
     if config.weights != "auto":
         return config.weights
-    return "intensity" if vectors.method == "model" else "none"
+    return "squared" if vectors.method == "model" else "none"
 
 
 def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
     q, inten = vectors.position(p)
     keep = np.all(np.isfinite(q), axis=1) & np.isfinite(inten) & (inten >= config.min_intensity)
     q, inten = q[keep], inten[keep]
-    w = np.clip(inten, 0.0, None) if fit_weights(config, vectors) == "intensity" else np.ones(len(q))
+    mode = fit_weights(config, vectors)
+    w = np.ones(len(q)) if mode == "none" else np.clip(inten, 0.0, None) ** (2 if mode == "squared" else 1)
     return q, w
 
 

@@ -29,12 +29,12 @@ import numpy as np
 
 THRESHOLD_FACTORS = (0.5, 1.0, 2.0)
 GRID = [{"threshold_factor": f, "weights": w, "tolerance": t}
-        for f in THRESHOLD_FACTORS for w in ("intensity", "none") for t in (0.15, 0.25, 0.35)]
+        for f in THRESHOLD_FACTORS for w in ("squared", "intensity", "none") for t in (0.15, 0.25, 0.35)]
 
 
-def scaled_settings(model: str, factor: float):
+def scaled_settings(model: str, factor: float, model_grid: bool = False):
     """The card's tuned peak settings with both methods' thresholds (the model's low-dose one too) multiplied by
-    ``factor``."""
+    ``factor``; with ``model_grid`` the model's peaks placed on its own grid (not on the detector's pixels)."""
     from dataclasses import replace
 
     from fourdcrystal.detect import settings_from_card
@@ -45,11 +45,13 @@ def scaled_settings(model: str, factor: float):
     b = st.baseline
     low = st.model.low_dose_min_relative
     return replace(st, model=replace(st.model, min_relative=st.model.min_relative * factor,
-                                     low_dose_min_relative=None if low is None else low * factor),
+                                     low_dose_min_relative=None if low is None else low * factor,
+                                     fine_detector_refine="model_grid" if model_grid
+                                     else st.model.fine_detector_refine),
                    baseline=replace(b, peaks=replace(b.peaks, min_relative=b.peaks.min_relative * factor)))
 
 
-def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> list[dict]:
+def score_folder(folder: Path, model: str, settings: dict[str, list[dict]], model_grid: bool = False) -> list[dict]:
     """predict once per file and threshold factor (kept in FOLDER/benchmark), then strain for every method and
     setting."""
     import h5py
@@ -67,14 +69,14 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]]) -> l
             rot_true = f["truth/rotation_deg"][()]
             thickness, dose = float(f.attrs["thickness_A"]), str(f.attrs["dose"])
         for factor in sorted({o["threshold_factor"] for options in settings.values() for o in options}):
-            peak_settings = scaled_settings(model, factor)
+            peak_settings = scaled_settings(model, factor, model_grid)
             # the cache is named by the settings too: after `fourdcrystal tune` changes the card, vectors found
             # with the old settings are not reused
             digest = hashlib.sha256(json.dumps([model, peak_settings.as_dict()], sort_keys=True).encode()).hexdigest()
             vec = work / f"{data.stem}-x{factor:g}-{digest[:10]}-bragg.h5"
             if not vec.exists():
                 predict(None if model == "release" else model, str(data), vec,
-                        PredictConfig(baseline=True, settings=peak_settings))
+                        PredictConfig(baseline="baseline" in settings, settings=peak_settings))
             for method, options in settings.items():
                 for opt in (o for o in options if o["threshold_factor"] == factor):
                     rows.append(_score(vec, work / f"{data.stem}-{method}-strain.h5", method, opt, strain_true,
@@ -86,8 +88,15 @@ def _score(vec: Path, out: Path, method: str, opt: dict, strain_true, rot_true, 
     """One strain fit of one method's vectors (found at ``opt``'s threshold) against the truth."""
     from fourdcrystal.strain import StrainConfig, run_strain
 
+    from fourdcrystal.errors import FourdError
+
     fit = {k: v for k, v in opt.items() if k != "threshold_factor"}
-    res = run_strain(vec, out, StrainConfig(method=method, reference="0:1,0:1", **fit), overwrite=True, png=False)
+    try:
+        res = run_strain(vec, out, StrainConfig(method=method, reference="0:1,0:1", **fit), overwrite=True, png=False)
+    except FourdError:  # not even the reference could be fitted with these settings: every position failed
+        return {"thickness_nm": thickness / 10, "dose": dose, "method": method, "settings": opt,
+                "strain_rms_error_pct": None, "strain_max_error_pct": None, "rotation_rms_error_deg": None,
+                "fitted": 0, "positions": int(np.size(rot_true)), "indexed_vectors_mean": 0.0}
     m = res["maps"]
     ok = m["fit_ok"].copy()
     ok[0, 0] = False  # the reference itself is zero by construction
@@ -119,6 +128,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="release", help="model.pt or release [default: release]")
     ap.add_argument("--tune-on", help="a second series folder (another seed) to choose each method's settings on")
     ap.add_argument("--json", help="result file [default: SERIES/strain_benchmark.json]")
+    ap.add_argument("--model-grid", action="store_true",
+                    help="place the model's peaks on its own grid as the card's refine says, not on the measured "
+                         "correlation at the detector's finer pixels (fine_detector_refine model_grid)")
+    ap.add_argument("--methods", default="model,baseline", help="methods to score [default: model,baseline]")
     args = ap.parse_args(argv)
 
     from fourdcrystal.progress import set_quiet
@@ -126,19 +139,20 @@ def main(argv=None) -> int:
     set_quiet(True)
     folder = Path(args.series)
     truth = json.loads((folder / "truth.json").read_text())
-    chosen = {m: {"threshold_factor": 1.0, "weights": "intensity", "tolerance": 0.25} for m in ("model", "baseline")}
+    chosen = {m: {"threshold_factor": 1.0, "weights": "intensity", "tolerance": 0.25} for m in args.methods.split(",")}
     tuning = None
     if args.tune_on:
-        val_rows = score_folder(Path(args.tune_on), args.model, {m: GRID for m in chosen})
+        val_rows = score_folder(Path(args.tune_on), args.model, {m: GRID for m in chosen}, args.model_grid)
         tuning = {}
         for m in chosen:
             chosen[m], err = choose(val_rows, m)
             tuning[m] = {"settings": chosen[m], "val_mean_strain_rms_error_pct": err}
             print(f"{m}: chose {chosen[m]} on {args.tune_on} (mean strain rms error {err:.3f} %)")
-    rows = score_folder(folder, args.model, {m: [chosen[m]] for m in chosen})
+    rows = score_folder(folder, args.model, {m: [chosen[m]] for m in chosen}, args.model_grid)
     out = Path(args.json) if args.json else folder / "strain_benchmark.json"
     out.write_text(json.dumps({"series": truth | {"files": [Path(p).name for p in truth["files"]]},
-                               "model": args.model, "settings": chosen, "tuning": tuning, "tuned_on": args.tune_on,
+                               "model": args.model, "model_grid": args.model_grid, "settings": chosen, "tuning": tuning,
+                               "tuned_on": args.tune_on,
                                "rows": rows}, indent=1) + "\n")
     print(f"{truth['structure']} {truth['zone_axis']}, {truth['scan_shape'][0]}×{truth['scan_shape'][1]} positions, "
           f"strain ±{100 * np.abs(np.array(truth['strain'])).max():.1f} %, rotations up to "
@@ -152,9 +166,11 @@ def main(argv=None) -> int:
     def f(v, fmt):
         return format(v, fmt) if v is not None else "–"
 
+    missing = {"strain_rms_error_pct": None, "rotation_rms_error_deg": None, "indexed_vectors_mean": 0.0,
+               "fitted": 0, "positions": 0}  # a method not scored (--methods)
     for _, dose, t in key:
-        m, b = (next(r for r in rows if r["dose"] == dose and r["thickness_nm"] == t and r["method"] == meth)
-                for meth in ("model", "baseline"))
+        m, b = (next((r for r in rows if r["dose"] == dose and r["thickness_nm"] == t and r["method"] == meth),
+                     missing) for meth in ("model", "baseline"))
         print(f"{t:9.0f} {dose:>6s} | {f(m['strain_rms_error_pct'], '10.3f')} {f(b['strain_rms_error_pct'], '11.3f')} | "
               f"{f(m['rotation_rms_error_deg'], '10.3f')} {f(b['rotation_rms_error_deg'], '11.3f')} | "
               f"{m['indexed_vectors_mean']:7.1f} {b['indexed_vectors_mean']:8.1f} | "

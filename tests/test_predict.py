@@ -131,6 +131,45 @@ def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centr
     return path
 
 
+@pytest.mark.parametrize("fine", ["correlation", "model_grid"])
+def test_model_peaks_are_placed_on_the_finer_detector_pixels(model, tmp_path, monkeypatch, fine):
+    """On a detector finer than the model's grid the model's peaks land on the measured disks, found on the
+    detector's own pixels, not where the network's (resampled, coarser) map put them; ``model_grid`` keeps those."""
+    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings
+    from fourdcrystal.model import inference
+
+    weights, _ = model
+    card = json.loads(weights.with_suffix(".json").read_text())
+    dk_model = float(np.mean(card["input"]["k_sampling_invA"]))
+    g = [(0.55, 0.20), (-0.25, 0.60), (-0.80, -0.30)]
+    radius = 0.0030 / 0.02508
+    dk_in = 0.6 * dk_model
+    path = _disk_scan(tmp_path / "disks.npy", card, 1, 1, dk_in, (22.4, 25.7), g, radius)
+    off = np.array([0.7, -0.6])  # model pixels: the network's maxima sit off the disks
+
+    def fake(self, cbed, probe):  # V_g maxima at each disk's q, moved by ``off``
+        h, w = cbed.shape[-2:]
+        ii, jj = np.mgrid[:h, :w]
+        vg = np.zeros((len(cbed), h, w), np.float32)
+        for q in [(0.0, 0.0), *g]:
+            c = np.array(q) / dk_model + (h // 2, w // 2) + off
+            vg += np.exp(-((ii - c[0]) ** 2 + (jj - c[1]) ** 2) / 2.0).astype(np.float32)
+        return vg, np.zeros_like(vg)
+
+    monkeypatch.setattr(inference.Predictor, "__call__", fake)
+    settings = DetectionSettings(model=ModelPeakSettings(min_relative=0.2, refine="vg", fine_detector_refine=fine))
+    res = predict(weights, str(path), tmp_path / "r.h5", PredictConfig(settings=settings, tilt=False),
+                  {"k_pixel_invA": dk_in, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+    v = read_vectors(res["out"], method="model")
+    assert len(v.q) == 4
+    for target in [(0.0, 0.0), *g]:
+        d = np.linalg.norm(v.q - np.array(target), axis=1).min()
+        if fine == "correlation":
+            assert d < 0.2 * dk_in, (target, v.q)  # on the disk, to a fifth of a detector pixel
+        else:
+            assert d == pytest.approx(np.linalg.norm(off) * dk_model, rel=0.2)  # where the network put it
+
+
 def test_calibration_puts_disks_at_their_q(model, tmp_path):
     """Disks drawn at known q (Å⁻¹) on a finer, off-centre detector come out at that q (baseline vectors)."""
     weights, _ = model
