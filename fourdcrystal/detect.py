@@ -13,7 +13,7 @@ One place turns (measured pattern, vacuum probe, network output) into peaks, for
   (``threshold_of``) is ``"strongest"``, the strongest maximum inside ``mask``, or ``"zero_beam"``,
   the network's own unit: it is trained on V_g divided by the zero beam's, so its output is a
   fraction of the zero beam's already. A network trained without the zero-beam pixel in its loss
-  (the cropped training of ``release2``) predicts some value there and sometimes overshoots one
+  (a cropped training, such as ``configs/release2.yaml``'s) predicts some value there and sometimes overshoots one
   reflection; a threshold relative to that maximum then moves from pattern to pattern;
 * the **baseline**: :func:`fourdcrystal.baseline.find_bragg_disks_batch` with its settings.
 

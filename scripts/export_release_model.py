@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("error: --config is required (the config the data set and model were made with)")
     dataset = Path(card["training"]["dataset"])
     extra = {
-        "name": Path(args.out).stem,  # fcunet-release, fcunet-release2
+        "name": Path(args.out).stem,  # fcunet-release
         "release": {
             "dataset_config": {s: load_config(s, args.config) for s in ("select", "supercell", "simulate")},
             "dataset_contents": dataset_contents(dataset),

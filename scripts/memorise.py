@@ -15,12 +15,12 @@ Printed first: the F1 the true V_g label map itself scores against the physical 
 same way: the ceiling of a network that fits its labels exactly. A variant that cannot memorise
 15 patterns will not learn thousands.
 
-Capacity: ``--width``, ``--init WEIGHTS`` (start from a trained model, e.g. ``release2``),
+Capacity: ``--width``, ``--init WEIGHTS`` (start from a trained model, e.g. ``release``),
 ``--limit N`` (the first N training patterns of at least ``--min-thickness`` Å), ``--crop C`` (the
 central C×C window: cheaper on a large detector) and ``--loss asinh`` (the asinh loss of
 ``train.vg_loss``) ask whether a network fits the labels of patterns it sees again and again:
 
-    python scripts/memorise.py release2/dataset --limit 16 --min-thickness 200 --crop 128 --steps 3000
+    python scripts/memorise.py release/dataset --limit 16 --min-thickness 200 --crop 128 --steps 3000
 
 ``--target vg`` or ``--target presence`` fits a target made from the physical truth instead of the
 label map (``train.target`` truth_vg / truth_presence): the memorisation gate of the README,

@@ -8,16 +8,10 @@ around the blocks is written by hand and states no measured number. Sources, all
 
 * the shipped model's card ``fourdcrystal/data/fcunet-release.json`` (training data, range,
   test-split evaluation against the tuned baseline: ``fourdcrystal evaluate release release/dataset``);
-* the second shipped model's card ``fourdcrystal/data/fcunet-release2.json``
-  (``fourdcrystal evaluate release2 release2/dataset --config release2``) and
-  ``benchmarks/release1_on_release2.json``, the first model on the same test split
-  (``fourdcrystal evaluate release release2/dataset --config release2``: its report.json);
+* ``benchmarks/release2_on_truth.json``: the former second model on the same test split (its command inside);
 * ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
-* ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``) and
-  ``benchmarks/strain_benchmark_release2.json`` (the same with ``--model release2``);
-* ``benchmarks/vg_error_budget_release2.json`` (``python scripts/vg_error_budget.py release2 release2/dataset
-  --split val --limit 140 --json …``) and ``benchmarks/memorise_release2.json`` (``python scripts/memorise.py``
-  runs, each with its command);
+* ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``);
+* ``benchmarks/memorise_truth_*.json`` (``python scripts/memorise.py … --target …``, each with its command);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
 * ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
   written in fresh clones).
@@ -36,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BENCH = ROOT / "benchmarks"
 CARD = ROOT / "fourdcrystal" / "data" / "fcunet-release.json"
-CARD2 = ROOT / "fourdcrystal" / "data" / "fcunet-release2.json"
 BLOCK = re.compile(r"(<!-- numbers: (?P<name>[\w-]+) -->\n)(?P<body>.*?)((?P<indent>[ ]*)<!-- /numbers -->)", re.S)
 DOSES = {"clean": "clean", "1e+05": "10⁵", "1e+04": "10⁴"}
 DOSE_NAMES = DOSES | {"1e5": "10⁵", "1e4": "10⁴"}  # the strain benchmark writes 1e5
@@ -148,34 +141,6 @@ def qz_experiment() -> str:
     return text
 
 
-def error_budget() -> str:
-    """What F1 the labels allow at a given relative V_g error, the second model's error, and how far the network
-    gets fitting 16 training patterns alone (``scripts/vg_error_budget.py``, ``scripts/memorise.py``)."""
-    b = _json(BENCH / "vg_error_budget_release2.json")
-    tol = b["tolerance_f1"]
-    lines = ["| V_g with relative errors of rms | " + " | ".join(f"{float(s) * 100:g} %" for s in tol) + " |",
-             "|---|" + "---|" * len(tol),
-             "| F1 against its own labels | " + " | ".join(f"{v:.2f}" for v in tol.values()) + " |"]
-    e = b["model_relative_error"]
-    text = "\n".join(lines) + "\n"
-    text += (f"\n({b['patterns']} {b['split']} patterns ≥ {b['min_thickness_A']:g} Å, noise-free, {b['label_peaks']} "
-             f"label peaks.) On the same patterns the second model's F1 is {b['model_f1']:.2f}; its V_g at the label "
-             f"peaks is off by a median {e['median_abs'] * 100:.0f} % (one scale factor per pattern removed), and "
-             f"{e['within_20pct'] * 100:.0f} % of the reflections are within ±20 %.\n")
-    m = _json(BENCH / "memorise_release2.json")["runs"]
-    rows = ["| network | parameters | F1 on those 16 patterns after N steps | CPU time (one thread) |",
-            "|---|---|---|---|"]
-    for name, r in m.items():
-        last = r["reports"][-1]
-        points = [x for x in r["reports"] if x["step"] > 0 and x["step"] % 1000 == 0]
-        points += [] if points and points[-1] is last else [last]
-        f1s = ", ".join("{}: {:.2f}".format(x["step"], x["f1"]) for x in points)
-        rows.append(f"| {name} | {r['parameters'] / 1e6:.2f} M | {f1s} | {_mmss(last['seconds'])} |")
-    text += ("\nFitted from scratch to 16 training patterns and nothing else (`scripts/memorise.py`: no augmentation, "
-             "batches of 3):\n\n" + "\n".join(rows) + "\n")
-    return text
-
-
 def truth_gate() -> str:
     """The memorisation gate against the physical truth: what each target allows, and how fast a network fits
     16 training patterns to it (``scripts/memorise.py --target ...``)."""
@@ -252,79 +217,27 @@ def _gname(key: str, v: str) -> str:
             "axis": lambda: f"zone axis index {v}"}[key]()
 
 
-def release2_table() -> str:
-    """Model 2 against the tuned baseline and against model 1, on model 2's test split (unseen prototypes)."""
-    ev2 = _json(CARD2)["release"]["test_evaluation"]
-    first = BENCH / "release1_on_release2.json"  # the first model on the same split, when it has been measured
-    ev1 = _json(first) if first.is_file() else None
-    if ev1 is not None and (ev1["patterns"] != ev2["patterns"] or ev1["split"] != ev2["split"]):
-        raise SystemExit("benchmarks/release1_on_release2.json: another split than the release2 card's evaluation")
-    lines = ["| patterns | dose (e⁻/pattern) | F1 model 2 | F1 baseline" + (" | F1 model 1" if ev1 else "") +
-             " | precision model 2 / baseline | recall model 2 / baseline | rms position error model 2 / baseline |",
-             "|---|---|---|---|---|---|---|" + ("---|" if ev1 else "")]
-    groups = [("all", lambda ev: ev["by_dose"])]
-    groups += [(_gname("bin", b), lambda ev, b=b: {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in DOSES}
-                                                   for m in ("model", "baseline")})
-               for b in sorted(ev2["by_dose_and_thickness_bin"]["model"]["clean"],
-                               key=lambda b: {"<": 0, ">": 2}.get(b[0], 1))]
-    groups.append((f"≥ {ev2['thick_from_A']:g} Å", lambda ev: ev["by_dose_thick"]))
-    for key, name in (("by_dose_and_energy_kV", "kV"), ("by_dose_and_zone_axis_index", "axis")):
-        for v in sorted(ev2[key]["model"]["clean"], key=float):
-            groups.append((_gname(name, v), lambda ev, key=key, v=v: {m: {d: ev[key][m][d][v] for d in DOSES}
-                                                                       for m in ("model", "baseline")}))
+def release2_truth() -> str:
+    """The former second model (release2) on the default model's test split against the physical truth, beside the
+    default model (its card), per thickness bin and dose: the evidence it left the package on."""
+    ev, r2 = _test_eval(), _json(BENCH / "release2_on_truth.json")
+    if r2["patterns"] != ev["patterns"] or r2["split"] != ev["split"]:
+        raise SystemExit("benchmarks/release2_on_truth.json: another split than the card's evaluation")
+    lines = ["| thickness | dose (e⁻/pattern) | F1 default / release2 | precision default / release2 | "
+             "rms position error default / release2 |", "|---|---|---|---|---|"]
+    bins = sorted(ev["by_dose_and_thickness_bin"]["model"]["clean"], key=lambda b: {"<": 0, ">": 2}.get(b[0], 1))
+    groups = [(_gname("bin", b), lambda e, b=b: {d: e["by_dose_and_thickness_bin"]["model"][d][b]
+                                                  for d in e["by_dose_thick"]["model"]}) for b in bins]
+    groups.append((f"≥ {ev['thick_from_A']:g} Å", lambda e: e["by_dose_thick"]["model"]))
     for name, get in groups:
-        t2, t1 = get(ev2), (get(ev1) if ev1 else None)
-        for d, dname in DOSES.items():
-            m, b = t2["model"][d], t2["baseline"][d]
-            f1s = [m["f1"], b["f1"]] + ([t1["model"][d]["f1"]] if t1 else [])
-            f = [f"**{x:.3f}**" if x == max(f1s) else f"{x:.3f}" for x in f1s]
-            lines.append(f"| {name} ({m['patterns']}) | {dname} | {' | '.join(f)} | {m['precision']:.2f} / "
-                         f"{b['precision']:.2f} | {m['recall']:.2f} / {b['recall']:.2f} | {m['position_rms_px']:.2f} / "
-                         f"{b['position_rms_px']:.2f} px |")
-    crystals = _json(CARD2)["release"]["dataset_contents"]["crystals"]["test"]
-    return "\n".join(lines) + f"\n\n({ev2['patterns']} test patterns of {crystals} crystals whose prototypes were never seen in training; in brackets, the patterns of each group at each dose.)\n"
-
-
-def release2_acceptance() -> str:
-    """The issue's acceptance targets, read off the release2 card: met or not, with the numbers."""
-    ev = _json(CARD2)["release"]["test_evaluation"]
-    thick, t = ev["by_dose_thick"], f"≥ {ev['thick_from_A']:g} Å"
-    m5, b5, m4, b4 = thick["model"]["1e+05"], thick["baseline"]["1e+05"], thick["model"]["1e+04"], thick["baseline"]["1e+04"]
-    rows = [(f"10⁵ e⁻, {t}: F1 ≥ 0.85", f"{m5['f1']:.3f}", m5["f1"] >= 0.85),
-            (f"10⁵ e⁻, {t}: F1 ≥ baseline + 0.10", f"{m5['f1']:.3f} vs {b5['f1']:.3f} + 0.10", m5["f1"] >= b5["f1"] + 0.10),
-            (f"10⁵ e⁻, {t}: rms position ≤ 0.3 px", f"{m5['position_rms_px']:.2f} px", m5["position_rms_px"] <= 0.3),
-            (f"10⁴ e⁻, {t}: F1 ≥ baseline + 0.15", f"{m4['f1']:.3f} vs {b4['f1']:.3f} + 0.15", m4["f1"] >= b4["f1"] + 0.15)]
-    lines = ["| target | model 2 | met |", "|---|---|---|"]
-    lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in rows]
-    return "\n".join(lines) + "\n"
-
-
-def release2_misses() -> str:
-    """Where model 2 and the baseline miss, and what lies under their false peaks, at ≥ thick_from_A (from the card)."""
-    ev = _json(CARD2)["release"]["test_evaluation"]
-    thick = ev["by_dose_thick"]
-    from fourdcrystal.evaluate import bin_names
-
-    # the bins of the card's evaluation, which was scored against the V_g label maps (before the physical truth)
-    LABEL_STRENGTH_EDGES, FALSE_PEAK_EDGES = (0.1, 0.2, 0.5), (0.01, 0.05)
-    names = bin_names(LABEL_STRENGTH_EDGES)  # in order (the card's JSON keeps them sorted as text)
-    fp_names = bin_names(FALSE_PEAK_EDGES)
-    nice = {n: n.replace(">=", "≥").replace("-", "–") for n in names + fp_names}
-    lines = ["| dose (e⁻/pattern) | " + " | ".join(f"recall, label V_g {nice[n]}" for n in names) +
-             " | false peaks on background / on a weaker reflection / beside a label peak |",
-             "|---|" + "---|" * (len(names) + 1)]
-    for d, dname in DOSES.items():
-        m, b = thick["model"][d], thick["baseline"][d]
-        cells = [f"{m['recall_by_label_strength'][n]['recall']:.2f} / {b['recall_by_label_strength'][n]['recall']:.2f}"
-                 for n in names]
-        fp = [" / ".join(str(x[k]) for k in fp_names) for x in (m["false_peaks_by_true_vg"], b["false_peaks_by_true_vg"])]
-        lines.append(f"| {dname} | " + " | ".join(cells) + f" | model {fp[0]}; baseline {fp[1]} |")
-    counts = ", ".join(f"{nice[n]}: {thick['model']['clean']['recall_by_label_strength'][n]['true_peaks']}"
-                       for n in names)
-    return ("\n".join(lines) + f"\n\n(model 2 / baseline; {thick['model']['clean']['patterns']} test "
-            f"patterns ≥ {ev['thick_from_A']:g} Å; label peaks off the zero beam per V_g bin, as a fraction of the zero "
-            f"beam's: {counts}; a false peak is binned by the largest true V_g within the match radius: "
-            f"{', '.join(nice[n] for n in fp_names)}.)\n")
+        a, b = get(ev), get(r2)
+        for d, dname in (DOSES | {"1e+03": "10³"}).items():
+            if d not in a or d not in b:
+                continue
+            fa, fb = _f1(a[d]["f1"], b[d]["f1"])
+            lines.append(f"| {name} | {dname} | {fa} / {fb} | {a[d]['precision']:.2f} / {b[d]['precision']:.2f} | "
+                         f"{a[d]['position_rms_px']:.2f} / {b[d]['position_rms_px']:.2f} px |")
+    return "\n".join(lines) + f"\n\n(`{r2['commands'][0]}`, then `{r2['commands'][1]}`.)\n"
 
 
 def release_table() -> str:
@@ -380,26 +293,6 @@ def strain_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def strain2_table() -> str:
-    """The same strain series with the second model (``strain_benchmark.py … --model release2``) beside the first
-    (the earlier default model, trained on the V_g label maps: ``strain_benchmark_release1.json``)."""
-    d1, d2 = _json(BENCH / "strain_benchmark_release1.json"), _json(BENCH / "strain_benchmark_release2.json")
-    # keyed by the nominal thickness: a series records the realised one (whole slices), which moves with the slicing
-    r1 = {(round(r["thickness_nm"]), r["dose"], r["method"]): r for r in d1["rows"]}
-    r2 = {(round(r["thickness_nm"]), r["dose"], r["method"]): r for r in d2["rows"]}
-    lines = ["| thickness | dose (e⁻/pattern) | strain rms error model 2 / model 1 / baseline | rotation rms error model 2 / "
-             "model 1 | indexed vectors model 2 / model 1 |", "|---|---|---|---|---|"]
-    for t, dose, _ in sorted({k for k in r2 if k[2] == "model"}, key=lambda k: (k[1] != "clean", k[0])):
-        m2, m1, b = r2[(t, dose, "model")], r1[(t, dose, "model")], r2[(t, dose, "baseline")]
-        vals = [x["strain_rms_error_pct"] for x in (m2, m1, b)]
-        best = min(v for v in vals if v is not None)
-        cells = [("—" if v is None else (f"**{v:.3f} %**" if v == best else f"{v:.3f} %")) for v in vals]
-        lines.append(f"| {t * 10:g} Å | {DOSE_NAMES.get(dose, dose)} | {' / '.join(cells)} | "
-                     f"{m2['rotation_rms_error_deg']:.3f}° / {m1['rotation_rms_error_deg']:.3f}° | "
-                     f"{m2['indexed_vectors_mean']:.0f} / {m1['indexed_vectors_mean']:.0f} |")
-    return "\n".join(lines) + "\n"
-
-
 def _indent(text: str) -> str:
     """Blocks inside a list item of docs/reference.md are indented by two spaces."""
     return "".join(f"  {line}" if line.strip() else line for line in text.splitlines(keepends=True))
@@ -445,8 +338,8 @@ def py4dstem_full_table() -> str:
 
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
-    "release-table": release_table, "coverage2": lambda: coverage(CARD2), "release2-table": release2_table,
-    "release2-acceptance": release2_acceptance, "release2-misses": release2_misses, "error-budget": error_budget, "truth-gate": truth_gate, "strain2-table": strain2_table, "py4dstem-table": py4dstem_table, "strain-table": strain_table,
+    "release-table": release_table, "release2-truth": release2_truth, "truth-gate": truth_gate,
+    "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
 FILES = (README, ROOT / "docs" / "reference.md")

@@ -15,8 +15,8 @@ Two measurements on the same patterns (a split's first ``--limit`` patterns at l
   scale): the median relative error, the share within ±20 %, and the model's own F1 on these
   patterns with its card's settings.
 
-    python scripts/vg_error_budget.py release2 release2/dataset --split val --limit 140 \\
-        --json benchmarks/vg_error_budget_release2.json
+    python scripts/vg_error_budget.py release release/dataset --split val --limit 140 \\
+        --json vg_error_budget.json
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ERRORS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="model.pt or a shipped name (release, release2)")
+    ap.add_argument("model", help="model.pt or a shipped name (release)")
     ap.add_argument("dataset", help="dataset folder (fourdcrystal simulate)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=140, help="the split's first N patterns")

@@ -24,7 +24,7 @@ CARD_SCHEMA = "fourdcrystal.model/1"
 RELEASE = "release"  # the name that stands for the model shipped inside the package
 RELEASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "fcunet-release.pt"
 # the shipped models, by name; "release" is the default one
-SHIPPED = {RELEASE: RELEASE_WEIGHTS, "release2": Path(__file__).resolve().parent.parent / "data" / "fcunet-release2.pt"}
+SHIPPED = {RELEASE: RELEASE_WEIGHTS}
 
 
 def card_path(weights: str | Path) -> Path:
