@@ -326,3 +326,29 @@ def strain_figure(result: dict, vectors, path: str | Path, title: str = "") -> P
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def strain_benchmark_png(report: dict, path: str | Path) -> Path:
+    """rms strain error (%) against thickness (Å), one panel per dose, one line per method (the strain benchmark's
+    summary over every crystal and zone axis)."""
+    table = report["summary"]["by_dose_and_thickness_A"]
+    doses = sorted(table, key=lambda d: (d != "clean", -float(d) if d != "clean" else 0.0))
+    plt, (fig, axes) = _figure(ncols=len(doses), figsize=(3.6 * len(doses), 3.4), layout="constrained", sharey=True,
+                               squeeze=False)
+    colours = {"model": "tab:blue", "baseline": "tab:orange", "py4DSTEM": "tab:green"}
+    for ax, dose in zip(axes[0], doses):
+        by_t = table[dose]
+        t = sorted(by_t, key=float)
+        for method in report["methods"]:
+            v = [by_t[x].get(method, {}).get("strain_rms_error_pct") for x in t]
+            ax.plot([float(x) for x in t], [np.nan if y is None else y for y in v], "o-", color=colours.get(method),
+                    label=method, ms=4)
+        ax.set_xlabel("thickness (Å)")
+        ax.set_title(f"{dose} e⁻/pattern" if dose != "clean" else "noise-free", fontsize=9)
+        ax.set_yscale("log")
+    axes[0][0].set_ylabel("rms strain error (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"strain benchmark: {', '.join(report['config']['crystals'])}; model {report['model']}", fontsize=10)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

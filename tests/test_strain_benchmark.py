@@ -1,0 +1,115 @@
+"""`fourdcrystal strain-benchmark`: strained multislice series of several crystals, scored against the applied truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fourdcrystal import strain_benchmark as sb
+from fourdcrystal.io.vectors import VectorSet
+from fourdcrystal.lattice import zolz_basis
+
+from .conftest import run_cli
+from .test_train import _error
+
+TINY = ["--crystals", "GaN", "--zone-axes", "1", "--scan", "1", "3", "--thicknesses", "100", "--doses", "clean",
+        "--px", "128", "--box", "40"]
+
+
+def _exact_vectors(crystal: str, uvw, strains, rots_deg, lie: float = 0.0) -> VectorSet:
+    """The ZOLZ reflections of each position from the crystal's own lattice, deformed as the series deforms its
+    atoms (r → (I + ε) R(θ) r, so g → (I + ε)⁻ᵀ R(θ) g); ``lie`` adds that much ε_xx to every strained position."""
+    s = sb.CRYSTALS[crystal].structure()
+    basis = zolz_basis(s.lattice.matrix, np.asarray(uvw, float) @ s.lattice.matrix)  # columns g1, g2 (Å⁻¹)
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4)])
+    qs = []
+    for p, (e, t) in enumerate(zip(strains, rots_deg)):
+        e = np.array([[e[0] + (lie if p else 0.0), e[2]], [e[2], e[1]]])
+        c, si = np.cos(np.radians(t)), np.sin(np.radians(t))
+        f = (np.eye(2) + e) @ np.array([[c, -si], [si, c]])
+        qs.append(hk @ (np.linalg.inv(f).T @ basis).T)
+    offsets = np.arange(len(qs) + 1) * len(hk)
+    q = np.concatenate(qs)
+    return VectorSet((1, len(qs)), offsets, q, np.exp(-np.linalg.norm(q, axis=1)), "Å⁻¹", 0.02, "memory", "model")
+
+
+def test_the_score_is_the_distance_from_the_applied_strain():
+    """Vectors from the deformed lattice score zero; vectors that say 0.3 % more ε_xx at every strained position
+    score 0.3 / √3 % (rms over the three components)."""
+    strains, rots = np.zeros((4, 3)), np.zeros(4)
+    rng = np.random.default_rng(3)
+    strains[1:] = rng.uniform(-0.01, 0.01, (3, 3))
+    rots[1:] = rng.uniform(-2, 2, 3)
+    for crystal, uvw in (("GaN", (0, 0, 1)), ("TiO2", (1, 1, 0))):
+        for lie, expected in ((0.0, 0.0), (0.003, 0.3 / np.sqrt(3))):
+            v = sb._Vectors(None, crystal, uvw, 100.0, "clean", strains.reshape(1, 4, 3), rots.reshape(1, 4),
+                            {"model": _exact_vectors(crystal, uvw, strains, rots, lie)})
+            row = sb._score(v, "model", {"weights": "none", "tolerance": 0.25})
+            assert row["fitted"] == 3 == row["positions"]
+            assert row["strain_rms_error_pct"] == pytest.approx(expected, abs=2e-4), (crystal, lie)
+            assert row["rotation_rms_error_deg"] < 2e-3
+
+
+def test_benchmark_runs_every_method_and_resumes(tmp_path, monkeypatch):
+    """A tiny survey end to end (multislice, predict, fits chosen on the tuning series); a second run reuses the
+    series and the vectors instead of simulating or predicting again, and gives the same report."""
+    out = tmp_path / "sb"
+    res = run_cli("-q", "strain-benchmark", str(out), *TINY)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["model", "baseline"] and report["schema"] == sb.SCHEMA
+    assert {(r["method"], r["dose"]) for r in report["rows"]} == {("model", "clean"), ("baseline", "clean")}
+    for m in ("model", "baseline"):
+        cell = report["summary"]["by_dose_and_thickness_A"]["clean"]["100.0"][m]
+        assert cell["positions"] == 2 and cell["fitted"] == 2
+        assert 0 < cell["strain_rms_error_pct"] < 0.5  # ±1 % applied: the fit follows it
+        assert report["chosen_on_tune_series"][m]["fit"] in sb.FIT_GRID
+    truth = [json.loads(p.read_text()) for p in sorted((out / "series").glob("*/*/truth.json"))]
+    assert [t["split"] for t in truth] == ["test", "tune"] and truth[0]["strain"] != truth[1]["strain"]
+    assert "model" in res.output and "wrote" in res.output
+
+    def refuse(*a, **k):
+        raise AssertionError("simulated or predicted again")
+
+    monkeypatch.setattr("fourdcrystal.simulation.series.simulate_series", refuse)
+    monkeypatch.setattr("fourdcrystal.predict.predict", refuse)
+    assert run_cli("-q", "strain-benchmark", str(out), *TINY).exit_code == 0
+    assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crystals", "Unobtainium"], "--crystals Unobtainium: expected some of Si, SrTiO3, GaN, TiO2"),
+    (["--doses", "clean,lots"], "--doses 'lots'"),
+    (["--thicknesses", "100,abc"], "--thicknesses '100,abc'"),
+    (["--scan", "1", "1"], "--scan"),
+    (["--zone-axes", "3"], "--zone-axes 3"),
+])
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, args, message):
+    out = tmp_path / "sb"
+    line = _error(run_cli("-q", "strain-benchmark", str(out), *args))
+    assert message in line
+    assert not out.exists()
+
+
+def test_plot_draws_one_panel_per_dose_and_one_line_per_method(monkeypatch, tmp_path):
+    from fourdcrystal import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    cell = {"strain_rms_error_pct": 0.1, "rotation_rms_error_deg": 0.01, "fitted": 8, "positions": 8}
+    report = {"methods": ["model", "baseline", "py4DSTEM"], "model": "release", "config": {"crystals": ["Si"]},
+              "summary": {"by_dose_and_thickness_A": {
+                  d: {t: {m: cell | {"strain_rms_error_pct": 0.1 * (1 + k)} for k, m in enumerate(("model", "baseline",
+                                                                                                   "py4DSTEM"))}
+                      for t in ("100.0", "300.0")} for d in ("1e4", "clean", "1e5")}}}
+    plots.strain_benchmark_png(report, tmp_path / "x.png")
+    axes = drawn["fig"].axes
+    assert [a.get_title() for a in axes] == ["noise-free", "1e5 e⁻/pattern", "1e4 e⁻/pattern"]
+    for ax in axes:
+        lines = ax.get_lines()
+        assert [ln.get_label() for ln in lines] == ["model", "baseline", "py4DSTEM"]
+        assert list(lines[1].get_xdata()) == [100.0, 300.0] and list(lines[1].get_ydata()) == pytest.approx([0.2, 0.2])
+        assert ax.get_xlabel() == "thickness (Å)"
+    assert axes[0].get_ylabel() == "rms strain error (%)"
