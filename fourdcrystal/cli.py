@@ -691,8 +691,11 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
 @_match_radius_option("tune")
 @_opt("tune", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @_opt("tune", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--strain-benchmark", type=click.Path(file_okay=False),
+              help="A fourdcrystal strain-benchmark folder: among the model thresholds within 0.01 of the best mean "
+                   "F1, take the one whose vectors fit the strain of its tuning series best (rms strain error, %).")
 @click.option("--dry-run", is_flag=True, help="Print the chosen settings; do not write them into the card.")
-def tune_cmd(model, dataset, config_path, dry_run, **_options) -> None:
+def tune_cmd(model, dataset, config_path, dry_run, strain_benchmark, **_options) -> None:
     """Choose the peak settings of MODEL and of the classical baseline on DATASET's validation split.
 
     Grid search (the same patterns and Poisson draws for both methods): the model's V_g
@@ -709,7 +712,11 @@ def tune_cmd(model, dataset, config_path, dry_run, **_options) -> None:
     c = _load("tune", config_path)
     split, device = c["split"], c["device"]
     cfg = replace(TuneConfig(), split=split, doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
-                  limit=c["limit"])
+                  limit=c["limit"], strain_benchmark=strain_benchmark)
+    if strain_benchmark:  # before the 10-minute sweep
+        from .strain_benchmark import tuning_files
+
+        tuning_files(strain_benchmark)
     if not dry_run:  # the settings go into the model's card: a read-only card folder fails now, not after 13 min
         from .atomic import check_writable
         from .training.card import card_path, resolve_weights

@@ -187,19 +187,23 @@ class _Vectors:
     methods: dict = field(default_factory=dict)
 
 
-def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[_Vectors]:
-    """predict --baseline on every file (results kept in ``work`` and reused), read back per method."""
+def _file_truth(path: Path) -> _Vectors:
     import h5py
 
+    with h5py.File(path, "r") as f:
+        return _Vectors(path, str(f.attrs["structure"]), tuple(int(i) for i in f.attrs["zone_axis"]),
+                        float(f.attrs["nominal_thickness_A"]), str(f.attrs["dose"]), f["truth/strain"][()],
+                        f["truth/rotation_deg"][()])
+
+
+def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[_Vectors]:
+    """predict --baseline on every file (results kept in ``work`` and reused), read back per method."""
     from .io.vectors import read_vectors
     from .predict import PredictConfig, predict
 
     out = []
     for path in progress(files, desc="predict", unit="file"):
-        with h5py.File(path, "r") as f:
-            v = _Vectors(path, str(f.attrs["structure"]), tuple(int(i) for i in f.attrs["zone_axis"]),
-                         float(f.attrs["nominal_thickness_A"]), str(f.attrs["dose"]), f["truth/strain"][()],
-                         f["truth/rotation_deg"][()])
+        v = _file_truth(path)
         res = work / f"{path.parent.parent.name}-{path.parent.name}-{path.stem}-bragg.h5"
         if not res.is_file():
             predict(model, str(path), res, PredictConfig(baseline=True, tilt=False))
@@ -384,6 +388,57 @@ def format_table(report: dict) -> str:
                              f"{str(r.get('fitted', 0)) + '/' + str(r.get('positions', 0)):>7s}")
             lines.append(f"{d:>6s} {float(t):9.0f} | " + " | ".join(cells))
     return "\n".join(lines)
+
+
+def tuning_files(out: str | Path) -> list[Path]:
+    """The files of a benchmark folder's tuning series (``fourdcrystal strain-benchmark OUT`` made them)."""
+    truths = sorted((Path(out) / "series" / "tune").glob("*/truth.json"))
+    if not truths:
+        raise FourdError(f"--strain-benchmark {out}: no tuning series there (fourdcrystal strain-benchmark {out} "
+                         f"makes them)")
+    return [t.parent / name for t in truths for name in json.loads(t.read_text())["files"]]
+
+
+def threshold_strain_errors(model: str | Path, files: list[Path], settings, thresholds, fit: dict) -> dict:
+    """Mean strain rms error (%; a position not fitted counts as 1 %) of the model's vectors over ``files`` at each
+    of its ``thresholds``: ``tune``'s strain objective.
+
+    predict runs once, at the lowest threshold (one threshold for every pattern); a higher one only removes the
+    weaker maxima, so each is the vectors filtered by intensity (the predicted V_g at the maximum) relative to the
+    settings' reference, the zero beam's V_g (the map's unit) or the strongest maximum of the position.
+    """
+    import tempfile
+
+    from .io.vectors import VectorSet, read_vectors
+    from .predict import PredictConfig, predict
+
+    thresholds = sorted(set(float(t) for t in thresholds))
+    m = replace(settings.model, min_relative=thresholds[0], low_dose_e=0.0, low_dose_min_relative=None)
+    vecs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, path in enumerate(progress(files, desc="tune: strain series", unit="file")):
+            v = _file_truth(path)
+            res = Path(tmp) / f"{k}.h5"
+            predict(model, str(path), res, PredictConfig(settings=replace(settings, model=m), tilt=False))
+            v.methods["all"] = read_vectors(res, "model")
+            vecs.append(v)
+    errors = {}
+    for t in thresholds:
+        rows = []
+        for v in vecs:
+            a = v.methods["all"]
+            keep, offsets = [], [0]
+            for p in range(a.positions):
+                _, inten = a.position(p)
+                ref = 1.0 if m.threshold_of == "zero_beam" else (inten.max() if inten.size else 1.0)
+                keep.append(inten >= t * ref)
+                offsets.append(offsets[-1] + int(keep[-1].sum()))
+            keep = np.concatenate(keep) if keep else np.zeros(0, bool)
+            v.methods["model"] = VectorSet(a.scan_shape, np.array(offsets), a.q[keep], a.intensity[keep], a.units,
+                                           a.bin_width, a.source, "model")
+            rows.append(_score(v, "model", fit))
+        errors[t] = _mean_error(rows)
+    return errors
 
 
 def py4dstem_settings_for(settings: dict, px_scale: float) -> dict:

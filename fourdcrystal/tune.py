@@ -16,7 +16,10 @@ config (the same Poisson draws for both methods), a grid search picks:
   up-sampling) with the lower rms error.
 
 Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
-rule), as ``evaluate`` scores.
+rule), as ``evaluate`` scores. With a strain benchmark (``strain_benchmark``, ``tune --strain-benchmark``)
+the objective includes strain: among the model thresholds within ``strain_f1_margin`` of the best mean
+F1, the one whose vectors give the lowest strain error on the benchmark's tuning series is kept
+(:func:`fourdcrystal.strain_benchmark.threshold_strain_errors`), the low-dose one on its low-dose files.
 
 Thresholds only remove peaks, and the circular spacing suppression keeps the stronger peak,
 so the peaks at a threshold t are those at the lowest threshold of the grid whose value is
@@ -79,6 +82,10 @@ class TuneConfig:
     sigma_px: tuple = (0.0, 1.0, 2.0)
     baseline_min_relative: tuple = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.07, 0.1)
     baseline_spacing_px: tuple = (2.0, 3.0, 4.0)
+    # a strain benchmark folder (fourdcrystal strain-benchmark): among the model thresholds within
+    # strain_f1_margin of the best mean F1, the one whose vectors fit the tuning series' strain best
+    strain_benchmark: str | None = None
+    strain_f1_margin: float = 0.01
 
     def eval_config(self) -> EvalConfig:
         base = EvalConfig()
@@ -203,6 +210,9 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     low_t = None
     if low and high != doses:
         low_t = max(config.model_min_relative, key=lambda t: mgrid.f1((m_key[0], t, m_key[2]), low))
+    strain_objective = None
+    if config.strain_benchmark:
+        m_key, low_t, strain_objective = _strain_objective(model_path, config, mgrid, m_key, low_t, high, low)
     low_kw = {"low_dose_e": LOW_DOSE_E, "low_dose_min_relative": low_t} if low_t is not None else {}
 
     bgrid = _Grid()
@@ -257,6 +267,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                                       for k in refines},
                             "baseline": {k: {d: pos.row(("baseline", k), d)["position_rms_px"] for d in doses}
                                          for k in candidates}},
+        "strain_objective": strain_objective,
         "grid": {k: v for k, v in asdict(config).items() if isinstance(v, tuple) and k != "doses_e"},
         "grid_size": {"model": len(config.model_threshold_of) * len(config.model_min_relative)
                       * len(config.model_spacing_px),
@@ -265,6 +276,45 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                                                            else m_key[1], m_key[2]), [d]) for d in doses])),
                          "baseline": bgrid.f1(b_key, doses)},
     }
+
+
+def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple, low_t, high: list, low: list):
+    """The model's thresholds (main, and low-dose where there is one) chosen again by strain: among those whose mean
+    F1 is within ``strain_f1_margin`` of the best (same reference and spacing), the one whose vectors give the
+    lowest strain error on the strain benchmark's tuning series at the same doses. Returns (m_key, low_t, record)."""
+    import json
+
+    from .strain_benchmark import threshold_strain_errors, tuning_files
+
+    ref, _, sp = m_key
+    files = tuning_files(config.strain_benchmark)
+    report = Path(config.strain_benchmark) / "report.json"
+    fit = (json.loads(report.read_text())["chosen_on_tune_series"]["model"]["fit"] if report.is_file()
+           else {"weights": "squared", "tolerance": 0.25})
+    settings = DetectionSettings(model=ModelPeakSettings(min_relative=m_key[1], min_spacing_px=sp, threshold_of=ref))
+    record = {"benchmark": str(config.strain_benchmark), "fit": fit, "f1_margin": config.strain_f1_margin}
+
+    def series_dose(path: Path) -> float:
+        d = path.stem.rsplit("-", 1)[-1]
+        return np.inf if d == "clean" else float(d)
+
+    def choose(best_t, doses, group, name):
+        best_f1 = mgrid.f1((ref, best_t, sp), doses)
+        near = [t for t in config.model_min_relative if mgrid.f1((ref, t, sp), doses) >= best_f1 - config.strain_f1_margin]
+        mine = [f for f in files if (series_dose(f) < LOW_DOSE_E) == (group == "low")]
+        if not mine:
+            return best_t
+        errs = threshold_strain_errors(model_path, mine, settings, near, fit)
+        chosen = min(near, key=lambda t: (errs[t], -mgrid.f1((ref, t, sp), doses)))
+        record[name] = {"f1_best_threshold": best_t, "chosen": chosen, "files": len(mine),
+                        "candidates": {str(t): {"mean_f1": mgrid.f1((ref, t, sp), doses),
+                                                "strain_rms_error_pct": errs[t]} for t in near}}
+        return chosen
+
+    m_key = (ref, choose(m_key[1], high, "high", "threshold"), sp)
+    if low_t is not None:
+        low_t = choose(low_t, low, "low", "low_dose_threshold")
+    return m_key, low_t, record
 
 
 def format_tuning(section: dict) -> str:
@@ -292,4 +342,12 @@ def format_tuning(section: dict) -> str:
         for mode, by_dose in by_mode.items():
             values = ", ".join(f"{d} {v:.3f}" for d, v in by_dose.items() if v is not None)
             lines.append(f"position rms (px), {method} placed by {mode}: {values}")
+    so = section.get("strain_objective")
+    for name in ("threshold", "low_dose_threshold"):
+        r = (so or {}).get(name)
+        if r:
+            cands = ", ".join(f"{t}: F1 {c['mean_f1']:.3f} strain {c['strain_rms_error_pct']:.3f} %"
+                              for t, c in r["candidates"].items())
+            lines.append(f"strain objective ({name}, {r['files']} tuning-series files): {r['f1_best_threshold']:g} "
+                         f"→ {r['chosen']:g} [{cands}]")
     return "\n".join(lines)

@@ -52,12 +52,18 @@ def test_the_score_is_the_distance_from_the_applied_strain():
             assert row["rotation_rms_error_deg"] < 2e-3
 
 
-def test_benchmark_runs_every_method_and_resumes(tmp_path, monkeypatch):
-    """A tiny survey end to end (multislice, predict, fits chosen on the tuning series); a second run reuses the
-    series and the vectors instead of simulating or predicting again, and gives the same report."""
-    out = tmp_path / "sb"
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sb") / "sb"
     res = run_cli("-q", "strain-benchmark", str(out), *TINY)
     assert res.exit_code == 0, res.output
+    return out, res
+
+
+def test_benchmark_runs_every_method_and_resumes(tiny, monkeypatch):
+    """A tiny survey end to end (multislice, predict, fits chosen on the tuning series); a second run reuses the
+    series and the vectors instead of simulating or predicting again, and gives the same report."""
+    out, res = tiny
     report = json.loads((out / "report.json").read_text())
     assert report["methods"] == ["model", "baseline"] and report["schema"] == sb.SCHEMA
     assert {(r["method"], r["dose"]) for r in report["rows"]} == {("model", "clean"), ("baseline", "clean")}
@@ -113,3 +119,62 @@ def test_plot_draws_one_panel_per_dose_and_one_line_per_method(monkeypatch, tmp_
         assert list(lines[1].get_xdata()) == [100.0, 300.0] and list(lines[1].get_ydata()) == pytest.approx([0.2, 0.2])
         assert ax.get_xlabel() == "thickness (Å)"
     assert axes[0].get_ylabel() == "rms strain error (%)"
+
+
+def test_a_higher_threshold_by_filtering_is_predict_at_that_threshold(tiny, tmp_path):
+    """tune's strain objective predicts once at its lowest threshold and filters: the strain error it reports at a
+    higher threshold is the one predict at that threshold gives; above every maximum nothing is fitted (1 %)."""
+    from dataclasses import replace
+
+    from fourdcrystal.detect import settings_from_card
+    from fourdcrystal.io.vectors import read_vectors
+    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.training.card import card_path, resolve_weights
+
+    out, _ = tiny
+    files = sb.tuning_files(out)
+    settings, _ = settings_from_card(json.loads(card_path(resolve_weights(None)).read_text()))
+    fit = {"weights": "squared", "tolerance": 0.25}
+    errs = sb.threshold_strain_errors(None, files, settings, [0.05, 0.3, 50.0], fit)
+    assert errs[50.0] == sb.FAILED_PCT and errs[0.3] < 0.5
+    at = replace(settings, model=replace(settings.model, min_relative=0.3, low_dose_e=0.0, low_dose_min_relative=None))
+    direct = []
+    for k, f in enumerate(files):
+        v = sb._file_truth(f)
+        predict(None, str(f), tmp_path / f"{k}.h5", PredictConfig(settings=at, tilt=False))
+        v.methods["model"] = read_vectors(tmp_path / f"{k}.h5", "model")
+        direct.append(sb._score(v, "model", fit))
+    assert errs[0.3] == pytest.approx(sb._mean_error(direct), rel=1e-9)
+    with pytest.raises(sb.FourdError, match="no tuning series"):
+        sb.tuning_files(tmp_path)
+
+
+def test_tune_keeps_the_threshold_that_fits_strain_best_among_those_near_the_best_f1(monkeypatch, tmp_path):
+    """Within strain_f1_margin of the best mean F1 the lowest strain error wins; a threshold further down in F1
+    is not a candidate however well it fits; the low-dose threshold is chosen on the low-dose files only."""
+    from fourdcrystal import tune as tune_mod
+
+    f1 = {0.1: 0.70, 0.2: 0.795, 0.3: 0.80, 0.4: 0.792, 0.5: 0.60}
+    strain = {0.1: 0.01, 0.2: 0.30, 0.3: 0.25, 0.4: 0.20, 0.5: 0.01}
+
+    class Grid:
+        def f1(self, key, doses):
+            return f1[key[1]]
+
+    seen = {}
+
+    def fake(model, files, settings, thresholds, fit):
+        seen.setdefault("files", []).append(sorted(p.name for p in files))
+        return {t: strain[t] for t in thresholds}
+
+    for name in ("series-t0100A-clean.h5", "series-t0100A-1e5.h5", "series-t0100A-1e3.h5"):
+        (tmp_path / "series" / "tune" / "X-001").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "series" / "tune" / "X-001" / "truth.json").write_text(json.dumps(
+        {"files": ["series-t0100A-clean.h5", "series-t0100A-1e5.h5", "series-t0100A-1e3.h5"]}))
+    monkeypatch.setattr(sb, "threshold_strain_errors", fake)
+    cfg = tune_mod.TuneConfig(model_min_relative=tuple(f1), strain_benchmark=str(tmp_path), strain_f1_margin=0.01)
+    m_key, low_t, record = tune_mod._strain_objective("m.pt", cfg, Grid(), ("zero_beam", 0.3, 3.0), 0.2,
+                                                      ["clean", "1e+05"], ["1e+03"])
+    assert m_key == ("zero_beam", 0.4, 3.0) and low_t == 0.4
+    assert set(record["threshold"]["candidates"]) == {"0.2", "0.3", "0.4"} and record["threshold"]["chosen"] == 0.4
+    assert seen["files"] == [["series-t0100A-1e5.h5", "series-t0100A-clean.h5"], ["series-t0100A-1e3.h5"]]
