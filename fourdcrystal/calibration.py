@@ -268,7 +268,78 @@ def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[floa
     else:
         score = ndimage.gaussian_filter(img, 1.0)
     i, j = np.unravel_index(np.argmax(score), img.shape)
-    r = 1.5 * (radius_px if radius_px else 3.0)
+    return _centroid(img, i, j, radius_px if radius_px else 3.0)
+
+
+def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[float, float] | None = None,
+                     candidates: int = 24) -> tuple[tuple[float, float], str]:
+    """The zero beam in a scan's mean pattern, and how it was found.
+
+    In a thick crystal a reflection is often brighter than the zero beam, so the brightest disk is
+    not enough. With ``probe_centre`` (a vacuum probe recorded on the same detector: it already
+    shows where the undiffracted beam lands) the disk nearest it, within one radius, is taken.
+    Otherwise the diffraction pattern's own symmetry decides: the intensity envelope of a
+    pattern falls off around the zero beam, so among the ``candidates`` brightest disks the one
+    about which the pattern, its own disk left out, best matches its point reflection
+    (I(c + x) against I(c − x), normalised correlation) is taken.
+
+    Parameters
+    ----------
+    mean : (H, W) mean pattern.
+    radius_px : the disks' radius, pixels.
+    probe_centre : (i, j) of the vacuum probe's disk on the same detector, or None.
+
+    Returns
+    -------
+    ((i, j) sub-pixel, source): source names the rule ("vacuum probe", "symmetry of the mean pattern" or
+    "bright disk of the mean pattern" when the brightest disk is also the most symmetric one).
+    """
+    img = np.asarray(mean, dtype=np.float64)
+    img = img - np.median(img)
+    r = max(float(radius_px), 1.0)
+    yy, xx = np.mgrid[-int(r) - 1:int(r) + 2, -int(r) - 1:int(r) + 2]
+    score = ndimage.convolve(img, (yy**2 + xx**2 <= r**2).astype(float), mode="constant")
+    ii, jj = np.mgrid[:img.shape[0], :img.shape[1]]
+    if probe_centre is not None:
+        near = (ii - probe_centre[0]) ** 2 + (jj - probe_centre[1]) ** 2 <= r**2
+        i, j = np.unravel_index(np.argmax(np.where(near, score, -np.inf)), img.shape)
+        return _centroid(img, i, j, r), "vacuum probe"
+    peaks = ndimage.maximum_filter(score, size=2 * int(r) + 1, mode="constant") == score
+    order = np.argsort(score[peaks])[::-1][:candidates]
+    cand = np.argwhere(peaks)[order]
+    cand = cand[score[cand[:, 0], cand[:, 1]] > 0.05 * score.max()]
+
+    def symmetry(c) -> float:
+        # the point reflection through c: pixel c + d ↔ c − d, on the overlap, the disk at c left out
+        h, w = img.shape
+        di = min(c[0], h - 1 - c[0])
+        dj = min(c[1], w - 1 - c[1])
+        if di < 2 * r or dj < 2 * r:
+            return -np.inf  # too near the edge to see the pattern around it
+        a = img[c[0] - di:c[0] + di + 1, c[1] - dj:c[1] + dj + 1]
+        b = a[::-1, ::-1]
+        y, x = np.mgrid[-di:di + 1, -dj:dj + 1]
+        keep = y**2 + x**2 > (1.5 * r) ** 2
+        a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
+        den = np.sqrt((a * a).sum() * (b * b).sum())
+        return float((a * b).sum() / den) if den > 0 else -np.inf
+
+    sym = np.array([symmetry(c) for c in cand])
+    k = int(np.argmax(sym)) if len(cand) and np.isfinite(sym.max()) else 0
+    # another disk only when it is clearly the centre of the pattern (simulated thick crystals: ≥ 0.86 against
+    # ≤ 0.13 for a brighter reflection); a pattern without Friedel pairs keeps its brightest disk
+    if k != 0 and not sym[k] >= max(sym[0], 0.0) + 0.3:
+        k = 0
+    if not len(cand):
+        i, j = np.unravel_index(np.argmax(score), img.shape)
+        return _centroid(img, i, j, r), "bright disk of the mean pattern"
+    i, j = cand[k]
+    return _centroid(img, i, j, r), ("bright disk of the mean pattern" if k == 0 else "symmetry of the mean pattern")
+
+
+def _centroid(img: np.ndarray, i: int, j: int, radius_px: float) -> tuple[float, float]:
+    """Intensity centroid of the pixels above half the local maximum within 1.5 radii of (i, j)."""
+    r = 1.5 * radius_px
     ii, jj = np.mgrid[:img.shape[0], :img.shape[1]]
     near = (ii - i) ** 2 + (jj - j) ** 2 <= r**2
     w = np.where(near & (img >= 0.5 * img[near].max()), img, 0.0)

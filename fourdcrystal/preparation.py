@@ -9,15 +9,18 @@ returns a :class:`Preparation`, which every chunk worker (local or on a dask clu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
-                          k_pixel_from_camera_length, synthesised_probe, usable_region)
+                          k_pixel_from_camera_length, synthesised_probe, usable_region, zero_beam_centre)
 from .errors import FourdError
 from .io.readers import Scan4D, read_2d
 from .simulation.optics import disk_radius_invA
+
+log = logging.getLogger("fourdcrystal")
 
 @dataclass(frozen=True)
 class DataCalibration:
@@ -241,8 +244,13 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         raise FourdError(f"{scan.spec}: the patterns are all zero or negative; expected counts or intensities")
     detector_valid &= ~dead_lines(mean)
     if centre_px is None:
-        centre_px = disk_centre(np.where(detector_valid, mean, 0.0), r_px)
-        centre_source = "bright disk of the mean pattern"
+        probe_centre = disk_centre(detector_probe, r_px) if detector_probe is not None else None
+        centre_px, centre_source = zero_beam_centre(np.where(detector_valid, mean, 0.0), r_px, probe_centre)
+        brightest = disk_centre(np.where(detector_valid, mean, 0.0), r_px)
+        if np.hypot(*np.subtract(centre_px, brightest)) > r_px:
+            log.warning(f"zero beam at ({centre_px[0]:.1f}, {centre_px[1]:.1f}) px from the {centre_source}, not the "
+                        f"brightest disk of the mean pattern at ({brightest[0]:.1f}, {brightest[1]:.1f}) px (a "
+                        f"reflection brighter than the zero beam); give --centre I,J if this is wrong")
     else:
         if not all(0 <= c <= n - 1 for c, n in zip(centre_px, scan.pattern_shape)):
             raise FourdError(f"--centre {centre_px[0]:g},{centre_px[1]:g} lies outside the "

@@ -129,3 +129,57 @@ def test_model_trained_on_many_pixel_sizes_runs_on_the_detectors_own():
     assert model_pixel_invA(wide, 0.06) == (0.02, 0.02)
     assert model_pixel_invA(narrow, 0.03) == (0.028, 0.028)
     assert model_pixel_invA({"input": {"k_sampling_invA": [0.03, 0.03]}}, 0.03) == (0.03, 0.03)
+
+
+def _thick_si():
+    """The mean pattern of a Si [110] strain series at 1000 Å (multislice, 200 kV, 2 mrad, 0.0167 Å⁻¹ pixels),
+    cropped so that its zero beam sits at (72, 69) px; a {111} reflection there is brighter than the zero beam."""
+    from pathlib import Path
+
+    d = np.load(Path(__file__).parent / "data" / "si110_1000A_mean_pattern.npz")
+    return d["mean"].astype(np.float64), d["probe"].astype(np.float64), (72.0, 69.0)
+
+
+def test_the_zero_beam_of_a_thick_crystal_is_not_its_brightest_disk():
+    from fourdcrystal.calibration import disk_centre, disk_radius_px, zero_beam_centre
+
+    mean, probe, truth = _thick_si()
+    r = disk_radius_px(probe)
+    assert np.hypot(*np.subtract(disk_centre(mean, r), truth)) > 15  # the brightest disk is a reflection
+    centre, source = zero_beam_centre(mean, r)
+    assert np.hypot(*np.subtract(centre, truth)) < 0.5 and source == "symmetry of the mean pattern"
+    # a vacuum probe recorded on the same detector says where the zero beam is
+    centre, source = zero_beam_centre(mean, r, probe_centre=(72.6, 69.4))
+    assert np.hypot(*np.subtract(centre, truth)) < 0.5 and source == "vacuum probe"
+    # a thin crystal: the brightest disk is the zero beam, and is named so
+    thin = np.zeros((96, 96))
+    ii, jj = np.mgrid[:96, :96]
+    for n, a in ((0, 1.0), (1, 0.3), (-1, 0.3), (2, 0.1), (-2, 0.1)):
+        thin += a * ((ii - 40 - 15 * n) ** 2 + (jj - 50 - 4 * n) ** 2 <= 25)
+    centre, source = zero_beam_centre(thin, 5.0)
+    assert np.hypot(centre[0] - 40, centre[1] - 50) < 0.5 and source == "bright disk of the mean pattern"
+
+
+def test_predict_centres_the_zero_beam_not_the_brightest_reflection(tmp_path, caplog):
+    """predict on that thick crystal: the zero beam where it is, with a warning that names the brightest disk; with
+    the vacuum probe file, from the probe."""
+    import h5py
+
+    from fourdcrystal.predict import PredictConfig, predict
+
+    mean, probe, truth = _thick_si()
+    scan = np.broadcast_to((mean * 1000).astype(np.float32), (1, 2, *mean.shape))
+    np.save(tmp_path / "scan.npy", np.ascontiguousarray(scan))
+    np.save(tmp_path / "probe.npy", probe.astype(np.float32))
+    cal = {"k_pixel_invA": 1 / 60, "energy_eV": 200e3, "semiangle_mrad": 2.0}
+    with caplog.at_level("WARNING", logger="fourdcrystal"):
+        res = predict(None, str(tmp_path / "scan.npy"), tmp_path / "a.h5", PredictConfig(), cal)
+    with h5py.File(res["out"]) as f:
+        assert np.hypot(*np.subtract(f.attrs["centre_px"], truth)) < 0.5
+    assert res["centre_source"] == "symmetry of the mean pattern"
+    assert any("not the brightest disk" in r.getMessage() for r in caplog.records)
+    res = predict(None, str(tmp_path / "scan.npy"), tmp_path / "b.h5", PredictConfig(), cal,
+                  probe=str(tmp_path / "probe.npy"))
+    with h5py.File(res["out"]) as f:
+        assert np.hypot(*np.subtract(f.attrs["centre_px"], truth)) < 0.5
+    assert res["centre_source"] == "vacuum probe"
