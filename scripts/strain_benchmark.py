@@ -71,7 +71,7 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]], mode
         for factor in sorted({o["threshold_factor"] for options in settings.values() for o in options}):
             peak_settings = scaled_settings(model, factor, model_grid)
             # the cache is named by the settings too: after `fourdcrystal tune` changes the card, vectors found
-            # with the old settings are not reused
+            # with the old settings are not reused (after a change of the code, delete SERIES/benchmark)
             digest = hashlib.sha256(json.dumps([model, peak_settings.as_dict()], sort_keys=True).encode()).hexdigest()
             vec = work / f"{data.stem}-x{factor:g}-{digest[:10]}-bragg.h5"
             if not vec.exists():
