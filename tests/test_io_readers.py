@@ -48,3 +48,35 @@ def test_reader_errors_are_one_line(cube, tmp_path):
         f["small"] = np.zeros((1, 1, 2, 27))  # metadata, never a candidate
     with pytest.raises(FourdError, match="several 4D-STEM datasets"):
         open_4d(tmp / "two.h5")
+
+
+def test_mib_scan_shape_from_the_hdr_only_where_it_gives_one(tmp_path):
+    """A line-triggered .hdr gives the frames per line; one frame per trigger gives no shape: a square frame count
+    is guessed with a note, any other is refused in one line naming --scan-shape; --scan-shape reads it."""
+    from fourdcrystal.errors import FourdError
+    from fourdcrystal.io.readers import open_4d
+
+    from .formats import write_mib
+
+    frames = np.arange(8 * 16 * 16, dtype=np.uint16).reshape(2, 4, 16, 16) % 50
+    line = write_mib(tmp_path / "line.mib", frames)
+    with open_4d(line) as scan:
+        assert scan.scan_shape == (2, 4) and not scan.notes
+
+    def frame_triggered(name, data):
+        path = write_mib(tmp_path / name, data)
+        path.with_suffix(".hdr").write_text(
+            "HDR,\nFrames in Acquisition (Number):\t%d\nFrames per Trigger (Number):\t1\nEnd\t" % (
+                data.shape[0] * data.shape[1]))
+        return path
+
+    eight = frame_triggered("eight.mib", frames)
+    with pytest.raises(FourdError, match=r"8 frames and a \.hdr that gives no scan shape; give the scan shape as "
+                                         r"--scan-shape"):
+        open_4d(eight)
+    with open_4d(eight, (8, 1)) as scan:
+        assert scan.scan_shape == (8, 1)
+    nine = frame_triggered("nine.mib", np.zeros((3, 3, 16, 16), np.uint16))
+    with open_4d(nine) as scan:
+        assert scan.scan_shape == (3, 3)
+        assert len(scan.notes) == 1 and "gives no scan shape" in scan.notes[0] and "guess" in scan.notes[0]

@@ -476,37 +476,43 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
     if size % frame.itemsize and scan_shape is None:
         raise FourdError(f"{p}: {frames} whole frames and a cut-off one: the file is truncated (an interrupted "
                          f"acquisition or copy); give --scan-shape ROWSxCOLS to read the whole frames")
-    shape = _mib_scan_shape(p, frames, scan_shape)
+    shape, from_hdr = _mib_scan_shape(p, frames, scan_shape)
     notes = []
-    if scan_shape is None and not p.with_suffix(".hdr").exists():
-        notes.append(f"no .hdr beside it: the scan shape {shape[0]}x{shape[1]} is a guess from the {frames} frames "
+    if scan_shape is None and not from_hdr:
+        why = ("no .hdr beside it" if not p.with_suffix(".hdr").exists() else
+               "its .hdr gives no scan shape (one frame per trigger)")
+        notes.append(f"{why}: the scan shape {shape[0]}x{shape[1]} is a guess from the {frames} frames "
                      f"(square); give --scan-shape if the acquisition was not square or was cut short")
     # Merlin stores rows bottom-up: flipped like RosettaSciIO does
     frames_reader = _RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
     return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, notes)
 
 
-def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[int, int]:
+def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], bool]:
+    """(rows, cols), and whether the .hdr gave them. A line-triggered acquisition's .hdr gives the frames per
+    line ("Frames per Trigger"); one frame per trigger (frame triggering) says nothing of the scan's shape."""
     hint = "give the scan shape as --scan-shape ROWSxCOLS"
+    from_hdr = False
     if scan_shape is None:
         hdr = p.with_suffix(".hdr")
         if hdr.exists():
             text = hdr.read_text(errors="replace")
             total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
             per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
-            if total and per_line and int(per_line.group(1)) > 0:
+            if total and per_line and (int(per_line.group(1)) > 1 or int(total.group(1)) == 1):
                 width = int(per_line.group(1))
-                scan_shape = (int(total.group(1)) // width, width)
+                scan_shape, from_hdr = (int(total.group(1)) // width, width), True
         if scan_shape is None:
             side = int(round(np.sqrt(frames)))
             if side * side != frames:
-                raise FourdError(f"{p}: {frames} frames and no .hdr file beside it; {hint}")
+                what = "no .hdr file beside it" if not hdr.exists() else "a .hdr that gives no scan shape"
+                raise FourdError(f"{p}: {frames} frames and {what}; {hint}")
             scan_shape = (side, side)
     rows, cols = (int(s) for s in scan_shape)
     if rows * cols > frames:
         raise FourdError(f"{p}: scan shape {rows}x{cols} needs {rows * cols} frames, the file holds {frames} "
                          f"(an interrupted acquisition?); {hint}")
-    return rows, cols
+    return (rows, cols), from_hdr
 
 
 # -- RosettaSciIO -----------------------------------------------------------------------------
