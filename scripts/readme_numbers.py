@@ -10,7 +10,8 @@ around the blocks is written by hand and states no measured number. Sources, all
   test-split evaluation against the tuned baseline: ``fourdcrystal evaluate release release/dataset``);
 * ``benchmarks/release2_on_truth.json``: the former second model on the same test split (its command inside);
 * ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
-* ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``);
+* ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``) and
+  ``benchmarks/strain_survey.json`` (``fourdcrystal strain-benchmark OUT --py4dstem-python PY``: its report.json);
 * ``benchmarks/memorise_truth_*.json`` (``python scripts/memorise.py … --target …``, each with its command);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
 * ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
@@ -293,6 +294,68 @@ def strain_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+SURVEY_DOSES = {"clean": "clean", "1e5": "10⁵", "1e4": "10⁴", "1e3": "10³"}
+
+
+def strain_survey() -> str:
+    """``fourdcrystal strain-benchmark``'s summary (``benchmarks/strain_survey.json``): rms strain and rotation error
+    by dose and thickness over every crystal and zone axis, per method; the lowest strain error in bold."""
+    d = _json(BENCH / "strain_survey.json")
+    methods, table = d["methods"], d["summary"]["by_dose_and_thickness_A"]
+    lines = ["| dose (e⁻/pattern) | thickness | strain rms error " + " / ".join(methods) + " | rotation rms error "
+             + " / ".join(methods) + " | positions fitted " + " / ".join(methods) + " |", "|---|---|---|---|---|"]
+    for dose in [x for x in SURVEY_DOSES if x in table]:
+        for t in sorted(table[dose], key=float):
+            cells = [table[dose][t].get(m, {}) for m in methods]
+            errs = [c.get("strain_rms_error_pct") for c in cells]
+            best = min((e for e in errs if e is not None), default=None)
+            strain = " / ".join("–" if e is None else (f"**{e:.3f} %**" if e == best else f"{e:.3f} %") for e in errs)
+            rot = " / ".join("–" if c.get("rotation_rms_error_deg") is None else f"{c['rotation_rms_error_deg']:.3f}°"
+                             for c in cells)
+            fitted = " / ".join(f"{c.get('fitted', 0)}/{c.get('positions', 0)}" for c in cells)
+            lines.append(f"| {SURVEY_DOSES[dose]} | {float(t):g} Å | {strain} | {rot} | {fitted} |")
+    c = d["config"]
+    series = len(c["crystals"]) * c["zone_axes_per_crystal"]
+    chosen = "; ".join(f"{m} {v['fit']['weights']}, tolerance {v['fit']['tolerance']:g}"
+                       for m, v in d["chosen_on_tune_series"].items())
+    return ("\n".join(lines) + f"\n\n({series} test series: {', '.join(c['crystals'])}, {c['zone_axes_per_crystal']} zone "
+            f"axes each, {c['scan'][0]}×{c['scan'][1]} positions strained up to ±{c['strain_pct']:g} % and rotated up "
+            f"to ±{c['rotation_deg']:g}°, {c['energy_eV'] / 1e3:g} kV, {c['semiangle_mrad']:g} mrad, "
+            f"{c['output_px']}² px at {1 / c['box_A']:.4f} Å⁻¹; fit settings chosen on the tuning series: {chosen}; "
+            f"`fourdcrystal strain-benchmark OUT --py4dstem-python PY`, OUT/report.json.)\n")
+
+
+def acceptance() -> str:
+    """Issue 30's acceptance rows, read off the card's test evaluation and the strain survey: met or not."""
+    ev, d = _test_eval(), _json(BENCH / "strain_survey.json")
+    th, bins = ev["by_dose_thick"], ev["by_dose_and_thickness_bin"]
+    m5, b5, m4, b4 = th["model"]["1e+05"], th["baseline"]["1e+05"], th["model"]["1e+04"], th["baseline"]["1e+04"]
+    pos = [(b, dose) for dose in ("clean", "1e+05", "1e+04", "1e+03") if dose in bins["model"]
+           for b in bins["model"][dose]]
+    worse = [f"{b.replace('>=', '≥ ').replace('<', '< ')} at {DOSES.get(dose, dose)}" for b, dose in pos
+             if bins["model"][dose][b]["position_rms_px"] > bins["baseline"][dose][b]["position_rms_px"]]
+    table = d["summary"]["by_dose_and_thickness_A"]
+    s5 = table.get("1e5", {})
+    fails5 = [t for t in s5 if not (s5[t]["model"]["strain_rms_error_pct"] is not None and all(
+        s5[t][m]["strain_rms_error_pct"] is not None for m in d["methods"]) and s5[t]["model"]["strain_rms_error_pct"]
+        <= 0.8 * s5[t]["baseline"]["strain_rms_error_pct"] and ("py4DSTEM" not in s5[t] or s5[t]["model"][
+            "strain_rms_error_pct"] <= s5[t]["py4DSTEM"]["strain_rms_error_pct"]))]
+    clean = [table["clean"][t]["model"]["strain_rms_error_pct"] for t in table.get("clean", {})]
+    ok_clean = bool(clean) and all(e is not None and e <= 0.08 for e in clean)
+    rows = [("F1 at 10⁵ ≥ tuned baseline + 0.05", f"{m5['f1']:.3f} vs {b5['f1']:.3f} + 0.05", m5["f1"] >= b5["f1"] + 0.05),
+            ("F1 at 10⁴ ≥ tuned baseline + 0.05", f"{m4['f1']:.3f} vs {b4['f1']:.3f} + 0.05", m4["f1"] >= b4["f1"] + 0.05),
+            ("precision at 10⁵ ≥ 0.9", f"{m5['precision']:.3f}", m5["precision"] >= 0.9),
+            ("position rms ≤ the baseline's in every thickness bin", "every bin and dose" if not worse else
+             "worse at " + ", ".join(worse), not worse),
+            ("strain rms at 10⁵ ≤ 0.8 × baseline and ≤ py4DSTEM, every thickness",
+             "met at every thickness" if not fails5 else "missed at " + ", ".join(f"{float(t):g} Å" for t in
+                                                                            sorted(fails5, key=float)), not fails5),
+            ("noise-free strain ≤ 0.08 %", ", ".join(f"{e:.3f} %" for e in clean), ok_clean)]
+    lines = ["| target (test split ≥ 200 Å; strain survey) | now | met |", "|---|---|---|"]
+    lines += [f"| {t} | {v} | {'yes' if ok else '**no**'} |" for t, v, ok in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _indent(text: str) -> str:
     """Blocks inside a list item of docs/reference.md are indented by two spaces."""
     return "".join(f"  {line}" if line.strip() else line for line in text.splitlines(keepends=True))
@@ -339,6 +402,7 @@ def py4dstem_full_table() -> str:
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
     "release-table": release_table, "release2-truth": release2_truth, "truth-gate": truth_gate,
+    "strain-survey": strain_survey, "acceptance": acceptance,
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
