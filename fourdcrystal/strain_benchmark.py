@@ -124,8 +124,6 @@ def _series_folder(out: Path, split: str, crystal: str, uvw) -> Path:
 
 def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> list[Path]:
     """Simulate every series that is not there yet; returns the series folders (both splits)."""
-    import h5py
-
     from .simulation.cbed import Optics
     from .simulation.series import random_series, simulate_series
     from .training.augment import shot_noise
@@ -153,17 +151,11 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
                 if dose != "clean":
                     cbed = np.stack([shot_noise(c, float(dose), rng) for c in cbed])
                 path = folder / f"series-t{int(round(t)):04d}A-{dose}.h5"
-                with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-                    ds = f.create_dataset("data", data=cbed.reshape(rows, cols, *cbed.shape[1:]).astype(np.float32))
-                    ds.attrs.update({"k_pixel_invA": series.k_pixel_invA, "energy_eV": config.energy_eV,
-                                     "semiangle_mrad": config.semiangle_mrad})
-                    f.create_dataset("probe", data=series.probe)
-                    g = f.create_group("truth")
-                    g.create_dataset("strain", data=strains.reshape(rows, cols, 3))
-                    g.create_dataset("rotation_deg", data=rots.reshape(rows, cols))
-                    f.attrs.update({"structure": crystal, "zone_axis": list(uvw), "thickness_A": float(t),
-                                    "nominal_thickness_A": float(config.thicknesses_A[ti]), "dose": dose,
-                                    "box_A": config.box_A})
+                write_series_file(path, cbed, series, strains, rots, config.scan, config.energy_eV,
+                                  config.semiangle_mrad, {"structure": crystal, "zone_axis": list(uvw),
+                                                          "thickness_A": float(t), "dose": dose,
+                                                          "nominal_thickness_A": float(config.thicknesses_A[ti]),
+                                                          "box_A": config.box_A})
                 files.append(path.name)
         truth = {"crystal": crystal, "system": CRYSTALS[crystal].system, "zone_axis": list(uvw), "split": split,
                  "seed": seed, "scan_shape": [rows, cols], "strain": strains.tolist(), "rotation_deg": rots.tolist(),
@@ -171,6 +163,25 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
         with atomic_file(folder / "truth.json") as tmp:
             tmp.write_text(json.dumps(truth, indent=1) + "\n")
     return folders
+
+
+def write_series_file(path: Path, cbed: np.ndarray, series, strains: np.ndarray, rotations_deg: np.ndarray,
+                      scan: tuple, energy_eV: float, semiangle_mrad: float, attrs: dict) -> None:
+    """One thickness and dose of a strain series as a file ``predict`` reads (atomically): ``/data`` (rows, cols, H, W)
+    float32 with its calibration, ``/probe``, the truth in ``/truth`` (strain (rows, cols, 3) fractions, rotation_deg)
+    and ``attrs`` (structure, zone axis, thickness, dose ...) on the file."""
+    import h5py
+
+    rows, cols = scan
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("data", data=cbed.reshape(rows, cols, *cbed.shape[1:]).astype(np.float32))
+        ds.attrs.update({"k_pixel_invA": series.k_pixel_invA, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad})
+        f.create_dataset("probe", data=series.probe)
+        g = f.create_group("truth")
+        g.create_dataset("strain", data=np.asarray(strains).reshape(rows, cols, 3))
+        g.create_dataset("rotation_deg", data=np.asarray(rotations_deg).reshape(rows, cols))
+        f.attrs.update({**attrs, "conventions": "atoms r -> (I + eps) R(theta) r relative to position (0, 0); eps "
+                                                "along detector axes 0 (x) and 1 (y), fractions"})
 
 
 @dataclass

@@ -40,11 +40,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
-    import h5py
     from pymatgen.core import Lattice, Structure
 
     from fourdcrystal.simulation.cbed import Optics
     from fourdcrystal.simulation.series import random_series, simulate_series
+    from fourdcrystal.strain_benchmark import write_series_file
     from fourdcrystal.training.augment import shot_noise
 
     out = Path(args.out)
@@ -73,18 +73,9 @@ def main(argv=None) -> int:
             if dose != "clean":
                 cbed = np.stack([shot_noise(c, float(dose), rng) for c in cbed])
             path = out / f"series-t{int(round(t)):04d}A-{dose}.h5"
-            with h5py.File(path, "w") as f:
-                ds = f.create_dataset("data", data=cbed.reshape(rows, cols, *cbed.shape[1:]).astype(np.float32))
-                ds.attrs.update({"k_pixel_invA": series.k_pixel_invA, "energy_eV": args.energy,
-                                 "semiangle_mrad": args.semiangle})
-                f.create_dataset("probe", data=series.probe)
-                g = f.create_group("truth")
-                g.create_dataset("strain", data=strains.reshape(rows, cols, 3))
-                g.create_dataset("rotation_deg", data=rots.reshape(rows, cols))
-                f.attrs.update({"structure": name, "zone_axis": list(args.zone_axis), "thickness_A": float(t),
-                                "dose": dose, "box_A": args.box,
-                                "conventions": "atoms r -> (I + eps) R(theta) r relative to position (0, 0); eps "
-                                               "along detector axes 0 (x) and 1 (y), fractions"})
+            write_series_file(path, cbed, series, strains, rots, (rows, cols), args.energy, args.semiangle,
+                              {"structure": name, "zone_axis": list(args.zone_axis), "thickness_A": float(t),
+                               "dose": dose, "box_A": args.box})
             files.append(str(path))
     truth = {"structure": name, "zone_axis": list(args.zone_axis), "scan_shape": [rows, cols],
              "strain": strains.tolist(), "rotation_deg": rots.tolist(), "thickness_A": series.thickness_A.tolist(),
