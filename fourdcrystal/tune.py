@@ -18,7 +18,8 @@ config (the same Poisson draws for both methods), a grid search picks:
 Every score is against the physical truth (the exact reflections, sorted by evaluate's visibility
 rule), as ``evaluate`` scores. With a strain benchmark (``strain_benchmark``, ``tune --strain-benchmark``)
 the objective includes strain: among the model thresholds within ``strain_f1_margin`` of the best mean
-F1, the one whose vectors give the lowest strain error on the benchmark's tuning series is kept
+F1, the one whose vectors give the lowest strain error on the benchmark's tuning series is kept where
+it lowers that error by at least ``strain_min_gain`` (5 %)
 (:func:`fourdcrystal.strain_benchmark.threshold_strain_errors`), the low-dose one on its low-dose files.
 
 Thresholds only remove peaks, and the circular spacing suppression keeps the stronger peak,
@@ -70,7 +71,8 @@ class TuneConfig:
     batch_size: int = 16
     seed: int = 0
     # up to 0.5: a network trained on a truth target of height 1 (presence) reads its peaks near 0.3-0.5
-    model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+    model_min_relative: tuple = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35,
+                                 0.4, 0.45, 0.5)
     model_spacing_px: tuple = (2.0, 3.0, 4.0)
     # the model's threshold as a fraction of its strongest maximum, or of the zero beam's V_g (its output unit)
     model_threshold_of: tuple = ("strongest", "zero_beam")
@@ -86,6 +88,9 @@ class TuneConfig:
     # strain_f1_margin of the best mean F1, the one whose vectors fit the tuning series' strain best
     strain_benchmark: str | None = None
     strain_f1_margin: float = 0.01
+    # and only where its strain error is at least this much (relative) below the F1-best threshold's: detection is
+    # not traded for a strain gain within the noise of a few series
+    strain_min_gain: float = 0.05
 
     def eval_config(self) -> EvalConfig:
         base = EvalConfig()
@@ -281,7 +286,8 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
 def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple, low_t, high: list, low: list):
     """The model's thresholds (main, and low-dose where there is one) chosen again by strain: among those whose mean
     F1 is within ``strain_f1_margin`` of the best (same reference and spacing), the one whose vectors give the
-    lowest strain error on the strain benchmark's tuning series at the same doses. Returns (m_key, low_t, record)."""
+    lowest strain error on the strain benchmark's tuning series at the same doses, where that is at least
+    ``strain_min_gain`` (relative) below the F1-best one's. Returns (m_key, low_t, record)."""
     import json
 
     from .strain_benchmark import threshold_strain_errors, tuning_files
@@ -292,7 +298,8 @@ def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple
     fit = (json.loads(report.read_text())["chosen_on_tune_series"]["model"]["fit"] if report.is_file()
            else {"weights": "squared", "tolerance": 0.25})
     settings = DetectionSettings(model=ModelPeakSettings(min_relative=m_key[1], min_spacing_px=sp, threshold_of=ref))
-    record = {"benchmark": str(config.strain_benchmark), "fit": fit, "f1_margin": config.strain_f1_margin}
+    record = {"benchmark": str(config.strain_benchmark), "fit": fit, "f1_margin": config.strain_f1_margin,
+              "min_gain": config.strain_min_gain}
 
     def series_dose(path: Path) -> float:
         d = path.stem.rsplit("-", 1)[-1]
@@ -306,6 +313,8 @@ def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple
             return best_t
         errs = threshold_strain_errors(model_path, mine, settings, near, fit)
         chosen = min(near, key=lambda t: (errs[t], -mgrid.f1((ref, t, sp), doses)))
+        if not errs[chosen] <= (1 - config.strain_min_gain) * errs[best_t]:
+            chosen = best_t
         record[name] = {"f1_best_threshold": best_t, "chosen": chosen, "files": len(mine),
                         "candidates": {str(t): {"mean_f1": mgrid.f1((ref, t, sp), doses),
                                                 "strain_rms_error_pct": errs[t]} for t in near}}

@@ -178,3 +178,8 @@ def test_tune_keeps_the_threshold_that_fits_strain_best_among_those_near_the_bes
     assert m_key == ("zero_beam", 0.4, 3.0) and low_t == 0.4
     assert set(record["threshold"]["candidates"]) == {"0.2", "0.3", "0.4"} and record["threshold"]["chosen"] == 0.4
     assert seen["files"] == [["series-t0100A-1e5.h5", "series-t0100A-clean.h5"], ["series-t0100A-1e3.h5"]]
+    # a gain within the noise (0.25 → 0.24 %, 4 %) does not move the threshold away from the best F1
+    strain.update({0.4: 0.24, 0.3: 0.25, 0.2: 0.25})
+    m_key, low_t, _ = tune_mod._strain_objective("m.pt", cfg, Grid(), ("zero_beam", 0.3, 3.0), 0.2,
+                                                 ["clean", "1e+05"], ["1e+03"])
+    assert m_key == ("zero_beam", 0.3, 3.0) and low_t == 0.2
