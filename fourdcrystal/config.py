@@ -596,7 +596,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetune", "release2-finetune2", "release3")  # shipped in fourdcrystal/configs/
+CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetune", "release2-finetune2", "release3",
+                "release4")  # shipped in fourdcrystal/configs/
 
 
 def config_path(path: str | Path) -> Path:
