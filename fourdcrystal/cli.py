@@ -587,7 +587,8 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
     --baseline on every file, chooses each method's strain-fit settings on the tuning series and
     scores the test series: rms strain error (%) and rotation error (°) by dose and thickness.
     Writes OUT/report.json and OUT/report.png. The default survey (4 crystals, 8 series of 3×3
-    positions, 4 thicknesses, 4 doses) takes about an hour on 2 CPU cores.
+    positions, 4 thicknesses, 4 doses) took about 20 min on 2 CPU cores (half simulation, half
+    predict and fits); a rerun with another model only predicts again.
     """
     import json
     from pathlib import Path
