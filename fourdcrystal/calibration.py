@@ -261,12 +261,7 @@ def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[floa
     """
     img = np.asarray(image, dtype=np.float64)
     img = img - np.median(img)
-    if radius_px and radius_px > 0.5:
-        yy, xx = np.mgrid[-int(radius_px) - 1:int(radius_px) + 2, -int(radius_px) - 1:int(radius_px) + 2]
-        kernel = (yy**2 + xx**2 <= radius_px**2).astype(float)
-        score = ndimage.convolve(img, kernel, mode="constant")
-    else:
-        score = ndimage.gaussian_filter(img, 1.0)
+    score = _disk_score(img, radius_px) if radius_px and radius_px > 0.5 else ndimage.gaussian_filter(img, 1.0)
     i, j = np.unravel_index(np.argmax(score), img.shape)
     return _centroid(img, i, j, radius_px if radius_px else 3.0)
 
@@ -297,10 +292,9 @@ def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[flo
     img = np.asarray(mean, dtype=np.float64)
     img = img - np.median(img)
     r = max(float(radius_px), 1.0)
-    yy, xx = np.mgrid[-int(r) - 1:int(r) + 2, -int(r) - 1:int(r) + 2]
-    score = ndimage.convolve(img, (yy**2 + xx**2 <= r**2).astype(float), mode="constant")
-    ii, jj = np.mgrid[:img.shape[0], :img.shape[1]]
+    score = _disk_score(img, r)
     if probe_centre is not None:
+        ii, jj = np.mgrid[:img.shape[0], :img.shape[1]]
         near = (ii - probe_centre[0]) ** 2 + (jj - probe_centre[1]) ** 2 <= r**2
         i, j = np.unravel_index(np.argmax(np.where(near, score, -np.inf)), img.shape)
         return _centroid(img, i, j, r), "vacuum probe"
@@ -308,6 +302,9 @@ def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[flo
     order = np.argsort(score[peaks])[::-1][:candidates]
     cand = np.argwhere(peaks)[order]
     cand = cand[score[cand[:, 0], cand[:, 1]] > 0.05 * score.max()]
+    if not len(cand):
+        i, j = np.unravel_index(np.argmax(score), img.shape)
+        return _centroid(img, i, j, r), "bright disk of the mean pattern"
 
     def symmetry(c) -> float:
         # the point reflection through c: pixel c + d ↔ c − d, on the overlap, the disk at c left out
@@ -325,16 +322,20 @@ def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[flo
         return float((a * b).sum() / den) if den > 0 else -np.inf
 
     sym = np.array([symmetry(c) for c in cand])
-    k = int(np.argmax(sym)) if len(cand) and np.isfinite(sym.max()) else 0
+    k = int(np.argmax(sym)) if np.isfinite(sym.max()) else 0
     # another disk only when it is clearly the centre of the pattern (simulated thick crystals: ≥ 0.86 against
     # ≤ 0.13 for a brighter reflection); a pattern without Friedel pairs keeps its brightest disk
     if k != 0 and not sym[k] >= max(sym[0], 0.0) + 0.3:
         k = 0
-    if not len(cand):
-        i, j = np.unravel_index(np.argmax(score), img.shape)
-        return _centroid(img, i, j, r), "bright disk of the mean pattern"
     i, j = cand[k]
     return _centroid(img, i, j, r), ("bright disk of the mean pattern" if k == 0 else "symmetry of the mean pattern")
+
+
+def _disk_score(img: np.ndarray, radius_px: float) -> np.ndarray:
+    """``img`` correlated with a flat disk of ``radius_px``: high on disks, low on hot pixels and sharp lines."""
+    r = float(radius_px)
+    yy, xx = np.mgrid[-int(r) - 1:int(r) + 2, -int(r) - 1:int(r) + 2]
+    return ndimage.convolve(img, (yy**2 + xx**2 <= r**2).astype(float), mode="constant")
 
 
 def _centroid(img: np.ndarray, i: int, j: int, radius_px: float) -> tuple[float, float]:

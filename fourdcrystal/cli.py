@@ -590,12 +590,9 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
     positions, 4 thicknesses, 4 doses) took about 20 min on 2 CPU cores (half simulation, half
     predict and fits); a rerun with another model only predicts again.
     """
-    import json
     from pathlib import Path
 
-    import numpy as np
-
-    from .strain_benchmark import StrainBenchmarkConfig, format_table, py4dstem_settings_for, run_benchmark
+    from .strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
 
     def floats(text, name):
         try:
@@ -612,16 +609,7 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
     if py4dstem_python:
         if not Path(py4dstem_python).is_file():
             raise FourdError(f"--py4dstem-python {py4dstem_python}: no such file")
-        src = Path(py4dstem_settings) if py4dstem_settings else (
-            Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json")
-        if not src.is_file():
-            raise FourdError(f"--py4dstem-settings {src}: no such file (a scripts/compare_py4dstem.py result)")
-        tuned = json.loads(src.read_text())
-        from .training.card import card_path, resolve_weights
-
-        card = json.loads(card_path(resolve_weights(model)).read_text())
-        dk_tuned = float(np.mean(card["input"]["k_sampling_invA"]))
-        p4d = py4dstem_settings_for(tuned["py4dstem_settings"], dk_tuned * config.box_A)
+        p4d = tuned_py4dstem_settings(py4dstem_settings, model, config.box_A)
     report = run_benchmark(out, model, config, py4dstem_python, p4d)
     click.echo(format_table(report))
     click.echo(f"wrote {Path(out) / 'report.json'}, {Path(out) / 'report.png'}")

@@ -120,14 +120,14 @@ def model_peaks(vg: np.ndarray, patterns: np.ndarray, probe: np.ndarray, setting
     m = settings.model
     if m.refine not in REFINE_MODES:
         raise ValueError(f"refine must be one of {REFINE_MODES}, got {m.refine!r}")
+    if m.fine_detector_refine not in FINE_DETECTOR_REFINES:
+        raise ValueError(f"fine_detector_refine must be one of {FINE_DETECTOR_REFINES}, got {m.fine_detector_refine!r}")
     if m.low_dose_e > 0 and m.low_dose_min_relative is not None:
         dose = estimate_dose(patterns) if dose_e is None else np.asarray(dose_e, float)
         per = [replace(m, min_relative=m.low_dose_min_relative) if d < m.low_dose_e else m for d in dose]
     else:
         per = [m] * len(vg)
     found = [find_peaks(v, _peak_config(mp, v, mask), mask=mask) for v, mp in zip(vg, per)]
-    if m.fine_detector_refine not in FINE_DETECTOR_REFINES:
-        raise ValueError(f"fine_detector_refine must be one of {FINE_DETECTOR_REFINES}, got {m.fine_detector_refine!r}")
     if m.refine == "correlation":
         moved = refine_positions(patterns, probe, [p.pos_px for p in found], settings.baseline, m.search_px)
         found = [Peaks(pos, p.intensity) for pos, p in zip(moved, found)]

@@ -22,6 +22,7 @@ reused for the same weights and peak settings); ``OUT/report.json`` and ``OUT/re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -225,8 +226,9 @@ def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[_
 
 
 def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[_Vectors], settings: dict, work: Path) -> None:
-    """py4DSTEM's find_Bragg_disks on every file (one worker run per series folder), added as ``py4DSTEM``."""
-    import hashlib
+    """py4DSTEM's find_Bragg_disks on every file (one worker run per series folder, kept in ``work`` and reused),
+    added as ``py4DSTEM``."""
+    import subprocess
 
     import h5py
 
@@ -238,21 +240,22 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[_Vectors], 
     by_folder: dict[Path, list[int]] = {}
     for i, f in enumerate(files):
         by_folder.setdefault(f.parent, []).append(i)
-    import subprocess
-
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     for folder, idx in progress(list(by_folder.items()), desc="py4DSTEM", unit="series"):
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
         tag = f"{folder.parent.name}-{folder.name}-{digest}"
         done = work / f"{tag}-py4dstem.npz"
-        pats, probes, shapes = [], [], []
+        shapes = []
         for i in idx:
             with h5py.File(files[i], "r") as f:
-                d = f["data"][()]
-                shapes.append(d.shape[:2])
-                pats.append(d.reshape(-1, *d.shape[2:]))
-                probes.append(np.broadcast_to(f["probe"][()], (len(pats[-1]), *d.shape[2:])))
+                shapes.append(f["data"].shape)
                 dk = float(f["data"].attrs["k_pixel_invA"])
-        if not done.is_file():
+        if not done.is_file():  # the patterns are read only when py4DSTEM has to run on them
+            pats, probes = [], []
+            for i in idx:
+                with h5py.File(files[i], "r") as f:
+                    d = f["data"][()]
+                    pats.append(d.reshape(-1, *d.shape[2:]))
+                    probes.append(np.broadcast_to(f["probe"][()], pats[-1].shape))
             np.savez(work / f"{tag}.npz", patterns=np.concatenate(pats).astype(np.float32),
                      probes=np.concatenate(probes).astype(np.float32))
             (work / f"{tag}.json").write_text(json.dumps([settings]))
@@ -264,14 +267,12 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[_Vectors], 
         res = np.load(done)
         off, pos, inten = res["s0_offsets"], res["s0_pos"], res["s0_intensity"]
         start = 0
-        for i, shape in zip(idx, shapes):
-            n = shape[0] * shape[1]
-            o = off[start:start + n + 1]
-            h, w = pats[0].shape[-2:]
+        for i, (rows, cols, h, w) in zip(idx, shapes):
+            o = off[start:start + rows * cols + 1]
             q = (pos[o[0]:o[-1]] - np.array([h // 2, w // 2])) * dk
-            vectors[i].methods["py4DSTEM"] = VectorSet(tuple(shape), (o - o[0]).astype(np.int64), q,
+            vectors[i].methods["py4DSTEM"] = VectorSet((rows, cols), (o - o[0]).astype(np.int64), q,
                                                         inten[o[0]:o[-1]], "Å⁻¹", dk, str(files[i]), "py4DSTEM")
-            start += n
+            start += rows * cols
 
 
 def _score(v: _Vectors, method: str, fit: dict) -> dict:
@@ -315,8 +316,6 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out / "report.json"):
         folders = simulate_series_files(out, config)
-        import hashlib
-
         from .training.card import card_path, resolve_weights
 
         card = json.loads(card_path(resolve_weights(model)).read_text())
@@ -399,6 +398,29 @@ def format_table(report: dict) -> str:
                              f"{str(r.get('fitted', 0)) + '/' + str(r.get('positions', 0)):>7s}")
             lines.append(f"{d:>6s} {float(t):9.0f} | " + " | ".join(cells))
     return "\n".join(lines)
+
+
+def file_dose_e(path: Path) -> float:
+    """Electrons per pattern of a series file (inf: noise-free)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        dose = str(f.attrs["dose"])
+    return math.inf if dose == "clean" else float(dose)
+
+
+def tuned_py4dstem_settings(source: str | Path | None, model: str | None, box_A: float) -> dict:
+    """py4DSTEM's settings from a ``scripts/compare_py4dstem.py`` result (``source``; None: the source tree's
+    ``benchmarks/compare_py4dstem.json``), tuned on ``model``'s validation split at its card's pixel size, scaled
+    to a series detector of 1/``box_A`` Å⁻¹ pixels (:func:`py4dstem_settings_for`)."""
+    from .training.card import card_path, resolve_weights
+
+    src = Path(source) if source else Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json"
+    if not src.is_file():
+        raise FourdError(f"--py4dstem-settings {src}: no such file (a scripts/compare_py4dstem.py result)")
+    card = json.loads(card_path(resolve_weights(model)).read_text())
+    dk_tuned = float(np.mean(card["input"]["k_sampling_invA"]))
+    return py4dstem_settings_for(json.loads(src.read_text())["py4dstem_settings"], dk_tuned * box_A)
 
 
 def tuning_files(out: str | Path) -> list[Path]:

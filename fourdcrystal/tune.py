@@ -290,10 +290,11 @@ def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple
     ``strain_min_gain`` (relative) below the F1-best one's. Returns (m_key, low_t, record)."""
     import json
 
-    from .strain_benchmark import threshold_strain_errors, tuning_files
+    from .strain_benchmark import file_dose_e, threshold_strain_errors, tuning_files
 
     ref, _, sp = m_key
     files = tuning_files(config.strain_benchmark)
+    doses_e = {f: file_dose_e(f) for f in files}
     report = Path(config.strain_benchmark) / "report.json"
     fit = (json.loads(report.read_text())["chosen_on_tune_series"]["model"]["fit"] if report.is_file()
            else {"weights": "squared", "tolerance": 0.25})
@@ -301,14 +302,10 @@ def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple
     record = {"benchmark": str(config.strain_benchmark), "fit": fit, "f1_margin": config.strain_f1_margin,
               "min_gain": config.strain_min_gain}
 
-    def series_dose(path: Path) -> float:
-        d = path.stem.rsplit("-", 1)[-1]
-        return np.inf if d == "clean" else float(d)
-
     def choose(best_t, doses, group, name):
         best_f1 = mgrid.f1((ref, best_t, sp), doses)
         near = [t for t in config.model_min_relative if mgrid.f1((ref, t, sp), doses) >= best_f1 - config.strain_f1_margin]
-        mine = [f for f in files if (series_dose(f) < LOW_DOSE_E) == (group == "low")]
+        mine = [f for f in files if (doses_e[f] < LOW_DOSE_E) == (group == "low")]
         if not mine:
             return best_t
         errs = threshold_strain_errors(model_path, mine, settings, near, fit)

@@ -167,8 +167,13 @@ def test_tune_keeps_the_threshold_that_fits_strain_best_among_those_near_the_bes
         seen.setdefault("files", []).append(sorted(p.name for p in files))
         return {t: strain[t] for t in thresholds}
 
-    for name in ("series-t0100A-clean.h5", "series-t0100A-1e5.h5", "series-t0100A-1e3.h5"):
-        (tmp_path / "series" / "tune" / "X-001").mkdir(parents=True, exist_ok=True)
+    import h5py
+
+    (tmp_path / "series" / "tune" / "X-001").mkdir(parents=True, exist_ok=True)
+    for name, dose in (("series-t0100A-clean.h5", "clean"), ("series-t0100A-1e5.h5", "1e5"),
+                       ("series-t0100A-1e3.h5", "1e3")):
+        with h5py.File(tmp_path / "series" / "tune" / "X-001" / name, "w") as f:
+            f.attrs["dose"] = dose
     (tmp_path / "series" / "tune" / "X-001" / "truth.json").write_text(json.dumps(
         {"files": ["series-t0100A-clean.h5", "series-t0100A-1e5.h5", "series-t0100A-1e3.h5"]}))
     monkeypatch.setattr(sb, "threshold_strain_errors", fake)
