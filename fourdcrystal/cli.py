@@ -854,6 +854,11 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
               help="Least-squares weights of the vectors: their intensity, its square, or equal; auto: squared for "
                    "model vectors (kinematic V_g: a disk's counts go as V_g²), equal for correlation peaks "
                    "(baseline, py4DSTEM), as chosen on a validation series.")
+@_opt("strain", "correct", "--correct", type=click.Choice(["none", "reference"]),
+      help="reference: measure each reflection's displacement from its lattice point (dynamical scattering moves "
+           "disk centres, differently for each reflection) over the reference positions and take it off that "
+           "reflection everywhere, fitting only those reflections; assumes the reference region has the scan's "
+           "thickness and orientation. none: fit the vectors as found.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrite, **_options) -> None:
     """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.
@@ -881,7 +886,7 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
     cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
                        g2=_pair(g2, "--g2", float), tolerance=c["tolerance"], min_vectors=min_vectors, weights=c["weights"],
-                       crystal_basis=None if basis is None else tuple(map(tuple, basis)))
+                       correct=c["correct"], crystal_basis=None if basis is None else tuple(map(tuple, basis)))
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     res = run_strain(vectors, out, cfg, overwrite=overwrite)
     g = res["reference_basis"]

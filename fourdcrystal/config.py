@@ -518,6 +518,9 @@ STRAIN_SCHEMA: Schema = {
     "weights": Field("auto", Choice("auto", "intensity", "squared", "none"),
                      "least-squares weights of the vectors: intensity, its square, or equal; auto: squared for model "
                      "vectors (V_g), equal for correlation peaks"),
+    "correct": Field("reference", Choice("none", "reference"),
+                     "reference: take each reflection's displacement from its lattice point, measured over the "
+                     "reference positions, off that reflection at every position (only those reflections are fitted)"),
 }
 
 SCHEMAS: dict[str, Schema] = {"select": SELECT_SCHEMA, "supercell": SUPERCELL_SCHEMA, "simulate": SIMULATE_SCHEMA,

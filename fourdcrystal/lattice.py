@@ -215,6 +215,87 @@ def _first_per_index(hk: np.ndarray, w: np.ndarray, keep: np.ndarray) -> np.ndar
     return out
 
 
+def reflection_offsets(fits: list[tuple[np.ndarray, LatticeFit]], min_fraction: float = 0.5) -> dict:
+    """Each reflection's systematic displacement from its lattice point, in lattice coordinates.
+
+    Dynamical scattering shifts the apparent centre of a disk away from its lattice point: the intensity
+    inside a disk is not flat, and the shift differs from one reflection family to the next (tenths of a
+    pixel on thick crystals). A fit whose set of found reflections changes from one position to the next
+    then changes its scale with the set, not with the strain. Measured where the crystal is the reference,
+    these offsets can be taken off the same reflections everywhere (:func:`corrected_fit`).
+
+    Parameters
+    ----------
+    fits : (q, fit) of the reference positions: each position's vectors and :func:`fit_lattice` result
+        (None entries allowed).
+    min_fraction : keep a reflection found at at least this fraction of the fitted positions.
+
+    Returns
+    -------
+    {(h, k): (2,) median offset (Δh, Δk), fractions of g1 and g2}; the zero beam is (0, 0) by definition.
+
+    >>> b = np.diag([0.1, 0.1]); q = np.array([[0, 0], [0.101, 0], [0, 0.1], [0.1, 0.1]], float)
+    >>> offs = reflection_offsets([(q, fit_lattice(q, b, min_vectors=3))])
+    >>> sorted(offs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    True
+    """
+    per: dict[tuple[int, int], list[np.ndarray]] = {}
+    fitted = 0
+    for q, fit in fits:
+        if fit is None:
+            continue
+        fitted += 1
+        q = np.asarray(q, float).reshape(-1, 2)
+        r = q[fit.used] - fit.origin - fit.indices[fit.used] @ fit.basis.T
+        frac = np.linalg.solve(fit.basis, r.T).T
+        for hk, d in zip(map(tuple, fit.indices[fit.used].tolist()), frac):
+            per.setdefault(hk, []).append(d)
+    out = {hk: np.median(np.array(d), axis=0) for hk, d in per.items() if len(d) >= min_fraction * fitted}
+    if (0, 0) in out:
+        out[(0, 0)] = np.zeros(2)  # the zero beam defines the origin
+    return out
+
+
+def corrected_fit(q: np.ndarray, weights: np.ndarray | None, fit: LatticeFit, offsets: dict,
+                  tolerance: float = 0.25, min_vectors: int = 3) -> LatticeFit | None:
+    """Refit one position with the reference's reflection offsets taken off (:func:`reflection_offsets`).
+
+    Only the vectors the first fit used and whose reflection has an offset enter: each moves by
+    −(Δh g1 + Δk g2) of the refitted basis (so the offset strains and rotates with the lattice).
+
+    Parameters
+    ----------
+    q : (n, 2) the position's vectors, as given to :func:`fit_lattice`.
+    weights : (n,) their fit weights, or None (equal).
+    fit : the position's uncorrected :func:`fit_lattice` result (its indices and start).
+    offsets : {(h, k): (Δh, Δk)} from :func:`reflection_offsets`.
+    tolerance, min_vectors : as for :func:`fit_lattice`.
+
+    Returns
+    -------
+    LatticeFit over all the input vectors (``used`` marks the corrected ones that entered), or None.
+    """
+    q = np.asarray(q, float).reshape(-1, 2)
+    w = np.ones(len(q)) if weights is None else np.asarray(weights, float)
+    keep = fit.used & np.array([tuple(h) in offsets for h in fit.indices.tolist()], bool)
+    if keep.sum() < min_vectors:
+        return None
+    delta = np.array([offsets[tuple(h)] for h in fit.indices[keep].tolist()])
+    refit = fit
+    # the offsets move with the lattice, whose basis the corrected fit itself changes: a few fixed-point
+    # passes (each shrinks the error by about the offsets' size, a few % of a lattice spacing)
+    for _ in range(3):
+        refit = fit_lattice(q[keep] - delta @ refit.basis.T, refit.basis, w[keep], refit.origin,
+                            tolerance=tolerance, max_order=1 << 20, min_vectors=min_vectors)
+        if refit is None:
+            return None
+    used = np.zeros(len(q), bool)
+    used[np.nonzero(keep)[0][refit.used]] = True
+    indices = fit.indices.copy()
+    indices[keep] = refit.indices
+    return LatticeFit(refit.basis, refit.origin, indices, used, refit.residual_rms)
+
+
 def deformation(basis: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Real-space deformation gradient of a measured reciprocal basis relative to a reference.
 

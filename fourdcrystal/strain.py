@@ -8,7 +8,15 @@ Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors fi
 2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
    least squares (model vectors weighted by their V_g, correlation peaks equally), drop outliers, refit. Positions with
    fewer than ``min_vectors`` indexed vectors are marked failed (NaN in the maps), not fatal.
-3. **Reference.** The element-wise median of the fitted bases over a scan region
+3. **Reflection offsets** (``correct="reference"``, the default). Dynamical scattering moves each
+   disk's apparent centre off its lattice point, by an amount that differs between reflection
+   families (tenths of a pixel on thick crystals), and a detector does not find the same families at
+   every position, so an uncorrected fit changes its scale with the set it found. Each reflection's
+   median residual over the reference positions (in lattice coordinates) is taken off that
+   reflection at every position, and only those reflections are refitted
+   (:func:`fourdcrystal.lattice.reflection_offsets`). It assumes the reference is the same crystal,
+   thickness and orientation as the rest of the scan; ``correct="none"`` fits the vectors as found.
+4. **Reference.** The element-wise median of the fitted bases over a scan region
    (``R0:R1,C0:C1``, rows and columns of the scan, end exclusive) or over the whole scan
    (``median``). Strain and rotation are relative to it: F = G⁻ᵀ G_refᵀ, F = (I + ε) R(θ).
 
@@ -25,6 +33,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +47,7 @@ from .progress import progress
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain/1"
 WEIGHTS = ("auto", "intensity", "squared", "none")
+CORRECTIONS = ("none", "reference")
 CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the reference, detector frame: x = axis 0 "
                "= q_x, y = axis 1 = q_y); F = (I + eps) R(theta) (polar decomposition, left stretch): eps in the "
                "detector frame (fractions, tensor shear exy; engineering shear = 2 exy), theta counter-clockwise from q_x "
@@ -54,6 +64,7 @@ class StrainConfig:
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
     weights: str = default("strain", "weights")  # auto | intensity | squared | none (fit_weights)
+    correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
     crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
     max_crystal_mismatch: float = 0.1  # refuse a crystal lattice farther than this (relative) from the measured one
@@ -79,6 +90,8 @@ def check_config(config: StrainConfig) -> None:
         raise FourdError(f"--method {config.method!r}: expected model or baseline")
     if config.weights not in WEIGHTS:
         raise FourdError(f"--weights {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
+    if config.correct not in CORRECTIONS:
+        raise FourdError(f"--correct {config.correct!r}: expected one of {', '.join(CORRECTIONS)}")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
         raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
     if config.min_vectors < 3:
@@ -164,13 +177,19 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     origins = np.full((n, 2), np.nan)
     resid = np.full(n, np.nan)
     n_indexed = np.zeros(n, np.int32)
+    fits = []
     for p in progress(range(n), desc="fitting lattices", unit="position"):
         q, w = _position_vectors(vectors, p, config)
         fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
-        if fit is None:
-            n_indexed[p] = 0
-            continue
-        bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
+        fits.append((q, w, fit))
+    offsets = None
+    if config.correct == "reference":
+        offsets = lattice.reflection_offsets([(fits[p][0], fits[p][2]) for p in ref_positions])
+        fits = [(q, w, None if fit is None else lattice.corrected_fit(q, w, fit, offsets, config.tolerance,
+                                                                      config.min_vectors)) for q, w, fit in fits]
+    for p, (_, _, fit) in enumerate(fits):
+        if fit is not None:
+            bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
     ok = np.isfinite(bases).all(axis=(1, 2))
     ref_ok = ok[ref_positions]
     if not ref_ok.any():
@@ -198,6 +217,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         "origin": origins.reshape(*shape2, 2),
         "reference_basis": reference, "start_basis": start, "reference_positions": int(ref_ok.sum()),
         "failed": int((~ok).sum()), "crystal_mismatch": mismatch,
+        "corrected_reflections": None if offsets is None else len(offsets),
     }
 
 
@@ -219,7 +239,9 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                  "config": json.dumps(asdict(config)), "conventions": CONVENTIONS,
                  "reference_g1": result["reference_basis"][:, 0], "reference_g2": result["reference_basis"][:, 1],
                  "scan_shape": list(vectors.scan_shape), "failed_positions": result["failed"],
-                 "crystal_mismatch": np.nan if result["crystal_mismatch"] is None else result["crystal_mismatch"]}
+                 "crystal_mismatch": np.nan if result["crystal_mismatch"] is None else result["crystal_mismatch"],
+                 "corrected_reflections": -1 if result["corrected_reflections"] is None
+                 else result["corrected_reflections"]}
         try:
             with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
                 f.attrs.update(attrs)

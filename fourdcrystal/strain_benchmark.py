@@ -38,7 +38,8 @@ from .progress import progress
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain_benchmark/1"
 SPLITS = ("tune", "test")
-FIT_GRID = [{"weights": w, "tolerance": t} for w in ("squared", "intensity", "none") for t in (0.15, 0.25, 0.35)]
+FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none")
+            for t in (0.15, 0.25, 0.35) for c in ("none", "reference")]
 
 
 @dataclass(frozen=True)

@@ -317,6 +317,7 @@ def strain_survey() -> str:
     c = d["config"]
     series = len(c["crystals"]) * c["zone_axes_per_crystal"]
     chosen = "; ".join(f"{m} {v['fit']['weights']}, tolerance {v['fit']['tolerance']:g}"
+                       + (f", offsets {v['fit']['correct']}" if "correct" in v["fit"] else "")
                        for m, v in d["chosen_on_tune_series"].items())
     return ("\n".join(lines) + f"\n\n({series} test series: {', '.join(c['crystals'])}, {c['zone_axes_per_crystal']} zone "
             f"axes each, {c['scan'][0]}×{c['scan'][1]} positions strained up to ±{c['strain_pct']:g} % and rotated up "

@@ -8,8 +8,8 @@ files. Prints a table per thickness and dose and writes SERIES/strain_benchmark.
 With ``--tune-on VAL`` each method's settings are first chosen on another series (another
 seed) by the lowest mean strain error there, so neither method is scored with settings picked
 on the test series: the peak threshold (the card's tuned one, which maximises the Bragg-peak F1,
-times 0.5, 1 or 2: a strain fit may prefer fewer, surer vectors or more of them), the fit weights
-and the indexing tolerance. Both methods get the same grid.
+times 0.5, 1 or 2: a strain fit may prefer fewer, surer vectors or more of them), the fit weights,
+the indexing tolerance and the reflection-offset correction. Both methods get the same grid.
 
     python scripts/strain_series.py --out strain-series
     python scripts/strain_series.py --out strain-series-val --seed 1
@@ -28,8 +28,9 @@ import numpy as np
 
 
 THRESHOLD_FACTORS = (0.5, 1.0, 2.0)
-GRID = [{"threshold_factor": f, "weights": w, "tolerance": t}
-        for f in THRESHOLD_FACTORS for w in ("squared", "intensity", "none") for t in (0.15, 0.25, 0.35)]
+GRID = [{"threshold_factor": f, "weights": w, "tolerance": t, "correct": c}
+        for f in THRESHOLD_FACTORS for w in ("squared", "intensity", "none") for t in (0.15, 0.25, 0.35)
+        for c in ("none", "reference")]
 
 
 def scaled_settings(model: str, factor: float, model_grid: bool = False):
@@ -139,7 +140,8 @@ def main(argv=None) -> int:
     set_quiet(True)
     folder = Path(args.series)
     truth = json.loads((folder / "truth.json").read_text())
-    chosen = {m: {"threshold_factor": 1.0, "weights": "intensity", "tolerance": 0.25} for m in args.methods.split(",")}
+    chosen = {m: {"threshold_factor": 1.0, "weights": "intensity", "tolerance": 0.25, "correct": "none"}
+              for m in args.methods.split(",")}
     tuning = None
     if args.tune_on:
         val_rows = score_folder(Path(args.tune_on), args.model, {m: GRID for m in chosen}, args.model_grid)

@@ -99,6 +99,60 @@ def test_squared_weights_let_faint_vectors_count_as_their_counts_say():
     assert fit_weights(StrainConfig(), VectorSet(**{**vars(noisy), "method": "baseline"})) == "none"
 
 
+def _displaced_family_set(seed: int = 0):
+    """Vectors whose disks sit off their lattice points by a fixed amount per reflection (in lattice coordinates,
+    as dynamical scattering moves a disk's centre), with a different subset of reflections found at each
+    position (all of them at the reference): ((3, 3) VectorSet, (9, 3) applied strains)."""
+    rng = np.random.default_rng(seed)
+    g = np.array([[0.3, 0.0], [0.0, 0.35]]).T
+    hk = np.array([(h, k) for h in range(-3, 4) for k in range(-3, 4)])
+    # a radial push that differs per family (|h| + |k|), up to 4 % of a lattice spacing; none on the zero beam
+    family = np.abs(hk).sum(axis=1)
+    delta = hk * (0.04 * np.sin(1.7 * family))[:, None] / np.maximum(np.abs(hk).max(axis=1), 1)[:, None]
+    strains = np.array([(0, 0, 0)] + [tuple(rng.uniform(-0.01, 0.01, 3)) for _ in range(8)])
+    qs, ints, counts = [], [], []
+    for p, e in enumerate(strains):
+        f = np.array([[1 + e[0], e[2]], [e[2], 1 + e[1]]])
+        q = (hk + delta) @ (np.linalg.inv(f).T @ g).T
+        keep = np.ones(len(hk), bool) if p == 0 else (rng.random(len(hk)) < 0.6) | (family == 0)
+        qs.append(q[keep])
+        ints.append(np.ones(keep.sum()))
+        counts.append(keep.sum())
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    vs = VectorSet((3, 3), offsets, np.concatenate(qs), np.concatenate(ints), "Å⁻¹", 0.02, "memory", "baseline")
+    return vs, strains
+
+
+def test_reference_offsets_take_off_what_each_reflection_is_displaced_by():
+    """Disk centres displaced per reflection family and a found set that changes from position to position:
+    the plain fit reads the change of set as strain (errors of ~10⁻³); with the displacements measured at the
+    reference and taken off, the fit gives back the applied strain."""
+    vs, strains = _displaced_family_set()
+    err = {}
+    for correct in ("none", "reference"):
+        m = strain_maps(vs, StrainConfig(reference="0:1,0:1", weights="none", correct=correct))
+        assert m["fit_ok"].all()
+        got = np.stack([m[k].ravel() for k in ("exx", "eyy", "exy")], axis=1)
+        err[correct] = float(np.abs(got - strains).max())
+        assert (m["corrected_reflections"] is None) == (correct == "none")
+    assert err["none"] > 1e-3 and err["reference"] < 1e-9, err
+    assert StrainConfig().correct == "reference"
+
+
+def test_reflection_offsets_keep_reflections_seen_at_enough_reference_positions():
+    from fourdcrystal import lattice
+
+    b = np.diag([0.2, 0.25])
+    hk = np.array([(0, 0), (1, 0), (0, 1), (1, 1), (-1, 0), (0, -1)])
+    q_all = hk @ b.T + np.array([0.0, 0.003]) * (hk[:, :1] != 0)  # reflections with h ≠ 0 pushed along q_y
+    # three fitted reference positions, and one that could not be fitted (it does not count)
+    fits = [(q, lattice.fit_lattice(q, b)) for q in (q_all, q_all[:4], q_all[:4])] + [(q_all, None)]
+    offs = lattice.reflection_offsets(fits)
+    assert set(offs) == {(0, 0), (1, 0), (0, 1), (1, 1)}  # (-1, 0), (0, -1): at 1 of 3 fitted positions
+    assert np.all(offs[(0, 0)] == 0)
+    assert set(lattice.reflection_offsets(fits, min_fraction=0.3)) == set(map(tuple, hk.tolist()))
+
+
 def _predict_like_file(path: Path, vs: VectorSet) -> Path:
     """A file in predict's layout (what fourdcrystal predict writes), from a VectorSet."""
     with h5py.File(path, "w") as f:
