@@ -568,8 +568,11 @@ def _match_radius_option(section: str):
 @click.option("--energy", type=float, default=200e3, show_default=True, help="Beam energy, eV.")
 @click.option("--semiangle", type=float, default=2.0, show_default=True, help="Convergence semi-angle, mrad.")
 @click.option("--box", type=float, default=60.0, show_default=True,
-              help="Cut box side, Å; the detector pixel is 1/box Å⁻¹.")
+              help="Simulated cut box side, Å; the detector pixel is DETECTOR_BIN/box Å⁻¹.")
 @click.option("--px", type=int, default=256, show_default=True, help="Detector pixels per side.")
+@click.option("--detector-bin", type=int, default=1, show_default=True,
+              help="Simulated pixels summed into one detector pixel, per side: a larger --box read through the same "
+                   "detector (e.g. --box 240 --detector-bin 4: 1/60 Å⁻¹ pixels; multislice time grows as the box²).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Test series seed; the tuning series use SEED+1.")
 @click.option("--threads", type=int, default=1, show_default=True, help="FFT threads of the simulation.")
 @click.option("--py4dstem-python", type=click.Path(dir_okay=False),
@@ -579,7 +582,7 @@ def _match_radius_option(section: str):
               help="The compare_py4dstem.py result whose tuned py4DSTEM settings are used. "
                    "[default: benchmarks/compare_py4dstem.json of the source tree]")
 def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, doses, strain_pct, rotation_deg, energy,
-                         semiangle, box, px, seed, threads, py4dstem_python, py4dstem_settings) -> None:
+                         semiangle, box, px, detector_bin, seed, threads, py4dstem_python, py4dstem_settings) -> None:
     """Strain and rotation errors of the model, the tuned baseline (and py4DSTEM) against the applied truth.
 
     Simulates strained scans of several crystals on two zone axes each (multislice; a tuning series
@@ -604,12 +607,13 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
         crystals=tuple(c.strip() for c in crystals.split(",") if c.strip()), zone_axes_per_crystal=zone_axes,
         scan=tuple(scan), strain_pct=strain_pct, rotation_deg=rotation_deg,
         thicknesses_A=floats(thicknesses, "--thicknesses"), energy_eV=energy, semiangle_mrad=semiangle,
-        box_A=box, output_px=px, doses=tuple(d.strip() for d in doses.split(",")), seed=seed, threads=threads).check()
+        box_A=box, output_px=px, detector_bin=detector_bin, doses=tuple(d.strip() for d in doses.split(",")), seed=seed,
+        threads=threads).check()
     p4d = None
     if py4dstem_python:
         if not Path(py4dstem_python).is_file():
             raise FourdError(f"--py4dstem-python {py4dstem_python}: no such file")
-        p4d = tuned_py4dstem_settings(py4dstem_settings, model, config.box_A)
+        p4d = tuned_py4dstem_settings(py4dstem_settings, model, config.k_pixel_invA)
     report = run_benchmark(out, model, config, py4dstem_python, p4d)
     click.echo(format_table(report))
     click.echo(f"wrote {Path(out) / 'report.json'}, {Path(out) / 'report.png'}")

@@ -85,8 +85,9 @@ class StrainBenchmarkConfig:
     thicknesses_A: tuple = (100.0, 300.0, 600.0, 1000.0)
     energy_eV: float = 200e3
     semiangle_mrad: float = 2.0
-    box_A: float = 60.0  # cut box side; the detector pixel is 1 / box Å⁻¹
-    output_px: int = 256
+    box_A: float = 60.0  # simulated cut box side, Å; the detector pixel is detector_bin / box_A Å⁻¹
+    output_px: int = 256  # detector pixels a side
+    detector_bin: int = 1  # simulated pixels summed into a detector pixel, a side (a larger box, the same detector)
     doses: tuple = ("clean", "1e5", "1e4", "1e3")  # clean and / or electrons per pattern (Poisson)
     seed: int = 0  # the test series; the tuning series use seed + 1
     threads: int = 1
@@ -104,10 +105,17 @@ class StrainBenchmarkConfig:
             raise FourdError("--strain-pct must lie in 0-5 % and --rotation-deg in 0-10°")
         if not self.thicknesses_A or min(self.thicknesses_A) <= 0:
             raise FourdError(f"--thicknesses {self.thicknesses_A}: expected positive thicknesses in Å")
+        if not (isinstance(self.detector_bin, int) and 1 <= self.detector_bin <= 8):
+            raise FourdError(f"--detector-bin {self.detector_bin!r}: expected an integer 1-8")
         for d in self.doses:
             if d != "clean" and not (_is_number(d) and float(d) > 0):
                 raise FourdError(f"--doses {d!r}: expected clean or electrons per pattern (e.g. 1e5)")
         return self
+
+    @property
+    def k_pixel_invA(self) -> float:
+        """The detector's pixel, Å⁻¹."""
+        return self.detector_bin / self.box_A
 
     def series_names(self) -> list[tuple[str, tuple]]:
         return [(c, tuple(z)) for c in self.crystals for z in CRYSTALS[c].zone_axes[:self.zone_axes_per_crystal]]
@@ -137,14 +145,23 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
         folder = _series_folder(out, split, crystal, uvw)
         folders.append(folder)
         if (folder / "truth.json").is_file():
+            made = json.loads((folder / "truth.json").read_text())
+            simulated = (made.get("box_A", 60.0), made.get("detector_bin", 1), made.get("k_pixel_invA"))
+            if simulated[:2] != (config.box_A, config.detector_bin) or \
+                    not math.isclose(simulated[2], config.k_pixel_invA, rel_tol=1e-9):
+                raise FourdError(f"{folder} was simulated with a {simulated[0]:g} Å box binned {simulated[1]}× "
+                                 f"({simulated[2]:.5f} Å⁻¹ pixels), not --box {config.box_A:g} --detector-bin "
+                                 f"{config.detector_bin}; use another OUT")
             continue
         folder.mkdir(parents=True, exist_ok=True)
         seed = config.seed + (1 if split == "tune" else 0)
         rows, cols = config.scan
         strains, rots = random_series(rows * cols, config.strain_pct, config.rotation_deg, seed)
         series = simulate_series(CRYSTALS[crystal].structure(), uvw, strains, rots,
-                                 Optics(config.energy_eV, config.semiangle_mrad, output_px=config.output_px),
-                                 list(config.thicknesses_A), config.box_A, threads=config.threads)
+                                 Optics(config.energy_eV, config.semiangle_mrad,
+                                        output_px=config.output_px * config.detector_bin),
+                                 list(config.thicknesses_A), config.box_A, threads=config.threads,
+                                 detector_bin=config.detector_bin)
         rng = np.random.default_rng(seed + 1000)
         files = []
         for ti, t in enumerate(series.thickness_A):
@@ -157,11 +174,13 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
                                   config.semiangle_mrad, {"structure": crystal, "zone_axis": list(uvw),
                                                           "thickness_A": float(t), "dose": dose,
                                                           "nominal_thickness_A": float(config.thicknesses_A[ti]),
-                                                          "box_A": config.box_A})
+                                                          "box_A": config.box_A,
+                                                          "detector_bin": config.detector_bin})
                 files.append(path.name)
         truth = {"crystal": crystal, "system": CRYSTALS[crystal].system, "zone_axis": list(uvw), "split": split,
                  "seed": seed, "scan_shape": [rows, cols], "strain": strains.tolist(), "rotation_deg": rots.tolist(),
-                 "thickness_A": series.thickness_A.tolist(), "k_pixel_invA": series.k_pixel_invA, "files": files}
+                 "thickness_A": series.thickness_A.tolist(), "k_pixel_invA": series.k_pixel_invA,
+                 "box_A": config.box_A, "detector_bin": config.detector_bin, "files": files}
         with atomic_file(folder / "truth.json") as tmp:
             tmp.write_text(json.dumps(truth, indent=1) + "\n")
     return folders
@@ -410,10 +429,10 @@ def file_dose_e(path: Path) -> float:
     return math.inf if dose == "clean" else float(dose)
 
 
-def tuned_py4dstem_settings(source: str | Path | None, model: str | None, box_A: float) -> dict:
+def tuned_py4dstem_settings(source: str | Path | None, model: str | None, k_pixel_invA: float) -> dict:
     """py4DSTEM's settings from a ``scripts/compare_py4dstem.py`` result (``source``; None: the source tree's
     ``benchmarks/compare_py4dstem.json``), tuned on ``model``'s validation split at its card's pixel size, scaled
-    to a series detector of 1/``box_A`` Å⁻¹ pixels (:func:`py4dstem_settings_for`)."""
+    to a series detector of ``k_pixel_invA`` pixels (:func:`py4dstem_settings_for`)."""
     from .training.card import card_path, resolve_weights
 
     src = Path(source) if source else Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json"
@@ -421,7 +440,7 @@ def tuned_py4dstem_settings(source: str | Path | None, model: str | None, box_A:
         raise FourdError(f"--py4dstem-settings {src}: no such file (a scripts/compare_py4dstem.py result)")
     card = json.loads(card_path(resolve_weights(model)).read_text())
     dk_tuned = float(np.mean(card["input"]["k_sampling_invA"]))
-    return py4dstem_settings_for(json.loads(src.read_text())["py4dstem_settings"], dk_tuned * box_A)
+    return py4dstem_settings_for(json.loads(src.read_text())["py4dstem_settings"], dk_tuned / k_pixel_invA)
 
 
 def tuning_files(out: str | Path) -> list[Path]:

@@ -322,7 +322,7 @@ def strain_survey() -> str:
     return ("\n".join(lines) + f"\n\n({series} test series: {', '.join(c['crystals'])}, {c['zone_axes_per_crystal']} zone "
             f"axes each, {c['scan'][0]}×{c['scan'][1]} positions strained up to ±{c['strain_pct']:g} % and rotated up "
             f"to ±{c['rotation_deg']:g}°, {c['energy_eV'] / 1e3:g} kV, {c['semiangle_mrad']:g} mrad, "
-            f"{c['output_px']}² px at {1 / c['box_A']:.4f} Å⁻¹; fit settings chosen on the tuning series: {chosen}; "
+            f"{c['output_px']}² px at {c.get('detector_bin', 1) / c['box_A']:.4f} Å⁻¹ ({c['box_A']:g} Å boxes); fit settings chosen on the tuning series: {chosen}; "
             f"`fourdcrystal strain-benchmark OUT --py4dstem-python PY`, OUT/report.json.)\n")
 
 

@@ -188,3 +188,37 @@ def test_tune_keeps_the_threshold_that_fits_strain_best_among_those_near_the_bes
     m_key, low_t, _ = tune_mod._strain_objective("m.pt", cfg, Grid(), ("zero_beam", 0.3, 3.0), 0.2,
                                                  ["clean", "1e+05"], ["1e+03"])
     assert m_key == ("zero_beam", 0.3, 3.0) and low_t == 0.2
+
+
+def test_series_made_with_another_box_are_not_reused(tiny):
+    """OUT/series holds what one --box / --detector-bin simulated: a run with another refuses in one line and
+    leaves the report as it was."""
+    out, _ = tiny
+    before = (out / "report.json").read_bytes()
+    line = _error(run_cli("-q", "strain-benchmark", str(out), *TINY[:-2], "--box", "80", "--detector-bin", "2"))
+    assert "was simulated with a 40 Å box binned 1×" in line and "--box 80 --detector-bin 2" in line
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_a_larger_box_binned_onto_the_detector_puts_the_disks_at_g():
+    """--detector-bin: an 80 Å box simulated at 1/80 Å⁻¹ and summed 2 × 2 into 1/40 Å⁻¹ pixels; the vacuum probe
+    stays centred on pixel (n/2, n/2) with maximum 1, and each {100} disk of GaN [001] sits at |g| = 2 / (√3 a)
+    from it (its first moment, checked against the lattice constant, not against the simulation)."""
+    from fourdcrystal.simulation.cbed import Optics
+    from fourdcrystal.simulation.series import simulate_series
+
+    s = simulate_series(sb.CRYSTALS["GaN"].structure(), (0, 0, 1), np.zeros((1, 3)), np.zeros(1),
+                        Optics(200e3, 2.0, output_px=256), [60.0], 80.0, detector_bin=2)
+    assert s.cbed.shape == (1, 1, 128, 128) and s.probe.shape == (128, 128)
+    assert s.k_pixel_invA == pytest.approx(1 / 40) and s.probe.max() == pytest.approx(1.0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    assert [float((s.probe * c).sum() / s.probe.sum()) for c in (yy, xx)] == pytest.approx([64.0, 64.0], abs=1e-3)
+    g_px = 2 / (np.sqrt(3) * 3.189) / s.k_pixel_invA
+    pat = s.cbed[0, 0]
+    # locate the six strongest disks near |g| by the first moment of the ring's intensity
+    ring = (np.abs(np.hypot(yy - 64, xx - 64) - g_px) <= 4) * pat
+    theta = np.arctan2(xx - 64, yy - 64)
+    for k in range(6):
+        sector = ring * (np.abs(np.angle(np.exp(1j * (theta - theta.ravel()[np.argmax(ring)] - k * np.pi / 3)))) < 0.4)
+        r = float((sector * np.hypot(yy - 64, xx - 64)).sum() / sector.sum())
+        assert r == pytest.approx(g_px, abs=0.15), (k, r, g_px)
