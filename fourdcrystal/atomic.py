@@ -137,9 +137,11 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     import fcntl
 
     lock = Path(str(path) + ".lock")
-    if not lock.parent.is_dir():  # nothing there yet to protect; the stage makes the folder (and fails alone)
-        yield lock
-        return
+    try:  # the folder first: two runs that both find it missing must still meet at one lock
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FourdError(f"cannot write output folder {lock.parent} (for {Path(path).name}): "
+                         f"{exc.strerror or exc}") from None
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError as exc:

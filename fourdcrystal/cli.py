@@ -58,6 +58,30 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted; finished outputs are kept, rerun the same command to resume", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # the last net: a defect of ours, not bad input (exit 1, not 2)
+            stage = ctx.invoked_subcommand or "fourdcrystal"
+            saved = _save_traceback(stage)
+            first = (_one_line(str(exc)).strip().splitlines() or ["(no message)"])[0]
+            click.echo(f"error: internal error in {stage}: {type(exc).__name__}: {first}"
+                       + (f" (traceback saved to {saved})" if saved else ""), err=True)
+            ctx.exit(1)
+
+
+def _save_traceback(stage: str) -> str | None:
+    """The current exception's traceback in a new file under the temporary folder (None if that fails too)."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"fourdcrystal-{stage}-", suffix=".traceback.txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"fourdcrystal {__version__}: {' '.join(sys.argv)}\n")
+            traceback.print_exc(file=f)
+        return path
+    except OSError:
+        return None
 
 
 def _one_line(message: str) -> str:
@@ -187,10 +211,12 @@ def _load(section: str, config_path) -> dict:
 @click.option("--experimental-only", is_flag=True, default=None, help="mp: only materials with an ICSD entry.")
 @click.option("--include-gnome", is_flag=True, default=None, help="mp: include GNoME-predicted materials.")
 @click.option("--max-results", type=int, help="mp: stop after this many documents.")
+@_opt("select", "mp.timeout_s", "--timeout", type=float,
+      help="mp: seconds to wait for the endpoint to connect and to answer each request (3 tries, then an error).")
 @click.pass_context
 def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run, per_prototype, max_crystals, seed,
                symprec, skip_bad, file_paths, api_key, endpoint, elements, exclude_elements, num_sites,
-               e_above_hull_max, stable_only, experimental_only, include_gnome, max_results) -> None:
+               e_above_hull_max, stable_only, experimental_only, include_gnome, max_results, timeout) -> None:
     """Build a crystal catalogue grouped by AFLOW prototype, √N-sampled per group.
 
     Writes OUT/catalogue.json (structures as CIF text, prototype labels, space groups,
@@ -206,7 +232,7 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
         "mp.exclude_elements": exclude_elements, "mp.num_sites": num_sites,
         "mp.energy_above_hull_max": e_above_hull_max, "mp.stable_only": stable_only,
         "mp.experimental_only": experimental_only, "mp.include_gnome": include_gnome,
-        "mp.max_results": max_results,
+        "mp.max_results": max_results, "mp.timeout_s": timeout,
     })
     if file_paths and "files" not in cfg["sources"]:
         cfg["sources"].append("files")
@@ -858,6 +884,9 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
               help="Least-squares weights of the vectors: their intensity, its square, or equal; auto: squared for "
                    "model vectors (kinematic V_g: a disk's counts go as V_g²), equal for correlation peaks "
                    "(baseline, py4DSTEM), as chosen on a validation series.")
+@_opt("strain", "min_indexed_fraction", "--min-indexed-fraction", type=float,
+      help="Positions with less of the vectors' weight on the fitted lattice are not fitted (NaN, counted): several "
+           "grains, rings or amorphous material are not one lattice.")
 @_opt("strain", "correct", "--correct", type=click.Choice(["none", "reference"]),
       help="reference: measure each reflection's displacement from its lattice point (dynamical scattering moves "
            "disk centres, differently for each reflection) over the reference positions and take it off that "
@@ -890,7 +919,7 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
     cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
                        g2=_pair(g2, "--g2", float), tolerance=c["tolerance"], min_vectors=min_vectors, weights=c["weights"],
-                       correct=c["correct"], crystal_basis=None if basis is None else tuple(map(tuple, basis)))
+                       correct=c["correct"], min_indexed_fraction=c["min_indexed_fraction"], crystal_basis=None if basis is None else tuple(map(tuple, basis)))
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     res = run_strain(vectors, out, cfg, overwrite=overwrite)
     g = res["reference_basis"]
@@ -904,8 +933,15 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
             f"{k} {100 * np.nanmedian(m[k][ok]):+.3f} % (spread {100 * np.nanstd(m[k][ok]):.3f} %)"
             for k in ("exx", "eyy", "exy")) + f", θ spread {np.nanstd(m['theta_deg'][ok]):.3f}°")
     if res["failed"]:
-        click.echo(f"{res['failed']} of {res['positions']} positions not fitted (fewer than {min_vectors} "
-                   f"indexed vectors); NaN in the maps")
+        lattice_off = res["not_one_lattice"]
+        click.echo(f"{res['failed']} of {res['positions']} positions not fitted (fewer than {min_vectors} indexed "
+                   f"vectors" + (f"; at {lattice_off} of them under {c['min_indexed_fraction']:g} of the vectors' "
+                                 f"weight lay on one lattice" if lattice_off else "") + "); NaN in the maps")
+        if res["failed"] > res["positions"] / 2:
+            log.warning("most positions could not be fitted: " + (
+                "their vectors do not form one lattice (several grains, rings or amorphous material?); the maps "
+                "hold only the single-crystal positions" if lattice_off > res["failed"] / 2 else
+                "too few vectors indexed (wrong basis: give --g1/--g2, or a lower peak threshold in predict)"))
     click.echo(f"wrote {res['out']} and {res['png']}")
 
 
@@ -928,7 +964,7 @@ def export_cmd(vectors, out, method, overwrite) -> None:
     check_not_inputs("--out", [out], {"the predict result": vectors})
 
     vs = read_vectors(vectors, method)
-    if vs.method not in ("model", "baseline"):
+    if "py4dstem_group" in vs.attrs or vs.method not in ("model", "baseline"):
         raise FourdError(f"{vectors}: already a py4DSTEM file; export takes a fourdcrystal predict result")
     out = check_new_file(out, (".h5", ".hdf5", ".emd"), overwrite)
     cal = vs.attrs["calibration"]

@@ -263,6 +263,8 @@ SELECT_SCHEMA: Schema = {
         "include_gnome": Field(False, Bool(), "include GNoME-predicted materials"),
         "chunk_size": Field(1000, Int(1, 1000), "documents per REST request"),
         "max_results": Field(None, Int(1, nullable=True), "stop after this many documents (null: all)"),
+        "timeout_s": Field(30.0, Float(0.1, 600.0), "seconds to wait for the endpoint to connect and to answer each "
+                                                    "request; an endpoint that does not is tried 3 times"),
     },
     "files": {
         "paths": Field([], List(Str()), "folders (or single files) of CIF / POSCAR structures"),
@@ -515,6 +517,9 @@ STRAIN_SCHEMA: Schema = {
     "tolerance": Field(0.25, Float(0.0, 0.5, lo_open=True),
                        "index a vector within this fraction of |shortest g| of a lattice point"),
     "min_vectors": Field(5, Int(3), "positions with fewer indexed vectors are not fitted"),
+    "min_indexed_fraction": Field(0.3, Float(0.0, 0.99),
+                                  "positions with less of the vectors' weight on the fitted lattice are not fitted "
+                                  "(several grains, rings: not one lattice)"),
     "weights": Field("auto", Choice("auto", "intensity", "squared", "none"),
                      "least-squares weights of the vectors: intensity, its square, or equal; auto: squared for model "
                      "vectors (V_g), equal for correlation peaks"),

@@ -6,8 +6,10 @@ Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors fi
 1. **Basis.** g1, g2 from the Bragg vector map of the reference positions (the spots that
    index the most intensity, Gauss-reduced), or given (``--g1 --g2``).
 2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
-   least squares (model vectors weighted by their V_g, correlation peaks equally), drop outliers, refit. Positions with
-   fewer than ``min_vectors`` indexed vectors are marked failed (NaN in the maps), not fatal.
+   least squares (model vectors weighted by their V_g², correlation peaks equally), drop outliers, refit. Positions
+   with fewer than ``min_vectors`` indexed vectors, or with less than ``min_indexed_fraction`` of the vectors'
+   weight on the fitted lattice (several grains, rings, amorphous regions: the vectors are not one lattice), are
+   marked failed (NaN in the maps) and counted, not fatal. ``indexed_fraction`` keeps each position's share.
 3. **Reflection offsets** (``correct="reference"``, the default). Dynamical scattering moves each
    disk's apparent centre off its lattice point, by an amount that differs between reflection
    families (tenths of a pixel on thick crystals), and a detector does not find the same families at
@@ -64,6 +66,7 @@ class StrainConfig:
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
     weights: str = default("strain", "weights")  # auto | intensity | squared | none (fit_weights)
+    min_indexed_fraction: float = default("strain", "min_indexed_fraction")  # less of the weight on the lattice: NaN
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
     crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
@@ -90,6 +93,8 @@ def check_config(config: StrainConfig) -> None:
         raise FourdError(f"--method {config.method!r}: expected model or baseline")
     if config.weights not in WEIGHTS:
         raise FourdError(f"--weights {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
+    if not (math.isfinite(config.min_indexed_fraction) and 0 <= config.min_indexed_fraction < 1):
+        raise FourdError(f"--min-indexed-fraction {config.min_indexed_fraction!r}: expected 0 ≤ fraction < 1")
     if config.correct not in CORRECTIONS:
         raise FourdError(f"--correct {config.correct!r}: expected one of {', '.join(CORRECTIONS)}")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
@@ -178,10 +183,18 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     resid = np.full(n, np.nan)
     n_indexed = np.zeros(n, np.int32)
     fits = []
+    indexed = np.full(n, np.nan)
     for p in progress(range(n), desc="fitting lattices", unit="position"):
         q, w = _position_vectors(vectors, p, config)
         fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
+        if fit is not None:
+            # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off
+            total = float(np.sum(w)) if np.sum(w) > 0 else float(len(w))
+            indexed[p] = float(np.sum(w[fit.used])) / total if np.sum(w) > 0 else fit.used.mean()
+            if indexed[p] < config.min_indexed_fraction:
+                fit = None
         fits.append((q, w, fit))
+    not_one_lattice = int(np.sum(indexed < config.min_indexed_fraction))
     offsets = None
     if config.correct == "reference":
         offsets = lattice.reflection_offsets([(fits[p][0], fits[p][2]) for p in ref_positions])
@@ -194,7 +207,8 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     ref_ok = ok[ref_positions]
     if not ref_ok.any():
         raise FourdError(f"no position of the reference {config.reference!r} could be fitted (fewer than "
-                         f"{config.min_vectors} indexed vectors each); choose another --reference or --g1/--g2")
+                         f"{config.min_vectors} indexed vectors, or under {config.min_indexed_fraction:g} of the "
+                         f"vectors' weight on one lattice); choose another --reference or --g1/--g2")
     reference = np.median(bases[ref_positions][ref_ok], axis=0)
     mismatch = None
     if config.crystal_basis is not None:
@@ -218,6 +232,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         "reference_basis": reference, "start_basis": start, "reference_positions": int(ref_ok.sum()),
         "failed": int((~ok).sum()), "crystal_mismatch": mismatch,
         "corrected_reflections": None if offsets is None else len(offsets),
+        "indexed_fraction": indexed.reshape(shape2), "not_one_lattice": not_one_lattice,
     }
 
 
@@ -239,13 +254,14 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                  "config": json.dumps(asdict(config)), "conventions": CONVENTIONS,
                  "reference_g1": result["reference_basis"][:, 0], "reference_g2": result["reference_basis"][:, 1],
                  "scan_shape": list(vectors.scan_shape), "failed_positions": result["failed"],
+                 "not_one_lattice_positions": result["not_one_lattice"],
                  "crystal_mismatch": np.nan if result["crystal_mismatch"] is None else result["crystal_mismatch"],
                  "corrected_reflections": -1 if result["corrected_reflections"] is None
                  else result["corrected_reflections"]}
         try:
             with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
                 f.attrs.update(attrs)
-                for name in ("exx", "eyy", "exy", "theta_deg", "residual_rms"):
+                for name in ("exx", "eyy", "exy", "theta_deg", "residual_rms", "indexed_fraction"):
                     f.create_dataset(name, data=result[name].astype(np.float32))
                 for name in ("n_indexed", "g1", "g2", "origin"):
                     f.create_dataset(name, data=result[name])
@@ -263,5 +279,6 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                                      title=f"{Path(vectors_path).name}: {vectors.method} vectors, reference "
                                            f"{config.reference}")
     return {"out": str(out), "png": str(png_path) if png_path else None, "failed": result["failed"],
+            "not_one_lattice": result["not_one_lattice"],
             "positions": vectors.positions, "reference_basis": result["reference_basis"].tolist(),
             "units": vectors.units, "maps": result}

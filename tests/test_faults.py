@@ -268,3 +268,45 @@ def test_every_stage_refuses_an_output_another_run_holds(workspace, tmp_path):
         assert f"being written by process {os.getpid()}" in err[0], (args[0], err)
         assert not out.exists(), args[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_is_held_even_where_the_output_folder_does_not_exist_yet(workspace, tmp_path):
+    """Two runs onto a/b/m whose folder a/b does not exist yet: the first makes the folder and takes the lock,
+    so the second is refused in one line instead of writing model.pt beside it."""
+    import os
+
+    from fourdcrystal.atomic import output_lock
+
+    out = tmp_path / "a" / "b" / "m"
+    with output_lock(out):
+        assert out.parent.is_dir()
+        res = subprocess.run([sys.executable, "-m", "fourdcrystal.cli", "train", str(workspace / "ds"), "--epochs",
+                              "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    err = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip() and not ln.startswith("warning:")]
+    assert res.returncode == 2 and len(err) == 1, (res.stdout, res.stderr)
+    assert f"being written by process {os.getpid()}" in err[0]
+    assert not out.exists()
+
+
+def test_an_unexpected_exception_is_one_line_naming_the_stage_with_its_traceback_saved(tmp_path, monkeypatch):
+    """A defect (not bad input) ends in one line, exit 1 (bad input is 2), with the traceback in a file it names."""
+    import re
+
+    from .conftest import run_cli
+
+    def broken(*a, **k):
+        raise ValueError("boom\nsecond line")
+
+    monkeypatch.setattr("fourdcrystal.strain.run_strain", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    res = run_cli("strain", str(tmp_path / "v.h5"))
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    m = re.fullmatch(r"error: internal error in strain: ValueError: boom \(traceback saved to (.+)\)", lines[0])
+    assert m, lines[0]
+    saved = m.group(1)
+    assert saved.startswith(str(tmp_path)) and "raise ValueError" in open(saved).read()

@@ -145,3 +145,25 @@ def test_nothing_matches_and_unknown_element(mp, tmp_path):
     assert res.exit_code == 2 and "unknown element symbol 'Qq' in mp.elements" in res.stderr
     assert not mp.summary_requests()[1:]  # the bad symbol never reached the service
     assert not (tmp_path / "cat").exists()
+
+
+def test_an_endpoint_that_never_answers_is_refused_in_bounded_time(tmp_path):
+    """A server that accepts the connection and never answers: select ends with one line after its 3 tries of
+    --timeout seconds, instead of waiting forever (run in a subprocess with a hard limit, so a hang fails)."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)  # the kernel completes the handshakes; nobody ever reads or answers
+        port = s.getsockname()[1]
+        try:
+            res = subprocess.run([sys.executable, "-m", "fourdcrystal", "-q", "select", "--source", "mp",
+                                  "--endpoint", f"http://127.0.0.1:{port}", "--api-key", GOOD_KEY, "--timeout", "0.5",
+                                  "--out", str(tmp_path / "cat")], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("select waited on an endpoint that never answers")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == (f"error: the Materials Project endpoint http://127.0.0.1:{port}/ did not answer "
+                                  f"within 0.5 s (3 tries); check the network or --endpoint, or raise --timeout")
+    assert not (tmp_path / "cat").exists()

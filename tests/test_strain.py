@@ -281,6 +281,61 @@ def test_export_loads_in_py4dstem(tmp_path):
         np.testing.assert_allclose(got["cal"][p][1], vs.q[a:b, 1], atol=1e-6)
 
 
+def test_the_same_vectors_give_the_same_maps_from_the_predict_result_and_from_its_export(tmp_path):
+    """strain on a predict result and on its py4DSTEM export: the export says which method made the vectors and
+    on which grid (EMD metadata), so the fit (weights, start basis, offsets) and the maps are the same."""
+    rng = np.random.default_rng(1)
+    vs = _vector_set(scan=(3, 4), strain_of=lambda p: (0.002 * (p % 4), -0.001 * (p // 4), 0.0005))
+    noisy = VectorSet(vs.scan_shape, vs.offsets, vs.q + rng.normal(scale=0.001, size=vs.q.shape),
+                      rng.uniform(0.1, 1.0, len(vs.q)), "Å⁻¹", 0.02, "memory", "model")
+    src = _predict_like_file(tmp_path / "scan-bragg.h5", noisy)
+    r = CliRunner().invoke(cli, ["export", str(src), "--out", str(tmp_path / "exported.h5")])
+    assert r.exit_code == 0, r.output
+    ours, theirs = read_vectors(src), read_vectors(tmp_path / "exported.h5")
+    assert theirs.method == "model" and theirs.bin_width == ours.bin_width
+    a, b = strain_maps(ours), strain_maps(theirs)
+    for name in ("exx", "eyy", "exy", "theta_deg"):
+        np.testing.assert_allclose(b[name], a[name], atol=1e-9, err_msg=name)
+    r = CliRunner().invoke(cli, ["export", str(tmp_path / "exported.h5"), "--out", str(tmp_path / "again.h5")])
+    assert r.exit_code == 2 and "already a py4DSTEM file" in r.output
+
+
+def _rings_and_one_crystal(scan=(2, 3), crystal_positions=(0,), grains=10, seed=0) -> VectorSet:
+    """Per position either one lattice (g1 0.3, g2 0.35 Å⁻¹) or ``grains`` randomly rotated copies of it (a
+    polycrystal: its vectors lie on rings)."""
+    rng = np.random.default_rng(seed)
+    g = np.array([[0.3, 0.0], [0.0, 0.35]]).T
+    hk = np.array([(h, k) for h in range(-4, 5) for k in range(-4, 5)])
+    qs = []
+    for p in range(scan[0] * scan[1]):
+        rots = [0.0] if p in crystal_positions else rng.uniform(0, 2 * np.pi, grains)
+        q = np.concatenate([hk @ (np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ g).T for t in rots])
+        qs.append(q[np.linalg.norm(q, axis=1) < 1.3])
+    offsets = np.concatenate([[0], np.cumsum([len(q) for q in qs])])
+    q = np.concatenate(qs)
+    return VectorSet(scan, offsets, q, np.exp(-np.linalg.norm(q, axis=1)), "Å⁻¹", 0.02, "memory", "baseline")
+
+
+def test_positions_whose_vectors_are_not_one_lattice_are_nan_counted_and_warned(tmp_path):
+    """Rings from ten grains at five of six positions: those are NaN and counted as not one lattice (under 0.3 of the
+    vectors' weight indexed), the single crystal keeps its fit, and the command warns that most positions failed."""
+    vs = _rings_and_one_crystal()
+    m = strain_maps(vs, StrainConfig(reference="0:1,0:1"))
+    assert m["fit_ok"].ravel().tolist() == [True] + [False] * 5 and m["not_one_lattice"] == 5
+    assert m["indexed_fraction"].ravel()[0] == pytest.approx(1.0)
+    assert np.all(m["indexed_fraction"].ravel()[1:] < 0.3) and np.isnan(m["exx"].ravel()[1:]).all()
+    # with the check off the rings are "fitted" to some strain: what the check prevents
+    loose = strain_maps(vs, StrainConfig(reference="0:1,0:1", min_indexed_fraction=0.0))
+    assert loose["fit_ok"].sum() > 1
+    src = _predict_like_file(tmp_path / "rings-bragg.h5", VectorSet(**{**vars(vs), "method": "model"}))
+    r = CliRunner().invoke(cli, ["strain", str(src), "--reference", "0:1,0:1", "--out", str(tmp_path / "s.h5")])
+    assert r.exit_code == 0, r.output
+    assert "5 of 6 positions not fitted" in r.output and "at 5 of them under 0.3 of the vectors' weight" in r.output
+    assert "warning: most positions could not be fitted: their vectors do not form one lattice" in r.output
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f.attrs["not_one_lattice_positions"] == 5 and f["indexed_fraction"].shape == (2, 3)
+
+
 def test_export_bad_input(tmp_path):
     r = CliRunner().invoke(cli, ["export", str(PY4DSTEM_VECTORS), "--out", str(tmp_path / "x.h5")])
     assert r.exit_code == 2 and "already a py4DSTEM file" in r.output and r.output.count("\n") == 1

@@ -121,6 +121,33 @@ def mp_search_kwargs(cfg: dict) -> dict[str, Any]:
     return kw
 
 
+HEARTBEAT_TRIES = 3
+
+
+def check_endpoint_answers(endpoint: str, timeout_s: float, tries: int = HEARTBEAT_TRIES) -> None:
+    """GET ``endpoint``/heartbeat with connect and read timeouts, ``tries`` times with a doubling pause (0.5 s,
+    1 s, …) between: an endpoint that accepts the connection and never answers is refused in bounded time.
+
+    mp-api's own first request (its heartbeat) has no timeout and would wait forever.
+    """
+    import time
+
+    import requests
+
+    for attempt in range(tries):
+        try:
+            requests.get(endpoint + "heartbeat", timeout=(timeout_s, timeout_s))
+            return  # any answer, even an error status: the endpoint is there (MPRester reports the status)
+        except requests.exceptions.Timeout:
+            if attempt == tries - 1:
+                raise FourdError(f"the Materials Project endpoint {endpoint} did not answer within {timeout_s:g} s "
+                                 f"({tries} tries); check the network or --endpoint, or raise --timeout") from None
+        except requests.exceptions.RequestException as exc:
+            raise FourdError(f"cannot reach the Materials Project endpoint {endpoint} "
+                             f"({type(exc).__name__}); check the network or --endpoint") from None
+        time.sleep(0.5 * 2**attempt)
+
+
 def query_materials_project(cfg: dict, api_key: str | None = None, quiet: bool = False) -> list[RawEntry]:
     """Search the Materials Project summary endpoint with the ``select.mp`` filters."""
     import requests
@@ -133,11 +160,13 @@ def query_materials_project(cfg: dict, api_key: str | None = None, quiet: bool =
     chunk = int(cfg["chunk_size"])
     max_results = cfg["max_results"]
     num_chunks = math.ceil(max_results / chunk) if max_results else None
+    timeout_s = float(cfg.get("timeout_s", 30.0))
+    check_endpoint_answers(endpoint, timeout_s)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with MPRester(api_key=key, endpoint=endpoint, use_document_model=False,
-                          mute_progress_bars=quiet) as mpr:
+            with MPRester(api_key=key, endpoint=endpoint, use_document_model=False, mute_progress_bars=quiet,
+                          timeout=max(1, math.ceil(timeout_s))) as mpr:
                 docs = mpr.materials.summary.search(fields=MP_FIELDS, chunk_size=chunk, num_chunks=num_chunks,
                                                     **kwargs)
     except requests.exceptions.RequestException as exc:

@@ -152,7 +152,13 @@ def _read_py4dstem(p: Path, f, name: str) -> VectorSet:
     else:
         unit, width = "px", 1.0
     attrs = {"py4dstem_group": name, "Q_pixel_size": float(size or 1.0), "Q_pixel_units": units}
-    return VectorSet(scan, offsets, q, arr[:, 2].copy(), unit, width, str(p), "py4dstem", attrs)
+    method = "py4dstem"
+    if "metadatabundle/fourdcrystal" in g and unit == "Å⁻¹":  # exported by fourdcrystal: its method and grid
+        ours = g["metadatabundle/fourdcrystal"]
+        made_by, bin_width = _scalar(ours, "method"), _scalar(ours, "bin_width_invA")
+        if made_by in ("model", "baseline") and isinstance(bin_width, (float, np.floating)) and bin_width > 0:
+            method, width = str(made_by), float(bin_width)
+    return VectorSet(scan, offsets, q, arr[:, 2].copy(), unit, width, str(p), method, attrs)
 
 
 # --- writing py4DSTEM BraggVectors ---------------------------------------------------------------
@@ -197,6 +203,12 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
         md.attrs.update({"emd_group_type": "metadata", "python_class": "Metadata"})
         for key, value in (("Qshape", q_shape), ("Rshape", vectors.scan_shape)):
             md.create_dataset(key, data=np.asarray(value, np.int64)).attrs["type"] = "tuple"
+        # which of our methods made the vectors and the grid they were found on, as EMD metadata py4DSTEM keeps
+        # beside the vectors: read back, the same vectors get the same strain fit as from the predict result
+        ours = shape_md.create_group("fourdcrystal")
+        ours.attrs.update({"emd_group_type": "metadata", "python_class": "Metadata"})
+        ours.create_dataset("method", data=str(vectors.method), dtype=h5py.string_dtype()).attrs["type"] = "string"
+        ours.create_dataset("bin_width_invA", data=float(vectors.bin_width)).attrs["type"] = "number"
         bundle = root.create_group("metadatabundle")
         bundle.attrs["emd_group_type"] = "metadatabundle"
         cal = bundle.create_group("calibration")
