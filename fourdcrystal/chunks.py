@@ -31,7 +31,7 @@ class ChunkProcessor:
     def __init__(self, model, card: dict, prep: Preparation, config: PredictConfig):
         from .model.inference import Predictor
 
-        self.predictor = Predictor(model, card, config.device, config.batch_size)
+        self.predictor = Predictor(model, card, config.device, config.batch_size, tta=config.tta)
         self.dk = prep.dk_invA
         self.prep = prep
         self.config = config

@@ -663,6 +663,9 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
 @_opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @_opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
 @_opt("evaluate", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@_opt("evaluate", "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
+      help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 passes, "
+           "d4: 8; that many times the network time).")
 @_opt("evaluate", "seed", "--seed", type=int, help="Seed of the shot noise.")
 @_opt("evaluate", "thick_from_A", "--thick-from", type=float, help="Also report the patterns at least this thick (Å) "
                                                                    "together.")
@@ -690,7 +693,7 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     cfg = replace(base, split=c["split"], doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
                   label_peaks=replace(base.label_peaks, min_relative=c["label_min_relative"]),
                   model_min_relative=c["min_relative"], limit=c["limit"], batch_size=c["batch_size"], seed=c["seed"],
-                  thick_from_A=c["thick_from_A"])
+                  thick_from_A=c["thick_from_A"], tta=c["tta"])
     split, device = c["split"], c["device"]
     out = Path(out) if out else Path(model).parent / "evaluation"
     with _locked(out):
@@ -807,6 +810,9 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "chunk", "--chunk", type=int, help="Scan positions read and processed together.")
 @_opt("predict", "batch_size", "--batch-size", type=int, help="Patterns per network call.")
 @_opt("predict", "device", "--device", help="auto, cpu, cuda or cuda:N.")
+@_opt("predict", "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
+      help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 passes, "
+           "d4: 8; that many times the network time). d4 measured: F1 +0.011 at 10⁴ e⁻ (README).")
 @_opt("predict", "scheduler", "--scheduler",
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
@@ -840,7 +846,7 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
     c = _load("predict", config_path)
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
                   save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
-                  tilt=c["tilt"], qz=c["qz"])
+                  tilt=c["tilt"], qz=c["qz"], tta=c["tta"])
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
     calibration = {k: c[k] for k in ("k_pixel_invA", "camera_length_mm", "detector_pixel_um", "energy_eV",
                                      "semiangle_mrad")}

@@ -475,6 +475,9 @@ EVALUATE_SCHEMA: Schema = {
     "limit": Field(None, Int(1, nullable=True), "only the first N patterns of the split (null: all)"),
     "batch_size": Field(16, Int(1), "patterns per model batch"),
     "device": Field("auto", Str(), "auto, cpu, cuda or cuda:N"),
+    "tta": Field("none", Choice("none", "flips", "d4"),
+                 "test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4, "
+                 "d4: 8 passes; that many times the network time)"),
     "seed": Field(0, Int(0), "seed of the shot noise"),
     "thick_from_A": Field(200.0, Float(0.0), "also report the patterns at least this thick (Å) together"),
 }
@@ -504,6 +507,7 @@ PREDICT_SCHEMA: Schema = {
     "chunk": Field(256, Int(1), "scan positions read and processed together"),
     "batch_size": Field(16, Int(1), "patterns per network call"),
     "device": EVALUATE_SCHEMA["device"],
+    "tta": EVALUATE_SCHEMA["tta"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
     "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
                                            "evaluation shows q_z skill, or with tilt)"),

@@ -78,6 +78,7 @@ class EvalConfig:
     batch_size: int = default("evaluate", "batch_size")
     worst: int = 4  # patterns in the gallery
     seed: int = default("evaluate", "seed")
+    tta: str = default("evaluate", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
     visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
 
@@ -417,7 +418,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     if config.limit is not None:
         locations = locations[:config.limit]
     require_truth(dataset, locations)
-    predictor = Predictor(model, card, device, config.batch_size)
+    predictor = Predictor(model, card, device, config.batch_size, tta=config.tta)
     out = Path(out)
     from .atomic import check_writable
 

@@ -55,6 +55,7 @@ class PredictConfig:
     max_peaks: int | None = default("predict", "max_peaks")  # per pattern and method; None = the card's (400)
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
+    tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
     tilt: bool | None = default("predict", "tilt")  # per-position crystal tilt from q_z; None: when the card shows skill
     qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill (or with tilt)
 

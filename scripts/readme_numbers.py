@@ -12,6 +12,8 @@ around the blocks is written by hand and states no measured number. Sources, all
 * ``benchmarks/compare_py4dstem.json`` (``python scripts/compare_py4dstem.py release release/dataset``);
 * ``benchmarks/strain_benchmark.json`` (``python scripts/strain_benchmark.py SERIES --tune-on VAL``) and
   ``benchmarks/strain_survey.json`` (``fourdcrystal strain-benchmark OUT --py4dstem-python PY``: its report.json);
+* ``benchmarks/evaluate_tta_d4.json`` (``fourdcrystal evaluate release release/dataset --tta d4 --doses
+  clean,1e5,1e4,1e3``: its report);
 * ``benchmarks/memorise_truth_*.json`` (``python scripts/memorise.py … --target …``, each with its command);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
 * ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
@@ -400,12 +402,31 @@ def py4dstem_full_table() -> str:
     return _indent("\n".join(lines) + "\n")
 
 
+def tta_table() -> str:
+    """``benchmarks/evaluate_tta_d4.json`` (``fourdcrystal evaluate release release/dataset --tta d4 --doses
+    clean,1e5,1e4,1e3``, its report) beside the card's own test evaluation (the same split, no mirrors)."""
+    d, ev, card = _json(BENCH / "evaluate_tta_d4.json"), _test_eval(), _json(CARD)
+    if d.get("model_weights_sha256") != card["weights_sha256"]:
+        raise SystemExit("benchmarks/evaluate_tta_d4.json was measured on other weights than the shipped model's")
+    plain, mirrored = ev["by_dose_thick"], d["by_dose_thick"]
+    lines = ["| dose (e⁻/pattern) | F1 model / with `--tta d4` / baseline | precision model / `--tta d4` | "
+             "rms position error model / `--tta d4` |", "|---|---|---|---|"]
+    for dose, name in (DOSES | {"1e+03": "10³"}).items():
+        if dose not in mirrored["model"] or dose not in plain["model"]:
+            continue
+        a, b, base = plain["model"][dose], mirrored["model"][dose], plain["baseline"][dose]
+        lines.append(f"| {name} | {a['f1']:.3f} / {b['f1']:.3f} / {base['f1']:.3f} | {a['precision']:.3f} / "
+                     f"{b['precision']:.3f} | {a['position_rms_px']:.3f} / {b['position_rms_px']:.3f} px |")
+    return "\n".join(lines) + (f"\n\n(test split, patterns ≥ {d['thick_from_A']:g} Å; the card's thresholds; "
+                                "`fourdcrystal evaluate release release/dataset --tta d4 --doses clean,1e5,1e4,1e3`.)\n")
+
+
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
     "release-table": release_table, "release2-truth": release2_truth, "truth-gate": truth_gate,
     "strain-survey": strain_survey, "acceptance": acceptance,
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
-    "release-full-table": release_full_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
+    "release-full-table": release_full_table, "tta-table": tta_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
 FILES = (README, ROOT / "docs" / "reference.md")
 

@@ -253,3 +253,34 @@ def test_qz_loss_on_the_reflections_only():
     assert qz_weighted_mse(pred, true, vg, min_vg=0.05) == 0.0
     pred[0, 0, 0, 0] = 2.0
     assert qz_weighted_mse(pred, true, vg, min_vg=0.05) == pytest.approx(4.0)
+
+
+def test_test_time_mirrors_average_the_mirrored_answers_and_make_the_network_mirror_equivariant():
+    """tta: the answer is the mean of the network's answers to the pattern's mirrors about the zero beam, each
+    mirrored back; so (for d4) a mirrored or transposed pattern gets exactly the mirrored answer, which an
+    untrained network alone does not give."""
+    import numpy as np
+
+    from fourdcrystal.model.inference import Predictor, _TTA_STEPS, mirror, unmirror
+
+    torch.manual_seed(0)
+    model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0)).eval()
+    card = {"labels": {"qz_scale_invA": 1.0}, "input": {"shape": [32, 32]}}
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 32, 32)).astype(np.float32)
+    p = rng.random((32, 32)).astype(np.float32)
+    plain = Predictor(model, card, "cpu")
+    manual = np.mean([unmirror(plain(np.ascontiguousarray(mirror(x, st)), np.ascontiguousarray(mirror(p, st)))[0],
+                               st) for st in _TTA_STEPS["flips"]], axis=0)
+    np.testing.assert_allclose(Predictor(model, card, "cpu", tta="flips")(x, p)[0], manual, atol=1e-6)
+    d4 = Predictor(model, card, "cpu", tta="d4")
+    base = d4(x, p)[0]
+    for st in ((-2,), ("T",), ("T", -1)):
+        np.testing.assert_allclose(d4(np.ascontiguousarray(mirror(x, st)), np.ascontiguousarray(mirror(p, st)))[0],
+                                   mirror(base, st), atol=1e-5)
+    alone = plain(np.ascontiguousarray(mirror(x, (-2,))), np.ascontiguousarray(mirror(p, (-2,))))[0]
+    assert np.abs(alone - mirror(plain(x, p)[0], (-2,))).max() > 1e-3  # the network alone is not equivariant
+    with pytest.raises(ValueError, match="square patterns"):
+        d4(x[:, :, :16], p[:, :16])
+    with pytest.raises(ValueError, match="tta must be one of"):
+        Predictor(model, card, "cpu", tta="rot90")

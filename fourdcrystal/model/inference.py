@@ -14,6 +14,38 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+TTA = ("none", "flips", "d4")
+# the mirrors of each mode, as steps of :func:`mirror`: "T" swaps the two axes, −2 / −1 mirror one axis
+_TTA_STEPS: dict[str, list[tuple]] = {
+    "none": [()],
+    "flips": [(), (-2,), (-1,), (-2, -1)],
+    "d4": [(), (-2,), (-1,), (-2, -1), ("T",), ("T", -2), ("T", -1), ("T", -2, -1)],
+}
+
+
+def mirror(a: np.ndarray, steps: tuple) -> np.ndarray:
+    """Mirror (…, H, W) patterns about the zero beam at pixel (H//2, W//2), not the array's centre.
+
+    Each step is −2 or −1 (i → H − i mod H along that axis) or "T" (axes swapped, square patterns). A mirrored
+    pattern is the pattern of the mirrored crystal, so a network's answer to it, mirrored back, is a second
+    estimate of the same map.
+
+    >>> a = np.arange(16.0).reshape(4, 4)
+    >>> float(mirror(a, (-2,))[2, 1]), float(a[2, 1])  # the zero beam's row stays in place
+    (9.0, 9.0)
+    >>> bool(np.array_equal(unmirror(mirror(a, ("T", -1)), ("T", -1)), a))
+    True
+    """
+    for step in steps:
+        a = np.swapaxes(a, -1, -2) if step == "T" else np.roll(np.flip(a, axis=step), 1, axis=step)
+    return a
+
+
+def unmirror(a: np.ndarray, steps: tuple) -> np.ndarray:
+    """The inverse of :func:`mirror` (each step is its own inverse; undone in reverse order)."""
+    return mirror(a, tuple(reversed(steps)))
+
+
 class Predictor:
     """``predictor(cbed, probe)`` → (vg relative to the zero beam, qz in Å⁻¹), numpy (n, H, W) each.
 
@@ -21,19 +53,42 @@ class Predictor:
     card's training shape is not required); ``probe`` is (H, W) (shared) or (n, H, W). Runs in batches of
     ``batch_size`` without gradients. ``mc_samples`` > 1 averages that many Monte-Carlo dropout
     passes (the spread is available from :meth:`with_spread`).
+
+    ``tta``: test-time mirrors. ``flips`` averages the answers to the pattern and its three mirrors about the
+    zero beam (each mirrored back), ``d4`` adds the four with the axes swapped (square patterns): 4× and 8× the
+    network time, for fewer false and better-placed peaks under noise (README, "test-time mirrors").
     """
 
-    def __init__(self, model: FCUNet, card: dict, device: str | torch.device = "auto", batch_size: int = 16):
+    def __init__(self, model: FCUNet, card: dict, device: str | torch.device = "auto", batch_size: int = 16,
+                 tta: str = "none"):
+        if tta not in TTA:
+            raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
         self.device = pick_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.card = card
         self.qz_scale_invA = float(card["labels"]["qz_scale_invA"])
         self.shape = tuple(card["input"]["shape"])
         self.batch_size = batch_size
+        self.tta = tta
 
     def __call__(self, cbed: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cbed = np.asarray(cbed, dtype=np.float32)
         probe = np.asarray(probe, dtype=np.float32)
+        steps = _TTA_STEPS[self.tta]
+        if len(steps) == 1:
+            return self._run(cbed, probe)
+        if "T" in sum(steps, ()) and cbed.shape[-1] != cbed.shape[-2]:
+            raise ValueError(f"tta {self.tta!r} swaps the axes: it needs square patterns, not "
+                             f"{cbed.shape[-2]}×{cbed.shape[-1]}")
+        vg = np.zeros(cbed.shape, np.float32)
+        qz = np.zeros(cbed.shape, np.float32)
+        for st in steps:
+            v, q = self._run(np.ascontiguousarray(mirror(cbed, st)), np.ascontiguousarray(mirror(probe, st)))
+            vg += unmirror(v, st)
+            qz += unmirror(q, st)
+        return vg / len(steps), qz / len(steps)
+
+    def _run(self, cbed: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = 2 ** self.model.config.depth  # convolutional: any size the U-Net's pooling divides
         if cbed.shape[-2] % m or cbed.shape[-1] % m:
             raise ValueError(f"patterns are {cbed.shape[-2]}×{cbed.shape[-1]}; the model takes sides that are "
