@@ -22,31 +22,58 @@ DEMO_SCAN, DEMO_RESULT = "demo_scan.h5", "demo_scan-bragg.h5"  # beside the mode
 SHIPPED_EVALUATION = "shipped-evaluation"  # the shipped model's report on the quickstart test split
 
 
+def _json(path: Path):
+    """The parsed file, or None where it is missing, unreadable or not JSON (a damaged output is not finished)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def finished(stage: str, cfg: dict, root: Path) -> bool:
-    """True when ``stage``'s output is complete (a later run then reuses it)."""
+    """True when ``stage``'s output is complete (a later run then reuses it).
+
+    Only an explicit mark of completion counts, never the mere existence of files: a catalogue, manifest or
+    index that parses; a card whose weights' sha256 is the weights file's; an evaluation report (written last)
+    with its plots; a predict result marked ``complete``.
+    """
     if stage == "select":
-        return (Path(cfg["select"]["out"]) / "catalogue.json").exists()
+        return isinstance((_json(Path(cfg["select"]["out"]) / "catalogue.json") or {}).get("crystals"), list)
     if stage == "supercell":
-        return (Path(cfg["supercell"]["out"]) / "manifest.json").exists()
+        return _json(Path(cfg["supercell"]["out"]) / "manifest.json") is not None
     if stage == "simulate":
-        index = Path(cfg["simulate"]["out"]) / "index.json"
-        return index.exists() and all((index.parent / e["file"]).exists()
-                                      for e in json.loads(index.read_text()).get("shards", [{"file": "?"}]))
+        index = _json(Path(cfg["simulate"]["out"]) / "index.json")
+        shards = index.get("shards") if isinstance(index, dict) else None
+        return bool(shards) and all(isinstance(e, dict) and (Path(cfg["simulate"]["out"]) / str(e.get("file"))).is_file()
+                                    for e in shards)
     if stage == "train":
-        return (Path(cfg["train"]["out"]) / "model.pt").exists() and (Path(cfg["train"]["out"]) / "model.json").exists()
-    if stage == "evaluate":
-        report = Path(cfg["train"]["out"]) / "evaluation" / "report.json"
-        card = Path(cfg["train"]["out"]) / "model.json"
-        return (report.exists() and card.exists() and json.loads(report.read_text()).get("model_weights_sha256")
-                == json.loads(card.read_text()).get("weights_sha256"))
-    if stage == "shipped":
+        out = Path(cfg["train"]["out"])
+        card = _json(out / "model.json")
+        if not isinstance(card, dict) or not (out / "model.pt").is_file():
+            return False
+        from .simulation.shards import file_sha256
+
+        return card.get("weights_sha256") == file_sha256(out / "model.pt")
+    if stage in ("evaluate", "shipped"):
+        folder = Path(cfg["train"]["out"]) / "evaluation" if stage == "evaluate" else root / SHIPPED_EVALUATION
+        report = _json(folder / "report.json")
+        if not isinstance(report, dict) or not all((folder / f).is_file() for f in ("metrics_vs_thickness.png",
+                                                                                     "worst.png")):
+            return False
+        if stage == "evaluate":
+            card = _json(Path(cfg["train"]["out"]) / "model.json") or {}
+            return report.get("model_weights_sha256") == card.get("weights_sha256")
         from .training.card import read_card, resolve_weights
 
-        report = root / SHIPPED_EVALUATION / "report.json"
-        return report.exists() and (json.loads(report.read_text()).get("model_weights_sha256")
-                                    == read_card(resolve_weights("release")).get("weights_sha256"))
+        return report.get("model_weights_sha256") == read_card(resolve_weights("release")).get("weights_sha256")
     if stage == "predict":
-        return (root / DEMO_RESULT).exists()
+        try:
+            import h5py
+
+            with h5py.File(root / DEMO_RESULT, "r") as f:
+                return bool(f.attrs.get("complete", False))
+        except (OSError, ValueError):
+            return False
     raise ValueError(stage)
 
 

@@ -42,3 +42,16 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     again = run_cli("-q", "quickstart", "--config", "qs.yaml")
     assert again.exit_code == 0, again.output
     assert again.output.count("done before, reused") == 7
+    # partial or damaged outputs are not reused: only an explicit mark of completion counts
+    (tmp_path / q / "model" / "evaluation" / "report.json").write_text("{not json")
+    (tmp_path / q / "shipped-evaluation" / "worst.png").unlink()  # a report without its plots
+    with h5py.File(tmp_path / q / "demo_scan-bragg.h5", "a") as f:
+        f.attrs["complete"] = False  # a predict run that did not finish
+    third = run_cli("-q", "quickstart", "--config", "qs.yaml")
+    assert third.exit_code == 0, third.output
+    assert third.output.count("done before, reused") == 4
+    for n, stage in ((5, "evaluate"), (6, "shipped"), (7, "predict")):
+        assert f"[{n}/7] {stage}: " in third.output and f"[{n}/7] {stage}: done before" not in third.output
+    assert json.loads((tmp_path / q / "model" / "evaluation" / "report.json").read_text())["patterns"] > 0
+    with h5py.File(tmp_path / q / "demo_scan-bragg.h5") as f:
+        assert f.attrs["complete"]
