@@ -310,3 +310,33 @@ def test_an_unexpected_exception_is_one_line_naming_the_stage_with_its_traceback
     assert m, lines[0]
     saved = m.group(1)
     assert saved.startswith(str(tmp_path)) and "raise ValueError" in open(saved).read()
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no private mount namespace with tmpfs here (unshare)")
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """export into an 8 kB tmpfs: one line naming the output and 'No space left on device', exit 2, nothing
+    left behind (HDF5 written straight to the full disk crashed the process, exit 139); with room, it works."""
+    from .test_strain import _predict_like_file, _vector_set
+
+    src = _predict_like_file(tmp_path / "scan-bragg.h5", _vector_set(scan=(10, 10)))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    cmd = f"{sys.executable} -m fourdcrystal.cli export {src} --out {mnt}/e.h5"
+    shell = f"""
+mount -t tmpfs -o size=8k tmpfs {mnt} || exit 99
+{cmd} > {tmp_path}/a.out 2>&1; echo $? > {tmp_path}/a.rc
+ls -A {mnt} > {tmp_path}/a.ls
+mount -o remount,size=5m {mnt}
+{cmd} > {tmp_path}/b.out 2>&1; echo $? > {tmp_path}/b.rc
+cp {mnt}/e.h5 {tmp_path}/e.h5
+"""
+    res = subprocess.run([*_unshare_prefix(), "bash", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = (tmp_path / "a.out").read_text().strip().splitlines()
+    assert (tmp_path / "a.rc").read_text().strip() == "2", out
+    assert len(out) == 1 and out[0].startswith("error: cannot write") and "No space left on device" in out[0], out
+    assert (tmp_path / "a.ls").read_text().split() == []
+    assert (tmp_path / "b.rc").read_text().strip() == "0", (tmp_path / "b.out").read_text()
+    from fourdcrystal.io.vectors import read_vectors
+
+    np.testing.assert_allclose(read_vectors(tmp_path / "e.h5").q, read_vectors(src).q, atol=1e-9)

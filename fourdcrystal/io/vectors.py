@@ -19,6 +19,7 @@ py4DSTEM's BraggVectors on disk (EMD 1.0, as ``py4DSTEM.save`` 0.14 writes it an
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,10 +178,15 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
 
     if vectors.units != "Å⁻¹":
         raise FourdError("only calibrated vectors (Å⁻¹) can be exported to py4DSTEM")
+    import io
+
     rec = np.dtype([("qx", "<f8"), ("qy", "<f8"), ("intensity", "<f8")])
     vlen = h5py.vlen_dtype(rec)
     path = Path(path)
-    with h5py.File(path, "w") as f:
+    # built in memory, then written with plain file I/O: HDF5 on a full disk fails inside h5py's object
+    # clean-up and can take the process down (exit 139); a plain write fails with an OSError we can report
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         f.attrs.update({"emd_group_type": "file", "version_major": 1, "version_minor": 0,
                         "UUID": str(uuid.uuid4()), "authoring_program": "fourdcrystal", "authoring_user": ""})
         root = f.create_group(f"{name}_root")
@@ -225,4 +231,8 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
         tp = cal.create_group("_target_paths")
         tp.attrs.update({"length": 1, "type": "list_of_strings"})
         tp.create_dataset("0", data=f"/{name}", dtype=strings)
+    with open(path, "wb") as out:
+        out.write(image.getbuffer())
+        out.flush()
+        os.fsync(out.fileno())
     return path
