@@ -69,6 +69,16 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+def _check_device(device: str) -> None:
+    """The device is there (before any work or output): one line otherwise."""
+    from .model.inference import pick_device
+
+    try:
+        pick_device(device)
+    except FourdError as exc:  # name the option, as every other bad value is named
+        raise FourdError(f"--device {device}: " + str(exc).split(": ", 1)[-1]) from None
+
+
 def _save_traceback(stage: str) -> str | None:
     """The current exception's traceback in a new file under the temporary folder (None if that fails too)."""
     import tempfile
@@ -689,6 +699,7 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     from .evaluate import EvalConfig, evaluate, format_table
 
     c = _load("evaluate", config_path)
+    _check_device(c["device"])
     base = EvalConfig()
     cfg = replace(base, split=c["split"], doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
                   label_peaks=replace(base.label_peaks, min_relative=c["label_min_relative"]),
@@ -732,6 +743,7 @@ def tune_cmd(model, dataset, config_path, dry_run, strain_benchmark, **_options)
     from .tune import TuneConfig, format_tuning, tune
 
     c = _load("tune", config_path)
+    _check_device(c["device"])
     split, device = c["split"], c["device"]
     cfg = replace(TuneConfig(), split=split, doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
                   limit=c["limit"], strain_benchmark=strain_benchmark)
@@ -844,6 +856,7 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
         raise FourdError(f"expected [MODEL] DATA, got {len(paths)} arguments: {' '.join(paths)}")
     model, data = (None, paths[0]) if len(paths) == 1 else paths
     c = _load("predict", config_path)
+    _check_device(c["device"])
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
                   save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
                   tilt=c["tilt"], qz=c["qz"], tta=c["tta"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,21 @@ class Field:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
+MAX_DOSE_E = 1e12  # electrons per pattern: far above any detector, and Poisson sampling stays exact
+
+
+def Device() -> Callable:
+    """auto, cpu, cuda or cuda:N (whether that device is there is checked when it is used)."""
+
+    def parse(v: Any) -> str:
+        if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
+        return v
+
+    return parse
 
 
 def Int(lo: int | None = None, hi: int | None = None, nullable: bool = False) -> Callable:
@@ -247,7 +263,7 @@ SELECT_SCHEMA: Schema = {
     "per_prototype": Field("sqrt", PerPrototype(),
                            "crystals drawn per prototype group of size N: sqrt -> round(sqrt(N)), all, or K"),
     "max_crystals": Field(None, Int(1, nullable=True), "cap on the catalogue size (null: no cap)"),
-    "seed": Field(0, Int(0), "random seed of the draw"),
+    "seed": Field(0, Int(0, MAX_SEED), "random seed of the draw"),
     "symprec": Field(0.1, Float(0.0, 1.0, lo_open=True), "spglib symmetry tolerance in Å"),
     "skip_bad": Field(False, Bool(), "skip unreadable structure files with a warning instead of failing"),
     "out": Field("catalogue", Str(), "output catalogue folder"),
@@ -300,7 +316,7 @@ SUPERCELL_SCHEMA: Schema = {
                         "from [-s, s] per specimen; [exx, eyy, exy] is fixed; 0 = none"),
     "strain_shear": Field(True, Bool(), "draw exy too (a sheared cell is simulated as a cut box, not periodic)"),
     "skip_bad": Field(False, Bool(), "skip crystals/axes that cannot be built, with a warning"),
-    "seed": Field(0, Int(0), "random seed"),
+    "seed": Field(0, Int(0, MAX_SEED), "random seed"),
     "out": Field("specimens", Str(), "output specimens folder"),
 }
 
@@ -332,22 +348,26 @@ SIMULATE_SCHEMA: Schema = {
     "fft_planning": Field("patient", Choice("estimate", "measure", "patient"),
                           "FFTW planning: measure/patient are faster; plans are shared by all workers"),
     "workers": Field(1, Int(1), "local worker processes (one FFT thread each)"),
-    "seed": Field(0, Int(0), "random seed (probe positions, phonons, splits)"),
+    "seed": Field(0, Int(0, MAX_SEED), "random seed (probe positions, phonons, splits)"),
     "out": Field("dataset", Str(), "output dataset folder"),
 }
 
 
 
 def DoseRange() -> Callable:
-    """``[min, max]`` electrons per pattern (> 0), or null for no shot noise."""
+    """``[min, max]`` electrons per pattern (> 0, ≤ MAX_DOSE_E), or null for no shot noise."""
 
     def parse(v: Any) -> list | None:
         if v is None or (isinstance(v, str) and v.lower() in ("null", "none", "off")):
             return None
         try:
-            return FloatRange(0.0, lo_open=True)(v)
+            out = FloatRange(0.0, lo_open=True)(v)
         except ValueError:
-            raise ValueError("expected [min, max] electrons per pattern > 0, or null for no shot noise") from None
+            out = None
+        if out is None or max(out) > MAX_DOSE_E:
+            raise ValueError(f"expected [min, max] electrons per pattern in (0, {MAX_DOSE_E:g}], or null for no "
+                             f"shot noise")
+        return out
 
     return parse
 
@@ -400,7 +420,7 @@ TRAIN_SCHEMA: Schema = {
     "amp": Field(True, Bool(), "mixed precision on CUDA (bfloat16 where supported); ignored on CPU"),
     "compile": Field(False, Bool(), "torch.compile the network (pays on long GPU runs)"),
     "loader_workers": Field(2, Int(0), "DataLoader worker processes per training process"),
-    "device": Field("auto", Str(), "auto (CUDA if present), cpu, cuda, cuda:N"),
+    "device": Field("auto", Device(), "auto (CUDA if present), cpu, cuda, cuda:N"),
     "augment": {
         "enabled": Field(True, Bool(), "augment training samples on the fly (never validation samples)"),
         "probability": Field(1.0, Float(0.0, 1.0), "chance that a training sample is augmented"),
@@ -412,7 +432,7 @@ TRAIN_SCHEMA: Schema = {
         "ellipticity": Field([0.0, 0.15], FloatRange(0.0, 1.0), "elliptic distortion a/b − 1, random axis"),
         "bad_pixel_fraction": Field(2e-4, Float(0.0, 0.1), "fraction of hot + dead pixels"),
     },
-    "seed": Field(0, Int(0), "random seed (initial weights, sample order, augmentation, dropout)"),
+    "seed": Field(0, Int(0, MAX_SEED), "random seed (initial weights, sample order, augmentation, dropout)"),
     "out": Field("model", Str(), "output folder: model.pt + model.json, checkpoint, metrics"),
 }
 
@@ -449,9 +469,10 @@ def Doses() -> Callable:
                 out.append(None)
                 continue
             try:
-                x = Float(0.0, lo_open=True)(d)
+                x = Float(0.0, MAX_DOSE_E, lo_open=True)(d)
             except ValueError:
-                raise ValueError(f"{d!r} is not a dose; expected electrons per pattern > 0 or clean") from None
+                raise ValueError(f"{d!r} is not a dose; expected electrons per pattern in (0, {MAX_DOSE_E:g}] or "
+                                 f"clean") from None
             out.append(x)
         return out
 
@@ -460,7 +481,7 @@ def Doses() -> Callable:
 
 INSPECT_SCHEMA: Schema = {
     "samples": Field(4, Int(0), "samples in the PNG montage (0: no montage)"),
-    "seed": Field(0, Int(0), "which samples the montage draws"),
+    "seed": Field(0, Int(0, MAX_SEED), "which samples the montage draws"),
 }
 
 _SPLIT_HELP = "which split of the data set (test: crystals never seen in training; val: for tuning)"
@@ -474,11 +495,11 @@ EVALUATE_SCHEMA: Schema = {
                           "(the zero beam's V_g or the strongest maximum; null: the card's tuned threshold)"),
     "limit": Field(None, Int(1, nullable=True), "only the first N patterns of the split (null: all)"),
     "batch_size": Field(16, Int(1), "patterns per model batch"),
-    "device": Field("auto", Str(), "auto, cpu, cuda or cuda:N"),
+    "device": Field("auto", Device(), "auto, cpu, cuda or cuda:N"),
     "tta": Field("none", Choice("none", "flips", "d4"),
                  "test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4, "
                  "d4: 8 passes; that many times the network time)"),
-    "seed": Field(0, Int(0), "seed of the shot noise"),
+    "seed": Field(0, Int(0, MAX_SEED), "seed of the shot noise"),
     "thick_from_A": Field(200.0, Float(0.0), "also report the patterns at least this thick (Å) together"),
 }
 

@@ -340,3 +340,26 @@ cp {mnt}/e.h5 {tmp_path}/e.h5
     from fourdcrystal.io.vectors import read_vectors
 
     np.testing.assert_allclose(read_vectors(tmp_path / "e.h5").q, read_vectors(src).q, atol=1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "gpu"], "bad value for --device (device): 'gpu'; expected auto, cpu, cuda or cuda:N"),
+    (["--device", "cuda:7"], "--device cuda:7: this machine has"),
+    (["--seed", str(2**70)], "bad value for --seed (seed): 1180591620717411303424; expected an integer >= 0 and <= "
+                             "4294967295"),
+    (["--doses", "clean,1e300"], "'1e300' is not a dose; expected electrons per pattern in (0, 1e+12]"),
+])
+def test_devices_seeds_and_doses_out_of_range_are_one_line_before_any_work(workspace, tmp_path, args, message):
+    """Values torch or numpy would die on later (a device that is not there, a seed over 2³²−1, a dose the
+    Poisson sampler cannot take) are refused up front: one line, exit 2, no output folder."""
+    import torch
+
+    if args[:2] == ["--device", "cuda:7"] and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    from .conftest import run_cli
+
+    out = tmp_path / "ev"
+    res = run_cli("evaluate", str(workspace / "model" / "model.pt"), str(workspace / "ds"), "--out", str(out), *args)
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.stderr
+    assert not out.exists()

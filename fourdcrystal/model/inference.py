@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -9,8 +11,21 @@ from .fcunet import FCUNet, enable_mc_dropout
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA if present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a device that is not there is
+    one line (:class:`~fourdcrystal.errors.FourdError`), not torch's error."""
+    from ..errors import FourdError
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    m = re.fullmatch(r"cpu|cuda(?::(\d+))?", str(device))
+    if m is None:
+        raise FourdError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if device != "cpu":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(m.group(1) or 0)
+        if index >= n:
+            raise FourdError(f"device {device!r}: this machine has {n or 'no'} CUDA device{'s' if n != 1 else ''}"
+                             + (f" (cuda:0 … cuda:{n - 1})" if n else "; use cpu or auto"))
     return torch.device(device)
 
 
