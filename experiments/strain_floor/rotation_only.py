@@ -14,25 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from fourdcrystal.simulation.cbed import Optics
-from fourdcrystal.simulation.series import simulate_series
+from fourdcrystal.simulation.series import bin_detector, simulate_series
 from fourdcrystal.strain_benchmark import CRYSTALS, write_series_file
-
-
-def bin_detector(patterns: np.ndarray, factor: int) -> np.ndarray:
-    """Sum simulated pixels into detector pixels ``factor`` times larger, q = 0 kept on a pixel: detector pixel i
-    integrates the fine pixels within ±factor / 2 of fine pixel factor · i (an even factor splits the two boundary
-    pixels half-and-half). (n, n) → (n / factor, n / factor), n / factor even."""
-    n = patterns.shape[-1]
-    half, m = factor // 2, n // factor
-    kernel = np.ones(factor + 1 - factor % 2)
-    if factor % 2 == 0:
-        kernel[[0, -1]] = 0.5
-    padded = np.pad(np.asarray(patterns, np.float64), [(0, 0)] * (patterns.ndim - 2) + [(half, half)] * 2)
-    out = np.zeros(patterns.shape[:-2] + (m, m))
-    for a, wa in enumerate(kernel):
-        for b, wb in enumerate(kernel):
-            out += wa * wb * padded[..., a:a + factor * m:factor, b:b + factor * m:factor]
-    return out.astype(patterns.dtype)
 
 
 def main(argv=None):
