@@ -42,11 +42,14 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 MAX_DOSE_E = 1e12  # electrons per pattern: far above any detector, and Poisson sampling stays exact
 
 
+DEVICE_PATTERN = r"auto|cpu|cuda(?::(\d+))?"  # group 1: the CUDA device's index
+
+
 def Device() -> Callable:
     """auto, cpu, cuda or cuda:N (whether that device is there is checked when it is used)."""
 
     def parse(v: Any) -> str:
-        if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        if not isinstance(v, str) or not re.fullmatch(DEVICE_PATTERN, v):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         return v
 

@@ -189,8 +189,8 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
         if fit is not None:
             # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off
-            total = float(np.sum(w)) if np.sum(w) > 0 else float(len(w))
-            indexed[p] = float(np.sum(w[fit.used])) / total if np.sum(w) > 0 else fit.used.mean()
+            # (a fit exists only where some weight is positive)
+            indexed[p] = float(w[fit.used].sum() / w.sum())
             if indexed[p] < config.min_indexed_fraction:
                 fit = None
         fits.append((q, w, fit))

@@ -10,32 +10,32 @@ import torch
 from .fcunet import FCUNet, enable_mc_dropout
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str = "auto", what: str = "device") -> torch.device:
     """``auto`` (CUDA if present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a device that is not there is
-    one line (:class:`~fourdcrystal.errors.FourdError`), not torch's error."""
+    one line (:class:`~fourdcrystal.errors.FourdError`) naming ``what`` (e.g. the option), not torch's error."""
+    from ..config import DEVICE_PATTERN
     from ..errors import FourdError
 
+    m = re.fullmatch(DEVICE_PATTERN, str(device))
+    if m is None:
+        raise FourdError(f"{what} {device}: expected auto, cpu, cuda or cuda:N")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    m = re.fullmatch(r"cpu|cuda(?::(\d+))?", str(device))
-    if m is None:
-        raise FourdError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
     if device != "cpu":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(m.group(1) or 0)
-        if index >= n:
-            raise FourdError(f"device {device!r}: this machine has {n or 'no'} CUDA device{'s' if n != 1 else ''}"
+        if int(m.group(1) or 0) >= n:
+            raise FourdError(f"{what} {device}: this machine has {n or 'no'} CUDA device{'s' if n != 1 else ''}"
                              + (f" (cuda:0 … cuda:{n - 1})" if n else "; use cpu or auto"))
     return torch.device(device)
 
 
-TTA = ("none", "flips", "d4")
 # the mirrors of each mode, as steps of :func:`mirror`: "T" swaps the two axes, −2 / −1 mirror one axis
 _TTA_STEPS: dict[str, list[tuple]] = {
     "none": [()],
     "flips": [(), (-2,), (-1,), (-2, -1)],
     "d4": [(), (-2,), (-1,), (-2, -1), ("T",), ("T", -2), ("T", -1), ("T", -2, -1)],
 }
+TTA = tuple(_TTA_STEPS)
 
 
 def mirror(a: np.ndarray, steps: tuple) -> np.ndarray:
