@@ -400,7 +400,13 @@ TRAIN_SCHEMA: Schema = {
                       "learning-rate schedule after the linear warm-up: cosine to 0, noam (1/sqrt(step)), constant"),
     "warmup_epochs": Field(1.0, Float(0.0), "linear warm-up length in epochs (fractions allowed)"),
     "grad_clip": Field(1.0, Float(0.0), "clip the gradient norm to this (0 = off)"),
-    "patience": Field(10, Int(0), "stop after this many epochs without a better validation loss (0 = never)"),
+    "patience": Field(10, Int(0), "stop after this many epochs without a better validation score (0 = never)"),
+    "select_on": Field("loss", Choice("loss", "vg_nmse"),
+                       "the validation score that picks the best epoch (and early stopping): loss = the weighted "
+                       "vg + q_z loss, vg_nmse = the vg error alone (what peak finding reads)"),
+    "val_augment": Field(False, Bool(), "validate under the training's augmentation (shot noise, background, "
+                                        "distortion), one fixed draw per pattern, so that the best epoch is the "
+                                        "best under noise; false: the clean simulation"),
     "loss_weighting": Field("uncertainty", Choice("uncertainty", "fixed"),
                             "uncertainty: learned task weights (Kendall et al.); fixed: vg_weight, qz_weight"),
     "target": Field("label", Choice("label", "truth_vg", "truth_presence"),

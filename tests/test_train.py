@@ -357,3 +357,40 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_model(dataset, tmp_pat
     line = _error(res)
     assert "diverged in epoch 1" in line and "not finite" in line
     assert not (out / "model.pt").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_validation_under_noise_is_one_fixed_draw_and_picks_the_epoch_by_its_vg_error(dataset, tmp_path):
+    noisy = {"augment": {"dose_e": [30.0, 30.0]}, "patience": 0}
+    common = ["train", str(dataset), *TINY, "--epochs", "2"]
+    # a learning rate too small to move the weights: the validation score may change only with its data
+    still = {"lr": 1e-12, "warmup_epochs": 0.0}
+    a, b = tmp_path / "clean-val", tmp_path / "noisy-val"
+    assert run_cli("-q", *common, "--config", _config(tmp_path, **noisy, **still), "--out", str(a)).exit_code == 0
+    cfg_b = tmp_path / "b.yaml"
+    cfg_b.write_text(json.dumps({"train": {**noisy, **still, "val_augment": True}}))
+    assert run_cli("-q", *common, "--config", str(cfg_b), "--out", str(b)).exit_code == 0
+    ha, hb = _history(a), _history(b)
+    assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]  # the same training
+    for ra, rb in zip(ha, hb):  # validated on other (noisy) patterns
+        assert abs(ra["val_vg_nmse"] - rb["val_vg_nmse"]) > 1e-3 * ra["val_vg_nmse"]
+    # one draw: a validation pattern (read by index, as the validation loader does) is the same noisy pattern
+    # every time it is read
+    from fourdcrystal.training.augment import AugmentConfig
+    from fourdcrystal.training.data import ShardDataset, open_dataset
+
+    val = open_dataset(dataset)[1]["val"]
+    noisy_ds = ShardDataset(dataset, val, 1.0, augment=AugmentConfig(dose_e=(30.0, 30.0)), seed=1)
+    first, again = noisy_ds[0]["cbed"], noisy_ds[0]["cbed"]
+    assert torch.equal(first, again)
+    assert not torch.equal(first, ShardDataset(dataset, val, 1.0)[0]["cbed"])
+
+    c = tmp_path / "select"
+    cfg_c = tmp_path / "c.yaml"
+    cfg_c.write_text(json.dumps({"train": {**noisy, "val_augment": True, "select_on": "vg_nmse", "lr": 3e-3}}))
+    assert run_cli("-q", "train", str(dataset), *TINY, "--epochs", "4", "--config", str(cfg_c),
+                   "--out", str(c)).exit_code == 0
+    hc = _history(c)
+    card = json.loads((c / "model.json").read_text())
+    assert card["training"]["best_epoch"] == 1 + min(range(len(hc)), key=lambda i: hc[i]["val_vg_nmse"])
+    best = torch.load(c / "checkpoint.pt", weights_only=False)
+    assert best["best_loss"] == min(r["val_vg_nmse"] for r in hc)

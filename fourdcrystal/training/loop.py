@@ -345,8 +345,9 @@ def _train(dataset: Path, cfg: dict, dist: _Dist, resume: bool, overwrite: bool,
         row = _run_epoch(run, step, loader, epoch_sampler, epoch, cfg, dist)
         _check_finite(run.model, row, epoch, out)  # before the checkpoint: the last finite epoch's is kept
         history.append(row)
-        if row["val_loss"] < best.loss:
-            best = _Best(row["val_loss"], epoch, {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
+        score = row["val_" + cfg.get("select_on", "loss")]
+        if score < best.loss:
+            best = _Best(score, epoch, {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()})
         if dist.main:
             _save_checkpoint(out, run, epoch, history, best, dist.device.type == "cuda")
             # the PNG at most every 10 s (epochs of a tiny run take less than drawing it) and at the end
@@ -431,7 +432,7 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
 
 @dataclass
 class _Best:
-    """The best validation loss so far, its epoch (0-based; −1: none yet) and the weights then."""
+    """The best validation score so far (train.select_on), its epoch (0-based; −1: none yet) and the weights then."""
 
     loss: float = math.inf
     epoch: int = -1
@@ -466,7 +467,10 @@ def _build(dataset: Path, cfg: dict, dist: _Dist, where: dict, mcfg: FCUNetConfi
     target = {"target": cfg.get("target", "label"), "target_sigma_px": cfg.get("target_sigma_px", 0.75)}
     train_ds = ShardDataset(dataset, where["train"], scale, augment=aug, seed=seed, crop_px=cfg.get("crop_px"),
                             **target)
-    val_ds = ShardDataset(dataset, where["val"], scale, **target)
+    # with val_augment the validation patterns get the training's noise, drawn once (epoch 0 of a fixed seed), so
+    # every epoch is scored on the same noisy patterns
+    val_ds = ShardDataset(dataset, where["val"], scale, augment=aug if cfg.get("val_augment") else None,
+                          seed=seed + 1, **target)
     model = FCUNet(mcfg)
     if init_model is not None:
         model.load_state_dict(init_model.state_dict())
