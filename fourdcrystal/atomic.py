@@ -58,6 +58,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     only after the new one is complete, so a failure leaves the old result intact.
     """
     path = Path(path)
+    check_name_length(path, "output folder")
     if path.exists() and not overwrite:
         raise FourdError(f"output folder {path} already exists; pass --overwrite to replace it")
     parent = path.parent
@@ -81,10 +82,44 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise
 
 
+# the longest name derived from an output's: ".NAME.XXXXXXXX.tmp" (mkstemp), NAME.lock, NAME.partial, the PNG
+# sibling, ".NAME.partial.XXXXXXXX.tmp"; 32 bytes covers all of them
+DERIVED_NAME_BYTES = 32
+
+
+def check_name_length(path: str | os.PathLike, option: str = "--out") -> None:
+    """One line when ``path``'s last name, with the longest name derived from it, would not fit the file
+    system's name limit (NAME_MAX, 255 bytes on Linux file systems), checked before any work."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+
+    def short(text: str, n: int) -> str:
+        return text if len(text) <= n else text[:n] + "…"
+
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise FourdError(f"{option} {short(str(path), 60)}: the name {short(part, 40)} is {size} bytes, more "
+                             f"than the file system's {limit}")
+    size = len(os.fsencode(path.name))
+    if size + DERIVED_NAME_BYTES > limit:
+        raise FourdError(f"{option} {short(str(path), 60)}: the name {short(path.name, 40)} is {size} bytes; with "
+                         f"the lock, "
+                         f"partial and temporary names made from it it must stay within {limit - DERIVED_NAME_BYTES} "
+                         f"bytes (the file system takes {limit})")
+
+
 def check_new_file(path: str | os.PathLike, suffixes: tuple[str, ...], overwrite: bool) -> Path:
     """An output file about to be written: the expected suffix, not there yet (unless ``overwrite``), in an
     existing folder; one line naming ``--out`` otherwise."""
     path = Path(path)
+    check_name_length(path)
     if path.suffix.lower() not in suffixes:
         also = f" (or {', '.join(suffixes[1:])})" if len(suffixes) > 1 else ""
         raise FourdError(f"--out {path}: expected an {suffixes[0]} file name{also}")
@@ -100,6 +135,7 @@ def check_not_inputs(option: str, outputs: list, inputs: dict) -> None:
     named with ``option``) against ``inputs`` ({what it is: path or None}). Checked before any work, so
     ``--overwrite`` can never replace a model's weights, a probe or the data with a result."""
     named = Path(outputs[0])
+    check_name_length(named, option)
     for what, path in inputs.items():
         if path is None:
             continue
@@ -136,6 +172,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     """
     import fcntl
 
+    check_name_length(path, "output")
     lock = Path(str(path) + ".lock")
     try:  # the folder first: two runs that both find it missing must still meet at one lock
         lock.parent.mkdir(parents=True, exist_ok=True)

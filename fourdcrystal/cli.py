@@ -191,6 +191,27 @@ def _load(section: str, config_path) -> dict:
                        names={p.config_key: p.opts[0] for p in opts})
 
 
+def _load_explicit(section: str, config_path, overrides: dict) -> dict:
+    """``load_config`` for a command that builds its overrides itself (values parsed or renamed on the way):
+    a bad value is still reported under the option's name. Each key is matched to the option of the same name
+    (its last part: ``mp.timeout_s`` → ``timeout_s``), else to the one option whose value it is."""
+    from .config import load_config
+
+    ctx = click.get_current_context()
+    params = [p for p in ctx.command.params if isinstance(p, click.Option)]
+    names = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        last = key.rsplit(".", 1)[-1]
+        same = [p for p in params if p.name == last or p.name == last.rsplit("_", 1)[0]]
+        if not same:
+            same = [p for p in params if ctx.params.get(p.name) is value]
+        if len(same) == 1:
+            names[key] = same[0].opts[0]
+    return load_config(section, config_path, overrides, names=names)
+
+
 @cli.command("select")
 @_config_option("select")
 @_opt("select", "sources", "--source", "sources", multiple=True,
@@ -230,9 +251,8 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
     lattice parameters in Å and degrees, provenance) and prints a summary table.
     """
     from .catalog import build_catalogue, drawn_by_source, summary_table, write_catalogue
-    from .config import load_config
 
-    cfg = load_config("select", config_path, {
+    cfg = _load_explicit("select", config_path, {
         "sources": list(sources) or None, "out": out, "per_prototype": per_prototype,
         "max_crystals": max_crystals, "seed": seed, "symprec": symprec, "skip_bad": skip_bad,
         "files.paths": list(file_paths) or None, "mp.endpoint": endpoint, "mp.elements": elements,
@@ -299,12 +319,11 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
     """
     from pathlib import Path
 
-    from .config import load_config
     from .plots import specimen_preview
     from .specimen import axis_text
     from .supercell import load_specimen, plan_specimens, read_specimens, summary, write_specimens
 
-    cfg = load_config("supercell", config_path, {
+    cfg = _load_explicit("supercell", config_path, {
         "out": out, "zone_axes_per_crystal": zone_axes, "max_index": max_index, "axis_choice": axis_choice,
         "drop_equivalent": (False if all_axes else None), "phi_deg": phi_range, "tilt_mrad_max": tilt_max,
         "tilt_mode": tilt_mode, "lateral_size_A": lateral_size, "thicknesses_A": thickness,
@@ -398,10 +417,9 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
     """
     from pathlib import Path
 
-    from .config import load_config
     from .simulation.runner import simulate_dataset
 
-    cfg = load_config("simulate", config_path, {
+    cfg = _load_explicit("simulate", config_path, {
         "out": out, "energy_eV": energy_eV, "semiangle_mrad": semiangle_mrad, "defocus_A": defocus_A, "cs_A": cs_A,
         "output_px": output_px, "slice_thickness_A": slice_thickness_A, "parametrization": parametrization,
         "positions_per_specimen": positions_per_specimen, "probe_position": probe_position,
@@ -461,8 +479,10 @@ def inspect_cmd(dataset, config_path, samples, png, seed) -> None:
 
     cfg = _load("inspect", config_path)
     if cfg["samples"] > 0:
-        from .atomic import check_writable
+        from .atomic import check_name_length, check_writable
 
+        if png:
+            check_name_length(png, "--png")
         check_writable(Path(png).parent if png else Path(dataset), "montage")
     click.echo(dataset_summary(dataset))
     if cfg["samples"] > 0:
@@ -534,9 +554,8 @@ def train_cmd(dataset, config_path, out, epochs, crop_px, batch_size, lr, schedu
     """
     from pathlib import Path
 
-    from .config import load_config
 
-    cfg = load_config("train", config_path, {
+    cfg = _load_explicit("train", config_path, {
         "out": out, "epochs": epochs, "crop_px": crop_px, "batch_size": batch_size, "lr": lr, "schedule": schedule,
         "model.domain": domain, "model.width": width, "model.depth": depth,
         "model.decoders": int(decoders) if decoders else None,

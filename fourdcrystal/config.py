@@ -42,6 +42,21 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 MAX_DOSE_E = 1e12  # electrons per pattern: far above any detector, and Poisson sampling stays exact
 
 
+# Stated ranges of the physical and computational numbers, checked before any work: wide enough for every
+# microscope and detector, narrow enough that nothing overflows or allocates without end later.
+ENERGY_RANGE_EV = (1e4, 3e6)  # beam energy: 10 kV to 3 MV
+SEMIANGLE_RANGE_MRAD = (0.0, 100.0)  # probe convergence semi-angle (lower end open)
+K_PIXEL_RANGE_INVA = (1e-5, 1.0)  # detector pixel in reciprocal space
+CAMERA_LENGTH_RANGE_MM = (0.01, 1e5)
+DETECTOR_PIXEL_RANGE_UM = (0.1, 1e4)
+OUTPUT_PX_RANGE = (8, 4096)  # simulated pattern side
+SLICE_THICKNESS_RANGE_A = (0.05, 100.0)
+DEFOCUS_RANGE_A = (-1e6, 1e6)  # 100 µm
+CS_RANGE_A = (-1e8, 1e8)  # 10 mm
+THICKNESS_RANGE_A = (0.0, 1e5)  # 10 µm (lower end open)
+LATERAL_SIZE_RANGE_A = (1.0, 5000.0)
+BATCH_RANGE = (1, 4096)
+
 DEVICE_PATTERN = r"auto|cpu|cuda(?::(\d+))?"  # group 1: the CUDA device's index
 
 
@@ -169,17 +184,17 @@ def IntRange(lo: int = 0, nullable: bool = True) -> Callable:
     return parse
 
 
-def FloatChoices(lo: float | None = None, lo_open: bool = False) -> Callable:
+def FloatChoices(lo: float | None = None, lo_open: bool = False, hi: float | None = None) -> Callable:
     """One number, or a list of numbers to draw from (a one-item list is that number)."""
 
     def parse(v: Any) -> float | list[float]:
         if isinstance(v, str) and "," in v:
             v = [s.strip() for s in v.split(",") if s.strip()]
         if isinstance(v, (list, tuple)):
-            out = List(Float(lo, lo_open=lo_open), min_len=1)(list(v))
+            out = List(Float(lo, hi, lo_open=lo_open), min_len=1)(list(v))
             return out[0] if len(out) == 1 else sorted(out)
         try:
-            return Float(lo, lo_open=lo_open)(v)
+            return Float(lo, hi, lo_open=lo_open)(v)
         except ValueError as exc:
             raise ValueError(f"{exc}, or a list of them") from None
 
@@ -310,8 +325,8 @@ SUPERCELL_SCHEMA: Schema = {
                            "no periodic cell within phi_tol: nearest achievable phi, a cut box, or an error"),
     "tilt_mrad_max": Field(10.0, Float(0.0, 50.0), "largest out-of-plane tilt in mrad (small-angle limit 50)"),
     "tilt_mode": Field("beam", Choice("beam", "atoms"), "beam: tilt the probe (periodic slab); atoms: rotate"),
-    "lateral_size_A": Field([40.0, 40.0], FloatRange(1.0), "lateral box size range in Å"),
-    "thicknesses_A": Field([50.0, 100.0, 200.0, 300.0, 500.0], List(Float(0.0, lo_open=True), min_len=1),
+    "lateral_size_A": Field([40.0, 40.0], FloatRange(*LATERAL_SIZE_RANGE_A), "lateral box size range in Å"),
+    "thicknesses_A": Field([50.0, 100.0, 200.0, 300.0, 500.0], List(Float(*THICKNESS_RANGE_A, lo_open=True), min_len=1),
                            "thickness series in Å (exit planes of one propagation)"),
     "strain_tol": Field(0.005, Float(0.0, 0.05), "largest strain accepted to make a cell orthogonal"),
     "strain_pct": Field(0.0, StrainPct(),
@@ -324,21 +339,21 @@ SUPERCELL_SCHEMA: Schema = {
 }
 
 SIMULATE_SCHEMA: Schema = {
-    "energy_eV": Field(200e3, FloatChoices(0.0, lo_open=True),
+    "energy_eV": Field(200e3, FloatChoices(ENERGY_RANGE_EV[0], hi=ENERGY_RANGE_EV[1]),
                        "beam energy in eV (200e3 = 200 kV); a list: one drawn per specimen"),
-    "semiangle_mrad": Field(2.0, FloatChoices(0.0, lo_open=True),
+    "semiangle_mrad": Field(2.0, FloatChoices(SEMIANGLE_RANGE_MRAD[0], lo_open=True, hi=SEMIANGLE_RANGE_MRAD[1]),
                             "probe convergence semi-angle in mrad; a list: one drawn per specimen"),
-    "defocus_A": Field(0.0, Float(), "probe defocus in Å (abTEM convention: positive = underfocus)"),
-    "cs_A": Field(0.0, Float(), "spherical aberration Cs in Å (1 mm = 1e7 Å)"),
-    "output_px": Field(256, Int(8), "pattern size H = W in pixels (the grid is 3/2 of it, FFT-friendly)"),
-    "slice_thickness_A": Field(2.0, Float(0.0, lo_open=True),
+    "defocus_A": Field(0.0, Float(*DEFOCUS_RANGE_A), "probe defocus in Å (abTEM convention: positive = underfocus)"),
+    "cs_A": Field(0.0, Float(*CS_RANGE_A), "spherical aberration Cs in Å (1 mm = 1e7 Å)"),
+    "output_px": Field(256, Int(*OUTPUT_PX_RANGE), "pattern size H = W in pixels (the grid is 3/2 of it, FFT-friendly)"),
+    "slice_thickness_A": Field(2.0, Float(*SLICE_THICKNESS_RANGE_A),
                                "target slice thickness in Å (a crystal period is cut into equal slices)"),
     "parametrization": Field("lobato", Choice("lobato", "kirkland"), "atomic potential parametrisation"),
     "probe_position": Field("center", Choice("center", "random"),
                             "center of the box, or uniform random (central half of a cut box)"),
-    "positions_per_specimen": Field(1, Int(1), "probe positions per specimen (propagated as one batch)"),
-    "frozen_phonons": Field(0, Int(0), "frozen-phonon configurations averaged per pattern (0 = static)"),
-    "phonon_sigma_A": Field(0.08, Float(0.0), "r.m.s. thermal displacement per axis in Å"),
+    "positions_per_specimen": Field(1, Int(1, 100000), "probe positions per specimen (propagated as one batch)"),
+    "frozen_phonons": Field(0, Int(0, 10000), "frozen-phonon configurations averaged per pattern (0 = static)"),
+    "phonon_sigma_A": Field(0.08, Float(0.0, 1.0), "r.m.s. thermal displacement per axis in Å"),
     "phonon_fraction": Field(1.0, Float(0.0, 1.0),
                              "fraction of specimens (a seeded draw) simulated with frozen phonons; the rest static"),
     "specimens_per_shard": Field(8, Int(1), "specimens per HDF5 shard (one task)"),
@@ -350,7 +365,7 @@ SIMULATE_SCHEMA: Schema = {
     "limit": Field(None, Int(1, nullable=True), "simulate only the first N specimens of the manifest"),
     "fft_planning": Field("patient", Choice("estimate", "measure", "patient"),
                           "FFTW planning: measure/patient are faster; plans are shared by all workers"),
-    "workers": Field(1, Int(1), "local worker processes (one FFT thread each)"),
+    "workers": Field(1, Int(1, 1024), "local worker processes (one FFT thread each)"),
     "seed": Field(0, Int(0, MAX_SEED), "random seed (probe positions, phonons, splits)"),
     "out": Field("dataset", Str(), "output dataset folder"),
 }
@@ -380,7 +395,7 @@ TRAIN_SCHEMA: Schema = {
         "domain": Field("pattern", Choice("pattern", "spectral"),
                         "pattern: real U-Net on the probe cross-correlation map and the pattern (fast to learn); "
                         "spectral: crystal4D's complex U-Net on the Fourier-space cross-correlation"),
-        "width": Field(16, Int(1), "channels at the first U-Net level, doubled per level (complex for spectral)"),
+        "width": Field(16, Int(1, 512), "channels at the first U-Net level, doubled per level (complex for spectral)"),
         "depth": Field(4, Int(1, 8), "down-samplings; H and W must be divisible by 2^depth"),
         "dropout": Field(0.1, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
         "decoders": Field(1, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
@@ -389,11 +404,11 @@ TRAIN_SCHEMA: Schema = {
                                        "(pixels / 64), so the network can give position-dependent outputs such as "
                                        "q_z = θ·g (a convolution alone cannot tell where q = 0 is)"),
     },
-    "epochs": Field(30, Int(1), "training epochs (passes over the train split)"),
+    "epochs": Field(30, Int(1, 100000), "training epochs (passes over the train split)"),
     "crop_px": Field(None, Int(16, nullable=True),
                      "train on a random crop_px² window of each pattern (a multiple of 2^depth; the network runs on "
                      "whole patterns at validation and prediction); null: whole patterns"),
-    "batch_size": Field(8, Int(1), "patterns per optimiser step and process"),
+    "batch_size": Field(8, Int(*BATCH_RANGE), "patterns per optimiser step and process"),
     "lr": Field(1e-3, Float(0.0, lo_open=True), "peak learning rate (AdamW)"),
     "weight_decay": Field(1e-4, Float(0.0), "AdamW weight decay"),
     "schedule": Field("cosine", Choice("cosine", "noam", "constant"),
@@ -489,7 +504,7 @@ def Doses() -> Callable:
 
 
 INSPECT_SCHEMA: Schema = {
-    "samples": Field(4, Int(0), "samples in the PNG montage (0: no montage)"),
+    "samples": Field(4, Int(0, 1000), "samples in the PNG montage (0: no montage)"),
     "seed": Field(0, Int(0, MAX_SEED), "which samples the montage draws"),
 }
 
@@ -503,7 +518,7 @@ EVALUATE_SCHEMA: Schema = {
                           "model peaks: V_g >= this fraction of the reference the card's tuned threshold has "
                           "(the zero beam's V_g or the strongest maximum; null: the card's tuned threshold)"),
     "limit": Field(None, Int(1, nullable=True), "only the first N patterns of the split (null: all)"),
-    "batch_size": Field(16, Int(1), "patterns per model batch"),
+    "batch_size": Field(16, Int(*BATCH_RANGE), "patterns per model batch"),
     "device": Field("auto", Device(), "auto, cpu, cuda or cuda:N"),
     "tta": Field("none", Choice("none", "flips", "d4"),
                  "test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4, "
@@ -520,13 +535,12 @@ TUNE_SCHEMA: Schema = {
     "device": EVALUATE_SCHEMA["device"],
 }
 
-_POSITIVE = Float(0.0, lo_open=True, nullable=True)
 PREDICT_SCHEMA: Schema = {
-    "k_pixel_invA": Field(None, _POSITIVE, "detector pixel size in Å⁻¹ (null: from the file or the camera length)"),
-    "camera_length_mm": Field(None, _POSITIVE, "camera length in mm (with detector_pixel_um and energy_eV)"),
-    "detector_pixel_um": Field(None, _POSITIVE, "detector pixel pitch in µm"),
-    "energy_eV": Field(None, _POSITIVE, "beam energy in eV (null: from the file)"),
-    "semiangle_mrad": Field(None, _POSITIVE, "convergence semi-angle in mrad (null: from the file)"),
+    "k_pixel_invA": Field(None, Float(*K_PIXEL_RANGE_INVA, nullable=True), "detector pixel size in Å⁻¹ (null: from the file or the camera length)"),
+    "camera_length_mm": Field(None, Float(*CAMERA_LENGTH_RANGE_MM, nullable=True), "camera length in mm (with detector_pixel_um and energy_eV)"),
+    "detector_pixel_um": Field(None, Float(*DETECTOR_PIXEL_RANGE_UM, nullable=True), "detector pixel pitch in µm"),
+    "energy_eV": Field(None, Float(*ENERGY_RANGE_EV, nullable=True), "beam energy in eV (null: from the file)"),
+    "semiangle_mrad": Field(None, Float(*SEMIANGLE_RANGE_MRAD, nullable=True, lo_open=True), "convergence semi-angle in mrad (null: from the file)"),
     "probe": Field(None, Str(nullable=True), "vacuum probe file: a 2D .npy or FILE.h5:/path"),
     "vacuum": Field(None, Str(nullable=True), "vacuum probe from a scan region R0:R1,C0:C1"),
     "mask": Field(None, Str(nullable=True), "detector mask file, nonzero = ignore"),
@@ -534,8 +548,8 @@ PREDICT_SCHEMA: Schema = {
     "maps": Field(False, Bool(), "also store the predicted V_g and q_z maps (float16)"),
     "min_relative": EVALUATE_SCHEMA["min_relative"],
     "max_peaks": Field(None, Int(1, nullable=True), "peaks per pattern and method at most (null: the card's)"),
-    "chunk": Field(256, Int(1), "scan positions read and processed together"),
-    "batch_size": Field(16, Int(1), "patterns per network call"),
+    "chunk": Field(256, Int(1, 1 << 20), "scan positions read and processed together"),
+    "batch_size": Field(16, Int(*BATCH_RANGE), "patterns per network call"),
     "device": EVALUATE_SCHEMA["device"],
     "tta": EVALUATE_SCHEMA["tta"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
@@ -669,6 +683,8 @@ def load_config(section: str, path: str | Path | None = None, overrides: Mapping
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise FourdError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise FourdError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a YAML config") from None
         try:
             doc = yaml.load(text, Loader=_UniqueKeyLoader) or {}
         except _DuplicateKey as exc:

@@ -97,6 +97,19 @@ def quality_note(card: dict) -> str | None:
     return "; ".join(notes) or None
 
 
+def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -> None:
+    """Refuse, before any output, a chunk and batch whose arrays would not fit in memory: each chunk's patterns
+    as read and as float32, resampled onto the model's grid with the peak maps, and the network's activations
+    (about 8 maps of ``width`` channels per pixel of the grid, summed over the U-Net's levels)."""
+    from .memory import check_fits
+
+    px, grid = int(np.prod(pattern_shape)), int(np.prod(grid_shape))
+    chunk = config.chunk_positions
+    need = 1.25 * (chunk * (3 * 4 * px + 4 * 4 * grid) + config.batch_size * 8 * width * 4 * grid)
+    check_fits(need, f"predict with --chunk {chunk} and --batch-size {config.batch_size} on "
+               f"{pattern_shape[0]}×{pattern_shape[1]} patterns", "lower --chunk or --batch-size")
+
+
 def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
             calibration: dict | None = None, probe: str | None = None, vacuum: str | None = None,
             centre_px: tuple[float, float] | None = None, scan_shape: tuple[int, int] | None = None,
@@ -174,6 +187,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "software": json.dumps(software_versions()),
                  "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
                           "p = row·scan_y + column; vectors of p are offsets[p]:offsets[p+1]"}
+        check_memory(scan.pattern_shape, prep.grid_shape, config, int(card["architecture"].get("width", 16)))
         check_writable(out.parent, "result")
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ import numpy as np
 
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
                           k_pixel_from_camera_length, synthesised_probe, usable_region, zero_beam_centre)
+from .config import (CAMERA_LENGTH_RANGE_MM, DETECTOR_PIXEL_RANGE_UM, ENERGY_RANGE_EV, K_PIXEL_RANGE_INVA,
+                     SEMIANGLE_RANGE_MRAD)
 from .errors import FourdError
 from .io.readers import Scan4D, read_2d
 from .simulation.optics import disk_radius_invA
@@ -37,19 +39,27 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
                         energy_eV: float | None = None, semiangle_mrad: float | None = None) -> DataCalibration:
     """Options win over the file; a missing pixel size is one line naming the options that give it."""
     sources = {}
+    ranges = {"energy_eV": (ENERGY_RANGE_EV, "eV"), "semiangle_mrad": (SEMIANGLE_RANGE_MRAD, "mrad"),
+              "k_pixel_invA": (K_PIXEL_RANGE_INVA, "Å⁻¹"), "--camera-length": (CAMERA_LENGTH_RANGE_MM, "mm"),
+              "--detector-pixel": (DETECTOR_PIXEL_RANGE_UM, "µm")}
 
-    def positive(option, value):
-        if not (value > 0 and np.isfinite(value)):
-            raise FourdError(f"{option} must be a finite number > 0, got {value}")
-        return float(value)
+    def in_range(option, value, key):
+        (lo, hi), unit = ranges[key]
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise FourdError(f"{option}: expected a number in {unit}, got {str(value)[:40]!r}") from None
+        if not (np.isfinite(x) and lo < x <= hi if lo == 0 else np.isfinite(x) and lo <= x <= hi):
+            raise FourdError(f"{option} must be a number in {'(' if lo == 0 else '['}{lo:g}, {hi:g}] {unit}, got {x:g}")
+        return x
 
     def pick(key, option, value):
         if value is not None:
             sources[key] = option
-            return positive(option, value)
+            return in_range(option, value, key)
         if key in from_file:
             sources[key] = "file"
-            return positive(f"{data}: the file's {key}", from_file[key])
+            return in_range(f"{data}: the file's {key}", from_file[key], key)
         return None
 
     energy = pick("energy_eV", "--energy", energy_eV)
@@ -57,8 +67,8 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
     if k_pixel_invA is None and camera_length_mm is not None:
         if detector_pixel_um is None or energy is None:
             raise FourdError("--camera-length needs --detector-pixel (µm) and the beam energy (--energy, eV)")
-        positive("--camera-length", camera_length_mm)
-        positive("--detector-pixel", detector_pixel_um)
+        in_range("--camera-length", camera_length_mm, "--camera-length")
+        in_range("--detector-pixel", detector_pixel_um, "--detector-pixel")
         k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
         sources["k_pixel_invA"] = "--camera-length"
     k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file, check_writable, output_lock
+from .config import (ENERGY_RANGE_EV, LATERAL_SIZE_RANGE_A, MAX_SEED, OUTPUT_PX_RANGE, SEMIANGLE_RANGE_MRAD,
+                     THICKNESS_RANGE_A)
 from .errors import FourdError
 from .progress import progress
 
@@ -107,6 +109,26 @@ class StrainBenchmarkConfig:
             raise FourdError(f"--thicknesses {self.thicknesses_A}: expected positive thicknesses in Å")
         if not (isinstance(self.detector_bin, int) and 1 <= self.detector_bin <= 8):
             raise FourdError(f"--detector-bin {self.detector_bin!r}: expected an integer 1-8")
+        # the stated ranges (config.py), checked before any series folder exists
+        lo, hi = ENERGY_RANGE_EV
+        if not (math.isfinite(self.energy_eV) and lo <= self.energy_eV <= hi):
+            raise FourdError(f"--energy {self.energy_eV:g}: expected a beam energy of {lo:g}-{hi:g} eV")
+        lo, hi = SEMIANGLE_RANGE_MRAD
+        if not (math.isfinite(self.semiangle_mrad) and lo < self.semiangle_mrad <= hi):
+            raise FourdError(f"--semiangle {self.semiangle_mrad:g}: expected a semi-angle in ({lo:g}, {hi:g}] mrad")
+        lo, hi = LATERAL_SIZE_RANGE_A
+        if not (math.isfinite(self.box_A) and lo <= self.box_A <= hi):
+            raise FourdError(f"--box {self.box_A:g}: expected a box side of {lo:g}-{hi:g} Å")
+        if max(self.thicknesses_A) > THICKNESS_RANGE_A[1] or not all(map(math.isfinite, self.thicknesses_A)):
+            raise FourdError(f"--thicknesses {self.thicknesses_A}: expected thicknesses up to {THICKNESS_RANGE_A[1]:g} Å")
+        lo, hi = OUTPUT_PX_RANGE
+        if not lo <= self.output_px * self.detector_bin <= hi:
+            raise FourdError(f"--px {self.output_px} (×{self.detector_bin} simulated per detector pixel): expected "
+                             f"{lo}-{hi} simulated pixels a side")
+        if not 0 <= self.seed <= MAX_SEED - 1:  # the tuning series use seed + 1
+            raise FourdError(f"--seed {self.seed}: expected an integer 0-{MAX_SEED - 1}")
+        if not 1 <= self.threads <= 1024:
+            raise FourdError(f"--threads {self.threads}: expected 1-1024 FFT threads")
         for d in self.doses:
             if d != "clean" and not (_is_number(d) and float(d) > 0):
                 raise FourdError(f"--doses {d!r}: expected clean or electrons per pattern (e.g. 1e5)")
@@ -329,15 +351,17 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
                   py4dstem_python: str | Path | None = None, py4dstem_settings: dict | None = None) -> dict:
     """Simulate what is missing, predict, choose each method's fit settings on the tuning series and score the test
     series. Writes OUT/report.json (and report.png); returns the report."""
+    from .atomic import check_name_length
+    from .training.card import read_card, resolve_weights
+
     config = config.check()
     out = Path(out)
+    check_name_length(out, "OUT")
+    card = read_card(resolve_weights(model))  # a model that cannot be read is refused before hours of simulation
     check_writable(out, "strain benchmark folder")
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out / "report.json"):
         folders = simulate_series_files(out, config)
-        from .training.card import card_path, resolve_weights
-
-        card = json.loads(card_path(resolve_weights(model)).read_text())
         # vectors are reused only for the same weights and peak settings (tune rewrites the card's settings)
         key = hashlib.sha256(json.dumps([card["weights_sha256"], card.get("peaks")], sort_keys=True).encode())
         work = out / "vectors" / key.hexdigest()[:12]

@@ -250,7 +250,7 @@ def read_specimens(folder: str | Path) -> SpecimenSet:
     try:
         header = json.loads((folder / MANIFEST).read_text())
         crystals = json.loads((folder / CRYSTALS).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FourdError(f"specimens folder {folder} is incomplete or unreadable: {exc}") from None
     if header.get("schema") != SCHEMA:
         raise FourdError(f"{folder / MANIFEST}: schema {header.get('schema')!r}, expected {SCHEMA!r}")

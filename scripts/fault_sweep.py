@@ -369,7 +369,196 @@ def cases() -> list[Case]:
              lambda ws: ["export", str(ws / "not-vectors.h5"), "--out", str(ws / "not-vectors.h5"), "--overwrite"],
              "the predict result", setup=_vectors_file),
         Case("usage: unknown subcommand", "9 leftovers/order", lambda ws: ["segment"], "No such command"),
+        *generated_cases(),
     ]
+
+
+# Each subcommand's command line with good inputs (and an output that does not exist yet): a generated case
+# changes one thing, so the refusal is that thing's alone.
+def _bases() -> dict[str, Callable[[Path], list[str]]]:
+    m = lambda ws: str(ws / "model" / "model.pt")  # noqa: E731
+    return {
+        "select": lambda ws: ["select", "--max-crystals", "2", "--out", str(ws / "n")],
+        "supercell": lambda ws: ["supercell", str(ws / "cat"), "--out", str(ws / "n")],
+        "simulate": lambda ws: ["simulate", str(ws / "spec"), "--output-px", "32", "--out", str(ws / "n")],
+        "inspect": lambda ws: ["inspect", str(ws / "ds"), "--png", str(ws / "n.png")],
+        "train": lambda ws: ["train", str(ws / "ds"), "--epochs", "1", "--width", "4", "--depth", "2",
+                             "--loader-workers", "0", "--out", str(ws / "n")],
+        "evaluate": lambda ws: ["evaluate", m(ws), str(ws / "ds"), "--out", str(ws / "n")],
+        "tune": lambda ws: ["tune", m(ws), str(ws / "ds"), "--dry-run"],
+        "predict": lambda ws: ["predict", m(ws), str(ws / "ok.npy"), "--k-pixel", "0.05", "--energy", "200e3",
+                               "--semiangle", "3", "--out", str(ws / "n.h5")],
+        "strain": lambda ws: ["strain", str(ws / "vec.h5"), "--out", str(ws / "n.h5")],
+        "export": lambda ws: ["export", str(ws / "vec.h5"), "--out", str(ws / "n.h5")],
+        "strain-benchmark": lambda ws: ["strain-benchmark", str(ws / "n"), "--model", m(ws)],
+    }
+
+
+# (subcommand, option, bad values): every value must be refused in one line naming the option, before any work
+_BAD_NUMBERS = [
+    ("select", "--max-crystals", ["0", "-1", "2.5"]),
+    ("select", "--seed", ["-1", str(2**70)]),
+    ("select", "--symprec", ["0", "-1", "nan", "inf", "2"]),
+    ("select", "--e-above-hull-max", ["-1", "nan", "inf"]),
+    ("select", "--max-results", ["0", "-5"]),
+    ("select", "--timeout", ["0", "-1", "nan", "inf", "1e9"]),
+    ("supercell", "--zone-axes", ["0", "-1"]),
+    ("supercell", "--max-index", ["0", "7"]),
+    ("supercell", "--tilt-max", ["-1", "nan", "inf", "51"]),
+    ("supercell", "--strain-tol", ["-1", "nan", "0.06"]),
+    ("supercell", "--seed", ["-1", str(2**70)]),
+    ("simulate", "--energy", ["0", "-1", "nan", "inf", "5", "1e300", "abc"]),
+    ("simulate", "--semiangle", ["-1", "nan", "inf", "101", "1e6"]),
+    ("simulate", "--defocus", ["nan", "inf", "1e300"]),
+    ("simulate", "--cs", ["nan", "inf", "1e300", "-1e300"]),
+    ("simulate", "--output-px", ["0", "-8", "5000", str(2**70)]),
+    ("simulate", "--slice-thickness", ["0", "-1", "nan", "1e-6", "1e300"]),
+    ("simulate", "--positions", ["0", "-1", "1000000000"]),
+    ("simulate", "--frozen-phonons", ["-1", "100001"]),
+    ("simulate", "--phonon-fraction", ["-0.1", "1.5", "nan"]),
+    ("simulate", "--specimens-per-shard", ["0", "-1"]),
+    ("simulate", "--limit", ["0", "-1"]),
+    ("simulate", "--workers", ["-1", "100000"]),
+    ("simulate", "--seed", ["-1", str(2**70)]),
+    ("inspect", "--samples", ["1001", "-1"]),
+    ("inspect", "--seed", ["-1", str(2**70)]),
+    ("train", "--epochs", ["-1", "1000000000"]),
+    ("train", "--crop", ["7", "-16"]),
+    ("train", "--batch-size", ["-1", "100000"]),
+    ("train", "--lr", ["0", "-1", "nan", "inf"]),
+    ("train", "--width", ["0", "-1", "100000"]),
+    ("train", "--depth", ["0", "9"]),
+    ("train", "--dropout", ["-0.1", "1", "nan"]),
+    ("train", "--loader-workers", ["-1"]),
+    ("train", "--seed", ["-1", str(2**70)]),
+    ("train", "--epochs-this-run", ["0", "-1"]),
+    ("evaluate", "--match-radius", ["0", "inf"]),
+    ("evaluate", "--label-min-relative", ["-0.1", "1.5", "nan"]),
+    ("evaluate", "--min-relative", ["-0.1", "1.5", "inf"]),
+    ("evaluate", "--limit", ["0", "-1"]),
+    ("evaluate", "--batch-size", ["-1", "100000"]),
+    ("evaluate", "--seed", ["-1", str(2**70)]),
+    ("evaluate", "--thick-from", ["-1", "nan", "inf"]),
+    ("tune", "--match-radius", ["0", "-1", "nan", "inf"]),
+    ("tune", "--limit", ["-1"]),
+    ("predict", "--k-pixel", ["0", "nan", "1e6", "1e-9", "abc"]),
+    ("predict", "--energy", ["0", "-1", "nan", "inf", "5", "1e300"]),
+    ("predict", "--semiangle", ["0", "-1", "nan", "1e6"]),
+    ("predict", "--min-relative", ["-0.1", "1.5"]),
+    ("predict", "--max-peaks", ["0", "-1"]),
+    ("predict", "--chunk", ["0", "-1", "1000000000"]),
+    ("predict", "--batch-size", ["0", "-1", "100000"]),
+    ("strain", "--tolerance", ["0", "-1", "nan", "0.6"]),
+    ("strain", "--min-vectors", ["0", "2", "-1"]),
+    ("strain", "--min-indexed-fraction", ["-0.1", "1", "nan"]),
+    ("strain-benchmark", "--energy", ["0", "nan", "1e300"]),
+    ("strain-benchmark", "--semiangle", ["0", "-1", "inf"]),
+    ("strain-benchmark", "--box", ["0", "-1", "nan", "1e9"]),
+    ("strain-benchmark", "--px", ["0", "-1", "100000"]),
+    ("strain-benchmark", "--detector-bin", ["0", "-1"]),
+    ("strain-benchmark", "--seed", ["-1", str(2**70)]),
+    ("strain-benchmark", "--threads", ["0", "-1"]),
+]
+
+# subcommands with --config, and the sections their configs are read for
+_CONFIGURED = ["select", "supercell", "simulate", "inspect", "train", "evaluate", "tune", "predict", "strain"]
+# subcommands whose output --out names a folder (the rest name a file)
+_FOLDER_OUT = ["select", "supercell", "simulate", "train", "evaluate"]
+_FILE_OUT = {"predict": ".h5", "strain": ".h5", "export": ".h5", "inspect": ".png"}
+
+
+def _with(base: Callable[[Path], list[str]], extra: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    """The base command line with options added (a later option wins in click)."""
+    return lambda ws: base(ws) + extra(ws)
+
+
+def _replace_out(base: Callable[[Path], list[str]], out: Callable[[Path], str]) -> Callable[[Path], list[str]]:
+    def args(ws: Path) -> list[str]:
+        a = base(ws)
+        flag = "--png" if a[0] == "inspect" else "--out"
+        if flag in a:
+            a[a.index(flag) + 1] = out(ws)
+        else:  # strain-benchmark: OUT is its first argument
+            a[1] = out(ws)
+        return a
+    return args
+
+
+def _write(name: str, data: bytes) -> Callable[[Path], None]:
+    return lambda ws: (ws / name).write_bytes(data)
+
+
+def generated_cases() -> list[Case]:
+    """Cases made by rule over every subcommand: numbers out of range, over-long and wrong-typed outputs,
+    damaged config files and inputs that are not what they claim."""
+    bases = _bases()
+    ok_scan = lambda ws: _npy(ws, "ok.npy", _scan("ok"))  # noqa: E731
+    out: list[Case] = []
+    for cmd, option, values in _BAD_NUMBERS:
+        for value in values:
+            out.append(Case(f"{cmd}: {option}={value if len(value) < 12 else value[:8] + '…'}", "6 numbers",
+                            _with(bases[cmd], lambda ws, o=option, v=value: [f"{o}={v}"]), option, setup=ok_scan))
+    for scan in ("0 1", "-1 3", "1 1"):
+        out.append(Case(f"strain-benchmark: --scan {scan}", "6 numbers",
+                        _with(bases["strain-benchmark"], lambda ws, s=scan: ["--scan", *s.split()]), "--scan"))
+    long_name = "x" * 240
+    for cmd in bases:
+        if cmd == "tune":
+            continue
+        suffix = _FILE_OUT.get(cmd, "")
+        # strain-benchmark makes no name from its folder's: only a name over the file system's limit is wrong
+        name = "x" * 300 if cmd == "strain-benchmark" else long_name
+        out.append(Case(f"{cmd}: output name of {len(name)} bytes", "8 other tracebacks",
+                        _replace_out(bases[cmd], lambda ws, s=suffix, n=name: str(ws / (n + s))), "bytes",
+                        setup=ok_scan))
+        out.append(Case(f"{cmd}: output inside a regular file", "8 other tracebacks",
+                        _replace_out(bases[cmd], lambda ws, s=suffix: str(ws / "plain.txt" / ("o" + s))),
+                        "plain.txt", setup=lambda ws: (ok_scan(ws), (ws / "plain.txt").write_text("x\n"))))
+    for cmd in _FOLDER_OUT:
+        out.append(Case(f"{cmd}: output folder is a regular file", "8 other tracebacks",
+                        _replace_out(bases[cmd], lambda ws: str(ws / "plain.txt")), "plain.txt",
+                        setup=lambda ws: (ws / "plain.txt").write_text("x\n")))
+    for cmd in _CONFIGURED:
+        configs = [
+            ("not UTF-8", "latin1.yaml", "caf\xe9: 1\n".encode("latin-1"), "latin1.yaml"),
+            ("binary", "binary.yaml", bytes(range(256)) * 4, "binary.yaml"),
+            ("a list, not a mapping", "list.yaml", b"- 1\n- 2\n", "list.yaml"),
+            ("its section a number", "num.yaml", f"{cmd}: 5\n".encode(), "num.yaml"),
+            ("unknown key", "key.yaml", f"{cmd}:\n  no_such_key: 1\n".encode(), "no_such_key"),
+            ("a folder", "cfgdir", None, "cfgdir"),
+        ]
+        for what, name, data, expect in configs:
+            setup = (lambda ws, n=name: (ws / n).mkdir(exist_ok=True)) if data is None else _write(name, data)
+            out.append(Case(f"{cmd}: config file {what}", "8 other tracebacks",
+                            _with(bases[cmd], lambda ws, n=name: ["--config", str(ws / n)]), expect,
+                            setup=lambda ws, s=setup: (ok_scan(ws), s(ws))))
+    # inputs that are not what they claim: random bytes, an empty file, a folder where a file belongs
+    inputs = {
+        "supercell": (1, "catalogue"), "simulate": (1, "specimens"), "inspect": (1, "dataset"),
+        "train": (1, "dataset"), "evaluate": (2, "dataset"), "tune": (2, "dataset"), "predict": (2, "data"),
+        "strain": (1, "vectors"), "export": (1, "vectors"),
+    }
+    for cmd, (pos, what) in inputs.items():
+        for kind, name, make in (
+            ("random bytes", "junk.h5", _write("junk.h5", bytes(np.random.default_rng(1).integers(0, 256, 4096,
+                                                                                               np.uint8)))),
+            ("an empty file", "empty.h5", _write("empty.h5", b"")),
+            ("an empty folder", "emptydir", lambda ws: (ws / "emptydir").mkdir(exist_ok=True)),
+        ):
+            def args(ws, cmd=cmd, pos=pos, name=name):
+                a = bases[cmd](ws)
+                a[pos] = str(ws / name)
+                return a
+            out.append(Case(f"{cmd}: {what} is {kind}", "8 other tracebacks", args, name,
+                            setup=lambda ws, mk=make: (ok_scan(ws), mk(ws))))
+        if cmd in ("evaluate", "tune", "predict"):
+            def model_args(ws, cmd=cmd):
+                a = bases[cmd](ws)
+                a[1] = str(ws / "junk.pt")
+                return a
+            out.append(Case(f"{cmd}: model weights are random bytes", "5 model files", model_args, "junk",
+                            setup=lambda ws: (ok_scan(ws), _write("junk.pt", bytes(range(256)) * 8)(ws))))
+    return out
 
 
 def _mib_case(name: str, cls: str, file: str, kind: str) -> Case:
@@ -412,6 +601,11 @@ def build_workspace(ws: Path, run) -> None:
         code, out = run(args)
         if code != 0:
             raise RuntimeError(f"workspace step failed: {' '.join(args)}\n{out}")
+    _npy(ws, "ok.npy", _scan("ok"))  # a predict result for strain and export
+    code, out = run(["-q", "predict", str(ws / "model" / "model.pt"), str(ws / "ok.npy"), "--k-pixel", "0.05",
+                     "--energy", "200e3", "--semiangle", "3", "--out", str(ws / "vec.h5")])
+    if code != 0:
+        raise RuntimeError(f"workspace step failed: predict\n{out}")
 
 
 def snapshot(ws: Path) -> dict[str, tuple[int, int]]:

@@ -363,3 +363,38 @@ def test_devices_seeds_and_doses_out_of_range_are_one_line_before_any_work(works
     lines = res.stderr.strip().splitlines()
     assert res.exit_code == 2 and len(lines) == 1 and message in lines[0], res.stderr
     assert not out.exists()
+
+
+def test_runs_that_would_not_fit_in_memory_are_refused_before_any_work(workspace, tmp_path, monkeypatch):
+    """simulate and predict estimate their big arrays first: with 16 MiB available, a 512 px simulation and a
+    4096-position chunk are refused in one line naming what to lower, and nothing is written."""
+    monkeypatch.setattr("fourdcrystal.memory.available_bytes", lambda: 16 << 20)
+    ws = workspace
+    cases = [
+        (["simulate", str(ws / "spec"), "--output-px", "512", "--out", str(tmp_path / "ds")], "--output-px"),
+        (["predict", str(ws / "model" / "model.pt"), str(ws / "ok.npy"), "--k-pixel", "0.05", "--energy", "200e3",
+          "--semiangle", "3", "--chunk", "4096", "--out", str(tmp_path / "p.h5")], "--chunk"),
+    ]
+    for args, hint in cases:
+        code, out = _in_process(args)
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1 and "would need" in lines[0] and "16 MiB" not in lines[0], out
+        assert "GiB available" in lines[0] and hint in lines[0], out
+        assert not any(tmp_path.iterdir()), sorted(tmp_path.iterdir())
+    # the same runs fit where the memory is there: the estimate is not a blanket refusal
+    monkeypatch.setattr("fourdcrystal.memory.available_bytes", lambda: 1 << 40)
+    code, out = _in_process(cases[1][0])
+    assert code == 0, out
+
+
+def test_memory_estimate_of_a_simulation_follows_its_arrays():
+    """The estimate counts one repeat unit's slices (potential + transmission, 12 bytes a grid point), not the
+    whole slab, for a periodic crystal; the slab for one without a period."""
+    from fourdcrystal.simulation.cbed import memory_bytes
+    from fourdcrystal.simulation.optics import antialiased_gpts
+
+    g = antialiased_gpts(256) ** 2
+    periodic = memory_bytes(256, 5.43, [1000.0], 0.5, positions=1)
+    slab = memory_bytes(256, None, [1000.0], 0.5, positions=1)
+    assert slab - periodic == pytest.approx(1.25 * (2000 - 11) * g * 12, rel=1e-9)
+    assert memory_bytes(256, None, [1000.0], 0.25, positions=1) > 1.9 * slab - 1.25 * 4 * g * 8 * 2

@@ -107,7 +107,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_bad_option_value_is_one_line(tmp_path):
     res = run_cli("select", "--out", str(tmp_path / "x"), "--per-prototype", "many")
     assert res.exit_code == 2
-    assert res.stderr.startswith("error: command line: bad value for per_prototype: 'many'")
+    assert res.stderr.startswith("error: command line: bad value for --per-prototype (per_prototype): 'many'")
     assert not (tmp_path / "x").exists()
 
 

@@ -312,7 +312,7 @@ def test_energy_and_semiangle_lists_draw_one_per_specimen(specimens, tmp_path):
 def test_bad_input_one_line_nothing_written(specimens, tmp_path):
     out = tmp_path / "bad"
     msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--energy", "-5"))
-    assert "energy_eV: '-5'; expected a number > 0" in msg
+    assert "--energy (energy_eV): '-5'; expected a number >= 10000.0" in msg
     msg = _error(run_cli("simulate", str(specimens), "--out", str(out), *SIM, "--semiangle", "60"))
     assert "largest allowed is" in msg and "mrad" in msg
     assert not out.exists()
@@ -399,12 +399,17 @@ def test_split_by_prototype_keeps_each_prototype_in_one_split(specimens):
     assert [t.task_hash for t in plan_tasks(spec, base)] == [t.task_hash for t in plan_tasks(spec, legacy)]
 
 
-def test_non_finite_patterns_are_refused_not_written(specimens, tmp_path):
-    """Optics that overflow the probe's phase (--cs 1e300) give NaN patterns: simulate stops with one line
-    naming the optics, writes no shard and no index (a NaN shard would train and score as if it were data)."""
+def test_non_finite_patterns_are_refused_not_written(specimens, tmp_path, monkeypatch):
+    """A simulation that yields NaN (here a probe wave made NaN: optics inside their stated ranges can still
+    overflow) stops with one line naming the optics, and writes no shard and no index (a NaN shard would
+    train and score as if it were data). Runs in this process (one worker), so the patch reaches it."""
+    from fourdcrystal.simulation import engine
+
+    real = engine.probe_waves
+    monkeypatch.setattr(engine, "probe_waves", lambda *a, **k: real(*a, **k) * np.nan)
     out = tmp_path / "nan"
     res = run_cli("simulate", str(specimens), "--out", str(out), "--output-px", "32", "--specimens-per-shard", "2",
-                  "--cs", "1e300")
+                  "--cs", "1e7")
     line = _error(res)
-    assert "non-finite" in line and "cs_A 1e+300" in line
+    assert "non-finite" in line and "cs_A 1e+07" in line
     assert not list(out.glob("shard-*.h5")) and not (out / "index.json").exists()

@@ -78,9 +78,9 @@ def test_preview_png(specimens):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--tilt-max", "60"], "bad value for tilt_mrad_max: 60.0; expected a number >= 0.0 and <= 50.0"),
+    (["--tilt-max", "60"], "bad value for --tilt-max (tilt_mrad_max): 60.0; expected a number >= 0.0 and <= 50.0"),
     (["--lateral-size", "2"], "cannot hold one unit cell"),
-    (["--thickness", "0,10"], "bad value for thicknesses_A"),
+    (["--thickness", "0,10"], "bad value for --thickness (thicknesses_A)"),
 ])
 def test_errors(catalogue, tmp_path, args, fragment):
     out = tmp_path / "o"

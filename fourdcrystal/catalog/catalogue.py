@@ -46,7 +46,7 @@ def read_catalogue(path: str | Path) -> Catalogue:
         raise FourdError(f"catalogue {path} not found (expected a folder holding {FILENAME}); run fourdcrystal select first")
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FourdError(f"catalogue {file} is not readable JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise FourdError(f"catalogue {file}: schema {doc.get('schema') if isinstance(doc, dict) else None!r}, "

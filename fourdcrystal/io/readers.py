@@ -155,7 +155,13 @@ def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan
         raise FourdError(f"{p}: unknown 4D-STEM format {suffix or '(no extension)'!r}; supported: {supported()}")
     if not p.exists():
         raise FourdError(f"{p} not found")
-    scan = _open_any(p, inner, suffix, scan_shape)
+    try:
+        scan = _open_any(p, inner, suffix, scan_shape)
+    except FourdError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a file is never trusted: whatever a damaged one raises is one line
+        raise FourdError(f"{p}: not a readable {suffix} 4D-STEM file ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
     if scan_shape is not None and tuple(int(v) for v in scan_shape) != tuple(scan.scan_shape):
         shape = scan.scan_shape
         scan.close()

@@ -8,6 +8,7 @@ aperture spans exactly the H×W output (see ``optics.antialiased_gpts``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -135,6 +136,24 @@ def simulate_specimen(specimen: Specimen, optics: Optics, positions_A: np.ndarra
     return Samples(cbed=(cbed * scale).astype(np.float32), probe=(probe * scale).astype(np.float32), vg=vg, qz=qz,
                    thickness_A=np.array(exits) * stack.slice_thickness_A, positions_A=positions_A,
                    k_sampling_invA=k_sampling, slice_thickness_A=stack.slice_thickness_A)
+
+
+def memory_bytes(output_px: int, period_z_A: float | None, thicknesses_A,
+                 slice_thickness_A: float, positions: int, frozen_phonons: int = 0) -> float:
+    """Bytes one specimen's simulation holds at once, an upper estimate (25 % margin for the small arrays).
+
+    The sliced potential (float32) and its transmission functions (complex64) of one repeat unit (a
+    period along z, or the whole slab), the probe waves with their FFT buffers, the exit patterns and
+    the labels (float32). The grid follows ``output_px`` alone (1.5× it, whatever the box).
+    """
+    g = antialiased_gpts(output_px) ** 2
+    t_max = max(float(t) for t in thicknesses_A)
+    n_unit = max(1, round(period_z_A / slice_thickness_A)) if period_z_A else math.ceil(t_max / slice_thickness_A)
+    waves = positions * max(1, frozen_phonons if frozen_phonons else 1)
+    big = (n_unit * g * (4 + 8)  # potential + transmission functions
+           + 4 * waves * g * 8  # waves, FFT in/out, the propagated batch
+           + len(thicknesses_A) * (positions * 2 + 4) * output_px**2 * 4)  # patterns, probe, labels
+    return 1.25 * big
 
 
 def z_period_A(specimen: Specimen) -> float | None:

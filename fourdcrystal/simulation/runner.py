@@ -29,7 +29,8 @@ from ..config import choices
 from ..errors import FourdError
 from ..versions import software_versions
 from . import shards
-from .cbed import Optics, check_semiangle, probe_positions, simulate_specimen
+from ..memory import check_fits
+from .cbed import Optics, check_semiangle, memory_bytes, probe_positions, simulate_specimen
 from .optics import antialiased_gpts
 
 log = logging.getLogger("fourdcrystal")
@@ -286,9 +287,21 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
 
     specimens = read_specimens(specimens_dir)
     widest = widest_optics(cfg)  # built (and checked) once, before anything runs
+    need, biggest = 0.0, None
     for r in specimens.rows[: cfg["limit"]] if cfg.get("limit") else specimens.rows:
         for optics in widest:
             check_semiangle(optics, r.plan.box_A)
+        tilted = r.tilt_mode == "atoms" and tuple(r.tilt_mrad) != (0.0, 0.0)  # no period along z (z_period_A)
+        phonons = cfg["frozen_phonons"] if cfg["phonon_fraction"] > 0 else 0
+        b = memory_bytes(cfg["output_px"], None if tilted else r.plan.period_z_A, r.thicknesses_A,
+                         cfg["slice_thickness_A"], cfg["positions_per_specimen"], phonons)
+        if b > need:
+            need, biggest = b, r.specimen_id
+    if biggest is not None:
+        check_fits(need * (workers if scheduler is None else 1),
+                   f"simulate: specimen {biggest}" + (f" in each of {workers} workers" if workers > 1 and scheduler
+                                                      is None else ""),
+                   "lower --output-px, raise --slice-thickness, or use fewer positions per specimen or workers")
     out = Path(cfg["out"])
     tasks = plan_tasks(specimens, cfg)
     used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]

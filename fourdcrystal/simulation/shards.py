@@ -226,7 +226,7 @@ def read_index(folder: str | Path) -> dict:
         raise FourdError(f"{path} not found; expected a dataset folder written by fourdcrystal simulate")
     try:
         index = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FourdError(f"{path}: unreadable dataset index ({exc})") from None
     if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA:
         found = index.get("schema") if isinstance(index, dict) else type(index).__name__

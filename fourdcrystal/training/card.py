@@ -63,7 +63,7 @@ def read_card(weights: str | Path) -> dict:
     except FileNotFoundError:
         raise FourdError(f"{weights} has no model card {cpath.name} beside it; a model is the weights plus "
                          f"its card, as written by fourdcrystal train") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FourdError(f"{cpath}: unreadable model card ({exc})") from None
     if not isinstance(card, dict) or card.get("schema") != CARD_SCHEMA:
         raise FourdError(f"{cpath}: schema {card.get('schema') if isinstance(card, dict) else None!r}, "

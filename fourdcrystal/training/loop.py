@@ -160,7 +160,7 @@ def _prepare_out(out: Path, record: dict, resume: bool, overwrite: bool, dist: _
     if run_path.exists():
         try:
             existing = json.loads(run_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             existing = None
     if resume:
         if not ckpt_path.exists():
