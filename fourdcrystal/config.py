@@ -653,7 +653,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetune", "release2-finetune2", "release3",
-                "release4")  # shipped in fourdcrystal/configs/
+                "release4", "release5")  # shipped in fourdcrystal/configs/
 
 
 def config_path(path: str | Path) -> Path:
