@@ -110,8 +110,7 @@ def check_name_length(path: str | os.PathLike, option: str = "--out") -> None:
     size = len(os.fsencode(path.name))
     if size + DERIVED_NAME_BYTES > limit:
         raise FourdError(f"{option} {short(str(path), 60)}: the name {short(path.name, 40)} is {size} bytes; with "
-                         f"the lock, "
-                         f"partial and temporary names made from it it must stay within {limit - DERIVED_NAME_BYTES} "
+                         f"the lock, partial and temporary names made from it it must stay within {limit - DERIVED_NAME_BYTES} "
                          f"bytes (the file system takes {limit})")
 
 

@@ -104,6 +104,15 @@ def Float(lo: float | None = None, hi: float | None = None, nullable: bool = Fal
     return parse
 
 
+def checked(option: str, value: Any, parse: Callable, unit: str = "") -> Any:
+    """``parse(value)`` (a validator above: ``Float(lo, hi)``, ``Int(lo, hi)``), its ValueError as one line naming
+    ``option``: the same ranges and wording for numbers that do not come through a config schema."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        raise FourdError(f"{option} {str(value)[:40]}: {exc}{' ' + unit if unit else ''}") from None
+
+
 def Bool(nullable: bool = False) -> Callable:
     words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 

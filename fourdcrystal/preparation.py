@@ -17,7 +17,7 @@ import numpy as np
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
                           k_pixel_from_camera_length, synthesised_probe, usable_region, zero_beam_centre)
 from .config import (CAMERA_LENGTH_RANGE_MM, DETECTOR_PIXEL_RANGE_UM, ENERGY_RANGE_EV, K_PIXEL_RANGE_INVA,
-                     SEMIANGLE_RANGE_MRAD)
+                     SEMIANGLE_RANGE_MRAD, Float, checked)
 from .errors import FourdError
 from .io.readers import Scan4D, read_2d
 from .simulation.optics import disk_radius_invA
@@ -39,19 +39,15 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
                         energy_eV: float | None = None, semiangle_mrad: float | None = None) -> DataCalibration:
     """Options win over the file; a missing pixel size is one line naming the options that give it."""
     sources = {}
-    ranges = {"energy_eV": (ENERGY_RANGE_EV, "eV"), "semiangle_mrad": (SEMIANGLE_RANGE_MRAD, "mrad"),
-              "k_pixel_invA": (K_PIXEL_RANGE_INVA, "Å⁻¹"), "--camera-length": (CAMERA_LENGTH_RANGE_MM, "mm"),
-              "--detector-pixel": (DETECTOR_PIXEL_RANGE_UM, "µm")}
+    # the config schema's validators and ranges: a number from the file is checked like one from an option
+    ranges = {"energy_eV": (Float(*ENERGY_RANGE_EV), "eV"),
+              "semiangle_mrad": (Float(*SEMIANGLE_RANGE_MRAD, lo_open=True), "mrad"),
+              "k_pixel_invA": (Float(*K_PIXEL_RANGE_INVA), "Å⁻¹"), "--camera-length": (Float(*CAMERA_LENGTH_RANGE_MM), "mm"),
+              "--detector-pixel": (Float(*DETECTOR_PIXEL_RANGE_UM), "µm")}
 
     def in_range(option, value, key):
-        (lo, hi), unit = ranges[key]
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            raise FourdError(f"{option}: expected a number in {unit}, got {str(value)[:40]!r}") from None
-        if not (np.isfinite(x) and lo < x <= hi if lo == 0 else np.isfinite(x) and lo <= x <= hi):
-            raise FourdError(f"{option} must be a number in {'(' if lo == 0 else '['}{lo:g}, {hi:g}] {unit}, got {x:g}")
-        return x
+        parse, unit = ranges[key]
+        return checked(option, value, parse, unit)
 
     def pick(key, option, value):
         if value is not None:

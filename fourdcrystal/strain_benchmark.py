@@ -33,7 +33,7 @@ import numpy as np
 
 from .atomic import atomic_file, check_writable, output_lock
 from .config import (ENERGY_RANGE_EV, LATERAL_SIZE_RANGE_A, MAX_SEED, OUTPUT_PX_RANGE, SEMIANGLE_RANGE_MRAD,
-                     THICKNESS_RANGE_A)
+                     THICKNESS_RANGE_A, Float, Int, checked)
 from .errors import FourdError
 from .progress import progress
 
@@ -109,26 +109,18 @@ class StrainBenchmarkConfig:
             raise FourdError(f"--thicknesses {self.thicknesses_A}: expected positive thicknesses in Å")
         if not (isinstance(self.detector_bin, int) and 1 <= self.detector_bin <= 8):
             raise FourdError(f"--detector-bin {self.detector_bin!r}: expected an integer 1-8")
-        # the stated ranges (config.py), checked before any series folder exists
-        lo, hi = ENERGY_RANGE_EV
-        if not (math.isfinite(self.energy_eV) and lo <= self.energy_eV <= hi):
-            raise FourdError(f"--energy {self.energy_eV:g}: expected a beam energy of {lo:g}-{hi:g} eV")
-        lo, hi = SEMIANGLE_RANGE_MRAD
-        if not (math.isfinite(self.semiangle_mrad) and lo < self.semiangle_mrad <= hi):
-            raise FourdError(f"--semiangle {self.semiangle_mrad:g}: expected a semi-angle in ({lo:g}, {hi:g}] mrad")
-        lo, hi = LATERAL_SIZE_RANGE_A
-        if not (math.isfinite(self.box_A) and lo <= self.box_A <= hi):
-            raise FourdError(f"--box {self.box_A:g}: expected a box side of {lo:g}-{hi:g} Å")
-        if max(self.thicknesses_A) > THICKNESS_RANGE_A[1] or not all(map(math.isfinite, self.thicknesses_A)):
-            raise FourdError(f"--thicknesses {self.thicknesses_A}: expected thicknesses up to {THICKNESS_RANGE_A[1]:g} Å")
+        # the stated ranges and validators of config.py, checked before any series folder exists
+        checked("--energy", self.energy_eV, Float(*ENERGY_RANGE_EV), "eV")
+        checked("--semiangle", self.semiangle_mrad, Float(*SEMIANGLE_RANGE_MRAD, lo_open=True), "mrad")
+        checked("--box", self.box_A, Float(*LATERAL_SIZE_RANGE_A), "Å")
+        for t in self.thicknesses_A:
+            checked("--thicknesses", t, Float(*THICKNESS_RANGE_A, lo_open=True), "Å")
         lo, hi = OUTPUT_PX_RANGE
         if not lo <= self.output_px * self.detector_bin <= hi:
             raise FourdError(f"--px {self.output_px} (×{self.detector_bin} simulated per detector pixel): expected "
                              f"{lo}-{hi} simulated pixels a side")
-        if not 0 <= self.seed <= MAX_SEED - 1:  # the tuning series use seed + 1
-            raise FourdError(f"--seed {self.seed}: expected an integer 0-{MAX_SEED - 1}")
-        if not 1 <= self.threads <= 1024:
-            raise FourdError(f"--threads {self.threads}: expected 1-1024 FFT threads")
+        checked("--seed", self.seed, Int(0, MAX_SEED - 1))  # the tuning series use seed + 1
+        checked("--threads", self.threads, Int(1, 1024))
         for d in self.doses:
             if d != "clean" and not (_is_number(d) and float(d) > 0):
                 raise FourdError(f"--doses {d!r}: expected clean or electrons per pattern (e.g. 1e5)")
