@@ -427,7 +427,8 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     than half the shortest spot, are paired as (g1, g2). A basis scores the weight of spots
     within ``tolerance`` × |shortest g| of its lattice points; the best score wins, ties going
     to the smaller cell (two spots that skip a row of reflections span a sublattice, which
-    indexes fewer spots). The winner is refined by a least-squares fit over the spots and
+    indexes fewer spots); a pair whose lattice has a vector shorter than half the shortest spot (two
+    nearly parallel candidates) is not one. The winner is refined by a least-squares fit over the spots and
     Gauss-reduced.
 
     Parameters
@@ -475,6 +476,11 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             basis = np.array([cand[a], cand[b]]).T
             n1, n2 = np.linalg.norm(basis, axis=0)
             if abs(np.linalg.det(basis)) < math.sin(math.radians(10.0)) * n1 * n2:
+                continue
+            # two nearly parallel candidates span a lattice with a vector far shorter than either, fine
+            # enough to index every spot within a tolerance taken from their lengths: no lattice vector
+            # may be shorter than the candidates may be
+            if np.linalg.norm(reduce_basis(basis), axis=0).min() < 0.5 * shortest:
                 continue
             _, resid = index_vectors(rel, basis)
             score = float(spot_w[resid <= tolerance * min(n1, n2)].sum())
