@@ -6,7 +6,7 @@ Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors fi
 1. **Basis.** g1, g2 from the Bragg vector map of the reference positions (the spots that
    index the most intensity, Gauss-reduced), or given (``--g1 --g2``).
 2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
-   least squares (model vectors weighted by their V_g², correlation peaks equally), drop outliers, refit. Positions
+   least squares (model vectors weighted by their V_g⁴, correlation peaks equally), drop outliers, refit. Positions
    with fewer than ``min_vectors`` indexed vectors, or with less than ``min_indexed_fraction`` of the vectors'
    weight on the fitted lattice (several grains, rings, amorphous regions: the vectors are not one lattice), are
    marked failed (NaN in the maps) and counted, not fatal. ``indexed_fraction`` keeps each position's share.
@@ -48,7 +48,8 @@ from .progress import progress
 
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain/1"
-WEIGHTS = ("auto", "intensity", "squared", "none")
+WEIGHTS = ("auto", "intensity", "squared", "quartic", "none")
+WEIGHT_POWERS = {"intensity": 1, "squared": 2, "quartic": 4}  # the vector's weight: its intensity to this power
 CORRECTIONS = ("none", "reference")
 CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the reference, detector frame: x = axis 0 "
                "= q_x, y = axis 1 = q_y); F = (I + eps) R(theta) (polar decomposition, left stretch): eps in the "
@@ -65,7 +66,7 @@ class StrainConfig:
     g2: tuple[float, float] | None = None
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
-    weights: str = default("strain", "weights")  # auto | intensity | squared | none (fit_weights)
+    weights: str = default("strain", "weights")  # auto | intensity | squared | quartic | none (fit_weights)
     min_indexed_fraction: float = default("strain", "min_indexed_fraction")  # less of the weight on the lattice: NaN
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
@@ -146,14 +147,16 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
 
 
 def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
-    """``auto``: the model's intensities are kinematic |V_g|, and a disk's counts go as |V_g|²: under shot noise
-    the variance of its position goes as 1/|V_g|², so its fit weighs each vector by ``squared`` intensity (a
-    faint reflection the network knows from the lattice is placed on few counts); correlation peak heights
-    (baseline, py4DSTEM) do not help: their fits weigh vectors equally. Chosen on a validation strain series
-    (``scripts/strain_benchmark.py --tune-on``)."""
+    """``auto``: the model's intensities are kinematic |V_g|, and a disk's counts go as |V_g|², so under shot noise
+    alone the variance of its position goes as 1/|V_g|² (``squared``). A faint disk is also the one a
+    neighbour's tail, a dynamical shift of its intensity or pixel locking on few counts moves most, errors that
+    do not shrink with its counts: its fit weighs each model vector by |V_g|⁴ (``quartic``), chosen on the strain
+    survey's tuning series over V_g, V_g² and equal weights (``experiments/strain_weights``: 0.120–0.154 % at
+    10⁵ e⁻ on its test series against 0.129–0.188 % with V_g²). Correlation peak heights (baseline, py4DSTEM)
+    do not help: their fits weigh vectors equally."""
     if config.weights != "auto":
         return config.weights
-    return "squared" if vectors.method == "model" else "none"
+    return "quartic" if vectors.method == "model" else "none"
 
 
 def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +164,7 @@ def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple
     keep = np.all(np.isfinite(q), axis=1) & np.isfinite(inten) & (inten >= config.min_intensity)
     q, inten = q[keep], inten[keep]
     mode = fit_weights(config, vectors)
-    w = np.ones(len(q)) if mode == "none" else np.clip(inten, 0.0, None) ** (2 if mode == "squared" else 1)
+    w = np.ones(len(q)) if mode == "none" else np.clip(inten, 0.0, None) ** WEIGHT_POWERS[mode]
     return q, w
 
 

@@ -40,7 +40,7 @@ from .progress import progress
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain_benchmark/1"
 SPLITS = ("tune", "test")
-FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none")
+FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic")
             for t in (0.15, 0.25, 0.35) for c in ("none", "reference")]
 
 
