@@ -917,9 +917,9 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
               help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
 @_opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "quartic", "none"]),
               help="Least-squares weights of the vectors: their intensity, its square, its fourth power, or equal; "
-                   "auto: quartic for model vectors (kinematic V_g; a disk's counts go as V_g², and a faint disk's "
-                   "other errors do not shrink with its counts), equal for correlation peaks (baseline, py4DSTEM), "
-                   "as chosen on the strain survey's tuning series.")
+                   "auto: quartic for model vectors (their V_g heights: a faint peak's errors are more than its "
+                   "counts say), equal for correlation peaks (baseline, py4DSTEM), as chosen on the strain survey's "
+                   "tuning series.")
 @_opt("strain", "min_indexed_fraction", "--min-indexed-fraction", type=float,
       help="Positions with less of the vectors' weight on the fitted lattice are not fitted (NaN, counted): several "
            "grains, rings or amorphous material are not one lattice.")

@@ -147,13 +147,14 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
 
 
 def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
-    """``auto``: the model's intensities are kinematic |V_g|, and a disk's counts go as |V_g|², so under shot noise
-    alone the variance of its position goes as 1/|V_g|² (``squared``). A faint disk is also the one a
+    """``auto``: a model vector is weighed by its height (the network's V_g at the peak) to the fourth power
+    (``quartic``). Were the heights kinematic |V_g|, a disk's counts would go as their square and under shot
+    noise alone ``squared`` would follow its position's variance; but a faint or unsure peak is also the one a
     neighbour's tail, a dynamical shift of its intensity or pixel locking on few counts moves most, errors that
-    do not shrink with its counts: its fit weighs each model vector by |V_g|⁴ (``quartic``), chosen on the strain
-    survey's tuning series over V_g, V_g² and equal weights (``experiments/strain_weights``: 0.120–0.154 % at
-    10⁵ e⁻ on its test series against 0.129–0.188 % with V_g²). Correlation peak heights (baseline, py4DSTEM)
-    do not help: their fits weigh vectors equally."""
+    do not shrink with its counts. ``quartic`` was chosen on the strain survey's tuning series and on the Si
+    [110] validation series over the height, its square and equal weights (``experiments/strain_weights``:
+    0.120–0.154 % at 10⁵ e⁻ on the survey's test series against 0.129–0.188 % squared). Correlation peak
+    heights (baseline, py4DSTEM) do not help: their fits weigh vectors equally."""
     if config.weights != "auto":
         return config.weights
     return "quartic" if vectors.method == "model" else "none"

@@ -297,7 +297,7 @@ def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple
     doses_e = {f: file_dose_e(f) for f in files}
     report = Path(config.strain_benchmark) / "report.json"
     fit = (json.loads(report.read_text())["chosen_on_tune_series"]["model"]["fit"] if report.is_file()
-           else {"weights": "squared", "tolerance": 0.25})
+           else {"weights": "quartic", "tolerance": 0.15})
     settings = DetectionSettings(model=ModelPeakSettings(min_relative=m_key[1], min_spacing_px=sp, threshold_of=ref))
     record = {"benchmark": str(config.strain_benchmark), "fit": fit, "f1_margin": config.strain_f1_margin,
               "min_gain": config.strain_min_gain}
