@@ -392,6 +392,18 @@ def _by_group(tallies: dict, group: str, doses: list[str]) -> dict:
                 for d in doses} for m in METHODS}
 
 
+def check_memory(config: EvalConfig, width: int, shape: tuple[int, int]) -> None:
+    """Refuse, before the report exists, a batch whose forward pass would not fit in memory (the network's
+    activations, :func:`fourdcrystal.memory.network_bytes`, and each pattern's maps: pattern, probe, V_g and q_z
+    predicted and true, float64)."""
+    from .memory import check_fits, network_bytes
+
+    full = shape[0] * shape[1]
+    need = 1.25 * (network_bytes(config.batch_size, full, width) + config.batch_size * 6 * 8 * full)
+    check_fits(need, f"evaluate with --batch-size {config.batch_size} on {shape[0]}×{shape[1]} patterns",
+               "lower --batch-size")
+
+
 def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, config: EvalConfig = EvalConfig(),
              device: str = "auto") -> dict:
     """Evaluate a model and the baseline on one split; write the report and figures; return the report.
@@ -408,10 +420,11 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     model, card = load_model(model_path, inference=True)
     settings, tuned = settings_from_card(card)
     settings = with_threshold(settings, config.model_min_relative)
+    index, where, info = open_dataset(dataset)
+    check_memory(config, model.config.width, info.shape)
     if not tuned:
         log.warning("%s: its card has no tuned peak settings (fourdcrystal tune); both methods use the defaults",
                     model_path)
-    index, where, info = open_dataset(dataset)
     locations = where[config.split]
     if not locations:
         raise FourdError(f"{dataset}: the {config.split} split is empty; nothing to evaluate")

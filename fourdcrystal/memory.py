@@ -33,4 +33,22 @@ def check_fits(need_bytes: float, what: str, hint: str, available: int | None = 
     caller) exceeds the available memory."""
     have = available_bytes() if available is None else available
     if need_bytes > have:
-        raise FourdError(f"{what} would need {need_bytes / GIB:.1f} GiB, {have / GIB:.1f} GiB available; {hint}")
+        raise FourdError(f"{what} would need {_gib(need_bytes)} GiB, {_gib(have)} GiB available; {hint}")
+
+
+def _gib(n: float) -> str:
+    """GiB with one decimal, or two significant digits under 1 GiB (a small machine's numbers are not all 0.0)."""
+    return f"{n / GIB:.1f}" if n >= GIB else f"{n / GIB:.2g}"
+
+
+# Bytes the FCU-Net holds per pattern, per pixel of its grid and per channel of its first level (``width``),
+# measured with ``scripts/bench_memory.py`` (peak RSS of one forward pass, and of a forward and backward pass,
+# at widths 16 and 32, 128² and 256² grids, batches 4 and 8: 49-62 and 149-181 bytes), rounded up.
+INFERENCE_BYTES = 64
+TRAINING_BYTES = 192
+
+
+def network_bytes(batch: int, grid_px: int, width: int, training: bool = False) -> float:
+    """The FCU-Net's activations (and, ``training``, what backpropagation keeps) for ``batch`` patterns of
+    ``grid_px`` pixels: :data:`TRAINING_BYTES` or :data:`INFERENCE_BYTES` per pixel, channel and pattern."""
+    return float(batch) * grid_px * width * (TRAINING_BYTES if training else INFERENCE_BYTES)

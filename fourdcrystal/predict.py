@@ -100,12 +100,12 @@ def quality_note(card: dict) -> str | None:
 def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -> None:
     """Refuse, before any output, a chunk and batch whose arrays would not fit in memory: each chunk's patterns
     as read and as float32, resampled onto the model's grid with the peak maps, and the network's activations
-    (about 8 maps of ``width`` channels per pixel of the grid, summed over the U-Net's levels)."""
-    from .memory import check_fits
+    (:func:`fourdcrystal.memory.network_bytes`)."""
+    from .memory import check_fits, network_bytes
 
     px, grid = int(np.prod(pattern_shape)), int(np.prod(grid_shape))
     chunk = config.chunk_positions
-    need = 1.25 * (chunk * (3 * 4 * px + 4 * 4 * grid) + config.batch_size * 8 * width * 4 * grid)
+    need = 1.25 * (chunk * (3 * 4 * px + 4 * 4 * grid) + network_bytes(config.batch_size, grid, width))
     check_fits(need, f"predict with --chunk {chunk} and --batch-size {config.batch_size} on "
                f"{pattern_shape[0]}×{pattern_shape[1]} patterns", "lower --chunk or --batch-size")
 

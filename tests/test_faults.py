@@ -10,6 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
+from fourdcrystal.errors import FourdError
+
 from .conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -366,14 +368,18 @@ def test_devices_seeds_and_doses_out_of_range_are_one_line_before_any_work(works
 
 
 def test_runs_that_would_not_fit_in_memory_are_refused_before_any_work(workspace, tmp_path, monkeypatch):
-    """simulate and predict estimate their big arrays first: with 16 MiB available, a 512 px simulation and a
-    4096-position chunk are refused in one line naming what to lower, and nothing is written."""
+    """simulate, predict, train and evaluate estimate their big arrays first: with 16 MiB available, a 512 px
+    simulation, a 4096-position chunk and batches of 64 patterns are refused in one line naming what to lower,
+    and nothing is written."""
     monkeypatch.setattr("fourdcrystal.memory.available_bytes", lambda: 16 << 20)
     ws = workspace
     cases = [
         (["simulate", str(ws / "spec"), "--output-px", "512", "--out", str(tmp_path / "ds")], "--output-px"),
         (["predict", str(ws / "model" / "model.pt"), str(ws / "ok.npy"), "--k-pixel", "0.05", "--energy", "200e3",
           "--semiangle", "3", "--chunk", "4096", "--out", str(tmp_path / "p.h5")], "--chunk"),
+        (["train", str(ws / "ds"), "--batch-size", "64", "--out", str(tmp_path / "m")], "--batch-size"),
+        (["evaluate", str(ws / "model" / "model.pt"), str(ws / "ds"), "--batch-size", "64", "--out",
+          str(tmp_path / "ev")], "--batch-size"),
     ]
     for args, hint in cases:
         code, out = _in_process(args)
@@ -385,6 +391,31 @@ def test_runs_that_would_not_fit_in_memory_are_refused_before_any_work(workspace
     monkeypatch.setattr("fourdcrystal.memory.available_bytes", lambda: 1 << 40)
     code, out = _in_process(cases[1][0])
     assert code == 0, out
+
+
+def test_the_release_training_fits_the_machine_it_was_trained_on():
+    """The estimates refuse what would not fit, not what does: the shipped model's training (batch 8, 256²
+    patterns, width 16, two loader workers) and its evaluation fit in the 24 GB it was trained with, and a
+    training step's estimate grows with the batch and the crop as the network's activations do."""
+    from fourdcrystal.evaluate import EvalConfig
+    from fourdcrystal.evaluate import check_memory as eval_memory
+    from fourdcrystal.memory import network_bytes
+    from fourdcrystal.training.loop import check_memory as train_memory
+
+    cfg = {"batch_size": 8, "crop_px": None, "loader_workers": 2}
+    import fourdcrystal.memory as mem
+
+    orig = mem.available_bytes
+    try:
+        mem.available_bytes = lambda: 24 * 10**9
+        train_memory(cfg, 16, (256, 256))
+        eval_memory(EvalConfig(), 16, (256, 256))
+        mem.available_bytes = lambda: int(1.25 * network_bytes(8, 256 * 256, 16, training=True))  # the step alone
+        with pytest.raises(FourdError, match="would need"):
+            train_memory(cfg, 16, (256, 256))
+        train_memory(cfg | {"crop_px": 128}, 16, (256, 256))  # crops of a quarter the pixels fit
+    finally:
+        mem.available_bytes = orig
 
 
 def test_memory_estimate_of_a_simulation_follows_its_arrays():

@@ -415,6 +415,7 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
     if crop is not None and (crop > min(h, w) or crop % 2**mcfg.depth):
         raise FourdError(f"--crop (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
                          f"{h}×{w} patterns")
+    check_memory(cfg, mcfg.width, (h, w))
     if cfg.get("target", "label") != "label":  # a truth target needs the truth in every shard trained on
         from ..evaluate import require_truth
 
@@ -428,6 +429,23 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
         # no shape check: the network is convolutional and its probe correlation works on any window, so
         # weights trained on 128² patterns start a run on 256² ones (the card records the new shape)
     return where, info, mcfg, init_model
+
+
+def check_memory(cfg: dict, width: int, shape: tuple[int, int]) -> None:
+    """Refuse, before the output exists, a batch whose training step would not fit in memory: the network's
+    forward and backward pass on the (cropped) training patterns, or its forward pass on the whole validation
+    patterns, whichever is larger, and the patterns the loader workers hold (two batches each of pattern, probe,
+    V_g and q_z, float32)."""
+    from ..memory import check_fits, network_bytes
+
+    full = shape[0] * shape[1]
+    crop = cfg.get("crop_px")
+    b = cfg["batch_size"]
+    step = max(network_bytes(b, crop * crop if crop else full, width, training=True), network_bytes(b, full, width))
+    loaders = (cfg["loader_workers"] + 1) * 2 * b * 4 * 4 * full
+    check_fits(1.25 * (step + loaders), f"train with batch size {b} on {shape[0]}×{shape[1]} patterns"
+               + (f" (crops of {crop}²)" if crop else "") + f" and model width {width}",
+               "lower --batch-size, train on crops (--crop), or lower train.model.width")
 
 
 @dataclass
