@@ -41,7 +41,7 @@ log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.strain_benchmark/1"
 SPLITS = ("tune", "test")
 FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic")
-            for t in (0.15, 0.25, 0.35) for c in ("none", "reference")]
+            for t in (0.1, 0.15, 0.25, 0.35) for c in ("none", "reference")]
 
 
 @dataclass(frozen=True)

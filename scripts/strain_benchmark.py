@@ -29,7 +29,7 @@ import numpy as np
 
 THRESHOLD_FACTORS = (0.5, 1.0, 2.0)
 GRID = [{"threshold_factor": f, "weights": w, "tolerance": t, "correct": c}
-        for f in THRESHOLD_FACTORS for w in ("squared", "intensity", "none", "quartic") for t in (0.15, 0.25, 0.35)
+        for f in THRESHOLD_FACTORS for w in ("squared", "intensity", "none", "quartic") for t in (0.1, 0.15, 0.25, 0.35)
         for c in ("none", "reference")]
 
 
