@@ -14,7 +14,6 @@ import sys
 import click
 
 from . import __version__
-from .config import CONFIG_NAMES
 from .errors import FourdError
 from .progress import set_quiet
 
@@ -150,15 +149,21 @@ def _locked(path):
     return output_lock(path)
 
 
-_SHIPPED_CONFIGS = ", ".join(CONFIG_NAMES[:-1]) + " or " + CONFIG_NAMES[-1]
+def _shipped_text(*sections: str) -> str:
+    """'a, b or c: the configs shipped in the package that configure this stage' (or the one such config)."""
+    from .config import shipped_configs
+
+    names = shipped_configs(*sections)
+    if len(names) == 1:
+        return f"{names[0]}: the config shipped in the package"
+    return ", ".join(names[:-1]) + " or " + names[-1] + ": the configs shipped in the package that configure it"
 
 
 def _config_option(section: str):
     # a plain string, not click.Path(dir_okay=False): `--config release` names the shipped config even where a
     # folder release/ (that config's output) exists; a folder given as a path fails in load_config
     return click.option("--config", "config_path", type=str,
-                        help=f"YAML config file (its '{section}:' section is used), or {_SHIPPED_CONFIGS}: "
-                             f"the configs shipped in the package.")
+                        help=f"YAML config file (its '{section}:' section is used), or {_shipped_text(section)}.")
 
 
 class _ConfigOption(click.Option):
@@ -684,7 +689,7 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
       help="The secondary V_g label score: maxima of the label V_g ≥ this fraction of the zero beam's.")
 @_opt("evaluate", "min_relative", "--min-relative", type=float,
       help="Model peaks: maxima of the predicted V_g ≥ this fraction of the zero beam's V_g (or of the strongest "
-           "maximum, where the card's tuned threshold is one of that), for every pattern whatever its dose.",
+           "maximum, where the card's tuned threshold is relative to that), for every pattern whatever its dose.",
       default_text="the threshold tuned on the validation split, from the model card")
 @_opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @_opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
@@ -802,8 +807,10 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 
 
 @cli.command("predict")
-@click.argument("paths", nargs=-1, required=True, metavar="[MODEL] DATA")
+@click.argument("paths", nargs=-1, required=True, metavar="DATA")
 @_config_option("predict")
+@click.option("--model", "model_opt", type=str, help="A model.pt with its card, or release. The older form "
+              "`predict MODEL DATA` (MODEL first) still works. [default: release, the model shipped in the package]")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Result HDF5 file. [default: DATA's name with -bragg.h5, in the current folder]")
 @_opt("predict", "k_pixel_invA", "--k-pixel", type=float, help="Detector pixel size in Å⁻¹ (overrides the file's).",
@@ -826,7 +833,7 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "maps", "--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
 @_opt("predict", "min_relative", "--min-relative", type=float,
       help="Keep predicted peaks with V_g ≥ this fraction of the zero beam's V_g (or of the strongest maximum, "
-           "where the card's tuned threshold is one of that), for every pattern whatever its dose.",
+           "where the card's tuned threshold is relative to that), for every pattern whatever its dose.",
       default_text="the thresholds tuned on the validation split, from the model card (one for patterns "
                    "under the card's low_dose_e electrons, judged from their counts)")
 @_opt("predict", "mask", "--mask", help="Detector mask: a 2D .npy or FILE.h5:/path of the detector's shape, nonzero "
@@ -848,14 +855,15 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "tilt", "--tilt/--no-tilt", default_text="when the model card's test evaluation shows q_z skill",
       help="Write the crystal tilt (θx, θy, mrad) per position, fitted to the model's q_z: q_z = θ·g.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
-def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_options) -> None:
-    """Bragg vectors from the 4D-STEM file DATA with MODEL (model.pt with its card).
+def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, **_options) -> None:
+    """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).
 
-    Without MODEL (or with MODEL = release) the model shipped inside the package runs; its card
+    Without --model (or with --model release) the model shipped inside the package runs; its card
     (fourdcrystal/data/fcunet-release.json) states what it was trained on.
 
-    DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib, and through RosettaSciIO
-    .dm3/.dm4, EMPAD .xml, .blo, .hspy, Arina *_master.h5. Patterns are resampled to the model's
+    DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib (with its .hdr), fpd HDF5, and
+    through RosettaSciIO .dm3/.dm4, EMPAD .xml, .blo, .hspy/.zspy, TVIPS .tvips, MRC .mrc, FEI .ser,
+    Arina *_master.h5. Patterns are resampled to the model's
     pixel size (Å⁻¹) on a grid that holds the whole detector, centred on the zero beam, read in
     chunks (memory stays flat), and the run resumes where it stopped if killed. Peaks are reported
     only where the detector recorded data, one disk radius away from its edges, dead regions and
@@ -868,9 +876,10 @@ def predict_cmd(paths, config_path, out, centre, scan_shape, overwrite, **_optio
     from .io.readers import split_spec
     from .predict import PredictConfig, predict
 
-    if len(paths) > 2:
-        raise FourdError(f"expected [MODEL] DATA, got {len(paths)} arguments: {' '.join(paths)}")
-    model, data = (None, paths[0]) if len(paths) == 1 else paths
+    if len(paths) > 2 or (len(paths) == 2 and model_opt is not None):
+        raise FourdError(f"expected DATA [--model MODEL] (or MODEL DATA), got {len(paths)} arguments"
+                         + (" and --model" if model_opt is not None else "") + f": {' '.join(paths)}")
+    model, data = (model_opt, paths[0]) if len(paths) == 1 else paths
     c = _load("predict", config_path)
     _check_device(c["device"])
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
@@ -1024,8 +1033,8 @@ def export_cmd(vectors, out, method, overwrite) -> None:
 @cli.command("quickstart")
 @click.option("--config", "config_path", type=str, default="quickstart",
               show_default=True, help="YAML config with a section per stage (their `out` folders, relative to the "
-                                      f"current folder, hold the results), or {_SHIPPED_CONFIGS}: the "
-                                      "configs shipped in the package.")
+                                      "current folder, hold the results), or "
+                                      f"{_shipped_text('select', 'supercell', 'simulate', 'train')}.")
 @click.pass_context
 def quickstart_cmd(ctx: click.Context, config_path) -> None:
     """Run every stage once: select → supercell → simulate → train → evaluate → shipped → predict.
@@ -1045,9 +1054,11 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
     from .quickstart import DEMO_RESULT, DEMO_SCAN, SHIPPED_EVALUATION, STAGES, demo_scan, finished
 
     from .config import config_path as resolve_config
+    from .config import shipped_configs
 
     if not resolve_config(config_path).exists():
-        raise FourdError(f"--config {config_path} not found; give a config file or one of quickstart, default, release")
+        raise FourdError(f"--config {config_path} not found; give a config file or one of "
+                         f"{', '.join(shipped_configs('select', 'supercell', 'simulate', 'train'))}")
     cfg = {s: load_config(s, config_path, {}) for s in ("select", "supercell", "simulate", "train")}
     root = Path(cfg["train"]["out"]).parent
     model = Path(cfg["train"]["out"]) / "model.pt"
@@ -1084,14 +1095,18 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
                        ("dataset", Path(dataset) / "index.json"), ("smoke model", model),
                        ("training curves", model.parent / "curves.png"),
                        ("smoke evaluation", model.parent / "evaluation" / "report.json"),
+                       ("its plots", model.parent / "evaluation" / "metrics_vs_thickness.png"),
+                       ("its worst patterns", model.parent / "evaluation" / "worst.png"),
                        ("shipped evaluation", root / SHIPPED_EVALUATION / "report.json"),
-                       ("evaluation plots", root / SHIPPED_EVALUATION / "metrics_vs_thickness.png"),
+                       ("its plots", root / SHIPPED_EVALUATION / "metrics_vs_thickness.png"),
+                       ("its worst patterns", root / SHIPPED_EVALUATION / "worst.png"),
                        ("demo 4D-STEM scan", scan), ("Bragg vectors", result), ("summary", result.with_suffix(".png"))):
         click.echo(f"  {what:>18s}: {path}")
     f1 = {m: smoke["overall"][m]["f1"] for m in ("model", "baseline")}
     click.echo(f"\npipeline check: the {cfg['train']['epochs']}-epoch smoke model trained here scores F1 "
-               f"{f1['model']:.2f} (baseline {f1['baseline']:.2f}): training runs end to end; it is not a usable "
-               f"model.")
+               f"{f1['model']:.2f} (the baseline beside it, with the untuned default settings of an untuned card, "
+               f"{f1['baseline']:.2f}): training runs end to end; it is not a usable model, and neither number is "
+               f"the table's below.")
     click.echo(f"\nthe model shipped in the package on {shipped['patterns']} {shipped['split']} patterns of this dataset "
                f"(crystals it never saw), beside the tuned classical baseline; the demo scan's Bragg vectors are "
                f"its too:")

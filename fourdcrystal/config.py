@@ -665,6 +665,17 @@ CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetu
                 "release4", "release5")  # shipped in fourdcrystal/configs/
 
 
+def shipped_configs(*sections: str) -> tuple[str, ...]:
+    """The shipped configs that hold every one of ``sections`` (a stage offers only the configs that configure it:
+    ``default`` holds every section, a training recipe such as ``release5`` only train, tune and evaluate)."""
+    import yaml
+
+    folder = Path(__file__).parent / "configs"
+    return tuple(n for n in CONFIG_NAMES
+                 if all(s in (yaml.safe_load((folder / f"{n}.yaml").read_text(encoding="utf-8")) or {})
+                        for s in sections))
+
+
 def config_path(path: str | Path) -> Path:
     """``quickstart``, ``default`` or ``release`` name a config shipped inside the package (unless a file of
     that name exists here); anything else is a path."""

@@ -270,6 +270,16 @@ def _dose_name(dose) -> str:
     return "clean" if dose is None else f"{dose:.0e}"
 
 
+def dose_order(names) -> list[str]:
+    """Dose names as tables show them: clean first, then the doses from the highest down (a report read back
+    from its JSON has them sorted as text: 1e+04, 1e+05, clean).
+
+    >>> dose_order(["1e+04", "1e+05", "clean", "1e+03"])
+    ['clean', '1e+05', '1e+04', '1e+03']
+    """
+    return sorted(names, key=lambda d: (d != "clean", -float(d) if d != "clean" else 0.0))
+
+
 def thickness_bin(thickness_A: float) -> str:
     """The report's thickness bin of a pattern: '<200 Å', '200-400 Å' or '>=400 Å' (thickness is in Å
     everywhere: options, configs, tables and plots)."""
@@ -579,7 +589,7 @@ def format_table(report: dict) -> str:
             sections.append((f"{name} {v}{unit}", {m: {d: report[key][m][d][v] for d in groups} for m in METHODS}))
     for title, table in sections:
         lines.append(f"{title}:")
-        for dose in table["model"]:
+        for dose in dose_order(table["model"]):
             for m in METHODS:
                 s = table[m][dose]
                 lines.append(f"{dose:>16s} {m:>9s} {f(s['f1'], '6.3f')} {f(s['precision'], '6.3f')} "
@@ -594,7 +604,7 @@ def format_table(report: dict) -> str:
         lines.append("recall by the reflection's strength in the pattern (fraction of the zero beam's), all "
                      "thicknesses:")
         lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>9s}" for n in names))
-        for dose in by_dose["model"]:
+        for dose in dose_order(by_dose["model"]):
             for m in METHODS:
                 r = by_dose[m][dose]["recall_by_strength"]
                 lines.append(f"{dose:>16s} {m:>9s} " + " ".join(f(r[n]["recall"], "9.3f") for n in names))
@@ -602,7 +612,7 @@ def format_table(report: dict) -> str:
         names = bin_names(G_EDGES_INVA)
         lines.append("position error against the exact g by |g| (Å⁻¹): rms / radial offset, px, all thicknesses:")
         lines.append(f"{'dose (e/pattern)':>16s} {'method':>9s} " + " ".join(f"{n:>15s}" for n in names))
-        for dose in by_dose["model"]:
+        for dose in dose_order(by_dose["model"]):
             for m in METHODS:
                 r = by_dose[m][dose]["position_by_g_invA"]
                 lines.append(f"{dose:>16s} {m:>9s} " + " ".join(
@@ -610,7 +620,7 @@ def format_table(report: dict) -> str:
     label = report.get("vg_label")
     if label:
         lines.append("secondary: against the maxima of the V_g label map (F1, intensity r), all thicknesses:")
-        for dose in label["by_dose"]["model"]:
+        for dose in dose_order(label["by_dose"]["model"]):
             for m in METHODS:
                 r = label["by_dose"][m][dose]
                 lines.append(f"{dose:>16s} {m:>9s} {f(r['f1'], '6.3f')} {f(r['intensity_pearson_r'], '6.3f')}")

@@ -26,7 +26,7 @@ NOT_CONFIG = {
     ("select", "--api-key"), ("select", "--endpoint"),
     ("simulate", "--zone-axis"), ("simulate", "--thickness"), ("simulate", "--lateral-size"), ("simulate", "--phi"),
     ("simulate", "--tilt"), ("simulate", "--strain"),
-    ("inspect", "--png"), ("evaluate", "--out"), ("predict", "--out"), ("predict", "--centre"),
+    ("inspect", "--png"), ("evaluate", "--out"), ("predict", "--out"), ("predict", "--centre"), ("predict", "--model"),
     ("strain", "--out"), ("strain", "--g1"),
 }
 
@@ -102,3 +102,30 @@ def test_dataclass_defaults_match_the_schemas():
     aug = {k: v for k, v in defaults(SCHEMAS["train"])["augment"].items() if k not in ("enabled", "probability")}
     a = dataclasses.asdict(AugmentConfig())
     assert {k: (list(a[k]) if isinstance(a[k], tuple) else a[k]) for k in aug} == aug
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_config_help_offers_only_the_shipped_configs_that_configure_the_stage(name):
+    """predict --config offers default only (no training recipe holds a predict section); train offers the
+    training recipes; a config named in a stage's help loads that stage's section from the file itself."""
+    import yaml
+
+    from fourdcrystal.config import CONFIG_NAMES, config_path
+
+    help_text = " ".join(next(p for p in _options(name) if "--config" in p.opts).help.split())
+    offered = [n for n in CONFIG_NAMES if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", help_text)]
+    holding = [n for n in CONFIG_NAMES if name in (yaml.safe_load(config_path(n).read_text(encoding="utf-8")) or {})]
+    assert offered == holding and "default" in offered, (offered, holding)
+    if name == "predict":
+        assert offered == ["default"]
+
+
+def test_predict_help_names_every_format_the_readers_take():
+    """The format list in predict --help follows the readers' own tables (suffixes read natively and through
+    RosettaSciIO), and names the fpd layout the HDF5 reader recognises."""
+    from fourdcrystal.io.readers import RSCIIO
+
+    text = " ".join(CliRunner().invoke(cli, ["predict", "--help"], terminal_width=200).output.split())
+    for suffix in sorted(RSCIIO) + [".npy", ".mib", ".hdr"]:
+        assert suffix in text, suffix
+    assert "fpd HDF5" in text and "EMD 1.0" in text and "*_master.h5" in text

@@ -372,6 +372,14 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     assert run_cli("-q", "predict", "other", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(out3)).exit_code == 0
     for k, v in _vectors(out).items():
         np.testing.assert_array_equal(v, _vectors(out3)[k])
+    # the conventional order, DATA --model MODEL, runs the same model
+    out4 = tmp_path / "named3.h5"
+    assert run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), "--model", "other", *cal,
+                   "--out", str(out4)).exit_code == 0
+    for k, v in _vectors(out).items():
+        np.testing.assert_array_equal(v, _vectors(out4)[k])
+    line = _error(run_cli("-q", "predict", "other", str(scan["tmp"] / "scan.npy"), "--model", "other"))
+    assert "expected DATA [--model MODEL]" in line and "and --model" in line
     monkeypatch.setitem(card_mod.SHIPPED, "release", tmp_path / "absent.pt")
     line = _error(run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), *cal, "--out", str(tmp_path / "x.h5")))
     assert "has no shipped model" in line and "absent.pt" in line
@@ -380,7 +388,7 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
                           str(tmp_path / "y.h5")))
     assert "has no shipped model other" in line and "absent2.pt" in line
     line = _error(run_cli("-q", "predict", "a", "b", "c"))
-    assert "expected [MODEL] DATA" in line
+    assert "expected DATA [--model MODEL] (or MODEL DATA)" in line
 
 
 def test_quality_note_reads_the_cards_own_evaluation():

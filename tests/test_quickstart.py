@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import h5py
 
@@ -32,6 +34,14 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
         assert (tmp_path / q / path).exists(), path
     assert "baseline" in res.output and "F1" in res.output  # the evaluation table
     assert "pipeline check" in res.output and "the model shipped in the package" in res.output
+    # every output the closing list names exists, the plots of both evaluations among them
+    listed = re.findall(r"^\s+[\w ]+: (\S+)$", res.output.split("Outputs:")[1].split("pipeline check")[0], re.M)
+    assert len(listed) == 13 and all(Path(p).exists() for p in listed), listed
+    assert sum(p.endswith("worst.png") for p in listed) == 2
+    # doses as the README orders them: clean, then from the highest down (the report's JSON sorts them as text)
+    table = res.output.split("the model shipped in the package")[1]
+    rows = re.findall(r"^\s+(clean|\de[+-]\d+)\s+model ", table, re.M)
+    assert rows[:3] == ["clean", "1e+05", "1e+04"], rows[:6]
     shipped = json.loads((tmp_path / q / "shipped-evaluation" / "report.json").read_text())
     from fourdcrystal.training.card import read_card, resolve_weights
 
