@@ -828,6 +828,10 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
                                             "end exclusive).")
 @click.option("--centre", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
 @click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr).")
+@_opt("predict", "method", "--method", type=click.Choice(["auto", "model", "baseline", "both"]),
+      help="Whose vectors are the result (strain and export read them unless told otherwise): auto, the method "
+           "the model card's test F1 shows best at the scan's counts per pattern (judged from a sample of its "
+           "patterns; said on screen and kept in the file), model, baseline, or both (both run, auto chooses).")
 @_opt("predict", "baseline", "--baseline", is_flag=True,
       help="Also run the classical detector (py4DSTEM-style) into the file.")
 @_opt("predict", "maps", "--maps", is_flag=True, help="Also store the full predicted V_g and q_z per position (float16).")
@@ -883,6 +887,7 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
     c = _load("predict", config_path)
     _check_device(c["device"])
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
+                  method=c["method"],
                   save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
                   tilt=c["tilt"], qz=c["qz"], tta=c["tta"])
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
@@ -901,6 +906,7 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
                + f"; zero beam at ({res['centre_px'][0]:.1f}, {res['centre_px'][1]:.1f}) px ({res['centre_source']});"
                  f" probe: {res['probe_source']}")
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
+    click.echo(f"result: the {res['method']} vectors ({res['method_reason']})")
     click.echo(f"wrote {res['out']} and {res['png']}")
 
 
@@ -909,8 +915,9 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Strain maps HDF5 (a PNG beside it). [default: VECTORS's name with -strain.h5]")
 @_config_option("strain")
-@_opt("strain", "method", "--method", type=click.Choice(["model", "baseline"]),
-      help="Which vectors of a predict result: the model's or the classical baseline's.")
+@_opt("strain", "method", "--method", type=click.Choice(["auto", "model", "baseline"]),
+      help="Which vectors of a predict result: auto, the ones predict chose (--method there); the model's; or the "
+           "classical baseline's.")
 @_opt("strain", "reference", "--reference",
               help="Unstrained reference: median (the median lattice of the scan), a scan region R0:R1,C0:C1 (rows, "
                    "columns; end exclusive; its median lattice), or crystal (the lattice of --structure along "
@@ -941,7 +948,7 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
 def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrite, **_options) -> None:
     """Strain and in-plane rotation maps from the Bragg VECTORS of a scan.
 
-    VECTORS: the HDF5 of fourdcrystal predict (--method model or baseline) or a py4DSTEM
+    VECTORS: the HDF5 of fourdcrystal predict (--method auto, model or baseline) or a py4DSTEM
     BraggVectors file (EMD 1.0; its origin calibration is used). Per scan position the vectors
     are indexed on a reciprocal basis g1, g2 and the lattice fitted by weighted least squares;
     the real-space deformation relative to the reference lattice, F = G^-T G_ref^T, is split as
@@ -994,8 +1001,8 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
 @cli.command("export")
 @click.argument("vectors", type=click.Path())
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="py4DSTEM file to write (.h5).")
-@click.option("--method", type=click.Choice(["model", "baseline"]), default="model", show_default=True,
-              help="Which vectors of the predict result.")
+@click.option("--method", type=click.Choice(["auto", "model", "baseline"]), default="auto", show_default=True,
+              help="Which vectors of the predict result: auto, the ones predict chose; model; or baseline.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
 def export_cmd(vectors, out, method, overwrite) -> None:
     """Write the Bragg VECTORS of a predict result as a py4DSTEM BraggVectors file (EMD 1.0).
@@ -1026,7 +1033,7 @@ def export_cmd(vectors, out, method, overwrite) -> None:
                                         float(r_size), r_units)
         except OSError as exc:
             raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {out} ({int(vs.offsets[-1])} {method} vectors, {vs.scan_shape[0]}×{vs.scan_shape[1]} scan); "
+    click.echo(f"wrote {out} ({int(vs.offsets[-1])} {vs.method} vectors, {vs.scan_shape[0]}×{vs.scan_shape[1]} scan); "
                f"py4DSTEM.read() loads it as BraggVectors")
 
 

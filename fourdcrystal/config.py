@@ -553,6 +553,9 @@ PREDICT_SCHEMA: Schema = {
     "probe": Field(None, Str(nullable=True), "vacuum probe file: a 2D .npy or FILE.h5:/path"),
     "vacuum": Field(None, Str(nullable=True), "vacuum probe from a scan region R0:R1,C0:C1"),
     "mask": Field(None, Str(nullable=True), "detector mask file, nonzero = ignore"),
+    "method": Field("auto", Choice("auto", "model", "baseline", "both"),
+                    "whose vectors are the result: auto (the method the model card's test figures show best at the "
+                    "scan's counts per pattern), model, baseline, or both (both run, auto's choice is the result)"),
     "baseline": Field(False, Bool(), "also run the classical detector"),
     "maps": Field(False, Bool(), "also store the predicted V_g and q_z maps (float16)"),
     "min_relative": EVALUATE_SCHEMA["min_relative"],
@@ -569,7 +572,8 @@ PREDICT_SCHEMA: Schema = {
 }
 
 STRAIN_SCHEMA: Schema = {
-    "method": Field("model", Choice("model", "baseline"), "which vectors of a predict result"),
+    "method": Field("auto", Choice("auto", "model", "baseline"),
+                    "which vectors of a predict result: auto = the method predict chose (the model where it chose none)"),
     "reference": Field("median", Str(), "median, a scan region R0:R1,C0:C1, or crystal"),
     "tolerance": Field(0.25, Float(0.0, 0.5, lo_open=True),
                        "index a vector within this fraction of |shortest g| of a lattice point"),

@@ -24,6 +24,7 @@ for cards without them. Pure numpy: no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -165,3 +166,45 @@ def with_threshold(settings: DetectionSettings, min_relative: float | None) -> D
         return settings
     return replace(settings, model=replace(settings.model, min_relative=float(min_relative), low_dose_e=0.0,
                                            low_dose_min_relative=None))
+
+
+PREDICT_METHODS = ("auto", "model", "baseline", "both")
+CLEAN_LOG_DOSE = 7.0  # the clean row stands for 10⁷ counts per pattern when the nearest evaluated dose is sought
+
+
+def choose_method(card: dict, counts_per_pattern: float) -> tuple[str, str]:
+    """``predict --method auto``: the method (model or baseline) whose F1 against the physical truth is the higher
+    in the card's own test evaluation at the dose nearest the scan's counts per pattern (on a log scale, the clean
+    row standing for 10⁷; patterns that are not counts, inf, read as the clean row), and why, in words.
+
+    The thick patterns' table is used where the card has one (the regime the card's README rows quote). A card
+    without a test evaluation gives the model.
+
+    >>> row = lambda m, b: {"model": {"f1": m}, "baseline": {"f1": b}}
+    >>> table = {"model": {"clean": {"f1": 0.85}, "1e+04": {"f1": 0.60}},
+    ...          "baseline": {"clean": {"f1": 0.77}, "1e+04": {"f1": 0.70}}}
+    >>> card = {"release": {"test_evaluation": {"by_dose": table}}}
+    >>> choose_method(card, float("inf"))[0], choose_method(card, 2e4)[0]
+    ('model', 'baseline')
+    """
+    ev = card.get("release", {}).get("test_evaluation", {})
+    table = ev.get("by_dose_thick") or ev.get("by_dose") or {}
+    model, base = table.get("model", {}), table.get("baseline", {})
+    doses = [d for d in model if d in base and model[d].get("f1") is not None and base[d].get("f1") is not None]
+    if not doses:
+        return "model", "the model's card has no test evaluation of both methods to choose by"
+
+    def log_dose(d: str) -> float:
+        return CLEAN_LOG_DOSE if d == "clean" else math.log10(float(d))
+
+    scan = math.inf if not math.isfinite(counts_per_pattern) else math.log10(max(counts_per_pattern, 1.0))
+    if math.isinf(scan):
+        dose = "clean" if "clean" in doses else max(doses, key=log_dose)
+    else:
+        dose = min(doses, key=lambda d: abs(log_dose(d) - scan))
+    f_model, f_base = model[dose]["f1"], base[dose]["f1"]
+    chosen = "model" if f_model >= f_base else "baseline"
+    where = "its thick test patterns" if ev.get("by_dose_thick") else "its test split"
+    counts = "not counts (clean row)" if math.isinf(scan) else f"{counts_per_pattern:.3g} counts per pattern"
+    return chosen, (f"{counts}: on {where} at {dose} the card's F1 is {f_model:.3f} for the model and "
+                    f"{f_base:.3f} for the baseline")

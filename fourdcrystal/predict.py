@@ -49,6 +49,7 @@ class PredictConfig:
     chunk_positions: int = default("predict", "chunk")  # scan positions read and processed together
     batch_size: int = default("predict", "batch_size")  # patterns per network call
     min_relative: float | None = default("predict", "min_relative")  # model V_g threshold; None = the card's
+    method: str = default("predict", "method")  # auto | model | baseline | both: whose vectors are the result
     baseline: bool = default("predict", "baseline")  # also run the classical detector
     settings: DetectionSettings | None = None  # both methods' peak settings; None = the card's (tuned) ones
     margin_disk_radii: float = 1.0  # no peaks closer than this many disk radii to where the data end
@@ -95,6 +96,28 @@ def quality_note(card: dict) -> str | None:
         notes.append(f"model {card.get('name', '?')}: on {where} its q_z error ({qz:.4f} Å⁻¹) is not below that of "
                      f"predicting q_z = 0 ({qz0:.4f} Å⁻¹); its q_z values carry no information yet")
     return "; ".join(notes) or None
+
+
+def scan_counts(scan, max_patterns: int = 16) -> float:
+    """Counts per pattern of a scan: the median of :func:`fourdcrystal.detect.estimate_dose` over up to
+    ``max_patterns`` patterns spread evenly over it (inf where the values are not counts)."""
+    from .detect import estimate_dose
+
+    idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
+    return float(np.median(estimate_dose(np.stack([scan.read(int(i), int(i) + 1)[0] for i in idx]))))
+
+
+def resolve_method(method: str, card: dict, counts_per_pattern: float) -> tuple[str, str]:
+    """The method whose vectors are the result, and why: ``model`` or ``baseline`` as asked, else (``auto``,
+    ``both``) :func:`fourdcrystal.detect.choose_method` on the card's test figures at the scan's counts."""
+    from .detect import PREDICT_METHODS, choose_method
+
+    if method not in PREDICT_METHODS:
+        raise FourdError(f"--method {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
+    if method in ("model", "baseline"):
+        return method, f"--method {method}"
+    chosen, why = choose_method(card, counts_per_pattern)
+    return chosen, f"--method {method}: {why}"
 
 
 def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -> None:
@@ -145,6 +168,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     model, card = load_model(model_path, inference=True)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
+    resolve_method(config.method, {}, float("inf"))  # a bad --method is refused before any work
     tuned = True
     if config.settings is None:
         settings, tuned = settings_from_card(card)
@@ -173,6 +197,9 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
+        counts = scan_counts(scan)
+        chosen, reason = resolve_method(config.method, card, counts)
+        config = replace(config, baseline=config.baseline or config.method in ("baseline", "both") or chosen == "baseline")
         methods = ("model", "baseline") if config.baseline else ("model",)
         fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
@@ -183,6 +210,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "calibration": json.dumps(asdict(cal)), "file_calibration": json.dumps(scan.calibration, default=str),
                  "centre_px": prep.centre_px,
                  "centre_source": prep.centre_source, "probe_source": prep.probe_source,
+                 "method": chosen, "method_requested": config.method, "method_reason": reason,
+                 "counts_per_pattern": counts,
                  "bf_radius_px": prep.bf_radius_px, "config": json.dumps(asdict(config), default=str),
                  "software": json.dumps(software_versions()),
                  "units": "q in Å⁻¹ from the zero beam along detector axes 0 (qx) and 1 (qy); positions "
@@ -225,11 +254,14 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     from .plots import prediction_summary
 
     try:
-        prediction_summary(summary, card, out.name, png)
+        counts_text = "not counts" if not np.isfinite(counts) else f"{counts:.3g} counts per pattern"
+        prediction_summary(summary, card, f"{out.name}: model {card.get('name', '?')}; the result is the {chosen} "
+                                          f"vectors ({config.method}; {counts_text})", png)
     except OSError as exc:  # the result is complete; only its picture is missing
         log.warning("could not write %s: %s; the result %s is complete", png, exc.strerror or exc, out)
     return {"out": str(out), "png": str(png), **run,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
+            "method": chosen, "method_reason": reason,
             "centre_px": prep.centre_px, "centre_source": prep.centre_source, "probe_source": prep.probe_source,
             "grid_shape": prep.grid_shape}
 

@@ -60,7 +60,7 @@ CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the referen
 @dataclass(frozen=True)
 class StrainConfig:
     # defaults written once, in the config schema (fourdcrystal/config.py)
-    method: str = default("strain", "method")  # model | baseline (predict results); py4DSTEM files hold one set
+    method: str = default("strain", "method")  # auto | model | baseline (predict results; auto: predict's choice)
     reference: str = default("strain", "reference")  # median | R0:R1,C0:C1 (scan rows, columns; end exclusive)
     g1: tuple[float, float] | None = None  # basis vectors in the file's units (Å⁻¹); None: found
     g2: tuple[float, float] | None = None
@@ -90,8 +90,8 @@ def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] 
 
 
 def check_config(config: StrainConfig) -> None:
-    if config.method not in ("model", "baseline"):
-        raise FourdError(f"--method {config.method!r}: expected model or baseline")
+    if config.method not in ("auto", "model", "baseline"):
+        raise FourdError(f"--method {config.method!r}: expected auto, model or baseline")
     if config.weights not in WEIGHTS:
         raise FourdError(f"--weights {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
     if not (math.isfinite(config.min_indexed_fraction) and 0 <= config.min_indexed_fraction < 1):

@@ -659,3 +659,58 @@ def test_baseline_settings_keep_their_lengths_in_inverse_angstrom():
     assert finer.baseline.peaks.min_relative == st.baseline.peaks.min_relative
     assert finer.model == st.model
     assert baseline_settings(st, SimpleNamespace(baseline_grid=SimpleNamespace(px_scale=1.0))) is st
+
+
+def test_method_auto_takes_the_method_the_card_shows_best_at_the_scans_counts(model, scan, tmp_path):
+    """predict --method auto reads the scan's counts per pattern from its own patterns and takes the method with
+    the higher F1 in the card's test evaluation at the nearest dose: the file records the choice and why, the
+    chosen method's vectors are in it, and strain and export read those unless told otherwise."""
+    import shutil
+
+    from fourdcrystal.predict import scan_counts
+
+    weights, _ = model
+    with open_4d(str(scan["tmp"] / "scan.npy")) as s4:
+        counts = scan_counts(s4)
+    expected = float(np.load(scan["tmp"] / "scan.npy").reshape(6, -1).sum(axis=1).astype(float).mean())
+    assert counts == pytest.approx(expected, rel=0.2)  # the counts themselves: one count is one electron here
+    cal = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
+
+    def card_with(model_f1: float, base_f1: float) -> Path:
+        folder = tmp_path / f"m{model_f1}"
+        folder.mkdir()
+        shutil.copy(weights, folder / "model.pt")
+        card = json.loads(weights.with_suffix(".json").read_text())
+        dose = f"{10 ** round(np.log10(counts)):.0e}"  # the card's row nearest the scan's counts
+        card.setdefault("release", {})["test_evaluation"] = {"by_dose": {
+            "model": {"clean": {"f1": 0.9}, dose: {"f1": model_f1}},
+            "baseline": {"clean": {"f1": 0.5}, dose: {"f1": base_f1}}}}
+        (folder / "model.json").write_text(json.dumps(card))
+        return folder / "model.pt"
+
+    for model_f1, base_f1, chosen in ((0.4, 0.7, "baseline"), (0.8, 0.6, "model")):
+        out = tmp_path / f"{chosen}.h5"
+        res = run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), "--model", str(card_with(model_f1, base_f1)),
+                      *cal, "--out", str(out))
+        assert res.exit_code == 0, res.output
+        assert f"result: the {chosen} vectors (--method auto:" in res.output
+        with h5py.File(out) as f:
+            assert f.attrs["method"] == chosen and f.attrs["method_requested"] == "auto"
+            assert f"{model_f1:.3f} for the model and {base_f1:.3f} for the baseline" in f.attrs["method_reason"]
+            assert ("baseline" in f) == (chosen == "baseline")  # the baseline runs when it is the result
+        assert read_vectors(out).method == chosen == read_vectors(out, "auto").method
+        assert read_vectors(out, "model").method == "model"  # asked for by name, the other set is still there
+        exported = tmp_path / f"{chosen}-py4dstem.h5"
+        res = run_cli("-q", "export", str(out), "--out", str(exported))
+        assert res.exit_code == 0 and f"{chosen} vectors" in res.output, res.output
+    # --method model is obeyed whatever the card says, and --method both runs both with auto's choice
+    out = tmp_path / "forced.h5"
+    assert run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), "--model", str(card_with(0.41, 0.71)), *cal,
+                   "--method", "model", "--out", str(out)).exit_code == 0
+    with h5py.File(out) as f:
+        assert f.attrs["method"] == "model" and "baseline" not in f
+    out = tmp_path / "both.h5"
+    assert run_cli("-q", "predict", str(scan["tmp"] / "scan.npy"), "--model", str(card_with(0.42, 0.72)), *cal,
+                   "--method", "both", "--out", str(out)).exit_code == 0
+    with h5py.File(out) as f:
+        assert f.attrs["method"] == "baseline" and "baseline" in f and "model" in f

@@ -60,7 +60,8 @@ class VectorSet:
 
 
 def read_vectors(path: str | Path, method: str | None = None) -> VectorSet:
-    """Read a ``predict`` result (``method`` model | baseline) or a py4DSTEM BraggVectors file."""
+    """Read a ``predict`` result (``method`` model | baseline; auto or None: the method predict chose, its
+    ``method`` attribute, else model) or a py4DSTEM BraggVectors file."""
     import h5py
 
     p = Path(path)
@@ -73,12 +74,14 @@ def read_vectors(path: str | Path, method: str | None = None) -> VectorSet:
                          f"py4DSTEM BraggVectors file") from None
     with f:
         if f.attrs.get("schema") == PREDICTIONS_SCHEMA:
-            return _read_ours(p, f, method or "model")
+            if method in (None, "auto"):
+                method = str(f.attrs.get("method", "model"))
+            return _read_ours(p, f, method)
         found = []
         f.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Group)
                      and o.attrs.get("python_class") in ("BraggVectors", b"BraggVectors") else None)
         if found:
-            if method not in (None, "model"):
+            if method not in (None, "auto", "model"):
                 raise FourdError(f"{p}: a py4DSTEM BraggVectors file holds one set of vectors; "
                                  f"--method {method} applies to fourdcrystal predict results only")
             if len(found) > 1:
