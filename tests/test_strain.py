@@ -267,12 +267,13 @@ def test_export_matches_the_layout_py4dstem_writes(tmp_path):
         return items
 
     theirs, ours = layout(PY4DSTEM_VECTORS), layout(out)
-    # py4DSTEM stores the drifting origin as arrays; ours is one origin (predict centres every pattern)
-    skip = {"qx0", "qy0", "qx0_mean", "qy0_mean", "qx0_shift", "qy0_shift"}
-    keys = {k for k in theirs if k.rsplit("/", 1)[-1] not in skip}
-    assert keys <= set(ours)
-    for k in keys:
+    assert set(theirs) <= set(ours)
+    for k in theirs:  # the origin too: scan-shaped arrays (typed "array"), as py4DSTEM's origin steps leave it
         assert theirs[k] == ours[k], k
+    with h5py.File(out) as f:
+        cal = f["braggvectors_root/metadatabundle/calibration"]
+        np.testing.assert_array_equal(cal["qx0"][()], np.full(vs.scan_shape, 48.0))
+        np.testing.assert_array_equal(cal["qy0"][()], np.full(vs.scan_shape, 47.0))
     back = read_vectors(out)
     np.testing.assert_allclose(back.q, vs.q, atol=1e-12)
     np.testing.assert_array_equal(back.offsets, vs.offsets)
@@ -291,7 +292,9 @@ def test_export_loads_in_py4dstem(tmp_path):
         "import sys, json, numpy as np, py4DSTEM\n"
         "bv = py4DSTEM.read(sys.argv[1])\n"
         "bv.setcal()\n"
+        "qx0, qy0 = bv.calibration.get_origin()\n"
         "out = {'class': type(bv).__name__, 'shape': [int(v) for v in bv.shape], 'calstate': bv.calstate,\n"
+        "       'origin': [np.asarray(qx0).tolist(), np.asarray(qy0).tolist()],\n"
         "       'cal': [[bv.cal[i, j].qx.tolist(), bv.cal[i, j].qy.tolist()] for i in range(2) for j in range(3)]}\n"
         "print(json.dumps(out))\n")
     res = subprocess.run([_py4dstem_python(), "-c", code, str(out)], capture_output=True, text=True, timeout=300)
@@ -299,6 +302,8 @@ def test_export_loads_in_py4dstem(tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["class"] == "BraggVectors" and got["shape"] == [2, 3]
     assert got["calstate"]["center"] and got["calstate"]["pixel"]
+    # an origin per scan position, as py4DSTEM's own origin steps leave it: its strain steps need no fit_origin
+    assert np.shape(got["origin"][0]) == (2, 3) and np.shape(got["origin"][1]) == (2, 3)
     for p in range(6):
         a, b = int(vs.offsets[p]), int(vs.offsets[p + 1])
         np.testing.assert_allclose(got["cal"][p][0], vs.q[a:b, 0], atol=1e-6)

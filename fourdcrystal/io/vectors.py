@@ -13,7 +13,8 @@ py4DSTEM's BraggVectors on disk (EMD 1.0, as ``py4DSTEM.save`` 0.14 writes it an
   ``Rshape``;
 * ``<name>_root/metadatabundle/calibration`` (``python_class='Calibration'``): ``Q_pixel_size``,
   ``Q_pixel_units``, ``R_pixel_size``, ``R_pixel_units``, ``QR_flip`` and the origin
-  ``qx0``/``qy0`` (scalars or scan-shaped arrays), each a dataset with a ``type`` attribute.
+  ``qx0``/``qy0`` (scalars or scan-shaped arrays; the export writes arrays, as py4DSTEM's origin steps
+  do), each a dataset with a ``type`` attribute.
 """
 
 from __future__ import annotations
@@ -224,10 +225,14 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
         cal.attrs.update({"emd_group_type": "metadata", "python_class": "Calibration"})
         strings = h5py.string_dtype()
         numbers = {"Q_pixel_size": float(q_pixel_invA), "R_pixel_size": float(r_pixel_size),
-                   "qx0": float(origin_px[0]), "qy0": float(origin_px[1]), "qx0_mean": float(origin_px[0]),
-                   "qy0_mean": float(origin_px[1]), "qx0_shift": 0.0, "qy0_shift": 0.0}
+                   "qx0_mean": float(origin_px[0]), "qy0_mean": float(origin_px[1])}
         for key, value in numbers.items():
             cal.create_dataset(key, data=value).attrs["type"] = "number"
+        # the origin per scan position, as py4DSTEM's own origin steps leave it (scan-shaped arrays): its strain
+        # and orientation steps then run on our vectors without measure_origin/fit_origin, which would take the
+        # brightest peak for the zero beam (wrong on thick crystals). predict found one zero beam for the scan.
+        for key, value in (("qx0", origin_px[0]), ("qy0", origin_px[1]), ("qx0_shift", 0.0), ("qy0_shift", 0.0)):
+            cal.create_dataset(key, data=np.full(vectors.scan_shape, float(value))).attrs["type"] = "array"
         for key, value in (("Q_pixel_units", "A^-1"), ("R_pixel_units", r_pixel_units), ("_root_treepath", "")):
             cal.create_dataset(key, data=value, dtype=strings).attrs["type"] = "string"
         cal.create_dataset("QR_flip", data=False).attrs["type"] = "bool"
