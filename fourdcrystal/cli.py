@@ -931,6 +931,10 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
               help="Index a vector when it lies within this fraction of |shortest g| of a lattice point.")
 @_opt("strain", "min_vectors", "--min-vectors", type=int,
               help="Positions with fewer indexed vectors (zero beam included) are not fitted (NaN, grey).")
+@_opt("strain", "scan_step_nm", "--scan-step", type=float,
+      help="Scan step in nm: the maps' axes in nm.",
+      default_text="the data file's real-space calibration where predict found one (EMD R_pixel_size), else the "
+                   "maps are in scan positions")
 @_opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "quartic", "none"]),
               help="Least-squares weights of the vectors: their intensity, its square, its fourth power, or equal; "
                    "auto: quartic for model vectors (their V_g heights: a faint peak's errors are more than its "
@@ -972,13 +976,15 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
                        g2=_pair(g2, "--g2", float), tolerance=c["tolerance"], min_vectors=min_vectors, weights=c["weights"],
                        correct=c["correct"], min_indexed_fraction=c["min_indexed_fraction"],
-                       crystal_basis=None if basis is None else tuple(map(tuple, basis)))
+                       crystal_basis=None if basis is None else tuple(map(tuple, basis)), scan_step_nm=c["scan_step_nm"])
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     res = run_strain(vectors, out, cfg, overwrite=overwrite)
     g = res["reference_basis"]
     click.echo(f"reference lattice g1 = ({g[0][0]:.5f}, {g[1][0]:.5f}), g2 = ({g[0][1]:.5f}, {g[1][1]:.5f}) "
                f"{res['units']}" + (f" (the crystal's, {100 * res['maps']['crystal_mismatch']:.2f} % from the "
                                     f"scan's median lattice)" if res["maps"]["crystal_mismatch"] is not None else ""))
+    click.echo(f"scan step: {res['scan_step_nm']:g} nm ({res['scan_step_source']})" if res["scan_step_nm"] else
+               f"scan step: unknown, maps in scan positions ({res['scan_step_source']})")
     m = res["maps"]
     ok = m["fit_ok"]
     if ok.any():

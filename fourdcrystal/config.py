@@ -575,6 +575,9 @@ STRAIN_SCHEMA: Schema = {
     "method": Field("auto", Choice("auto", "model", "baseline"),
                     "which vectors of a predict result: auto = the method predict chose (the model where it chose none)"),
     "reference": Field("median", Str(), "median, a scan region R0:R1,C0:C1, or crystal"),
+    "scan_step_nm": Field(None, Float(1e-6, 1e6, nullable=True, lo_open=True),
+                          "scan step in nm (null: from the file's real-space calibration, else the maps are in "
+                          "scan positions)"),
     "tolerance": Field(0.25, Float(0.0, 0.5, lo_open=True),
                        "index a vector within this fraction of |shortest g| of a lattice point"),
     "min_vectors": Field(5, Int(3), "positions with fewer indexed vectors are not fitted"),

@@ -290,11 +290,12 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
     return path
 
 
-def strain_figure(result: dict, vectors, path: str | Path, title: str = "") -> Path:
+def strain_figure(result: dict, vectors, path: str | Path, title: str = "", scan_step_nm: float | None = None) -> Path:
     """ε_xx, ε_yy, ε_xy (%), rotation θ (°), fit residual and indexed vectors per scan position.
 
     Failed positions are grey. Strain colour limits are symmetric about 0 at the 99th
-    percentile of |ε| (so one wild position does not wash out the map); scan axes in positions.
+    percentile of |ε| (so one wild position does not wash out the map); scan axes in nm where
+    ``scan_step_nm`` is known (pixel centres at 0, step, 2·step, …), else in positions.
     """
     from matplotlib import colormaps
 
@@ -307,18 +308,22 @@ def strain_figure(result: dict, vectors, path: str | Path, title: str = "") -> P
     strain_vals = np.concatenate([np.abs(100 * result[k][ok]) for k in ("exx", "eyy", "exy")]) if ok.any() \
         else np.zeros(1)
     strain_lim = max(float(np.percentile(strain_vals, 99)), 1e-3)
+    rows, cols = ok.shape
+    kw, unit = ({}, "position") if scan_step_nm is None else (
+        {"extent": [-0.5 * scan_step_nm, (cols - 0.5) * scan_step_nm, (rows - 0.5) * scan_step_nm,
+                    -0.5 * scan_step_nm]}, "nm")
     for ax, (key, label, scale, cmap, symmetric) in zip(axes.ravel(), panels):
         img = np.where(ok, result[key] * scale, np.nan).astype(float)
         cm = colormaps[cmap].with_extremes(bad="0.75")
         if symmetric:
             lim = strain_lim if key != "theta_deg" else max(float(np.nanpercentile(np.abs(img), 99))
                                                              if ok.any() else 0.0, 1e-3)
-            im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim)
+            im = ax.imshow(img, cmap=cm, vmin=-lim, vmax=lim, **kw)
         else:
-            im = ax.imshow(img, cmap=cm)
+            im = ax.imshow(img, cmap=cm, **kw)
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("scan y (position)")
-        ax.set_ylabel("scan x (position)")
+        ax.set_xlabel(f"scan y ({unit})")
+        ax.set_ylabel(f"scan x ({unit})")
         fig.colorbar(im, ax=ax, shrink=0.85, label=label)
     g = result["reference_basis"]
     fig.suptitle(f"{title}\nreference g1 = ({g[0, 0]:.4f}, {g[1, 0]:.4f}), g2 = ({g[0, 1]:.4f}, {g[1, 1]:.4f}) "

@@ -67,6 +67,7 @@ class StrainConfig:
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
     weights: str = default("strain", "weights")  # auto | intensity | squared | quartic | none (fit_weights)
+    scan_step_nm: float | None = default("strain", "scan_step_nm")  # None: from the file (scan_step), else positions
     min_indexed_fraction: float = default("strain", "min_indexed_fraction")  # less of the weight on the lattice: NaN
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
@@ -240,6 +241,34 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     }
 
 
+# real-space units a file's scan calibration may carry, in nm
+_LENGTH_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "Angstrom": 0.1, "µm": 1e3, "um": 1e3, "pm": 1e-3}
+
+
+def scan_step(vectors: VectorSet, given_nm: float | None = None) -> tuple[float | None, str]:
+    """The scan step in nm and where it came from: ``given_nm`` (``--scan-step``), else the real-space pixel
+    size the data file carried (EMD ``R_pixel_size``/``R_pixel_units``, kept by predict; a py4DSTEM file's own),
+    else None (the maps are in scan positions).
+
+    >>> vs = VectorSet((2, 2), np.zeros(5, int), np.zeros((0, 2)), np.zeros(0), "Å⁻¹", 0.02, "f", "model",
+    ...                {"file_calibration": {"r_pixel_size": 5.0, "r_pixel_units": "Å"}})
+    >>> scan_step(vs), scan_step(vs, 2.0)
+    ((0.5, 'the data file (5 Å)'), (2.0, '--scan-step'))
+    """
+    if given_nm is not None:
+        return float(given_nm), "--scan-step"
+    a = vectors.attrs or {}
+    fc = a.get("file_calibration") or {}
+    size, units = fc.get("r_pixel_size", a.get("R_pixel_size")), fc.get("r_pixel_units", a.get("R_pixel_units"))
+    try:
+        size = float(size)
+    except (TypeError, ValueError):
+        return None, "none (give --scan-step)"
+    if str(units) in _LENGTH_NM and math.isfinite(size) and size > 0:
+        return size * _LENGTH_NM[str(units)], f"the data file ({size:g} {units})"
+    return None, "none (give --scan-step)"
+
+
 def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig = StrainConfig(),
                overwrite: bool = False, png: bool = True) -> dict:
     """The stage: read, check, fit, write ``OUT`` (HDF5) and ``OUT`` with ``.png``. Returns a summary."""
@@ -252,6 +281,7 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
         raise FourdError(f"--out {out} is the input file; choose another name")
     parse_region(config.reference, vectors.scan_shape)
     check_new_file(out, (".h5", ".hdf5"), overwrite)
+    step_nm, step_source = scan_step(vectors, config.scan_step_nm)
     with output_lock(out):
         result = strain_maps(vectors, config)
         attrs = {"schema": SCHEMA, "vectors": str(vectors_path), "method": vectors.method, "units": vectors.units,
@@ -261,7 +291,8 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                  "not_one_lattice_positions": result["not_one_lattice"],
                  "crystal_mismatch": np.nan if result["crystal_mismatch"] is None else result["crystal_mismatch"],
                  "corrected_reflections": -1 if result["corrected_reflections"] is None
-                 else result["corrected_reflections"]}
+                 else result["corrected_reflections"],
+                 "scan_step_nm": np.nan if step_nm is None else step_nm, "scan_step_source": step_source}
         try:
             with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
                 f.attrs.update(attrs)
@@ -281,8 +312,9 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
 
             png_path = strain_figure(result, vectors, out.with_suffix(".png"),
                                      title=f"{Path(vectors_path).name}: {vectors.method} vectors, reference "
-                                           f"{config.reference}")
+                                           f"{config.reference}", scan_step_nm=step_nm)
     return {"out": str(out), "png": str(png_path) if png_path else None, "failed": result["failed"],
+            "scan_step_nm": step_nm, "scan_step_source": step_source,
             "not_one_lattice": result["not_one_lattice"],
             "positions": vectors.positions, "reference_basis": result["reference_basis"].tolist(),
             "units": vectors.units, "maps": result}

@@ -450,3 +450,34 @@ def test_zolz_basis_of_si_110_by_hand():
     np.testing.assert_allclose(np.linalg.norm(basis, axis=0), [np.sqrt(3) / 5.431] * 2, rtol=1e-9)
     cos = basis[:, 0] @ basis[:, 1] / np.prod(np.linalg.norm(basis, axis=0))
     assert abs(abs(cos) - 1 / 3) < 1e-9
+
+
+def test_maps_are_drawn_in_nm_where_the_scan_step_is_known(tmp_path, monkeypatch):
+    """The scan step comes from --scan-step (nm) or the data file's real-space calibration (an EMD's
+    R_pixel_size, kept by predict); the maps' axes are then in nm, pixel centres at 0, step, 2·step, …; without
+    one they stay in scan positions. The result file records the step and where it came from."""
+    from fourdcrystal import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    vs = _vector_set(scan=(3, 4), strain_of=lambda p: (0.001 * p, 0.0, 0.0))
+    src = _predict_like_file(tmp_path / "v.h5", vs)
+    with h5py.File(src, "a") as f:
+        f.attrs["file_calibration"] = json.dumps({"r_pixel_size": 25.0, "r_pixel_units": "Å"})
+    cases = [([], 2.5, "the data file (25 Å)"), (["--scan-step", "4"], 4.0, "--scan-step")]
+    for k, (extra, step, source) in enumerate(cases):
+        out = tmp_path / f"m{k}.h5"
+        r = CliRunner().invoke(cli, ["strain", str(src), "--out", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        assert f"scan step: {step:g} nm ({source})" in r.output
+        with h5py.File(out) as f:
+            assert f.attrs["scan_step_nm"] == step and f.attrs["scan_step_source"] == source
+        ax = drawn[-1].axes[0]
+        assert ax.get_xlabel() == "scan y (nm)" and ax.get_ylabel() == "scan x (nm)"
+        np.testing.assert_allclose(ax.get_images()[0].get_extent(), [-0.5 * step, 3.5 * step, 2.5 * step,
+                                                                      -0.5 * step])
+    with h5py.File(src, "a") as f:
+        f.attrs["file_calibration"] = json.dumps({"r_pixel_size": 1.0, "r_pixel_units": "pixels"})
+    r = CliRunner().invoke(cli, ["strain", str(src), "--out", str(tmp_path / "m2.h5")])
+    assert r.exit_code == 0 and "scan step: unknown, maps in scan positions" in r.output, r.output
+    assert drawn[-1].axes[0].get_xlabel() == "scan y (position)"

@@ -156,7 +156,9 @@ def _read_py4dstem(p: Path, f, name: str) -> VectorSet:
         unit, width = "Å⁻¹", float(size) * INV_ANGSTROM[units]
     else:
         unit, width = "px", 1.0
-    attrs = {"py4dstem_group": name, "Q_pixel_size": float(size or 1.0), "Q_pixel_units": units}
+    attrs = {"py4dstem_group": name, "Q_pixel_size": float(size or 1.0), "Q_pixel_units": units,
+             "R_pixel_size": _scalar(cal, "R_pixel_size", None) if cal is not None else None,
+             "R_pixel_units": str(_scalar(cal, "R_pixel_units", "pixels")) if cal is not None else "pixels"}
     method = "py4dstem"
     if "metadatabundle/fourdcrystal" in g and unit == "Å⁻¹":  # exported by fourdcrystal: its method and grid
         ours = g["metadatabundle/fourdcrystal"]
