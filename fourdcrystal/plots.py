@@ -213,13 +213,17 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str]
     return path
 
 
-def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) -> Path:
+def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, checks: dict | None = None) -> Path:
     """Virtual bright field, mean pattern with the Bragg vector map's peaks, peak counts, Bragg vector map.
 
     One row per method (model, and the baseline when it ran). Axes of the pattern panels in Å⁻¹.
     Each method's pixel size is ``summary[method]["k_sampling_invA"]`` (else the card's); the mean
-    pattern is on the model's grid.
+    pattern is on the model's grid. ``checks`` shows what tells whether to trust the result:
+    ``centre_px``/``centre_source`` (the zero beam found, marked ○ at q = 0 of the mean pattern),
+    ``caps`` (method → the peak cap: positions that reached it are marked × on the count map) and
+    ``warnings`` (lines added under the title).
     """
+    checks = checks or {}
     from .peaks import PeakConfig, find_peaks
 
     methods = [m for m in ("model", "baseline") if m in summary]
@@ -263,15 +267,29 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
         bh, bw = bvm.shape
         bdk = pixel_size(m)
         pk = find_peaks(bvm, PeakConfig(min_relative=0.02, max_peaks=200)) if bvm.max() > 0 else None
-        _log_imshow(axes[r, 1], mean, 1e-4, extent=extent)
+        im = _log_imshow(axes[r, 1], mean, 1e-4, extent=extent)
+        fig.colorbar(im, ax=axes[r, 1], shrink=0.8, label="mean pattern (counts, log)")
         if pk is not None and len(pk):
-            axes[r, 1].plot((pk.pos_px[:, 1] - bw // 2) * bdk[1], (pk.pos_px[:, 0] - bh // 2) * bdk[0], "c+", ms=8)
-        axes[r, 1].set_title(f"mean pattern, {m} Bragg peaks (+)", fontsize=9)
-        im = axes[r, 2].imshow(s["count"], cmap="viridis")
-        axes[r, 2].set_title(f"{m}: Bragg peaks per position ({s['vectors']} in all)", fontsize=9)
+            axes[r, 1].plot((pk.pos_px[:, 1] - bw // 2) * bdk[1], (pk.pos_px[:, 0] - bh // 2) * bdk[0], "c+", ms=8,
+                            label=f"{m} Bragg vector map peaks")
+        if "centre_px" in checks:  # the mean pattern is centred on the zero beam predict found: q = 0
+            i, j = checks["centre_px"]
+            axes[r, 1].plot([0.0], [0.0], "o", mfc="none", mec="r", ms=14,
+                            label=f"zero beam: detector ({i:.1f}, {j:.1f}) px, {checks.get('centre_source', '')}")
+        axes[r, 1].legend(fontsize=7, loc="lower left")
+        axes[r, 1].set_title(f"mean pattern, {m} Bragg peaks (+), zero beam (○)", fontsize=9)
+        count = np.asarray(s["count"])
+        im = axes[r, 2].imshow(count, cmap="viridis")
+        cap = checks.get("caps", {}).get(m)
+        at_cap = np.argwhere(count >= cap) if cap else np.zeros((0, 2), int)
+        if len(at_cap):
+            axes[r, 2].plot(at_cap[:, 1], at_cap[:, 0], "rx", ms=7, label=f"at the cap of {cap} peaks")
+            axes[r, 2].legend(fontsize=7, loc="lower left")
+        axes[r, 2].set_title(f"{m}: Bragg peaks per position ({s['vectors']} in all"
+                             + (f"; {len(at_cap)} at the cap ×" if len(at_cap) else "") + ")", fontsize=9)
         axes[r, 2].set_xlabel("scan y (position)")
         axes[r, 2].set_ylabel("scan x (position)")
-        fig.colorbar(im, ax=axes[r, 2], shrink=0.8, label="peaks")
+        fig.colorbar(im, ax=axes[r, 2], shrink=0.8, label="Bragg peaks per position")
         if bvm.max() > 0:  # smoothed for display: single-pixel peaks would vanish when the figure is scaled
             from scipy.ndimage import gaussian_filter
 
@@ -284,7 +302,9 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path) 
             ax.set_ylim(lim, -lim)
             ax.set_xlabel("q_y (Å⁻¹)")
             ax.set_ylabel("q_x (Å⁻¹)")
-    fig.suptitle(title, fontsize=10)
+    warnings = list(checks.get("warnings", []))
+    fig.suptitle("\n".join([title] + [f"warning: {w}" for w in warnings[:4]]
+                           + ([f"(and {len(warnings) - 4} more warnings)"] if len(warnings) > 4 else [])), fontsize=10)
     path = save_figure(fig, path)
     plt.close(fig)
     return path

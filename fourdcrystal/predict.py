@@ -232,6 +232,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         with output_lock(out):
             # notes only once the inputs are good and the output is ours: an error is the one line printed
             note = quality_note(card)
+            warned = [note] if note else []  # also drawn on the summary
             if note:
                 log.warning("%s", note)
             if not tuned:
@@ -239,6 +240,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                          model_path)
             for w in [*scan.notes, *calibration_warnings(card, cal)]:
                 log.warning("%s: %s", data, w)
+                warned.append(w)
             if overwrite and partial.exists():  # only under the lock: never another live run's partial
                 partial.unlink()
             summary, run = _run_chunks(scan, data, partial, fingerprint, attrs, prep, methods, config, card, model,
@@ -250,13 +252,16 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if at_cap:
             log.warning("%s: %d of %d positions reached the cap of %d peaks; more may be there (raise --max-peaks)",
                         m, at_cap, np.asarray(summary[m]["count"]).size, caps[m])
+            warned.append(f"{m}: {at_cap} positions reached the cap of {caps[m]} peaks")
     png = out.with_suffix(".png")
     from .plots import prediction_summary
 
     try:
         counts_text = "not counts" if not np.isfinite(counts) else f"{counts:.3g} counts per pattern"
         prediction_summary(summary, card, f"{out.name}: model {card.get('name', '?')}; the result is the {chosen} "
-                                          f"vectors ({config.method}; {counts_text})", png)
+                                          f"vectors ({config.method}; {counts_text})", png,
+                           checks={"centre_px": prep.centre_px, "centre_source": prep.centre_source,
+                                   "caps": {m: caps[m] for m in methods}, "warnings": warned})
     except OSError as exc:  # the result is complete; only its picture is missing
         log.warning("could not write %s: %s; the result %s is complete", png, exc.strerror or exc, out)
     return {"out": str(out), "png": str(png), **run,

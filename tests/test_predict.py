@@ -714,3 +714,34 @@ def test_method_auto_takes_the_method_the_card_shows_best_at_the_scans_counts(mo
                    "--method", "both", "--out", str(out)).exit_code == 0
     with h5py.File(out) as f:
         assert f.attrs["method"] == "baseline" and "baseline" in f and "model" in f
+
+
+def test_summary_shows_the_zero_beam_the_positions_at_the_cap_and_the_warnings(model, scan, tmp_path, monkeypatch):
+    """The summary PNG says whether to trust the result: the zero beam predict found is marked at q = 0 of the
+    mean pattern with its detector pixel, the positions whose peaks reached the cap are marked on the count map,
+    every colour bar has a label, and the warnings (here the cap) are written under the title with the model,
+    the method chosen and the counts per pattern."""
+    from fourdcrystal import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    weights, _ = model
+    opts = {"k_pixel_invA": scan["k_pixel"], "energy_eV": 200e3, "semiangle_mrad": 3.0}
+    # the test's one-epoch model finds next to nothing: the baseline's row shows the cap
+    res = predict(weights, str(scan["tmp"] / "scan.npy"), tmp_path / "cap.h5",
+                  PredictConfig(max_peaks=2, method="both"), opts)
+    fig = drawn[-1]
+    title = fig._suptitle.get_text()
+    assert "the result is the" in title and "counts per pattern" in title and "(both;" in title
+    assert "warning: baseline: 6 positions reached the cap of 2 peaks" in title
+    axes = fig.axes[:8]  # two rows of four panels (model, baseline); the colour bars follow
+    mean_panel, count_panel = axes[5], axes[6]
+    zero = [ln for ln in mean_panel.get_lines() if ln.get_label().startswith("zero beam")]
+    assert len(zero) == 1 and list(zero[0].get_xdata()) == [0.0] and list(zero[0].get_ydata()) == [0.0]
+    i, j = res["centre_px"]
+    assert f"detector ({i:.1f}, {j:.1f}) px" in zero[0].get_label()
+    capped = [ln for ln in count_panel.get_lines() if ln.get_label() == "at the cap of 2 peaks"]
+    assert len(capped) == 1 and len(capped[0].get_xdata()) == 6  # all 2×3 positions found more than 2
+    colorbars = [a for a in fig.axes[8:] if a.get_ylabel()]
+    assert {a.get_ylabel() for a in colorbars} >= {"counts in the bright disk", "mean pattern (counts, log)",
+                                                   "Bragg peaks per position"}
