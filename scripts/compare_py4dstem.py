@@ -55,7 +55,7 @@ def ensure_venv(venv: Path) -> Path:
         return python
     print(f"creating {venv} with py4DSTEM 0.14 (numpy < 2) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "py4DSTEM>=0.14,<0.15", "numpy<2"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "py4DSTEM==0.14.18", "numpy<2"], check=True)
     return python
 
 
