@@ -851,7 +851,7 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "device", "--device", help="auto, cpu, cuda or cuda:N.")
 @_opt("predict", "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
       help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 passes, "
-           "d4: 8; that many times the network time). Measured in the README, \"Test-time mirrors\".")
+           "d4: 8; that many times the network time). Measured in docs/model.md, \"Test-time mirrors\".")
 @_opt("predict", "scheduler", "--scheduler",
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",

@@ -23,7 +23,7 @@ central C×C window: cheaper on a large detector) and ``--loss asinh`` (the asin
     python scripts/memorise.py release/dataset --limit 16 --min-thickness 200 --crop 128 --steps 3000
 
 ``--target vg`` or ``--target presence`` fits a target made from the physical truth instead of the
-label map (``train.target`` truth_vg / truth_presence): the memorisation gate of the README,
+label map (``train.target`` truth_vg / truth_presence): the memorisation gate of docs/model.md,
 
     python scripts/memorise.py release/dataset --limit 16 --min-thickness 200 --steps 3000 --target presence
 """

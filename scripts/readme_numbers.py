@@ -428,7 +428,7 @@ RENDER: dict[str, Callable[[], str]] = {
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "tta-table": tta_table, "qz-experiment": qz_experiment, "py4dstem-full-table": py4dstem_full_table,
 }
-FILES = (README, ROOT / "docs" / "reference.md")
+FILES = (README, ROOT / "docs" / "model.md", ROOT / "docs" / "reference.md")
 
 
 def render(text: str, skip: tuple[str, ...] = ()) -> tuple[str, list[str]]:

@@ -27,8 +27,11 @@ def test_generated_blocks_match_the_artefacts():
         _, changed = rn.render(text, skip)
         assert not changed, f"{path.name}: out of date: {changed}; run python scripts/readme_numbers.py"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in ("setup", "quickstart-table", "coverage", "release-table", "strain-table", "worked-example"):
+    for name in ("setup", "quickstart-table", "release-table", "acceptance", "worked-example"):
         assert f"<!-- numbers: {name} -->" in readme, name
+    model = (ROOT / "docs" / "model.md").read_text(encoding="utf-8")
+    for name in ("coverage", "release-table", "strain-table", "strain-survey", "acceptance"):
+        assert f"<!-- numbers: {name} -->" in model, name
 
 
 def test_a_changed_number_is_caught(tmp_path):

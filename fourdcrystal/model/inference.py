@@ -71,7 +71,7 @@ class Predictor:
 
     ``tta``: test-time mirrors. ``flips`` averages the answers to the pattern and its three mirrors about the
     zero beam (each mirrored back), ``d4`` adds the four with the axes swapped (square patterns): 4× and 8× the
-    network time, for fewer false and better-placed peaks under noise (README, "test-time mirrors").
+    network time, for fewer false and better-placed peaks under noise (docs/model.md, "Test-time mirrors").
     """
 
     def __init__(self, model: FCUNet, card: dict, device: str | torch.device = "auto", batch_size: int = 16,
