@@ -74,6 +74,16 @@ def test_a_position_with_too_few_vectors_is_reported_not_fatal():
     np.testing.assert_allclose(res["exx"].ravel()[1:], (1 + np.arange(1, 9) * 0.001) / ref - 1, atol=1e-9)
 
 
+def _strain_errors(vectors: VectorSet, weights) -> dict:
+    """rms strain error (fraction, three components) of the positions after the exact reference (the truth is
+    zero strain), per fit weighting."""
+    err = {}
+    for w in weights:
+        m = strain_maps(vectors, StrainConfig(reference="0:1,0:1", weights=w))
+        err[w] = float(np.sqrt(np.mean(np.stack([m[k][0, 1:] for k in ("exx", "eyy", "exy")]) ** 2)))
+    return err
+
+
 def test_squared_weights_let_faint_vectors_count_as_their_counts_say():
     """Model vectors carry V_g, and a disk's counts go as V_g²: under shot noise alone a vector's position scatters
     as 1/V_g, so the least-squares weights that follow its variance are V_g². Half the vectors faint (V_g 0.2,
@@ -87,10 +97,7 @@ def test_squared_weights_let_faint_vectors_count_as_their_counts_say():
     q = vs.q + rng.normal(size=vs.q.shape) * sigma
     q[:vs.offsets[1]] = vs.q[:vs.offsets[1]]  # the reference position: exact
     noisy = VectorSet(vs.scan_shape, vs.offsets, q, inten, "Å⁻¹", 0.02, "memory", "model")
-    err = {}
-    for w in ("none", "intensity", "squared"):
-        m = strain_maps(noisy, StrainConfig(reference="0:1,0:1", weights=w))
-        err[w] = float(np.sqrt(np.mean(np.stack([m[k][0, 1:] for k in ("exx", "eyy", "exy")]) ** 2)))
+    err = _strain_errors(noisy, ("none", "intensity", "squared"))
     assert err["squared"] < 0.95 * err["intensity"] and err["intensity"] < 0.6 * err["none"], err
     from fourdcrystal.strain import fit_weights
 
@@ -99,10 +106,10 @@ def test_squared_weights_let_faint_vectors_count_as_their_counts_say():
 
 def test_quartic_weights_discount_faint_vectors_whose_errors_do_not_shrink_with_counts():
     """``auto`` weighs model vectors by V_g⁴: a faint disk's errors are not only its counts' (a neighbour's tail, a
-    dynamical shift, pixel locking on few counts). Half the vectors faint (V_g 0.4), each displaced by 0.002 Å⁻¹ in its own
-    direction, strong ones (V_g 1) with a tenth of that as shot-noise scatter: a faint vector's error is ten
-    times a strong one's where its counts say 2.5 times, and the V_g⁴ fit's strain error is below the V_g² fit's;
-    ``auto`` is that fit."""
+    dynamical shift, pixel locking on few counts). Half the vectors faint (V_g 0.4), each displaced by 0.002 Å⁻¹
+    in its own direction, strong ones (V_g 1) with a tenth of that as shot-noise scatter: a faint vector's error
+    is ten times a strong one's where its counts say 2.5 times, and the V_g⁴ fit's strain error is below the V_g²
+    fit's; ``auto`` is that fit."""
     rng = np.random.default_rng(1)
     vs = _vector_set(scan=(1, 41))
     faint = np.arange(len(vs.q)) % 2 == 0
@@ -112,10 +119,7 @@ def test_quartic_weights_discount_faint_vectors_whose_errors_do_not_shrink_with_
     q = vs.q + shift + rng.normal(size=vs.q.shape) * 0.0002
     q[:vs.offsets[1]] = vs.q[:vs.offsets[1]]  # the reference position: exact
     biased = VectorSet(vs.scan_shape, vs.offsets, q, inten, "Å⁻¹", 0.02, "memory", "model")
-    err = {}
-    for w in ("squared", "quartic", "auto"):
-        m = strain_maps(biased, StrainConfig(reference="0:1,0:1", weights=w))
-        err[w] = float(np.sqrt(np.mean(np.stack([m[k][0, 1:] for k in ("exx", "eyy", "exy")]) ** 2)))
+    err = _strain_errors(biased, ("squared", "quartic", "auto"))
     assert err["auto"] == err["quartic"]
     assert err["quartic"] < 0.9 * err["squared"], err  # 0.70-0.81 over seeds 0-4
     from fourdcrystal.strain import fit_weights
