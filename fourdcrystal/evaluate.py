@@ -531,7 +531,10 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
             with shard_io.Shard(Path(dataset) / w[2]) as sh:
                 za = " ".join(str(int(v)) for v in sh.meta("zone_axis")[w[3]])
                 names.append(f"{sh.meta('formula')[w[3]]} [{za}]")
-        evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png", names)
+        from .plots import model_label
+
+        evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png", names,
+                           title=f"{model_label(report['model'])}: its {len(worst)} worst {config.split} patterns")
     return report
 
 

@@ -108,9 +108,16 @@ def sample_montage(samples: list[dict], titles: list[str], k_sampling_invA: list
     return path
 
 
-def training_curves(history: list[dict], path: str | Path) -> Path:
+def model_label(weights: str | Path) -> str:
+    """A model as figures name it: its folder and file (``smoke-model/model.pt``, ``data/fcunet-release.pt``)."""
+    p = Path(weights)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def training_curves(history: list[dict], path: str | Path, title: str = "") -> Path:
     """Loss curves per epoch: train/val total, vg NMSE (MSE for runs logged before it) with the line of an
-    all-zero prediction (NMSE 1), V_g-weighted qz MSE (log scales), and the learning rate."""
+    all-zero prediction (NMSE 1), V_g-weighted qz MSE (log scales), and the learning rate; ``title`` (the
+    model's name) above them."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
@@ -120,7 +127,7 @@ def training_curves(history: list[dict], path: str | Path) -> Path:
               (vg_key, "vg NMSE (error² / label²)" if vg_key == "vg_nmse" else "vg MSE (relative V_g)",
                "NMSE" if vg_key == "vg_nmse" else "MSE"),
               ("qz_wmse", "qz MSE, V_g-weighted (normalised)", "weighted MSE (q_z / q_z scale)²")]
-    for ax, (key, title, ylabel) in zip(axes, panels):
+    for ax, (key, panel_title, ylabel) in zip(axes, panels):
         for split, style in (("train", "o-"), ("val", "s--")):
             values = [h.get(f"{split}_{key}") for h in history]
             if key == "loss" and split == "train" and any(v is not None and v <= 0 for v in values):
@@ -129,7 +136,7 @@ def training_curves(history: list[dict], path: str | Path) -> Path:
         if key == "vg_nmse":
             ax.axhline(1.0, color="0.4", lw=1, ls=":", label="all-zero prediction")
         ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(panel_title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
@@ -140,6 +147,8 @@ def training_curves(history: list[dict], path: str | Path) -> Path:
     axes[3].ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = save_figure(fig, path)
     plt.close(fig)
     return path
@@ -165,14 +174,15 @@ def metrics_vs_thickness(report: dict, path: str | Path) -> Path:
         ax.set_title(title, fontsize=9)
     axes[0].set_ylim(0, 1.02)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{Path(report['model']).name} vs classical baseline on the {report['split']} split "
+    fig.suptitle(f"{model_label(report['model'])} vs classical baseline on the {report['split']} split "
                  f"({report['patterns']} patterns)", fontsize=10)
     path = save_figure(fig, path)
     plt.close(fig)
     return path
 
 
-def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str] | None = None) -> Path:
+def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str] | None = None,
+                       title: str = "") -> Path:
     """Worst patterns: input (log), label V_g with the required reflections (exact positions), predicted V_g with
     the model's peaks, baseline peaks.
 
@@ -195,19 +205,21 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str]
                   (vg_true, f"label V_g; required reflections ({len(true_pk)}, +)", None),
                   (np.clip(vg_pred, 0, None), f"model V_g (x), F1 {f1:.2f}; required +", model_pk),
                   (cbed, "baseline disks (x); required +", base_pk)]
-        for j, (img, title, found) in enumerate(panels):
+        for j, (img, panel_title, found) in enumerate(panels):
             ax = axes[i, j]
             im = _log_imshow(ax, img, 1e-4, extent=extent)
             if found is not None:
                 ax.plot(*to_q(found), "gx" if j == 2 else "wx", ms=6)
             if j >= 1:
                 ax.plot(*to_q(true_pk), "c+", ms=7)
-            ax.set_title((f"{name}, {thick:g} Å, dose {dose}\n" if j == 0 else "\n") + title, fontsize=8,
+            ax.set_title((f"{name}, {thick:g} Å, dose {dose}\n" if j == 0 else "\n") + panel_title, fontsize=8,
                          loc="left" if j == 0 else "center")
             ax.set_xlabel("q_y (Å⁻¹)", fontsize=8)
             ax.set_ylabel("q_x (Å⁻¹)", fontsize=8)
             ax.tick_params(labelsize=7)
             fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     path = save_figure(fig, path)
     plt.close(fig)
     return path

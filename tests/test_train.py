@@ -211,7 +211,16 @@ def test_empty_split_other_size_corrupted_checkpoint_and_card(dataset, tmp_path)
                                                        str(weights), "--out", str(base / "z")))
 
 
-def test_evaluate_model_and_baseline(dataset, tmp_path):
+def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
+    from fourdcrystal import plots
+
+    titles, save = {}, plots.save_figure
+
+    def save_and_read_title(fig, path):
+        titles[Path(path).name] = fig._suptitle.get_text() if fig._suptitle else ""
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", save_and_read_title)
     out = tmp_path / "m"
     cfg = _config(tmp_path, patience=0)
     assert run_cli("-q", "train", str(dataset), "--config", cfg, *TINY, "--epochs", "1", "--out", str(out)).exit_code == 0
@@ -253,6 +262,10 @@ def test_evaluate_model_and_baseline(dataset, tmp_path):
         assert set(table) == groups and sum(t["patterns"] for t in table.values()) == 2, key
     assert f"beam energy {sorted(kv)[0]} kV:" in res.output and "zone axis index" in res.output
     assert (tmp_path / "ev" / "worst.png").exists() and (tmp_path / "ev" / "metrics_vs_thickness.png").exists()
+    # every figure names the model it shows (the quickstart's smoke model is told apart from the shipped one)
+    assert titles["curves.png"] == "m: training curves"
+    assert titles["metrics_vs_thickness.png"].startswith("m/model.pt vs classical baseline")
+    assert titles["worst.png"].startswith("m/model.pt: its ") and "worst test patterns" in titles["worst.png"]
     assert "--doses" in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), "--doses", "lots"))
     for bad in (["--min-relative", "nan"], ["--match-radius", "-1"], ["--match-radius", "nan"], ["--limit", "0"]):
         assert bad[0] in _error(run_cli("evaluate", str(out / "model.pt"), str(dataset), *bad)), bad
@@ -394,3 +407,17 @@ def test_validation_under_noise_is_one_fixed_draw_and_picks_the_epoch_by_its_vg_
     assert card["training"]["best_epoch"] == 1 + min(range(len(hc)), key=lambda i: hc[i]["val_vg_nmse"])
     best = torch.load(c / "checkpoint.pt", weights_only=False)
     assert best["best_loss"] == min(r["val_vg_nmse"] for r in hc)
+
+
+def test_figures_name_the_model_they_show(tmp_path, monkeypatch):
+    """A figure says whose it is: the training curves carry the run's name (the quickstart's is smoke-model), the
+    evaluation plots the model's folder and file."""
+    from fourdcrystal import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    history = [{"epoch": e, "lr": 1e-3, "train_loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
+                "train_vg_nmse": 0.9, "val_vg_nmse": 0.8, "train_qz_wmse": 0.5, "val_qz_wmse": 0.4} for e in range(3)]
+    plots.training_curves(history, tmp_path / "c.png", title="smoke-model: training curves")
+    assert drawn[-1]._suptitle.get_text() == "smoke-model: training curves"
+    assert plots.model_label(tmp_path / "smoke-model" / "model.pt") == "smoke-model/model.pt"

@@ -190,7 +190,7 @@ def _write_metrics(out: Path, history: list[dict], plot: bool = True) -> None:
     try:
         from ..plots import training_curves
 
-        training_curves(history, out / CURVES)
+        training_curves(history, out / CURVES, title=f"{out.name}: training curves")
     except Exception as exc:  # a plot must never stop a training run
         log.warning("could not draw %s: %s", out / CURVES, exc)
 
