@@ -418,6 +418,12 @@ def spots(q: np.ndarray, weights: np.ndarray, bin_width: float, min_relative: fl
     return np.array(out).reshape(-1, 2), np.array(total)
 
 
+# what an empty lattice point near the zero beam costs a candidate basis, as a share of the spots' weight: enough
+# that a lattice three times finer than the crystal's (two thirds of its points empty) loses to it even where it
+# also indexes a stray spot of 4 % of the weight; small beside what a sublattice loses by the rows it skips
+EMPTY_POINT_COST = 0.1
+
+
 def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, candidates: int = 16) -> np.ndarray:
     """The reduced reciprocal basis that indexes the most spot weight, from the spots themselves.
 
@@ -428,7 +434,9 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     within ``tolerance`` × |shortest g| of its lattice points; the best score wins, ties going
     to the smaller cell (two spots that skip a row of reflections span a sublattice, which
     indexes fewer spots); a pair whose lattice has a vector shorter than half the shortest spot (two
-    nearly parallel candidates) is not one. The winner is refined by a least-squares fit over the spots and
+    nearly parallel candidates) is not one. The share of the lattice's own points out to 2.5 × the
+    shortest spot that hold no spot costs it :data:`EMPTY_POINT_COST` of the weight, so a lattice
+    finer than the crystal's, which indexes a stray spot too, does not win by it. The winner is refined by a least-squares fit over the spots and
     Gauss-reduced.
 
     Parameters
@@ -471,6 +479,7 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             break
     best = None
     total = float(spot_w.sum())
+    reach = 2.5 * shortest
     for a in range(len(cand)):
         for b in range(a + 1, len(cand)):
             basis = np.array([cand[a], cand[b]]).T
@@ -482,9 +491,16 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             # may be shorter than the candidates may be
             if np.linalg.norm(reduce_basis(basis), axis=0).min() < 0.5 * shortest:
                 continue
+            tol = tolerance * min(n1, n2)
             _, resid = index_vectors(rel, basis)
-            score = float(spot_w[resid <= tolerance * min(n1, n2)].sum())
-            key = (round(score / total, 6), -abs(float(np.linalg.det(basis))))
+            score = float(spot_w[resid <= tol].sum())
+            # the share of the lattice's points near the zero beam (out to 2.5 × the shortest spot, where a
+            # crystal's reflections are strong enough to be found) that hold a spot: a lattice finer than the
+            # crystal's indexes one stray spot more, but leaves most of its own points empty
+            _, points = lattice_points(reduce_basis(basis), reach)
+            near = np.linalg.norm(points[:, None, :] - rel[None, :, :], axis=2).min(axis=1) <= tol
+            key = (round(score / total - EMPTY_POINT_COST * (1.0 - float(near.mean())), 6),
+                   -abs(float(np.linalg.det(basis))))
             if best is None or key > best[0]:
                 best = (key, basis)
     if best is None:

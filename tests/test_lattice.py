@@ -121,6 +121,16 @@ def test_find_basis_is_not_fooled_by_two_nearly_parallel_difference_vectors():
     np.testing.assert_allclose(abs(np.linalg.det(basis)), 0.2535 * 0.363, rtol=0.02)
 
 
+def test_find_basis_does_not_take_a_finer_lattice_for_one_stray_spot():
+    # Si [001] at 1000 A, noise-free, 240 A box (tests/data): the model placed one stray spot at (0.236, 0) A^-1,
+    # 4 % of the weight. A lattice three times finer than the crystal's indexes it too; two thirds of its own points
+    # near the zero beam are empty. The crystal's: {220} at 0.516 A^-1, a cell of 0.267 A^-2.
+    d = np.loadtxt(Path(__file__).parent / "data" / "si001_1000A_clean_spots.txt")
+    basis = L.find_basis(d[:, :2], d[:, 2])
+    np.testing.assert_allclose(np.linalg.norm(basis, axis=0), [0.5176, 0.5176], atol=0.004)
+    np.testing.assert_allclose(abs(np.linalg.det(basis)), 0.2679, rtol=0.02)
+
+
 def test_fit_rejects_an_outlier_and_refuses_too_few_vectors():
     g = np.array([[0.3, 0.0], [0.0, 0.3]]).T
     _, q = L.lattice_points(g, 1.0)
