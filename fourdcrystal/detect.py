@@ -180,7 +180,6 @@ def choose_method(card: dict, counts_per_pattern: float) -> tuple[str, str]:
     The thick patterns' table is used where the card has one (the regime the card's README rows quote). A card
     without a test evaluation gives the model.
 
-    >>> row = lambda m, b: {"model": {"f1": m}, "baseline": {"f1": b}}
     >>> table = {"model": {"clean": {"f1": 0.85}, "1e+04": {"f1": 0.60}},
     ...          "baseline": {"clean": {"f1": 0.77}, "1e+04": {"f1": 0.70}}}
     >>> card = {"release": {"test_evaluation": {"by_dose": table}}}

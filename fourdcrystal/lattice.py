@@ -436,8 +436,8 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     indexes fewer spots); a pair whose lattice has a vector shorter than half the shortest spot (two
     nearly parallel candidates) is not one. The share of the lattice's own points out to 2.5 × the
     shortest spot that hold no spot costs it :data:`EMPTY_POINT_COST` of the weight, so a lattice
-    finer than the crystal's, which indexes a stray spot too, does not win by it. The winner is refined by a least-squares fit over the spots and
-    Gauss-reduced.
+    finer than the crystal's, which indexes a stray spot too, does not win by it. The winner is
+    refined by a least-squares fit over the spots and Gauss-reduced.
 
     Parameters
     ----------
@@ -489,7 +489,8 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             # two nearly parallel candidates span a lattice with a vector far shorter than either, fine
             # enough to index every spot within a tolerance taken from their lengths: no lattice vector
             # may be shorter than the candidates may be
-            if np.linalg.norm(reduce_basis(basis), axis=0).min() < 0.5 * shortest:
+            reduced = reduce_basis(basis)
+            if np.linalg.norm(reduced, axis=0).min() < 0.5 * shortest:
                 continue
             tol = tolerance * min(n1, n2)
             _, resid = index_vectors(rel, basis)
@@ -497,7 +498,7 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             # the share of the lattice's points near the zero beam (out to 2.5 × the shortest spot, where a
             # crystal's reflections are strong enough to be found) that hold a spot: a lattice finer than the
             # crystal's indexes one stray spot more, but leaves most of its own points empty
-            _, points = lattice_points(reduce_basis(basis), reach)
+            _, points = lattice_points(reduced, reach)
             near = np.linalg.norm(points[:, None, :] - rel[None, :, :], axis=2).min(axis=1) <= tol
             key = (round(score / total - EMPTY_POINT_COST * (1.0 - float(near.mean())), 6),
                    -abs(float(np.linalg.det(basis))))

@@ -98,22 +98,20 @@ def quality_note(card: dict) -> str | None:
     return "; ".join(notes) or None
 
 
-def scan_counts(scan, max_patterns: int = 16) -> float:
-    """Counts per pattern of a scan: the median of :func:`fourdcrystal.detect.estimate_dose` over up to
-    ``max_patterns`` patterns spread evenly over it (inf where the values are not counts)."""
-    from .detect import estimate_dose
+def check_method(method: str) -> None:
+    """One line for a ``--method`` that is not one of :data:`fourdcrystal.detect.PREDICT_METHODS`."""
+    from .detect import PREDICT_METHODS
 
-    idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
-    return float(np.median(estimate_dose(np.stack([scan.read(int(i), int(i) + 1)[0] for i in idx]))))
+    if method not in PREDICT_METHODS:
+        raise FourdError(f"--method {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
 
 
 def resolve_method(method: str, card: dict, counts_per_pattern: float) -> tuple[str, str]:
     """The method whose vectors are the result, and why: ``model`` or ``baseline`` as asked, else (``auto``,
     ``both``) :func:`fourdcrystal.detect.choose_method` on the card's test figures at the scan's counts."""
-    from .detect import PREDICT_METHODS, choose_method
+    from .detect import choose_method
 
-    if method not in PREDICT_METHODS:
-        raise FourdError(f"--method {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
+    check_method(method)
     if method in ("model", "baseline"):
         return method, f"--method {method}"
     chosen, why = choose_method(card, counts_per_pattern)
@@ -168,7 +166,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     model, card = load_model(model_path, inference=True)  # checks weights against the card before any work
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
-    resolve_method(config.method, {}, float("inf"))  # a bad --method is refused before any work
+    check_method(config.method)  # before any work
     tuned = True
     if config.settings is None:
         settings, tuned = settings_from_card(card)
@@ -197,9 +195,10 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
-        counts = scan_counts(scan)
+        counts = prep.counts_per_pattern  # from the patterns the mean pattern read
         chosen, reason = resolve_method(config.method, card, counts)
-        config = replace(config, baseline=config.baseline or config.method in ("baseline", "both") or chosen == "baseline")
+        config = replace(config, baseline=config.baseline or config.method in ("baseline", "both")
+                         or chosen == "baseline")
         methods = ("model", "baseline") if config.baseline else ("model",)
         fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,

@@ -121,17 +121,31 @@ def _load_probe_file(path: str, pattern_shape) -> np.ndarray:
     return arr
 
 
-def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256) -> np.ndarray:
-    """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``)."""
+COUNTED_PATTERNS = 16  # patterns of the mean pattern's sample whose counts give the scan's counts per pattern
+
+
+def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256,
+                  count_patterns: int = 0) -> tuple[np.ndarray, float]:
+    """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``), and the
+    counts per pattern: the median of :func:`fourdcrystal.detect.estimate_dose` over up to ``count_patterns``
+    of the same patterns, spread evenly among them (inf where the values are not counts; nan for none), read
+    once for both."""
+    from .detect import estimate_dose
+
     if region is None:
         idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
     else:
         r0, r1, c0, c1 = region
         idx = (np.arange(r0, r1)[:, None] * scan.shape[1] + np.arange(c0, c1)[None, :]).ravel()
+    counted = set(np.linspace(0, len(idx) - 1, min(count_patterns, len(idx))).astype(int).tolist())
     total = np.zeros(scan.pattern_shape, np.float64)
-    for i in idx:
-        total += scan.read(int(i), int(i) + 1)[0]
-    return (total / len(idx)).astype(np.float32)
+    doses = []
+    for n, i in enumerate(idx):
+        frame = scan.read(int(i), int(i) + 1)
+        total += frame[0]
+        if n in counted:
+            doses.append(estimate_dose(frame)[0])
+    return (total / len(idx)).astype(np.float32), float(np.median(doses)) if doses else float("nan")
 
 
 def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
@@ -207,6 +221,7 @@ class Preparation:
     bf_radius_px: float  # the bright-field disk's radius on the detector, pixels
     dead_pixels: int  # detector pixels masked or dead
     baseline_grid: BaselineGrid  # where the classical baseline runs
+    counts_per_pattern: float  # the median over COUNTED_PATTERNS of the mean pattern's sample; inf: not counts
 
 
 def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
@@ -229,7 +244,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
                       else np.ones(scan.pattern_shape, bool))
     if probe is not None or region is not None:
         detector_probe = (_load_probe_file(probe, scan.pattern_shape) if probe is not None
-                          else _mean_pattern(scan, region))
+                          else _mean_pattern(scan, region)[0])
         r_px = disk_radius_px(detector_probe)
         if r_px < 1:
             raise FourdError(f"{'--probe ' + probe if probe else '--vacuum ' + vacuum}: no bright disk found "
@@ -243,7 +258,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         detector_probe = None
         r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
         source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
-    mean = _mean_pattern(scan)
+    mean, counts = _mean_pattern(scan, count_patterns=COUNTED_PATTERNS)
     if not np.isfinite(mean).all():
         raise FourdError(f"{scan.spec}: the data hold NaN or infinite values; mask or replace them first")
     if not mean.max() > 0:
@@ -288,7 +303,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
                        probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()),
-                       baseline_grid=baseline_grid)
+                       baseline_grid=baseline_grid, counts_per_pattern=counts)
 
 
 def _baseline_grid(pattern_shape, dk_detector: tuple, centre_px, detector_probe: np.ndarray | None, r_px: float,
