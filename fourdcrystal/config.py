@@ -9,6 +9,7 @@ then command-line options (which win).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -672,15 +673,19 @@ CONFIG_NAMES = ("quickstart", "default", "release", "release2", "release2-finetu
                 "release4", "release5")  # shipped in fourdcrystal/configs/
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_sections() -> dict[str, frozenset]:
+    """Each shipped config's sections, read once: every stage's --config help asks at the CLI's start-up."""
+    folder = Path(__file__).parent / "configs"
+    return {n: frozenset(yaml.safe_load((folder / f"{n}.yaml").read_text(encoding="utf-8")) or {})
+            for n in CONFIG_NAMES}
+
+
 def shipped_configs(*sections: str) -> tuple[str, ...]:
     """The shipped configs that hold every one of ``sections`` (a stage offers only the configs that configure it:
     ``default`` holds every section, a training recipe such as ``release5`` only train, tune and evaluate)."""
-    import yaml
-
-    folder = Path(__file__).parent / "configs"
-    return tuple(n for n in CONFIG_NAMES
-                 if all(s in (yaml.safe_load((folder / f"{n}.yaml").read_text(encoding="utf-8")) or {})
-                        for s in sections))
+    held = _shipped_sections()
+    return tuple(n for n in CONFIG_NAMES if all(s in held[n] for s in sections))
 
 
 def config_path(path: str | Path) -> Path:
