@@ -101,7 +101,7 @@ def estimate_dose(patterns: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     for i, frame in enumerate(patterns):  # one frame at a time: a chunk of raw frames can be large
         p = np.asarray(frame, dtype=np.float64).ravel()
         pos = p[p > 0]
-        if pos.size == 0:
+        if pos.size == 0 or not np.isfinite(pos).all():  # infinite values are not counts
             continue
         ratio = pos / pos.min()
         if np.mean(np.abs(ratio - np.rint(ratio)) < tolerance) >= 0.9:
