@@ -18,7 +18,6 @@ from .baseline import refine_positions
 from .detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
-from .lattice import fit_tilt
 from .peaks import Peaks, to_reciprocal
 from .preparation import Preparation
 
@@ -36,6 +35,9 @@ class ChunkProcessor:
         self.prep = prep
         self.config = config
         self.baseline_settings = baseline_settings(config.settings, prep)
+        from .detect import tilt_settings_from_card
+
+        self.tilt_settings = config.tilt_settings or tilt_settings_from_card(card)[0]
 
     def __call__(self, raw: np.ndarray) -> dict:
         cfg, prep = self.config, self.prep
@@ -58,13 +60,20 @@ class ChunkProcessor:
         peaks = model_peaks(vg, x, prep.probe, settings, prep.usable,
                             dose_e=estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)
         q = self._native_q(peaks, shape, xb) if native else None
+        # the tilt is fitted on the finer of the two grids (the detector's, where the baseline runs on it)
+        if xb is not x:
+            zero_b = np.array(xb.shape[-2:]) // 2 - np.asarray(bg.q_offset_invA) / np.asarray(bg.dk_invA)
+            tilt_grid = (xb, zero_b, bg.dk_invA)
+        else:
+            tilt_grid = (x, np.array(shape) // 2, self.dk)
         out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
-               "model": self._vectors(peaks, shape, qz, q=q)}
+               "model": self._vectors(peaks, shape, qz, q=q, tilt_grid=tilt_grid)}
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
             out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
-                                            xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA)
+                                            xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA,
+                                            tilt_grid=tilt_grid)
             t["baseline"] += time.perf_counter() - t0
         if cfg.save_maps:
             out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
@@ -86,9 +95,10 @@ class ChunkProcessor:
         return np.concatenate(q) if q else np.zeros((0, 2))
 
     def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None, dk=None, q_offset=(0.0, 0.0),
-                 q: np.ndarray | None = None) -> dict:
+                 q: np.ndarray | None = None, tilt_grid: tuple | None = None) -> dict:
         """The vectors of one chunk; ``q`` (Å⁻¹), where given, replaces the peaks' own positions (the map and
-        q_z stay read at the peaks' pixels)."""
+        q_z stay read at the peaks' pixels). With ``config.tilt``, each position's crystal tilt fitted to these
+        vectors on ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹)."""
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
@@ -102,12 +112,30 @@ class ChunkProcessor:
         if qz is not None:
             owner = np.repeat(np.arange(len(peaks)), count)
             out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
-            if self.config.tilt:
-                ends = np.cumsum(count)
-                out["tilt_mrad"] = np.array([fit_tilt(q[e - c:e], out["qz_invA"][e - c:e], inten[e - c:e])
-                                             for c, e in zip(count, ends)], np.float32).reshape(-1, 2)
             if self.config.qz is False:
                 del out["qz_invA"]
+        if self.config.tilt and qz is not None and self.config.tilt_model == "qz":
+            from .lattice import fit_tilt
+
+            # q_z follows the beam-tilt convention (q_z = θ_beam·g): the crystal's tilt is minus the fitted one
+            qz_at = qz[np.repeat(np.arange(len(peaks)), count), ij[:, 0], ij[:, 1]]
+            ends = np.cumsum(count)
+            tilt = -np.array([fit_tilt(q[e - c:e], qz_at[e - c:e], inten[e - c:e]) for c, e in zip(count, ends)],
+                             float).reshape(-1, 2)
+            span = (self.config.tilt_settings or self.tilt_settings).span_mrad
+            tilt[np.any(np.abs(tilt) > span, axis=1)] = np.nan  # beyond the range the Laue fit searches: failed
+            out["tilt_mrad"] = tilt.astype(np.float32)
+            sigma = np.where(np.isfinite(tilt), self.config.tilt_qz_sigma_mrad, np.nan)
+            out["tilt_sigma_mrad"] = sigma.astype(np.float32)
+        elif self.config.tilt and tilt_grid is not None:
+            from .tilt import laue_tilt
+
+            pattern, centre, dk_t = tilt_grid
+            ends = np.cumsum(count)
+            fits = [laue_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, self.prep.disk_radius_invA,
+                              self.tilt_settings) for i, (c, e) in enumerate(zip(count, ends))]
+            out["tilt_mrad"] = np.array([f.tilt_mrad for f in fits], np.float32).reshape(-1, 2)
+            out["tilt_sigma_mrad"] = np.array([f.sigma_mrad for f in fits], np.float32).reshape(-1, 2)
         return out
 
 

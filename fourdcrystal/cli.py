@@ -710,8 +710,10 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     sets): precision, recall, F1, rms position error (px and Å⁻¹) and its bias by |g|, intensity
     correlation with the kinematic |V_g| and q_z error, by dose, thickness (< 200, 200–400,
     ≥ 400 Å), beam energy, semi-angle and zone-axis index; the score against the V_g label maps is a
-    secondary table. Writes OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png,
-    and prints the table.
+    secondary table. The out-of-plane crystal tilt (mrad) of the patterns tilted ≤ 8 mrad is scored
+    against the shards' true tilt, beside answering zero: the classical Laue fit on the baseline's
+    disks, the same fit on the model's vectors and the model's q_z (failed fits counted). Writes
+    OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png, and prints the tables.
     """
     from pathlib import Path
 
@@ -856,8 +858,13 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
       help="Write the model's q_z (Å⁻¹) of each Bragg vector.")
-@_opt("predict", "tilt", "--tilt/--no-tilt", default_text="when the model card's test evaluation shows q_z skill",
-      help="Write the crystal tilt (θx, θy, mrad) per position, fitted to the model's q_z: q_z = θ·g.")
+@_opt("predict", "tilt", "--tilt/--no-tilt",
+      help="Write each method's crystal tilt (θx, θy) per position and its standard error, in mrad: the zone axis "
+           "points along (tan θx, tan θy, 1) from the beam, x and y along the detector's first and second axes "
+           "(as qx, qy); a rotated crystal reads +θ, a tilted beam −θ. The baseline's: fitted to the Laue circle the "
+           "Friedel pairs of disks trace (about 0.1 s per pattern); the model's: from its q_z where the model card "
+           "shows that ahead at the scan's dose, else the same fit. NaN where a fit fails. Needs the beam energy "
+           "(--energy or the file's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
 def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).
@@ -1015,7 +1022,10 @@ def export_cmd(vectors, out, method, overwrite) -> None:
 
     py4DSTEM.read(OUT) gives a BraggVectors object: raw vectors in detector pixels, origin
     (the zero beam predict found) and Q pixel size (Å⁻¹) in its calibration, so
-    braggvectors.cal[x, y] are in Å⁻¹, ready for py4DSTEM's strain and orientation tools.
+    braggvectors.cal[x, y] are in Å⁻¹, ready for py4DSTEM's strain and orientation tools. A result of
+    predict --tilt carries the crystal tilt per position into the vectors' metadata:
+    braggvectors.metadata["fourdcrystal"]["tilt_x_mrad"] (and tilt_y_mrad, tilt_sigma_x_mrad,
+    tilt_sigma_y_mrad, tilt_convention), in mrad.
     """
     from .atomic import atomic_file, check_new_file, check_not_inputs, output_lock
     from .io.vectors import read_vectors, write_py4dstem_braggvectors

@@ -567,9 +567,9 @@ PREDICT_SCHEMA: Schema = {
     "tta": EVALUATE_SCHEMA["tta"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
     "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
-                                           "evaluation shows q_z skill, or with tilt)"),
-    "tilt": Field(None, Bool(nullable=True), "write the crystal tilt per position, fitted to the model's q_z "
-                                             "(null: when the model card's test evaluation shows q_z skill)"),
+                                           "evaluation shows q_z skill)"),
+    "tilt": Field(False, Bool(), "write each method's crystal tilt (θx, θy) per position and its standard error, "
+                                 "mrad: a Laue-circle fit to the Friedel pairs of its vectors (needs the energy)"),
 }
 
 STRAIN_SCHEMA: Schema = {

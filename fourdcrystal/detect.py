@@ -85,6 +85,17 @@ def settings_from_card(card: dict) -> tuple[DetectionSettings, bool]:
     return DetectionSettings.from_dict(section["settings"]), True
 
 
+def tilt_settings_from_card(card: dict):
+    """(settings, tuned): the classical tilt's settings tuned into the card (``card["peaks"]["tilt"]``), or the
+    defaults (tuned False)."""
+    from .tilt import TiltSettings
+
+    section = (card.get("peaks") or {}).get("tilt")
+    if not section or not section.get("settings"):
+        return TiltSettings(), False
+    return TiltSettings(**section["settings"]), True
+
+
 def estimate_dose(patterns: np.ndarray, tolerance: float = 0.05) -> np.ndarray:
     """Electrons per pattern, from the counts themselves, (n,); inf where the values are not counts.
 
@@ -172,6 +183,51 @@ PREDICT_METHODS = ("auto", "model", "baseline", "both")
 CLEAN_LOG_DOSE = 7.0  # the clean row stands for 10⁷ counts per pattern when the nearest evaluated dose is sought
 
 
+def nearest_dose(doses: list[str], counts_per_pattern: float) -> str:
+    """The dose name ("clean", "1e+05", …) nearest ``counts_per_pattern`` on a log scale, the clean row standing for
+    10⁷ (patterns that are not counts, inf, take the clean row, else the highest dose).
+
+    >>> nearest_dose(["clean", "1e+05", "1e+04"], 3e4), nearest_dose(["1e+05", "1e+04"], float("inf"))
+    ('1e+04', '1e+05')
+    """
+    def log_dose(d: str) -> float:
+        return CLEAN_LOG_DOSE if d == "clean" else math.log10(float(d))
+
+    if not math.isfinite(counts_per_pattern):
+        return "clean" if "clean" in doses else max(doses, key=log_dose)
+    scan = math.log10(max(counts_per_pattern, 1.0))
+    return min(doses, key=lambda d: abs(log_dose(d) - scan))
+
+
+TILT_SOURCES = ("laue", "qz")
+
+
+def model_tilt_source(card: dict, counts_per_pattern: float) -> tuple[str, float | None, str]:
+    """Where ``predict --tilt`` takes the tilt of the model's vectors from: ``"qz"`` (the network's q_z at its
+    vectors, fitted per position) where the card's test evaluation has its tilt error below that of the Laue fit on
+    the model's vectors at the dose nearest the scan's counts, else ``"laue"``; for q_z, its standard error per
+    component (the card's rms error there / √2, mrad), and why, in words.
+
+    >>> ev = {"tilt": {"by_dose": {"model_qz": {"1e+05": {"rms_mrad": 1.6}},
+    ...                            "model_vectors": {"1e+05": {"rms_mrad": 1.9}}}}}
+    >>> model_tilt_source({"release": {"test_evaluation": ev}}, 1e5)[:2]
+    ('qz', 1.131)
+    """
+    tilt = card.get("release", {}).get("test_evaluation", {}).get("tilt") or {}
+    by_dose = tilt.get("by_dose", {})
+    qz, laue = by_dose.get("model_qz", {}), by_dose.get("model_vectors", {})
+    doses = [d for d in qz if d in laue and qz[d].get("rms_mrad") is not None]
+    if not doses:
+        return "laue", None, "the card's test evaluation has no tilt of the model's q_z"
+    dose = nearest_dose(doses, counts_per_pattern)
+    e_qz, e_laue = qz[dose]["rms_mrad"], laue[dose].get("rms_mrad")
+    why = (f"on the card's test split at {dose} the tilt of the model's q_z errs by {e_qz:.2f} mrad rms, the Laue "
+           f"fit on its vectors by " + (f"{e_laue:.2f} mrad" if e_laue is not None else "(none fitted)"))
+    if e_laue is not None and e_laue <= e_qz:
+        return "laue", None, why
+    return "qz", round(e_qz / math.sqrt(2), 3), why
+
+
 def choose_method(card: dict, counts_per_pattern: float) -> tuple[str, str]:
     """``predict --method auto``: the method (model or baseline) whose F1 against the physical truth is the higher
     in the card's own test evaluation at the dose nearest the scan's counts per pattern (on a log scale, the clean
@@ -193,14 +249,8 @@ def choose_method(card: dict, counts_per_pattern: float) -> tuple[str, str]:
     if not doses:
         return "model", "the model's card has no test evaluation of both methods to choose by"
 
-    def log_dose(d: str) -> float:
-        return CLEAN_LOG_DOSE if d == "clean" else math.log10(float(d))
-
+    dose = nearest_dose(doses, counts_per_pattern)
     scan = math.inf if not math.isfinite(counts_per_pattern) else math.log10(max(counts_per_pattern, 1.0))
-    if math.isinf(scan):
-        dose = "clean" if "clean" in doses else max(doses, key=log_dose)
-    else:
-        dose = min(doses, key=lambda d: abs(log_dose(d) - scan))
     f_model, f_base = model[dose]["f1"], base[dose]["f1"]
     chosen = "model" if f_model >= f_base else "baseline"
     where = "its thick test patterns" if ev.get("by_dose_thick") else "its test split"

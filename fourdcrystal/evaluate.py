@@ -81,6 +81,8 @@ class EvalConfig:
     tta: str = default("evaluate", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
     visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
+    tilt: bool = True  # score the out-of-plane tilt (fourdcrystal.tilt) against the shards' true tilt
+    tilt_max_mrad: float = 8.0  # only patterns whose true tilt is within this are scored for tilt
 
 
 @dataclass
@@ -331,6 +333,49 @@ class Sample:
     zone_axis_index: int = 0  # max(|u|, |v|, |w|) of the zone axis [uvw]
     exact: ExactTruth | None = None  # the physical truth: what the detection is scored on
     semiangle_mrad: float = 0.0
+    tilt_mrad: np.ndarray | None = None  # the true crystal tilt (θx, θy), mrad (fourdcrystal.tilt convention)
+
+
+@dataclass
+class _TiltTally:
+    """Tilt errors of one method over patterns: the fitted and true tilts (mrad), the fits' standard errors."""
+
+    est: list = field(default_factory=list)
+    true: list = field(default_factory=list)
+    sigma: list = field(default_factory=list)
+    failed: int = 0
+
+    def add(self, est, true, sigma=None) -> None:
+        est = np.asarray(est, float)
+        if not np.all(np.isfinite(est)):
+            self.failed += 1
+            return
+        self.est.append(est)
+        self.true.append(np.asarray(true, float))
+        self.sigma.append(np.full(2, np.nan) if sigma is None else np.asarray(sigma, float))
+
+    def summary(self) -> dict:
+        n = len(self.est)
+        out = {"patterns": n + self.failed, "fitted": n, "failed": self.failed, "rms_mrad": None,
+               "zero_rms_mrad": None, "ratio_to_zero": None, "median_mrad": None, "within_1_sigma": None}
+        if not n:
+            return out
+        est, true, sig = np.array(self.est), np.array(self.true), np.array(self.sigma)
+        err = np.linalg.norm(est - true, axis=1)
+        rms, zero = float(np.sqrt(np.mean(err ** 2))), float(np.sqrt(np.mean(np.sum(true ** 2, axis=1))))
+        have = np.all(np.isfinite(sig), axis=1)
+        out.update(rms_mrad=rms, zero_rms_mrad=zero, ratio_to_zero=rms / zero if zero > 0 else None,
+                   median_mrad=float(np.median(err)),
+                   within_1_sigma=float(np.mean(np.abs(est - true)[have] <= sig[have])) if have.any() else None)
+        return out
+
+
+TILT_METHODS = ("classical", "model_vectors", "model_qz")
+TILT_DEFINITIONS = {
+    "classical": "Laue-circle fit (fourdcrystal.tilt.laue_tilt) to the Friedel pairs of the baseline's disks",
+    "model_vectors": "the same fit to the Friedel pairs of the model's vectors",
+    "model_qz": "the tilt fitted to the model's q_z at its vectors (lattice.fit_tilt)",
+}
 
 
 def split_samples(predictor, dataset: str | Path, locations: list, config: EvalConfig, pbar=None):
@@ -344,6 +389,7 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
     from .calibration import usable_region
     from .simulation import shards
     from .simulation.optics import disk_radius_invA
+    from .tilt import crystal_tilt_mrad
     from .training.augment import shot_noise
     from .training.data import zero_beam
 
@@ -358,6 +404,7 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
             dk_all = sh.meta("k_sampling_invA")
             energy, alpha = sh.meta("energy_eV"), sh.meta("semiangle_mrad")
             axis_index = np.abs(np.asarray(sh.meta("zone_axis"))).max(axis=1)
+            tilt_true, tilt_mode = sh.meta("tilt_mrad"), sh.meta("tilt_mode")
             for start in range(0, len(rows), config.batch_size):
                 chunk = rows[start:start + config.batch_size]
                 imgs = [sh.images(r) for _, r in chunk]
@@ -390,9 +437,61 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
                     for j, (n, r) in enumerate(chunk):
                         yield Sample(n, name, r, float(thick[r]), np.asarray(dk_all[r], float), dose, x[j], probes[j],
                                      vg_true[j], stack["qz"][0][j], truths[j], usable[j], vg_pred[j], qz_pred[j],
-                                     float(energy[r]), int(axis_index[r]), exact[j], float(alpha[r]))
+                                     float(energy[r]), int(axis_index[r]), exact[j], float(alpha[r]),
+                                     crystal_tilt_mrad(tilt_true[r], tilt_mode[r]))
                     if pbar is not None:
                         pbar.update(len(chunk))
+
+
+def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
+    """{method: (tilt, standard error)} (mrad, fourdcrystal.tilt convention) of one pattern: the classical fit to
+    the baseline's disks, the same fit to the model's, and the tilt of the model's q_z where it predicts one."""
+    from .lattice import fit_tilt
+    from .simulation.optics import disk_radius_invA
+    from .tilt import laue_tilt
+
+    centre = np.array([s.pattern.shape[0] // 2, s.pattern.shape[1] // 2], float)
+    radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
+    out = {}
+    for method, pk in (("classical", baseline_pk), ("model_vectors", model_pk)):
+        fit = laue_tilt(s.pattern, centre, s.dk_invA, (pk.pos_px - centre) * s.dk_invA, s.energy_eV, radius, settings)
+        out[method] = (fit.tilt_mrad, fit.sigma_mrad)
+    if s.qz_pred is not None and len(model_pk):
+        ij = np.clip(np.rint(model_pk.pos_px).astype(int), 0, np.array(s.qz_pred.shape) - 1)
+        # q_z labels follow the beam-tilt convention (q_z = θ_beam·g): the crystal's tilt is minus the fitted one
+        beam = fit_tilt((model_pk.pos_px - centre) * s.dk_invA, s.qz_pred[ij[:, 0], ij[:, 1]], model_pk.intensity)
+        est = -np.asarray(beam, float)
+        if np.any(np.abs(est) > settings.span_mrad):  # beyond the range the other fits search: a failed fit
+            est = np.full(2, np.nan)
+        out["model_qz"] = (est, None)
+    return out
+
+
+def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalConfig, settings) -> dict:
+    """The report's ``tilt`` section: each method's tilt error by dose, and by dose and thickness bin, convergence
+    semi-angle and zone-axis index, beside the error of answering zero."""
+    from .tilt import TILT_CONVENTION
+
+    methods = [m for m in TILT_METHODS if any(k[0] == m for k in tallies)]
+
+    def group(name):
+        values = sorted({k[2][1] for k in tallies if isinstance(k[2], tuple) and k[2][0] == name})
+        return {m: {d: {f"{v:g}": tallies[(m, d, (name, v))].summary() for v in values
+                        if (m, d, (name, v)) in tallies} for d in doses} for m in methods}
+
+    return {
+        "convention": TILT_CONVENTION, "max_true_mrad": config.tilt_max_mrad, "settings": settings.as_dict(),
+        "methods": {m: TILT_DEFINITIONS[m] for m in methods},
+        "definitions": "patterns whose true tilt is within max_true_mrad; rms_mrad: rms of |fitted − true| over the "
+                       "fitted patterns; zero_rms_mrad: that of answering (0, 0) on the same patterns; failed: fits "
+                       "that gave NaN (counted, not scored); within_1_sigma: share of the components within their "
+                       "standard error",
+        "by_dose": {m: {d: tallies[(m, d, "all")].summary() for d in doses} for m in methods},
+        "by_dose_and_thickness_bin": {m: {d: {b: tallies[(m, d, b)].summary() for b in bins if (m, d, b) in tallies}
+                                          for d in doses} for m in methods},
+        "by_dose_and_semiangle_mrad": group("mrad"),
+        "by_dose_and_zone_axis_index": group("axis"),
+    }
 
 
 def _by_group(tallies: dict, group: str, doses: list[str]) -> dict:
@@ -421,7 +520,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     Both methods use the settings in the model card (``fourdcrystal tune``), or the defaults for
     a card without them; ``config.model_min_relative`` overrides the model's threshold.
     """
-    from .detect import baseline_peaks, model_peaks, settings_from_card, with_threshold
+    from .detect import baseline_peaks, model_peaks, settings_from_card, tilt_settings_from_card, with_threshold
     from .model.inference import Predictor
     from .training.card import load_model, resolve_weights
     from .training.data import open_dataset
@@ -449,6 +548,8 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     out.mkdir(parents=True, exist_ok=True)
 
     tallies: dict[tuple, _Tally] = defaultdict(_Tally)
+    tilt_tallies: dict[tuple, _TiltTally] = defaultdict(_TiltTally)
+    tilt_settings = tilt_settings_from_card(card)[0]
     per_pattern = []  # (model F1 at the first dose, position in locations) for the gallery
     with bar(total=len(locations) * len(config.doses_e), desc="evaluate", unit="pattern") as pbar:
         for s in split_samples(predictor, dataset, locations, config, pbar):
@@ -471,6 +572,12 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                     keys.append((method, dose, "thick"))
                 for key in keys:
                     _add(tallies[key], sc)
+            if config.tilt and s.tilt_mrad is not None and np.hypot(*s.tilt_mrad) <= config.tilt_max_mrad:
+                fits = tilt_fits(s, mpk, bpk, tilt_settings)
+                for key in ("all", thickness_bin(s.thickness_A), ("mrad", s.semiangle_mrad),
+                            ("axis", s.zone_axis_index)):
+                    for method, (est, sigma) in fits.items():
+                        tilt_tallies[(method, dose, key)].add(est, s.tilt_mrad, sigma)
             if s.dose == config.doses_e[0]:
                 f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
                 per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.exact.required(), mpk,
@@ -514,6 +621,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                        "reflections off the zero beam by their strength; false_peaks_by_kind: what lies under each "
                        "false peak. vg_label: the secondary score against the maxima of the V_g label map (≥ "
                        "label_peaks.min_relative of the zero beam): how well intensities match the label",
+        "tilt": tilt_report(tilt_tallies, doses, bins, config, tilt_settings) if config.tilt else None,
         "vg_label": {"by_dose": {m: {d: tallies[("label:" + m, d, "all")].summary() for d in doses} for m in METHODS},
                      "by_dose_thick": {m: {d: tallies[("label:" + m, d, "thick")].summary() for d in doses}
                                        for m in METHODS}},
@@ -620,6 +728,25 @@ def format_table(report: dict) -> str:
                 r = by_dose[m][dose]["position_by_g_invA"]
                 lines.append(f"{dose:>16s} {m:>9s} " + " ".join(
                     f"{f(r[n]['position_rms_px'], '6.3f')} / {f(r[n]['radial_offset_px'], '+6.3f')}" for n in names))
+    tilt = report.get("tilt")
+    if tilt and tilt.get("by_dose"):
+        lines.append(f"out-of-plane tilt against the truth (patterns tilted ≤ {tilt['max_true_mrad']:g} mrad): rms "
+                     "error, mrad / the rms of answering zero; failed fits:")
+        methods = list(tilt["by_dose"])
+        lines.append(f"{'':>20s} {'e/pattern':>12s} " + " ".join(f"{m:>21s}" for m in methods))
+        groups = [("all thicknesses", tilt["by_dose"])]
+        first = tilt["by_dose_and_thickness_bin"][methods[0]]
+        present = next(iter(first.values()), {})
+        groups += [(f"thickness {b}", {m: {d: tilt["by_dose_and_thickness_bin"][m][d].get(b) for d in first}
+                                       for m in methods}) for b in thickness_bins() if b in present]
+        for title, table in groups:
+            for dose in dose_order(table[methods[0]]):
+                cells = []
+                for m in methods:
+                    r = table[m].get(dose)
+                    cells.append("-".rjust(21) if not r or r["rms_mrad"] is None else
+                                 f"{r['rms_mrad']:6.2f} / {r['zero_rms_mrad']:5.2f} ({r['failed']:3d})".rjust(21))
+                lines.append(f"{title:>20s} {dose:>12s} " + " ".join(cells))
     label = report.get("vg_label")
     if label:
         lines.append("secondary: against the maxima of the V_g label map (F1, intensity r), all thicknesses:")

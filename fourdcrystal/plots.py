@@ -323,9 +323,10 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, 
 
 
 def strain_figure(result: dict, vectors, path: str | Path, title: str = "", scan_step_nm: float | None = None) -> Path:
-    """ε_xx, ε_yy, ε_xy (%), rotation θ (°), fit residual and indexed vectors per scan position.
+    """ε_xx, ε_yy, ε_xy (%), rotation θ (°), fit residual and indexed vectors per scan position; where the vectors
+    carry the crystal tilt (``predict --tilt``), a third row: θx, θy and its standard error (mrad).
 
-    Failed positions are grey. Strain colour limits are symmetric about 0 at the 99th
+    Failed positions are grey (for the tilt: positions whose tilt fit failed). Strain colour limits are symmetric about 0 at the 99th
     percentile of |ε| (so one wild position does not wash out the map); scan axes in nm where
     ``scan_step_nm`` is known (pixel centres at 0, step, 2·step, …), else in positions.
     """
@@ -336,7 +337,9 @@ def strain_figure(result: dict, vectors, path: str | Path, title: str = "", scan
               ("exy", "ε_xy (%)", 100.0, "RdBu_r", True), ("theta_deg", "rotation θ (°)", 1.0, "PuOr_r", True),
               ("residual_rms", f"fit residual r.m.s. ({vectors.units})", 1.0, "viridis", False),
               ("n_indexed", "indexed vectors", 1.0, "viridis", False)]
-    plt, (fig, axes) = _figure(nrows=2, ncols=3, figsize=(13, 8), layout="constrained")
+    tilt = getattr(vectors, "tilt_mrad", None)
+    plt, (fig, axes) = _figure(nrows=2 if tilt is None else 3, ncols=3, figsize=(13, 8 if tilt is None else 12),
+                               layout="constrained")
     strain_vals = np.concatenate([np.abs(100 * result[k][ok]) for k in ("exx", "eyy", "exy")]) if ok.any() \
         else np.zeros(1)
     strain_lim = max(float(np.percentile(strain_vals, 99)), 1e-3)
@@ -357,6 +360,18 @@ def strain_figure(result: dict, vectors, path: str | Path, title: str = "", scan
         ax.set_xlabel(f"scan y ({unit})")
         ax.set_ylabel(f"scan x ({unit})")
         fig.colorbar(im, ax=ax, shrink=0.85, label=label)
+    if tilt is not None:
+        sigma = np.hypot(vectors.tilt_sigma_mrad[..., 0], vectors.tilt_sigma_mrad[..., 1])
+        lim = max(float(np.nanpercentile(np.abs(tilt), 99)) if np.isfinite(tilt).any() else 0.0, 0.1)
+        for ax, img, label, cmap, vlim in ((axes[2, 0], tilt[..., 0], "crystal tilt θx (mrad)", "PiYG", lim),
+                                           (axes[2, 1], tilt[..., 1], "crystal tilt θy (mrad)", "PiYG", lim),
+                                           (axes[2, 2], sigma, "tilt standard error |σ| (mrad)", "viridis", None)):
+            cm = colormaps[cmap].with_extremes(bad="0.75")
+            im = ax.imshow(img, cmap=cm, **({"vmin": -vlim, "vmax": vlim} if vlim else {}), **kw)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel(f"scan y ({unit})")
+            ax.set_ylabel(f"scan x ({unit})")
+            fig.colorbar(im, ax=ax, shrink=0.85, label=label)
     g = result["reference_basis"]
     fig.suptitle(f"{title}\nreference g1 = ({g[0, 0]:.4f}, {g[1, 0]:.4f}), g2 = ({g[0, 1]:.4f}, {g[1, 1]:.4f}) "
                  f"{vectors.units}; {result['failed']} of {ok.size} positions not fitted (grey)", fontsize=10)

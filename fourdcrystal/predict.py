@@ -33,12 +33,19 @@ import numpy as np
 from .atomic import check_writable, output_lock
 from .chunks import ChunkProcessor, chunks_distributed, chunks_local
 from .config import default
-from .detect import DetectionSettings, settings_from_card, with_threshold
+from .detect import (
+    DetectionSettings,
+    model_tilt_source,
+    settings_from_card,
+    tilt_settings_from_card,
+    with_threshold,
+)
 from .errors import FourdError
 from .io.readers import Scan4D, file_fingerprint, open_4d, split_spec
 from .io.results import SCHEMA, VECTOR_CHUNK, VECTOR_FIELDS, ResultFile, estimate_output_bytes, write_error
 from .preparation import DataCalibration, Preparation, calibration_warnings, prepare, resolve_calibration
 from .progress import bar
+from .tilt import TiltSettings
 
 log = logging.getLogger("fourdcrystal")
 
@@ -57,8 +64,11 @@ class PredictConfig:
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
     tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
-    tilt: bool | None = default("predict", "tilt")  # per-position crystal tilt from q_z; None: when the card shows skill
-    qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill (or with tilt)
+    tilt: bool = default("predict", "tilt")  # each method's crystal tilt per position (fourdcrystal.tilt), mrad
+    tilt_settings: TiltSettings | None = None  # how the tilt is fitted; None = the card's (tuned) ones
+    tilt_model: str | None = None  # the model's tilt: "qz" (its q_z) or "laue"; None = the card's better at the dose
+    tilt_qz_sigma_mrad: float | None = None  # the q_z tilt's standard error per component; None = the card's
+    qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill
 
 
 def _card_test_table(card: dict) -> tuple[dict, str]:
@@ -178,10 +188,10 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         config = replace(config, settings=replace(
             st, model=replace(st.model, max_peaks=config.max_peaks),
             baseline=replace(st.baseline, peaks=replace(st.baseline.peaks, max_peaks=config.max_peaks))))
-    if config.tilt is None:
-        config = replace(config, tilt=qz_has_skill(card))
     if config.qz is None:
-        config = replace(config, qz=qz_has_skill(card) or config.tilt)
+        config = replace(config, qz=qz_has_skill(card))
+    if config.tilt_settings is None:
+        config = replace(config, tilt_settings=tilt_settings_from_card(card)[0])
     if config.device.startswith("cuda"):
         import torch
 
@@ -194,12 +204,21 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if len(scan) == 0:
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
+        if config.tilt and cal.energy_eV is None:
+            raise FourdError(f"--tilt needs the beam energy: {data} does not record it; give --energy (eV)")
         prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
         counts = prep.counts_per_pattern  # from the patterns the mean pattern read
         chosen, reason = resolve_method(config.method, card, counts)
         config = replace(config, baseline=config.baseline or config.method in ("baseline", "both")
                          or chosen == "baseline")
         methods = ("model", "baseline") if config.baseline else ("model",)
+        tilt_reason = ""
+        if config.tilt and config.tilt_model is None:
+            source, sigma, tilt_reason = model_tilt_source(card, counts)
+            config = replace(config, tilt_model=source, tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
+        if config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
+            raise FourdError("the model's q_z tilt needs its standard error (tilt_qz_sigma_mrad): the card's test "
+                             "evaluation has none")
         fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
                  "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
@@ -210,6 +229,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "centre_px": prep.centre_px,
                  "centre_source": prep.centre_source, "probe_source": prep.probe_source,
                  "method": chosen, "method_requested": config.method, "method_reason": reason,
+                 "tilt_model": config.tilt_model or "", "tilt_model_reason": tilt_reason,
                  "counts_per_pattern": counts,
                  "bf_radius_px": prep.bf_radius_px, "config": json.dumps(asdict(config), default=str),
                  "software": json.dumps(software_versions()),
@@ -316,7 +336,8 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 
     with writing():
         result = ResultFile(partial, fingerprint, attrs, scan.scan_shape, tuple(prep.grid_shape), methods,
-                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz, grids=method_grids(prep))
+                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz, grids=method_grids(prep),
+                            tilt_model=config.tilt_model)
     try:
         done = result.state["positions_done"]
         if done:

@@ -222,6 +222,8 @@ class Preparation:
     dead_pixels: int  # detector pixels masked or dead
     baseline_grid: BaselineGrid  # where the classical baseline runs
     counts_per_pattern: float  # the median over COUNTED_PATTERNS of the mean pattern's sample; inf: not counts
+    energy_eV: float | None = None  # the beam energy, where known (the tilt needs it)
+    disk_radius_invA: float = 0.0  # the bright-field disk's radius, Å⁻¹
 
 
 def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
@@ -303,7 +305,8 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
                        detector_valid=detector_valid if not detector_valid.all() else None, usable=usable,
                        grid_shape=list(grid), centre_px=[float(c) for c in centre_px], centre_source=centre_source,
                        probe_source=source, bf_radius_px=float(r_px), dead_pixels=int((~detector_valid).sum()),
-                       baseline_grid=baseline_grid, counts_per_pattern=counts)
+                       baseline_grid=baseline_grid, counts_per_pattern=counts, energy_eV=cal.energy_eV,
+                       disk_radius_invA=float(r_px * cal.k_pixel_invA))
 
 
 def _baseline_grid(pattern_shape, dk_detector: tuple, centre_px, detector_probe: np.ndarray | None, r_px: float,

@@ -304,6 +304,12 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                 f["exx"].attrs["units"] = f["eyy"].attrs["units"] = f["exy"].attrs["units"] = "fraction"
                 f["theta_deg"].attrs["units"] = "degree"
                 f["residual_rms"].attrs["units"] = vectors.units
+                if vectors.tilt_mrad is not None:  # the crystal tilt predict fitted, carried beside the maps
+                    from .tilt import TILT_CONVENTION
+
+                    for name in ("tilt_mrad", "tilt_sigma_mrad"):
+                        d = f.create_dataset(name, data=getattr(vectors, name).astype(np.float32))
+                        d.attrs.update(units="mrad", convention=TILT_CONVENTION)
         except OSError as exc:
             raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
         png_path = None

@@ -88,6 +88,8 @@ class TuneConfig:
     # strain_f1_margin of the best mean F1, the one whose vectors fit the tuning series' strain best
     strain_benchmark: str | None = None
     strain_f1_margin: float = 0.01
+    # the classical tilt's rocking-curve widths tried (Å⁻¹); empty: the tilt is not tuned
+    tilt_sigma_invA: tuple = (2.5e-4, 5e-4, 1e-3, 2e-3)
     # and only where its strain error is at least this much (relative) below the F1-best threshold's: detection is
     # not traded for a strain gain within the noise of a few series
     strain_min_gain: float = 0.05
@@ -256,6 +258,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.exact, errors=True)
     best_refine = min(refines, key=lambda k: pos.rms(("model", k), doses))
     settings = refines[best_refine]
+    tilt = tune_tilt(samples, settings, config) if config.tilt_sigma_invA else None
 
     return {
         "settings": settings.as_dict(),
@@ -273,6 +276,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                             "baseline": {k: {d: pos.row(("baseline", k), d)["position_rms_px"] for d in doses}
                                          for k in candidates}},
         "strain_objective": strain_objective,
+        "tilt": tilt,
         "grid": {k: v for k, v in asdict(config).items() if isinstance(v, tuple) and k != "doses_e"},
         "grid_size": {"model": len(config.model_threshold_of) * len(config.model_min_relative)
                       * len(config.model_spacing_px),
@@ -281,6 +285,77 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
                                                            else m_key[1], m_key[2]), [d]) for d in doses])),
                          "baseline": bgrid.f1(b_key, doses)},
     }
+
+
+TILT_COVERAGE = 0.6827  # the share of tilt components meant to lie within one reported standard error
+
+
+def tune_tilt(samples: list, settings: DetectionSettings, config: TuneConfig) -> dict:
+    """The classical tilt's settings (:class:`fourdcrystal.tilt.TiltSettings`), chosen on the samples whose true
+    tilt is within evaluate's range, fitted to the Friedel pairs of both methods' vectors at every dose: for each
+    rocking-curve width, the gain of least squares between the fitted and true tilts, and the width of the least
+    rms error after it; then ``floor_mrad``, added in quadrature to each fit's standard error so that
+    ``TILT_COVERAGE`` of the components lie within it. Returns the card's ``tilt`` section."""
+    from .evaluate import Sample
+    from .simulation.optics import disk_radius_invA
+    from .tilt import TiltSettings, laue_tilt
+
+    limit = EvalConfig().tilt_max_mrad
+    chosen: list[Sample] = [s for s in samples if s.tilt_mrad is not None and np.hypot(*s.tilt_mrad) <= limit]
+    if not chosen:
+        return None
+    raw: dict[float, list] = {sg: [] for sg in config.tilt_sigma_invA}
+    with bar(total=len(chosen) * len(raw), desc="tune: tilt", unit="fit") as pbar:
+        for s in chosen:
+            centre = np.array(s.pattern.shape) // 2
+            radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
+            vectors = [model_peaks(s.vg_pred[None], s.pattern[None], s.probe, settings, s.usable)[0],
+                       baseline_peaks(s.pattern[None], s.probe, settings, s.usable)[0]]
+            for sg in raw:
+                for pk in vectors:
+                    fit = laue_tilt(s.pattern, centre, s.dk_invA, (pk.pos_px - centre) * s.dk_invA, s.energy_eV,
+                                    radius, TiltSettings(sigma_invA=sg, gain=1.0, floor_mrad=0.0))
+                    raw[sg].append((fit.tilt_mrad, fit.sigma_mrad, s.tilt_mrad))
+                pbar.update(1)
+    zero = float(np.sqrt(np.mean([np.sum(np.square(s.tilt_mrad)) for s in chosen])))
+    return {**choose_tilt_settings(raw), "samples": len(chosen), "zero_rms_mrad": zero}  # samples: patterns × doses
+
+
+def choose_tilt_settings(raw: dict) -> dict:
+    """The tilt settings from fits at gain 1 and no floor: ``raw`` {rocking-curve width: [(fitted, its standard
+    error, true tilt), ...]} (mrad; NaN fits count as failed). Per width the least-squares gain; the width of the
+    least rms error after it; the floor that brings ``TILT_COVERAGE`` of the components within their error.
+
+    >>> true = [np.array([t, -t / 2]) for t in (1.0, 2.0, 3.0, 4.0)]
+    >>> out = choose_tilt_settings({1e-3: [(2 * t, np.zeros(2), t) for t in true],
+    ...                             2e-3: [(np.full(2, np.nan), np.zeros(2), t) for t in true]})
+    >>> out["settings"]["sigma_invA"], out["settings"]["gain"], out["by_sigma_invA"]["0.002"]["failed"]
+    (0.001, 0.5, 4)
+    """
+    from .tilt import TiltSettings
+
+    rows = {}
+    for sg, fits in raw.items():
+        est, sig, true = (np.array([f[k] for f in fits if np.all(np.isfinite(f[0]))]).reshape(-1, 2)
+                          for k in range(3))
+        gain = float(np.sum(est * true) / np.sum(est ** 2)) if len(est) and np.sum(est ** 2) > 0 else 1.0
+        err = est * gain - true
+        rows[sg] = {"gain": gain, "fitted": len(est), "failed": len(fits) - len(est),
+                    "rms_mrad": float(np.sqrt(np.mean(np.sum(err ** 2, axis=1)))) if len(est) else float("inf"),
+                    "err": err, "sigma": sig * abs(gain)}
+    best = min(rows, key=lambda sg: rows[sg]["rms_mrad"])
+    summary = {"by_sigma_invA": {f"{sg:g}": {k: v for k, v in r.items() if k not in ("err", "sigma")}
+                                 for sg, r in rows.items()}}
+    if not rows[best]["fitted"]:
+        return {"settings": None, "objective": "no tilt fit succeeded on these patterns: the defaults stay", **summary}
+    err, sig = np.abs(rows[best]["err"]), rows[best]["sigma"]
+    floors = np.arange(0.0, 10.0, 0.01)
+    covered = [np.mean(err <= np.sqrt(sig ** 2 + f ** 2)) for f in floors]
+    floor = float(floors[np.searchsorted(covered, TILT_COVERAGE)]) if covered[-1] >= TILT_COVERAGE else 10.0
+    settings_out = TiltSettings(sigma_invA=best, gain=round(rows[best]["gain"], 3), floor_mrad=round(floor, 2))
+    return {"settings": settings_out.as_dict(),
+            "objective": "rms tilt error against the true tilt (≤ evaluate's tilt_max_mrad), both methods' vectors, "
+                         "all doses pooled; gain by least squares; floor_mrad for 68 % coverage", **summary}
 
 
 def _strain_objective(model_path, config: TuneConfig, mgrid: _Grid, m_key: tuple, low_t, high: list, low: list):
@@ -348,6 +423,15 @@ def format_tuning(section: dict) -> str:
         for mode, by_dose in by_mode.items():
             values = ", ".join(f"{d} {v:.3f}" for d, v in by_dose.items() if v is not None)
             lines.append(f"position rms (px), {method} placed by {mode}: {values}")
+    tilt = section.get("tilt")
+    if tilt and not tilt.get("settings"):
+        lines.append(f"tilt: {tilt['objective']}")
+    elif tilt:
+        t = tilt["settings"]
+        r = tilt["by_sigma_invA"][f"{t['sigma_invA']:g}"]
+        lines.append(f"tilt: rocking-curve width {t['sigma_invA']:g} Å⁻¹, gain {t['gain']:g}, error floor "
+                     f"{t['floor_mrad']:g} mrad: rms {r['rms_mrad']:.2f} mrad against {tilt['zero_rms_mrad']:.2f} for "
+                     f"answering zero, {r['failed']} of {r['fitted'] + r['failed']} fits failed")
     so = section.get("strain_objective")
     for name in ("threshold", "low_dose_threshold"):
         r = (so or {}).get(name)

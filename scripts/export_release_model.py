@@ -76,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: {args.report} evaluates other weights than {args.model}")
     if report.get("settings") != card.get("peaks", {}).get("settings"):
         sys.exit(f"error: {args.report} was made with other peak settings than the card's (run evaluate again)")
+    tuned_tilt = (card.get("peaks", {}).get("tilt") or {}).get("settings")
+    if report.get("tilt") and tuned_tilt and report["tilt"]["settings"] != tuned_tilt:
+        sys.exit(f"error: {args.report} was made with other tilt settings than the card's (run evaluate again)")
     evaluation = {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
                                          "by_dose_and_thickness_A", "by_dose_and_thickness_bin", "definitions",
                                          "config", "settings")}
     evaluation.update({k: report[k] for k in ("by_dose_and_energy_kV", "by_dose_and_zone_axis_index",
                                               "by_dose_and_semiangle_mrad", "truth",
-                                              "visibility", "vg_label") if k in report})
+                                              "visibility", "vg_label", "tilt") if k in report})
     if args.card_only:
         release = {**card["release"], "test_evaluation": evaluation}
         update_card(weights, "release", release)

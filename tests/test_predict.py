@@ -613,35 +613,107 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     assert resume_fingerprint(str(data), [2, 2, 16, 16], "abc", base, cal, prep3) != fp(base)
 
 
-def test_tilt_per_position_fitted_to_the_models_qz(model, scan, tmp_path):
-    """--tilt writes /model/tilt_mrad (scan × 2): at each position the least-squares (θx, θy) of q_z = θ·g over
-    that position's vectors (weighted by V_g), recomputed here from the file's own vectors; without it, and by
-    default for a card that shows no q_z skill, there is none."""
-    from fourdcrystal.lattice import fit_tilt
+@pytest.fixture(scope="module")
+def tilted_scan(tmp_path_factory):
+    """A 2×2 scan of multislice CBED of Si [001], 250 Å, 200 kV, 2 mrad, the beam tilted four ways (mrad):
+    (tilts, the .npy file, its pixel size in Å⁻¹)."""
+    from pymatgen.core import Lattice, Structure
+
+    from fourdcrystal.simulation.cbed import Optics, simulate_specimen
+    from fourdcrystal.specimen import build_specimen
+
+    si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
+    tilts = [(-3.0, 2.0), (2.0, 4.0), (0.0, 0.0), (4.0, -1.0)]
+    frames = []
+    for t in tilts:
+        sp = build_specimen(si, (0, 0, 1), tilt_mrad=t, lateral_size_A=40, thickness_A=[250.0])
+        res = simulate_specimen(sp, Optics(energy_eV=200e3, semiangle_mrad=2.0, output_px=128),
+                                np.array([np.array(sp.plan.box_A) / 2]), planning="estimate")
+        frames.append(res.cbed[0, 0])
+    path = tmp_path_factory.mktemp("tilted") / "tilted.npy"
+    np.save(path, np.stack(frames).reshape(2, 2, 128, 128).astype(np.float32))
+    return tilts, path, float(res.k_sampling_invA[0])
+
+
+def test_tilt_per_position_from_the_laue_circle(model, tilted_scan, tmp_path):
+    """--tilt writes each method's crystal tilt and its standard error per position (scan × 2, mrad, with units and
+    convention in the attributes); on multislice patterns of Si [001] tilted four ways the baseline's tilt points the
+    specimen's way with its size within a factor 1.7, and the untilted one reads under 0.5 mrad; without the energy it is refused before any output; without --tilt
+    there is none, and no q_z per vector unless asked for (a card without an evaluation shows no q_z skill)."""
+    from fourdcrystal.tilt import crystal_tilt_mrad
 
     weights, _ = model
-    src = scan["tmp"] / "scan.npy"
-    common = ["--k-pixel", str(scan["k_pixel"]), "--energy", "200e3", "--semiangle", "3"]
-    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "t.h5"), "--tilt", *common)
+    tilts, path, k_pixel = tilted_scan
+    common = [str(weights), str(path), "--k-pixel", str(k_pixel), "--semiangle", "2", "--centre", "64,64",
+              "--method", "both"]
+    res = run_cli("predict", *common, "--out", str(tmp_path / "e.h5"), "--tilt")
+    assert res.exit_code == 2 and "--tilt needs the beam energy" in res.output and not (tmp_path / "e.h5").exists()
+    res = run_cli("-q", "predict", *common, "--energy", "200e3", "--out", str(tmp_path / "t.h5"), "--tilt")
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "t.h5") as f:
-        g = f["model"]
-        tilt, off = g["tilt_mrad"][()], g["offsets"][()]
-        assert tilt.shape == (2, 3, 2)
-        for p in range(6):
-            a, b = off[p], off[p + 1]
-            q = np.column_stack([g["qx_invA"][a:b], g["qy_invA"][a:b]])
-            expect = fit_tilt(q, g["qz_invA"][a:b], g["intensity"][a:b])
-            np.testing.assert_allclose(tilt.reshape(6, 2)[p], expect, rtol=1e-5, atol=1e-6)
-    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "n.h5"), *common)
+        for m in ("model", "baseline"):
+            for name in ("tilt_mrad", "tilt_sigma_mrad"):
+                d = f[m][name]
+                assert d.shape == (2, 2, 2) and d.attrs["units"] == "mrad" and "zone axis" in d.attrs["convention"]
+        fitted, sigma = f["baseline"]["tilt_mrad"][()].reshape(4, 2), f["baseline"]["tilt_sigma_mrad"][()].reshape(4, 2)
+    for p, t in enumerate(tilts):
+        truth = crystal_tilt_mrad(t, "beam")
+        assert np.all(sigma[p] > 0)
+        if not truth.any():
+            assert np.linalg.norm(fitted[p]) < 0.5, fitted[p]
+            continue
+        assert fitted[p] @ truth / (np.linalg.norm(fitted[p]) * np.linalg.norm(truth)) > 0.95, (p, fitted[p], t)
+        assert 1 / 1.7 < np.linalg.norm(fitted[p]) / np.linalg.norm(truth) < 1.7, (p, fitted[p], t)
+    res = run_cli("-q", "predict", *common, "--energy", "200e3", "--out", str(tmp_path / "n.h5"))
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "n.h5") as f:
-        # a card without an evaluation shows no q_z skill: no tilt, and no q_z per vector unless asked for
-        assert "tilt_mrad" not in f["model"] and "qz_invA" not in f["model"] and "qx_invA" in f["model"]
-    res = run_cli("-q", "predict", str(weights), str(src), "--out", str(tmp_path / "q.h5"), "--qz", *common)
+        assert "tilt_mrad" not in f["model"] and "tilt_mrad" not in f["baseline"] and "qz_invA" not in f["model"]
+    res = run_cli("-q", "predict", *common, "--energy", "200e3", "--out", str(tmp_path / "q.h5"), "--qz")
     assert res.exit_code == 0, res.output
     with h5py.File(tmp_path / "q.h5") as f:
         assert f["model"]["qz_invA"].shape == f["model"]["qx_invA"].shape and "tilt_mrad" not in f["model"]
+
+
+def test_model_tilt_from_its_qz_where_the_card_shows_it_better(model, tilted_scan, tmp_path, monkeypatch):
+    """With the q_z source (what a card whose test evaluation shows the q_z tilt ahead gives), the model's tilt is
+    minus the θ of q_z = θ·g over each position's vectors: a network (stood in for) whose q_z is exactly θ_beam·q
+    gives back the crystal tilt −θ_beam at every position, with the given standard error; a q_z beyond the Laue
+    fit's ±12 mrad search is a failed fit (NaN); the baseline keeps the Laue fit."""
+    from fourdcrystal.model.inference import Predictor
+    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.preparation import model_pixel_invA
+    from fourdcrystal.training.card import read_card
+
+    weights, _ = model
+    _, path, k_pixel = tilted_scan
+    dk = np.asarray(model_pixel_invA(read_card(weights), k_pixel))
+    for beam_mrad, expect_ok in (((2.0, -3.0), True), ((20.0, 1.0), False)):
+        def fake_qz(self, x, probe, beam=np.array(beam_mrad) * 1e-3):
+            # V_g: the pattern itself relative to its zero beam (the disks); q_z: θ_beam·q
+            h, w = x.shape[-2:]
+            vg = x / x[:, h // 2, w // 2][:, None, None]
+            ii, jj = np.mgrid[:h, :w]
+            q = np.stack([(ii - h // 2) * dk[0], (jj - w // 2) * dk[1]], -1)
+            return vg, np.broadcast_to((q @ beam).astype(np.float32), x.shape).copy()
+
+        monkeypatch.setattr(Predictor, "__call__", fake_qz)
+        out = tmp_path / f"q{beam_mrad[0]:g}.h5"
+        predict(weights, str(path), out, PredictConfig(tilt=True, tilt_model="qz", tilt_qz_sigma_mrad=1.25,
+                                                       method="both"),
+                calibration={"k_pixel_invA": k_pixel, "energy_eV": 200e3, "semiangle_mrad": 2.0},
+                centre_px=(64.0, 64.0))
+        with h5py.File(out) as f:
+            g = f["model"]
+            assert "q_z" in g["tilt_mrad"].attrs["method"] and "Laue" in f["baseline"]["tilt_mrad"].attrs["method"]
+            assert f.attrs["tilt_model"] == "qz"
+            tilt, sigma, count = g["tilt_mrad"][()].reshape(4, 2), g["tilt_sigma_mrad"][()].reshape(4, 2), g["count"][()]
+        assert count.min() >= 2
+        if expect_ok:
+            # q_z is read at each vector's pixel, the fit uses its sub-pixel q: within 0.5 mrad, not exact
+            np.testing.assert_allclose(tilt, np.tile(-np.array(beam_mrad), (4, 1)), atol=0.5)
+            np.testing.assert_allclose(sigma, 1.25)
+        else:
+            assert np.isnan(tilt).all() and np.isnan(sigma).all()
 
 
 def test_baseline_settings_keep_their_lengths_in_inverse_angstrom():

@@ -216,6 +216,41 @@ def test_strain_cli_writes_maps_and_png(tmp_path):
     assert Image.open(out.with_suffix(".png")).size[0] > 800
 
 
+def test_strain_carries_the_tilt_into_its_file_and_figure(tmp_path, monkeypatch):
+    """A predict result with --tilt: strain writes the tilt maps (mrad, with the convention) beside the strain, and
+    its figure draws θx, θy and the standard error with colour bars in mrad, failed fits grey (NaN)."""
+    from fourdcrystal import plots
+
+    vs = _vector_set(scan=(3, 4))
+    src = _predict_like_file(tmp_path / "scan-bragg.h5", vs)
+    tilt = np.stack(np.meshgrid(np.arange(3.0), np.arange(4.0) - 2, indexing="ij"), -1)  # θx by row, θy by column
+    tilt[1, 1] = np.nan
+    with h5py.File(src, "a") as f:
+        f["model"]["tilt_mrad"] = tilt.astype(np.float32)
+        f["model"]["tilt_sigma_mrad"] = np.full((3, 4, 2), 0.5, np.float32)
+    drawn, save = {}, plots.save_figure
+
+    def keep(fig, path):
+        for ax in fig.axes:
+            if ax.images:
+                drawn[ax.get_title()] = (np.asarray(ax.images[0].get_array().filled(np.nan)),
+                                         ax.images[0].colorbar.ax.get_ylabel() if ax.images[0].colorbar else None)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    out = tmp_path / "maps.h5"
+    r = CliRunner().invoke(cli, ["strain", str(src), "--out", str(out), "--reference", "0:1,0:1"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        np.testing.assert_allclose(f["tilt_mrad"][()], tilt)
+        assert f["tilt_mrad"].attrs["units"] == "mrad" and "zone axis" in f["tilt_mrad"].attrs["convention"]
+    img, bar = drawn["crystal tilt θx (mrad)"]
+    np.testing.assert_allclose(img, tilt[..., 0])
+    assert bar == "crystal tilt θx (mrad)" and np.isnan(img[1, 1])
+    np.testing.assert_allclose(drawn["crystal tilt θy (mrad)"][0], tilt[..., 1])
+    np.testing.assert_allclose(drawn["tilt standard error |σ| (mrad)"][0], np.hypot(0.5, 0.5))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--reference", "0:9,0:1"], "region outside the 3×3 scan"),
     (["--reference", "left"], "expected median, crystal or a scan region"),
@@ -286,9 +321,15 @@ def test_export_matches_the_layout_py4dstem_writes(tmp_path):
 @pytest.mark.skipif(_py4dstem_python() is None, reason="no py4DSTEM environment (.py4dstem-venv)")
 def test_export_loads_in_py4dstem(tmp_path):
     """predict result → fourdcrystal export → py4DSTEM.read in py4DSTEM's own environment: the calibrated
-    vectors py4DSTEM returns are ours in Å⁻¹."""
+    vectors py4DSTEM returns are ours in Å⁻¹, and the tilt predict fitted is in the vectors' metadata
+    (``bv.metadata["fourdcrystal"]``, mrad), read back by fourdcrystal too."""
     vs = _vector_set(scan=(2, 3), strain_of=lambda p: (0.001 * p, 0.0, 0.0))
     src = _predict_like_file(tmp_path / "v.h5", vs)
+    tilt = np.arange(12.0).reshape(2, 3, 2) - 5
+    tilt[1, 2] = np.nan
+    with h5py.File(src, "a") as f:
+        f["model"]["tilt_mrad"] = tilt.astype(np.float32)
+        f["model"]["tilt_sigma_mrad"] = np.full((2, 3, 2), 0.9, np.float32)
     out = tmp_path / "bv.h5"
     r = CliRunner().invoke(cli, ["export", str(src), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -300,7 +341,11 @@ def test_export_loads_in_py4dstem(tmp_path):
         "out = {'class': type(bv).__name__, 'shape': [int(v) for v in bv.shape], 'calstate': bv.calstate,\n"
         "       'origin': [np.asarray(qx0).tolist(), np.asarray(qy0).tolist()],\n"
         "       'cal': [[bv.cal[i, j].qx.tolist(), bv.cal[i, j].qy.tolist()] for i in range(2) for j in range(3)]}\n"
-        "print(json.dumps(out))\n")
+        "md = bv.metadata['fourdcrystal']\n"
+        "out['tilt'] = [np.asarray(md['tilt_x_mrad']).tolist(), np.asarray(md['tilt_y_mrad']).tolist()]\n"
+        "out['sigma'] = np.asarray(md['tilt_sigma_x_mrad']).tolist()\n"
+        "out['convention'] = str(md['tilt_convention'])\n"
+        "print(json.dumps(out).replace('NaN', 'null'))\n")
     res = subprocess.run([_py4dstem_python(), "-c", code, str(out)], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(res.stdout.strip().splitlines()[-1])
@@ -312,6 +357,13 @@ def test_export_loads_in_py4dstem(tmp_path):
         a, b = int(vs.offsets[p]), int(vs.offsets[p + 1])
         np.testing.assert_allclose(got["cal"][p][0], vs.q[a:b, 0], atol=1e-6)
         np.testing.assert_allclose(got["cal"][p][1], vs.q[a:b, 1], atol=1e-6)
+    for k in range(2):
+        np.testing.assert_allclose(np.array(got["tilt"][k], float), tilt[..., k])
+    np.testing.assert_allclose(np.array(got["sigma"], float), 0.9)
+    assert "zone axis" in got["convention"]
+    back = read_vectors(out)
+    np.testing.assert_allclose(back.tilt_mrad, tilt)
+    np.testing.assert_allclose(back.tilt_sigma_mrad, 0.9)
 
 
 def test_the_same_vectors_give_the_same_maps_from_the_predict_result_and_from_its_export(tmp_path):

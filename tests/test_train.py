@@ -245,6 +245,11 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
         for dose in ("clean", "1e+04"):  # the thick group is the 40 Å patterns alone here
             assert report["by_dose_thick"][method][dose] == report["by_dose_and_thickness_A"][method][dose]["40"]
     assert report["overall"]["baseline"]["qz_mae_invA"] is None
+    # tilt: every test pattern tilted within the range counted once per method and dose, fitted or failed, beside
+    # the rms of answering zero (the shards' tilts, read independently, where every fit succeeded)
+    tilt = report["tilt"]
+    assert "crystal tilt" in tilt["convention"] and tilt["max_true_mrad"] == 8.0
+    assert "out-of-plane tilt against the truth" in res.output
     # by beam energy and by zone-axis index: groups read from the shards, each pattern counted once
     from fourdcrystal.simulation import shards
     from fourdcrystal.training.data import open_dataset
@@ -261,6 +266,20 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
         table = report[key]["model"]["clean"]
         assert set(table) == groups and sum(t["patterns"] for t in table.values()) == 2, key
     assert f"beam energy {sorted(kv)[0]} kV:" in res.output and "zone axis index" in res.output
+    from fourdcrystal.tilt import crystal_tilt_mrad
+
+    true = []
+    for name, row in where["test"]:
+        with shards.Shard(dataset / name) as sh:
+            true.append(crystal_tilt_mrad(sh.meta("tilt_mrad")[row], sh.meta("tilt_mode")[row]))
+    true = [t for t in true if np.hypot(*t) <= 8.0]
+    for method in ("classical", "model_vectors"):
+        for dose in ("clean", "1e+04"):
+            row = tilt["by_dose"][method][dose]
+            assert row["patterns"] == len(true) and row["fitted"] + row["failed"] == row["patterns"]
+            assert sum(b["patterns"] for b in tilt["by_dose_and_thickness_bin"][method][dose].values()) == len(true)
+            if row["failed"] == 0 and true:
+                assert row["zero_rms_mrad"] == pytest.approx(np.sqrt(np.mean(np.sum(np.square(true), axis=1))))
     assert (tmp_path / "ev" / "worst.png").exists() and (tmp_path / "ev" / "metrics_vs_thickness.png").exists()
     # every figure names the model it shows (the quickstart's smoke model is told apart from the shipped one)
     assert titles["curves.png"] == "m: training curves"
@@ -307,8 +326,26 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
     assert section["grid_size"]["model"] == 2 * len(section["grid"]["model_min_relative"]) * len(
         section["grid"]["model_spacing_px"])
     assert section["settings"]["baseline"]["kernel"] in ("flat", "gaussian", "sigmoid")
+    # the classical tilt: its rocking-curve width chosen from the grid, or the defaults kept where no fit succeeded
+    # (on the val patterns tilted within evaluate's 8 mrad; none there: not tuned)
+    from fourdcrystal.simulation import shards
+    from fourdcrystal.tilt import crystal_tilt_mrad
+
+    _, where, _ = open_dataset(dataset)
+    in_range = 0
+    for name, row in where["val"]:
+        with shards.Shard(dataset / name) as sh:
+            in_range += np.hypot(*crystal_tilt_mrad(sh.meta("tilt_mrad")[row], sh.meta("tilt_mode")[row])) <= 8.0
+    tilt = section["tilt"] or {"samples": 0, "settings": None}
+    assert tilt["samples"] == 2 * in_range  # patterns × doses
+    if in_range:
+        assert set(tilt["by_sigma_invA"]) == {f"{v:g}" for v in section["grid"]["tilt_sigma_invA"]}
+        assert tilt["settings"] is None or tilt["settings"]["sigma_invA"] in section["grid"]["tilt_sigma_invA"]
     after, f1_after = mean_f1("tuned")
     assert after["settings_tuned"] is True and after["settings"] == section["settings"]
+    from fourdcrystal.tilt import TiltSettings
+
+    assert after["tilt"]["settings"] == (tilt["settings"] or TiltSettings().as_dict())
     for m in ("model", "baseline"):
         assert f1_after[m] >= f1_before[m] - 0.02, (m, f1_before, f1_after)
         assert section["grid_best_f1"][m] == pytest.approx(f1_after[m], abs=0.05)

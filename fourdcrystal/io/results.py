@@ -7,7 +7,9 @@
   (py4DSTEM's ragged layout). ``count`` is the per-position number, ``bragg_vector_map`` the
   intensity-weighted histogram of all vectors on the method's grid, whose pixel size (Å⁻¹) is the
   group's ``k_sampling_invA`` (the baseline runs on the detector's pixels, the model on its own
-  grid); optional full ``vg``/``qz`` maps;
+  grid); optional full ``vg``/``qz`` maps; with ``--tilt``, ``tilt_mrad`` and ``tilt_sigma_mrad``
+  (scan_x, scan_y, 2): the crystal tilt fitted to the method's vectors and its standard error
+  (:mod:`fourdcrystal.tilt`; units and convention in their attributes);
 * ``/virtual_bf`` (scan_x, scan_y), ``/mean_pattern`` (the mean resampled input), ``/usable_mask``;
 * attributes: calibration, centre, probe source, model card sha256, config, software, timings.
 """
@@ -80,7 +82,8 @@ class ResultFile:
     """
 
     def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
-                 usable: np.ndarray, tilt: bool = False, qz: bool = True, grids: dict | None = None):
+                 usable: np.ndarray, tilt: bool = False, qz: bool = True, grids: dict | None = None,
+                 tilt_model: str | None = None):
         """``grids``: per method, ``(shape, k_sampling_invA)`` of the grid its vectors were found on (the
         Bragg vector map's shape); a method not in it uses the model's grid, ``model_shape``."""
         import h5py
@@ -129,8 +132,20 @@ class ResultFile:
                 g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *shape), "f8"))
                 if dk is not None:
                     g.attrs["k_sampling_invA"] = list(dk)
-            if tilt:  # the crystal tilt (θx, θy) per position from the model's q_z, mrad
-                f["model"].create_dataset("tilt_mrad", data=np.full((*self.scan_shape, 2), np.nan, "f4"))
+            if tilt:  # each method's crystal tilt (θx, θy) per position and its standard error, mrad
+                from ..tilt import TILT_CONVENTION
+
+                for m in methods:
+                    how = ("the model's q_z at its vectors, fitted per position (q_z = −θ·g, lattice.fit_tilt); "
+                           "standard error: the card's test rms error per component at the nearest dose"
+                           if m == "model" and tilt_model == "qz" else
+                           "Laue-circle fit to the Friedel pairs of this method's vectors (fourdcrystal.tilt."
+                           "laue_tilt); standard error: the fit's own and the tuned floor")
+                    for name, what in (("tilt_mrad", "crystal tilt (θx, θy)"),
+                                       ("tilt_sigma_mrad", "standard error of the crystal tilt (σx, σy)")):
+                        d = f[m].create_dataset(name, data=np.full((*self.scan_shape, 2), np.nan, "f4"))
+                        d.attrs.update(units="mrad", quantity=what, convention=TILT_CONVENTION,
+                                       method=how + "; NaN: the fit failed")
             if save_maps:
                 for name in ("vg", "qz"):
                     f["model"].create_dataset(name, shape=(*self.scan_shape, *model_shape), dtype="f2",
@@ -182,8 +197,10 @@ class ResultFile:
             g["bragg_vector_map_slots"][new] = g["bragg_vector_map_slots"][st["slot"]] + res["bragg_vector_map"]
         for name, values in chunk.get("maps", {}).items():
             self._rows(f["model"][name], start, values)
-        if "tilt_mrad" in chunk.get("model", {}):
-            self._rows(f["model"]["tilt_mrad"], start, chunk["model"]["tilt_mrad"])
+        for m in self.methods:
+            for name in ("tilt_mrad", "tilt_sigma_mrad"):
+                if name in chunk[m]:
+                    self._rows(f[m][name], start, chunk[m][name])
         self._set_state(start + n, new)
 
     def finish(self, final_attrs: dict) -> dict:

@@ -50,6 +50,8 @@ class VectorSet:
     source: str
     method: str
     attrs: dict = field(default_factory=dict)
+    tilt_mrad: np.ndarray | None = None  # (scan_x, scan_y, 2) crystal tilt per position (predict --tilt), mrad
+    tilt_sigma_mrad: np.ndarray | None = None  # its standard error, mrad
 
     def position(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = int(self.offsets[p]), int(self.offsets[p + 1])
@@ -109,8 +111,9 @@ def _read_ours(p: Path, f, method: str) -> VectorSet:
              "centre_px": [float(v) for v in f.attrs.get("centre_px", [np.nan, np.nan])],
              "pattern_shape": [int(v) for v in f.attrs.get("pattern_shape", [0, 0])],
              "file_calibration": json.loads(f.attrs.get("file_calibration", "{}") or "{}")}
+    tilt = {name: g[name][()].astype(np.float64) if name in g else None for name in ("tilt_mrad", "tilt_sigma_mrad")}
     return VectorSet(scan, offsets, q, g["intensity"][()].astype(np.float64), "Å⁻¹", float(np.min(k)), str(p),
-                     method, attrs)
+                     method, attrs, **tilt)
 
 
 def _scalar(group, name: str, default=None):
@@ -160,12 +163,16 @@ def _read_py4dstem(p: Path, f, name: str) -> VectorSet:
              "R_pixel_size": _scalar(cal, "R_pixel_size", None) if cal is not None else None,
              "R_pixel_units": str(_scalar(cal, "R_pixel_units", "pixels")) if cal is not None else "pixels"}
     method = "py4dstem"
+    tilt = {}
     if "metadatabundle/fourdcrystal" in g and unit == "Å⁻¹":  # exported by fourdcrystal: its method and grid
         ours = g["metadatabundle/fourdcrystal"]
         made_by, bin_width = _scalar(ours, "method"), _scalar(ours, "bin_width_invA")
         if made_by in ("model", "baseline") and isinstance(bin_width, (float, np.floating)) and bin_width > 0:
             method, width = str(made_by), float(bin_width)
-    return VectorSet(scan, offsets, q, arr[:, 2].copy(), unit, width, str(p), method, attrs)
+        if all(k in ours for k in ("tilt_x_mrad", "tilt_y_mrad", "tilt_sigma_x_mrad", "tilt_sigma_y_mrad")):
+            tilt = {"tilt_mrad": np.stack([ours["tilt_x_mrad"][()], ours["tilt_y_mrad"][()]], -1),
+                    "tilt_sigma_mrad": np.stack([ours["tilt_sigma_x_mrad"][()], ours["tilt_sigma_y_mrad"][()]], -1)}
+    return VectorSet(scan, offsets, q, arr[:, 2].copy(), unit, width, str(p), method, attrs, **tilt)
 
 
 # --- writing py4DSTEM BraggVectors ---------------------------------------------------------------
@@ -221,6 +228,15 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
         ours.attrs.update({"emd_group_type": "metadata", "python_class": "Metadata"})
         ours.create_dataset("method", data=str(vectors.method), dtype=h5py.string_dtype()).attrs["type"] = "string"
         ours.create_dataset("bin_width_invA", data=float(vectors.bin_width)).attrs["type"] = "number"
+        if vectors.tilt_mrad is not None:  # predict --tilt: the crystal tilt per position and its error, mrad
+            from ..tilt import TILT_CONVENTION
+
+            for key, arr in (("tilt_x_mrad", vectors.tilt_mrad[..., 0]), ("tilt_y_mrad", vectors.tilt_mrad[..., 1]),
+                             ("tilt_sigma_x_mrad", vectors.tilt_sigma_mrad[..., 0]),
+                             ("tilt_sigma_y_mrad", vectors.tilt_sigma_mrad[..., 1])):
+                ours.create_dataset(key, data=np.asarray(arr, np.float64)).attrs["type"] = "array"
+            ours.create_dataset("tilt_convention", data=TILT_CONVENTION, dtype=h5py.string_dtype()).attrs[
+                "type"] = "string"
         bundle = root.create_group("metadatabundle")
         bundle.attrs["emd_group_type"] = "metadatabundle"
         cal = bundle.create_group("calibration")

@@ -1,0 +1,213 @@
+"""Out-of-plane crystal tilt from the excitation of the zero-order disks: a classical estimate (pure: arrays in,
+numbers out).
+
+**Convention.** The crystal tilt (θx, θy), mrad, is the direction of the crystal's zone axis relative to the
+beam: the zone axis points along (tan θx, tan θy, 1), x and y along the pattern's first and second axes (the
+axes of ``qx_invA`` and ``qy_invA``). A crystal rotated by +θ about −y (zone axis towards +x) reads +θx. A beam
+tilted by θ relative to an untilted crystal reads −θ.
+
+**Physics.** Tilted by θ, a zero-order reflection g has the excitation error
+
+    s_g = θ·g − λ|g|²/2   (Å⁻¹; first order in θ),
+
+so the reflections near the Laue circle |g − θ/λ| = |θ|/λ, on the +θ side of the zero beam, are bright and
+their Friedel mates −g, farther from it, dim. In a convergent beam each point q of disk g stands for its own
+incident direction, q − g off the mean beam, and so for its own excitation error
+
+    s_g(q) = θ·g + (|g|²/2 − q·g)·λ.
+
+The estimate compares, for each Friedel pair of found disks (g, −g), the measured share of the pair's
+brightness in disk g, B = Ī_g / (Ī_g + Ī_−g) (mean over each disk's pixels), with that of a rocking curve
+f(s) = 1 / (1 + (s/σ)²) averaged over the same pixels, and takes the θ of least squared misfit (a grid
+search, then two finer grids). Friedel's law makes |V_g| = |V_−g|, so the structure factors cancel from B. The
+rocking curve is a stand-in for the dynamical one: the fit over-reaches, and ``gain`` (< 1) and σ are chosen
+on a validation split (``fourdcrystal tune``). A fit is NaN, and counted, when fewer than ``min_pairs`` pairs
+span two directions, or the misfit is least at the edge of the search.
+
+>>> import numpy as np
+>>> lam = 0.0251  # Å, 200 kV
+>>> g = np.array([[0.3, 0.0], [0.0, 0.3], [0.3, 0.3], [0.3, -0.3]])
+>>> theta = np.array([2e-3, -1e-3])
+>>> s = np.concatenate([g @ theta - lam * (g * g).sum(1) / 2, -g @ theta - lam * (g * g).sum(1) / 2])
+>>> bool(np.all(s[:2] != s[4:6]))  # the pair (g, −g) is excited unequally
+True
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+TILT_CONVENTION = ("crystal tilt (θx, θy), mrad: the crystal's zone axis points along (tan θx, tan θy, 1) relative "
+                   "to the beam; x, y along the pattern's first and second axes (as qx_invA, qy_invA)")
+
+
+@dataclass(frozen=True)
+class TiltSettings:
+    """How the classical tilt is fitted (``fourdcrystal tune`` chooses ``sigma_invA`` and ``gain``)."""
+
+    # defaults: what tune chose for the shipped model on its validation split (a card without tuning gets these)
+    sigma_invA: float = 1e-3  # half width of the rocking curve f(s) = 1 / (1 + (s/σ)²), Å⁻¹
+    gain: float = 0.87  # the least-squares tilt is multiplied by this (the rocking curve's fit over-reaches)
+    floor_mrad: float = 0.89  # added in quadrature to each fit's standard error: the rocking curve's own error
+    span_mrad: float = 12.0  # the search covers |θx|, |θy| ≤ this; a best fit on its edge is NaN
+    min_pairs: int = 3  # fewer Friedel pairs give NaN
+    min_g_disk_radii: float = 2.5  # pairs with |g| under this many disk radii (overlapping the zero disk) are left out
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class TiltFit:
+    """One pattern's tilt: (θx, θy) and its standard error (σx, σy), mrad (NaN when the fit failed), pairs used."""
+
+    tilt_mrad: np.ndarray
+    sigma_mrad: np.ndarray
+    pairs: int
+    misfit: float = float("nan")  # mean squared misfit of the pairs' brightness shares at the fit
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.all(np.isfinite(self.tilt_mrad)))
+
+
+def crystal_tilt_mrad(tilt_mrad, tilt_mode: str) -> np.ndarray:
+    """A simulated specimen's tilt (the shards' ``tilt_mrad`` and ``tilt_mode``) in this module's convention:
+    a beam tilted by θ ("beam") is the crystal tilted by −θ; a crystal rotated ("atoms") is +θ.
+
+    >>> crystal_tilt_mrad((2.0, -1.0), "beam").tolist()
+    [-2.0, 1.0]
+    """
+    t = np.asarray(tilt_mrad, float).reshape(2)
+    if tilt_mode not in ("beam", "atoms"):
+        raise ValueError(f"tilt mode {tilt_mode!r}: expected beam or atoms")
+    return -t if tilt_mode == "beam" else t
+
+
+def _failed(pairs: int = 0) -> TiltFit:
+    return TiltFit(np.full(2, np.nan), np.full(2, np.nan), pairs)
+
+
+def friedel_pairs(g_invA: np.ndarray, radius_invA: float, min_g_invA: float) -> np.ndarray:
+    """(m, 2, 2) Friedel pairs [g, −g] from found vectors (Å⁻¹ from the zero beam): one pair per reflection,
+    the measured mate's position where one was found within ``radius_invA`` of −g, else −g itself.
+
+    >>> friedel_pairs(np.array([[0.3, 0.0], [-0.31, 0.0], [0.0, 0.4], [0.01, 0.0]]), 0.05, 0.1).tolist()
+    [[[0.3, 0.0], [-0.31, 0.0]], [[0.0, 0.4], [-0.0, -0.4]]]
+    """
+    g = np.asarray(g_invA, float).reshape(-1, 2)
+    g = g[np.all(np.isfinite(g), axis=1) & (np.linalg.norm(g, axis=1) >= min_g_invA)]
+    # one representative per reflection, in the half plane x > 0 (or x = 0, y > 0), in the order given
+    upper = (g[:, 0] > 1e-12) | ((np.abs(g[:, 0]) <= 1e-12) & (g[:, 1] > 0))
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for v, up in zip(g, upper):
+        rep = v if up else -v
+        if any(np.linalg.norm(rep - p) < radius_invA for p, _ in pairs):
+            continue
+        d_plus, d_minus = np.linalg.norm(g - rep, axis=1), np.linalg.norm(g + rep, axis=1)
+        pairs.append((g[np.argmin(d_plus)] if d_plus.min() < radius_invA else rep,
+                      g[np.argmin(d_minus)] if d_minus.min() < radius_invA else -rep))
+    return np.array([[p, m] for p, m in pairs]).reshape(-1, 2, 2)
+
+
+def _disk_pixels(shape, centre_px, dk, g, radius_invA):
+    """Pixels of the disk at g: their q (Å⁻¹ from the zero beam) and flat indices."""
+    c = np.asarray(centre_px, float) + g / dk
+    r = radius_invA / dk
+    lo = np.maximum(np.floor(c - r).astype(int), 0)
+    hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
+    if np.any(hi <= lo):
+        return None
+    ii, jj = np.mgrid[lo[0]:hi[0], lo[1]:hi[1]]
+    q = np.stack([(ii - centre_px[0]) * dk[0], (jj - centre_px[1]) * dk[1]], -1).reshape(-1, 2)
+    inside = np.sum((q - g) ** 2, axis=1) <= radius_invA ** 2
+    if not inside.any():
+        return None
+    return q[inside], (ii.ravel() * shape[1] + jj.ravel())[inside]
+
+
+def laue_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray, energy_eV: float,
+              disk_radius_invA: float, settings: TiltSettings = TiltSettings()) -> TiltFit:
+    """The crystal tilt of one pattern from the brightness of its Friedel pairs of disks (see the module).
+
+    Parameters
+    ----------
+    pattern : (H, W) diffraction pattern (counts or intensities; a linear scale).
+    centre_px : the zero beam's (i, j) position on ``pattern``, pixels.
+    dk_invA : pixel size (k_i, k_j), Å⁻¹ per pixel (or one number).
+    vectors_invA : (n, 2) found Bragg vectors from the zero beam, Å⁻¹ (the zero beam itself is ignored).
+    energy_eV : beam energy, eV.
+    disk_radius_invA : the bright-field disk's radius, Å⁻¹.
+    settings : :class:`TiltSettings`.
+
+    Returns
+    -------
+    :class:`TiltFit`: (θx, θy) in mrad in the module's convention; a standard error per component, the fit's own
+    (from the curvature of the misfit and its residuals, scaled by ``gain`` like the tilt) and ``floor_mrad`` added
+    in quadrature; the number of pairs used.
+    """
+    from .simulation.optics import wavelength_A
+
+    img = np.asarray(pattern, float)
+    dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
+    centre = np.asarray(centre_px, float)
+    pairs = friedel_pairs(vectors_invA, disk_radius_invA, settings.min_g_disk_radii * disk_radius_invA)
+    a, b, disk, bright = [], [], [], []
+    flat = img.ravel()
+    used = 0
+    for plus, minus in pairs:
+        got = [_disk_pixels(img.shape, centre, dk, g, disk_radius_invA) for g in (plus, minus)]
+        if any(x is None for x in got):
+            continue
+        means = [float(np.mean(flat[idx])) for _, idx in got]
+        if not (np.all(np.isfinite(means)) and sum(means) > 0):
+            continue
+        for side, (g, (q, _)) in enumerate(zip((plus, minus), got)):
+            a.append(np.broadcast_to(g, q.shape))
+            b.append(g @ g / 2 - q @ g)
+            disk.append(np.full(len(q), 2 * used + side))
+        bright.append(means[0] / (means[0] + means[1]))
+        used += 1
+    if used < settings.min_pairs or np.linalg.matrix_rank(pairs[:, 0]) < 2:
+        return _failed(used)
+    a = np.concatenate(a)
+    b = np.concatenate(b) * wavelength_A(energy_eV)
+    disk = np.concatenate(disk)
+    starts = np.r_[0, np.flatnonzero(np.diff(disk)) + 1]
+    counts = np.diff(np.r_[starts, len(disk)])
+    measured = np.asarray(bright)
+
+    def shares(theta: np.ndarray) -> np.ndarray:  # (n, 2) tilts in rad -> (n, pairs) modelled brightness shares
+        s = theta @ a.T + b
+        f = np.add.reduceat(1.0 / (1.0 + (s / settings.sigma_invA) ** 2), starts, axis=1) / counts
+        f = f.reshape(len(theta), -1, 2)
+        return f[..., 0] / f.sum(-1)
+
+    def misfit(theta: np.ndarray) -> np.ndarray:
+        return np.sum((shares(theta) - measured) ** 2, axis=1)
+
+    span = settings.span_mrad * 1e-3
+    t = np.linspace(-span, span, 2 * int(math.ceil(settings.span_mrad)) + 1)  # 1 mrad steps or finer
+    grid = np.stack(np.meshgrid(t, t, indexing="ij"), -1).reshape(-1, 2)
+    best = grid[np.argmin(misfit(grid))]
+    if np.any(np.abs(best) >= span - 1e-12):
+        return _failed(used)
+    for step in (0.2e-3, 0.04e-3):
+        u = np.arange(-5, 6) * step
+        grid = best + np.stack(np.meshgrid(u, u, indexing="ij"), -1).reshape(-1, 2)
+        best = grid[np.argmin(misfit(grid))]
+    # standard error: Gauss-Newton curvature at the optimum, residual variance over (pairs - 2) degrees of freedom
+    h = 0.05e-3
+    jac = np.stack([(shares((best + e)[None]) - shares((best - e)[None]))[0] / (2 * h)
+                    for e in (np.array([h, 0.0]), np.array([0.0, h]))], 1)
+    resid = misfit(best[None])[0]
+    dof = max(used - 2, 1)
+    try:
+        cov = np.linalg.inv(jac.T @ jac) * resid / dof
+        sigma = np.sqrt(np.clip(np.diag(cov), 0, None)) * 1e3 * abs(settings.gain)
+    except np.linalg.LinAlgError:
+        sigma = np.full(2, np.nan)
+    sigma = np.sqrt(sigma ** 2 + settings.floor_mrad ** 2)
+    return TiltFit(best * 1e3 * settings.gain, sigma, used, float(resid / used))
