@@ -67,13 +67,13 @@ class ChunkProcessor:
         else:
             tilt_grid = (x, np.array(shape) // 2, self.dk)
         out = {"n": len(raw), "virtual_bf": vbf, "sum_pattern": x.sum(0, dtype=np.float64),
-               "model": self._vectors(peaks, shape, qz, q=q, tilt_grid=tilt_grid)}
+               "model": self._vectors(peaks, shape, qz, q=q, tilt_grid=tilt_grid, method="model")}
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
             out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
                                             xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA,
-                                            tilt_grid=tilt_grid)
+                                            tilt_grid=tilt_grid, method="baseline")
             t["baseline"] += time.perf_counter() - t0
         if cfg.save_maps:
             out["maps"] = {"vg": vg.astype(np.float16), "qz": qz.astype(np.float16)}
@@ -95,10 +95,11 @@ class ChunkProcessor:
         return np.concatenate(q) if q else np.zeros((0, 2))
 
     def _vectors(self, peaks: list, shape, qz: np.ndarray | None = None, dk=None, q_offset=(0.0, 0.0),
-                 q: np.ndarray | None = None, tilt_grid: tuple | None = None) -> dict:
+                 q: np.ndarray | None = None, tilt_grid: tuple | None = None, method: str = "model") -> dict:
         """The vectors of one chunk; ``q`` (Å⁻¹), where given, replaces the peaks' own positions (the map and
-        q_z stay read at the peaks' pixels). With ``config.tilt``, each position's crystal tilt fitted to these
-        vectors on ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹)."""
+        q_z stay read at the peaks' pixels). Where ``method`` is in ``config.tilt_methods``, each position's
+        crystal tilt: from q_z (``config.tilt_model`` "qz", the model), else fitted to these vectors on
+        ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹)."""
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
@@ -114,7 +115,8 @@ class ChunkProcessor:
             out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
             if self.config.qz is False:
                 del out["qz_invA"]
-        if self.config.tilt and qz is not None and self.config.tilt_model == "qz":
+        tilted = method in self.config.tilt_methods
+        if tilted and qz is not None and self.config.tilt_model == "qz":
             from .lattice import fit_tilt
 
             # q_z follows the beam-tilt convention (q_z = θ_beam·g): the crystal's tilt is minus the fitted one
@@ -127,7 +129,7 @@ class ChunkProcessor:
             out["tilt_mrad"] = tilt.astype(np.float32)
             sigma = np.where(np.isfinite(tilt), self.config.tilt_qz_sigma_mrad, np.nan)
             out["tilt_sigma_mrad"] = sigma.astype(np.float32)
-        elif self.config.tilt and tilt_grid is not None:
+        elif tilted and tilt_grid is not None:
             from .tilt import laue_tilt
 
             pattern, centre, dk_t = tilt_grid

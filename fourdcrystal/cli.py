@@ -858,13 +858,14 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
       help="Write the model's q_z (Å⁻¹) of each Bragg vector.")
-@_opt("predict", "tilt", "--tilt/--no-tilt",
+@_opt("predict", "tilt", "--tilt/--no-tilt", default_text="the model's q_z tilt where its card shows it ahead",
       help="Write each method's crystal tilt (θx, θy) per position and its standard error, in mrad: the zone axis "
            "points along (tan θx, tan θy, 1) from the beam, x and y along the detector's first and second axes "
            "(as qx, qy); a rotated crystal reads +θ, a tilted beam −θ. The baseline's: fitted to the Laue circle the "
            "Friedel pairs of disks trace (about 0.1 s per pattern); the model's: from its q_z where the model card "
-           "shows that ahead at the scan's dose, else the same fit. NaN where a fit fails. Needs the beam energy "
-           "(--energy or the file's).")
+           "shows that ahead at the scan's dose, else the same fit. NaN where a fit fails. --tilt needs the beam "
+           "energy (--energy or the file's); by default only the model's q_z tilt is written, where the card shows "
+           "it ahead (no energy needed).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
 def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).
@@ -914,6 +915,9 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
                  f" probe: {res['probe_source']}")
     click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
     click.echo(f"result: the {res['method']} vectors ({res['method_reason']})")
+    for m, t in res.get("tilt", {}).items():
+        click.echo(f"tilt ({m}, {t['source']}): fitted at {t['fitted']} of {res['positions']} positions"
+                   + (f" ({res['tilt_reason']})" if m == "model" and res.get("tilt_reason") else ""))
     click.echo(f"wrote {res['out']} and {res['png']}")
 
 

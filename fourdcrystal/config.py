@@ -568,8 +568,9 @@ PREDICT_SCHEMA: Schema = {
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
     "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
                                            "evaluation shows q_z skill)"),
-    "tilt": Field(False, Bool(), "write each method's crystal tilt (θx, θy) per position and its standard error, "
-                                 "mrad: a Laue-circle fit to the Friedel pairs of its vectors (needs the energy)"),
+    "tilt": Field(None, Bool(nullable=True), "write each method's crystal tilt (θx, θy) per position and its "
+                                             "standard error, mrad (needs the energy; null: the model's q_z tilt "
+                                             "alone, where its card shows it ahead of the Laue fit)"),
 }
 
 STRAIN_SCHEMA: Schema = {

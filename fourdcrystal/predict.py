@@ -64,7 +64,10 @@ class PredictConfig:
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
     tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
-    tilt: bool = default("predict", "tilt")  # each method's crystal tilt per position (fourdcrystal.tilt), mrad
+    # each method's crystal tilt per position (fourdcrystal.tilt), mrad; None (auto): the model's from its q_z where
+    # the card shows that ahead of the Laue fit at the scan's dose, else none
+    tilt: bool | None = default("predict", "tilt")
+    tilt_methods: tuple = ()  # whose vectors get a tilt; resolved from ``tilt`` and the card
     tilt_settings: TiltSettings | None = None  # how the tilt is fitted; None = the card's (tuned) ones
     tilt_model: str | None = None  # the model's tilt: "qz" (its q_z) or "laue"; None = the card's better at the dose
     tilt_qz_sigma_mrad: float | None = None  # the q_z tilt's standard error per component; None = the card's
@@ -213,10 +216,13 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                          or chosen == "baseline")
         methods = ("model", "baseline") if config.baseline else ("model",)
         tilt_reason = ""
-        if config.tilt and config.tilt_model is None:
-            source, sigma, tilt_reason = model_tilt_source(card, counts)
-            config = replace(config, tilt_model=source, tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
-        if config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
+        if config.tilt is not False:
+            source, sigma, tilt_reason = (model_tilt_source(card, counts) if config.tilt_model is None
+                                          else (config.tilt_model, None, f"tilt_model {config.tilt_model} as given"))
+            tilt_methods = methods if config.tilt else (("model",) if source == "qz" else ())
+            config = replace(config, tilt=bool(tilt_methods), tilt_methods=tilt_methods, tilt_model=source,
+                             tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
+        if config.tilt and config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
             raise FourdError("the model's q_z tilt needs its standard error (tilt_qz_sigma_mrad): the card's test "
                              "evaluation has none")
         fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
@@ -230,6 +236,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                  "centre_source": prep.centre_source, "probe_source": prep.probe_source,
                  "method": chosen, "method_requested": config.method, "method_reason": reason,
                  "tilt_model": config.tilt_model or "", "tilt_model_reason": tilt_reason,
+                 "tilt_methods": list(config.tilt_methods),
                  "counts_per_pattern": counts,
                  "bf_radius_px": prep.bf_radius_px, "config": json.dumps(asdict(config), default=str),
                  "software": json.dumps(software_versions()),
@@ -283,7 +290,15 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                                    "caps": {m: caps[m] for m in methods}, "warnings": warned})
     except OSError as exc:  # the result is complete; only its picture is missing
         log.warning("could not write %s: %s; the result %s is complete", png, exc.strerror or exc, out)
-    return {"out": str(out), "png": str(png), **run,
+    tilt = {}
+    if config.tilt_methods:  # how many positions each tilted method fitted (a failed fit is NaN)
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            tilt = {m: {"fitted": int(np.isfinite(f[m]["tilt_mrad"][()]).all(-1).sum()),
+                        "source": "q_z" if m == "model" and config.tilt_model == "qz" else "Laue fit"}
+                    for m in config.tilt_methods}
+    return {"out": str(out), "png": str(png), **run, "tilt": tilt, "tilt_reason": tilt_reason,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
             "method": chosen, "method_reason": reason,
             "centre_px": prep.centre_px, "centre_source": prep.centre_source, "probe_source": prep.probe_source,
@@ -336,8 +351,8 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 
     with writing():
         result = ResultFile(partial, fingerprint, attrs, scan.scan_shape, tuple(prep.grid_shape), methods,
-                            config.save_maps, prep.usable, tilt=config.tilt, qz=config.qz, grids=method_grids(prep),
-                            tilt_model=config.tilt_model)
+                            config.save_maps, prep.usable, tilt=config.tilt_methods, qz=config.qz,
+                            grids=method_grids(prep), tilt_model=config.tilt_model)
     try:
         done = result.state["positions_done"]
         if done:

@@ -594,7 +594,8 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     def fp(config):
         return resume_fingerprint(str(data), [2, 2, 16, 16], "abc", config, cal, prep)
 
-    other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 1.5 + 0.1, str: lambda v: v + "x"}
+    other = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 1.5 + 0.1, str: lambda v: v + "x",
+             tuple: lambda v: (*v, "model")}
     fields = dataclasses.fields(PredictConfig)
     assert set(FINGERPRINT_EXCLUDED) <= {f.name for f in fields}
     for f in fields:
@@ -714,6 +715,39 @@ def test_model_tilt_from_its_qz_where_the_card_shows_it_better(model, tilted_sca
             np.testing.assert_allclose(sigma, 1.25)
         else:
             assert np.isnan(tilt).all() and np.isnan(sigma).all()
+
+
+def test_by_default_only_the_models_qz_tilt_where_its_card_shows_it_ahead(model, tilted_scan, tmp_path):
+    """No --tilt: a card whose test tilt figures have the model's q_z ahead of the Laue fit gets the model's q_z tilt
+    (the reason said and kept), the baseline none; a card that shows the Laue fit ahead gets no
+    tilt at all; --no-tilt none."""
+    import shutil
+
+    weights, _ = model
+    _, path, k_pixel = tilted_scan
+    common = [str(path), "--k-pixel", str(k_pixel), "--semiangle", "2", "--energy", "200e3", "--centre", "64,64",
+              "--method", "both"]
+    for qz_rms, expect in ((1.6, ("model",)), (2.5, ())):
+        folder = tmp_path / f"m{qz_rms:g}"
+        folder.mkdir()
+        shutil.copy(weights, folder / "model.pt")
+        card = json.loads(weights.with_suffix(".json").read_text())
+        card.setdefault("release", {})["test_evaluation"] = {"tilt": {"by_dose": {
+            "model_qz": {"clean": {"rms_mrad": qz_rms}}, "model_vectors": {"clean": {"rms_mrad": 2.0}}}}}
+        (folder / "model.json").write_text(json.dumps(card))
+        out = tmp_path / f"auto{qz_rms:g}.h5"
+        res = run_cli("predict", str(folder / "model.pt"), *common, "--out", str(out))
+        assert res.exit_code == 0, res.output
+        with h5py.File(out) as f:
+            have = tuple(m for m in ("model", "baseline") if "tilt_mrad" in f[m])
+            assert have == expect and list(f.attrs["tilt_methods"]) == list(expect)
+            assert "q_z" in f.attrs["tilt_model_reason"] and "2.00 mrad" in f.attrs["tilt_model_reason"]
+        assert ("tilt (model, q_z): fitted at" in res.output) == bool(expect)
+    res = run_cli("-q", "predict", str(tmp_path / "m1.6" / "model.pt"), *common, "--out", str(tmp_path / "no.h5"),
+                  "--no-tilt")
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "no.h5") as f:
+        assert "tilt_mrad" not in f["model"] and "tilt_mrad" not in f["baseline"]
 
 
 def test_baseline_settings_keep_their_lengths_in_inverse_angstrom():

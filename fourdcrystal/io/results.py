@@ -82,7 +82,7 @@ class ResultFile:
     """
 
     def __init__(self, path: Path, fingerprint: str, attrs: dict, scan_shape, model_shape, methods, save_maps: bool,
-                 usable: np.ndarray, tilt: bool = False, qz: bool = True, grids: dict | None = None,
+                 usable: np.ndarray, tilt: tuple = (), qz: bool = True, grids: dict | None = None,
                  tilt_model: str | None = None):
         """``grids``: per method, ``(shape, k_sampling_invA)`` of the grid its vectors were found on (the
         Bragg vector map's shape); a method not in it uses the model's grid, ``model_shape``."""
@@ -132,10 +132,10 @@ class ResultFile:
                 g.create_dataset("bragg_vector_map_slots", data=np.zeros((2, *shape), "f8"))
                 if dk is not None:
                     g.attrs["k_sampling_invA"] = list(dk)
-            if tilt:  # each method's crystal tilt (θx, θy) per position and its standard error, mrad
+            if tilt:  # the crystal tilt (θx, θy) per position and its standard error of the methods in ``tilt``, mrad
                 from ..tilt import TILT_CONVENTION
 
-                for m in methods:
+                for m in tilt:
                     how = ("the model's q_z at its vectors, fitted per position (q_z = −θ·g, lattice.fit_tilt); "
                            "standard error: the card's test rms error per component at the nearest dose"
                            if m == "model" and tilt_model == "qz" else
@@ -199,7 +199,7 @@ class ResultFile:
             self._rows(f["model"][name], start, values)
         for m in self.methods:
             for name in ("tilt_mrad", "tilt_sigma_mrad"):
-                if name in chunk[m]:
+                if name in chunk[m] and name in f[m]:
                     self._rows(f[m][name], start, chunk[m][name])
         self._set_state(start + n, new)
 
