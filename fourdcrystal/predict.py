@@ -85,7 +85,8 @@ def _card_test_table(card: dict) -> tuple[dict, str]:
 
 def qz_has_skill(card: dict) -> bool:
     """True when the card's own test evaluation (clean, the thick patterns) has the model's q_z error at most half
-    that of predicting q_z = 0: only then are the tilts fitted to its q_z worth writing by default."""
+    that of predicting q_z = 0: only then are its q_z values per vector worth writing by default (the tilt fitted
+    over a pattern's q_z is judged apart, by :func:`fourdcrystal.detect.model_tilt_source`)."""
     row = _card_test_table(card)[0].get("model", {}).get("clean", {})
     qz, qz0 = row.get("qz_mae_invA"), row.get("qz_mae_zero_invA")
     return qz is not None and bool(qz0) and qz <= 0.5 * qz0

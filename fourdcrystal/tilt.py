@@ -3,8 +3,8 @@ numbers out).
 
 **Convention.** The crystal tilt (θx, θy), mrad, is the direction of the crystal's zone axis relative to the
 beam: the zone axis points along (tan θx, tan θy, 1), x and y along the pattern's first and second axes (the
-axes of ``qx_invA`` and ``qy_invA``). A crystal rotated by +θ about −y (zone axis towards +x) reads +θx. A beam
-tilted by θ relative to an untilted crystal reads −θ.
+axes of ``qx_invA`` and ``qy_invA``). A crystal rotated so that its zone axis leans towards +x reads +θx; a
+beam tilted by θ over an untilted crystal reads −θ.
 
 **Physics.** Tilted by θ, a zero-order reflection g has the excitation error
 
