@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fourdcrystal.quickstart import SHIPPED_EVALUATION
 from fourdcrystal.versions import machine
 
 import h5py
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu, _ = _run([exe, "quickstart"], work)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest process, kB → MB
         qs = work / "quickstart"
-        shipped = json.loads((qs / "shipped-evaluation" / "report.json").read_text())
-        smoke = json.loads((qs / "model" / "evaluation" / "report.json").read_text())
+        shipped = json.loads((qs / SHIPPED_EVALUATION / "report.json").read_text())
+        # the smoke model's own evaluation, wherever the quickstart config trains it (quickstart/smoke-model)
+        smoke = json.loads(next(qs.glob("*/evaluation/report.json")).read_text())
         with h5py.File(qs / "demo_scan.h5", "r") as f:
             demo = {k: float(f["scan/data"].attrs[k]) for k in ("k_pixel_invA", "energy_eV", "semiangle_mrad")}
         with h5py.File(qs / "demo_scan-bragg.h5", "r") as f:
