@@ -27,7 +27,7 @@ work = Path(a.out) / "vectors-partial"
 work.mkdir(exist_ok=True)
 for name in a.series:
     for f in sorted((Path(a.out) / "series" / a.split / name).glob("series-*.h5")):
-        res = work / f"{name}-{f.stem}-bragg.h5"
+        res = work / f"{a.split}-{name}-{f.stem}-bragg.h5"  # the split in the name: tune and test share stems
         if not res.is_file():
             predict(None, str(f), res, PredictConfig(baseline=True, tilt=False))
         v = _file_truth(f)
