@@ -61,7 +61,9 @@ class ChunkProcessor:
                             dose_e=estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)
         q = self._native_q(peaks, shape, xb) if native else None
         # the tilt is fitted on the finer of the two grids (the detector's, where the baseline runs on it)
-        if xb is not x:
+        if not cfg.tilt_methods:
+            tilt_grid = None
+        elif xb is not x:
             zero_b = np.array(xb.shape[-2:]) // 2 - np.asarray(bg.q_offset_invA) / np.asarray(bg.dk_invA)
             tilt_grid = (xb, zero_b, bg.dk_invA)
         else:
@@ -110,22 +112,17 @@ class ChunkProcessor:
         np.add.at(bvm, (ij[:, 0], ij[:, 1]), inten)
         out = {"count": count, "qx_invA": q[:, 0].astype(np.float32), "qy_invA": q[:, 1].astype(np.float32),
                "intensity": inten.astype(np.float32), "bragg_vector_map": bvm}
-        if qz is not None:
-            owner = np.repeat(np.arange(len(peaks)), count)
-            out["qz_invA"] = qz[owner, ij[:, 0], ij[:, 1]].astype(np.float32)
-            if self.config.qz is False:
-                del out["qz_invA"]
+        qz_at = qz[np.repeat(np.arange(len(peaks)), count), ij[:, 0], ij[:, 1]] if qz is not None else None
+        if qz is not None and self.config.qz is not False:
+            out["qz_invA"] = qz_at.astype(np.float32)
         tilted = method in self.config.tilt_methods
+        ends = np.cumsum(count)
         if tilted and qz is not None and self.config.tilt_model == "qz":
-            from .lattice import fit_tilt
+            from .tilt import qz_tilt
 
-            # q_z follows the beam-tilt convention (q_z = θ_beam·g): the crystal's tilt is minus the fitted one
-            qz_at = qz[np.repeat(np.arange(len(peaks)), count), ij[:, 0], ij[:, 1]]
-            ends = np.cumsum(count)
-            tilt = -np.array([fit_tilt(q[e - c:e], qz_at[e - c:e], inten[e - c:e]) for c, e in zip(count, ends)],
-                             float).reshape(-1, 2)
-            span = (self.config.tilt_settings or self.tilt_settings).span_mrad
-            tilt[np.any(np.abs(tilt) > span, axis=1)] = np.nan  # beyond the range the Laue fit searches: failed
+            span = self.tilt_settings.span_mrad
+            tilt = np.array([qz_tilt(q[e - c:e], qz_at[e - c:e], inten[e - c:e], span) for c, e in zip(count, ends)],
+                            float).reshape(-1, 2)
             out["tilt_mrad"] = tilt.astype(np.float32)
             sigma = np.where(np.isfinite(tilt), self.config.tilt_qz_sigma_mrad, np.nan)
             out["tilt_sigma_mrad"] = sigma.astype(np.float32)
@@ -133,7 +130,6 @@ class ChunkProcessor:
             from .tilt import laue_tilt
 
             pattern, centre, dk_t = tilt_grid
-            ends = np.cumsum(count)
             fits = [laue_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, self.prep.disk_radius_invA,
                               self.tilt_settings) for i, (c, e) in enumerate(zip(count, ends))]
             out["tilt_mrad"] = np.array([f.tilt_mrad for f in fits], np.float32).reshape(-1, 2)

@@ -446,9 +446,8 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
 def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
     """{method: (tilt, standard error)} (mrad, fourdcrystal.tilt convention) of one pattern: the classical fit to
     the baseline's disks, the same fit to the model's, and the tilt of the model's q_z where it predicts one."""
-    from .lattice import fit_tilt
     from .simulation.optics import disk_radius_invA
-    from .tilt import laue_tilt
+    from .tilt import laue_tilt, qz_tilt
 
     centre = np.array([s.pattern.shape[0] // 2, s.pattern.shape[1] // 2], float)
     radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
@@ -458,12 +457,8 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
         out[method] = (fit.tilt_mrad, fit.sigma_mrad)
     if s.qz_pred is not None and len(model_pk):
         ij = np.clip(np.rint(model_pk.pos_px).astype(int), 0, np.array(s.qz_pred.shape) - 1)
-        # q_z labels follow the beam-tilt convention (q_z = θ_beam·g): the crystal's tilt is minus the fitted one
-        beam = fit_tilt((model_pk.pos_px - centre) * s.dk_invA, s.qz_pred[ij[:, 0], ij[:, 1]], model_pk.intensity)
-        est = -np.asarray(beam, float)
-        if np.any(np.abs(est) > settings.span_mrad):  # beyond the range the other fits search: a failed fit
-            est = np.full(2, np.nan)
-        out["model_qz"] = (est, None)
+        out["model_qz"] = (qz_tilt((model_pk.pos_px - centre) * s.dk_invA, s.qz_pred[ij[:, 0], ij[:, 1]],
+                                   model_pk.intensity, settings.span_mrad), None)
     return out
 
 
@@ -473,11 +468,6 @@ def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalCo
     from .tilt import TILT_CONVENTION
 
     methods = [m for m in TILT_METHODS if any(k[0] == m for k in tallies)]
-
-    def group(name):
-        values = sorted({k[2][1] for k in tallies if isinstance(k[2], tuple) and k[2][0] == name})
-        return {m: {d: {f"{v:g}": tallies[(m, d, (name, v))].summary() for v in values
-                        if (m, d, (name, v)) in tallies} for d in doses} for m in methods}
 
     return {
         "convention": TILT_CONVENTION, "max_true_mrad": config.tilt_max_mrad, "settings": settings.as_dict(),
@@ -489,16 +479,16 @@ def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalCo
         "by_dose": {m: {d: tallies[(m, d, "all")].summary() for d in doses} for m in methods},
         "by_dose_and_thickness_bin": {m: {d: {b: tallies[(m, d, b)].summary() for b in bins if (m, d, b) in tallies}
                                           for d in doses} for m in methods},
-        "by_dose_and_semiangle_mrad": group("mrad"),
-        "by_dose_and_zone_axis_index": group("axis"),
+        "by_dose_and_semiangle_mrad": _by_group(tallies, "mrad", doses, methods),
+        "by_dose_and_zone_axis_index": _by_group(tallies, "axis", doses, methods),
     }
 
 
-def _by_group(tallies: dict, group: str, doses: list[str]) -> dict:
+def _by_group(tallies: dict, group: str, doses: list[str], methods=METHODS) -> dict:
     """{method: {dose: {value: summary}}} of the tallies keyed (method, dose, (group, value)), values ascending."""
     values = sorted({k[2][1] for k in tallies if isinstance(k[2], tuple) and k[2][0] == group})
     return {m: {d: {f"{v:g}": tallies[(m, d, (group, v))].summary() for v in values if (m, d, (group, v)) in tallies}
-                for d in doses} for m in METHODS}
+                for d in doses} for m in methods}
 
 
 def check_memory(config: EvalConfig, width: int, shape: tuple[int, int]) -> None:
@@ -732,7 +722,7 @@ def format_table(report: dict) -> str:
     if tilt and tilt.get("by_dose"):
         lines.append(f"out-of-plane tilt against the truth (patterns tilted ≤ {tilt['max_true_mrad']:g} mrad): rms "
                      "error, mrad / the rms of answering zero; failed fits:")
-        methods = list(tilt["by_dose"])
+        methods = [m for m in TILT_METHODS if m in tilt["by_dose"]]
         lines.append(f"{'':>20s} {'e/pattern':>12s} " + " ".join(f"{m:>21s}" for m in methods))
         groups = [("all thicknesses", tilt["by_dose"])]
         first = tilt["by_dose_and_thickness_bin"][methods[0]]

@@ -34,6 +34,7 @@ from .atomic import check_writable, output_lock
 from .chunks import ChunkProcessor, chunks_distributed, chunks_local
 from .config import default
 from .detect import (
+    TILT_SOURCES,
     DetectionSettings,
     model_tilt_source,
     settings_from_card,
@@ -181,6 +182,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     if config.chunk_positions < 1:
         raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
     check_method(config.method)  # before any work
+    if config.tilt_model not in (None, *TILT_SOURCES):
+        raise FourdError(f"tilt_model {config.tilt_model!r}: expected one of {', '.join(TILT_SOURCES)}")
     tuned = True
     if config.settings is None:
         settings, tuned = settings_from_card(card)

@@ -86,6 +86,21 @@ def crystal_tilt_mrad(tilt_mrad, tilt_mode: str) -> np.ndarray:
     return -t if tilt_mode == "beam" else t
 
 
+def qz_tilt(q_invA: np.ndarray, qz_invA: np.ndarray, weights: np.ndarray, span_mrad: float) -> np.ndarray:
+    """The crystal tilt (mrad, this module's convention) of one pattern from the q_z of its vectors: minus the
+    least-squares θ of q_z = θ·g (:func:`fourdcrystal.lattice.fit_tilt`; q_z follows the beam-tilt convention of
+    the simulated labels); NaN where that fails or lies beyond ±``span_mrad`` (the range the Laue fit searches).
+
+    >>> g = np.array([[0.3, 0.0], [0.0, 0.3], [0.3, 0.3]])
+    >>> qz_tilt(g, g @ np.array([0.002, -0.001]), np.ones(3), 12.0).round(6).tolist()
+    [-2.0, 1.0]
+    """
+    from .lattice import fit_tilt
+
+    tilt = -np.asarray(fit_tilt(q_invA, qz_invA, weights), float)
+    return np.full(2, np.nan) if np.any(np.abs(tilt) > span_mrad) else tilt
+
+
 def _failed(pairs: int = 0) -> TiltFit:
     return TiltFit(np.full(2, np.nan), np.full(2, np.nan), pairs)
 

@@ -88,11 +88,11 @@ class TuneConfig:
     # strain_f1_margin of the best mean F1, the one whose vectors fit the tuning series' strain best
     strain_benchmark: str | None = None
     strain_f1_margin: float = 0.01
-    # the classical tilt's rocking-curve widths tried (Å⁻¹); empty: the tilt is not tuned
-    tilt_sigma_invA: tuple = (2.5e-4, 5e-4, 1e-3, 2e-3)
     # and only where its strain error is at least this much (relative) below the F1-best threshold's: detection is
     # not traded for a strain gain within the noise of a few series
     strain_min_gain: float = 0.05
+    # the classical tilt's rocking-curve widths tried (Å⁻¹); empty: the tilt is not tuned
+    tilt_sigma_invA: tuple = (2.5e-4, 5e-4, 1e-3, 2e-3)
 
     def eval_config(self) -> EvalConfig:
         base = EvalConfig()
@@ -240,12 +240,14 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     candidates = {sub: DetectionSettings(baseline=replace(combos[c], peaks=PeakConfig(
         min_relative=bt, min_spacing_px=bsp, subpixel=sub, max_peaks=MAX_PEAKS))) for sub in ("parabolic", "dft")}
     pos = _Grid()
+    found: dict[tuple, list] = defaultdict(list)  # (method, mode) → each sample's peaks, kept for the tilt
     with bar(total=len(samples), desc="tune: positions", unit="pattern") as pbar:
         for s in samples:
             d = _dose_name(s.dose)
             for sub, st in candidates.items():
                 pk = baseline_peaks(s.pattern[None], s.probe, st, s.usable)[0]
                 pos.add(("baseline", sub), d, pk.pos_px, s.exact, errors=True)
+                found[("baseline", sub)].append(pk)
             pbar.update(1)
     best_sub = min(candidates, key=lambda k: pos.rms(("baseline", k), doses))
     settings = candidates[best_sub]
@@ -256,9 +258,11 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         for s in samples:
             pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
             pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.exact, errors=True)
+            found[("model", refine)].append(pk)
     best_refine = min(refines, key=lambda k: pos.rms(("model", k), doses))
     settings = refines[best_refine]
-    tilt = tune_tilt(samples, settings, config) if config.tilt_sigma_invA else None
+    tilt = (tune_tilt(samples, found[("model", best_refine)], found[("baseline", best_sub)], config)
+            if config.tilt_sigma_invA else None)
 
     return {
         "settings": settings.as_dict(),
@@ -290,9 +294,10 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
 TILT_COVERAGE = 0.6827  # the share of tilt components meant to lie within one reported standard error
 
 
-def tune_tilt(samples: list, settings: DetectionSettings, config: TuneConfig) -> dict:
+def tune_tilt(samples: list, model_found: list, baseline_found: list, config: TuneConfig) -> dict:
     """The classical tilt's settings (:class:`fourdcrystal.tilt.TiltSettings`), chosen on the samples whose true
-    tilt is within evaluate's range, fitted to the Friedel pairs of both methods' vectors at every dose: for each
+    tilt is within evaluate's range, fitted to the Friedel pairs of both methods' vectors at every dose (each
+    sample's peaks with the chosen settings, ``model_found`` and ``baseline_found``): for each
     rocking-curve width, the gain of least squares between the fitted and true tilts, and the width of the least
     rms error after it; then ``floor_mrad``, added in quadrature to each fit's standard error so that
     ``TILT_COVERAGE`` of the components lie within it. Returns the card's ``tilt`` section."""
@@ -301,23 +306,22 @@ def tune_tilt(samples: list, settings: DetectionSettings, config: TuneConfig) ->
     from .tilt import TiltSettings, laue_tilt
 
     limit = EvalConfig().tilt_max_mrad
-    chosen: list[Sample] = [s for s in samples if s.tilt_mrad is not None and np.hypot(*s.tilt_mrad) <= limit]
+    chosen: list[tuple[Sample, list]] = [(s, [m, b]) for s, m, b in zip(samples, model_found, baseline_found)
+                                         if s.tilt_mrad is not None and np.hypot(*s.tilt_mrad) <= limit]
     if not chosen:
         return None
     raw: dict[float, list] = {sg: [] for sg in config.tilt_sigma_invA}
     with bar(total=len(chosen) * len(raw), desc="tune: tilt", unit="fit") as pbar:
-        for s in chosen:
+        for s, vectors in chosen:
             centre = np.array(s.pattern.shape) // 2
             radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
-            vectors = [model_peaks(s.vg_pred[None], s.pattern[None], s.probe, settings, s.usable)[0],
-                       baseline_peaks(s.pattern[None], s.probe, settings, s.usable)[0]]
             for sg in raw:
                 for pk in vectors:
                     fit = laue_tilt(s.pattern, centre, s.dk_invA, (pk.pos_px - centre) * s.dk_invA, s.energy_eV,
                                     radius, TiltSettings(sigma_invA=sg, gain=1.0, floor_mrad=0.0))
                     raw[sg].append((fit.tilt_mrad, fit.sigma_mrad, s.tilt_mrad))
                 pbar.update(1)
-    zero = float(np.sqrt(np.mean([np.sum(np.square(s.tilt_mrad)) for s in chosen])))
+    zero = float(np.sqrt(np.mean([np.sum(np.square(s.tilt_mrad)) for s, _ in chosen])))
     return {**choose_tilt_settings(raw), "samples": len(chosen), "zero_rms_mrad": zero}  # samples: patterns × doses
 
 
