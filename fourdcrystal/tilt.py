@@ -169,7 +169,7 @@ def laue_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray,
     dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
     centre = np.asarray(centre_px, float)
     pairs = friedel_pairs(vectors_invA, disk_radius_invA, settings.min_g_disk_radii * disk_radius_invA)
-    a, b, disk, bright = [], [], [], []
+    a, b, disk, bright, kept = [], [], [], [], []
     flat = img.ravel()
     used = 0
     for plus, minus in pairs:
@@ -184,8 +184,9 @@ def laue_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray,
             b.append(g @ g / 2 - q @ g)
             disk.append(np.full(len(q), 2 * used + side))
         bright.append(means[0] / (means[0] + means[1]))
+        kept.append(plus)
         used += 1
-    if used < settings.min_pairs or np.linalg.matrix_rank(pairs[:, 0]) < 2:
+    if used < settings.min_pairs or np.linalg.matrix_rank(np.array(kept)) < 2:  # the pairs fitted, not all found
         return _failed(used)
     a = np.concatenate(a)
     b = np.concatenate(b) * wavelength_A(energy_eV)
