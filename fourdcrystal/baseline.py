@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft as sfft
 
 from .peaks import PeakConfig, Peaks, dft_refine, find_peaks, parabolic_offsets
 
@@ -73,8 +73,8 @@ def probe_kernel(probe: np.ndarray, config: BaselineConfig | None = None) -> np.
 
 
 def correlation_spectrum(pattern: np.ndarray, kernel_fft: np.ndarray, corr_power: float) -> np.ndarray:
-    """G = F·conj(P)·|F·conj(P)|^(p−1) for a pattern and the FFT of its probe kernel."""
-    g = np.fft.fft2(np.asarray(pattern, dtype=np.float64)) * np.conj(kernel_fft)
+    """G = F·conj(P)·|F·conj(P)|^(p−1) for a pattern (or a stack (n, H, W)) and the FFT of its probe kernel."""
+    g = sfft.fft2(np.asarray(pattern, dtype=np.float64), workers=-1) * np.conj(kernel_fft)
     if corr_power != 1.0:
         m = np.abs(g)
         g = np.where(m > 0, g * np.power(np.where(m > 0, m, 1.0), corr_power - 1.0), 0.0)
@@ -94,23 +94,33 @@ def find_bragg_disks(pattern: np.ndarray, probe: np.ndarray, config: BaselineCon
     return find_bragg_disks_batch(np.asarray(pattern)[None], probe, config, mask)[0]
 
 
-def correlations(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig):
-    """(smoothed correlation map, unsmoothed spectrum G) of each pattern of a stack (n, H, W).
+CORRELATION_BATCH = 32  # patterns transformed together: one multi-threaded FFT call, ~50 MB of spectra at 256²
 
-    ``probe`` is (H, W), shared (its FFT is done once), or (n, H, W).
+
+def correlations(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig):
+    """(smoothed correlation map, unsmoothed spectrum G) of each pattern of a stack (n, H, W), in order.
+
+    ``probe`` is (H, W), shared (its FFT is done once), or (n, H, W). The FFTs run on
+    :data:`CORRELATION_BATCH` patterns at a time over every core (``scipy.fft`` with ``workers=-1``: 2.3× numpy's
+    one-pattern-at-a-time transforms on the 2-core development machine, ``scripts/bench_predict.py``).
     """
     patterns = np.asarray(patterns)
     shape = patterns.shape[-2:]
     probe = np.asarray(probe)
     if probe.shape[-2:] != shape:
         raise ValueError(f"probe shape {probe.shape} differs from the patterns' {shape}")
-    shared = np.fft.fft2(probe_kernel(probe, config)) if probe.ndim == 2 else None
+    shared = sfft.fft2(probe_kernel(probe, config)) if probe.ndim == 2 else None
     smooth = gaussian_transfer(shape, config.sigma_px) if config.sigma_px > 0 else None
-    for n, p in enumerate(patterns):
-        kf = shared if shared is not None else np.fft.fft2(probe_kernel(probe[n], config))
-        g = correlation_spectrum(p, kf, config.corr_power)
+    for s in range(0, len(patterns), CORRELATION_BATCH):
+        block = np.asarray(patterns[s:s + CORRELATION_BATCH], dtype=np.float64)
+        if shared is not None:
+            kf = shared
+        else:
+            kf = np.stack([sfft.fft2(probe_kernel(k, config)) for k in probe[s:s + len(block)]])
+        g = correlation_spectrum(block, kf, config.corr_power)
         # the kernel is centred on pixel (0, 0): a disk at p gives a correlation peak at p
-        yield np.real(np.fft.ifft2(g * smooth if smooth is not None else g)), g
+        corr = sfft.ifft2(g * smooth if smooth is not None else g, workers=-1).real
+        yield from zip(corr, g)
 
 
 def find_bragg_disks_batch(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig = BaselineConfig(),
@@ -146,32 +156,58 @@ def refine_positions(patterns: np.ndarray, probe: np.ndarray, positions: list[np
     -------
     n arrays (m_k, 2): refined positions, pixels.
     """
+    return [_refine_one(corr, g, pos, config, search_px)
+            for (corr, g), pos in zip(correlations(patterns, probe, config), positions)]
+
+
+def find_and_refine(patterns: np.ndarray, probe: np.ndarray, config: BaselineConfig, positions: list[np.ndarray],
+                    search_px: float, mask: np.ndarray | None = None) -> tuple[list[Peaks], list[np.ndarray]]:
+    """:func:`find_bragg_disks_batch` and :func:`refine_positions` of the same patterns and settings in one pass:
+    each pattern's correlation is computed once for both (the model's peaks placed on the detector and the
+    baseline's disks, when predict runs both). Equal to the two calls."""
+    found, moved = [], []
+    for (corr, g), pos in zip(correlations(patterns, probe, config), positions):
+        found.append(find_peaks(corr, config.peaks, spectrum=g, mask=mask))
+        moved.append(_refine_one(corr, g, pos, config, search_px))
+    return found, moved
+
+
+def _refine_one(corr: np.ndarray, g: np.ndarray, pos: np.ndarray, config: BaselineConfig,
+                search_px: float) -> np.ndarray:
+    """:func:`refine_positions` for one pattern's correlation map ``corr`` and unsmoothed spectrum ``g``."""
+    pos = np.asarray(pos, float).reshape(-1, 2)
+    if len(pos) == 0:
+        return pos
     r = int(np.ceil(search_px))
     di, dj = np.mgrid[-r:r + 1, -r:r + 1]
     inside = (di**2 + dj**2 <= search_px**2).ravel()
     di, dj = di.ravel()[inside], dj.ravel()[inside]
-    out = []
-    for (corr, g), pos in zip(correlations(patterns, probe, config), positions):
-        pos = np.asarray(pos, float).reshape(-1, 2)
-        if len(pos) == 0:
-            out.append(pos)
-            continue
-        h, w = corr.shape
-        base = np.rint(pos).astype(int)
-        ci = np.clip(base[:, :1] + di[None], 0, h - 1)
-        cj = np.clip(base[:, 1:] + dj[None], 0, w - 1)
-        k = np.argmax(corr[ci, cj], axis=1)
-        ij = np.stack([ci[np.arange(len(pos)), k], cj[np.arange(len(pos)), k]], axis=1)
-        if config.peaks.subpixel == "none":
-            new = ij.astype(float)
-        elif config.peaks.subpixel == "dft":
-            new = dft_refine(g, ij + parabolic_offsets(corr, ij), config.peaks.upsample)
-        else:
-            new = ij + parabolic_offsets(corr, ij)
-        # no correlation maximum inside the window (the window's best is on its rim, or the
-        # refinement left it): no disk to refine on, the position stays where it was
-        peak = corr[ij[:, 0], ij[:, 1]] >= ndimage.maximum_filter(corr, size=3, mode="nearest")[ij[:, 0], ij[:, 1]]
-        stay = ~peak | (np.linalg.norm(new - pos, axis=1) > search_px)
-        new[stay] = pos[stay]
-        out.append(new)
-    return out
+    h, w = corr.shape
+    base = np.rint(pos).astype(int)
+    ci = np.clip(base[:, :1] + di[None], 0, h - 1)
+    cj = np.clip(base[:, 1:] + dj[None], 0, w - 1)
+    k = np.argmax(corr[ci, cj], axis=1)
+    ij = np.stack([ci[np.arange(len(pos)), k], cj[np.arange(len(pos)), k]], axis=1)
+    if config.peaks.subpixel == "none":
+        new = ij.astype(float)
+    elif config.peaks.subpixel == "dft":
+        new = dft_refine(g, ij + parabolic_offsets(corr, ij), config.peaks.upsample)
+    else:
+        new = ij + parabolic_offsets(corr, ij)
+    # no correlation maximum inside the window (the window's best is on its rim, or the
+    # refinement left it): no disk to refine on, the position stays where it was. A 3×3 maximum
+    # is read at the found pixels only (a filter over the whole map cost more than the rest).
+    peak = _is_local_max(corr, ij)
+    stay = ~peak | (np.linalg.norm(new - pos, axis=1) > search_px)
+    new[stay] = pos[stay]
+    return new
+
+
+def _is_local_max(img: np.ndarray, ij: np.ndarray) -> np.ndarray:
+    """Whether each pixel ``ij`` (m, 2) is ≥ its 3×3 neighbours (the border repeated beyond the edge, as
+    ``ndimage.maximum_filter(size=3, mode="nearest")``)."""
+    h, w = img.shape
+    d = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)])
+    ni = np.clip(ij[:, None, 0] + d[None, :, 0], 0, h - 1)
+    nj = np.clip(ij[:, None, 1] + d[None, :, 1], 0, w - 1)
+    return img[ij[:, 0], ij[:, 1]] >= img[ni, nj].max(axis=1)

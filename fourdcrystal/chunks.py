@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .baseline import refine_positions
+from .baseline import find_and_refine, refine_positions
 from .detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
 from .errors import FourdError
 from .io.readers import Scan4D, open_4d, split_spec
@@ -30,7 +30,8 @@ class ChunkProcessor:
     def __init__(self, model, card: dict, prep: Preparation, config: PredictConfig):
         from .model.inference import Predictor
 
-        self.predictor = Predictor(model, card, config.device, config.batch_size, tta=config.tta)
+        self.predictor = Predictor(model, card, config.device, config.batch_size, tta=config.tta,
+                                   precision=config.precision)
         self.dk = prep.dk_invA
         self.prep = prep
         self.config = config
@@ -47,19 +48,33 @@ class ChunkProcessor:
         if prep.detector_valid is not None:  # masked and dead pixels carry no signal into the network
             raw = raw * prep.detector_valid
         x = prep.resampler(raw)
+        bg = prep.baseline_grid
+        native = placed_on_detector(cfg.settings, prep)
+        xb = bg.resampler(raw) if native or (cfg.baseline and bg.resampler is not prep.resampler) else x
         t["resample"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         vg, qz = self.predictor(x, prep.probe)
         t["model"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         shape = x.shape[-2:]
-        bg = prep.baseline_grid
-        native = placed_on_detector(cfg.settings, prep)
-        xb = bg.resampler(raw) if native or (cfg.baseline and bg.resampler is not prep.resampler) else x
         settings = replace(cfg.settings, model=replace(cfg.settings.model, refine="vg")) if native else cfg.settings
         peaks = model_peaks(vg, x, prep.probe, settings, prep.usable,
                             dose_e=estimate_dose(raw) if cfg.settings.model.low_dose_e > 0 else None)
-        q = self._native_q(peaks, shape, xb) if native else None
+        t["model_peaks"] += time.perf_counter() - t0
+        base_found = q = None
+        if native:  # the model's peaks placed on the detector's own pixels
+            t0 = time.perf_counter()
+            start = self._native_start(peaks, shape, xb)
+            search = cfg.settings.model.search_px * bg.px_scale
+            if cfg.baseline:  # one correlation of each pattern serves both methods
+                base_found, moved = find_and_refine(xb, bg.probe, self.baseline_settings.baseline, start, search,
+                                                    bg.usable)
+                t["correlation"] += time.perf_counter() - t0
+            else:
+                moved = refine_positions(xb, bg.probe, start, self.baseline_settings.baseline, search)
+                t["model_peaks"] += time.perf_counter() - t0
+            q = self._native_q(peaks, moved, xb)
+        t0 = time.perf_counter()
         # the tilt is fitted on the finer of the two grids (the detector's, where the baseline runs on it)
         if not cfg.tilt_methods:
             tilt_grid = None
@@ -73,8 +88,9 @@ class ChunkProcessor:
         t["model_peaks"] += time.perf_counter() - t0
         if cfg.baseline:
             t0 = time.perf_counter()
-            out["baseline"] = self._vectors(baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable),
-                                            xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA,
+            if base_found is None:
+                base_found = baseline_peaks(xb, bg.probe, self.baseline_settings, bg.usable)
+            out["baseline"] = self._vectors(base_found, xb.shape[-2:], dk=bg.dk_invA, q_offset=bg.q_offset_invA,
                                             tilt_grid=tilt_grid, method="baseline")
             t["baseline"] += time.perf_counter() - t0
         if cfg.save_maps:
@@ -82,16 +98,18 @@ class ChunkProcessor:
         out["timing_s"] = dict(t)
         return out
 
-    def _native_q(self, peaks: list, shape, xb: np.ndarray) -> np.ndarray:
-        """q (Å⁻¹) of the model's peaks placed on the detector's own pixels: the maximum of the measured
-        pattern's correlation with the probe within ``search_px`` (model pixels, in Å⁻¹ kept) of the model's
-        position. The model's grid is coarser here (it was resampled), the detector's pixels are not."""
+    def _native_start(self, peaks: list, shape, xb: np.ndarray) -> list[np.ndarray]:
+        """The model's peaks in the detector grid's pixels (where :func:`~fourdcrystal.baseline.refine_positions`
+        places them on the measured pattern's correlation with the probe, within ``search_px`` model pixels, in Å⁻¹
+        kept). The model's grid is coarser here (it was resampled), the detector's pixels are not."""
         bg = self.prep.baseline_grid
         centre_b = np.array([s // 2 for s in xb.shape[-2:]], float)
         start = [to_reciprocal(p, shape, self.dk) - np.asarray(bg.q_offset_invA) for p in peaks]
-        pos_b = [q / np.asarray(bg.dk_invA) + centre_b for q in start]
-        moved = refine_positions(xb, bg.probe, pos_b, self.baseline_settings.baseline,
-                                 self.config.settings.model.search_px * bg.px_scale)
+        return [q / np.asarray(bg.dk_invA) + centre_b for q in start]
+
+    def _native_q(self, peaks: list, moved: list[np.ndarray], xb: np.ndarray) -> np.ndarray:
+        """q (Å⁻¹) of the model's peaks at their positions ``moved`` on the detector grid's pixels."""
+        bg = self.prep.baseline_grid
         q = [to_reciprocal(Peaks(m, p.intensity), xb.shape[-2:], bg.dk_invA) + np.asarray(bg.q_offset_invA)
              for m, p in zip(moved, peaks)]
         return np.concatenate(q) if q else np.zeros((0, 2))

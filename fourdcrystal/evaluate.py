@@ -79,6 +79,7 @@ class EvalConfig:
     worst: int = 4  # patterns in the gallery
     seed: int = default("evaluate", "seed")
     tta: str = default("evaluate", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
+    precision: str = default("evaluate", "precision")  # auto | fp32 | bf16: the network's arithmetic
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
     visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
     tilt: bool = True  # score the out-of-plane tilt (fourdcrystal.tilt) against the shards' true tilt
@@ -530,7 +531,8 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     if config.limit is not None:
         locations = locations[:config.limit]
     require_truth(dataset, locations)
-    predictor = Predictor(model, card, device, config.batch_size, tta=config.tta)
+    predictor = Predictor(model, card, device, config.batch_size, tta=config.tta,
+                          precision=config.precision)
     out = Path(out)
     from .atomic import check_writable
 
@@ -580,7 +582,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
         "schema": "fourdcrystal.evaluation/3",
         "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
         "dataset": str(dataset), "dataset_index_sha256": info.index_sha256, "split": config.split,
-        "patterns": len(locations), "config": asdict(config),
+        "patterns": len(locations), "config": {**asdict(config), "precision": predictor.precision},
         "settings": settings.as_dict(), "settings_tuned": tuned,
         "overall": {m: tallies[(m, "all", "all")].summary() for m in METHODS},
         "by_dose": {m: {d: tallies[(m, d, "all")].summary() for d in doses} for m in METHODS},

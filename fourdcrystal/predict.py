@@ -65,6 +65,8 @@ class PredictConfig:
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
     tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
+    # auto | fp32 | bf16: the network's arithmetic; predict resolves auto for this machine (the file records which)
+    precision: str = default("predict", "precision")
     # each method's crystal tilt per position (fourdcrystal.tilt), mrad; None (auto): the model's from its q_z where
     # the card shows that ahead of the Laue fit at the scan's dose, else none
     tilt: bool | None = default("predict", "tilt")
@@ -204,6 +206,11 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
         if not torch.cuda.is_available():
             raise FourdError(f"--device {config.device}: this machine has no CUDA GPU that torch can use")
+    from .model.inference import pick_device, resolve_precision
+
+    # resolved here, so that the fingerprint and the file name the arithmetic that ran (a run resumed on a machine
+    # without native bf16 is then a new run, not a mixed one)
+    config = replace(config, precision=resolve_precision(config.precision, pick_device(config.device, "--device")))
     with open_4d(data, scan_shape) as scan:
         if np.dtype(scan.dtype).kind == "c":
             raise FourdError(f"{data}: complex-valued patterns ({np.dtype(scan.dtype)}); expected real counts or "

@@ -3,14 +3,16 @@
     python scripts/bench_predict.py quickstart/model/model.pt                 # scans of 16², 32², 64² positions
     python scripts/bench_predict.py release --sides 8,32                      # the model shipped in the package
     python scripts/bench_predict.py MODEL --sides 32,128 --device cuda --chunk 512
-    python scripts/bench_predict.py release --detector 128 --k-pixel 0.0296  # a detector the size of the model's
+    python scripts/bench_predict.py release --sides 32 --detectors 128,256,512  # three detectors, one field of view
+    python scripts/bench_predict.py release --sides 32 --precision bf16        # the network in bfloat16
 
-For each scan size a synthetic 4D-STEM file is written (disks of a crystal lattice on a
-``--detector``² detector of ``--k-pixel`` Å⁻¹ pixels, default 256² at 0.02 Å⁻¹, intensities
-varying over the scan, Poisson noise), and one predict run (model and baseline on the same
+For each detector size and scan size a synthetic 4D-STEM file is written (disks of a crystal lattice on a
+D² detector whose pixels are ``--k-pixel`` × 256 / D Å⁻¹, so every detector sees the same 5.12 Å⁻¹ field of
+view at the default 0.02 Å⁻¹ for 256², intensities varying over the scan, Poisson noise), and one predict run (model and baseline on the same
 patterns, in one process, over the whole detector resampled to the model's pixel size) is
 timed by step. End-to-end rates count every
-step a method needs: read → resample → method → peaks → write. Each run is a fresh process, so its
+step a method needs: read → resample → method → peaks → write; the correlation of each pattern with the probe,
+which the baseline's detection and the model's placement on the detector share, counts for both. Each run is a fresh process, so its
 peak resident memory is its own: it must not grow with the number of scan positions.
 """
 
@@ -60,7 +62,8 @@ def synthetic_scan(path: Path, card: dict, side: int, detector_px: int, k_pixel_
 def child(args) -> None:
     from fourdcrystal.predict import PredictConfig, predict
 
-    cfg = PredictConfig(chunk_positions=args.chunk, batch_size=args.batch_size, baseline=True, device=args.device)
+    cfg = PredictConfig(chunk_positions=args.chunk, batch_size=args.batch_size, baseline=True, device=args.device,
+                        precision=args.precision)
     card = read_card(resolve_weights(args.model))
     res = predict(args.model, args.data, args.out, cfg, {"k_pixel_invA": args.k_pixel,
                                                          "energy_eV": card["input"]["energy_eV"],
@@ -77,8 +80,10 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
-    p.add_argument("--detector", type=int, default=256, help="detector pixels per side")
-    p.add_argument("--k-pixel", type=float, default=0.02, help="detector pixel size, Å⁻¹")
+    p.add_argument("--detectors", default="256", help="detector pixels per side, comma-separated")
+    p.add_argument("--k-pixel", type=float, default=0.02, help="pixel size of a 256² detector, Å⁻¹ (others scaled "
+                                                                 "to the same field of view)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the network's arithmetic")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -86,30 +91,30 @@ def main() -> None:
     if args.child:
         return child(args)
     card = read_card(resolve_weights(args.model))
-    rows = []
+    print(f"model {args.model} ({card['parameters']} parameters, grid pixel {np.mean(card['input']['k_sampling_invA']):.4f} "
+          f"Å⁻¹), chunk {args.chunk}, batch {args.batch_size}, device {args.device}, precision {args.precision}")
+    print(f"{'detector':>9s} {'model grid':>10s} {'scan':>9s} {'patterns':>9s} {'file MB':>8s} {'model pat/s':>12s} "
+          f"{'baseline pat/s':>15s} {'both pat/s':>11s} {'peak RSS MB':>12s}  vectors")
     with tempfile.TemporaryDirectory() as tmp:
-        for side in (int(s) for s in args.sides.split(",")):
-            data = synthetic_scan(Path(tmp) / f"scan{side}.npy", card, side, args.detector, args.k_pixel)
-            cmd = [sys.executable, __file__, args.model, "--child", "--data", str(data), "--out",
-                   str(Path(tmp) / f"r{side}.h5"), "--chunk", str(args.chunk), "--batch-size", str(args.batch_size),
-                   "--device", args.device, "--k-pixel", str(args.k_pixel)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            res = json.loads(out.strip().splitlines()[-1])
-            t, n = res["timing_s"], res["positions"]
-            shared = t.get("read", 0) + t.get("resample", 0) + t.get("write", 0)
-            model_rate = n / (shared + t["model"] + t["model_peaks"])
-            base_rate = n / (shared + t["baseline"])
-            rows.append((side, n, data.stat().st_size / 1e6, model_rate, base_rate, res["patterns_per_s"],
-                         res["peak_rss_mb"], res["vectors"]))
-            grid = res["grid_shape"]
-    print(f"model {args.model} ({card['parameters']} parameters), {args.detector}² detector at {args.k_pixel:g} Å⁻¹ "
-          f"→ {grid[0]}×{grid[1]} model grid at {np.mean(card['input']['k_sampling_invA']):.4f} Å⁻¹, "
-          f"chunk {args.chunk}, device {args.device}")
-    print(f"{'scan':>9s} {'patterns':>9s} {'file MB':>8s} {'model pat/s':>12s} {'baseline pat/s':>15s} "
-          f"{'model/baseline':>15s} {'both pat/s':>11s} {'peak RSS MB':>12s}  vectors")
-    for side, n, mb, mr, br, both, rss, vec in rows:
-        print(f"{side:>4d}×{side:<4d} {n:>9d} {mb:>8.1f} {mr:>12.1f} {br:>15.1f} {mr / br:>15.2f} {both:>11.1f} "
-              f"{rss:>12.0f}  {vec}")
+        for det in (int(d) for d in args.detectors.split(",")):
+            k_pixel = args.k_pixel * 256 / det
+            for side in (int(s) for s in args.sides.split(",")):
+                data = synthetic_scan(Path(tmp) / f"scan{det}-{side}.npy", card, side, det, k_pixel)
+                cmd = [sys.executable, __file__, args.model, "--child", "--data", str(data), "--out",
+                       str(Path(tmp) / f"r{det}-{side}.h5"), "--chunk", str(args.chunk), "--batch-size",
+                       str(args.batch_size), "--device", args.device, "--k-pixel", str(k_pixel),
+                       "--precision", args.precision]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                res = json.loads(out.strip().splitlines()[-1])
+                t, n = res["timing_s"], res["positions"]
+                shared = sum(t.get(k, 0) for k in ("read", "resample", "write", "correlation"))
+                model_rate = n / (shared + t["model"] + t["model_peaks"])
+                base_rate = n / (shared + t["baseline"])
+                grid = "×".join(str(g) for g in res["grid_shape"])
+                print(f"{det:>4d}×{det:<4d} {grid:>10s} {side:>4d}×{side:<4d} {n:>9d} {data.stat().st_size / 1e6:>8.1f} "
+                      f"{model_rate:>12.1f} {base_rate:>15.1f} {res['patterns_per_s']:>11.1f} "
+                      f"{res['peak_rss_mb']:>12.0f}  {res['vectors']}", flush=True)
+                data.unlink()
 
 
 if __name__ == "__main__":

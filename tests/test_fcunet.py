@@ -284,3 +284,72 @@ def test_test_time_mirrors_average_the_mirrored_answers_and_make_the_network_mir
         d4(x[:, :, :16], p[:, :16])
     with pytest.raises(ValueError, match="tta must be one of"):
         Predictor(model, card, "cpu", tta="rot90")
+
+
+@pytest.mark.parametrize("domain", ["pattern", "spectral"])
+def test_inference_copy_folds_batch_norm_and_answers_as_the_model(domain):
+    """Predictor runs a copy with each batch norm folded into its convolution, channels-last: the same answers
+    as the model in eval mode (batch-norm statistics made non-trivial first, or folding would be a no-op), the
+    caller's model untouched; bf16 stays close to fp32 and is refused by name when misspelt."""
+    import numpy as np
+
+    from fourdcrystal.model.inference import Predictor, inference_copy
+
+    torch.manual_seed(1)
+    model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0, domain=domain))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    fast = inference_copy(model, torch.device("cpu"))
+    n_bn = lambda mod: sum(isinstance(m, torch.nn.BatchNorm2d) for m in mod.modules())  # noqa: E731
+    if domain == "pattern":
+        assert n_bn(fast) == 0 < n_bn(model)  # every real block's norm folded
+    else:
+        assert 0 < n_bn(fast) < n_bn(model)  # the complex blocks' norms stay, the real block's are folded
+    before = n_bn(model)
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 32, 32)).astype(np.float32) * 50
+    p = rng.random((32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)[:, None], torch.from_numpy(np.broadcast_to(p, x.shape).copy())[:, None])
+    card = {"labels": {"qz_scale_invA": 2.0}, "input": {"shape": [32, 32]}}
+    vg, qz = Predictor(model, card, "cpu")(x, p)
+    scale = float(want["vg"].abs().max())
+    np.testing.assert_allclose(vg, want["vg"][:, 0].numpy(), atol=1e-5 * scale)
+    np.testing.assert_allclose(qz, 2.0 * want["qz"][:, 0].numpy(), atol=2e-5 * float(want["qz"].abs().max()) * 2)
+    vg16, _ = Predictor(model, card, "cpu", precision="bf16")(x, p)
+    err = np.abs(vg16 - vg).max() / scale
+    assert 0 < err < 0.1  # bfloat16 arithmetic: not the same numbers, but near them
+    assert n_bn(model) == before  # the caller's model is not changed
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor(model, card, "cpu", precision="fp16")
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_does_it_in_hardware(tmp_path):
+    """auto resolves from the CPU's flags: bf16 with AVX-512 BF16 or AMX, else fp32 (emulated bfloat16 is slower
+    than fp32); an unreadable cpuinfo is fp32; fp32 and bf16 stay as given."""
+    from fourdcrystal.model import inference
+    from fourdcrystal.model.inference import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    plain, bf, amx = tmp_path / "plain", tmp_path / "bf", tmp_path / "amx"
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    bf.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    amx.write_text("processor\t: 0\nflags\t\t: fpu amx_bf16 amx_tile\n")
+    assert not native_bf16(cpu, str(plain))
+    assert native_bf16(cpu, str(bf)) and native_bf16(cpu, str(amx))
+    assert not native_bf16(cpu, str(tmp_path / "missing"))
+    for flags, want in ((bf, "bf16"), (plain, "fp32")):
+        orig = inference.native_bf16
+        inference.native_bf16 = lambda d, _f=str(flags): orig(d, _f)
+        try:
+            assert resolve_precision("auto", cpu) == want
+        finally:
+            inference.native_bf16 = orig
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("half", cpu)

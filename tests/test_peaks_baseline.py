@@ -195,3 +195,35 @@ def test_low_dose_patterns_get_their_own_threshold():
     assert len(model_peaks(vg[None], clean[None], clean, st, dose_e=np.array([1e3]))[0]) == 4  # a given dose wins
     off = replace(st, model=replace(st.model, low_dose_e=0.0))
     assert len(model_peaks(vg[None], noisy[None], clean, off)[0]) == 2  # no low-dose threshold: one for all
+
+
+def test_one_pass_of_detection_and_refinement_equals_the_two_calls(monkeypatch):
+    """find_and_refine (predict's shared correlation for the baseline and the model's peaks on the detector)
+    gives what find_bragg_disks_batch and refine_positions give apart; across the FFT batches too (the batch made
+    smaller than the stack), with one probe per pattern as with a shared one."""
+    import fourdcrystal.baseline as bl
+
+    monkeypatch.setattr(bl, "CORRELATION_BATCH", 2)
+    rng = np.random.default_rng(3)
+    radius = 5.0
+    probe = _disk((N // 2, N // 2), radius)
+    stack, starts = [], []
+    for k in range(5):
+        c2 = (N // 2 + rng.uniform(-20, 20), N // 2 + rng.uniform(-20, 20))
+        stack.append(rng.poisson(200 * (_disk((N // 2, N // 2), radius) + 0.5 * _disk(c2, radius))).astype(float))
+        starts.append(np.array([[N / 2 + 0.4, N / 2 - 0.3], [c2[0] + 0.6, c2[1] - 0.5]]))
+    stack = np.stack(stack)
+    config = BaselineConfig(peaks=PeakConfig(min_relative=0.05, subpixel="parabolic"), sigma_px=0.0)
+    for pr in (probe, np.stack([probe] * len(stack))):
+        found, moved = bl.find_and_refine(stack, pr, config, starts, 1.5)
+        want_found = bl.find_bragg_disks_batch(stack, pr, config)
+        want_moved = bl.refine_positions(stack, pr, starts, config, 1.5)
+        for f, w in zip(found, want_found):
+            np.testing.assert_array_equal(f.pos_px, w.pos_px)
+        for m, w, s in zip(moved, want_moved, starts):
+            np.testing.assert_array_equal(m, w)
+            assert np.all(np.linalg.norm(m - s, axis=1) > 0.2)  # the two disks moved onto their centres
+    # the batched FFTs equal one pattern at a time
+    one = [bl.find_bragg_disks(p, probe, config) for p in stack]
+    for f, w in zip(found, one):
+        np.testing.assert_allclose(f.pos_px, w.pos_px, atol=1e-9)

@@ -458,3 +458,28 @@ def test_figures_name_the_model_they_show(tmp_path, monkeypatch):
     plots.training_curves(history, tmp_path / "c.png", title="smoke-model: training curves")
     assert drawn[-1]._suptitle.get_text() == "smoke-model: training curves"
     assert plots.model_label(tmp_path / "smoke-model" / "model.pt") == "smoke-model/model.pt"
+
+
+def test_a_short_write_on_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
+    """torch reports a checkpoint cut short by a full disk as "unexpected pos N vs M"; save_state names the file
+    and "No space left on device" when the folder has less room than the tensors need, torch's words otherwise,
+    and leaves no file behind either way."""
+    import shutil as _shutil
+    from collections import namedtuple
+
+    import torch
+
+    from fourdcrystal.errors import FourdError
+    from fourdcrystal.training import card as card_mod
+
+    def short_write(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 94464 vs 94356")
+
+    monkeypatch.setattr(card_mod.torch, "save", short_write)
+    usage = namedtuple("usage", "total used free")
+    state = {"w": torch.zeros(1000)}
+    for free, want in ((10, "No space left on device"), (10**9, "unexpected pos")):
+        monkeypatch.setattr(_shutil, "disk_usage", lambda p, _f=free: usage(10**9, 0, _f))
+        with pytest.raises(FourdError, match=f"cannot write .*ckpt.pt: .*{want}"):
+            card_mod.save_state(tmp_path / "ckpt.pt", state)
+        assert list(tmp_path.iterdir()) == []

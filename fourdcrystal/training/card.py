@@ -9,8 +9,11 @@ checks the sha256 first, so weights and card can never be silently mixed up.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
+import shutil
 from pathlib import Path
 
 import torch
@@ -37,11 +40,36 @@ def save_state(path: str | Path, state: dict) -> None:
         with atomic_file(path) as tmp, open(tmp, "wb") as fh:
             torch.save(state, fh)
     except (OSError, RuntimeError) as exc:  # torch wraps a failed write of its zip archive in RuntimeError
-        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+        text = str(exc).lower()
+        # a short write on a full disk reaches torch's archive writer as "unexpected pos N vs M" (the file ends
+        # before where the writer is), not as ENOSPC: the folder's free space says which it was
+        if isinstance(exc, RuntimeError) and "write" not in text and "unexpected pos" not in text:
             raise
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        if isinstance(exc, RuntimeError) and _disk_nearly_full(Path(path).parent, state):
+            reason = os.strerror(errno.ENOSPC)
         raise FourdError(f"cannot write {path}: {reason}; the previous checkpoint is kept (make room and rerun "
                          f"with --resume)") from None
+
+
+def _disk_nearly_full(folder: Path, state: dict) -> bool:
+    """Whether ``folder``'s file system has less room left than the tensors of ``state`` take."""
+    size = sum(v.numel() * v.element_size() for v in _tensors(state))
+    try:
+        return shutil.disk_usage(folder).free < size + 65536
+    except OSError:
+        return False
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
 
 
 def save_model(weights: str | Path, state_dict: dict, card: dict) -> dict:
