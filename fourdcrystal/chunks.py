@@ -198,10 +198,14 @@ def _remote_chunk(job: dict, start: int, stop: int) -> dict:
     return out
 
 
-def chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor):
-    """(start, result) in order; the next chunk is read in a thread while this one is processed."""
+def chunks_local(scan: Scan4D, starts: list[int], proc: ChunkProcessor, wait=None):
+    """(start, result) in order; the next chunk is read in a thread while this one is processed. ``wait(n)``, where
+    given, returns once the first ``n`` positions are in the file (one still being written); the time it waits
+    is not counted as reading."""
 
     def read(s):
+        if wait is not None:
+            wait(s + proc.config.chunk_positions)
         t0 = time.perf_counter()
         raw = scan.read(s, s + proc.config.chunk_positions)
         return raw, time.perf_counter() - t0

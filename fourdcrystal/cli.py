@@ -862,6 +862,19 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
       help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs in "
            "float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to ±0.001 on the "
            "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware, else fp32.")
+@_opt("predict", "prepare_first", "--prepare-first", type=int,
+      help="Find the zero beam, dead pixels and the counts per pattern from the first N scan positions only. With "
+           "--follow this is the first chunk; an offline run given the same N (and --chunk) gives the same vectors.",
+      default_text="patterns spread over the whole scan; the first chunk with --follow")
+@click.option("--follow", is_flag=True,
+              help="The file is still being written (Merlin .mib with its .hdr, or HDF5 in SWMR mode): process each "
+                   "chunk as its frames land, redraw OUT's PNG (virtual bright field and Bragg vector map so far) and "
+                   "print the processing rate against the arrival rate every --refresh seconds; end when the scan is "
+                   "complete. A file that stops growing for --idle seconds ends the run with the positions done kept "
+                   "(rerun to go on).")
+@_opt("predict", "idle", "--idle", type=float, help="--follow: stop when the file has not grown for this many seconds.")
+@_opt("predict", "refresh", "--refresh", type=float,
+      help="--follow: redraw the live picture and print the rates at most every this many seconds.")
 @_opt("predict", "scheduler", "--scheduler",
       help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @_opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
@@ -875,7 +888,7 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
            "energy (--energy or the file's); by default only the model's q_z tilt is written, where the card shows "
            "it ahead (no energy needed).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
-def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, **_options) -> None:
+def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, follow, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).
 
     Without --model (or with --model release) the model shipped inside the package runs; its card
@@ -894,7 +907,7 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
     from pathlib import Path
 
     from .io.readers import split_spec
-    from .predict import PredictConfig, predict
+    from .predict import FollowSettings, PredictConfig, predict
 
     if len(paths) > 2 or (len(paths) == 2 and model_opt is not None):
         raise FourdError(f"expected DATA [--model MODEL] (or MODEL DATA), got {len(paths)} arguments"
@@ -905,13 +918,15 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
     cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
                   method=c["method"],
                   save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
-                  tilt=c["tilt"], qz=c["qz"], tta=c["tta"], precision=c["precision"])
+                  tilt=c["tilt"], qz=c["qz"], tta=c["tta"], precision=c["precision"],
+                  prepare_positions=c["prepare_first"])
     out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
     calibration = {k: c[k] for k in ("k_pixel_invA", "camera_length_mm", "detector_pixel_um", "energy_eV",
                                      "semiangle_mrad")}
     res = predict(model, data, out, cfg, calibration, probe=c["probe"], vacuum=c["vacuum"],
                   centre_px=_pair(centre, "--centre"), scan_shape=_pair(scan_shape, "--scan-shape", int, "x"),
-                  scheduler=c["scheduler"], overwrite=overwrite, mask=c["mask"])
+                  scheduler=c["scheduler"], overwrite=overwrite, mask=c["mask"],
+                  follow=FollowSettings(idle_s=c["idle"], refresh_s=c["refresh"]) if follow else None)
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     cal, src = res["calibration"], res["calibration"]["sources"]

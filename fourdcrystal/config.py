@@ -571,6 +571,12 @@ PREDICT_SCHEMA: Schema = {
     "tta": EVALUATE_SCHEMA["tta"],
     "precision": EVALUATE_SCHEMA["precision"],
     "scheduler": Field(None, Str(nullable=True), "dask.distributed scheduler address tcp://HOST:PORT"),
+    "idle": Field(30.0, Float(0.1, 86400.0), "--follow: stop when the file has not grown for this many seconds"),
+    "refresh": Field(10.0, Float(0.5, 86400.0), "--follow: redraw the live picture and print the rates at most "
+                                                 "every this many seconds"),
+    "prepare_first": Field(None, Int(1, 1 << 40, nullable=True),
+                           "the zero beam, dead pixels and counts per pattern from the first N scan positions (null: "
+                           "from patterns spread over the scan; with --follow, the first chunk)"),
     "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
                                            "evaluation shows q_z skill)"),
     "tilt": Field(None, Bool(nullable=True), "write each method's crystal tilt (θx, θy) per position and its "

@@ -404,3 +404,37 @@ def strain_benchmark_png(report: dict, path: str | Path) -> Path:
     path = save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def live_view(live: dict, card: dict, title: str, path: str | Path) -> Path:
+    """The picture ``predict --follow`` redraws while a scan is written: the virtual bright field so far (positions
+    not yet processed blank) and the Bragg vector map of each method so far (axes in Å⁻¹, log colour scale).
+
+    ``live`` is :meth:`fourdcrystal.io.results.ResultFile.live`'s dict. Two panels per row and no layout engine:
+    it is drawn every few seconds beside the processing, so it is kept cheap.
+    """
+    methods = [m for m in ("model", "baseline") if m in live]
+    plt, (fig, axes) = _figure(nrows=1, ncols=1 + len(methods), figsize=(4.2 * (1 + len(methods)), 4.2),
+                               squeeze=False)
+    ax = axes[0, 0]
+    im = ax.imshow(live["virtual_bf"], cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="virtual bright field (counts)")
+    ax.set_title(f"virtual BF: {live['positions_done']} positions")
+    ax.set_xlabel("scan column")
+    ax.set_ylabel("scan row")
+    for ax, m in zip(axes[0, 1:], methods):
+        bvm = np.asarray(live[m]["bragg_vector_map"], float)
+        dk = np.broadcast_to(np.asarray(live[m].get("k_sampling_invA", card["input"]["k_sampling_invA"]), float), (2,))
+        h, w = bvm.shape
+        extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
+                  (-h // 2 - 0.5) * dk[0]]
+        if bvm.max() > 0:
+            im = _log_imshow(ax, bvm, 1e-4, extent=extent)
+            fig.colorbar(im, ax=ax, fraction=0.046, label="summed intensity")
+        ax.set_title(f"{m}: Bragg vector map, {live[m]['vectors']} vectors")
+        ax.set_xlabel("q_y (Å⁻¹)")
+        ax.set_ylabel("q_x (Å⁻¹)")
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+    plt.close(fig)
+    return Path(path)

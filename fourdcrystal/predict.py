@@ -75,6 +75,51 @@ class PredictConfig:
     tilt_model: str | None = None  # the model's tilt: "qz" (its q_z) or "laue"; None = the card's better at the dose
     tilt_qz_sigma_mrad: float | None = None  # the q_z tilt's standard error per component; None = the card's
     qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill
+    # the zero beam, dead pixels and counts per pattern from the first N scan positions only (None: from patterns
+    # spread over the scan); --follow sets it to the first chunk, and an offline run given the same N gives the
+    # same vectors
+    prepare_positions: int | None = None
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    """``predict --follow``: process a file while the detector writes it (:func:`fourdcrystal.io.readers.open_growing`)."""
+
+    idle_s: float = default("predict", "idle")  # stop when the file has not grown for this long, s
+    refresh_s: float = default("predict", "refresh")  # the live picture (OUT with .png) and the rate line, s
+    poll_s: float = 0.1  # how often the file's size is read while waiting, s
+
+
+class _Arrivals:
+    """Waits for a growing file's positions: ``wait(n)`` returns once ``n`` are there, or raises :class:`FollowIdle`
+    when the file has not grown for ``idle_s``; keeps the arrival rate."""
+
+    def __init__(self, available, total: int, settings: FollowSettings):
+        self.available, self.total, self.s = available, total, settings
+        self.t0 = self.last_t = time.perf_counter()
+        self.first = self.last_n = available()
+
+    def wait(self, n: int) -> None:
+        n = min(n, self.total)
+        while True:
+            have = self.available()
+            now = time.perf_counter()
+            if have > self.last_n:
+                self.last_n, self.last_t = have, now
+            if have >= n:
+                return
+            if now - self.last_t > self.s.idle_s:
+                raise FollowIdle(have)
+            time.sleep(self.s.poll_s)
+
+    def rate(self) -> float:
+        """Positions per second that arrived since following began."""
+        dt = self.last_t - self.t0
+        return (self.last_n - self.first) / dt if dt > 0 else float("nan")
+
+
+class FollowIdle(Exception):
+    """The followed file stopped growing before the scan was complete (``args[0]``: positions in it)."""
 
 
 def _card_test_table(card: dict) -> tuple[dict, str]:
@@ -151,7 +196,8 @@ def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -
 def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
             calibration: dict | None = None, probe: str | None = None, vacuum: str | None = None,
             centre_px: tuple[float, float] | None = None, scan_shape: tuple[int, int] | None = None,
-            scheduler: str | None = None, overwrite: bool = False, mask: str | None = None) -> dict:
+            scheduler: str | None = None, overwrite: bool = False, mask: str | None = None,
+            follow: FollowSettings | None = None) -> dict:
     """Run a model (and optionally the baseline) over a 4D-STEM file; write ``out`` and a PNG summary.
 
     Peak settings: ``config.settings``, else the card's (tuned on a validation split by
@@ -162,6 +208,12 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     camera_length_mm, detector_pixel_um, energy_eV, semiangle_mrad). Returns a summary dict:
     output paths, positions, vectors per method, patterns/s and the time spent per step.
     ``model_path`` None (or ``"release"``) runs the model shipped inside the package.
+
+    ``follow``: ``data`` is still being written (a Merlin .mib or an HDF5 file in SWMR mode): chunks are processed
+    as their frames land, the live picture (OUT with .png) is redrawn every ``follow.refresh_s`` seconds, and the
+    run ends when the scan is complete; if the file stops growing for ``follow.idle_s`` seconds first, the
+    positions done are kept in OUT.partial (rerun to go on) and :class:`FourdError` says so. Preparation then uses
+    the first chunk (``config.prepare_positions``).
     """
     from .atomic import check_not_inputs
     from .training.card import card_path, load_model, resolve_weights
@@ -211,7 +263,12 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     # resolved here, so that the fingerprint and the file name the arithmetic that ran (a run resumed on a machine
     # without native bf16 is then a new run, not a mixed one)
     config = replace(config, precision=resolve_precision(config.precision, pick_device(config.device, "--device")))
-    with open_4d(data, scan_shape) as scan:
+    if follow is not None and scheduler:
+        raise FourdError("--follow runs in this process; leave out --scheduler")
+    scan, arrivals = _open_scan(data, scan_shape, follow, config)
+    if arrivals is not None and config.prepare_positions is None:
+        config = replace(config, prepare_positions=min(config.chunk_positions, len(scan)))
+    with scan:
         if np.dtype(scan.dtype).kind == "c":
             raise FourdError(f"{data}: complex-valued patterns ({np.dtype(scan.dtype)}); expected real counts or "
                              f"intensities (take the modulus squared of a wave function first)")
@@ -220,7 +277,15 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         if config.tilt and cal.energy_eV is None:
             raise FourdError(f"--tilt needs the beam energy: {data} does not record it; give --energy (eV)")
-        prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii)
+        if arrivals is not None:  # the patterns the preparation reads must be in the file
+            try:
+                arrivals.wait(max(config.prepare_positions, _region_end(vacuum, scan.scan_shape)))
+            except FollowIdle as idle:
+                raise FourdError(f"{data}: no new frames for {follow.idle_s:g} s at {idle.args[0]} of {len(scan)} "
+                                 f"positions, before the {config.prepare_positions} the preparation reads; "
+                                 f"nothing was written") from None
+        prep = prepare(scan, card, cal, probe, vacuum, centre_px, mask, config.margin_disk_radii,
+                       first=config.prepare_positions)
         counts = prep.counts_per_pattern  # from the patterns the mean pattern read
         chosen, reason = resolve_method(config.method, card, counts)
         config = replace(config, baseline=config.baseline or config.method in ("baseline", "both")
@@ -236,7 +301,11 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if config.tilt and config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
             raise FourdError("the model's q_z tilt needs its standard error (tilt_qz_sigma_mrad): the card's test "
                              "evaluation has none")
-        fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep)
+        # a file still being written grows between runs: it is known by its first chunk's frames instead
+        growing = (None if arrivals is None else
+                   {"first_frames_sha256": hashlib.sha256(scan.read(0, config.prepare_positions).tobytes()).hexdigest()})
+        fingerprint = resume_fingerprint(str(data), list(scan.shape), card["weights_sha256"], config, cal, prep,
+                                         growing)
         attrs = {"schema": SCHEMA, "complete": False, "data": str(data), "data_format": scan.format,
                  "scan_shape": list(scan.scan_shape), "pattern_shape": list(scan.pattern_shape),
                  "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
@@ -280,8 +349,14 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                 warned.append(w)
             if overwrite and partial.exists():  # only under the lock: never another live run's partial
                 partial.unlink()
-            summary, run = _run_chunks(scan, data, partial, fingerprint, attrs, prep, methods, config, card, model,
-                                       model_path, scheduler)
+            try:
+                summary, run = _run_chunks(scan, data, partial, fingerprint, attrs, prep, methods, config, card,
+                                           model, model_path, scheduler, arrivals, follow, out)
+            except FollowIdle as idle:
+                done = _positions_done(partial)
+                raise FourdError(f"{data}: no new frames for {follow.idle_s:g} s at {idle.args[0]} of {len(scan)} "
+                                 f"positions; the {done} processed are kept in {partial}: rerun the same command to "
+                                 f"go on") from None
             os.replace(partial, out)
     caps = {"model": config.settings.model.max_peaks, "baseline": config.settings.baseline.peaks.max_peaks}
     for m in methods:
@@ -328,11 +403,12 @@ FINGERPRINT_EXCLUDED = ("device",)
 
 
 def resume_fingerprint(data: str, shape: list, weights_sha256: str, config: PredictConfig, cal: DataCalibration,
-                       prep: Preparation) -> str:
+                       prep: Preparation, data_file: dict | None = None) -> str:
     """What a partial result must match to be resumed: the input file (its size, time stamp and a sampled
-    sha256), the model, every setting but :data:`FINGERPRINT_EXCLUDED`, the calibration, the zero beam, the
-    probe and the usable region."""
-    settings = {"data": data, "data_file": file_fingerprint(split_spec(data)[0]), "shape": shape,
+    sha256, or ``data_file`` for a file still being written), the model, every setting but
+    :data:`FINGERPRINT_EXCLUDED`, the calibration, the zero beam, the probe and the usable region."""
+    data_file = file_fingerprint(split_spec(data)[0]) if data_file is None else data_file
+    settings = {"data": data, "data_file": data_file, "shape": shape,
                 "model_weights_sha256": weights_sha256,
                 "config": asdict(config) | {k: None for k in FINGERPRINT_EXCLUDED}, "calibration": asdict(cal),
                 "centre_px": prep.centre_px, "probe_sha256": hashlib.sha256(prep.probe.tobytes()).hexdigest(),
@@ -341,9 +417,54 @@ def resume_fingerprint(data: str, shape: list, weights_sha256: str, config: Pred
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _open_scan(data: str, scan_shape, follow: FollowSettings | None, config: PredictConfig):
+    """(the scan, its :class:`_Arrivals` when followed, else None). A followed file may not exist yet: it is waited
+    for as for frames."""
+    if follow is None:
+        return open_4d(data, scan_shape), None
+    from .io.readers import open_growing
+
+    path, t0 = split_spec(data)[0], time.perf_counter()
+    while not path.exists() or path.stat().st_size == 0:
+        if time.perf_counter() - t0 > follow.idle_s:
+            raise FourdError(f"{data}: not there (or empty) after {follow.idle_s:g} s of --follow")
+        time.sleep(follow.poll_s)
+    while True:
+        try:
+            scan, available = open_growing(data, scan_shape)
+            break
+        except FourdError:  # a first frame header half written, an HDF5 file not yet in SWMR mode: wait for it
+            if time.perf_counter() - t0 > follow.idle_s:
+                raise
+            time.sleep(follow.poll_s)
+    return scan, _Arrivals(available, len(scan), follow)
+
+
+def _region_end(vacuum: str | None, scan_shape) -> int:
+    """The number of positions up to the last one of a ``--vacuum`` region (0 without one)."""
+    from .preparation import _parse_region
+
+    region = _parse_region(vacuum, scan_shape)
+    return 0 if region is None else (region[1] - 1) * scan_shape[1] + region[3]
+
+
+def _positions_done(partial: Path) -> int:
+    import h5py
+
+    try:
+        with h5py.File(partial, "r") as f:
+            return int(json.loads(f.attrs["state"])["positions_done"])
+    except (OSError, KeyError):
+        return 0
+
+
 def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs: dict, prep: Preparation, methods,
-                config: PredictConfig, card: dict, model, model_path, scheduler: str | None) -> tuple[dict, dict]:
-    """Process every position not yet committed to ``partial``; (summary arrays, run record)."""
+                config: PredictConfig, card: dict, model, model_path, scheduler: str | None,
+                arrivals: _Arrivals | None = None, follow: FollowSettings | None = None,
+                out: Path | None = None) -> tuple[dict, dict]:
+    """Process every position not yet committed to ``partial``; (summary arrays, run record). With ``arrivals``
+    each chunk is read once its frames are in the file, and the live picture is redrawn every
+    ``follow.refresh_s`` seconds."""
     result: ResultFile | None = None
 
     @contextlib.contextmanager
@@ -373,7 +494,9 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
         t_start = time.perf_counter()
         with bar(total=len(scan), desc="predict", unit="pattern", initial=done) as pbar:
             chunks = (chunks_distributed(scheduler, str(data), scan, starts, config, prep, model_path, fingerprint)
-                      if scheduler else chunks_local(scan, starts, ChunkProcessor(model, card, prep, config)))
+                      if scheduler else chunks_local(scan, starts, ChunkProcessor(model, card, prep, config),
+                                                     wait=arrivals.wait if arrivals is not None else None))
+            last_view = time.perf_counter()
             for start, chunk in chunks:
                 t0 = time.perf_counter()
                 _room_for(partial, chunk)
@@ -383,6 +506,9 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
                 for k, v in chunk["timing_s"].items():
                     timing[k] += v
                 pbar.update(chunk["n"])
+                if arrivals is not None and time.perf_counter() - last_view >= follow.refresh_s:
+                    last_view = time.perf_counter()
+                    _live_view(result, card, out, data, len(scan), time.perf_counter() - t_start, done, arrivals)
         wall = time.perf_counter() - t_start
         processed = len(scan) - done
         run = {"positions": len(scan), "processed_this_run": processed, "wall_s": wall,
@@ -392,6 +518,22 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
     finally:
         result.close()
     return summary, run
+
+
+def _live_view(result: ResultFile, card: dict, out: Path, data: str, total: int, elapsed_s: float, done_before: int,
+               arrivals: _Arrivals) -> None:
+    """The rate line, and the live picture (OUT with .png) of what the partial result holds so far."""
+    from .plots import live_view
+
+    live = result.live()
+    rate = (live["positions_done"] - done_before) / elapsed_s if elapsed_s > 0 else float("nan")
+    line = (f"{live['positions_done']} of {total} positions: processed {rate:.1f} patterns/s, arriving "
+            f"{arrivals.rate():.1f} patterns/s")
+    log.info("%s", line)
+    try:
+        live_view(live, card, f"{Path(str(data)).name} (following): {line}", out.with_suffix(".png"))
+    except OSError as exc:  # the picture is a convenience; the result goes on
+        log.warning("could not draw %s: %s", out.with_suffix(".png"), exc.strerror or exc)
 
 
 def _room_for(partial: Path, chunk: dict) -> None:

@@ -125,15 +125,16 @@ COUNTED_PATTERNS = 16  # patterns of the mean pattern's sample whose counts give
 
 
 def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256,
-                  count_patterns: int = 0) -> tuple[np.ndarray, float]:
+                  count_patterns: int = 0, first: int | None = None) -> tuple[np.ndarray, float]:
     """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``), and the
     counts per pattern: the median of :func:`fourdcrystal.detect.estimate_dose` over up to ``count_patterns``
     of the same patterns, spread evenly among them (inf where the values are not counts; nan for none), read
-    once for both."""
+    once for both. ``first``: from the first ``first`` positions only (a scan still being written)."""
     from .detect import estimate_dose
 
     if region is None:
-        idx = np.unique(np.linspace(0, len(scan) - 1, min(max_patterns, len(scan))).astype(int))
+        n = len(scan) if first is None else max(1, min(int(first), len(scan)))
+        idx = np.unique(np.linspace(0, n - 1, min(max_patterns, n)).astype(int))
     else:
         r0, r1, c0, c1 = region
         idx = (np.arange(r0, r1)[:, None] * scan.shape[1] + np.arange(c0, c1)[None, :]).ravel()
@@ -228,7 +229,7 @@ class Preparation:
 
 def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = None, vacuum: str | None = None,
             centre_px: tuple[float, float] | None = None, mask: str | None = None,
-            margin_disk_radii: float = 1.0) -> Preparation:
+            margin_disk_radii: float = 1.0, first: int | None = None) -> Preparation:
     """Everything a chunk worker needs besides the patterns: resampler, probe, masks.
 
     Probe: ``probe`` file (same detector), else the mean of the ``vacuum`` scan region, else an
@@ -237,7 +238,8 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
     detector at the model's pixel size (sides rounded up to a multiple of the network's
     2^depth). Peaks are reported only in the usable region: model pixels fully on valid detector
     pixels (not in ``mask``, not in a dead row or column), at least ``margin_disk_radii`` disk radii
-    from anything else.
+    from anything else. ``first``: the mean pattern (zero beam, dead pixels, counts per pattern) from the first
+    ``first`` scan positions only, not from patterns spread over the scan (``predict --follow``).
     """
     dk_model = model_pixel_invA(card, cal.k_pixel_invA)
     depth = int(card.get("architecture", {}).get("depth", 0))
@@ -260,7 +262,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         detector_probe = None
         r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
         source = f"synthesised aperture, {cal.semiangle_mrad:g} mrad at {cal.energy_eV:g} eV"
-    mean, counts = _mean_pattern(scan, count_patterns=COUNTED_PATTERNS)
+    mean, counts = _mean_pattern(scan, count_patterns=COUNTED_PATTERNS, first=first)
     if not np.isfinite(mean).all():
         raise FourdError(f"{scan.spec}: the data hold NaN or infinite values; mask or replace them first")
     if not mean.max() > 0:

@@ -29,6 +29,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -455,11 +456,12 @@ def _emd_calibration(f, group, notes: list) -> dict:
 _MIB_DTYPES = {"U01": ">u1", "U08": ">u1", "U16": ">u2", "U32": ">u4"}
 
 
-def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
+def _open_mib(p: Path, scan_shape: tuple[int, int] | None, growing: bool = False) -> Scan4D:
     """Frames of ``header_bytes`` ASCII header (MQ1,seq,offset,chips,X,Y,type,…) + Y×X big-endian pixels.
 
     Frames are stored one scan line after another (one trigger per line); within a frame the
-    detector rows run bottom-up.
+    detector rows run bottom-up. ``growing``: the file is still being written (:func:`open_growing`): a cut-off
+    last frame and fewer frames than the scan are expected, and the scan's shape must not be guessed.
     """
     with open(p, "rb") as fh:
         first = fh.read(768)
@@ -479,6 +481,10 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
     frame = np.dtype([("header", np.bytes_, header_bytes), ("data", _MIB_DTYPES[fields[6]], (ny, nx))])
     size = p.stat().st_size
     frames = size // frame.itemsize
+    if growing:
+        shape = _mib_growing_shape(p, scan_shape)
+        frames_reader = _RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
+        return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, [])
     if size % frame.itemsize and scan_shape is None:
         raise FourdError(f"{p}: {frames} whole frames and a cut-off one: the file is truncated (an interrupted "
                          f"acquisition or copy); give --scan-shape ROWSxCOLS to read the whole frames")
@@ -492,6 +498,22 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None) -> Scan4D:
     # Merlin stores rows bottom-up: flipped like RosettaSciIO does
     frames_reader = _RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
     return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, notes)
+
+
+def _mib_growing_shape(p: Path, scan_shape) -> tuple[int, int]:
+    """The scan shape of a .mib still being written: ``scan_shape``, else its .hdr's frames per line and in all."""
+    if scan_shape is not None:
+        return int(scan_shape[0]), int(scan_shape[1])
+    hdr = p.with_suffix(".hdr")
+    text = hdr.read_text(errors="replace") if hdr.exists() else ""
+    total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
+    per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
+    if not (total and per_line and int(per_line.group(1)) > 1):
+        why = "no .hdr beside it" if not hdr.exists() else "its .hdr gives no frames per line"
+        raise FourdError(f"{p}: {why}, so the scan's shape is unknown while it is written; give --scan-shape "
+                         f"ROWSxCOLS with --follow")
+    width = int(per_line.group(1))
+    return int(total.group(1)) // width, width
 
 
 def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], bool]:
@@ -554,3 +576,72 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
         cal["semiangle_mrad"] = float(tem["convergence_angle"])
     data = sig["data"]
     return Scan4D(str(p), _check_4d(data.shape, str(p)), np.dtype(data.dtype), cal, f"rsciio:{plugin}", data)
+
+
+# -- files still being written (predict --follow) ---------------------------------------------------------------
+
+def open_growing(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> tuple[Scan4D, Callable[[], int]]:
+    """Open a 4D-STEM file that a detector is still writing: (the scan of the whole acquisition, a function that
+    gives how many scan positions are in the file now, whole frames only).
+
+    * Merlin ``.mib``: the scan shape from the ``.hdr`` (written when the acquisition starts) or ``scan_shape``;
+      frames are counted from the file's size. A frame count read off a half-written file is never guessed
+      into a square scan.
+    * HDF5 written in SWMR mode: a 4D dataset (rows, columns, detector, detector) that grows along its first
+      axis, whose final number of rows is its ``maxshape`` (or ``scan_shape``); positions are counted by the
+      rows written (``Dataset.refresh``).
+    """
+    p, inner = split_spec(spec)
+    suffix = p.suffix.lower()
+    if not p.exists():
+        raise FourdError(f"{p} not found")
+    if suffix == ".mib":
+        scan = _open_mib(p, scan_shape, growing=True)
+        frame_bytes = scan._array.frame.itemsize
+        return scan, lambda: min(p.stat().st_size // frame_bytes, len(scan))
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        return _open_swmr(p, inner, scan_shape)
+    raise FourdError(f"{p}: --follow reads Merlin .mib and HDF5 written in SWMR mode, not {suffix or 'this file'}")
+
+
+def _open_swmr(p: Path, inner: str, scan_shape) -> tuple[Scan4D, Callable[[], int]]:
+    import h5py
+
+    try:
+        f = h5py.File(p, "r", libver="latest", swmr=True)
+    except OSError as exc:
+        raise FourdError(f"{p}: not an HDF5 file open for SWMR reading ({exc}); --follow needs the writer to use "
+                         f"SWMR mode (h5py: File(..., libver='latest'), then f.swmr_mode = True)") from None
+    try:
+        def growing(o) -> bool:
+            return (isinstance(o, h5py.Dataset) and len(o.shape) == 4 and o.maxshape is not None
+                    and min(o.shape[-2:]) >= 16)
+
+        if inner:
+            if inner not in f or not isinstance(f[inner], h5py.Dataset):
+                raise FourdError(f"{p}: no dataset {inner!r} in the file")
+            ds = f[inner]
+        else:
+            ds = f[_single(p, _find(f, growing), "4D dataset (rows, columns, detector, detector) for --follow")]
+        if len(ds.shape) != 4:
+            raise FourdError(f"{p}:{ds.name}: shape {tuple(ds.shape)}; --follow needs a 4D dataset (rows, columns, "
+                             f"detector, detector) that grows along its rows")
+        rows = ds.maxshape[0] if scan_shape is None else int(scan_shape[0])
+        if rows is None:
+            raise FourdError(f"{p}:{ds.name}: its rows are unlimited (maxshape None), so the scan's size is not in "
+                             f"the file; give it as --scan-shape ROWSxCOLS")
+        cols = int(ds.shape[1])
+        if scan_shape is not None and int(scan_shape[1]) != cols:
+            raise FourdError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} contradicts {p}:{ds.name}, whose rows "
+                             f"hold {cols} positions")
+        shape = (int(rows), cols, int(ds.shape[2]), int(ds.shape[3]))
+        cal = {k: float(ds.attrs[k]) for k in ("k_pixel_invA", "energy_eV", "semiangle_mrad") if k in ds.attrs}
+
+        def available() -> int:
+            ds.refresh()
+            return min(int(ds.shape[0]), shape[0]) * cols
+
+        return Scan4D(f"{p}:{ds.name}", shape, ds.dtype, cal, "hdf5-swmr", ds, f), available
+    except BaseException:
+        f.close()
+        raise

@@ -203,6 +203,24 @@ class ResultFile:
                     self._rows(f[m][name], start, chunk[m][name])
         self._set_state(start + n, new)
 
+    def live(self) -> dict:
+        """What the file holds so far, as :meth:`finish` would give it, without changing the file: positions done,
+        the virtual bright field (NaN where not yet processed), the mean pattern, and each method's counts and
+        Bragg vector map."""
+        f, st = self.f, self.state
+        done = st["positions_done"]
+        vbf = f["virtual_bf"][()].astype(float).ravel()
+        vbf[done:] = np.nan
+        out = {"positions_done": done, "virtual_bf": vbf.reshape(self.scan_shape),
+               "mean_pattern": (f["sum_pattern"][st["slot"]] / max(done, 1)).astype("f4")}
+        for m in self.methods:
+            g = f[m]
+            out[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map_slots"][st["slot"]],
+                      "vectors": int(g["offsets"][done])}
+            if "k_sampling_invA" in g.attrs:
+                out[m]["k_sampling_invA"] = [float(v) for v in g.attrs["k_sampling_invA"]]
+        return out
+
     def finish(self, final_attrs: dict) -> dict:
         """Means and maps from the running sums; returns arrays for the summary figure."""
         f, slot = self.f, self.state["slot"]
