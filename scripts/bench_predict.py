@@ -59,6 +59,18 @@ def synthetic_scan(path: Path, card: dict, side: int, detector_px: int, k_pixel_
     return path
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started, MB: VmHWM from /proc (Linux), which the exec that
+    started the process reset. Not ``getrusage``'s ru_maxrss: Linux carries that across exec, so a child forked
+    from this benchmark's parent (which has just written the scan file through a memory map) would report the
+    parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> None:
     from fourdcrystal.predict import PredictConfig, predict
 
@@ -69,7 +81,7 @@ def child(args) -> None:
                                                          "energy_eV": card["input"]["energy_eV"],
                                                          "semiangle_mrad": card["input"]["semiangle_mrad"]},
                   overwrite=True)
-    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(res))
 
 
