@@ -31,7 +31,7 @@ class ChunkProcessor:
         from .model.inference import Predictor
 
         self.predictor = Predictor(model, card, config.device, config.batch_size, tta=config.tta,
-                                   precision=config.precision)
+                                   precision=config.precision, compile=config.compile)
         self.dk = prep.dk_invA
         self.prep = prep
         self.config = config

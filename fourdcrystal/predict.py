@@ -79,6 +79,7 @@ class PredictConfig:
     # spread over the scan); --follow sets it to the first chunk, and an offline run given the same N gives the
     # same vectors
     prepare_positions: int | None = None
+    compile: bool = False  # the network through torch.compile (model.inference.Predictor)
 
 
 @dataclass(frozen=True)

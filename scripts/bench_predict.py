@@ -3,6 +3,7 @@
     python scripts/bench_predict.py quickstart/model/model.pt                 # scans of 16², 32², 64² positions
     python scripts/bench_predict.py release --sides 8,32                      # the model shipped in the package
     python scripts/bench_predict.py MODEL --sides 32,128 --device cuda --chunk 512
+    python scripts/bench_predict.py release --sides 32,64 --device cuda --precision bf16 --compile   # a GPU, ~5 min
     python scripts/bench_predict.py release --sides 32 --detectors 128,256,512  # three detectors, one field of view
     python scripts/bench_predict.py release --sides 32 --precision bf16        # the network in bfloat16
 
@@ -75,7 +76,7 @@ def child(args) -> None:
     from fourdcrystal.predict import PredictConfig, predict
 
     cfg = PredictConfig(chunk_positions=args.chunk, batch_size=args.batch_size, baseline=True, device=args.device,
-                        precision=args.precision)
+                        precision=args.precision, compile=args.compile)
     card = read_card(resolve_weights(args.model))
     res = predict(args.model, args.data, args.out, cfg, {"k_pixel_invA": args.k_pixel,
                                                          "energy_eV": card["input"]["energy_eV"],
@@ -95,7 +96,9 @@ def main() -> None:
     p.add_argument("--detectors", default="256", help="detector pixels per side, comma-separated")
     p.add_argument("--k-pixel", type=float, default=0.02, help="pixel size of a 256² detector, Å⁻¹ (others scaled "
                                                                  "to the same field of view)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the network's arithmetic")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="the network's arithmetic")
+    p.add_argument("--compile", action="store_true", help="the network through torch.compile (its compilation is "
+                                                          "timed as part of the first chunk)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -104,7 +107,8 @@ def main() -> None:
         return child(args)
     card = read_card(resolve_weights(args.model))
     print(f"model {args.model} ({card['parameters']} parameters, grid pixel {np.mean(card['input']['k_sampling_invA']):.4f} "
-          f"Å⁻¹), chunk {args.chunk}, batch {args.batch_size}, device {args.device}, precision {args.precision}")
+          f"Å⁻¹), chunk {args.chunk}, batch {args.batch_size}, device {args.device}, precision {args.precision}"
+          f"{', compiled' if args.compile else ''}")
     print(f"{'detector':>9s} {'model grid':>10s} {'scan':>9s} {'patterns':>9s} {'file MB':>8s} {'model pat/s':>12s} "
           f"{'baseline pat/s':>15s} {'both pat/s':>11s} {'peak RSS MB':>12s}  vectors")
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,7 +119,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, args.model, "--child", "--data", str(data), "--out",
                        str(Path(tmp) / f"r{det}-{side}.h5"), "--chunk", str(args.chunk), "--batch-size",
                        str(args.batch_size), "--device", args.device, "--k-pixel", str(k_pixel),
-                       "--precision", args.precision]
+                       "--precision", args.precision] + (["--compile"] if args.compile else [])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 res = json.loads(out.strip().splitlines()[-1])
                 t, n = res["timing_s"], res["positions"]

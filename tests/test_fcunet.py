@@ -353,3 +353,20 @@ def test_auto_precision_is_bf16_only_where_the_cpu_does_it_in_hardware(tmp_path)
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("half", cpu)
+
+
+def test_compiled_network_answers_as_the_eager_one():
+    """Predictor(compile=True) runs the same copy through torch.compile: the same answers to float rounding."""
+    import numpy as np
+
+    from fourdcrystal.model.inference import Predictor
+
+    torch.manual_seed(0)
+    model = FCUNet(FCUNetConfig(width=4, depth=2, dropout=0.0)).eval()
+    card = {"labels": {"qz_scale_invA": 1.0}, "input": {"shape": [32, 32]}}
+    x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    p = np.ones((32, 32), np.float32)
+    eager = Predictor(model, card, "cpu")(x, p)[0]
+    compiled = Predictor(model, card, "cpu", compile=True)
+    assert compiled._run_model is not compiled.model  # it did go through torch.compile
+    np.testing.assert_allclose(compiled(x, p)[0], eager, atol=1e-5 * float(np.abs(eager).max()))
