@@ -17,7 +17,8 @@ around the blocks is written by hand and states no measured number. Sources, all
 * ``benchmarks/memorise_truth_*.json`` (``python scripts/memorise.py … --target …``, each with its command);
 * ``benchmarks/quickstart.json`` (``python scripts/measure_quickstart.py``);
 * ``benchmarks/setup.json`` (``python scripts/measure_setup.py``: the README's set-up lines, run as
-  written in fresh clones).
+  written in fresh clones);
+* ``benchmarks/bench_predict*.json`` (``python scripts/bench_predict.py … --json …``, each with its command).
 """
 
 from __future__ import annotations
@@ -483,12 +484,38 @@ def tta_table() -> str:
                                 "`fourdcrystal evaluate release release/dataset --tta d4 --doses clean,1e5,1e4,1e3`.)\n")
 
 
+def speed() -> str:
+    """``benchmarks/bench_predict*.json``: end-to-end patterns/s and peak memory of predict, and --follow."""
+    runs = [_json(BENCH / f"bench_predict{s}.json") for s in ("_detectors", "", "_fp32")]
+    follow = _json(BENCH / "bench_predict_follow.json")
+    lines = ["| detector | scan positions | network arithmetic | model patterns/s | baseline patterns/s | peak memory |",
+             "|---|---|---|---|---|---|"]
+    rows = sorted(((r["detector"], r["scan"], run["precision"], r) for run in runs for r in run["rows"]),
+                  key=lambda x: (x[0], x[2] != "bf16", x[1]))
+    for det, side, prec, r in rows:
+        lines.append(f"| {det}² | {side}×{side} | {prec} | {r['model_per_s']:.1f} | {r['baseline_per_s']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} MB |")
+    m = runs[1]["machine"]
+    big = [r for r in runs[1]["rows"] if r["detector"] == 256]
+    mem = ", ".join(f"{r['peak_rss_mb']:.0f} MB at {r['scan']}×{r['scan']}" for r in big if r["scan"] >= 32)
+    f = follow["follow"]
+    cmds = "; ".join(f"`{r['command']}`" for r in (*runs, follow))
+    return ("\n".join(lines) + f"\n\n(Synthetic lattices of disks, counts; the model and the baseline with the card's "
+            f"settings on the same patterns, each rate counting every step it needs from reading to writing; "
+            f"{m['cpus']} CPU cores, {m['processor']}, chunk {runs[1]['chunk']}. {cmds}.) Memory does not grow with "
+            f"the scan ({mem}). `predict --follow` behind a writer appending a {f['scan']}×{f['scan']} scan of "
+            f"{f['detector']}² frames to a `.mib` at {f['arrival_per_s']:g} frames/s: {f['processed_per_s']:.1f} "
+            f"patterns/s over its whole run, start-up included, and the result complete "
+            f"{f['done_after_last_frame_s']:.1f} s after the last frame.\n")
+
+
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
     "release-table": release_table, "release2-truth": release2_truth, "truth-gate": truth_gate,
     "strain-survey": strain_survey, "acceptance": acceptance,
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "tta-table": tta_table, "qz-experiment": qz_experiment, "tilt-table": tilt_table, "py4dstem-full-table": py4dstem_full_table,
+    "speed": speed,
 }
 FILES = (README, ROOT / "docs" / "model.md", ROOT / "docs" / "reference.md")
 
