@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -114,8 +115,10 @@ def test_follow_refuses_what_it_cannot_follow(scan_npy, tmp_path):
     data.with_suffix(".hdr").unlink()
     with pytest.raises(FourdError, match=r"nohdr.mib: no .hdr beside it, so the scan's shape is unknown"):
         predict("release", str(data), tmp_path / "a.h5", CFG, CAL, follow=FollowSettings(idle_s=0.3))
-    with pytest.raises(FourdError, match=r"--follow reads Merlin .mib and HDF5"):
-        predict("release", str(scan_npy), tmp_path / "b.h5", CFG, CAL, follow=FollowSettings(idle_s=0.3))
+    t0 = time.perf_counter()
+    with pytest.raises(FourdError, match=r"scan.npy: --follow reads Merlin .mib and HDF5 written in SWMR mode, not .npy"):
+        predict("release", str(scan_npy), tmp_path / "b.h5", CFG, CAL, follow=FollowSettings(idle_s=120))
+    assert time.perf_counter() - t0 < 60  # refused at once, not after waiting --idle seconds for the file to change
     with pytest.raises(FourdError, match=r"never.mib: not there \(or empty\) after 0.3 s of --follow"):
         predict("release", str(tmp_path / "never.mib"), tmp_path / "c.h5", CFG, CAL, follow=FollowSettings(idle_s=0.3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nohdr.mib"]
