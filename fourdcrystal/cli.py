@@ -700,7 +700,8 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
 @_opt("evaluate", "precision", "--precision", type=click.Choice(["auto", "fp32", "bf16"]),
       help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs in "
            "float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to ±0.001 on the "
-           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware, else fp32.")
+           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware and the "
+           "network is 16 or more channels wide, else fp32.")
 @_opt("evaluate", "seed", "--seed", type=int, help="Seed of the shot noise.")
 @_opt("evaluate", "thick_from_A", "--thick-from", type=float, help="Also report the patterns at least this thick (Å) "
                                                                    "together.")
@@ -861,7 +862,8 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "precision", "--precision", type=click.Choice(["auto", "fp32", "bf16"]),
       help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs in "
            "float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to ±0.001 on the "
-           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware, else fp32.")
+           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware and the "
+           "network is 16 or more channels wide, else fp32.")
 @_opt("predict", "prepare_first", "--prepare-first", type=int,
       help="Find the zero beam, dead pixels and the counts per pattern from the first N scan positions only. With "
            "--follow this is the first chunk; an offline run given the same N (and --chunk) gives the same vectors.",

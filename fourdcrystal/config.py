@@ -536,7 +536,7 @@ EVALUATE_SCHEMA: Schema = {
     "precision": Field("auto", Choice("auto", "fp32", "bf16"),
                        "the network's arithmetic: fp32, bf16 (its convolutions in bfloat16: about twice as fast on a "
                        "CPU with AVX-512 BF16, the same F1 on the test split, docs/reference.md), or auto (bf16 where "
-                       "the CPU or GPU does it in hardware, else fp32)"),
+                       "the CPU or GPU does it in hardware and the network is at least 16 channels wide, else fp32)"),
     "seed": Field(0, Int(0, MAX_SEED), "seed of the shot noise"),
     "thick_from_A": Field(200.0, Float(0.0), "also report the patterns at least this thick (Å) together"),
 }

@@ -330,8 +330,9 @@ def test_inference_copy_folds_batch_norm_and_answers_as_the_model(domain):
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_does_it_in_hardware(tmp_path):
-    """auto resolves from the CPU's flags: bf16 with AVX-512 BF16 or AMX, else fp32 (emulated bfloat16 is slower
-    than fp32); an unreadable cpuinfo is fp32; fp32 and bf16 stay as given."""
+    """auto resolves from the CPU's flags and the network's width: bf16 with AVX-512 BF16 or AMX for a network at
+    least 16 channels wide, else fp32 (emulated bfloat16, and bfloat16 on a narrow network, are slower than fp32);
+    an unreadable cpuinfo is fp32; fp32 and bf16 stay as given."""
     from fourdcrystal.model import inference
     from fourdcrystal.model.inference import native_bf16, resolve_precision
 
@@ -350,6 +351,12 @@ def test_auto_precision_is_bf16_only_where_the_cpu_does_it_in_hardware(tmp_path)
             assert resolve_precision("auto", cpu) == want
         finally:
             inference.native_bf16 = orig
+    orig = inference.native_bf16
+    inference.native_bf16 = lambda d, _f=str(bf): orig(d, _f)
+    try:  # a narrow network stays in fp32 (the casts cost it more than bfloat16 saves)
+        assert resolve_precision("auto", cpu, width=8) == "fp32" and resolve_precision("auto", cpu, width=16) == "bf16"
+    finally:
+        inference.native_bf16 = orig
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("half", cpu)
