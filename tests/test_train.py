@@ -234,7 +234,12 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
     assert report["patterns"] == 2 and report["split"] == "test" and report["truth"] == "physical"
     for method in ("model", "baseline"):
         s = report["overall"][method]
-        assert s["patterns"] == 4 and s["true_peaks"] > 0 and 0 <= s["f1"] <= 1
+        assert s["patterns"] == 4 and s["true_peaks"] > 0
+        # the F1 is the harmonic mean of the precision and recall reported beside it, and the recall the share of
+        # the required reflections matched
+        p, r = s["precision"], s["recall"]
+        assert s["f1"] == pytest.approx(2 * p * r / (p + r) if p + r > 0 else 0.0, abs=1e-9)
+        assert r == pytest.approx(s["matched"] / s["true_peaks"], abs=1e-9)
         # every required reflection but the zero beams (at most one per pattern) counted once by strength
         by_strength = sum(b["true_peaks"] for b in s["recall_by_strength"].values())
         assert s["true_peaks"] - s["patterns"] <= by_strength <= s["true_peaks"]

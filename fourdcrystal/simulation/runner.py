@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import time
 import zlib
 from dataclasses import dataclass
@@ -279,6 +280,11 @@ def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: 
     return [t for t in tasks if shards.shard_task(out / t.file) != t.task_hash]
 
 
+# tests only: SIGKILL the run's process group once this many shards are done (a mid-run kill at a known point,
+# not a race against the clock); never set in use
+KILL_AFTER_SHARDS_ENV = "FOURDCRYSTAL_TEST_KILL_AFTER_SHARDS"
+
+
 def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, scheduler: str | None = None,
                      overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Run every shard task of a specimens folder into ``cfg['out']``; return the index."""
@@ -323,11 +329,14 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     t0 = time.perf_counter()
     made = 0
     args = (str(specimens_dir), str(out))
+    kill_after = int(os.environ.get(KILL_AFTER_SHARDS_ENV, "0") or 0)
     try:
-        for result in _execute(todo, args, cfg, splits, workers, scheduler, wisdom):
+        for n, result in enumerate(_execute(todo, args, cfg, splits, workers, scheduler, wisdom), 1):
             made += result["samples"]
             bar.update(result["samples"])
             bar.set_postfix_str(f"{made / (time.perf_counter() - t0):.2f} patterns/s")
+            if n == kill_after:
+                os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and its workers, the others mid-shard
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
