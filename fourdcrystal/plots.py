@@ -225,6 +225,12 @@ def evaluation_gallery(rows: list, dose: str, path: str | Path, names: list[str]
     return path
 
 
+def _grid_extent(shape, dk) -> list[float]:
+    """imshow's extent in Å⁻¹ of an (H, W) grid of ``dk`` (per axis) pixels with q = 0 at pixel (H//2, W//2)."""
+    h, w = shape
+    return [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0], (-h // 2 - 0.5) * dk[0]]
+
+
 def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, checks: dict | None = None) -> Path:
     """Virtual bright field, mean pattern with the Bragg vector map's peaks, peak counts, Bragg vector map.
 
@@ -240,18 +246,13 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, 
 
     methods = [m for m in ("model", "baseline") if m in summary]
 
-    def grid_extent(shape, dk):
-        h, w = shape
-        return [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
-                (-h // 2 - 0.5) * dk[0]]
-
     def pixel_size(m):
         return np.broadcast_to(np.asarray(summary.get(m, {}).get("k_sampling_invA", card["input"]["k_sampling_invA"]),
                                           float), (2,))
 
     h, w = summary["mean_pattern"].shape
     dk = pixel_size("model")
-    extent = grid_extent((h, w), dk)
+    extent = _grid_extent((h, w), dk)
     plt, (fig, axes) = _figure(nrows=len(methods), ncols=4, figsize=(16, 4 * len(methods)), squeeze=False,
                                layout="constrained")
     mean = summary["mean_pattern"]
@@ -305,7 +306,7 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, 
         if bvm.max() > 0:  # smoothed for display: single-pixel peaks would vanish when the figure is scaled
             from scipy.ndimage import gaussian_filter
 
-            im = _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=grid_extent((bh, bw), bdk))
+            im = _log_imshow(axes[r, 3], gaussian_filter(bvm, 1.0), 1e-3, extent=_grid_extent((bh, bw), bdk))
             fig.colorbar(im, ax=axes[r, 3], shrink=0.8,
                          label="summed V_g (rel. zero beam)" if m == "model" else "summed correlation")
         axes[r, 3].set_title(f"{m}: Bragg vector map (intensity-weighted)", fontsize=9)
@@ -425,9 +426,7 @@ def live_view(live: dict, card: dict, title: str, path: str | Path) -> Path:
     for ax, m in zip(axes[0, 1:], methods):
         bvm = np.asarray(live[m]["bragg_vector_map"], float)
         dk = np.broadcast_to(np.asarray(live[m].get("k_sampling_invA", card["input"]["k_sampling_invA"]), float), (2,))
-        h, w = bvm.shape
-        extent = [(-w // 2 - 0.5) * dk[1], (w - w // 2 - 0.5) * dk[1], (h - h // 2 - 0.5) * dk[0],
-                  (-h // 2 - 0.5) * dk[0]]
+        extent = _grid_extent(bvm.shape, dk)
         if bvm.max() > 0:
             im = _log_imshow(ax, bvm, 1e-4, extent=extent)
             fig.colorbar(im, ax=ax, fraction=0.046, label="summed intensity")

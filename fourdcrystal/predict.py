@@ -424,12 +424,10 @@ def _open_scan(data: str, scan_shape, follow: FollowSettings | None, config: Pre
     for as for frames."""
     if follow is None:
         return open_4d(data, scan_shape), None
-    from .io.readers import open_growing
+    from .io.readers import check_followable, open_growing
 
     path, t0 = split_spec(data)[0], time.perf_counter()
-    if path.suffix.lower() not in (".mib", ".h5", ".hdf5", ".hdf"):  # at once, not after --idle seconds of waiting
-        raise FourdError(f"{path}: --follow reads Merlin .mib and HDF5 written in SWMR mode, not "
-                         f"{path.suffix or 'a file without an extension'}")
+    check_followable(path)  # at once, not after --idle seconds of waiting
     while not path.exists() or path.stat().st_size == 0:
         if time.perf_counter() - t0 > follow.idle_s:
             raise FourdError(f"{data}: not there (or empty) after {follow.idle_s:g} s of --follow")

@@ -95,6 +95,13 @@ def child(args) -> None:
     print(json.dumps(res))
 
 
+def _child_cmd(args, data: Path, out: Path, k_pixel: float, *extra: str) -> list[str]:
+    """The command of one timed predict run in a fresh process (``--child``) with this benchmark's settings."""
+    return [sys.executable, __file__, args.model, "--child", *extra, "--data", str(data), "--out", str(out),
+            "--chunk", str(args.chunk), "--batch-size", str(args.batch_size), "--device", args.device,
+            "--k-pixel", str(k_pixel), "--precision", args.precision] + (["--compile"] if args.compile else [])
+
+
 def follow_run(args, card: dict, tmp: Path) -> dict:
     """A writer process appends the scan's frames to a .mib at ``--follow-rate`` frames/s while predict --follow
     (model only) processes them: patterns per second over predict's whole run (start-up, model loading and the
@@ -108,10 +115,8 @@ def follow_run(args, card: dict, tmp: Path) -> dict:
     scan.unlink()
     mib = tmp / "follow.mib"
     writer = subprocess.Popen([sys.executable, str(WRITER), str(counts), str(mib), str(args.follow_rate)])
-    cmd = [sys.executable, __file__, args.model, "--child", "--follow", "--data", str(mib), "--out",
-           str(tmp / "follow-bragg.h5"), "--chunk", str(args.chunk), "--batch-size", str(args.batch_size), "--device",
-           args.device, "--k-pixel", str(k_pixel), "--precision", args.precision] + (["--compile"] if args.compile else [])
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(_child_cmd(args, mib, tmp / "follow-bragg.h5", k_pixel, "--follow"), check=True,
+                         capture_output=True, text=True).stdout
     writer.wait()
     res = json.loads(out.strip().splitlines()[-1])
     last_frame = mib.stat().st_mtime
@@ -174,11 +179,8 @@ def _offline(args, card: dict, tmp: Path, record: dict) -> None:
         k_pixel = args.k_pixel * 256 / det
         for side in (int(s) for s in args.sides.split(",")):
             data = synthetic_scan(tmp / f"scan{det}-{side}.npy", card, side, det, k_pixel)
-            cmd = [sys.executable, __file__, args.model, "--child", "--data", str(data), "--out",
-                   str(tmp / f"r{det}-{side}.h5"), "--chunk", str(args.chunk), "--batch-size",
-                   str(args.batch_size), "--device", args.device, "--k-pixel", str(k_pixel),
-                   "--precision", args.precision] + (["--compile"] if args.compile else [])
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(_child_cmd(args, data, tmp / f"r{det}-{side}.h5", k_pixel), check=True,
+                                 capture_output=True, text=True).stdout
             res = json.loads(out.strip().splitlines()[-1])
             t, n = res["timing_s"], res["positions"]
             shared = sum(t.get(k, 0) for k in ("read", "resample", "write", "correlation"))

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -83,8 +84,7 @@ def test_follow_gives_the_offline_vectors_while_the_writer_writes(scan_npy, tmp_
     with h5py.File(tmp_path / "live.h5", "r") as f:
         assert f.attrs["complete"]
         assert '"prepare_positions": 16' in f.attrs["config"]
-    offline = predict("release", spec, tmp_path / "offline.h5", CFG.__class__(**{**CFG.__dict__, "prepare_positions": 16}),
-                      CAL)
+    offline = predict("release", spec, tmp_path / "offline.h5", replace(CFG, prepare_positions=16), CAL)
     assert offline["vectors"] == res["vectors"] and sum(res["vectors"].values()) > 0
     _same(_vectors(tmp_path / "live.h5"), _vectors(tmp_path / "offline.h5"))
 
@@ -102,8 +102,7 @@ def test_follow_stops_when_the_file_stops_growing_and_a_rerun_goes_on(scan_npy, 
     _writer(scan_npy, data, 200.0, "--start-at", "40").wait(timeout=60)
     res = predict("release", str(data), tmp_path / "stall-bragg.h5", CFG, CAL, follow=FollowSettings(idle_s=5.0))
     assert res["processed_this_run"] == 32  # resumed after the two chunks already done
-    predict("release", str(data), tmp_path / "offline.h5", PredictConfig(**{**CFG.__dict__, "prepare_positions": 16}),
-            CAL)
+    predict("release", str(data), tmp_path / "offline.h5", replace(CFG, prepare_positions=16), CAL)
     _same(_vectors(tmp_path / "stall-bragg.h5"), _vectors(tmp_path / "offline.h5"))
 
 

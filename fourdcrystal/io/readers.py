@@ -500,20 +500,28 @@ def _open_mib(p: Path, scan_shape: tuple[int, int] | None, growing: bool = False
     return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, notes)
 
 
+def _mib_hdr_frames(p: Path) -> tuple[int, int] | None:
+    """(frames in the acquisition, frames per trigger) from the .hdr beside a .mib, or None where it has not both."""
+    hdr = p.with_suffix(".hdr")
+    if not hdr.exists():
+        return None
+    text = hdr.read_text(errors="replace")
+    total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
+    per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
+    return (int(total.group(1)), int(per_line.group(1))) if total and per_line else None
+
+
 def _mib_growing_shape(p: Path, scan_shape) -> tuple[int, int]:
     """The scan shape of a .mib still being written: ``scan_shape``, else its .hdr's frames per line and in all."""
     if scan_shape is not None:
         return int(scan_shape[0]), int(scan_shape[1])
-    hdr = p.with_suffix(".hdr")
-    text = hdr.read_text(errors="replace") if hdr.exists() else ""
-    total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
-    per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
-    if not (total and per_line and int(per_line.group(1)) > 1):
-        why = "no .hdr beside it" if not hdr.exists() else "its .hdr gives no frames per line"
+    frames = _mib_hdr_frames(p)
+    if frames is None or frames[1] <= 1:
+        why = "no .hdr beside it" if not p.with_suffix(".hdr").exists() else "its .hdr gives no frames per line"
         raise FourdError(f"{p}: {why}, so the scan's shape is unknown while it is written; give --scan-shape "
                          f"ROWSxCOLS with --follow")
-    width = int(per_line.group(1))
-    return int(total.group(1)) // width, width
+    total, width = frames
+    return total // width, width
 
 
 def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], bool]:
@@ -523,13 +531,10 @@ def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], 
     from_hdr = False
     if scan_shape is None:
         hdr = p.with_suffix(".hdr")
-        if hdr.exists():
-            text = hdr.read_text(errors="replace")
-            total = re.search(r"Frames in Acquisition \(Number\):\s*(\d+)", text)
-            per_line = re.search(r"Frames per Trigger \(Number\):\s*(\d+)", text)
-            if total and per_line and (int(per_line.group(1)) > 1 or int(total.group(1)) == 1):
-                width = int(per_line.group(1))
-                scan_shape, from_hdr = (int(total.group(1)) // width, width), True
+        counted = _mib_hdr_frames(p)
+        if counted is not None and (counted[1] > 1 or counted[0] == 1):
+            total, width = counted
+            scan_shape, from_hdr = (total // width, width), True
         if scan_shape is None:
             side = int(round(np.sqrt(frames)))
             if side * side != frames:
@@ -580,6 +585,16 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
 
 # -- files still being written (predict --follow) ---------------------------------------------------------------
 
+FOLLOW_SUFFIXES = (".mib", ".h5", ".hdf5", ".hdf")  # what open_growing reads
+
+
+def check_followable(path: Path) -> None:
+    """One line unless ``path`` is a format :func:`open_growing` reads (decided by its name, before it exists)."""
+    if path.suffix.lower() not in FOLLOW_SUFFIXES:
+        raise FourdError(f"{path}: --follow reads Merlin .mib and HDF5 written in SWMR mode, not "
+                         f"{path.suffix or 'a file without an extension'}")
+
+
 def open_growing(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> tuple[Scan4D, Callable[[], int]]:
     """Open a 4D-STEM file that a detector is still writing: (the scan of the whole acquisition, a function that
     gives how many scan positions are in the file now, whole frames only).
@@ -592,16 +607,14 @@ def open_growing(spec: str | Path, scan_shape: tuple[int, int] | None = None) ->
       rows written (``Dataset.refresh``).
     """
     p, inner = split_spec(spec)
-    suffix = p.suffix.lower()
+    check_followable(p)
     if not p.exists():
         raise FourdError(f"{p} not found")
-    if suffix == ".mib":
+    if p.suffix.lower() == ".mib":
         scan = _open_mib(p, scan_shape, growing=True)
         frame_bytes = scan._array.frame.itemsize
         return scan, lambda: min(p.stat().st_size // frame_bytes, len(scan))
-    if suffix in (".h5", ".hdf5", ".hdf"):
-        return _open_swmr(p, inner, scan_shape)
-    raise FourdError(f"{p}: --follow reads Merlin .mib and HDF5 written in SWMR mode, not {suffix or 'this file'}")
+    return _open_swmr(p, inner, scan_shape)
 
 
 def _open_swmr(p: Path, inner: str, scan_shape) -> tuple[Scan4D, Callable[[], int]]:

@@ -204,21 +204,22 @@ class ResultFile:
         self._set_state(start + n, new)
 
     def live(self) -> dict:
-        """What the file holds so far, as :meth:`finish` would give it, without changing the file: positions done,
-        the virtual bright field (NaN where not yet processed), the mean pattern, and each method's counts and
-        Bragg vector map."""
+        """What the file holds so far, without changing it: positions done, the virtual bright field (NaN where not
+        yet processed) and, per method, what :meth:`finish` gives (counts, Bragg vector map so far, vectors)."""
         f, st = self.f, self.state
         done = st["positions_done"]
         vbf = f["virtual_bf"][()].astype(float).ravel()
         vbf[done:] = np.nan
-        out = {"positions_done": done, "virtual_bf": vbf.reshape(self.scan_shape),
-               "mean_pattern": (f["sum_pattern"][st["slot"]] / max(done, 1)).astype("f4")}
+        out = {"positions_done": done, "virtual_bf": vbf.reshape(self.scan_shape)}
         for m in self.methods:
-            g = f[m]
-            out[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map_slots"][st["slot"]],
-                      "vectors": int(g["offsets"][done])}
-            if "k_sampling_invA" in g.attrs:
-                out[m]["k_sampling_invA"] = [float(v) for v in g.attrs["k_sampling_invA"]]
+            out[m] = self._method_summary(m, f[m]["bragg_vector_map_slots"][st["slot"]], done)
+        return out
+
+    def _method_summary(self, m: str, bragg_vector_map: np.ndarray, done: int) -> dict:
+        g = self.f[m]
+        out = {"count": g["count"][()], "bragg_vector_map": bragg_vector_map, "vectors": int(g["offsets"][done])}
+        if "k_sampling_invA" in g.attrs:
+            out["k_sampling_invA"] = [float(v) for v in g.attrs["k_sampling_invA"]]
         return out
 
     def finish(self, final_attrs: dict) -> dict:
@@ -231,10 +232,7 @@ class ResultFile:
             g = f[m]
             g.create_dataset("bragg_vector_map", data=g["bragg_vector_map_slots"][slot].astype("f4"))
             del g["bragg_vector_map_slots"]
-            summary[m] = {"count": g["count"][()], "bragg_vector_map": g["bragg_vector_map"][()],
-                          "vectors": int(g["offsets"][self.n])}
-            if "k_sampling_invA" in g.attrs:
-                summary[m]["k_sampling_invA"] = [float(v) for v in g.attrs["k_sampling_invA"]]
+            summary[m] = self._method_summary(m, g["bragg_vector_map"][()], self.n)
         for k, v in final_attrs.items():
             f.attrs[k] = v
         f.attrs["complete"] = True
