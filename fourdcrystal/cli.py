@@ -834,7 +834,8 @@ def _pair(text: str | None, option: str, kind=float, sep: str = ","):
 @_opt("predict", "vacuum", "--vacuum", help="Vacuum probe from the mean of a scan region R0:R1,C0:C1 (rows, columns; "
                                             "end exclusive).")
 @click.option("--centre", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
-@click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr).")
+@click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr; TVIPS and MRC "
+              "stacks of frames); a square frame count is otherwise taken, and said.")
 @_opt("predict", "method", "--method", type=click.Choice(["auto", "model", "baseline", "both"]),
       help="Whose vectors are the result (strain and export read them unless told otherwise): auto, the method "
            "the model card's test F1 shows best at the scan's counts per pattern (judged from a sample of its "
@@ -897,8 +898,8 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
     (fourdcrystal/data/fcunet-release.json) states what it was trained on.
 
     DATA: FILE.npy, FILE.h5[:/dataset], py4DSTEM EMD 1.0, Merlin .mib (with its .hdr), fpd HDF5, and
-    through RosettaSciIO .dm3/.dm4, EMPAD .xml, .blo, .hspy/.zspy, TVIPS .tvips, MRC .mrc, FEI .ser,
-    Arina *_master.h5. Patterns are resampled to the model's
+    through RosettaSciIO .hspy, .blo, TVIPS .tvips and MRC .mrc (stacks of frames: give --scan-shape
+    unless the scan is square), .dm3/.dm4, EMPAD .xml, FEI .ser, Arina *_master.h5. Patterns are resampled to the model's
     pixel size (Å⁻¹) on a grid that holds the whole detector, centred on the zero beam, read in
     chunks (memory stays flat), and the run resumes where it stopped if killed. Peaks are reported
     only where the detector recorded data, one disk radius away from its edges, dead regions and

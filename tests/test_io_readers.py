@@ -80,3 +80,73 @@ def test_mib_scan_shape_from_the_hdr_only_where_it_gives_one(tmp_path):
     with open_4d(nine) as scan:
         assert scan.scan_shape == (3, 3)
         assert len(scan.notes) == 1 and "gives no scan shape" in scan.notes[0] and "guess" in scan.notes[0]
+
+
+def _rsciio_signal(counts: np.ndarray, k_pixel_invA: float) -> dict:
+    """A 4D diffraction signal as RosettaSciIO's writers take it (HyperSpy's dictionary)."""
+    sx, sy, kx, ky = counts.shape
+    axes = [{"size": s, "name": n, "scale": sc, "offset": 0.0, "units": u, "navigate": nav}
+            for s, n, sc, u, nav in ((sx, "x", 1.0, "nm", True), (sy, "y", 1.0, "nm", True),
+                                     (kx, "kx", k_pixel_invA * 10, "1/nm", False),
+                                     (ky, "ky", k_pixel_invA * 10, "1/nm", False))]
+    meta = {"General": {"title": "scan"}, "Signal": {"signal_type": "electron_diffraction"},
+            "Acquisition_instrument": {"TEM": {"beam_energy": 200.0, "convergence_angle": 3.0}}}
+    return {"data": counts, "axes": axes, "metadata": meta, "original_metadata": {}, "tmp_parameters": {},
+            "attributes": {"_lazy": False}, "package_info": {}, "learning_results": {}, "models": {}}
+
+
+@pytest.fixture(scope="module")
+def counts() -> np.ndarray:
+    return np.random.default_rng(3).poisson(30, (3, 4, 32, 32)).astype(np.uint8)
+
+
+def test_blockfile_written_by_rosettasciio_reads_back(counts, tmp_path):
+    """A .blo that RosettaSciIO's blockfile writer made: the same counts, scan shape from the file; blockfile keeps
+    no reciprocal-space scale, so no pixel size is taken from it."""
+    from rsciio.blockfile import file_writer
+
+    file_writer(str(tmp_path / "scan.blo"), _rsciio_signal(counts, 0.02))
+    with open_4d(tmp_path / "scan.blo") as s:
+        assert s.shape == counts.shape and s.format == "rsciio:blockfile" and not s.notes
+        np.testing.assert_array_equal(s.read(0, 12).reshape(counts.shape), counts)
+        np.testing.assert_array_equal(s.read(5, 7), counts.reshape(12, 32, 32)[5:7])
+        assert "k_pixel_invA" not in s.calibration
+
+
+def test_tvips_written_by_rosettasciio_is_a_stack_shaped_by_the_scan(counts, tmp_path):
+    """RosettaSciIO's TVIPS writer stores frames (NAME_000.tvips); read back with --scan-shape they are the scan,
+    row by row; a square frame count without it is a guess the reader says; otherwise one line."""
+    from rsciio.tvips import file_writer
+
+    file_writer(str(tmp_path / "scan.tvips"), _rsciio_signal(counts, 0.02))
+    path = tmp_path / "scan_000.tvips"
+    with open_4d(path, scan_shape=(3, 4)) as s:
+        assert s.shape == counts.shape and not s.notes
+        np.testing.assert_array_equal(s.read(0, 12).reshape(counts.shape), counts)
+    with pytest.raises(FourdError, match=r"a stack of 12 frames with no scan shape; give it as --scan-shape"):
+        open_4d(path)
+    with pytest.raises(FourdError, match=r"scan shape 4x4 needs 16 frames, the file holds 12"):
+        open_4d(path, scan_shape=(4, 4))
+    square = counts.reshape(12, 32, 32)[:9].reshape(3, 3, 32, 32)
+    file_writer(str(tmp_path / "sq.tvips"), _rsciio_signal(square, 0.02))
+    with open_4d(tmp_path / "sq_000.tvips") as s:
+        assert s.shape == (3, 3, 32, 32) and "is a guess from the 9 frames (square)" in s.notes[0]
+        np.testing.assert_array_equal(s.read(0, 9).reshape(square.shape), square)
+
+
+def test_mrc_written_by_mrcfile_is_a_stack_shaped_by_the_scan(counts, tmp_path):
+    """An MRC stack that the mrcfile package (CCP-EM's reference implementation) wrote, read through RosettaSciIO:
+    the frames in scan order under --scan-shape."""
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "scan.mrc") as m:
+        m.set_data(counts.reshape(12, 32, 32).astype(np.float32))
+    with open_4d(tmp_path / "scan.mrc", scan_shape=(3, 4)) as s:
+        assert s.shape == counts.shape and s.format == "rsciio:mrc"
+        np.testing.assert_array_equal(s.read(0, 12).reshape(counts.shape), counts.astype(np.float32))
+
+
+def test_zspy_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "scan.zspy").mkdir()
+    with pytest.raises(FourdError, match=r"scan.zspy: RosettaSciIO reads .zspy with zarr < 3, which abTEM"):
+        open_4d(tmp_path / "scan.zspy")

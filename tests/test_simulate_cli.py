@@ -18,7 +18,7 @@ from fourdcrystal.simulation import shards
 from fourdcrystal.simulation.runner import SINGLE_SPECIMEN
 from fourdcrystal.supercell import read_specimens
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, colorbar_label, image_data, run_cli
 
 SIM = ["--output-px", "32", "--specimens-per-shard", "1", "--slice-thickness", "2", "--semiangle", "3"]
 
@@ -119,73 +119,61 @@ def test_killed_run_resumes_to_same_dataset(dataset, specimens, tmp_path):
     _assert_same(dataset, out)
 
 
-def _two_workers(proc, out: Path, timeout_s: float = 120) -> list[int]:
-    """Wait until the run ``proc`` has started its two workers and its dataset folder; their pids."""
-    deadline = time.time() + timeout_s
-    workers: list[int] = []
-    while time.time() < deadline and proc.poll() is None:
-        workers = _workers_of(proc.pid)
-        if len(workers) == 2 and (out / "run.json").exists():
-            break
-        time.sleep(0.02)
-    return workers
-
-
-def _workers_of(pid: int) -> list[int]:
-    """Child processes of ``pid`` that are multiprocessing workers (not the resource tracker)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid and "spawn_main" in cmd:
-            out.append(int(d.name))
-    return out
-
-
-@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find worker processes")
 def test_killed_worker_one_line_then_resume(dataset, specimens, tmp_path):
+    """A worker SIGKILLed as it starts the second shard task (a hook, not a race): simulate ends with one
+    error line and no index; the same command then resumes to the dataset of an uninterrupted run."""
+    from fourdcrystal.simulation.runner import KILL_AFTER_SHARDS_ENV
+
     out = tmp_path / "worker"
     cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *SIM,
            "--workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victims = _two_workers(proc, out)
-    if proc.poll() is None and victims:
-        os.kill(victims[0], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=120)
-    if proc.returncode != 0:  # the usual case: the kill landed mid-run
-        lines = [ln for ln in stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: a worker process died"), stderr
-        assert not (out / "index.json").exists()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, KILL_AFTER_SHARDS_ENV: "1:worker"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: a worker process died"), \
+        proc.stderr
+    assert not (out / "index.json").exists() and not (out / shards.shard_name(1)).exists()
     res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *SIM)
     assert res.exit_code == 0, res.output
     _assert_same(dataset, out)
 
 
+def _group_workers(pgid: int) -> list[int]:
+    """Living (not zombie) multiprocessing workers in process group ``pgid``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and "spawn_main" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the workers in /proc (Linux)")
 def test_killed_parent_takes_its_workers_along(specimens, tmp_path):
-    """SIGKILL of the main simulate process alone (not its group): its workers die with it (PR_SET_PDEATHSIG)
-    and write nothing more; the same command then resumes."""
+    """SIGKILL of the main simulate process alone (not its group), by a hook once its first shard is in, while
+    its other worker is mid-shard: the workers die with it (PR_SET_PDEATHSIG) and write nothing more; the same
+    command then resumes."""
+    from fourdcrystal.simulation.runner import KILL_AFTER_SHARDS_ENV
+
     out = tmp_path / "orphans"
     args = ["--output-px", "96", "--specimens-per-shard", "1", "--slice-thickness", "2", "--semiangle", "3"]
     cmd = [sys.executable, "-m", "fourdcrystal.cli", "-q", "simulate", str(specimens), "--out", str(out), *args,
            "--workers", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers = _two_workers(proc, out)
-    if proc.poll() is not None or len(workers) < 2:
-        pytest.skip("the run ended before its workers could be caught")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, KILL_AFTER_SHARDS_ENV: "1:parent"})
+    assert proc.wait(timeout=600) == -signal.SIGKILL  # the parent, killed by the hook
     deadline = time.time() + 15
-    while time.time() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+    while time.time() < deadline and _group_workers(proc.pid):
         time.sleep(0.1)
-    alive = [w for w in workers if Path(f"/proc/{w}").exists()
-             and (Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z")]
-    assert not alive, f"workers {alive} outlived their parent"
+    assert not _group_workers(proc.pid), "workers outlived their parent"
     files = sorted(p.name for p in out.iterdir())
+    assert not (out / "index.json").exists() and len(list(out.glob("shard-*.h5"))) < 4, files
     time.sleep(2.0)
     assert sorted(p.name for p in out.iterdir()) == files  # nobody writes any more
     res = run_cli("-q", "simulate", str(specimens), "--out", str(out), *args)
@@ -202,11 +190,39 @@ def test_dask_cluster_gives_same_dataset(dataset, specimens, tmp_path):
     _assert_same(dataset, tmp_path / "dask")
 
 
-def test_inspect(dataset):
+def _assert_montage_draws_the_samples(fig, folder: Path, rows: int) -> None:
+    """A sample montage: one row per sample, its cbed / probe / vg drawn from the shard on log scales (clipped
+    at the floor), q_z where V_g is strong, each panel with its colour bar and axes in Å⁻¹."""
+    samples = {}
+    for e in shards.read_index(folder)["shards"]:
+        with shards.Shard(folder / e["file"]) as sh:
+            for i in range(e["samples"]):
+                samples[str(sh.meta("sample_id")[i])] = (sh.images(i), np.asarray(sh.meta("k_sampling_invA")[i]))
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4 * rows
+    for r in range(rows):
+        row = panels[4 * r: 4 * r + 4]
+        images, dk = samples[row[0].get_title(loc="left").split("\n")[0].split(":")[0]]
+        for ax, name in zip(row, ("cbed", "probe", "vg")):
+            shown, truth = image_data(ax), np.asarray(images[name], float)
+            np.testing.assert_allclose(shown, np.maximum(truth, shown.min()), rtol=1e-6)
+        qz = image_data(row[3])
+        strong = images["vg"] >= 0.02 * images["vg"].max()
+        np.testing.assert_allclose(qz[strong], images["qz"][strong], rtol=1e-6)
+        assert np.isnan(qz[~strong]).all()
+        assert [colorbar_label(ax) for ax in row] == ["intensity (probe max = 1)", "intensity", "V_g (V·Å)",
+                                                      "q_z (Å⁻¹)"]
+        h, w = images["cbed"].shape
+        left, right, _, _ = row[0].images[0].get_extent()
+        assert right - left == pytest.approx(w * dk.reshape(-1)[-1])
+        assert all(ax.get_xlabel() == "q_y (Å⁻¹)" and ax.get_ylabel() == "q_x (Å⁻¹)" for ax in row)
+
+
+def test_inspect(dataset, drawn):
     res = run_cli("inspect", str(dataset), "--samples", "2")
     assert res.exit_code == 0, res.output
     assert "8 samples in 4 shards" in res.output and "train" in res.output and "20" in res.output
-    assert (dataset / "inspect.png").stat().st_size > 10_000
+    _assert_montage_draws_the_samples(drawn["inspect.png"], dataset, rows=2)
 
 
 SI_CIF = """data_Si
@@ -231,7 +247,7 @@ Si1 Si 0 0 0
 """
 
 
-def test_single_structure_mode(tmp_path):
+def test_single_structure_mode(tmp_path, drawn):
     cif = tmp_path / "Si.cif"
     cif.write_text(SI_CIF.replace("x,y,z", "x,y,z\n" + "\n".join([
         "x,y+1/2,z+1/2", "x+1/2,y,z+1/2", "x+1/2,y+1/2,z", "x+1/4,y+1/4,z+1/4", "x+1/4,y+3/4,z+3/4",
@@ -243,7 +259,7 @@ def test_single_structure_mode(tmp_path):
     assert res.exit_code == 0, res.output
     index = shards.read_index(out)
     assert index["samples"] == 2
-    assert (out / "patterns.png").stat().st_size > 10_000
+    _assert_montage_draws_the_samples(drawn["patterns.png"], out, rows=2)  # every pattern of the crystal
     with h5py.File(out / index["shards"][0]["file"], "r") as f:
         assert f["meta/formula"].asstr()[0] == "Si"
         assert f["meta/zone_axis"][0].tolist() == [1, 1, 0]

@@ -67,12 +67,36 @@ def test_same_seed_same_bytes(catalogue, specimens, tmp_path):
     assert (other / "specimens.csv").read_bytes() != (specimens / "specimens.csv").read_bytes()
 
 
-def test_preview_png(specimens):
+def test_preview_png(specimens, drawn):
+    """The preview draws the specimen seen down the beam: every projected atom column once, coloured by element
+    (legend by symbol), the box outline in Å and, for a cut box, the probe at its centre."""
     sid = read_specimens(specimens).rows[0].specimen_id
     res = run_cli("-q", "supercell", "--out", str(specimens), "--preview", sid)
     assert res.exit_code == 0, res.output
     png = specimens / f"preview-{sid}.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = drawn[png.name].axes[0]
+    sp = load_specimen(read_specimens(specimens), sid)
+    xy, z = sp.atoms.positions[:, :2], sp.atoms.numbers
+    columns = {(round(float(x), 2), round(float(y), 2), int(n)) for (x, y), n in zip(xy, z)}
+    from ase.data import chemical_symbols
+
+    points = {}
+    for coll in ax.collections:
+        points[coll.get_label()] = np.asarray(coll.get_offsets())
+    assert set(points) == {chemical_symbols[n] for n in set(z.tolist())}
+    drawn_columns = {(round(float(x), 2), round(float(y), 2), int(chemical_symbols.index(sym)))
+                     for sym, pts in points.items() for x, y in pts}
+    assert drawn_columns == columns and sum(len(p) for p in points.values()) == len(columns)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    lx, ly = sp.plan.box_A
+    assert max(lines["box"].get_xdata()) == pytest.approx(lx) and max(lines["box"].get_ydata()) == pytest.approx(ly)
+    if sp.plan.mode == "periodic":
+        assert max(lines["periodic cell"].get_xdata()) == pytest.approx(sp.plan.cell_A[0])
+    else:
+        probe = lines["probe (cut box: keep centred)"]
+        assert (probe.get_xdata()[0], probe.get_ydata()[0]) == pytest.approx((lx / 2, ly / 2))
+    assert ax.get_xlabel() == "x (Å)" and ax.get_ylabel() == "y (Å)" and sid in png.name
     res = run_cli("supercell", "--out", str(specimens), "--preview", "nope")
     assert res.exit_code == 2 and "no specimen 'nope'" in res.stderr
 

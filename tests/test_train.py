@@ -72,7 +72,7 @@ def test_dataset_targets_and_splits(dataset):
     np.testing.assert_allclose(item["qz"][0].numpy(), raw["qz"] / 0.01, rtol=1e-6)
 
 
-def test_tiny_model_overfits_real_shards(dataset, tmp_path):
+def test_tiny_model_overfits_real_shards(dataset, tmp_path, drawn):
     cfg = _config(tmp_path, patience=0, warmup_epochs=0, augment={"enabled": False})
     out = tmp_path / "m"
     res = run_cli("-q", "train", str(dataset), "--config", cfg, "--out", str(out), "--width", "8", "--depth", "2",
@@ -109,7 +109,18 @@ def test_tiny_model_overfits_real_shards(dataset, tmp_path):
     dk = np.concatenate(dk)
     assert card["input"]["range"]["k_sampling_invA"] == [dk.min(), dk.max()]  # over every sample
     assert card["training"]["best_epoch"] == 1 + min(range(len(h)), key=lambda i: h[i]["val_loss"])
-    assert (out / "curves.png").stat().st_size > 10_000
+    # the curves drawn are this run's history: losses per epoch on log axes, the learning rate beside them
+    axes = drawn["curves.png"].axes
+    epochs = [r["epoch"] for r in h]
+    lines = {(ax.get_title(), ln.get_label()): ln for ax in axes for ln in ax.get_lines()}
+    for (title, label), key in ((("vg NMSE (error² / label²)", "train"), "train_vg_nmse"),
+                                (("vg NMSE (error² / label²)", "val"), "val_vg_nmse"),
+                                (("loss (train: weighted sum)", "val"), "val_loss"),
+                                (("learning rate at epoch end", "_child0"), "lr")):
+        ln = lines[(title, label)]
+        assert list(ln.get_xdata()) == epochs
+        np.testing.assert_allclose(np.asarray(ln.get_ydata(), float), [r[key] for r in h], rtol=1e-6)
+    assert all(ax.get_xlabel() == "epoch" for ax in axes) and axes[0].get_yscale() == "log"
 
 
 def load_model_state(out: Path) -> torch.nn.Module:

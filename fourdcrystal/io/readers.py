@@ -12,8 +12,12 @@ Formats:
 * Quantum Detectors Merlin ``.mib`` (frames of an ASCII header + big-endian pixels; the scan
   shape from ``scan_shape``, the acquisition's ``.hdr`` file, or a square frame count);
 * other detector formats through RosettaSciIO, when it is installed (``pip install
-  rosettasciio``): Gatan ``.dm3/.dm4``, EMPAD ``.xml``, blockfile ``.blo``, HyperSpy
-  ``.hspy/.zspy``, TVIPS, MRC, FEI ``.ser``, Dectris Arina ``*_master.h5``.
+  'fourdcrystal[formats]'``): HyperSpy ``.hspy``, blockfile ``.blo``, TVIPS ``.tvips`` and MRC
+  ``.mrc`` (tested on files RosettaSciIO or mrcfile wrote; TVIPS and MRC store a stack of frames,
+  so the scan shape comes from ``scan_shape`` or a square frame count, said in ``notes``), and,
+  untested here (no writer and no sample file), Gatan ``.dm3/.dm4``, EMPAD ``.xml``, FEI ``.ser``
+  and Dectris Arina ``*_master.h5``. ``.zspy`` is refused: RosettaSciIO reads it with zarr < 3,
+  abTEM needs zarr >= 3.1.
 
 Every reader gives a :class:`Scan4D`: shape (scan_x, scan_y, k_x, k_y), the calibration it
 found in the file (keys ``k_pixel_invA``, ``energy_eV``, ``semiangle_mrad``; absent where the
@@ -24,7 +28,7 @@ whatever the file size. ``spec`` and ``scan_shape`` reopen the same data in anot
 from __future__ import annotations
 
 import hashlib
-
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,7 +47,11 @@ FORMATS = {
 }
 # detector formats read through RosettaSciIO (optional): suffix → plugin module
 RSCIIO = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".xml": "empad", ".blo": "blockfile",
-          ".hspy": "hspy", ".zspy": "zspy", ".tvips": "tvips", ".mrc": "mrc", ".ser": "tia"}
+          ".hspy": "hspy", ".tvips": "tvips", ".mrc": "mrc", ".ser": "tia"}
+STACKED = ("tvips", "mrc")  # plugins that give a scan as a stack of frames: the scan shape comes from the caller
+# formats RosettaSciIO has a reader for that cannot work beside abTEM, and why
+UNREADABLE = {".zspy": "RosettaSciIO reads .zspy with zarr < 3, which abTEM 1.0.11 (zarr >= 3.1) rules out; "
+                       "save the signal as .hspy"}
 _HDF5 = (".h5", ".hdf5", ".hdf", ".emd")
 
 
@@ -152,6 +160,8 @@ def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan
     """
     p, inner = split_spec(spec)
     suffix = p.suffix.lower()
+    if suffix in UNREADABLE:
+        raise FourdError(f"{p}: {UNREADABLE[suffix]}")
     if suffix not in FORMATS and suffix not in RSCIIO:
         raise FourdError(f"{p}: unknown 4D-STEM format {suffix or '(no extension)'!r}; supported: {supported()}")
     if not p.exists():
@@ -185,7 +195,7 @@ def _open_any(p: Path, inner: str, suffix: str, scan_shape) -> Scan4D:
     if suffix == ".mib":
         return _open_mib(p, scan_shape)
     if suffix in RSCIIO or p.name.lower().endswith("_master.h5"):
-        return _open_rsciio(p, "arina" if p.name.lower().endswith("_master.h5") else RSCIIO[suffix])
+        return _open_rsciio(p, "arina" if p.name.lower().endswith("_master.h5") else RSCIIO[suffix], scan_shape)
     return _open_hdf5(p, inner)
 
 
@@ -550,7 +560,22 @@ def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], 
 
 # -- RosettaSciIO -----------------------------------------------------------------------------
 
-def _open_rsciio(p: Path, plugin: str) -> Scan4D:
+def _stack_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], list[str]]:
+    """(rows, cols) of a file that stores its patterns as a stack of frames (TVIPS, MRC), and the note that says
+    so where the shape is a guess: ``scan_shape`` where given, else a square frame count."""
+    if scan_shape is not None:
+        rows, cols = (int(v) for v in scan_shape)
+        if rows * cols > frames:
+            raise FourdError(f"{p}: scan shape {rows}x{cols} needs {rows * cols} frames, the file holds {frames}")
+        return (rows, cols), []
+    side = math.isqrt(frames)
+    if side * side != frames:
+        raise FourdError(f"{p}: a stack of {frames} frames with no scan shape; give it as --scan-shape ROWSxCOLS")
+    return (side, side), [f"{p.suffix} files store a stack of frames: the scan shape {side}x{side} is a guess from "
+                          f"the {frames} frames (square); give --scan-shape if the scan was not square"]
+
+
+def _open_rsciio(p: Path, plugin: str, scan_shape=None) -> Scan4D:
     import importlib
 
     try:
@@ -563,10 +588,15 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
     except Exception as exc:  # a third-party reader: any failure is the file's
         raise FourdError(f"{p}: RosettaSciIO ({plugin}) could not read it ({type(exc).__name__}: {exc})") from None
     four = [s for s in signals if len(s["data"].shape) == 4]
-    if not four:
+    stacks = [s for s in signals if len(s["data"].shape) == 3 and plugin in STACKED]
+    if not four and not stacks:
         shapes = ", ".join(str(tuple(s["data"].shape)) for s in signals)
         raise FourdError(f"{p}: expected 4D data (scan_x, scan_y, k_x, k_y), got shape {shapes}")
-    sig = four[0]
+    sig = four[0] if four else stacks[0]
+    data, notes = sig["data"], []
+    if data.ndim == 3:  # frames in acquisition order, row by row
+        (rows, cols), notes = _stack_scan_shape(p, data.shape[0], scan_shape)
+        data = data[: rows * cols].reshape(rows, cols, *data.shape[1:])
     cal: dict = {}
     axes = sig.get("axes", [])
     signal_axes = [a for a in axes if not a.get("navigate", False)]
@@ -579,8 +609,8 @@ def _open_rsciio(p: Path, plugin: str) -> Scan4D:
         cal["energy_eV"] = float(tem["beam_energy"]) * 1e3
     if "convergence_angle" in tem:  # mrad
         cal["semiangle_mrad"] = float(tem["convergence_angle"])
-    data = sig["data"]
-    return Scan4D(str(p), _check_4d(data.shape, str(p)), np.dtype(data.dtype), cal, f"rsciio:{plugin}", data)
+    return Scan4D(str(p), _check_4d(data.shape, str(p)), np.dtype(data.dtype), cal, f"rsciio:{plugin}", data,
+                  notes=notes)
 
 
 # -- files still being written (predict --follow) ---------------------------------------------------------------

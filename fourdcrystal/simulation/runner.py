@@ -157,6 +157,11 @@ def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, spli
     from ..supercell import load_specimen, read_specimens
     from .engine import use_wisdom
 
+    if _kill_hook() == (task.index, "worker"):
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:  # in a worker, never in the main process
+            os.kill(os.getpid(), signal.SIGKILL)
     t0 = time.perf_counter()
     use_wisdom(wisdom)
     specimens = read_specimens(specimens_dir)
@@ -280,9 +285,15 @@ def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: 
     return [t for t in tasks if shards.shard_task(out / t.file) != t.task_hash]
 
 
-# tests only: SIGKILL the run's process group once this many shards are done (a mid-run kill at a known point,
-# not a race against the clock); never set in use
+# tests only, never set in use: a kill at a known point of the run, not a race against the clock.
+# "N": SIGKILL the run's process group once N shards are done; "N:parent": the main process alone (its workers
+# must die with it); "N:worker": the worker given the shard task of index N kills itself as it starts it.
 KILL_AFTER_SHARDS_ENV = "FOURDCRYSTAL_TEST_KILL_AFTER_SHARDS"
+
+
+def _kill_hook() -> tuple[int, str]:
+    n, _, who = os.environ.get(KILL_AFTER_SHARDS_ENV, "0").partition(":")
+    return int(n or 0), who or "group"
 
 
 def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, scheduler: str | None = None,
@@ -329,14 +340,16 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
     t0 = time.perf_counter()
     made = 0
     args = (str(specimens_dir), str(out))
-    kill_after = int(os.environ.get(KILL_AFTER_SHARDS_ENV, "0") or 0)
+    kill_after, kill_who = _kill_hook()
     try:
         for n, result in enumerate(_execute(todo, args, cfg, splits, workers, scheduler, wisdom), 1):
             made += result["samples"]
             bar.update(result["samples"])
             bar.set_postfix_str(f"{made / (time.perf_counter() - t0):.2f} patterns/s")
-            if n == kill_after:
+            if n == kill_after and kill_who == "group":
                 os.killpg(os.getpgrp(), signal.SIGKILL)  # this process and its workers, the others mid-shard
+            elif n == kill_after and kill_who == "parent":
+                os.kill(os.getpid(), signal.SIGKILL)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
