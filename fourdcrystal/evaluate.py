@@ -87,7 +87,7 @@ class EvalConfig:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """Counts and matched-peak values accumulated over patterns."""
 
     true: int = 0
@@ -108,7 +108,7 @@ class _Tally:
     false_peaks: np.ndarray = field(default_factory=lambda: np.zeros(len(FALSE_PEAK_KINDS), int))
 
     def summary(self) -> dict:
-        p, r, f1 = _prf(self.matched, self.pred, self.true)
+        p, r, f1 = precision_recall_f1(self.matched, self.pred, self.true)
         corr = (float(np.corrcoef(self.i_pred, self.i_true)[0, 1])
                 if len(self.i_pred) > 2 and np.std(self.i_pred) > 0 and np.std(self.i_true) > 0 else None)
 
@@ -255,7 +255,8 @@ def score_label(pred: Peaks, label: Peaks, true_vg: np.ndarray, radius_px: float
             "i_true": true_vg[ti[:, 0], ti[:, 1]][off], "i_pred": values[mp][off]}
 
 
-def _add(t: _Tally, s: dict) -> None:
+def add_scores(t: Tally, s: dict) -> None:
+    """Add one pattern's score (:func:`score`'s dict) to the tally ``t``, in place."""
     t.patterns += 1
     t.true += s["true"]
     t.pred += s["pred"]
@@ -269,7 +270,8 @@ def _add(t: _Tally, s: dict) -> None:
         np.add.at(t.false_peaks, s["false_bin"], 1)
 
 
-def _dose_name(dose) -> str:
+def dose_name(dose) -> str:
+    """A dose as reports and tables name it: ``None`` → "clean", 1e5 (electrons per pattern) → "1e+05"."""
     return "clean" if dose is None else f"{dose:.0e}"
 
 
@@ -539,7 +541,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     check_writable(out, "evaluation report")
     out.mkdir(parents=True, exist_ok=True)
 
-    tallies: dict[tuple, _Tally] = defaultdict(_Tally)
+    tallies: dict[tuple, Tally] = defaultdict(Tally)
     tilt_tallies: dict[tuple, _TiltTally] = defaultdict(_TiltTally)
     tilt_settings = tilt_settings_from_card(card)[0]
     per_pattern = []  # (model F1 at the first dose, position in locations) for the gallery
@@ -550,12 +552,12 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
             s_model = score(mpk, s.exact, s.dk_invA, None, s.qz_pred, s.qz_true)
             zero = _zero_value(bpk, s.pattern.shape, config.match_radius_px)
             s_base = score(bpk, s.exact, s.dk_invA, bpk.intensity / zero, None, None)
-            dose = _dose_name(s.dose)
+            dose = dose_name(s.dose)
             for method, pk, values in (("model", mpk, None), ("baseline", bpk, bpk.intensity / zero)):
                 sc = score_label(pk, s.truth, s.vg_true, config.match_radius_px, values)
-                _add(tallies[("label:" + method, dose, "all")], sc)
+                add_scores(tallies[("label:" + method, dose, "all")], sc)
                 if s.thickness_A >= config.thick_from_A:
-                    _add(tallies[("label:" + method, dose, "thick")], sc)
+                    add_scores(tallies[("label:" + method, dose, "thick")], sc)
             for method, sc in (("model", s_model), ("baseline", s_base)):
                 keys = [(method, dose, s.thickness_A), (method, dose, "all"), (method, "all", "all"),
                         (method, dose, thickness_bin(s.thickness_A)), (method, dose, ("kV", round(s.energy_eV / 1e3))),
@@ -563,7 +565,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                 if s.thickness_A >= config.thick_from_A:
                     keys.append((method, dose, "thick"))
                 for key in keys:
-                    _add(tallies[key], sc)
+                    add_scores(tallies[key], sc)
             if config.tilt and s.tilt_mrad is not None and np.hypot(*s.tilt_mrad) <= config.tilt_max_mrad:
                 fits = tilt_fits(s, mpk, bpk, tilt_settings)
                 for key in ("all", thickness_bin(s.thickness_A), ("mrad", s.semiangle_mrad),
@@ -571,13 +573,13 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                     for method, (est, sigma) in fits.items():
                         tilt_tallies[(method, dose, key)].add(est, s.tilt_mrad, sigma)
             if s.dose == config.doses_e[0]:
-                f1 = _prf(s_model["matched"], s_model["pred"], s_model["true"])[2]
+                f1 = precision_recall_f1(s_model["matched"], s_model["pred"], s_model["true"])[2]
                 per_pattern.append((f1, s.n, s.shard, s.row, s.pattern, s.vg_true, s.vg_pred, s.exact.required(), mpk,
                                     bpk, s.thickness_A, s.dk_invA))
 
     thick_values = sorted({k[2] for k in tallies if isinstance(k[2], float)})
     bins = [b for b in thickness_bins() if any(k[2] == b for k in tallies)]
-    doses = [_dose_name(d) for d in config.doses_e]
+    doses = [dose_name(d) for d in config.doses_e]
     report = {
         "schema": "fourdcrystal.evaluation/3",
         "model": str(model_path), "model_weights_sha256": card["weights_sha256"],
@@ -633,7 +635,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                 names.append(f"{sh.meta('formula')[w[3]]} [{za}]")
         from .plots import model_label
 
-        evaluation_gallery(worst, _dose_name(config.doses_e[0]), out / "worst.png", names,
+        evaluation_gallery(worst, dose_name(config.doses_e[0]), out / "worst.png", names,
                            title=f"{model_label(report['model'])}: its {len(worst)} worst {config.split} patterns")
     return report
 
@@ -649,8 +651,8 @@ def require_truth(dataset: str | Path, locations: list) -> None:
                                  f"it); add it without simulating again: fourdcrystal truth {dataset}")
 
 
-def _prf(matched: int, pred: int, true: int) -> tuple[float, float, float]:
-    """Precision, recall, F1."""
+def precision_recall_f1(matched: int, pred: int, true: int) -> tuple[float, float, float]:
+    """Precision (matched / predicted), recall (matched / true) and F1 from peak counts; 0 where undefined."""
     p = matched / pred if pred else 0.0
     r = matched / true if true else 0.0
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)

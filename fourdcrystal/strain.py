@@ -138,7 +138,7 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
     # of many positions can outweigh a real reflection; --weights applies to the per-position fits
     mapping = replace(config, weights="intensity")
     for p in positions:
-        q, w = _position_vectors(vectors, int(p), mapping)
+        q, w = position_vectors(vectors, int(p), mapping)
         qs.append(q)
         ws.append(w)
     q = np.concatenate(qs) if qs else np.zeros((0, 2))
@@ -161,7 +161,8 @@ def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
     return "quartic" if vectors.method == "model" else "none"
 
 
-def _position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Scan position ``p``'s finite vectors (q in Å⁻¹, n × 2) above ``config.min_intensity`` and their fit weights."""
     q, inten = vectors.position(p)
     keep = np.all(np.isfinite(q), axis=1) & np.isfinite(inten) & (inten >= config.min_intensity)
     q, inten = q[keep], inten[keep]
@@ -190,7 +191,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     fits = []
     indexed = np.full(n, np.nan)
     for p in progress(range(n), desc="fitting lattices", unit="position"):
-        q, w = _position_vectors(vectors, p, config)
+        q, w = position_vectors(vectors, p, config)
         fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
         if fit is not None:
             # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off

@@ -219,7 +219,7 @@ def write_series_file(path: Path, cbed: np.ndarray, series, strains: np.ndarray,
 
 
 @dataclass
-class _Vectors:
+class SeriesVectors:
     """One file's vectors per method (VectorSet) and its truth."""
 
     file: Path
@@ -232,23 +232,24 @@ class _Vectors:
     methods: dict = field(default_factory=dict)
 
 
-def _file_truth(path: Path) -> _Vectors:
+def file_truth(path: Path) -> SeriesVectors:
+    """A strain series file's applied truth (crystal, zone axis, thickness Å, dose, strains, rotations °), no vectors yet."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        return _Vectors(path, str(f.attrs["structure"]), tuple(int(i) for i in f.attrs["zone_axis"]),
+        return SeriesVectors(path, str(f.attrs["structure"]), tuple(int(i) for i in f.attrs["zone_axis"]),
                         float(f.attrs["nominal_thickness_A"]), str(f.attrs["dose"]), f["truth/strain"][()],
                         f["truth/rotation_deg"][()])
 
 
-def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[_Vectors]:
+def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[SeriesVectors]:
     """predict --baseline on every file (results kept in ``work`` and reused), read back per method."""
     from .io.vectors import read_vectors
     from .predict import PredictConfig, predict
 
     out = []
     for path in progress(files, desc="predict", unit="file"):
-        v = _file_truth(path)
+        v = file_truth(path)
         res = work / f"{path.parent.parent.name}-{path.parent.name}-{path.stem}-bragg.h5"
         if not res.is_file():
             predict(model, str(path), res, PredictConfig(baseline=True, tilt=False))
@@ -258,7 +259,7 @@ def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[_
     return out
 
 
-def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[_Vectors], settings: dict, work: Path) -> None:
+def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVectors], settings: dict, work: Path) -> None:
     """py4DSTEM's find_Bragg_disks on every file (one worker run per series folder, kept in ``work`` and reused),
     added as ``py4DSTEM``."""
     import subprocess
@@ -308,7 +309,7 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[_Vectors], 
             start += rows * cols
 
 
-def _score(v: _Vectors, method: str, fit: dict) -> dict:
+def score_fit(v: SeriesVectors, method: str, fit: dict) -> dict:
     """One strain fit of one method's vectors against the truth (a fit that fails everywhere: None)."""
     from .strain import StrainConfig, strain_maps
 
@@ -370,10 +371,10 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
             methods.append("py4DSTEM")
         chosen, rows = {}, []
         for m in methods:
-            tune_rows = {json.dumps(fit): [_score(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
+            tune_rows = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
             best = min(tune_rows, key=lambda k: _mean_error(tune_rows[k]))
             chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune_rows[best])}
-            rows += [_score(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+            rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
         report = {"schema": SCHEMA, "config": asdict(config), "model": model or "release",
                   "model_weights_sha256": card["weights_sha256"], "peak_settings": card.get("peaks"), "methods": methods,
                   "chosen_on_tune_series": chosen, "py4dstem_settings": py4dstem_settings,
@@ -485,7 +486,7 @@ def threshold_strain_errors(model: str | Path, files: list[Path], settings, thre
     vecs = []
     with tempfile.TemporaryDirectory() as tmp:
         for k, path in enumerate(progress(files, desc="tune: strain series", unit="file")):
-            v = _file_truth(path)
+            v = file_truth(path)
             res = Path(tmp) / f"{k}.h5"
             predict(model, str(path), res, PredictConfig(settings=replace(settings, model=m), tilt=False))
             v.methods["all"] = read_vectors(res, "model")
@@ -504,7 +505,7 @@ def threshold_strain_errors(model: str | Path, files: list[Path], settings, thre
             keep = np.concatenate(keep) if keep else np.zeros(0, bool)
             v.methods["model"] = VectorSet(a.scan_shape, np.array(offsets), a.q[keep], a.intensity[keep], a.units,
                                            a.bin_width, a.source, "model")
-            rows.append(_score(v, "model", fit))
+            rows.append(score_fit(v, "model", fit))
         errors[t] = _mean_error(rows)
     return errors
 

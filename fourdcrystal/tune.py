@@ -46,7 +46,7 @@ from .detect import (
     relative_threshold,
 )
 from .errors import FourdError
-from .evaluate import EvalConfig, ExactTruth, _dose_name, _prf, match_exact, require_truth, split_samples
+from .evaluate import EvalConfig, ExactTruth, dose_name, precision_recall_f1, match_exact, require_truth, split_samples
 from .peaks import (
     PeakConfig,
     maxima_above,
@@ -117,14 +117,14 @@ class _Grid:
 
     def f1(self, key, doses) -> float:
         """F1 averaged over the doses (each micro-averaged over patterns)."""
-        return float(np.mean([_prf(*self.counts[(key, d)])[2] for d in doses]))
+        return float(np.mean([precision_recall_f1(*self.counts[(key, d)])[2] for d in doses]))
 
     def rms(self, key, doses) -> float:
         return float(np.mean([np.sqrt(np.mean(np.square(self.errors[(key, d)]))) if self.errors[(key, d)]
                               else np.inf for d in doses]))
 
     def row(self, key, dose) -> dict:
-        p, r, f1 = _prf(*self.counts[(key, dose)])
+        p, r, f1 = precision_recall_f1(*self.counts[(key, dose)])
         e = self.errors.get((key, dose))
         return {"f1": f1, "precision": p, "recall": r,
                 "position_rms_px": float(np.sqrt(np.mean(np.square(e)))) if e else None}
@@ -195,7 +195,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
         locations = locations[:ec.limit]
     require_truth(dataset, locations)
     predictor = Predictor(model, card, device, ec.batch_size)
-    doses = [_dose_name(d) for d in ec.doses_e]
+    doses = [dose_name(d) for d in ec.doses_e]
     radius = ec.match_radius_px
 
     samples = []
@@ -206,11 +206,11 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     for ref in config.model_threshold_of:
         for s in samples:
             _threshold_sweep(mgrid, lambda t, sp, ref=ref: (ref, t, sp), s.vg_pred, s.usable, config.model_spacing_px,
-                             config.model_min_relative, s.exact, _dose_name(s.dose), threshold_of=ref)
+                             config.model_min_relative, s.exact, dose_name(s.dose), threshold_of=ref)
     # ties go to the first: the strongest-maximum reference, the lower threshold, the smaller spacing. With low
     # doses and higher ones among the doses, the threshold is chosen on the higher ones and a second one for the
     # low doses (model_peaks tells them apart by the counts of each pattern)
-    low = [_dose_name(d) for d in ec.doses_e if d is not None and d < LOW_DOSE_E]
+    low = [dose_name(d) for d in ec.doses_e if d is not None and d < LOW_DOSE_E]
     high = [d for d in doses if d not in low] or doses
     m_key = max(((ref, t, sp) for ref in config.model_threshold_of for sp in config.model_spacing_px
                  for t in config.model_min_relative), key=lambda k: mgrid.f1(k, high))
@@ -230,7 +230,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             for c, cfg in enumerate(combos):
                 corr, g = next(correlations(s.pattern[None], s.probe, cfg))
                 _threshold_sweep(bgrid, lambda t, sp: (c, t, sp), corr, s.usable, config.baseline_spacing_px,
-                                 config.baseline_min_relative, s.exact, _dose_name(s.dose))
+                                 config.baseline_min_relative, s.exact, dose_name(s.dose))
                 pbar.update(1)
     b_key = max(((c, t, sp) for c in range(len(combos)) for t in config.baseline_min_relative
                  for sp in config.baseline_spacing_px), key=lambda k: bgrid.f1(k, doses))
@@ -243,7 +243,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
     found: dict[tuple, list] = defaultdict(list)  # (method, mode) → each sample's peaks, kept for the tilt
     with bar(total=len(samples), desc="tune: positions", unit="pattern") as pbar:
         for s in samples:
-            d = _dose_name(s.dose)
+            d = dose_name(s.dose)
             for sub, st in candidates.items():
                 pk = baseline_peaks(s.pattern[None], s.probe, st, s.usable)[0]
                 pos.add(("baseline", sub), d, pk.pos_px, s.exact, errors=True)
@@ -257,7 +257,7 @@ def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneC
             min_relative=m_key[1], min_spacing_px=m_key[2], refine=refine, threshold_of=m_key[0], **low_kw))
         for s in samples:
             pk = model_peaks(s.vg_pred[None], s.pattern[None], s.probe, refines[refine], s.usable)[0]
-            pos.add(("model", refine), _dose_name(s.dose), pk.pos_px, s.exact, errors=True)
+            pos.add(("model", refine), dose_name(s.dose), pk.pos_px, s.exact, errors=True)
             found[("model", refine)].append(pk)
     best_refine = min(refines, key=lambda k: pos.rms(("model", k), doses))
     settings = refines[best_refine]

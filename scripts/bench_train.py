@@ -23,7 +23,7 @@ from fourdcrystal.model.fcunet import FCUNet, FCUNetConfig, parameter_count  # n
 from fourdcrystal.model.losses import MultiTaskLoss  # noqa: E402
 from fourdcrystal.training.augment import AugmentConfig  # noqa: E402
 from fourdcrystal.training.data import ShardDataset, open_dataset, qz_scale  # noqa: E402
-from fourdcrystal.training.loop import _autocast  # noqa: E402
+from fourdcrystal.training.loop import autocast  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -80,7 +80,7 @@ def main() -> None:
         if i == 2:
             _sync(device)
             t = time.perf_counter()
-        with _autocast(device, a.amp):
+        with autocast(device, a.amp):
             loss, _ = loss_fn(net(batch["cbed"], batch["probe"]), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,7 +95,7 @@ def main() -> None:
             if i == 2:
                 _sync(device)
                 t = time.perf_counter()
-            with _autocast(device, a.amp):
+            with autocast(device, a.amp):
                 net(batch["cbed"], batch["probe"])
         _sync(device)
     infer_rate = a.steps * a.batch_size / (time.perf_counter() - t)

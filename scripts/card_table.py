@@ -10,16 +10,18 @@ Pearson r of peak heights with the true V_g. Also the tuned settings of both met
 
 from __future__ import annotations
 
-import sys
+import argparse
 
-from fourdcrystal.evaluate import _dose_name, thickness_bins
+from fourdcrystal.evaluate import dose_name, thickness_bins
 from fourdcrystal.training.card import read_card, resolve_weights
 
 
-def main(argv: list[str]) -> int:
-    card = read_card(resolve_weights(argv[0] if argv else None))
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", nargs="?", default=None, help="model.pt with its card [default: the shipped model]")
+    card = read_card(resolve_weights(ap.parse_args(argv).model))
     ev = card["release"]["test_evaluation"]
-    doses = [_dose_name(d) for d in ev["config"]["doses_e"]]
+    doses = [dose_name(d) for d in ev["config"]["doses_e"]]
     groups = [(b, {m: {d: ev["by_dose_and_thickness_bin"][m][d][b] for d in doses} for m in ("model", "baseline")})
               for b in thickness_bins() if b in ev["by_dose_and_thickness_bin"]["model"][doses[0]]]
     groups.append((f">={ev['thick_from_A']:g} Å", {m: {d: ev["by_dose_thick"][m][d] for d in doses}
@@ -42,4 +44,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

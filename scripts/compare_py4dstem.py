@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fourdcrystal.detect import baseline_peaks, model_peaks, settings_from_card
-from fourdcrystal.evaluate import EvalConfig, _add, _dose_name, _Tally, score, split_samples
+from fourdcrystal.evaluate import EvalConfig, add_scores, dose_name, Tally, score, split_samples
 from fourdcrystal.peaks import Peaks
 from fourdcrystal.training.card import load_model, resolve_weights
 from fourdcrystal.training.data import open_dataset
@@ -83,11 +83,11 @@ def in_usable(p: Peaks, usable: np.ndarray, min_relative: float = 0.0) -> Peaks:
     return Peaks(p.pos_px[keep], p.intensity[keep])
 
 
-def tally(samples, found: list[Peaks], radius: float) -> dict[str, _Tally]:
-    t: dict[str, _Tally] = defaultdict(_Tally)
+def tally(samples, found: list[Peaks], radius: float) -> dict[str, Tally]:
+    t: dict[str, Tally] = defaultdict(Tally)
     for s, p in zip(samples, found):
         sc = score(p, s.exact, s.dk_invA, p.intensity, None, None)
-        _add(t[_dose_name(s.dose)], sc)
+        add_scores(t[dose_name(s.dose)], sc)
     return t
 
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         print("warning: the card has no tuned settings (fourdcrystal tune); ours run with the defaults")
     _, where, _ = open_dataset(args.dataset)
     val = [] if args.py4dstem_settings else list(split_samples(None, args.dataset, where["val"][:args.tune_limit], ec))
-    names = [_dose_name(d) for d in doses]
+    names = [dose_name(d) for d in doses]
     radius = ec.match_radius_px
 
     t0 = time.perf_counter()
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         test_loc = where["test"][:args.limit]
         test = list(split_samples(Predictor(model, card), args.dataset, test_loc, ec))
         p4d = run_worker(python, test, [chosen], tmp, "test")[0]
-    results: dict = defaultdict(lambda: defaultdict(_Tally))
+    results: dict = defaultdict(lambda: defaultdict(Tally))
     for s, p in zip(test, p4d):
         found = {"model": model_peaks(s.vg_pred[None], s.pattern[None], s.probe, settings, s.usable)[0],
                  "baseline": baseline_peaks(s.pattern[None], s.probe, settings, s.usable)[0],
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         for m, pk in found.items():
             sc = score(pk, s.exact, s.dk_invA, pk.intensity, None, None)
             for g in groups:
-                _add(results[(g, _dose_name(s.dose))][m], sc)
+                add_scores(results[(g, dose_name(s.dose))][m], sc)
     table = {f"{g}/{d}": {m: t.summary() for m, t in by_m.items()} for (g, d), by_m in results.items()}
     report = {"model": str(weights), "dataset": args.dataset, "test_patterns": len(test_loc),
               "val_patterns_for_tuning": len(val) // len(doses) if val else "see --py4dstem-settings", "py4dstem_settings": chosen,

@@ -93,7 +93,7 @@ def truth_of(dataset: str, locations: list, crop: int | None) -> list:
 def truth_f1(maps: np.ndarray, truths: list) -> dict:
     """F1 of the peaks of ``maps`` (n, H, W) against the physical truth, per threshold of the zero beam's V_g."""
     from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
-    from fourdcrystal.evaluate import _prf, score
+    from fourdcrystal.evaluate import precision_recall_f1, score
 
     out = {}
     for t in TRUTH_THRESHOLDS:
@@ -103,7 +103,7 @@ def truth_f1(maps: np.ndarray, truths: list) -> dict:
             pk = model_peaks(m[None], m[None], m, st, usable)[0]
             sc = score(pk, ex, 1.0, None, None, None)
             n += (sc["matched"], sc["pred"], sc["true"])
-        out[f"{t:g}"] = _prf(*n)[2]
+        out[f"{t:g}"] = precision_recall_f1(*n)[2]
     return out
 
 

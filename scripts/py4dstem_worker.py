@@ -65,4 +65,11 @@ def main(patterns_path: str, settings_path: str, out_path: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:4]))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("patterns", help=".npz with 'patterns' and 'probes'")
+    ap.add_argument("settings", help="JSON list of find_Bragg_disks settings")
+    ap.add_argument("out", help="where the disks found go (.npz)")
+    args = ap.parse_args()
+    raise SystemExit(main(args.patterns, args.settings, args.out))

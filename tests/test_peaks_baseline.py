@@ -90,7 +90,7 @@ def test_score_counts_and_errors():
 def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under_them():
     """score(): recall per bin of the strength in the pattern (zero beam left out) and each false peak by what
     lies under it: nothing of the lattice, an absent reflection, a visible reflection another peak took."""
-    from fourdcrystal.evaluate import _add, _Tally, score
+    from fourdcrystal.evaluate import add_scores, Tally, score
     from fourdcrystal.peaks import Peaks
     from fourdcrystal.simulation.truth import ABSENT, REQUIRED
 
@@ -101,8 +101,8 @@ def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under
                            (10.0, 23.0), (10.0, 21.0)]), np.ones(8))
     s = score(pred, truth, 0.02, None, None, None)
     assert s["matched"] == 5 and s["true"] == 6 and s["pred"] == 8
-    t = _Tally()
-    _add(t, s)
+    t = Tally()
+    add_scores(t, s)
     by = t.summary()["recall_by_strength"]
     assert {k: (v["true_peaks"], v["recall"]) for k, v in by.items()} == {
         "< 0.03": (2, 0.5), "0.03-0.1": (1, 1.0), "0.1-0.3": (1, 1.0), ">= 0.3": (1, 1.0)}

@@ -44,9 +44,9 @@ def test_the_score_is_the_distance_from_the_applied_strain():
     rots[1:] = rng.uniform(-2, 2, 3)
     for crystal, uvw in (("GaN", (0, 0, 1)), ("TiO2", (1, 1, 0))):
         for lie, expected in ((0.0, 0.0), (0.003, 0.3 / np.sqrt(3))):
-            v = sb._Vectors(None, crystal, uvw, 100.0, "clean", strains.reshape(1, 4, 3), rots.reshape(1, 4),
+            v = sb.SeriesVectors(None, crystal, uvw, 100.0, "clean", strains.reshape(1, 4, 3), rots.reshape(1, 4),
                             {"model": _exact_vectors(crystal, uvw, strains, rots, lie)})
-            row = sb._score(v, "model", {"weights": "none", "tolerance": 0.25})
+            row = sb.score_fit(v, "model", {"weights": "none", "tolerance": 0.25})
             assert row["fitted"] == 3 == row["positions"]
             assert row["strain_rms_error_pct"] == pytest.approx(expected, abs=2e-4), (crystal, lie)
             assert row["rotation_rms_error_deg"] < 2e-3
@@ -140,10 +140,10 @@ def test_a_higher_threshold_by_filtering_is_predict_at_that_threshold(tiny, tmp_
     at = replace(settings, model=replace(settings.model, min_relative=0.3, low_dose_e=0.0, low_dose_min_relative=None))
     direct = []
     for k, f in enumerate(files):
-        v = sb._file_truth(f)
+        v = sb.file_truth(f)
         predict(None, str(f), tmp_path / f"{k}.h5", PredictConfig(settings=at, tilt=False))
         v.methods["model"] = read_vectors(tmp_path / f"{k}.h5", "model")
-        direct.append(sb._score(v, "model", fit))
+        direct.append(sb.score_fit(v, "model", fit))
     assert errs[0.3] == pytest.approx(sb._mean_error(direct), rel=1e-9)
     with pytest.raises(sb.FourdError, match="no tuning series"):
         sb.tuning_files(tmp_path)

@@ -16,7 +16,7 @@ from fourdcrystal.errors import FourdError
 from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.predict import PredictConfig, predict
 from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import _file_truth
+from fourdcrystal.strain_benchmark import file_truth
 
 FIT = {"weights": "quartic", "tolerance": 0.1, "correct": "reference"}  # the survey's choice for the model
 
@@ -31,7 +31,7 @@ work.mkdir(exist_ok=True)
 rows = []
 for name in a.series:
     for f in sorted((Path(a.out) / "series" / a.split / name).glob("series-*.h5")):
-        v = _file_truth(f)
+        v = file_truth(f)
         row = {"series": name, "file": f.stem}
         for prec in ("fp32", "bf16"):
             res = work / f"{a.split}-{name}-{f.stem}-{prec}.h5"

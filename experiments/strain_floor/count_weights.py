@@ -19,7 +19,7 @@ import numpy as np
 
 from fourdcrystal.io.vectors import VectorSet, read_vectors
 from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import _file_truth
+from fourdcrystal.strain_benchmark import file_truth
 
 
 def disk_counts(pattern, ij, radius_px):
@@ -50,7 +50,7 @@ def main():
     agg = {}
     for series in sorted((Path(a.out) / "series" / a.split).iterdir()):
         for f in sorted(series.glob(f"series-*-{a.dose}.h5")):
-            v = _file_truth(f)
+            v = file_truth(f)
             res = Path(a.vectors) / f"{a.split}-{series.name}-{f.stem}-bragg.h5"
             vs = read_vectors(res, "model")
             with h5py.File(res, "r") as r:

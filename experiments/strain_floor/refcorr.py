@@ -18,8 +18,8 @@ import numpy as np
 
 from fourdcrystal import lattice
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.strain import StrainConfig, _position_vectors, strain_maps
-from fourdcrystal.strain_benchmark import _file_truth
+from fourdcrystal.strain import StrainConfig, position_vectors, strain_maps
+from fourdcrystal.strain_benchmark import file_truth
 
 
 def corrected_maps(vectors, config: StrainConfig, ref_positions=(0,), offset_positions=None):
@@ -29,7 +29,7 @@ def corrected_maps(vectors, config: StrainConfig, ref_positions=(0,), offset_pos
     frac = {}
     offset_positions = ref_positions if offset_positions is None else offset_positions
     for p in offset_positions:
-        q, w = _position_vectors(vectors, p, config)
+        q, w = position_vectors(vectors, p, config)
         fit = lattice.fit_lattice(q, m["start_basis"], w, tolerance=config.tolerance)
         if fit is None:
             continue
@@ -40,7 +40,7 @@ def corrected_maps(vectors, config: StrainConfig, ref_positions=(0,), offset_pos
     delta = {k: np.median(np.array(v), axis=0) for k, v in frac.items() if len(v) >= 0.5 * len(offset_positions)}
     bases = np.full((n, 2, 2), np.nan)
     for p in range(n):
-        q, w = _position_vectors(vectors, p, config)
+        q, w = position_vectors(vectors, p, config)
         fit = lattice.fit_lattice(q, m["start_basis"], w, tolerance=config.tolerance)
         if fit is None:
             continue
@@ -71,7 +71,7 @@ def main():
     agg = {}
     for series in sorted((Path(a.out) / "series" / a.split).iterdir()):
         for f in sorted(series.glob(f"series-*-{a.dose}.h5")):
-            v = _file_truth(f)
+            v = file_truth(f)
             res = Path(a.vectors) / f"{a.split}-{series.name}-{f.stem}-bragg.h5"
             line = [f"{series.name:11s} {f.stem[7:13]}"]
             for meth, fit in fits.items():

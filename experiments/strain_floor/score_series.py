@@ -14,7 +14,7 @@ import numpy as np
 from fourdcrystal.predict import PredictConfig, predict
 from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import _file_truth
+from fourdcrystal.strain_benchmark import file_truth
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
@@ -30,7 +30,7 @@ for name in a.series:
         res = work / f"{a.split}-{name}-{f.stem}-bragg.h5"  # the split in the name: tune and test share stems
         if not res.is_file():
             predict(None, str(f), res, PredictConfig(baseline=True, tilt=False))
-        v = _file_truth(f)
+        v = file_truth(f)
         line = [f"{name} {f.stem}"]
         for m in ("model", "baseline"):
             try:

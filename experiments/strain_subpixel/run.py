@@ -20,7 +20,7 @@ import numpy as np
 from fourdcrystal.detect import settings_from_card
 from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.predict import PredictConfig, predict
-from fourdcrystal.strain_benchmark import _file_truth, _score
+from fourdcrystal.strain_benchmark import file_truth, score_fit
 from fourdcrystal.training.card import read_card, resolve_weights
 
 VARIANTS = {
@@ -62,12 +62,12 @@ def main() -> None:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for k, path in enumerate(files):
-                t = _file_truth(path)
+                t = file_truth(path)
                 res = Path(tmp) / f"{k}.h5"
                 predict("release", str(path), res, PredictConfig(settings=settings, tilt=False, baseline=False))
                 t.methods["model"] = read_vectors(res, "model")
                 for fit in FITS:
-                    rows.append(_score(t, "model", fit) | {"file": str(path)})
+                    rows.append(score_fit(t, "model", fit) | {"file": str(path)})
                 print(name, k, path.parent.name, path.stem, rows[-4]["strain_rms_error_pct"], file=sys.stderr, flush=True)
         result[name] = rows
         Path(a.out).write_text(json.dumps(result))

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.strain_benchmark import _score, _Vectors
+from fourdcrystal.strain_benchmark import score_fit, SeriesVectors
 
 
 def main() -> None:
@@ -33,12 +33,12 @@ def main() -> None:
         _, crystal, uvw, _, tag, dose, _ = res.stem.split("-")
         series = bench / "series" / a.split / f"{crystal}-{uvw}" / f"series-{tag}-{dose}.h5"
         with h5py.File(series, "r") as f:
-            v = _Vectors(series, crystal, tuple(int(c) for c in f.attrs["zone_axis"]),
+            v = SeriesVectors(series, crystal, tuple(int(c) for c in f.attrs["zone_axis"]),
                          float(f.attrs["nominal_thickness_A"]), dose, f["truth/strain"][()], f["truth/rotation_deg"][()])
         m = read_vectors(res, "model")
         for p in (float(x) for x in a.powers.split(",")):
             v.methods["model"] = replace(m, intensity=np.clip(m.intensity, 0, None) ** (p / 2))
-            r = _score(v, "model", {"weights": "squared", "tolerance": a.tolerance, "correct": "reference"})
+            r = score_fit(v, "model", {"weights": "squared", "tolerance": a.tolerance, "correct": "reference"})
             e = r["strain_rms_error_pct"]
             cells.setdefault((p, dose, v.thickness_A), []).append(1.0 if e is None or r["fitted"] < r["positions"] else e)
     for p in sorted({k[0] for k in cells}):

@@ -234,7 +234,8 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool):
+    """Mixed precision for training on a GPU (bf16 where supported, else fp16) when ``amp``; else no-op."""
     if amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -278,7 +279,7 @@ def evaluate_split(model: nn.Module, ds: ShardDataset, dist: _Dist, batch_size: 
         for start in range(0, len(mine), batch_size):
             items = [ds[i] for i in mine[start:start + batch_size]]
             batch = _to({k: torch.stack([it[k] for it in items]) for k in items[0]}, dist.device)
-            with _autocast(dist.device, amp):
+            with autocast(dist.device, amp):
                 pred = model(batch["cbed"], batch["probe"])
             for j in range(len(items)):
                 extra = ({"vg_asinh": float(vg_asinh_nmse(pred["vg"][j], batch["vg"][j], vg_asinh_scale))}
@@ -532,7 +533,7 @@ def _run_epoch(run: _Run, step: nn.Module, loader: DataLoader, epoch_sampler: _E
              disable=not dist.main) as pbar:
         for batch in loader:
             batch = _to(batch, dist.device)
-            with _autocast(dist.device, run.use_amp):
+            with autocast(dist.device, run.use_amp):
                 loss, parts = step(batch)
             run.opt.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
