@@ -135,6 +135,7 @@ def Choice(*choices: str) -> Callable:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return v
 
+    parse.choices = choices  # the settings classes type it Literal[choices]
     return parse
 
 

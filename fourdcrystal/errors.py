@@ -6,8 +6,11 @@ with code 2. Everything else escaping to the CLI is a bug and keeps its tracebac
 """
 
 
-class FourdError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+class FourdError(ValueError):
+    """A problem with the user's input or environment, explained in one line.
+
+    A ``ValueError``, so that code calling the library catches it as the bad value it reports.
+    """
 
     def __init__(self, message: str):
         # Collapse to one line: a user-facing error never spans several lines.

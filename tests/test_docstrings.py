@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = ("fourdcrystal.simulation.optics", "fourdcrystal.calibration", "fourdcrystal.lattice", "fourdcrystal.peaks",
+           "fourdcrystal.settings",
            "fourdcrystal.specimen")
 
 
