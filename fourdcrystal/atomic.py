@@ -198,3 +198,11 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
             lock.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+def rank_zero_lock(path: str | Path):
+    """:func:`output_lock` on ``path``, taken by the main process only: under torchrun every rank runs the stage
+    and only rank 0 (environment ``RANK``) writes."""
+    import contextlib
+
+    return contextlib.nullcontext() if int(os.environ.get("RANK", "0")) != 0 else output_lock(path)

@@ -7,13 +7,13 @@ Every user-facing problem is raised as :class:`FourdError` and printed here as o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 
 import click
 
 from . import __version__
+from .atomic import rank_zero_lock
 from .errors import FourdError
 from .progress import set_quiet
 
@@ -66,13 +66,6 @@ class _Group(click.Group):
             click.echo(f"error: internal error in {stage}: {type(exc).__name__}: {first}"
                        + (f" (traceback saved to {saved})" if saved else ""), err=True)
             ctx.exit(1)
-
-
-def _check_device(device: str) -> None:
-    """The device is there (before any work or output): one line naming the option otherwise."""
-    from .model.inference import pick_device
-
-    pick_device(device, what="--device")
 
 
 def _save_traceback(stage: str) -> str | None:
@@ -135,18 +128,6 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     _setup_logging(verbose, quiet)
-
-
-def _locked(path):
-    """The output's exclusive lock (``PATH.lock``): a second run on the same output is one line naming the
-    holder. Under torchrun only rank 0 takes it (every rank runs this command)."""
-    import contextlib
-
-    from .atomic import output_lock
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return contextlib.nullcontext()
-    return output_lock(path)
 
 
 def _shipped_text(*sections: str) -> str:
@@ -255,7 +236,10 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
     Writes OUT/catalogue.json (structures as CIF text, prototype labels, space groups,
     lattice parameters in Å and degrees, provenance) and prints a summary table.
     """
-    from .catalog import build_catalogue, drawn_by_source, summary_table, write_catalogue
+    from .api import select
+    from .catalog import drawn_by_source, summary_table
+    from .catalog.catalogue import FILENAME
+    from .settings import SelectSettings
 
     cfg = _load_explicit("select", config_path, {
         "sources": list(sources) or None, "out": out, "per_prototype": per_prototype,
@@ -270,22 +254,13 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
         cfg["sources"].append("files")
     from pathlib import Path
 
-    if not dry_run:  # before any work (or any Materials Project query)
-        if Path(cfg["out"]).exists() and not overwrite:
-            raise FourdError(f"output folder {cfg['out']} already exists; pass --overwrite to replace it")
-        from .atomic import check_writable
-
-        check_writable(Path(cfg["out"]).parent, "catalogue")
-    import contextlib
-
-    with contextlib.nullcontext() if dry_run else _locked(cfg["out"]):
-        catalogue = build_catalogue(cfg, api_key=api_key, quiet=ctx.obj["quiet"])
-        click.echo(summary_table(catalogue.groups, drawn_by_source(catalogue)))
-        if dry_run:
-            click.echo("dry run: nothing written")
-            return
-        path = write_catalogue(catalogue, cfg["out"], overwrite=overwrite)
-    click.echo(f"wrote {len(catalogue.crystals)} crystals to {path}")
+    catalogue = select(SelectSettings(**cfg), api_key=api_key, overwrite=overwrite, dry_run=dry_run,
+                       quiet=ctx.obj["quiet"])
+    click.echo(summary_table(catalogue.groups, drawn_by_source(catalogue)))
+    if dry_run:
+        click.echo("dry run: nothing written")
+        return
+    click.echo(f"wrote {len(catalogue.crystals)} crystals to {Path(cfg['out']) / FILENAME}")
 
 
 @cli.command("supercell")
@@ -325,8 +300,10 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
     from pathlib import Path
 
     from .plots import specimen_preview
-    from .specimen import axis_text
-    from .supercell import load_specimen, plan_specimens, read_specimens, summary, write_specimens
+    from .specimens.specimen import axis_text
+    from .api import supercell
+    from .settings import SupercellSettings
+    from .specimens.supercell import load_specimen, read_specimens, summary
 
     cfg = _load_explicit("supercell", config_path, {
         "out": out, "zone_axes_per_crystal": zone_axes, "max_index": max_index, "axis_choice": axis_choice,
@@ -336,12 +313,8 @@ def supercell_cmd(ctx, catalogue, config_path, out, overwrite, zone_axes, max_in
     })
     out_dir = Path(cfg["out"])
     if catalogue is not None and not (preview_id and out_dir.exists() and not overwrite):
-        if out_dir.exists() and not overwrite:  # before planning
-            raise FourdError(f"output folder {out_dir} already exists; pass --overwrite to replace it")
-        with _locked(out_dir):
-            rows, crystals, header = plan_specimens(catalogue, cfg)
-            write_specimens(out_dir, rows, crystals, header, overwrite=overwrite)
-        click.echo(summary(rows, header))
+        planned = supercell(catalogue, SupercellSettings(**cfg), overwrite=overwrite)
+        click.echo(summary(planned["rows"], planned["header"]))
         click.echo(f"wrote {out_dir / 'specimens.csv'}")
     elif not preview_id:
         raise FourdError("give a CATALOGUE folder to plan specimens (or --preview ID to draw one)")
@@ -432,11 +405,11 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
         "workers": workers, "seed": seed,
     })
     out_dir = Path(cfg["out"])
-    with _locked(out_dir):
+    with rank_zero_lock(out_dir):
         if structure is not None:
             if specimens is not None:
                 raise FourdError("give either a SPECIMENS folder or --structure FILE, not both")
-            from .supercell import single_structure_specimens, write_specimens
+            from .specimens.supercell import single_structure_specimens, write_specimens
 
             rows, crystals, header = single_structure_specimens(
                 structure, zone_axis or (0, 0, 1), _floats(thickness, "thickness") or [100.0], phi or 0.0,
@@ -513,7 +486,7 @@ def truth_cmd(ctx, dataset, specimens, overwrite) -> None:
 
     from .simulation.runner import add_truth
 
-    with _locked(Path(dataset)):
+    with rank_zero_lock(Path(dataset)):
         done = add_truth(dataset, specimens, overwrite=overwrite, progress_bar=not ctx.obj.get("quiet"))
     click.echo(f"truth added to {done['done']} of {done['shards']} shards ({done['samples']} patterns, "
                f"{done['skipped']} shards already had it) in {done['seconds']:.0f} s; {dataset}")
@@ -566,8 +539,6 @@ def train_cmd(dataset, config_path, out, epochs, crop_px, batch_size, lr, schedu
         "model.decoders": int(decoders) if decoders else None,
         "model.dropout": dropout, "loss_weighting": loss_weighting, "augment.enabled": False if no_augment else None,
         "loader_workers": loader_workers, "device": device, "seed": seed})
-    if epochs_this_run is not None and epochs_this_run < 1:
-        raise FourdError(f"--epochs-this-run must be >= 1, got {epochs_this_run}")
     if summary:
         from .training.loop import model_summary
 
@@ -584,11 +555,11 @@ def train_cmd(dataset, config_path, out, epochs, crop_px, batch_size, lr, schedu
         return
     if dataset is None:
         raise FourdError("give a DATASET folder (from fourdcrystal simulate)")
-    from .training.loop import train_model
+    from .api import train
+    from .settings import TrainSettings
 
-    with _locked(cfg["out"]):
-        result = train_model(dataset, cfg, resume=resume, overwrite=overwrite, epochs_this_run=epochs_this_run,
-                         init=init)
+    result = train(dataset, TrainSettings(**cfg), resume=resume, overwrite=overwrite, epochs_this_run=epochs_this_run,
+                   init=init)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if not result["finished"]:
@@ -652,7 +623,7 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
     """
     from pathlib import Path
 
-    from .strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
+    from .evaluation.strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
 
     def floats(text, name):
         try:
@@ -722,22 +693,14 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     """
     from pathlib import Path
 
-    from dataclasses import replace
-
-    from .evaluate import EvalConfig, evaluate, format_table
+    from .api import evaluate
+    from .evaluation.evaluate import format_table
+    from .settings import EvaluateSettings
 
     c = _load("evaluate", config_path)
-    _check_device(c["device"])
-    base = EvalConfig()
-    cfg = replace(base, split=c["split"], doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
-                  label_peaks=replace(base.label_peaks, min_relative=c["label_min_relative"]),
-                  model_min_relative=c["min_relative"], limit=c["limit"], batch_size=c["batch_size"], seed=c["seed"],
-                  thick_from_A=c["thick_from_A"], tta=c["tta"], precision=c["precision"])
-    split, device = c["split"], c["device"]
     out = Path(out) if out else Path(model).parent / "evaluation"
-    with _locked(out):
-        report = evaluate(model, dataset, out, cfg, device=device)
-    click.echo(f"{report['patterns']} {split} patterns of {dataset}")
+    report = evaluate(model, dataset, out, EvaluateSettings(**c))
+    click.echo(f"{report['patterns']} {c['split']} patterns of {dataset}")
     click.echo(format_table(report))
     click.echo(f"wrote {out / 'report.json'}, {out / 'metrics_vs_thickness.png'}, {out / 'worst.png'}")
 
@@ -765,37 +728,17 @@ def tune_cmd(model, dataset, config_path, dry_run, strain_benchmark, **_options)
     placement by rms position error. Writes the settings and their validation scores into
     MODEL's card (section "peaks"); evaluate and predict use them from then on.
     """
-    from dataclasses import replace
-
-    from .training.card import update_card
-    from .tune import TuneConfig, format_tuning, tune
+    from .api import tune
+    from .evaluation.tune import format_tuning
+    from .model.card import card_path, resolve_weights
+    from .settings import TuneSettings
 
     c = _load("tune", config_path)
-    _check_device(c["device"])
-    split, device = c["split"], c["device"]
-    cfg = replace(TuneConfig(), split=split, doses_e=tuple(c["doses"]), match_radius_px=c["match_radius_px"],
-                  limit=c["limit"], strain_benchmark=strain_benchmark)
-    if strain_benchmark:  # before the 10-minute sweep
-        from .strain_benchmark import tuning_files
-
-        tuning_files(strain_benchmark)
-    if not dry_run:  # the settings go into the model's card: a read-only card folder fails now, not after 13 min
-        from .atomic import check_writable
-        from .training.card import card_path, resolve_weights
-
-        check_writable(card_path(resolve_weights(model)).parent, "model card")
-    import contextlib
-
-    from .training.card import card_path, resolve_weights
-
-    with contextlib.nullcontext() if dry_run else _locked(card_path(resolve_weights(model))):
-        section = tune(model, dataset, cfg, device=device)
-    click.echo(f"tuned on {section['tuned_on']['patterns']} {split} patterns of {dataset}")
+    section = tune(model, dataset, TuneSettings(**c), strain_benchmark=strain_benchmark, write=not dry_run)
+    click.echo(f"tuned on {section['tuned_on']['patterns']} {c['split']} patterns of {dataset}")
     click.echo(format_tuning(section))
     if dry_run:
         return
-    update_card(model, "peaks", section)
-    from .training.card import card_path, resolve_weights
 
     click.echo(f"wrote the settings into {card_path(resolve_weights(model))}")
 
@@ -906,30 +849,16 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
     --mask; with the peak settings tuned on the validation split (model card). Writes OUT (HDF5: ragged Bragg vectors in Å⁻¹ per scan
     position, counts, virtual bright field, Bragg vector map) and OUT with .png (a summary).
     """
-    from dataclasses import replace
-    from pathlib import Path
-
-    from .io.readers import split_spec
-    from .predict import FollowSettings, PredictConfig, predict
+    from .api import predict
+    from .settings import PredictSettings
 
     if len(paths) > 2 or (len(paths) == 2 and model_opt is not None):
         raise FourdError(f"expected DATA [--model MODEL] (or MODEL DATA), got {len(paths)} arguments"
                          + (" and --model" if model_opt is not None else "") + f": {' '.join(paths)}")
     model, data = (model_opt, paths[0]) if len(paths) == 1 else paths
-    c = _load("predict", config_path)
-    _check_device(c["device"])
-    cfg = replace(PredictConfig(), chunk_positions=c["chunk"], batch_size=c["batch_size"], baseline=c["baseline"],
-                  method=c["method"],
-                  save_maps=c["maps"], device=c["device"], min_relative=c["min_relative"], max_peaks=c["max_peaks"],
-                  tilt=c["tilt"], qz=c["qz"], tta=c["tta"], precision=c["precision"],
-                  prepare_positions=c["prepare_first"])
-    out = Path(out) if out else Path(split_spec(data)[0].stem + "-bragg.h5")
-    calibration = {k: c[k] for k in ("k_pixel_invA", "camera_length_mm", "detector_pixel_um", "energy_eV",
-                                     "semiangle_mrad")}
-    res = predict(model, data, out, cfg, calibration, probe=c["probe"], vacuum=c["vacuum"],
+    res = predict(data, out, PredictSettings(**_load("predict", config_path)), model=model,
                   centre_px=_pair(centre, "--centre"), scan_shape=_pair(scan_shape, "--scan-shape", int, "x"),
-                  scheduler=c["scheduler"], overwrite=overwrite, mask=c["mask"],
-                  follow=FollowSettings(idle_s=c["idle"], refresh_s=c["refresh"]) if follow else None)
+                  overwrite=overwrite, follow=follow)
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     cal, src = res["calibration"], res["calibration"]["sources"]
@@ -998,24 +927,15 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     the detector frame. Writes OUT (maps exx, eyy, exy as fractions, theta_deg, residual_rms,
     n_indexed, fit_ok) and OUT with .png (maps in % and degrees).
     """
-    from pathlib import Path
-
     import numpy as np
 
-    from .strain import StrainConfig, crystal_reference, run_strain
+    from .api import strain
+    from .settings import StrainSettings
 
     c = _load("strain", config_path)
-    method, reference, min_vectors = c["method"], c["reference"], c["min_vectors"]
-    if (reference == "crystal") != (structure is not None and zone_axis is not None) or \
-            (reference != "crystal" and (structure is not None or zone_axis is not None)):
-        raise FourdError("--reference crystal goes with --structure FILE and --zone-axis U V W, and they with it")
-    basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
-    cfg = StrainConfig(method=method, reference=reference, g1=_pair(g1, "--g1", float),
-                       g2=_pair(g2, "--g2", float), tolerance=c["tolerance"], min_vectors=min_vectors, weights=c["weights"],
-                       correct=c["correct"], min_indexed_fraction=c["min_indexed_fraction"],
-                       crystal_basis=None if basis is None else tuple(map(tuple, basis)), scan_step_nm=c["scan_step_nm"])
-    out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
-    res = run_strain(vectors, out, cfg, overwrite=overwrite)
+    min_vectors = c["min_vectors"]
+    res = strain(vectors, out, StrainSettings(**c), structure=structure, zone_axis=zone_axis,
+                 g1=_pair(g1, "--g1", float), g2=_pair(g2, "--g2", float), overwrite=overwrite)
     g = res["reference_basis"]
     click.echo(f"reference lattice g1 = ({g[0][0]:.5f}, {g[1][0]:.5f}), g2 = ({g[0][1]:.5f}, {g[1][1]:.5f}) "
                f"{res['units']}" + (f" (the crystal's, {100 * res['maps']['crystal_mismatch']:.2f} % from the "
@@ -1057,28 +977,9 @@ def export_cmd(vectors, out, method, overwrite) -> None:
     braggvectors.metadata["fourdcrystal"]["tilt_x_mrad"] (and tilt_y_mrad, tilt_sigma_x_mrad,
     tilt_sigma_y_mrad, tilt_convention), in mrad.
     """
-    from .atomic import atomic_file, check_new_file, check_not_inputs, output_lock
-    from .io.vectors import read_vectors, write_py4dstem_braggvectors
+    from .api import export
 
-    check_not_inputs("--out", [out], {"the predict result": vectors})
-
-    vs = read_vectors(vectors, method)
-    if "py4dstem_group" in vs.attrs or vs.method not in ("model", "baseline"):
-        raise FourdError(f"{vectors}: already a py4DSTEM file; export takes a fourdcrystal predict result")
-    out = check_new_file(out, (".h5", ".hdf5", ".emd"), overwrite)
-    cal = vs.attrs["calibration"]
-    k = cal.get("k_pixel_invA")
-    centre = vs.attrs["centre_px"]
-    if not k or not all(math.isfinite(c) for c in centre):
-        raise FourdError(f"{vectors}: no detector calibration (k_pixel_invA, centre_px) recorded")
-    fc = vs.attrs.get("file_calibration") or {}
-    r_size, r_units = fc.get("r_pixel_size") or 1.0, fc.get("r_pixel_units") or "pixels"
-    with output_lock(out), atomic_file(out) as tmp:
-        try:
-            write_py4dstem_braggvectors(tmp, vs, tuple(vs.attrs["pattern_shape"]), float(k), tuple(centre),
-                                        float(r_size), r_units)
-        except OSError as exc:
-            raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
+    vs = export(vectors, out, method=method, overwrite=overwrite)
     click.echo(f"wrote {out} ({int(vs.offsets[-1])} {vs.method} vectors, {vs.scan_shape[0]}×{vs.scan_shape[1]} scan); "
                f"py4DSTEM.read() loads it as BraggVectors")
 
@@ -1103,7 +1004,7 @@ def quickstart_cmd(ctx: click.Context, config_path) -> None:
     from pathlib import Path
 
     from .config import load_config
-    from .evaluate import format_table
+    from .evaluation.evaluate import format_table
     from .quickstart import DEMO_RESULT, DEMO_SCAN, SHIPPED_EVALUATION, STAGES, demo_scan, finished
 
     from .config import config_path as resolve_config

@@ -1,6 +1,6 @@
 """Lattice fitting of Bragg vectors: basis finding, indexing, the 2×2 fit, strain and rotation.
 
-Pure numpy: no I/O. Conventions (all stated once here, used by :mod:`fourdcrystal.strain`):
+Pure numpy: no I/O. Conventions (all stated once here, used by :mod:`fourdcrystal.maps.strain`):
 
 * **Vectors** q = (q_x, q_y) in Å⁻¹ (or detector pixels: strain and rotation are
   dimensionless) from the zero beam, q_x along detector axis 0 and q_y along axis 1.
@@ -16,7 +16,7 @@ Pure numpy: no I/O. Conventions (all stated once here, used by :mod:`fourdcrysta
   shear, so the engineering shear is 2 ε_xy). To first order it is the infinitesimal strain
   ½(F + Fᵀ) − I; unlike that, it is exact for a rotated *and* strained crystal: a specimen
   whose atoms move by r → (I + ε) R(θ) r (rotated, then strained along the detector axes,
-  as :func:`fourdcrystal.specimen.build_specimen` does) gives back exactly ε and θ.
+  as :func:`fourdcrystal.specimens.specimen.build_specimen` does) gives back exactly ε and θ.
 """
 
 from __future__ import annotations

@@ -242,7 +242,7 @@ def prediction_summary(summary: dict, card: dict, title: str, path: str | Path, 
     ``warnings`` (lines added under the title).
     """
     checks = checks or {}
-    from .peaks import PeakConfig, find_peaks
+    from .detection.peaks import PeakConfig, find_peaks
 
     methods = [m for m in ("model", "baseline") if m in summary]
 

@@ -63,7 +63,7 @@ def finished(stage: str, cfg: dict, root: Path) -> bool:
         if stage == "evaluate":
             card = _json(Path(cfg["train"]["out"]) / "model.json") or {}
             return report.get("model_weights_sha256") == card.get("weights_sha256")
-        from .training.card import read_card, resolve_weights
+        from .model.card import read_card, resolve_weights
 
         return report.get("model_weights_sha256") == read_card(resolve_weights("release")).get("weights_sha256")
     if stage == "predict":

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fourdcrystal.training.card import read_card, resolve_weights  # noqa: E402
+from fourdcrystal.model.card import read_card, resolve_weights  # noqa: E402
 from fourdcrystal.versions import machine  # noqa: E402
 
 WRITER = Path(__file__).resolve().parents[1] / "tests" / "live_writer.py"  # the detector writing a .mib
@@ -42,7 +42,7 @@ WRITER = Path(__file__).resolve().parents[1] / "tests" / "live_writer.py"  # the
 
 def synthetic_scan(path: Path, card: dict, side: int, detector_px: int, k_pixel_invA: float, seed: int = 0) -> Path:
     """(side, side, D, D) patterns: a 2D lattice of aperture disks on a D² detector of ``k_pixel_invA``, as counts."""
-    from fourdcrystal.calibration import synthesised_probe
+    from fourdcrystal.prediction.calibration import synthesised_probe
 
     h = w = detector_px
     dk = k_pixel_invA
@@ -79,7 +79,7 @@ def peak_rss_mb() -> float:
 
 
 def child(args) -> None:
-    from fourdcrystal.predict import FollowSettings, PredictConfig, predict
+    from fourdcrystal.prediction.stage import FollowSettings, PredictConfig, predict
 
     cfg = PredictConfig(chunk_positions=args.chunk, batch_size=args.batch_size, baseline=not args.follow,
                         device=args.device, precision=args.precision, compile=args.compile,

@@ -39,7 +39,7 @@ def _si():
 def _setup(args):
     from fourdcrystal.simulation import engine
     from fourdcrystal.simulation.optics import antialiased_gpts
-    from fourdcrystal.specimen import build_specimen
+    from fourdcrystal.specimens.specimen import build_specimen
 
     sp = build_specimen(_si(), (0, 0, 1), lateral_size_A=args.lateral, thickness_A=[args.thickness])
     g = antialiased_gpts(256)

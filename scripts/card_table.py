@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from fourdcrystal.evaluate import dose_name, thickness_bins
-from fourdcrystal.training.card import read_card, resolve_weights
+from fourdcrystal.evaluation.evaluate import dose_name, thickness_bins
+from fourdcrystal.model.card import read_card, resolve_weights
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fourdcrystal.detect import baseline_peaks, model_peaks, settings_from_card
-from fourdcrystal.evaluate import EvalConfig, add_scores, dose_name, Tally, score, split_samples
-from fourdcrystal.peaks import Peaks
-from fourdcrystal.training.card import load_model, resolve_weights
+from fourdcrystal.detection.detect import baseline_peaks, model_peaks, settings_from_card
+from fourdcrystal.evaluation.evaluate import EvalConfig, add_scores, dose_name, Tally, score, split_samples
+from fourdcrystal.detection.peaks import Peaks
+from fourdcrystal.model.card import load_model, resolve_weights
 from fourdcrystal.training.data import open_dataset
-from fourdcrystal.tune import TuneConfig
+from fourdcrystal.evaluation.tune import TuneConfig
 
 WORKER = Path(__file__).with_name("py4dstem_worker.py")
 # the same grid as fourdcrystal tune gives our baseline

@@ -26,7 +26,7 @@ from pathlib import Path
 from fourdcrystal.config import load_config
 from fourdcrystal.simulation import shards
 from fourdcrystal.simulation.inspect import all_meta
-from fourdcrystal.training.card import RELEASE_WEIGHTS, export_model, read_card, resolve_weights, update_card
+from fourdcrystal.model.card import RELEASE_WEIGHTS, export_model, read_card, resolve_weights, update_card
 
 
 def crystal_system(space_group: int) -> str:

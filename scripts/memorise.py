@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fourdcrystal.atomic import write_text_atomic  # noqa: E402
 from fourdcrystal.model.fcunet import FCUNet, FCUNetConfig  # noqa: E402
 from fourdcrystal.model.losses import vg_asinh_nmse, vg_nmse  # noqa: E402
-from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks  # noqa: E402
+from fourdcrystal.detection.peaks import PeakConfig, find_peaks, match_peaks  # noqa: E402
 from fourdcrystal.simulation import shards  # noqa: E402
-from fourdcrystal.training.card import load_model  # noqa: E402
+from fourdcrystal.model.card import load_model  # noqa: E402
 from fourdcrystal.training.data import ShardDataset, open_dataset  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def truth_of(dataset: str, locations: list, crop: int | None) -> list:
     """Each pattern's physical truth (``evaluate.ExactTruth``) on the (cropped) grid, or None without truth."""
     from dataclasses import replace
 
-    from fourdcrystal.evaluate import EvalConfig, split_samples
+    from fourdcrystal.evaluation.evaluate import EvalConfig, split_samples
     from fourdcrystal.simulation.truth import IGNORED, REQUIRED
 
     with shards.Shard(Path(dataset) / locations[0][0]) as sh:
@@ -92,8 +92,8 @@ def truth_of(dataset: str, locations: list, crop: int | None) -> list:
 
 def truth_f1(maps: np.ndarray, truths: list) -> dict:
     """F1 of the peaks of ``maps`` (n, H, W) against the physical truth, per threshold of the zero beam's V_g."""
-    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
-    from fourdcrystal.evaluate import precision_recall_f1, score
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings, model_peaks
+    from fourdcrystal.evaluation.evaluate import precision_recall_f1, score
 
     out = {}
     for t in TRUTH_THRESHOLDS:

@@ -90,7 +90,7 @@ def _config(out: Path, args) -> Path:
 
 def _friedel_probe(dataset: Path) -> dict:
     """Least-squares slope from the Friedel difference at label peaks to their q_z label, train → test."""
-    from fourdcrystal.peaks import PeakConfig, find_peaks
+    from fourdcrystal.detection.peaks import PeakConfig, find_peaks
     from fourdcrystal.simulation import shards
     from fourdcrystal.training.data import open_dataset
 
@@ -130,7 +130,7 @@ def _tilt_check(out: Path, dataset: Path, model: Path) -> dict:
     thickness series as a 1×n scan (one pixel size per file), the fitted (θx, θy) against the specimen's."""
     import h5py
 
-    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.prediction.stage import PredictConfig, predict
     from fourdcrystal.simulation import shards
     from fourdcrystal.training.data import open_dataset
 

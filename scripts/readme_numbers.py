@@ -178,7 +178,7 @@ def _strain_text(strain_pct) -> str:
 
 
 def coverage(card: Path = CARD) -> str:
-    from fourdcrystal.preparation import NATIVE_PIXELS_SPAN
+    from fourdcrystal.prediction.preparation import NATIVE_PIXELS_SPAN
 
     c = _json(card)
     r, rel = c["input"]["range"], c["release"]
@@ -431,7 +431,7 @@ def release_full_table() -> str:
     """Every thickness bin and dose, model beside the tuned baseline (``scripts/card_table.py`` prints the same)."""
     ev = _test_eval()
     by_bin = ev["by_dose_and_thickness_bin"]
-    from fourdcrystal.evaluate import thickness_bins
+    from fourdcrystal.evaluation.evaluate import thickness_bins
 
     groups = [(b, {m: {d: by_bin[m][d][b] for d in by_bin[m]} for m in by_bin}) for b in thickness_bins()
               if b in by_bin["model"]["clean"]]

@@ -38,8 +38,8 @@ def scaled_settings(model: str, factor: float, model_grid: bool = False):
     ``factor``; with ``model_grid`` the model's peaks placed on its own grid (not on the detector's pixels)."""
     from dataclasses import replace
 
-    from fourdcrystal.detect import settings_from_card
-    from fourdcrystal.training.card import card_path, resolve_weights
+    from fourdcrystal.detection.detect import settings_from_card
+    from fourdcrystal.model.card import card_path, resolve_weights
 
     card = json.loads(card_path(resolve_weights(None if model == "release" else model)).read_text())
     st, _ = settings_from_card(card)
@@ -57,7 +57,7 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]], mode
     setting."""
     import h5py
 
-    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.prediction.stage import PredictConfig, predict
 
     truth = json.loads((folder / "truth.json").read_text())
     work = folder / "benchmark"
@@ -87,7 +87,7 @@ def score_folder(folder: Path, model: str, settings: dict[str, list[dict]], mode
 
 def _score(vec: Path, out: Path, method: str, opt: dict, strain_true, rot_true, thickness: float, dose: str) -> dict:
     """One strain fit of one method's vectors (found at ``opt``'s threshold) against the truth."""
-    from fourdcrystal.strain import StrainConfig, run_strain
+    from fourdcrystal.maps.strain import StrainConfig, run_strain
 
     from fourdcrystal.errors import FourdError
 

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
 
     from fourdcrystal.simulation.cbed import Optics
     from fourdcrystal.simulation.series import random_series, simulate_series
-    from fourdcrystal.strain_benchmark import write_series_file
+    from fourdcrystal.evaluation.strain_benchmark import write_series_file
     from fourdcrystal.training.augment import shot_noise
 
     out = Path(args.out)

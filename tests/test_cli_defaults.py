@@ -76,12 +76,12 @@ def test_stage_config_from_file_and_command_line(name, tmp_path):
 
 
 def test_dataclass_defaults_match_the_schemas():
-    from fourdcrystal.evaluate import EvalConfig
+    from fourdcrystal.evaluation.evaluate import EvalConfig
     from fourdcrystal.model.fcunet import FCUNetConfig
-    from fourdcrystal.predict import PredictConfig
-    from fourdcrystal.strain import StrainConfig
+    from fourdcrystal.prediction.stage import PredictConfig
+    from fourdcrystal.maps.strain import StrainConfig
     from fourdcrystal.training.augment import AugmentConfig
-    from fourdcrystal.tune import TuneConfig
+    from fourdcrystal.evaluation.tune import TuneConfig
 
     ev, tu, pr, st = (defaults(SCHEMAS[s]) for s in ("evaluate", "tune", "predict", "strain"))
     e = EvalConfig()

@@ -7,9 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ("fourdcrystal.simulation.optics", "fourdcrystal.calibration", "fourdcrystal.lattice", "fourdcrystal.peaks",
-           "fourdcrystal.settings",
-           "fourdcrystal.specimen")
+MODULES = ("fourdcrystal.simulation.optics", "fourdcrystal.prediction.calibration", "fourdcrystal.lattice", "fourdcrystal.detection.peaks",
+           "fourdcrystal.settings", "fourdcrystal.api",
+           "fourdcrystal.specimens.specimen")
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -34,7 +34,7 @@ def _unshare_prefix() -> list[str]:
     return ["unshare", "-m", "--propagation", "private"] if res.returncode == 0 else ["unshare", "-Urm"]
 
 
-PATCHED = ("import sys, fourdcrystal.predict as P\n"
+PATCHED = ("import sys, fourdcrystal.prediction.stage as P\n"
            "if 'nocheck' in sys.argv[1]:\n"
            "    P.estimate_output_bytes = lambda *a, **k: 0\n"
            "    P._room_for = lambda *a, **k: None\n"
@@ -299,7 +299,7 @@ def test_an_unexpected_exception_is_one_line_naming_the_stage_with_its_traceback
     def broken(*a, **k):
         raise ValueError("boom\nsecond line")
 
-    monkeypatch.setattr("fourdcrystal.strain.run_strain", broken)
+    monkeypatch.setattr("fourdcrystal.maps.strain.run_strain", broken)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
 
@@ -397,8 +397,8 @@ def test_the_release_training_fits_the_machine_it_was_trained_on():
     """The estimates refuse what would not fit, not what does: the shipped model's training (batch 8, 256²
     patterns, width 16, two loader workers) and its evaluation fit in the 24 GB it was trained with, and a
     training step's estimate grows with the batch and the crop as the network's activations do."""
-    from fourdcrystal.evaluate import EvalConfig
-    from fourdcrystal.evaluate import check_memory as eval_memory
+    from fourdcrystal.evaluation.evaluate import EvalConfig
+    from fourdcrystal.evaluation.evaluate import check_memory as eval_memory
     from fourdcrystal.memory import network_bytes
     from fourdcrystal.training.loop import check_memory as train_memory
 

@@ -178,7 +178,7 @@ def test_asinh_loss_weighs_weak_reflections_like_strong_ones():
 
 
 def test_cards_from_before_the_domain_field_load_the_spectral_network(tmp_path):
-    from fourdcrystal.training.card import load_model, save_model
+    from fourdcrystal.model.card import load_model, save_model
 
     torch.manual_seed(0)
     for domain in ("spectral", "pattern"):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fourdcrystal.errors import FourdError
-from fourdcrystal.predict import FollowSettings, PredictConfig, predict
+from fourdcrystal.prediction.stage import FollowSettings, PredictConfig, predict
 
 WRITER = Path(__file__).with_name("live_writer.py")
 CAL = {"k_pixel_invA": 0.03, "energy_eV": 200e3, "semiangle_mrad": 1.0}
@@ -24,7 +24,7 @@ CAL = {"k_pixel_invA": 0.03, "energy_eV": 200e3, "semiangle_mrad": 1.0}
 @pytest.fixture(scope="module")
 def scan_npy(tmp_path_factory) -> Path:
     """An 8×8 scan of 128² patterns: aperture disks on a lattice, intensities varying over the scan, counts."""
-    from fourdcrystal.calibration import synthesised_probe
+    from fourdcrystal.prediction.calibration import synthesised_probe
 
     h = 128
     disk = synthesised_probe((h, h), 0.03, 200e3, 1.0)

@@ -135,8 +135,8 @@ def test_4d_readers_refuse_random_bytes_in_one_line(tmp_path, name, blob):
 def test_json_readers_refuse_what_they_cannot_use_in_one_line(tmp_path, blob):
     """Catalogue, model card, specimens manifest and data-set index: random bytes or JSON of any shape."""
     from fourdcrystal.catalog.catalogue import read_catalogue
-    from fourdcrystal.supercell import read_specimens
-    from fourdcrystal.training.card import read_card
+    from fourdcrystal.specimens.supercell import read_specimens
+    from fourdcrystal.model.card import read_card
     from fourdcrystal.training.data import open_dataset
 
     (tmp_path / "catalogue.json").write_bytes(blob)
@@ -161,7 +161,7 @@ def test_calibration_attributes_of_any_type_are_read_or_refused_in_one_line(tmp_
     import h5py
 
     from fourdcrystal.io.readers import open_4d
-    from fourdcrystal.preparation import resolve_calibration
+    from fourdcrystal.prediction.preparation import resolve_calibration
 
     path = tmp_path / "s.h5"
     with h5py.File(path, "w") as f:

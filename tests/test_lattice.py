@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 
 from fourdcrystal import lattice as L
 from fourdcrystal.errors import FourdError
-from fourdcrystal.specimen import build_specimen, rotation_z, zone_axis_frame
+from fourdcrystal.specimens.specimen import build_specimen, rotation_z, zone_axis_frame
 
 
 def _si():

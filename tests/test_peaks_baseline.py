@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourdcrystal.baseline import BaselineConfig, find_bragg_disks
-from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks, to_reciprocal
+from fourdcrystal.detection.baseline import BaselineConfig, find_bragg_disks
+from fourdcrystal.detection.peaks import PeakConfig, find_peaks, match_peaks, to_reciprocal
 
 N = 96
 
@@ -59,7 +59,7 @@ def test_match_peaks_one_to_one_closest_first():
 
 
 def _exact(px, status, strength, radius=2.0):
-    from fourdcrystal.evaluate import ExactTruth
+    from fourdcrystal.evaluation.evaluate import ExactTruth
 
     px = np.asarray(px, float)
     g = np.linalg.norm(px - px[0], axis=1) * 0.02  # the first is the zero beam; 0.02 Å⁻¹ pixels
@@ -70,8 +70,8 @@ def _exact(px, status, strength, radius=2.0):
 def test_score_counts_and_errors():
     """score() against the physical truth: found, false and missed peaks, errors in px and Å⁻¹; a peak on an
     ignored reflection counts neither way."""
-    from fourdcrystal.evaluate import score
-    from fourdcrystal.peaks import Peaks
+    from fourdcrystal.evaluation.evaluate import score
+    from fourdcrystal.detection.peaks import Peaks
     from fourdcrystal.simulation.truth import ABSENT, IGNORED, REQUIRED
 
     truth = _exact([[48.0, 48.0], [48.0, 60.0], [60.0, 48.0], [30.0, 30.0], [70.0, 70.0], [20.0, 70.0]],
@@ -90,8 +90,8 @@ def test_score_counts_and_errors():
 def test_evaluation_counts_misses_by_strength_and_false_peaks_by_what_lies_under_them():
     """score(): recall per bin of the strength in the pattern (zero beam left out) and each false peak by what
     lies under it: nothing of the lattice, an absent reflection, a visible reflection another peak took."""
-    from fourdcrystal.evaluate import add_scores, Tally, score
-    from fourdcrystal.peaks import Peaks
+    from fourdcrystal.evaluation.evaluate import add_scores, Tally, score
+    from fourdcrystal.detection.peaks import Peaks
     from fourdcrystal.simulation.truth import ABSENT, REQUIRED
 
     spots = {(16, 16): 1.0, (4, 4): 0.02, (4, 28): 0.05, (28, 4): 0.2, (28, 28): 0.8, (10, 22): 0.02, (22, 10): 0.001}
@@ -122,7 +122,7 @@ def test_model_threshold_of_the_strongest_maximum_or_of_the_zero_beam():
     """threshold_of="zero_beam" reads the threshold in the network's own unit (V_g / V_g(0)), whatever the
     strongest maximum is; "strongest" as a fraction of that maximum. A map whose maximum is under a zero-beam
     threshold keeps no peak."""
-    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings, model_peaks
 
     # the zero-beam pixel (32, 32) is under-predicted (a network trained without it in its loss), one
     # reflection overshoots: 0.3, 0.1 (zero beam), 0.03, 0.01
@@ -146,10 +146,10 @@ def test_tune_sweep_counts_what_model_peaks_finds():
     """tune scores every threshold from one search for maxima; with thresholds in the map's own unit it must count
     exactly the peaks that model_peaks then finds with those settings, and count them as evaluate's score does
     (peaks on ignored reflections left out)."""
-    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, model_peaks
-    from fourdcrystal.evaluate import score
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings, model_peaks
+    from fourdcrystal.evaluation.evaluate import score
     from fourdcrystal.simulation.truth import IGNORED, REQUIRED
-    from fourdcrystal.tune import _Grid, _threshold_sweep
+    from fourdcrystal.evaluation.tune import _Grid, _threshold_sweep
 
     rng = np.random.default_rng(1)
     spots = [((int(i), int(j)), float(a)) for i, j, a in zip(rng.integers(4, 60, 40), rng.integers(4, 60, 40),
@@ -181,7 +181,7 @@ def test_low_dose_patterns_get_their_own_threshold():
     from the pattern itself, or given (predict gives it from the raw frames)."""
     from dataclasses import replace
 
-    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings, estimate_dose, model_peaks
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings, estimate_dose, model_peaks
     from fourdcrystal.training.augment import shot_noise
 
     vg = _gaussians([((32, 32), 1.0), ((32, 44), 0.5), ((44, 32), 0.2), ((20, 20), 0.15)])
@@ -201,7 +201,7 @@ def test_one_pass_of_detection_and_refinement_equals_the_two_calls(monkeypatch):
     """find_and_refine (predict's shared correlation for the baseline and the model's peaks on the detector)
     gives what find_bragg_disks_batch and refine_positions give apart; across the FFT batches too (the batch made
     smaller than the stack), with one probe per pattern as with a shared one."""
-    import fourdcrystal.baseline as bl
+    import fourdcrystal.detection.baseline as bl
 
     monkeypatch.setattr(bl, "CORRELATION_BATCH", 2)
     rng = np.random.default_rng(3)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from fourdcrystal.errors import FourdError
-from fourdcrystal.calibration import k_pixel_from_camera_length, resampling_matrix
+from fourdcrystal.prediction.calibration import k_pixel_from_camera_length, resampling_matrix
 from fourdcrystal.io.readers import open_4d
 from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.io.results import ResultFile
-from fourdcrystal.predict import DataCalibration, PredictConfig, calibration_warnings, predict, quality_note
+from fourdcrystal.prediction.stage import DataCalibration, PredictConfig, calibration_warnings, predict, quality_note
 from fourdcrystal.simulation import shards
 
 from .conftest import colorbar_label, image_data, run_cli
@@ -143,7 +143,7 @@ def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centr
 def test_model_peaks_are_placed_on_the_finer_detector_pixels(model, tmp_path, monkeypatch, fine):
     """On a detector finer than the model's grid the model's peaks land on the measured disks, found on the
     detector's own pixels, not where the network's (resampled, coarser) map put them; ``model_grid`` keeps those."""
-    from fourdcrystal.detect import DetectionSettings, ModelPeakSettings
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings
     from fourdcrystal.model import inference
 
     weights, _ = model
@@ -288,7 +288,7 @@ def test_dask_scheduler_gives_the_same_vectors(model, scan, tmp_path):
 
 _PEAK_RSS = """
 import json, sys
-from fourdcrystal.predict import PredictConfig, predict
+from fourdcrystal.prediction.stage import PredictConfig, predict
 weights, data, out, dk = sys.argv[1:5]
 predict(weights, data, out, PredictConfig(chunk_positions=128, method="both"),
         {"k_pixel_invA": float(dk), "energy_eV": 200e3, "semiangle_mrad": 3.0})
@@ -352,7 +352,7 @@ def test_exported_model_is_half_size_and_serves_as_the_shipped_one(model, scan, 
     import torch
 
     from fourdcrystal.model.inference import Predictor
-    from fourdcrystal.training import card as card_mod
+    from fourdcrystal.model import card as card_mod
 
     weights, dataset = model
     shipped = tmp_path / "pkg" / "fcunet-release.pt"
@@ -601,8 +601,8 @@ def test_resume_fingerprint_covers_every_setting_but_the_listed_ones(tmp_path):
     numbers do not depend on it); a new field is covered without anyone remembering to add it."""
     import dataclasses
 
-    from fourdcrystal.detect import DetectionSettings
-    from fourdcrystal.predict import FINGERPRINT_EXCLUDED, DataCalibration, PredictConfig, resume_fingerprint
+    from fourdcrystal.detection.detect import DetectionSettings
+    from fourdcrystal.prediction.stage import FINGERPRINT_EXCLUDED, DataCalibration, PredictConfig, resume_fingerprint
 
     data = tmp_path / "scan.npy"
     np.save(data, np.ones((2, 2, 16, 16), np.float32))
@@ -644,7 +644,7 @@ def tilted_scan(tmp_path_factory):
     from pymatgen.core import Lattice, Structure
 
     from fourdcrystal.simulation.cbed import Optics, simulate_specimen
-    from fourdcrystal.specimen import build_specimen
+    from fourdcrystal.specimens.specimen import build_specimen
 
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
     tilts = [(-3.0, 2.0), (2.0, 4.0), (0.0, 0.0), (4.0, -1.0)]
@@ -664,7 +664,7 @@ def test_tilt_per_position_from_the_laue_circle(model, tilted_scan, tmp_path):
     convention in the attributes); on multislice patterns of Si [001] tilted four ways the baseline's tilt points the
     specimen's way with its size within a factor 1.7, and the untilted one reads under 0.5 mrad; without the energy it is refused before any output; without --tilt
     there is none, and no q_z per vector unless asked for (a card without an evaluation shows no q_z skill)."""
-    from fourdcrystal.tilt import crystal_tilt_mrad
+    from fourdcrystal.detection.tilt import crystal_tilt_mrad
 
     weights, _ = model
     tilts, path, k_pixel = tilted_scan
@@ -704,9 +704,9 @@ def test_model_tilt_from_its_qz_where_the_card_shows_it_better(model, tilted_sca
     gives back the crystal tilt −θ_beam at every position, with the given standard error; a q_z beyond the Laue
     fit's ±12 mrad search is a failed fit (NaN); the baseline keeps the Laue fit."""
     from fourdcrystal.model.inference import Predictor
-    from fourdcrystal.predict import PredictConfig, predict
-    from fourdcrystal.preparation import model_pixel_invA
-    from fourdcrystal.training.card import read_card
+    from fourdcrystal.prediction.stage import PredictConfig, predict
+    from fourdcrystal.prediction.preparation import model_pixel_invA
+    from fourdcrystal.model.card import read_card
 
     weights, _ = model
     _, path, k_pixel = tilted_scan
@@ -778,8 +778,8 @@ def test_baseline_settings_keep_their_lengths_in_inverse_angstrom():
     its threshold and the model's settings stay as they are."""
     from types import SimpleNamespace
 
-    from fourdcrystal.chunks import baseline_settings
-    from fourdcrystal.detect import DetectionSettings
+    from fourdcrystal.prediction.chunks import baseline_settings
+    from fourdcrystal.detection.detect import DetectionSettings
 
     st = DetectionSettings()
     finer = baseline_settings(st, SimpleNamespace(baseline_grid=SimpleNamespace(px_scale=1.8)))

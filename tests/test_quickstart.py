@@ -43,7 +43,7 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     rows = re.findall(r"^\s+(clean|\de[+-]\d+)\s+model ", table, re.M)
     assert rows[:3] == ["clean", "1e+05", "1e+04"], rows[:6]
     shipped = json.loads((tmp_path / q / "shipped-evaluation" / "report.json").read_text())
-    from fourdcrystal.training.card import read_card, resolve_weights
+    from fourdcrystal.model.card import read_card, resolve_weights
 
     assert shipped["model_weights_sha256"] == read_card(resolve_weights("release"))["weights_sha256"]
     with h5py.File(tmp_path / q / "demo_scan-bragg.h5") as f:
@@ -65,3 +65,19 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     assert json.loads((tmp_path / q / "model" / "evaluation" / "report.json").read_text())["patterns"] > 0
     with h5py.File(tmp_path / q / "demo_scan-bragg.h5") as f:
         assert f.attrs["complete"]
+    # the README's Python example runs as written beside the quickstart's outputs
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    code = readme.split("<!-- python-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "demo_scan.h5").write_bytes((tmp_path / q / "demo_scan.h5").read_bytes())
+    ran = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[-1] == ("PredictSettings: bad value for method: 'all'; expected one of auto, model, baseline, "
+                         "both"), lines
+    assert "positions not fitted" in lines[1]
+    for name in ("demo-bragg.h5", "demo-bragg.png", "demo-strain.h5", "demo-strain.png", "demo-braggvectors.h5"):
+        assert (tmp_path / name).exists(), name

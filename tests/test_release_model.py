@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from fourdcrystal.config import TRAIN_SCHEMA, defaults
-from fourdcrystal.peaks import PeakConfig, find_peaks, match_peaks
+from fourdcrystal.detection.peaks import PeakConfig, find_peaks, match_peaks
 from fourdcrystal.simulation import shards
-from fourdcrystal.training.card import RELEASE_WEIGHTS, load_model
+from fourdcrystal.model.card import RELEASE_WEIGHTS, load_model
 
 from .conftest import run_cli
 

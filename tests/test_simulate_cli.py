@@ -16,7 +16,7 @@ import pytest
 
 from fourdcrystal.simulation import shards
 from fourdcrystal.simulation.runner import SINGLE_SPECIMEN
-from fourdcrystal.supercell import read_specimens
+from fourdcrystal.specimens.supercell import read_specimens
 
 from .conftest import ROOT, colorbar_label, image_data, run_cli
 
@@ -360,7 +360,7 @@ def test_task_hash_covers_every_setting_but_the_excluded_ones(specimens):
     task hash, except the listed ones (worker count, output folder), which change none."""
     from fourdcrystal.config import SIMULATE_SCHEMA, load_config
     from fourdcrystal.simulation.runner import HASH_EXCLUDED, plan_tasks
-    from fourdcrystal.supercell import read_specimens
+    from fourdcrystal.specimens.supercell import read_specimens
 
     spec = read_specimens(specimens)
     base = load_config("simulate")
@@ -397,7 +397,7 @@ def test_split_by_prototype_keeps_each_prototype_in_one_split(specimens):
     prototypes); split_by: crystal, the default, is hashed as datasets made before the setting existed were."""
     from fourdcrystal.config import load_config
     from fourdcrystal.simulation.runner import plan_tasks, split_crystals
-    from fourdcrystal.supercell import SpecimenRow, read_specimens
+    from fourdcrystal.specimens.supercell import SpecimenRow, read_specimens
 
     spec = read_specimens(specimens)
     rows = list(spec.rows)

@@ -11,7 +11,7 @@ from pymatgen.core import Lattice, Structure
 from fourdcrystal.errors import FourdError
 from fourdcrystal.simulation import engine
 from fourdcrystal.simulation.cbed import Optics, simulate_specimen
-from fourdcrystal.specimen import build_specimen, tilt_rotation
+from fourdcrystal.specimens.specimen import build_specimen, tilt_rotation
 
 A_SI = 5.431  # Å
 
@@ -235,7 +235,7 @@ def test_periodic_z_transform_equals_the_fft_of_the_whole_stack():
     """The labels of a periodic slab (a few distinct slices, repeated: the matrix-product z-transform) equal those
     of the same slab given slice by slice (every slice distinct: the FFT along z), to float32 rounding."""
     from fourdcrystal.simulation import engine, labels
-    from fourdcrystal.specimen import build_specimen
+    from fourdcrystal.specimens.specimen import build_specimen
 
     si = Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.431), ["Si"], [[0, 0, 0]])
     sp = build_specimen(si, (0, 0, 1), 0.0, lateral_size_A=11.0, thickness_A=[40.0, 80.0])

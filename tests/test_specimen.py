@@ -12,7 +12,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial import cKDTree
 
 from fourdcrystal.errors import FourdError
-from fourdcrystal.specimen import build_specimen, distinct_zone_axes, plan_cell
+from fourdcrystal.specimens.specimen import build_specimen, distinct_zone_axes, plan_cell
 
 A_SI = 5.431
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from fourdcrystal.cli import cli
 from fourdcrystal.errors import FourdError
 from fourdcrystal.io.vectors import VectorSet, read_vectors, write_py4dstem_braggvectors
-from fourdcrystal.strain import StrainConfig, run_strain, strain_maps
+from fourdcrystal.maps.strain import StrainConfig, run_strain, strain_maps
 
 DATA = Path(__file__).parent / "data"
 PY4DSTEM_VECTORS = DATA / "py4dstem_braggvectors.h5"
@@ -99,7 +99,7 @@ def test_squared_weights_let_faint_vectors_count_as_their_counts_say():
     noisy = VectorSet(vs.scan_shape, vs.offsets, q, inten, "Å⁻¹", 0.02, "memory", "model")
     err = _strain_errors(noisy, ("none", "intensity", "squared"))
     assert err["squared"] < 0.95 * err["intensity"] and err["intensity"] < 0.6 * err["none"], err
-    from fourdcrystal.strain import fit_weights
+    from fourdcrystal.maps.strain import fit_weights
 
     assert fit_weights(StrainConfig(), VectorSet(**{**vars(noisy), "method": "baseline"})) == "none"
 
@@ -122,7 +122,7 @@ def test_quartic_weights_discount_faint_vectors_whose_errors_do_not_shrink_with_
     err = _strain_errors(biased, ("squared", "quartic", "auto"))
     assert err["auto"] == err["quartic"]
     assert err["quartic"] < 0.9 * err["squared"], err  # 0.70-0.81 over seeds 0-4
-    from fourdcrystal.strain import fit_weights
+    from fourdcrystal.maps.strain import fit_weights
 
     assert fit_weights(StrainConfig(), biased) == "quartic"
 
@@ -205,7 +205,7 @@ def test_strain_cli_writes_maps_and_png(tmp_path):
     assert r.exit_code == 0, r.output
     assert "reference lattice" in r.output and out.exists() and out.with_suffix(".png").exists()
     with h5py.File(out) as f:
-        assert f.attrs["schema"] == "fourdcrystal.strain/1"
+        assert f.attrs["schema"] == "fourdcrystal.maps.strain/1"
         exx = f["exx"][()]
         assert f["exx"].attrs["units"] == "fraction" and f["theta_deg"].attrs["units"] == "degree"
         assert f["fit_ok"][()].all()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fourdcrystal import strain_benchmark as sb
+from fourdcrystal.evaluation import strain_benchmark as sb
 from fourdcrystal.io.vectors import VectorSet
 from fourdcrystal.lattice import zolz_basis
 
@@ -80,7 +80,7 @@ def test_benchmark_runs_every_method_and_resumes(tiny, monkeypatch):
         raise AssertionError("simulated or predicted again")
 
     monkeypatch.setattr("fourdcrystal.simulation.series.simulate_series", refuse)
-    monkeypatch.setattr("fourdcrystal.predict.predict", refuse)
+    monkeypatch.setattr("fourdcrystal.prediction.stage.predict", refuse)
     assert run_cli("-q", "strain-benchmark", str(out), *TINY).exit_code == 0
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
 
@@ -126,10 +126,10 @@ def test_a_higher_threshold_by_filtering_is_predict_at_that_threshold(tiny, tmp_
     higher threshold is the one predict at that threshold gives; above every maximum nothing is fitted (1 %)."""
     from dataclasses import replace
 
-    from fourdcrystal.detect import settings_from_card
+    from fourdcrystal.detection.detect import settings_from_card
     from fourdcrystal.io.vectors import read_vectors
-    from fourdcrystal.predict import PredictConfig, predict
-    from fourdcrystal.training.card import card_path, resolve_weights
+    from fourdcrystal.prediction.stage import PredictConfig, predict
+    from fourdcrystal.model.card import card_path, resolve_weights
 
     out, _ = tiny
     files = sb.tuning_files(out)
@@ -152,7 +152,7 @@ def test_a_higher_threshold_by_filtering_is_predict_at_that_threshold(tiny, tmp_
 def test_tune_keeps_the_threshold_that_fits_strain_best_among_those_near_the_best_f1(monkeypatch, tmp_path):
     """Within strain_f1_margin of the best mean F1 the lowest strain error wins; a threshold further down in F1
     is not a candidate however well it fits; the low-dose threshold is chosen on the low-dose files only."""
-    from fourdcrystal import tune as tune_mod
+    from fourdcrystal.evaluation import tune as tune_mod
 
     f1 = {0.1: 0.70, 0.2: 0.795, 0.3: 0.80, 0.4: 0.792, 0.5: 0.60}
     strain = {0.1: 0.01, 0.2: 0.30, 0.3: 0.25, 0.4: 0.20, 0.5: 0.01}

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fourdcrystal.supercell import COLUMNS, load_specimen, read_specimens
+from fourdcrystal.specimens.supercell import COLUMNS, load_specimen, read_specimens
 
 from .conftest import run_cli
 

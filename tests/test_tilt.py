@@ -1,4 +1,4 @@
-"""The classical out-of-plane tilt (fourdcrystal.tilt): checked against multislice patterns of tilted crystals,
+"""The classical out-of-plane tilt (fourdcrystal.detection.tilt): checked against multislice patterns of tilted crystals,
 its convention (a rotated crystal and a tilted beam), its failures (NaN, counted) and evaluate's tilt table."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from fourdcrystal.evaluate import _TiltTally
+from fourdcrystal.evaluation.evaluate import _TiltTally
 from fourdcrystal.simulation.cbed import Optics, simulate_specimen
 from fourdcrystal.simulation.optics import disk_radius_invA
 from fourdcrystal.simulation.truth import specimen_reflections
-from fourdcrystal.specimen import build_specimen
-from fourdcrystal.tilt import TiltSettings, crystal_tilt_mrad, friedel_pairs, laue_tilt
+from fourdcrystal.specimens.specimen import build_specimen
+from fourdcrystal.detection.tilt import TiltSettings, crystal_tilt_mrad, friedel_pairs, laue_tilt
 
 ENERGY, ALPHA = 200e3, 2.0
 
@@ -113,7 +113,7 @@ def test_tilt_tally_summary():
 def test_tune_chooses_the_width_the_gain_and_the_floor():
     """From fits at gain 1: the width whose fits err least after their gain; the gain that undoes an over-reach of
     1/0.7 (shrunk where the fits are noisy); the floor that puts 68 % of the components within their error (here the noise, 1 mrad before the gain)."""
-    from fourdcrystal.tune import choose_tilt_settings
+    from fourdcrystal.evaluation.tune import choose_tilt_settings
 
     rng = np.random.default_rng(0)
     true = rng.uniform(-5, 5, (4000, 2))

@@ -14,7 +14,7 @@ import torch
 
 from fourdcrystal.errors import FourdError
 from fourdcrystal.simulation import shards
-from fourdcrystal.training.card import load_model
+from fourdcrystal.model.card import load_model
 from fourdcrystal.training.data import ShardDataset, open_dataset, zero_beam
 
 from .conftest import ROOT, run_cli
@@ -282,7 +282,7 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
         table = report[key]["model"]["clean"]
         assert set(table) == groups and sum(t["patterns"] for t in table.values()) == 2, key
     assert f"beam energy {sorted(kv)[0]} kV:" in res.output and "zone axis index" in res.output
-    from fourdcrystal.tilt import crystal_tilt_mrad
+    from fourdcrystal.detection.tilt import crystal_tilt_mrad
 
     true = []
     for name, row in where["test"]:
@@ -345,7 +345,7 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
     # the classical tilt: its rocking-curve width chosen from the grid, or the defaults kept where no fit succeeded
     # (on the val patterns tilted within evaluate's 8 mrad; none there: not tuned)
     from fourdcrystal.simulation import shards
-    from fourdcrystal.tilt import crystal_tilt_mrad
+    from fourdcrystal.detection.tilt import crystal_tilt_mrad
 
     _, where, _ = open_dataset(dataset)
     in_range = 0
@@ -359,7 +359,7 @@ def test_tune_chooses_settings_that_evaluate_and_predict_use(dataset, tmp_path):
         assert tilt["settings"] is None or tilt["settings"]["sigma_invA"] in section["grid"]["tilt_sigma_invA"]
     after, f1_after = mean_f1("tuned")
     assert after["settings_tuned"] is True and after["settings"] == section["settings"]
-    from fourdcrystal.tilt import TiltSettings
+    from fourdcrystal.detection.tilt import TiltSettings
 
     assert after["tilt"]["settings"] == (tilt["settings"] or TiltSettings().as_dict())
     for m in ("model", "baseline"):
@@ -486,7 +486,7 @@ def test_a_short_write_on_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
     import torch
 
     from fourdcrystal.errors import FourdError
-    from fourdcrystal.training import card as card_mod
+    from fourdcrystal.model import card as card_mod
 
     def short_write(*a, **k):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 94464 vs 94356")

@@ -25,7 +25,7 @@ from fourdcrystal.simulation.truth import (
     specimen_reflections,
     zone_basis,
 )
-from fourdcrystal.specimen import build_specimen
+from fourdcrystal.specimens.specimen import build_specimen
 
 from .conftest import run_cli
 
@@ -75,7 +75,7 @@ def test_exact_g_are_the_maxima_of_the_atoms_structure_factor(case, silicon, wur
         assert np.all(at > off), (case, shift)
     if "atoms-tilt" in case:  # a crystal tilted off the beam: its ZOLZ reflections leave the plane q_z = 0
         assert np.abs(refl.gz_invA[strong]).max() > 1e-3
-        # first order in θ: q_z = −θx g_x − θy g_y (fourdcrystal.specimen)
+        # first order in θ: q_z = −θx g_x − θy g_y (fourdcrystal.specimens.specimen)
         np.testing.assert_allclose(refl.gz_invA[strong], -(8e-3 * q[:, 0] - 5e-3 * q[:, 1]), atol=2e-4)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourdcrystal.baseline import BaselineConfig, refine_positions
-from fourdcrystal.calibration import Resampler, dead_lines, detector_grid_shape, usable_region
-from fourdcrystal.peaks import PeakConfig, find_peaks
+from fourdcrystal.detection.baseline import BaselineConfig, refine_positions
+from fourdcrystal.prediction.calibration import Resampler, dead_lines, detector_grid_shape, usable_region
+from fourdcrystal.detection.peaks import PeakConfig, find_peaks
 
 from .test_peaks_baseline import N, _disk
 
@@ -101,7 +101,7 @@ def test_interpolating_resampling_matrix_equals_the_per_pixel_rule():
     the detector (the rule written out pixel by pixel, against the vectorised matrix)."""
     import numpy as np
 
-    from fourdcrystal.calibration import resampling_matrix
+    from fourdcrystal.prediction.calibration import resampling_matrix
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -121,7 +121,7 @@ def test_interpolating_resampling_matrix_equals_the_per_pixel_rule():
 def test_model_trained_on_many_pixel_sizes_runs_on_the_detectors_own():
     """A card whose training pixel sizes span a factor ≥ 3 keeps the detector's pixels inside that range; a
     narrower card (the first release model: 0.019–0.048 Å⁻¹) or a detector outside the range is resampled."""
-    from fourdcrystal.preparation import model_pixel_invA
+    from fourdcrystal.prediction.preparation import model_pixel_invA
 
     wide = {"input": {"k_sampling_invA": [0.02, 0.02], "range": {"k_sampling_invA": [0.008, 0.045]}}}
     narrow = {"input": {"k_sampling_invA": [0.028, 0.028], "range": {"k_sampling_invA": [0.0194, 0.0484]}}}
@@ -141,7 +141,7 @@ def _thick_si():
 
 
 def test_the_zero_beam_of_a_thick_crystal_is_not_its_brightest_disk():
-    from fourdcrystal.calibration import disk_centre, disk_radius_px, zero_beam_centre
+    from fourdcrystal.prediction.calibration import disk_centre, disk_radius_px, zero_beam_centre
 
     mean, probe, truth = _thick_si()
     r = disk_radius_px(probe)
@@ -165,7 +165,7 @@ def test_predict_centres_the_zero_beam_not_the_brightest_reflection(tmp_path, ca
     the vacuum probe file, from the probe."""
     import h5py
 
-    from fourdcrystal.predict import PredictConfig, predict
+    from fourdcrystal.prediction.stage import PredictConfig, predict
 
     mean, probe, truth = _thick_si()
     scan = np.broadcast_to((mean * 1000).astype(np.float32), (1, 2, *mean.shape))

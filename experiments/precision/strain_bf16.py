@@ -14,9 +14,9 @@ import numpy as np
 
 from fourdcrystal.errors import FourdError
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.predict import PredictConfig, predict
-from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import file_truth
+from fourdcrystal.prediction.stage import PredictConfig, predict
+from fourdcrystal.maps.strain import StrainConfig, strain_maps
+from fourdcrystal.evaluation.strain_benchmark import file_truth
 
 FIT = {"weights": "quartic", "tolerance": 0.1, "correct": "reference"}  # the survey's choice for the model
 

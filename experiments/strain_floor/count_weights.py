@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from fourdcrystal.io.vectors import VectorSet, read_vectors
-from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import file_truth
+from fourdcrystal.maps.strain import StrainConfig, strain_maps
+from fourdcrystal.evaluation.strain_benchmark import file_truth
 
 
 def disk_counts(pattern, ij, radius_px):

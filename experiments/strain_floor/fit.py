@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.predict import PredictConfig, predict
-from fourdcrystal.strain import StrainConfig, strain_maps
+from fourdcrystal.prediction.stage import PredictConfig, predict
+from fourdcrystal.maps.strain import StrainConfig, strain_maps
 
 CORRECT = sys.argv[2] if len(sys.argv) > 2 else "none"
 FITS = {"model": dict(weights="squared", tolerance=0.15, correct=CORRECT),

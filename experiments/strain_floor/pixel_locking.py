@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 
-from fourdcrystal.baseline import BaselineConfig, find_bragg_disks, gaussian_transfer, probe_kernel
-from fourdcrystal.peaks import PeakConfig, dft_refine, parabolic_offsets
+from fourdcrystal.detection.baseline import BaselineConfig, find_bragg_disks, gaussian_transfer, probe_kernel
+from fourdcrystal.detection.peaks import PeakConfig, dft_refine, parabolic_offsets
 
 
 def disk(n, centre, radius, edge_px=0.0, supersample=1):

@@ -18,8 +18,8 @@ import numpy as np
 
 from fourdcrystal import lattice
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.strain import StrainConfig, position_vectors, strain_maps
-from fourdcrystal.strain_benchmark import file_truth
+from fourdcrystal.maps.strain import StrainConfig, position_vectors, strain_maps
+from fourdcrystal.evaluation.strain_benchmark import file_truth
 
 
 def corrected_maps(vectors, config: StrainConfig, ref_positions=(0,), offset_positions=None):

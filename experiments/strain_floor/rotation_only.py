@@ -15,7 +15,7 @@ import numpy as np
 
 from fourdcrystal.simulation.cbed import Optics
 from fourdcrystal.simulation.series import bin_detector, simulate_series
-from fourdcrystal.strain_benchmark import CRYSTALS, write_series_file
+from fourdcrystal.evaluation.strain_benchmark import CRYSTALS, write_series_file
 
 
 def main(argv=None):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fourdcrystal.predict import PredictConfig, predict
+from fourdcrystal.prediction.stage import PredictConfig, predict
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.strain import StrainConfig, strain_maps
-from fourdcrystal.strain_benchmark import file_truth
+from fourdcrystal.maps.strain import StrainConfig, strain_maps
+from fourdcrystal.evaluation.strain_benchmark import file_truth
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")

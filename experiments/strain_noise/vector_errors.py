@@ -21,7 +21,7 @@ from strain_benchmark import scaled_settings  # noqa: E402
 
 from fourdcrystal import lattice  # noqa: E402
 from fourdcrystal.io.vectors import read_vectors  # noqa: E402
-from fourdcrystal.strain import StrainConfig, strain_maps  # noqa: E402
+from fourdcrystal.maps.strain import StrainConfig, strain_maps  # noqa: E402
 
 
 def vec_file(folder, stem, factor, model_grid):

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fourdcrystal.detect import settings_from_card
+from fourdcrystal.detection.detect import settings_from_card
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.predict import PredictConfig, predict
-from fourdcrystal.strain_benchmark import file_truth, score_fit
-from fourdcrystal.training.card import read_card, resolve_weights
+from fourdcrystal.prediction.stage import PredictConfig, predict
+from fourdcrystal.evaluation.strain_benchmark import file_truth, score_fit
+from fourdcrystal.model.card import read_card, resolve_weights
 
 VARIANTS = {
     "sigmoid-parabolic": dict(kernel="sigmoid", subpixel="parabolic"),

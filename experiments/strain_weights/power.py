@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from fourdcrystal.io.vectors import read_vectors
-from fourdcrystal.strain_benchmark import score_fit, SeriesVectors
+from fourdcrystal.evaluation.strain_benchmark import score_fit, SeriesVectors
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ import argparse
 
 import numpy as np
 
-from fourdcrystal.detect import baseline_peaks, model_peaks, settings_from_card, tilt_settings_from_card
-from fourdcrystal.evaluate import EvalConfig, split_samples, thickness_bin, tilt_fits
+from fourdcrystal.detection.detect import baseline_peaks, model_peaks, settings_from_card, tilt_settings_from_card
+from fourdcrystal.evaluation.evaluate import EvalConfig, split_samples, thickness_bin, tilt_fits
 from fourdcrystal.model.inference import Predictor
-from fourdcrystal.training.card import load_model, resolve_weights
+from fourdcrystal.model.card import load_model, resolve_weights
 from fourdcrystal.training.data import open_dataset
 
 ap = argparse.ArgumentParser()

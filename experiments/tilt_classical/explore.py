@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from fourdcrystal.evaluate import EvalConfig, split_samples
+from fourdcrystal.evaluation.evaluate import EvalConfig, split_samples
 from fourdcrystal.simulation import shards
 from fourdcrystal.simulation.optics import disk_radius_invA, wavelength_A
 from fourdcrystal.simulation.truth import ABSENT

@@ -10,12 +10,12 @@ import argparse
 
 import numpy as np
 
-from fourdcrystal.detect import model_peaks, settings_from_card
-from fourdcrystal.evaluate import EvalConfig, split_samples
+from fourdcrystal.detection.detect import model_peaks, settings_from_card
+from fourdcrystal.evaluation.evaluate import EvalConfig, split_samples
 from fourdcrystal.lattice import fit_tilt
 from fourdcrystal.model.inference import Predictor
 from fourdcrystal.simulation.optics import disk_radius_invA
-from fourdcrystal.training.card import load_model, resolve_weights
+from fourdcrystal.model.card import load_model, resolve_weights
 from fourdcrystal.training.data import open_dataset
 
 ap = argparse.ArgumentParser()

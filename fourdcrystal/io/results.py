@@ -9,7 +9,7 @@
   group's ``k_sampling_invA`` (the baseline runs on the detector's pixels, the model on its own
   grid); optional full ``vg``/``qz`` maps; with ``--tilt``, ``tilt_mrad`` and ``tilt_sigma_mrad``
   (scan_x, scan_y, 2): the crystal tilt fitted to the method's vectors and its standard error
-  (:mod:`fourdcrystal.tilt`; units and convention in their attributes);
+  (:mod:`fourdcrystal.detection.tilt`; units and convention in their attributes);
 * ``/virtual_bf`` (scan_x, scan_y), ``/mean_pattern`` (the mean resampled input), ``/usable_mask``;
 * attributes: calibration, centre, probe source, model card sha256, config, software, timings.
 """
@@ -133,13 +133,13 @@ class ResultFile:
                 if dk is not None:
                     g.attrs["k_sampling_invA"] = list(dk)
             if tilt:  # the crystal tilt (θx, θy) per position and its standard error of the methods in ``tilt``, mrad
-                from ..tilt import TILT_CONVENTION
+                from ..detection.tilt import TILT_CONVENTION
 
                 for m in tilt:
                     how = ("the model's q_z at its vectors, fitted per position (q_z = −θ·g, lattice.fit_tilt); "
                            "standard error: the card's test rms error per component at the nearest dose"
                            if m == "model" and tilt_model == "qz" else
-                           "Laue-circle fit to the Friedel pairs of this method's vectors (fourdcrystal.tilt."
+                           "Laue-circle fit to the Friedel pairs of this method's vectors (fourdcrystal.detection.tilt."
                            "laue_tilt); standard error: the fit's own and the tuned floor")
                     for name, what in (("tilt_mrad", "crystal tilt (θx, θy)"),
                                        ("tilt_sigma_mrad", "standard error of the crystal tilt (σx, σy)")):

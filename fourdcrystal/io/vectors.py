@@ -229,7 +229,7 @@ def write_py4dstem_braggvectors(path: str | Path, vectors: VectorSet, q_shape: t
         ours.create_dataset("method", data=str(vectors.method), dtype=h5py.string_dtype()).attrs["type"] = "string"
         ours.create_dataset("bin_width_invA", data=float(vectors.bin_width)).attrs["type"] = "number"
         if vectors.tilt_mrad is not None:  # predict --tilt: the crystal tilt per position and its error, mrad
-            from ..tilt import TILT_CONVENTION
+            from ..detection.tilt import TILT_CONVENTION
 
             for key, arr in (("tilt_x_mrad", vectors.tilt_mrad[..., 0]), ("tilt_y_mrad", vectors.tilt_mrad[..., 1]),
                              ("tilt_sigma_x_mrad", vectors.tilt_sigma_mrad[..., 0]),

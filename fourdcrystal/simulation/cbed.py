@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import FourdError
-from ..specimen import Specimen
+from ..specimens.specimen import Specimen
 from . import engine, labels
 from .optics import antialiased_gpts, disk_radius_invA, max_semiangle_mrad
 

@@ -20,7 +20,7 @@ C_u(q_z) = Σ_{k: slice k is u} w_z(k)·exp(−2πi q_z k dz): a (N_z × n_disti
 (n_distinct × H·W) spectra, equal to the FFT to float rounding and several times cheaper
 (``scripts/bench_simulate.py`` times it). A cut box, every slice distinct, keeps the FFT. For ``tilt_mode = "beam"`` the atoms are untilted and the beam is tilted by (θx, θy);
 the labels are then expressed in the beam frame to first order in θ: a reflection at lateral
-frequency g gains q_z = θx·g_x + θy·g_y (see ``fourdcrystal.specimen``).
+frequency g gains q_z = θx·g_x + θy·g_y (see ``fourdcrystal.specimens.specimen``).
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def specimen_seed(seed: int, specimen_id: str, row_seed: int) -> int:
 def run_shard(specimens_dir: str, out_dir: str, task: ShardTask, cfg: dict, splits: dict[str, str],
               threads: int = 1, wisdom=None) -> dict:
     """Simulate one shard task and write it atomically. Returns {file, samples, seconds}."""
-    from ..supercell import load_specimen, read_specimens
+    from ..specimens.supercell import load_specimen, read_specimens
     from .engine import use_wisdom
 
     if _kill_hook() == (task.index, "worker"):
@@ -300,7 +300,7 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
                      overwrite: bool = False, progress_bar: bool = True) -> dict:
     """Run every shard task of a specimens folder into ``cfg['out']``; return the index."""
     from ..progress import bar as make_bar
-    from ..supercell import read_specimens
+    from ..specimens.supercell import read_specimens
 
     specimens = read_specimens(specimens_dir)
     widest = widest_optics(cfg)  # built (and checked) once, before anything runs
@@ -484,7 +484,7 @@ def add_truth(dataset: str | Path, specimens_dir: str | Path | None = None, over
     recomputes them). Returns {shards, done, skipped, samples, seconds}.
     """
     from ..progress import bar as make_bar
-    from ..supercell import load_specimen, read_specimens
+    from ..specimens.supercell import load_specimen, read_specimens
     from .truth import specimen_reflections
 
     folder = Path(dataset)

@@ -3,7 +3,7 @@
 Made so the whole chain can be checked as a user runs it (simulate → predict → strain) against
 the truth. Every position is a cut box of the same lateral size (so every pattern has the same
 detector pixel size, 1/L), the crystal rotated by φ0 + θ_i about the beam and strained by ε_i
-along the detector axes (:func:`fourdcrystal.specimen.build_specimen`), probe at the box
+along the detector axes (:func:`fourdcrystal.specimens.specimen.build_specimen`), probe at the box
 centre. Position 0 is the unstrained, unrotated reference. No file I/O here.
 """
 
@@ -16,7 +16,7 @@ from pymatgen.core import Structure
 
 from ..errors import FourdError
 from ..progress import progress
-from ..specimen import (
+from ..specimens.specimen import (
     CellPlan,
     build_specimen,
     check_strain,

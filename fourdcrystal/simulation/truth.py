@@ -1,7 +1,7 @@
 """The physical truth of a simulated pattern: every reflection's exact position, from the specimen's lattice.
 
 Pure arrays, no I/O. The reflections of a pattern follow from the lattice its atoms realise
-(:attr:`fourdcrystal.specimen.Specimen.lattice_A`: orientation, in-plane rotation, atoms-mode tilt
+(:attr:`fourdcrystal.specimens.specimen.Specimen.lattice_A`: orientation, in-plane rotation, atoms-mode tilt
 and strain already in it), the beam (energy, convergence semi-angle, beam tilt) and the detector
 grid. Nothing here is snapped to pixels: positions are in Å⁻¹.
 
@@ -286,7 +286,7 @@ def measure_strength(cbed: np.ndarray, refl: Reflections, k_sampling_invA, disk_
 
 def specimen_reflections(specimen, cbed: np.ndarray, energy_eV: float, semiangle_mrad: float, thickness_A: float,
                          k_sampling_invA) -> Reflections:
-    """:func:`reflections` of a :class:`~fourdcrystal.specimen.Specimen` with strengths measured on its clean ``cbed``."""
+    """:func:`reflections` of a :class:`~fourdcrystal.specimens.specimen.Specimen` with strengths measured on its clean ``cbed``."""
     from .optics import disk_radius_invA
 
     beam_tilt = specimen.tilt_mrad if specimen.info.get("tilt_mode", "beam") == "beam" else (0.0, 0.0)

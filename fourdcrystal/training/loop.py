@@ -38,7 +38,7 @@ from ..model.losses import MultiTaskLoss
 from ..progress import bar
 from ..versions import software_versions
 from .augment import AugmentConfig
-from .card import load_model, save_model, save_state
+from ..model.card import load_model, save_model, save_state
 from .data import ShardDataset, open_dataset, qz_scale
 
 log = logging.getLogger("fourdcrystal")
@@ -418,7 +418,7 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
                          f"{h}×{w} patterns")
     check_memory(cfg, mcfg.width, (h, w))
     if cfg.get("target", "label") != "label":  # a truth target needs the truth in every shard trained on
-        from ..evaluate import require_truth
+        from ..evaluation.evaluate import require_truth
 
         require_truth(dataset, where["train"] + where["val"])
     init_model = None

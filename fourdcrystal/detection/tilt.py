@@ -95,7 +95,7 @@ def qz_tilt(q_invA: np.ndarray, qz_invA: np.ndarray, weights: np.ndarray, span_m
     >>> qz_tilt(g, g @ np.array([0.002, -0.001]), np.ones(3), 12.0).round(6).tolist()
     [-2.0, 1.0]
     """
-    from .lattice import fit_tilt
+    from ..lattice import fit_tilt
 
     tilt = -np.asarray(fit_tilt(q_invA, qz_invA, weights), float)
     return np.full(2, np.nan) if np.any(np.abs(tilt) > span_mrad) else tilt
@@ -163,7 +163,7 @@ def laue_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray,
     (from the curvature of the misfit and its residuals, scaled by ``gain`` like the tilt) and ``floor_mrad`` added
     in quadrature; the number of pairs used.
     """
-    from .simulation.optics import wavelength_A
+    from ..simulation.optics import wavelength_A
 
     img = np.asarray(pattern, float)
     dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))

@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 from pymatgen.core import Structure
 
-from .atomic import atomic_directory, write_text_atomic
-from .catalog.catalogue import FILENAME as CATALOGUE_FILE
-from .catalog.catalogue import read_catalogue
-from .errors import FourdError
-from .progress import progress
+from ..atomic import atomic_directory, write_text_atomic
+from ..catalog.catalogue import FILENAME as CATALOGUE_FILE
+from ..catalog.catalogue import read_catalogue
+from ..errors import FourdError
+from ..progress import progress
 from .specimen import (CellPlan, Specimen, axis_text, build_specimen, check_strain, check_tilt, check_zone_axis,
                        distinct_zone_axes, plan_cell)
-from .versions import software_versions
+from ..versions import software_versions
 
 log = logging.getLogger("fourdcrystal")
 
@@ -114,7 +114,7 @@ def _uniform(rng: np.random.Generator, lo_hi) -> float:
 
 
 def _structure(cif: str, where: str = "crystal") -> Structure:
-    from .catalog.sources import check_species
+    from ..catalog.sources import check_species
 
     try:
         with warnings.catch_warnings():
@@ -206,7 +206,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                    "cut": sum(r.plan.mode == "cut" for r in rows)},
         "software": software_versions(),
         "conventions": "zone axes in the catalogue's conventional cell; phi counter-clockwise about +z seen "
-                       "from +z; tilt (x, y) in mrad; lengths in Å; see fourdcrystal.specimen",
+                       "from +z; tilt (x, y) in mrad; lengths in Å; see fourdcrystal.specimens.specimen",
     }
     return rows, used, header
 
@@ -296,8 +296,8 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
 
     ``strain`` is the applied in-plane strain (ε_xx, ε_yy, ε_xy) as fractions.
     """
-    from .catalog.prototypes import LabelError, label_structure
-    from .catalog.sources import read_structure_file, safe_id
+    from ..catalog.prototypes import LabelError, label_structure
+    from ..catalog.sources import read_structure_file, safe_id
 
     path = Path(path)
     thicknesses_A = list(thicknesses_A)
@@ -337,6 +337,6 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
         "counts": {"specimens": 1, "crystals": 1, "skipped": 0, "periodic": int(plan.mode == "periodic"),
                    "cut": int(plan.mode == "cut")},
         "software": software_versions(),
-        "conventions": "single-structure mode; see fourdcrystal.specimen",
+        "conventions": "single-structure mode; see fourdcrystal.specimens.specimen",
     }
     return [row], crystals, header

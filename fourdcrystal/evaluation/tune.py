@@ -20,7 +20,7 @@ rule), as ``evaluate`` scores. With a strain benchmark (``strain_benchmark``, ``
 the objective includes strain: among the model thresholds within ``strain_f1_margin`` of the best mean
 F1, the one whose vectors give the lowest strain error on the benchmark's tuning series is kept where
 it lowers that error by at least ``strain_min_gain`` (5 %)
-(:func:`fourdcrystal.strain_benchmark.threshold_strain_errors`), the low-dose one on its low-dose files.
+(:func:`fourdcrystal.evaluation.strain_benchmark.threshold_strain_errors`), the low-dose one on its low-dose files.
 
 Thresholds only remove peaks, and the circular spacing suppression keeps the stronger peak,
 so the peaks at a threshold t are those at the lowest threshold of the grid whose value is
@@ -36,25 +36,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .baseline import BaselineConfig, correlations
-from .config import default
-from .detect import (
+from ..detection.baseline import BaselineConfig, correlations
+from ..config import default
+from ..detection.detect import (
     DetectionSettings,
     ModelPeakSettings,
     baseline_peaks,
     model_peaks,
     relative_threshold,
 )
-from .errors import FourdError
+from ..errors import FourdError
 from .evaluate import EvalConfig, ExactTruth, dose_name, precision_recall_f1, match_exact, require_truth, split_samples
-from .peaks import (
+from ..detection.peaks import (
     PeakConfig,
     maxima_above,
     parabolic_offsets,
     suppress_close,
 )
-from .progress import bar
-from .simulation.truth import ABSENT, REQUIRED
+from ..progress import bar
+from ..simulation.truth import ABSENT, REQUIRED
 
 log = logging.getLogger("fourdcrystal")
 MAX_PEAKS = ModelPeakSettings().max_peaks  # the same cap for both methods
@@ -109,7 +109,7 @@ class _Grid:
         self.errors = defaultdict(list)
 
     def add(self, key, dose: str, pred_px: np.ndarray, truth: ExactTruth, errors: bool = False):
-        """Count one pattern's peaks against its physical truth (as :func:`~fourdcrystal.evaluate.score` does)."""
+        """Count one pattern's peaks against its physical truth (as :func:`~fourdcrystal.evaluation.evaluate.score` does)."""
         found, counted, mp, mt = _match_exact(pred_px, truth)
         self.counts[(key, dose)] += (found, counted, int((truth.status == REQUIRED).sum()))
         if errors:
@@ -132,7 +132,7 @@ class _Grid:
 
 def _match_exact(pred_px: np.ndarray, truth: ExactTruth) -> tuple[int, int, np.ndarray, np.ndarray]:
     """(found, counted peaks, matched peak indices, their required reflections): peaks on ignored reflections are
-    not counted, as in :func:`~fourdcrystal.evaluate.score`."""
+    not counted, as in :func:`~fourdcrystal.evaluation.evaluate.score`."""
     mp, mt, req = match_exact(pred_px, truth)
     return int(req.sum()), len(pred_px) - int((~req).sum()), mp[req], mt[req]
 
@@ -145,7 +145,7 @@ def _threshold_sweep(grid: _Grid, key_of, image, mask, spacings, thresholds, tru
     them; each threshold is then a prefix of what is left (strongest first). Only candidates
     within the match radius of a required or ignored reflection can match, so the matching runs on those alone.
     ``threshold_of``: what the thresholds are fractions of, as in
-    :class:`~fourdcrystal.detect.ModelPeakSettings` (``"zero_beam"``: the map's own unit).
+    :class:`~fourdcrystal.detection.detect.ModelPeakSettings` (``"zero_beam"``: the map's own unit).
     """
     from scipy.spatial import cKDTree
 
@@ -180,9 +180,9 @@ def _kernel(spec: tuple) -> dict:
 
 def tune(model_path: str | Path, dataset: str | Path, config: TuneConfig = TuneConfig(), device: str = "auto") -> dict:
     """Grid-search both methods' settings on a split; return the card section (``settings``, what was measured)."""
-    from .model.inference import Predictor
-    from .training.card import load_model, resolve_weights
-    from .training.data import open_dataset
+    from ..model.inference import Predictor
+    from ..model.card import load_model, resolve_weights
+    from ..training.data import open_dataset
 
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path, inference=True)
@@ -295,15 +295,15 @@ TILT_COVERAGE = 0.6827  # the share of tilt components meant to lie within one r
 
 
 def tune_tilt(samples: list, model_found: list, baseline_found: list, config: TuneConfig) -> dict:
-    """The classical tilt's settings (:class:`fourdcrystal.tilt.TiltSettings`), chosen on the samples whose true
+    """The classical tilt's settings (:class:`fourdcrystal.detection.tilt.TiltSettings`), chosen on the samples whose true
     tilt is within evaluate's range, fitted to the Friedel pairs of both methods' vectors at every dose (each
     sample's peaks with the chosen settings, ``model_found`` and ``baseline_found``): for each
     rocking-curve width, the gain of least squares between the fitted and true tilts, and the width of the least
     rms error after it; then ``floor_mrad``, added in quadrature to each fit's standard error so that
     ``TILT_COVERAGE`` of the components lie within it. Returns the card's ``tilt`` section."""
     from .evaluate import Sample
-    from .simulation.optics import disk_radius_invA
-    from .tilt import TiltSettings, laue_tilt
+    from ..simulation.optics import disk_radius_invA
+    from ..detection.tilt import TiltSettings, laue_tilt
 
     limit = EvalConfig().tilt_max_mrad
     chosen: list[tuple[Sample, list]] = [(s, [m, b]) for s, m, b in zip(samples, model_found, baseline_found)
@@ -336,7 +336,7 @@ def choose_tilt_settings(raw: dict) -> dict:
     >>> out["settings"]["sigma_invA"], out["settings"]["gain"], out["by_sigma_invA"]["0.002"]["failed"]
     (0.001, 0.5, 4)
     """
-    from .tilt import TiltSettings
+    from ..detection.tilt import TiltSettings
 
     rows = {}
     for sg, fits in raw.items():

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_text_atomic
-from .config import default
-from .errors import FourdError
-from .peaks import PeakConfig, Peaks, find_peaks, match_peaks
-from .progress import bar
-from .simulation.truth import ABSENT, REQUIRED, VisibilityRule
+from ..atomic import write_text_atomic
+from ..config import default
+from ..errors import FourdError
+from ..detection.peaks import PeakConfig, Peaks, find_peaks, match_peaks
+from ..progress import bar
+from ..simulation.truth import ABSENT, REQUIRED, VisibilityRule
 
 log = logging.getLogger("fourdcrystal")
 
@@ -82,7 +82,7 @@ class EvalConfig:
     precision: str = default("evaluate", "precision")  # auto | fp32 | bf16: the network's arithmetic
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
     visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
-    tilt: bool = True  # score the out-of-plane tilt (fourdcrystal.tilt) against the shards' true tilt
+    tilt: bool = True  # score the out-of-plane tilt (fourdcrystal.detection.tilt) against the shards' true tilt
     tilt_max_mrad: float = 8.0  # only patterns whose true tilt is within this are scored for tilt
 
 
@@ -336,7 +336,7 @@ class Sample:
     zone_axis_index: int = 0  # max(|u|, |v|, |w|) of the zone axis [uvw]
     exact: ExactTruth | None = None  # the physical truth: what the detection is scored on
     semiangle_mrad: float = 0.0
-    tilt_mrad: np.ndarray | None = None  # the true crystal tilt (θx, θy), mrad (fourdcrystal.tilt convention)
+    tilt_mrad: np.ndarray | None = None  # the true crystal tilt (θx, θy), mrad (fourdcrystal.detection.tilt convention)
 
 
 @dataclass
@@ -375,7 +375,7 @@ class _TiltTally:
 
 TILT_METHODS = ("classical", "model_vectors", "model_qz")
 TILT_DEFINITIONS = {
-    "classical": "Laue-circle fit (fourdcrystal.tilt.laue_tilt) to the Friedel pairs of the baseline's disks",
+    "classical": "Laue-circle fit (fourdcrystal.detection.tilt.laue_tilt) to the Friedel pairs of the baseline's disks",
     "model_vectors": "the same fit to the Friedel pairs of the model's vectors",
     "model_qz": "the tilt fitted to the model's q_z at its vectors (lattice.fit_tilt)",
 }
@@ -389,12 +389,12 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
     are scored only in the usable region: on the pattern, at least ``margin_disk_radii`` disk
     radii from its edge (a disk cut by the edge is not a fair target for either method).
     """
-    from .calibration import usable_region
-    from .simulation import shards
-    from .simulation.optics import disk_radius_invA
-    from .tilt import crystal_tilt_mrad
-    from .training.augment import shot_noise
-    from .training.data import zero_beam
+    from ..prediction.calibration import usable_region
+    from ..simulation import shards
+    from ..simulation.optics import disk_radius_invA
+    from ..detection.tilt import crystal_tilt_mrad
+    from ..training.augment import shot_noise
+    from ..training.data import zero_beam
 
     multiple = 2 ** predictor.model.config.depth if predictor is not None else 1
     by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -447,10 +447,10 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
 
 
 def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
-    """{method: (tilt, standard error)} (mrad, fourdcrystal.tilt convention) of one pattern: the classical fit to
+    """{method: (tilt, standard error)} (mrad, fourdcrystal.detection.tilt convention) of one pattern: the classical fit to
     the baseline's disks, the same fit to the model's, and the tilt of the model's q_z where it predicts one."""
-    from .simulation.optics import disk_radius_invA
-    from .tilt import laue_tilt, qz_tilt
+    from ..simulation.optics import disk_radius_invA
+    from ..detection.tilt import laue_tilt, qz_tilt
 
     centre = np.array([s.pattern.shape[0] // 2, s.pattern.shape[1] // 2], float)
     radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
@@ -468,7 +468,7 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
 def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalConfig, settings) -> dict:
     """The report's ``tilt`` section: each method's tilt error by dose, and by dose and thickness bin, convergence
     semi-angle and zone-axis index, beside the error of answering zero."""
-    from .tilt import TILT_CONVENTION
+    from ..detection.tilt import TILT_CONVENTION
 
     methods = [m for m in TILT_METHODS if any(k[0] == m for k in tallies)]
 
@@ -498,7 +498,7 @@ def check_memory(config: EvalConfig, width: int, shape: tuple[int, int]) -> None
     """Refuse, before the report exists, a batch whose forward pass would not fit in memory (the network's
     activations, :func:`fourdcrystal.memory.network_bytes`, and each pattern's maps: pattern, probe, V_g and q_z
     predicted and true, float64)."""
-    from .memory import check_fits, network_bytes
+    from ..memory import check_fits, network_bytes
 
     full = shape[0] * shape[1]
     need = 1.25 * (network_bytes(config.batch_size, full, width) + config.batch_size * 6 * 8 * full)
@@ -513,10 +513,10 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     Both methods use the settings in the model card (``fourdcrystal tune``), or the defaults for
     a card without them; ``config.model_min_relative`` overrides the model's threshold.
     """
-    from .detect import baseline_peaks, model_peaks, settings_from_card, tilt_settings_from_card, with_threshold
-    from .model.inference import Predictor
-    from .training.card import load_model, resolve_weights
-    from .training.data import open_dataset
+    from ..detection.detect import baseline_peaks, model_peaks, settings_from_card, tilt_settings_from_card, with_threshold
+    from ..model.inference import Predictor
+    from ..model.card import load_model, resolve_weights
+    from ..training.data import open_dataset
 
     model_path = resolve_weights(model_path)
     model, card = load_model(model_path, inference=True)
@@ -536,7 +536,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
     predictor = Predictor(model, card, device, config.batch_size, tta=config.tta,
                           precision=config.precision)
     out = Path(out)
-    from .atomic import check_writable
+    from ..atomic import check_writable
 
     check_writable(out, "evaluation report")
     out.mkdir(parents=True, exist_ok=True)
@@ -621,19 +621,19 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
                                        for m in METHODS}},
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, sort_keys=True) + "\n")
-    from .plots import evaluation_gallery, metrics_vs_thickness
+    from ..plots import evaluation_gallery, metrics_vs_thickness
 
     metrics_vs_thickness(report, out / "metrics_vs_thickness.png")
     worst = sorted(per_pattern, key=lambda p: (p[0], p[1]))[:config.worst]
     if worst:
-        from .simulation import shards as shard_io
+        from ..simulation import shards as shard_io
 
         names = []
         for w in worst:  # formula and zone axis for the titles
             with shard_io.Shard(Path(dataset) / w[2]) as sh:
                 za = " ".join(str(int(v)) for v in sh.meta("zone_axis")[w[3]])
                 names.append(f"{sh.meta('formula')[w[3]]} [{za}]")
-        from .plots import model_label
+        from ..plots import model_label
 
         evaluation_gallery(worst, dose_name(config.doses_e[0]), out / "worst.png", names,
                            title=f"{model_label(report['model'])}: its {len(worst)} worst {config.split} patterns")
@@ -642,7 +642,7 @@ def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, confi
 
 def require_truth(dataset: str | Path, locations: list) -> None:
     """One line naming the first shard of ``locations`` without the physical truth, before any work."""
-    from .simulation import shards
+    from ..simulation import shards
 
     for name in sorted({name for name, _ in locations}):
         with shards.Shard(Path(dataset) / name) as sh:

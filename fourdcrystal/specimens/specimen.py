@@ -57,7 +57,7 @@ from functools import reduce
 import numpy as np
 from pymatgen.core import Structure
 
-from .errors import FourdError
+from ..errors import FourdError
 
 MAX_TILT_MRAD = 50.0
 MAX_STRAIN = 0.2  # |ε| per component: beyond this a "homogeneous strain" is no longer a small deformation  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)

@@ -2,17 +2,17 @@
 
 For each chunk: read the patterns (:mod:`fourdcrystal.io.readers`), take the virtual
 bright-field signal, resample the patterns onto the model's grid (pixel size and q = 0 of the
-model card, :mod:`fourdcrystal.calibration`), run the network with the vacuum probe, and find the
+model card, :mod:`fourdcrystal.prediction.calibration`), run the network with the vacuum probe, and find the
 Bragg peaks of the predicted V_g. ``baseline=True`` also runs the classical detector
-(:mod:`fourdcrystal.baseline`) on the detector's own pixels (shifted by whole pixels only, so
+(:mod:`fourdcrystal.detection.baseline`) on the detector's own pixels (shifted by whole pixels only, so
 that the zero beam sits at the centre), with its tuned lengths in pixels scaled to them; on a
 detector coarser than the model's grid, on that grid.
 
 The result is one HDF5 file (:mod:`fourdcrystal.io.results`). Work goes to ``RESULT.partial`` and
 becomes ``RESULT`` by a rename when every position is done. A killed run resumes from the partial
 file: the positions it committed are not redone. ``scheduler`` spreads chunks over a
-dask.distributed cluster (:mod:`fourdcrystal.chunks`); the client alone writes. What the chunk
-workers need besides the patterns is prepared once (:mod:`fourdcrystal.preparation`).
+dask.distributed cluster (:mod:`fourdcrystal.prediction.chunks`); the client alone writes. What the chunk
+workers need besides the patterns is prepared once (:mod:`fourdcrystal.prediction.preparation`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import check_writable, output_lock
+from ..atomic import check_writable, output_lock
 from .chunks import ChunkProcessor, chunks_distributed, chunks_local
-from .config import default
-from .detect import (
+from ..config import default
+from ..detection.detect import (
     TILT_SOURCES,
     DetectionSettings,
     model_tilt_source,
@@ -41,12 +41,12 @@ from .detect import (
     tilt_settings_from_card,
     with_threshold,
 )
-from .errors import FourdError
-from .io.readers import Scan4D, file_fingerprint, open_4d, split_spec
-from .io.results import SCHEMA, VECTOR_CHUNK, VECTOR_FIELDS, ResultFile, estimate_output_bytes, write_error
+from ..errors import FourdError
+from ..io.readers import Scan4D, file_fingerprint, open_4d, split_spec
+from ..io.results import SCHEMA, VECTOR_CHUNK, VECTOR_FIELDS, ResultFile, estimate_output_bytes, write_error
 from .preparation import DataCalibration, Preparation, calibration_warnings, prepare, resolve_calibration
-from .progress import bar
-from .tilt import TiltSettings
+from ..progress import bar
+from ..detection.tilt import TiltSettings
 
 log = logging.getLogger("fourdcrystal")
 
@@ -67,7 +67,7 @@ class PredictConfig:
     tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
     # auto | fp32 | bf16: the network's arithmetic; predict resolves auto for this machine (the file records which)
     precision: str = default("predict", "precision")
-    # each method's crystal tilt per position (fourdcrystal.tilt), mrad; None (auto): the model's from its q_z where
+    # each method's crystal tilt per position (fourdcrystal.detection.tilt), mrad; None (auto): the model's from its q_z where
     # the card shows that ahead of the Laue fit at the scan's dose, else none
     tilt: bool | None = default("predict", "tilt")
     tilt_methods: tuple = ()  # whose vectors get a tilt; resolved from ``tilt`` and the card
@@ -135,7 +135,7 @@ def _card_test_table(card: dict) -> tuple[dict, str]:
 def qz_has_skill(card: dict) -> bool:
     """True when the card's own test evaluation (clean, the thick patterns) has the model's q_z error at most half
     that of predicting q_z = 0: only then are its q_z values per vector worth writing by default (the tilt fitted
-    over a pattern's q_z is judged apart, by :func:`fourdcrystal.detect.model_tilt_source`)."""
+    over a pattern's q_z is judged apart, by :func:`fourdcrystal.detection.detect.model_tilt_source`)."""
     row = _card_test_table(card)[0].get("model", {}).get("clean", {})
     qz, qz0 = row.get("qz_mae_invA"), row.get("qz_mae_zero_invA")
     return qz is not None and bool(qz0) and qz <= 0.5 * qz0
@@ -162,8 +162,8 @@ def quality_note(card: dict) -> str | None:
 
 
 def check_method(method: str) -> None:
-    """One line for a ``--method`` that is not one of :data:`fourdcrystal.detect.PREDICT_METHODS`."""
-    from .detect import PREDICT_METHODS
+    """One line for a ``--method`` that is not one of :data:`fourdcrystal.detection.detect.PREDICT_METHODS`."""
+    from ..detection.detect import PREDICT_METHODS
 
     if method not in PREDICT_METHODS:
         raise FourdError(f"--method {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
@@ -171,8 +171,8 @@ def check_method(method: str) -> None:
 
 def resolve_method(method: str, card: dict, counts_per_pattern: float) -> tuple[str, str]:
     """The method whose vectors are the result, and why: ``model`` or ``baseline`` as asked, else (``auto``,
-    ``both``) :func:`fourdcrystal.detect.choose_method` on the card's test figures at the scan's counts."""
-    from .detect import choose_method
+    ``both``) :func:`fourdcrystal.detection.detect.choose_method` on the card's test figures at the scan's counts."""
+    from ..detection.detect import choose_method
 
     check_method(method)
     if method in ("model", "baseline"):
@@ -185,7 +185,7 @@ def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -
     """Refuse, before any output, a chunk and batch whose arrays would not fit in memory: each chunk's patterns
     as read and as float32, resampled onto the model's grid with the peak maps, and the network's activations
     (:func:`fourdcrystal.memory.network_bytes`)."""
-    from .memory import check_fits, network_bytes
+    from ..memory import check_fits, network_bytes
 
     px, grid = int(np.prod(pattern_shape)), int(np.prod(grid_shape))
     chunk = config.chunk_positions
@@ -216,9 +216,9 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     positions done are kept in OUT.partial (rerun to go on) and :class:`FourdError` says so. Preparation then uses
     the first chunk (``config.prepare_positions``).
     """
-    from .atomic import check_not_inputs
-    from .training.card import card_path, load_model, resolve_weights
-    from .versions import software_versions
+    from ..atomic import check_not_inputs
+    from ..model.card import card_path, load_model, resolve_weights
+    from ..versions import software_versions
 
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -259,7 +259,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
         if not torch.cuda.is_available():
             raise FourdError(f"--device {config.device}: this machine has no CUDA GPU that torch can use")
-    from .model.inference import pick_device, resolve_precision
+    from ..model.inference import pick_device, resolve_precision
 
     # resolved here, so that the fingerprint and the file name the arithmetic that ran (a run resumed on a machine
     # without native bf16 is then a new run, not a mixed one)
@@ -368,7 +368,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
                         m, at_cap, np.asarray(summary[m]["count"]).size, caps[m])
             warned.append(f"{m}: {at_cap} positions reached the cap of {caps[m]} peaks")
     png = out.with_suffix(".png")
-    from .plots import prediction_summary
+    from ..plots import prediction_summary
 
     try:
         counts_text = "not counts" if not np.isfinite(counts) else f"{counts:.3g} counts per pattern"
@@ -424,7 +424,7 @@ def _open_scan(data: str, scan_shape, follow: FollowSettings | None, config: Pre
     for as for frames."""
     if follow is None:
         return open_4d(data, scan_shape), None
-    from .io.readers import check_followable, open_growing
+    from ..io.readers import check_followable, open_growing
 
     path, t0 = split_spec(data)[0], time.perf_counter()
     check_followable(path)  # at once, not after --idle seconds of waiting
@@ -526,7 +526,7 @@ def _run_chunks(scan: Scan4D, data: str, partial: Path, fingerprint: str, attrs:
 def _live_view(result: ResultFile, card: dict, out: Path, data: str, total: int, elapsed_s: float, done_before: int,
                arrivals: _Arrivals) -> None:
     """The rate line, and the live picture (OUT with .png) of what the partial result holds so far."""
-    from .plots import live_view
+    from ..plots import live_view
 
     live = result.live()
     rate = (live["positions_done"] - done_before) / elapsed_s if elapsed_s > 0 else float("nan")

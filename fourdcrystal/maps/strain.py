@@ -39,15 +39,15 @@ from typing import Literal
 
 import numpy as np
 
-from . import lattice
-from .atomic import atomic_file, check_new_file, output_lock
-from .config import default
-from .errors import FourdError
-from .io.vectors import VectorSet, read_vectors
-from .progress import progress
+from .. import lattice
+from ..atomic import atomic_file, check_new_file, output_lock
+from ..config import default
+from ..errors import FourdError
+from ..io.vectors import VectorSet, read_vectors
+from ..progress import progress
 
 log = logging.getLogger("fourdcrystal")
-SCHEMA = "fourdcrystal.strain/1"
+SCHEMA = "fourdcrystal.maps.strain/1"
 WEIGHTS = ("auto", "intensity", "squared", "quartic", "none")
 WEIGHT_POWERS = {"intensity": 1, "squared": 2, "quartic": 4}  # the vector's weight: its intensity to this power
 CORRECTIONS = ("none", "reference")
@@ -114,9 +114,9 @@ def check_config(config: StrainConfig) -> None:
 def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
     """The ZOLZ basis (Å⁻¹) of a CIF/POSCAR crystal along [uvw] of its conventional cell (the primitive
     cell's reciprocal lattice, so lattice centring adds no extinct reflections)."""
-    from .catalog.prototypes import LabelError, label_structure
-    from .catalog.sources import read_structure_file
-    from .specimen import check_zone_axis
+    from ..catalog.prototypes import LabelError, label_structure
+    from ..catalog.sources import read_structure_file
+    from ..specimens.specimen import check_zone_axis
 
     path = Path(structure_path)
     if not path.is_file():
@@ -306,7 +306,7 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                 f["theta_deg"].attrs["units"] = "degree"
                 f["residual_rms"].attrs["units"] = vectors.units
                 if vectors.tilt_mrad is not None:  # the crystal tilt predict fitted, carried beside the maps
-                    from .tilt import TILT_CONVENTION
+                    from ..detection.tilt import TILT_CONVENTION
 
                     for name in ("tilt_mrad", "tilt_sigma_mrad"):
                         d = f.create_dataset(name, data=getattr(vectors, name).astype(np.float32))
@@ -315,7 +315,7 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
             raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
         png_path = None
         if png:
-            from .plots import strain_figure
+            from ..plots import strain_figure
 
             png_path = strain_figure(result, vectors, out.with_suffix(".png"),
                                      title=f"{Path(vectors_path).name}: {vectors.method} vectors, reference "

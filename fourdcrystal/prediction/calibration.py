@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .simulation.optics import disk_radius_invA, wavelength_A
+from ..simulation.optics import disk_radius_invA, wavelength_A
 
 
 def k_pixel_from_camera_length(camera_length_mm: float, detector_pixel_um: float, energy_eV: float) -> float:

@@ -16,11 +16,11 @@ import numpy as np
 
 from .calibration import (Resampler, dead_lines, detector_grid_shape, disk_centre, disk_radius_px,
                           k_pixel_from_camera_length, synthesised_probe, usable_region, zero_beam_centre)
-from .config import (CAMERA_LENGTH_RANGE_MM, DETECTOR_PIXEL_RANGE_UM, ENERGY_RANGE_EV, K_PIXEL_RANGE_INVA,
+from ..config import (CAMERA_LENGTH_RANGE_MM, DETECTOR_PIXEL_RANGE_UM, ENERGY_RANGE_EV, K_PIXEL_RANGE_INVA,
                      SEMIANGLE_RANGE_MRAD, Float, checked)
-from .errors import FourdError
-from .io.readers import Scan4D, read_2d
-from .simulation.optics import disk_radius_invA
+from ..errors import FourdError
+from ..io.readers import Scan4D, read_2d
+from ..simulation.optics import disk_radius_invA
 
 log = logging.getLogger("fourdcrystal")
 
@@ -127,10 +127,10 @@ COUNTED_PATTERNS = 16  # patterns of the mean pattern's sample whose counts give
 def _mean_pattern(scan: Scan4D, region=None, max_patterns: int = 256,
                   count_patterns: int = 0, first: int | None = None) -> tuple[np.ndarray, float]:
     """Mean of up to ``max_patterns`` patterns spread evenly over the scan (or over ``region``), and the
-    counts per pattern: the median of :func:`fourdcrystal.detect.estimate_dose` over up to ``count_patterns``
+    counts per pattern: the median of :func:`fourdcrystal.detection.detect.estimate_dose` over up to ``count_patterns``
     of the same patterns, spread evenly among them (inf where the values are not counts; nan for none), read
     once for both. ``first``: from the first ``first`` positions only (a scan still being written)."""
-    from .detect import estimate_dose
+    from ..detection.detect import estimate_dose
 
     if region is None:
         n = len(scan) if first is None else max(1, min(int(first), len(scan)))

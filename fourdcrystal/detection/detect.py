@@ -9,13 +9,13 @@ One place turns (measured pattern, vacuum probe, network output) into peaks, for
   correlation with the probe within ``search_px`` (sub-pixel as the baseline's settings say),
   which averages the noise over the whole disk. Where ``predict`` has the detector's own pixels finer than
   the model's grid, ``fine_detector_refine`` (default ``"correlation"``) places the peaks on that
-  correlation there instead (:func:`fourdcrystal.chunks.placed_on_detector`). The reference
+  correlation there instead (:func:`fourdcrystal.prediction.chunks.placed_on_detector`). The reference
   (``threshold_of``) is ``"strongest"``, the strongest maximum inside ``mask``, or ``"zero_beam"``,
   the network's own unit: it is trained on V_g divided by the zero beam's, so its output is a
   fraction of the zero beam's already. A network trained without the zero-beam pixel in its loss
   (a cropped training, such as ``configs/release2.yaml``'s) predicts some value there and sometimes overshoots one
   reflection; a threshold relative to that maximum then moves from pattern to pattern;
-* the **baseline**: :func:`fourdcrystal.baseline.find_bragg_disks_batch` with its settings.
+* the **baseline**: :func:`fourdcrystal.detection.baseline.find_bragg_disks_batch` with its settings.
 
 ``tune`` chooses both sets of settings on a validation split and stores them in the model card
 (``card["peaks"]``); :func:`settings_from_card` reads them back, falling back to the defaults
@@ -45,7 +45,7 @@ class ModelPeakSettings:
     min_spacing_px: float = 3.0  # model-grid pixels between two peaks
     refine: str = "vg"  # vg | correlation
     # predict on a detector finer than the model's grid: "correlation" places every peak on the measured
-    # correlation at the detector's own pixels (fourdcrystal.chunks.placed_on_detector); "model_grid": as refine
+    # correlation at the detector's own pixels (fourdcrystal.prediction.chunks.placed_on_detector); "model_grid": as refine
     fine_detector_refine: str = "correlation"
     search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
     max_peaks: int = 400

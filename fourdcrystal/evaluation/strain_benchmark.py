@@ -9,7 +9,7 @@ on which each method's strain-fit settings (weights, indexing tolerance) are cho
 strain error, and ``test`` (seed), on which they are scored. The methods:
 
 * ``model`` and ``baseline``: ``fourdcrystal predict --baseline`` with the model card's (tuned) peak
-  settings, as a user runs it, then :func:`fourdcrystal.strain.strain_maps` on each method's vectors;
+  settings, as a user runs it, then :func:`fourdcrystal.maps.strain.strain_maps` on each method's vectors;
 * ``py4DSTEM`` (where its environment is given): ``find_Bragg_disks`` with the settings tuned on the
   project's validation split (``benchmarks/compare_py4dstem.json``; its lengths in pixels scaled to
   the series' detector pixels), through the same strain fit.
@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_file, check_writable, output_lock
-from .config import (ENERGY_RANGE_EV, LATERAL_SIZE_RANGE_A, MAX_SEED, OUTPUT_PX_RANGE, SEMIANGLE_RANGE_MRAD,
+from ..atomic import atomic_file, check_writable, output_lock
+from ..config import (ENERGY_RANGE_EV, LATERAL_SIZE_RANGE_A, MAX_SEED, OUTPUT_PX_RANGE, SEMIANGLE_RANGE_MRAD,
                      THICKNESS_RANGE_A, Float, Int, checked)
-from .errors import FourdError
-from .progress import progress
+from ..errors import FourdError
+from ..progress import progress
 
 log = logging.getLogger("fourdcrystal")
-SCHEMA = "fourdcrystal.strain_benchmark/1"
+SCHEMA = "fourdcrystal.evaluation.strain_benchmark/1"
 SPLITS = ("tune", "test")
 FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic")
             for t in (0.1, 0.15, 0.25, 0.35) for c in ("none", "reference")]
@@ -148,9 +148,9 @@ def _series_folder(out: Path, split: str, crystal: str, uvw) -> Path:
 
 def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> list[Path]:
     """Simulate every series that is not there yet; returns the series folders (both splits)."""
-    from .simulation.cbed import Optics
-    from .simulation.series import random_series, simulate_series
-    from .training.augment import shot_noise
+    from ..simulation.cbed import Optics
+    from ..simulation.series import random_series, simulate_series
+    from ..training.augment import shot_noise
 
     out = Path(out)
     folders = []
@@ -244,8 +244,8 @@ def file_truth(path: Path) -> SeriesVectors:
 
 def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[SeriesVectors]:
     """predict --baseline on every file (results kept in ``work`` and reused), read back per method."""
-    from .io.vectors import read_vectors
-    from .predict import PredictConfig, predict
+    from ..io.vectors import read_vectors
+    from ..prediction.stage import PredictConfig, predict
 
     out = []
     for path in progress(files, desc="predict", unit="file"):
@@ -266,7 +266,7 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVecto
 
     import h5py
 
-    from .io.vectors import VectorSet
+    from ..io.vectors import VectorSet
 
     worker = Path(__file__).resolve().parent.parent / "scripts" / "py4dstem_worker.py"
     if not worker.is_file():
@@ -311,7 +311,7 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVecto
 
 def score_fit(v: SeriesVectors, method: str, fit: dict) -> dict:
     """One strain fit of one method's vectors against the truth (a fit that fails everywhere: None)."""
-    from .strain import StrainConfig, strain_maps
+    from ..maps.strain import StrainConfig, strain_maps
 
     try:
         m = strain_maps(v.methods[method], StrainConfig(reference="0:1,0:1", **fit))
@@ -344,8 +344,8 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
                   py4dstem_python: str | Path | None = None, py4dstem_settings: dict | None = None) -> dict:
     """Simulate what is missing, predict, choose each method's fit settings on the tuning series and score the test
     series. Writes OUT/report.json (and report.png); returns the report."""
-    from .atomic import check_name_length
-    from .training.card import read_card, resolve_weights
+    from ..atomic import check_name_length
+    from ..model.card import read_card, resolve_weights
 
     config = config.check()
     out = Path(out)
@@ -381,7 +381,7 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
                   "summary": summarise(rows, methods), "rows": rows}
         with atomic_file(out / "report.json") as tmp:
             tmp.write_text(json.dumps(report, indent=1) + "\n")
-        from .plots import strain_benchmark_png
+        from ..plots import strain_benchmark_png
 
         strain_benchmark_png(report, out / "report.png")
     return report
@@ -449,7 +449,7 @@ def tuned_py4dstem_settings(source: str | Path | None, model: str | None, k_pixe
     """py4DSTEM's settings from a ``scripts/compare_py4dstem.py`` result (``source``; None: the source tree's
     ``benchmarks/compare_py4dstem.json``), tuned on ``model``'s validation split at its card's pixel size, scaled
     to a series detector of ``k_pixel_invA`` pixels (:func:`py4dstem_settings_for`)."""
-    from .training.card import card_path, resolve_weights
+    from ..model.card import card_path, resolve_weights
 
     src = Path(source) if source else Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json"
     if not src.is_file():
@@ -478,8 +478,8 @@ def threshold_strain_errors(model: str | Path, files: list[Path], settings, thre
     """
     import tempfile
 
-    from .io.vectors import VectorSet, read_vectors
-    from .predict import PredictConfig, predict
+    from ..io.vectors import VectorSet, read_vectors
+    from ..prediction.stage import PredictConfig, predict
 
     thresholds = sorted(set(float(t) for t in thresholds))
     m = replace(settings.model, min_relative=thresholds[0], low_dose_e=0.0, low_dose_min_relative=None)

@@ -6,10 +6,10 @@ For each pattern:
    p between cross-correlation (p = 1) and phase correlation (p = 0):
    G = F·conj(P) · |F·conj(P)|^(p − 1);
 2. smooth with a Gaussian of ``sigma_px`` (a multiplication of G);
-3. take local maxima of the correlation with the thresholds of :mod:`fourdcrystal.peaks`;
+3. take local maxima of the correlation with the thresholds of :mod:`fourdcrystal.detection.peaks`;
 4. refine each to sub-pixel precision: a parabola, or DFT upsampling of the unsmoothed G.
 
-The output is :class:`~fourdcrystal.peaks.Peaks` like the model's, so every comparison runs both
+The output is :class:`~fourdcrystal.detection.peaks.Peaks` like the model's, so every comparison runs both
 on the same patterns. Pure numpy: no I/O.
 """
 

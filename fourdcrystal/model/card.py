@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import atomic_file, write_text_atomic
 from ..errors import FourdError
-from ..model.fcunet import FCUNet, FCUNetConfig
+from .fcunet import FCUNet, FCUNetConfig
 from ..simulation.shards import file_sha256
 
 CARD_SCHEMA = "fourdcrystal.model/1"

@@ -14,21 +14,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .baseline import find_and_refine, refine_positions
-from .detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
-from .errors import FourdError
-from .io.readers import Scan4D, open_4d, split_spec
-from .peaks import Peaks, to_reciprocal
+from ..detection.baseline import find_and_refine, refine_positions
+from ..detection.detect import DetectionSettings, baseline_peaks, estimate_dose, model_peaks
+from ..errors import FourdError
+from ..io.readers import Scan4D, open_4d, split_spec
+from ..detection.peaks import Peaks, to_reciprocal
 from .preparation import Preparation
 
 if TYPE_CHECKING:
-    from .predict import PredictConfig
+    from .stage import PredictConfig
 
 class ChunkProcessor:
     """Raw detector patterns (n, K_x, K_y) → one chunk's results. Holds the model; built once per process."""
 
     def __init__(self, model, card: dict, prep: Preparation, config: PredictConfig):
-        from .model.inference import Predictor
+        from ..model.inference import Predictor
 
         self.predictor = Predictor(model, card, config.device, config.batch_size, tta=config.tta,
                                    precision=config.precision, compile=config.compile)
@@ -36,7 +36,7 @@ class ChunkProcessor:
         self.prep = prep
         self.config = config
         self.baseline_settings = baseline_settings(config.settings, prep)
-        from .detect import tilt_settings_from_card
+        from ..detection.detect import tilt_settings_from_card
 
         self.tilt_settings = config.tilt_settings or tilt_settings_from_card(card)[0]
 
@@ -99,7 +99,7 @@ class ChunkProcessor:
         return out
 
     def _native_start(self, peaks: list, shape, xb: np.ndarray) -> list[np.ndarray]:
-        """The model's peaks in the detector grid's pixels (where :func:`~fourdcrystal.baseline.refine_positions`
+        """The model's peaks in the detector grid's pixels (where :func:`~fourdcrystal.detection.baseline.refine_positions`
         places them on the measured pattern's correlation with the probe, within ``search_px`` model pixels, in Å⁻¹
         kept). The model's grid is coarser here (it was resampled), the detector's pixels are not."""
         bg = self.prep.baseline_grid
@@ -136,7 +136,7 @@ class ChunkProcessor:
         tilted = method in self.config.tilt_methods
         ends = np.cumsum(count)
         if tilted and qz is not None and self.config.tilt_model == "qz":
-            from .tilt import qz_tilt
+            from ..detection.tilt import qz_tilt
 
             span = self.tilt_settings.span_mrad
             tilt = np.array([qz_tilt(q[e - c:e], qz_at[e - c:e], inten[e - c:e], span) for c, e in zip(count, ends)],
@@ -145,7 +145,7 @@ class ChunkProcessor:
             sigma = np.where(np.isfinite(tilt), self.config.tilt_qz_sigma_mrad, np.nan)
             out["tilt_sigma_mrad"] = sigma.astype(np.float32)
         elif tilted and tilt_grid is not None:
-            from .tilt import laue_tilt
+            from ..detection.tilt import laue_tilt
 
             pattern, centre, dk_t = tilt_grid
             fits = [laue_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, self.prep.disk_radius_invA,
@@ -186,7 +186,7 @@ def _remote_chunk(job: dict, start: int, stop: int) -> dict:
     key = job["fingerprint"]
     if key not in _WORKER_CACHE:
         _WORKER_CACHE.clear()
-        from .training.card import load_model
+        from ..model.card import load_model
 
         _WORKER_CACHE[key] = ChunkProcessor(*load_model(job["model"]), job["prep"], job["config"])
     t0 = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Scoring against the physical truth: evaluate, tune (the settings sweep) and the strain benchmark."""
