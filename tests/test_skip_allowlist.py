@@ -24,11 +24,16 @@ def test_cases(case):
 '''
 
 
-def test_a_skip_off_the_list_fails_the_run_and_is_named(pytester):
+def _run(pytester, allowed_text: str):
+    """The test file above under ``--allowed-skips`` with a list of ``allowed_text``."""
     pytester.makepyfile(test_x=TESTS)
     allowed = pytester.path / "allowed.txt"
-    allowed.write_text("# comment\ntest_x.py::test_allowed | running as root | as in CI\n")
-    res = pytester.runpytest("-p", "tests.skip_allowlist", "--allowed-skips", str(allowed))
+    allowed.write_text(allowed_text)
+    return pytester.runpytest("-p", "tests.skip_allowlist", "--allowed-skips", str(allowed))
+
+
+def test_a_skip_off_the_list_fails_the_run_and_is_named(pytester):
+    res = _run(pytester, "# comment\ntest_x.py::test_allowed | running as root | as in CI\n")
     res.assert_outcomes(passed=2, skipped=3)
     assert res.ret == 1
     res.stdout.fnmatch_lines(["*skips not on the allow-list*", "test_x.py::test_not_allowed: no frobnicator here",
@@ -37,28 +42,19 @@ def test_a_skip_off_the_list_fails_the_run_and_is_named(pytester):
 
 
 def test_skips_on_the_list_pass_and_without_the_option_nothing_changes(pytester):
-    pytester.makepyfile(test_x=TESTS)
-    allowed = pytester.path / "allowed.txt"
-    allowed.write_text("test_x.py::test_allowed | running as root | as in CI\n"
-                       "test_x.py::test_not_* | no frobnicator | fine here\n"
-                       "test_x.py::test_cases[*] | running as root | parametrised: brackets are literal\n")
-    assert pytester.runpytest("-p", "tests.skip_allowlist", "--allowed-skips", str(allowed)).ret == 0
+    assert _run(pytester, "test_x.py::test_allowed | running as root | as in CI\n"
+                          "test_x.py::test_not_* | no frobnicator | fine here\n"
+                          "test_x.py::test_cases[*] | running as root | parametrised: brackets are literal\n").ret == 0
     assert pytester.runpytest("-p", "tests.skip_allowlist").ret == 0
 
 
 def test_the_reason_must_match_not_only_the_test(pytester):
-    pytester.makepyfile(test_x=TESTS)
-    allowed = pytester.path / "allowed.txt"
-    allowed.write_text("test_x.py::* | this machine has CUDA | elsewhere\n")
-    res = pytester.runpytest("-p", "tests.skip_allowlist", "--allowed-skips", str(allowed))
+    res = _run(pytester, "test_x.py::* | this machine has CUDA | elsewhere\n")
     assert res.ret == 1 and "test_x.py::test_allowed: running as root" in res.stdout.str()
 
 
 def test_a_malformed_list_is_a_usage_error(pytester):
-    pytester.makepyfile(test_x=TESTS)
-    allowed = pytester.path / "allowed.txt"
-    allowed.write_text("test_x.py::test_allowed running as root\n")
-    res = pytester.runpytest("-p", "tests.skip_allowlist", "--allowed-skips", str(allowed))
+    res = _run(pytester, "test_x.py::test_allowed running as root\n")
     assert res.ret == 4 and "expected 'NODE_ID_PATTERN | REASON_START | WHY'" in res.stderr.str()
 
 
