@@ -15,7 +15,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from fourdcrystal.cli import _ConfigOption, cli
+from fourdcrystal.cli import cli
+from fourdcrystal.cli.common import ConfigOption
 from fourdcrystal.config import SCHEMAS, defaults, load_config, schema_field, show
 
 STAGES = ("select", "supercell", "simulate", "inspect", "train", "tune", "evaluate", "predict", "strain")
@@ -44,7 +45,7 @@ def test_every_stage_takes_config(name):
 def test_help_defaults_come_from_the_schema(name):
     for p in _options(name):
         shown = re.search(r"\[default: ([^\]]*)\]", p.help or "")
-        if isinstance(p, _ConfigOption):
+        if isinstance(p, ConfigOption):
             assert p.section == name and p.default is None, p.opts
             field = schema_field(name, p.config_key)  # the key exists
             if shown.group(1) == show(field.default):
