@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import FourdError
+from .model.architecture import FCUNetConfig
 
 
 @dataclass(frozen=True)
@@ -401,17 +402,19 @@ def DoseRange() -> Callable:
     return parse
 
 
+_NET = FCUNetConfig()  # the network's defaults live with the network (model/architecture.py)
+
 TRAIN_SCHEMA: Schema = {
     "model": {
-        "domain": Field("pattern", Choice("pattern", "spectral"),
+        "domain": Field(_NET.domain, Choice("pattern", "spectral"),
                         "pattern: real U-Net on the probe cross-correlation map and the pattern (fast to learn); "
                         "spectral: crystal4D's complex U-Net on the Fourier-space cross-correlation"),
-        "width": Field(16, Int(1, 512), "channels at the first U-Net level, doubled per level (complex for spectral)"),
-        "depth": Field(4, Int(1, 8), "down-samplings; H and W must be divisible by 2^depth"),
-        "dropout": Field(0.1, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
-        "decoders": Field(1, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
-        "real_width": Field(16, Int(1), "spectral only: channels of the real-space block after the inverse FFT"),
-        "coords": Field(False, Bool(), "pattern only: two more input channels, each pixel's offset from q = 0 "
+        "width": Field(_NET.width, Int(1, 512), "channels at the first U-Net level, doubled per level (complex for spectral)"),
+        "depth": Field(_NET.depth, Int(1, 8), "down-samplings; H and W must be divisible by 2^depth"),
+        "dropout": Field(_NET.dropout, Float(0.0, 0.9), "dropout after the first conv of each block (also MC dropout)"),
+        "decoders": Field(_NET.decoders, Int(1, 2), "1: one decoder with vg and qz outputs; 2: one decoder per head"),
+        "real_width": Field(_NET.real_width, Int(1), "spectral only: channels of the real-space block after the inverse FFT"),
+        "coords": Field(_NET.coords, Bool(), "pattern only: two more input channels, each pixel's offset from q = 0 "
                                        "(pixels / 64), so the network can give position-dependent outputs such as "
                                        "q_z = θ·g (a convolution alone cannot tell where q = 0 is)"),
     },

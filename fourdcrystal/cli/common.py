@@ -111,3 +111,17 @@ def parse_pair(text: str | None, option: str, kind=float, sep: str = ","):
         return kind(parts[0]), kind(parts[1])
     except ValueError:
         raise FourdError(f"{option} {text!r}: expected two numbers separated by {sep!r}") from None
+
+
+def network_options(section: str):
+    """--tta and --precision, as evaluate and predict take them."""
+    tta = opt(section, "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
+              help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 "
+                   "passes, d4: 8; that many times the network time). Measured in docs/model.md, \"Test-time "
+                   "mirrors\".")
+    precision = opt(section, "precision", "--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                    help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs "
+                         "in float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to "
+                         "±0.001 on the test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in "
+                         "hardware and the network is 16 or more channels wide, else fp32.")
+    return lambda f: tta(precision(f))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import config_option, load, match_radius_option, opt
+from .common import config_option, load, match_radius_option, network_options, opt
 from .group import cli
 
 
@@ -26,14 +26,7 @@ from .group import cli
 @opt("evaluate", "limit", "--limit", type=int, help="Only the first N patterns of the split.", default_text="all")
 @opt("evaluate", "batch_size", "--batch-size", type=int, help="Patterns per model batch.")
 @opt("evaluate", "device", "--device", help="auto, cpu, cuda or cuda:N.")
-@opt("evaluate", "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
-     help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 passes, "
-           "d4: 8; that many times the network time).")
-@opt("evaluate", "precision", "--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-     help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs in "
-           "float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to ±0.001 on the "
-           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware and the "
-           "network is 16 or more channels wide, else fp32.")
+@network_options("evaluate")
 @opt("evaluate", "seed", "--seed", type=int, help="Seed of the shot noise.")
 @opt("evaluate", "thick_from_A", "--thick-from", type=float, help="Also report the patterns at least this thick (Å) "
                                                                    "together.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import FourdError
-from .common import config_option, load, opt, parse_pair
+from .common import config_option, load, network_options, opt, parse_pair
 from .group import cli
 
 
@@ -53,14 +53,7 @@ from .group import cli
 @opt("predict", "chunk", "--chunk", type=int, help="Scan positions read and processed together.")
 @opt("predict", "batch_size", "--batch-size", type=int, help="Patterns per network call.")
 @opt("predict", "device", "--device", help="auto, cpu, cuda or cuda:N.")
-@opt("predict", "tta", "--tta", type=click.Choice(["none", "flips", "d4"]),
-     help="Test-time mirrors: average the network over the pattern's mirrors about the zero beam (flips: 4 passes, "
-           "d4: 8; that many times the network time). Measured in docs/model.md, \"Test-time mirrors\".")
-@opt("predict", "precision", "--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-     help="The network's arithmetic: fp32, bf16 (its convolutions in bfloat16 under autocast, the FFTs in "
-           "float32: about twice the network's speed on a CPU with AVX-512 BF16, and the fp32 F1 to ±0.001 on the "
-           "test split, docs/reference.md), or auto: bf16 where the CPU or GPU does it in hardware and the "
-           "network is 16 or more channels wide, else fp32.")
+@network_options("predict")
 @opt("predict", "prepare_first", "--prepare-first", type=int,
      help="Find the zero beam, dead pixels and the counts per pattern from the first N scan positions only. With "
            "--follow this is the first chunk; an offline run given the same N (and --chunk) gives the same vectors.",

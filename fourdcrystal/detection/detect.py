@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class ModelPeakSettings:
 
     min_relative: float = 0.05  # maxima ≥ this fraction of the reference (threshold_of)
     min_spacing_px: float = 3.0  # model-grid pixels between two peaks
-    refine: str = "vg"  # vg | correlation
+    refine: Literal["vg", "correlation"] = "vg"
     # predict on a detector finer than the model's grid: "correlation" places every peak on the measured
     # correlation at the detector's own pixels (fourdcrystal.prediction.chunks.placed_on_detector); "model_grid": as refine
     fine_detector_refine: str = "correlation"

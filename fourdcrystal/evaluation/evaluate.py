@@ -33,6 +33,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def bin_names(edges: tuple[float, ...]) -> list[str]:
 @dataclass(frozen=True)
 class EvalConfig:
     # defaults written once, in the config schema (fourdcrystal/config.py)
-    split: str = default("evaluate", "split")
+    split: Literal["test", "val", "train"] = default("evaluate", "split")
     doses_e: tuple = default("evaluate", "doses")  # electrons per pattern; None = the clean simulation
     match_radius_px: float = default("evaluate", "match_radius_px")
     # V_g falls off slowly with |g| (it is the potential, not the intensity): label peaks are the
@@ -78,8 +79,8 @@ class EvalConfig:
     batch_size: int = default("evaluate", "batch_size")
     worst: int = 4  # patterns in the gallery
     seed: int = default("evaluate", "seed")
-    tta: str = default("evaluate", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
-    precision: str = default("evaluate", "precision")  # auto | fp32 | bf16: the network's arithmetic
+    tta: Literal["none", "flips", "d4"] = default("evaluate", "tta")  # test-time mirrors (model.inference.Predictor)
+    precision: Literal["auto", "fp32", "bf16"] = default("evaluate", "precision")  # the network's arithmetic
     thick_from_A: float = default("evaluate", "thick_from_A")  # also report the patterns at least this thick (Å)
     visibility: VisibilityRule = field(default_factory=VisibilityRule)  # which reflections are required
     tilt: bool = True  # score the out-of-plane tilt (fourdcrystal.detection.tilt) against the shards' true tilt

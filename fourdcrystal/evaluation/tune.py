@@ -33,6 +33,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -63,7 +64,7 @@ LOW_DOSE_E = 3e4  # e⁻ per pattern: doses under this get the model a threshold
 
 @dataclass(frozen=True)
 class TuneConfig:
-    split: str = default("tune", "split")
+    split: Literal["val", "train", "test"] = default("tune", "split")
     doses_e: tuple = default("tune", "doses")  # electrons per pattern; None = clean
     match_radius_px: float = default("tune", "match_radius_px")
     label_min_relative: float = default("evaluate", "label_min_relative")  # label peaks: ≥ this × the zero beam's

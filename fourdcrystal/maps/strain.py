@@ -60,13 +60,13 @@ CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the referen
 @dataclass(frozen=True)
 class StrainConfig:
     # defaults written once, in the config schema (fourdcrystal/config.py)
-    method: str = default("strain", "method")  # auto | model | baseline (predict results; auto: predict's choice)
+    method: Literal["auto", "model", "baseline"] = default("strain", "method")  # auto: predict's choice
     reference: str = default("strain", "reference")  # median | R0:R1,C0:C1 (scan rows, columns; end exclusive)
     g1: tuple[float, float] | None = None  # basis vectors in the file's units (Å⁻¹); None: found
     g2: tuple[float, float] | None = None
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
-    weights: str = default("strain", "weights")  # auto | intensity | squared | quartic | none (fit_weights)
+    weights: Literal["auto", "intensity", "squared", "quartic", "none"] = default("strain", "weights")  # fit_weights
     scan_step_nm: float | None = default("strain", "scan_step_nm")  # None: from the file (scan_step), else positions
     min_indexed_fraction: float = default("strain", "min_indexed_fraction")  # less of the weight on the lattice: NaN
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)

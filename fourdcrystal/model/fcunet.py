@@ -29,30 +29,14 @@ Inputs are (B, 1, H, W) float tensors with H and W powers of two ≥ 2^depth.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import default
+from .architecture import FCUNetConfig
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (real, imaginary) parts, each (B, C, H, W)
-
-
-@dataclass(frozen=True)
-class FCUNetConfig:
-    # defaults written once, in the config schema (fourdcrystal/config.py, train.model)
-    width: int = default("train", "model.width")  # channels at the first level (complex for "spectral")
-    depth: int = default("train", "model.depth")  # number of down-samplings
-    dropout: float = default("train", "model.dropout")
-    decoders: int = default("train", "model.decoders")  # 1: shared decoder, two outputs; 2: one per head
-    real_width: int = default("train", "model.real_width")  # "spectral": real-space block after the inverse FFT
-    domain: str = default("train", "model.domain")  # "pattern": real U-Net on the correlation map; "spectral"
-    coords: bool = default("train", "model.coords")  # "pattern": + 2 input channels, offset from q = 0 (px / 64)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def cross_correlation(cbed: torch.Tensor, probe: torch.Tensor, eps: float = 1e-12) -> Pair:

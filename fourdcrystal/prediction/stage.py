@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -57,16 +58,16 @@ class PredictConfig:
     chunk_positions: int = default("predict", "chunk")  # scan positions read and processed together
     batch_size: int = default("predict", "batch_size")  # patterns per network call
     min_relative: float | None = default("predict", "min_relative")  # model V_g threshold; None = the card's
-    method: str = default("predict", "method")  # auto | model | baseline | both: whose vectors are the result
+    method: Literal["auto", "model", "baseline", "both"] = default("predict", "method")  # whose vectors are the result
     baseline: bool = default("predict", "baseline")  # also run the classical detector
     settings: DetectionSettings | None = None  # both methods' peak settings; None = the card's (tuned) ones
     margin_disk_radii: float = 1.0  # no peaks closer than this many disk radii to where the data end
     max_peaks: int | None = default("predict", "max_peaks")  # per pattern and method; None = the card's (400)
     save_maps: bool = default("predict", "maps")  # write the full predicted vg and qz (float16, scan × H × W each)
     device: str = default("predict", "device")
-    tta: str = default("predict", "tta")  # none | flips | d4: test-time mirrors (model.inference.Predictor)
+    tta: Literal["none", "flips", "d4"] = default("predict", "tta")  # test-time mirrors (model.inference.Predictor)
     # auto | fp32 | bf16: the network's arithmetic; predict resolves auto for this machine (the file records which)
-    precision: str = default("predict", "precision")
+    precision: Literal["auto", "fp32", "bf16"] = default("predict", "precision")
     # each method's crystal tilt per position (fourdcrystal.detection.tilt), mrad; None (auto): the model's from its q_z where
     # the card shows that ahead of the Laue fit at the scan's dose, else none
     tilt: bool | None = default("predict", "tilt")
