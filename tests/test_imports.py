@@ -104,3 +104,17 @@ def test_physics_modules_import_no_file_or_cli_libraries():
         used = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         used |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
         assert not used & {"h5py", "click", "tqdm"}, (name, used & {"h5py", "click", "tqdm"})
+
+
+def test_importing_every_module_leaves_the_stage_functions_in_place():
+    """No submodule is named like a stage function: importing one would replace the function on the package."""
+    import importlib
+    import pkgutil
+
+    import fourdcrystal
+
+    for m in pkgutil.walk_packages(fourdcrystal.__path__, "fourdcrystal."):
+        if not m.name.endswith("__main__"):
+            importlib.import_module(m.name)
+    for name in ("select", "supercell", "simulate", "train", "tune", "evaluate", "predict", "strain", "export"):
+        assert callable(getattr(fourdcrystal, name)) and getattr(fourdcrystal, name).__module__ == "fourdcrystal.api"
