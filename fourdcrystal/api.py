@@ -37,12 +37,12 @@ __all__ = ["select", "supercell", "simulate", "train", "tune", "evaluate", "pred
 def _check_device(device: str) -> None:
     from .model.inference import pick_device
 
-    pick_device(device, what="--device")
+    pick_device(device, what="`device`")
 
 
 def _new_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
-        raise FourdError(f"output folder {out} already exists; pass --overwrite to replace it")
+        raise FourdError(f"output folder {out} already exists; pass `overwrite` to replace it")
 
 
 def select(settings: SelectSettings | None = None, *, api_key: str | None = None, overwrite: bool = False,
@@ -151,7 +151,7 @@ def train(dataset: str | Path, settings: TrainSettings | None = None, *, resume:
 
     cfg = (settings or TrainSettings()).as_dict()
     if epochs_this_run is not None and epochs_this_run < 1:
-        raise FourdError(f"--epochs-this-run must be >= 1, got {epochs_this_run}")
+        raise FourdError(f"`epochs_this_run` must be >= 1, got {epochs_this_run}")
     with rank_zero_lock(cfg["out"]):
         return train_model(dataset, cfg, resume=resume, overwrite=overwrite, epochs_this_run=epochs_this_run,
                            init=init)
@@ -294,7 +294,7 @@ def strain(vectors: str | Path, out: str | Path | None = None, settings: StrainS
     reference = c["reference"]
     if (reference == "crystal") != (structure is not None and zone_axis is not None) or \
             (reference != "crystal" and (structure is not None or zone_axis is not None)):
-        raise FourdError("--reference crystal goes with --structure FILE and --zone-axis U V W, and they with it")
+        raise FourdError("`reference` crystal goes with `structure` FILE and `zone_axis` U V W, and they with it")
     basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
     cfg = StrainConfig(method=c["method"], reference=reference, g1=g1, g2=g2, tolerance=c["tolerance"],
                        min_vectors=c["min_vectors"], weights=c["weights"], correct=c["correct"],
@@ -322,9 +322,9 @@ def export(vectors: str | Path, out: str | Path, *, method: str = "auto", overwr
     from .atomic import atomic_file, check_new_file, check_not_inputs, output_lock
     from .io.vectors import read_vectors, write_py4dstem_braggvectors
 
-    check_not_inputs("--out", [out], {"the predict result": vectors})
+    check_not_inputs("`out`", [out], {"the predict result": vectors})
     if method not in ("auto", "model", "baseline"):
-        raise FourdError(f"--method {method!r}: expected auto, model or baseline")
+        raise FourdError(f"`method` {method!r}: expected auto, model or baseline")
     vs = read_vectors(vectors, method)
     if "py4dstem_group" in vs.attrs or vs.method not in ("model", "baseline"):
         raise FourdError(f"{vectors}: already a py4DSTEM file; export takes a fourdcrystal predict result")

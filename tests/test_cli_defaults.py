@@ -130,3 +130,28 @@ def test_predict_help_names_every_format_the_readers_take():
     for suffix in sorted(RSCIIO) + [".npy", ".mib", ".hdr"]:
         assert suffix in text, suffix
     assert "fpd HDF5" in text and "EMD 1.0" in text and "*_master.h5" in text
+
+
+def test_library_errors_name_the_field_and_the_cli_the_option(tmp_path):
+    """A library error names the setting in backticks (`k_pixel_invA`); the command line prints the option that
+    sets it (--k-pixel); names that no option of the command sets keep their backticks."""
+    import numpy as np
+    import pytest
+
+    from fourdcrystal import PredictSettings, predict
+    from fourdcrystal.cli.group import options_named
+    from fourdcrystal.errors import FourdError
+
+    np.save(tmp_path / "scan.npy", np.ones((2, 2, 64, 64), np.float32))
+    with pytest.raises(FourdError) as err:
+        predict(tmp_path / "scan.npy", tmp_path / "r.h5", PredictSettings(energy_eV=200e3))
+    assert "give `k_pixel_invA` (Å⁻¹ per detector pixel), or `camera_length_mm` (mm)" in str(err.value)
+    from .conftest import run_cli
+
+    res = run_cli("predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "r.h5"), "--energy", "200e3")
+    assert res.exit_code == 2
+    assert "give --k-pixel (Å⁻¹ per detector pixel), or --camera-length (mm) with --detector-pixel (µm) and --energy" \
+        in res.stderr and "`" not in res.stderr
+    assert options_named("`epochs_this_run` must be >= 1; `nothing` here", cli.commands["train"]) == \
+        "--epochs-this-run must be >= 1; `nothing` here"
+    assert options_named("`model.width` 0", cli.commands["train"]) == "--width 0"

@@ -118,6 +118,6 @@ def test_follow_refuses_what_it_cannot_follow(scan_npy, tmp_path):
     with pytest.raises(FourdError, match=r"scan.npy: --follow reads Merlin .mib and HDF5 written in SWMR mode, not .npy"):
         predict("release", str(scan_npy), tmp_path / "b.h5", CFG, CAL, follow=FollowSettings(idle_s=120))
     assert time.perf_counter() - t0 < 60  # refused at once, not after waiting --idle seconds for the file to change
-    with pytest.raises(FourdError, match=r"never.mib: not there \(or empty\) after 0.3 s of --follow"):
+    with pytest.raises(FourdError, match=r"never.mib: not there \(or empty\) after 0.3 s of `follow`"):
         predict("release", str(tmp_path / "never.mib"), tmp_path / "c.h5", CFG, CAL, follow=FollowSettings(idle_s=0.3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nohdr.mib"]

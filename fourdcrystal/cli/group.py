@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import click
@@ -17,6 +18,23 @@ from ..errors import FourdError
 from ..progress import set_quiet
 
 log = logging.getLogger("fourdcrystal")
+
+
+def options_named(message: str, command: click.Command | None) -> str:
+    """A library message names the settings it is about in backticks (`k_pixel_invA`, `epochs_this_run`); on the
+    command line each is the option that sets it (--k-pixel, --epochs-this-run): the command's option whose
+    config key or parameter name it is. Names no option of ``command`` sets keep their backticks."""
+    if command is None or "`" not in message:
+        return message
+    from .common import ConfigOption
+
+    names = {}
+    for p in command.params:
+        if isinstance(p, click.Option):
+            names[p.name] = p.opts[0]
+            if isinstance(p, ConfigOption):
+                names[p.config_key] = p.opts[0]
+    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), m.group(0)), message)
 
 
 class _Group(click.Group):
@@ -42,7 +60,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except FourdError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            command = self.commands.get(ctx.invoked_subcommand or "")
+            click.echo(f"error: {_one_line(options_named(str(exc), command))}", err=True)
             ctx.exit(2)
         except OSError as exc:
             import errno

@@ -29,7 +29,7 @@ from .group import cli
                                           "vacuum scan is averaged).", default_text="--vacuum, else an ideal aperture")
 @opt("predict", "vacuum", "--vacuum", help="Vacuum probe from the mean of a scan region R0:R1,C0:C1 (rows, columns; "
                                             "end exclusive).")
-@click.option("--centre", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
+@click.option("--centre", "centre_px", help="Zero-beam position on the detector, I,J in pixels. [default: found in the mean pattern]")
 @click.option("--scan-shape", help="ROWSxCOLS, for files that do not store it (.mib without its .hdr; TVIPS and MRC "
               "stacks of frames); a square frame count is otherwise taken, and said.")
 @opt("predict", "method", "--method", type=click.Choice(["auto", "model", "baseline", "both"]),
@@ -80,7 +80,7 @@ from .group import cli
            "energy (--energy or the file's); by default only the model's q_z tilt is written, where the card shows "
            "it ahead (no energy needed).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
-def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrite, follow, **_options) -> None:
+def predict_cmd(paths, config_path, model_opt, out, centre_px, scan_shape, overwrite, follow, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).
 
     Without --model (or with --model release) the model shipped inside the package runs; its card
@@ -103,7 +103,7 @@ def predict_cmd(paths, config_path, model_opt, out, centre, scan_shape, overwrit
                          + (" and --model" if model_opt is not None else "") + f": {' '.join(paths)}")
     model, data = (model_opt, paths[0]) if len(paths) == 1 else paths
     res = predict(data, out, PredictSettings(**load("predict", config_path)), model=model,
-                  centre_px=parse_pair(centre, "--centre"), scan_shape=parse_pair(scan_shape, "--scan-shape", int, "x"),
+                  centre_px=parse_pair(centre_px, "--centre"), scan_shape=parse_pair(scan_shape, "--scan-shape", int, "x"),
                   overwrite=overwrite, follow=follow)
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())

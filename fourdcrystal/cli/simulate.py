@@ -36,17 +36,17 @@ from .group import cli
 @opt("simulate", "seed", "--seed", type=int, help="Random seed.")
 @click.option("--structure", type=click.Path(), help="Single-structure mode: a CIF/POSCAR file instead of SPECIMENS.")
 @click.option("--zone-axis", type=int, nargs=3, help="Single-structure mode: zone axis u v w. [default: 0 0 1]")
-@click.option("--thickness", help="Single-structure mode: thicknesses in Å, comma-separated. [default: 100]")
-@click.option("--lateral-size", type=float, help="Single-structure mode: lateral box in Å. [default: 40]")
-@click.option("--phi", type=float, help="Single-structure mode: in-plane rotation in degrees. [default: 0]")
-@click.option("--tilt", type=float, nargs=2, help="Single-structure mode: beam tilt θx θy in mrad. [default: 0 0]")
+@click.option("--thickness", "thicknesses_A", help="Single-structure mode: thicknesses in Å, comma-separated. [default: 100]")
+@click.option("--lateral-size", "lateral_size_A", type=float, help="Single-structure mode: lateral box in Å. [default: 40]")
+@click.option("--phi", "phi_deg", type=float, help="Single-structure mode: in-plane rotation in degrees. [default: 0]")
+@click.option("--tilt", "tilt_mrad", type=float, nargs=2, help="Single-structure mode: beam tilt θx θy in mrad. [default: 0 0]")
 @click.option("--strain", "strain_pct", type=float, nargs=3,
               help="Single-structure mode: in-plane strain EXX EYY EXY in % (specimen frame). [default: 0 0 0]")
 @click.pass_context
 def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiangle_mrad, defocus_A, cs_A, output_px,
                  slice_thickness_A, parametrization, positions_per_specimen, probe_position, frozen_phonons,
-                 phonon_fraction, specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thickness, lateral_size,
-                 phi, tilt, strain_pct) -> None:
+                 phonon_fraction, specimens_per_shard, limit, workers, scheduler, seed, structure, zone_axis, thicknesses_A, lateral_size_A,
+                 phi_deg, tilt_mrad, strain_pct) -> None:
     """Multislice CBED with V_g / q_z labels from a SPECIMENS folder into HDF5 shards.
 
     Writes OUT/shard-NNNNNN.h5 (cbed, probe, vg, qz: float32 n×H×W, q = 0 at (H//2, W//2),
@@ -73,8 +73,8 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
             from ..specimens.supercell import single_structure_specimens, write_specimens
 
             rows, crystals, header = single_structure_specimens(
-                structure, zone_axis or (0, 0, 1), parse_floats(thickness, "thickness") or [100.0], phi or 0.0,
-                tilt or (0.0, 0.0), lateral_size or 40.0, seed=cfg["seed"],
+                structure, zone_axis or (0, 0, 1), parse_floats(thicknesses_A, "--thickness") or [100.0], phi_deg or 0.0,
+                tilt_mrad or (0.0, 0.0), lateral_size_A or 40.0, seed=cfg["seed"],
                 strain=tuple(v / 100.0 for v in (strain_pct or (0.0, 0.0, 0.0))))
             from ..simulation.runner import SINGLE_SPECIMEN
 
@@ -85,7 +85,7 @@ def simulate_cmd(ctx, specimens, config_path, out, overwrite, energy_eV, semiang
             write_specimens(specimens, rows, crystals, header, overwrite=True)
         elif specimens is None:
             raise FourdError("give a SPECIMENS folder (from fourdcrystal supercell) or --structure FILE")
-        elif any(v is not None for v in (zone_axis, thickness, lateral_size, phi, tilt, strain_pct)):
+        elif any(v is not None for v in (zone_axis, thicknesses_A, lateral_size_A, phi_deg, tilt_mrad, strain_pct)):
             raise FourdError("--zone-axis/--thickness/--lateral-size/--phi/--tilt/--strain belong to --structure mode; "
                              "with a SPECIMENS folder they come from the manifest")
         index = simulate_dataset(specimens, cfg, workers=cfg["workers"], scheduler=scheduler, overwrite=overwrite)

@@ -81,24 +81,24 @@ def parse_region(text: str, scan_shape: tuple[int, int]) -> tuple[slice, slice] 
         return None
     m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*", text)
     if not m:
-        raise FourdError(f"--reference {text!r}: expected median, crystal or a scan region R0:R1,C0:C1 (rows and "
+        raise FourdError(f"`reference` {text!r}: expected median, crystal or a scan region R0:R1,C0:C1 (rows and "
                          f"columns, end exclusive), e.g. 0:4,0:4")
     r0, r1, c0, c1 = (int(v) for v in m.groups())
     if not (r0 < r1 <= scan_shape[0] and c0 < c1 <= scan_shape[1]):
-        raise FourdError(f"--reference {text}: region outside the {scan_shape[0]}×{scan_shape[1]} scan or empty "
+        raise FourdError(f"`reference` {text}: region outside the {scan_shape[0]}×{scan_shape[1]} scan or empty "
                          f"(rows 0:{scan_shape[0]}, columns 0:{scan_shape[1]})")
     return slice(r0, r1), slice(c0, c1)
 
 
 def check_config(config: StrainConfig) -> None:
     if config.method not in ("auto", "model", "baseline"):
-        raise FourdError(f"--method {config.method!r}: expected auto, model or baseline")
+        raise FourdError(f"`method` {config.method!r}: expected auto, model or baseline")
     if config.weights not in WEIGHTS:
-        raise FourdError(f"--weights {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
+        raise FourdError(f"`weights` {config.weights!r}: expected one of {', '.join(WEIGHTS)}")
     if not (math.isfinite(config.min_indexed_fraction) and 0 <= config.min_indexed_fraction < 1):
-        raise FourdError(f"--min-indexed-fraction {config.min_indexed_fraction!r}: expected 0 ≤ fraction < 1")
+        raise FourdError(f"`min_indexed_fraction` {config.min_indexed_fraction!r}: expected 0 ≤ fraction < 1")
     if config.correct not in CORRECTIONS:
-        raise FourdError(f"--correct {config.correct!r}: expected one of {', '.join(CORRECTIONS)}")
+        raise FourdError(f"`correct` {config.correct!r}: expected one of {', '.join(CORRECTIONS)}")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
         raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
     if config.min_vectors < 3:
@@ -108,7 +108,7 @@ def check_config(config: StrainConfig) -> None:
     if config.g1 is not None:
         lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
     if (config.reference == "crystal") != (config.crystal_basis is not None):
-        raise FourdError("--reference crystal needs --structure FILE and --zone-axis U V W (and they need it)")
+        raise FourdError("`reference` crystal needs --structure FILE and --zone-axis U V W (and they need it)")
 
 
 def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
@@ -214,12 +214,12 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     if not ref_ok.any():
         raise FourdError(f"no position of the reference {config.reference!r} could be fitted (fewer than "
                          f"{config.min_vectors} indexed vectors, or under {config.min_indexed_fraction:g} of the "
-                         f"vectors' weight on one lattice); choose another --reference or --g1/--g2")
+                         f"vectors' weight on one lattice); choose another `reference` or --g1/--g2")
     reference = np.median(bases[ref_positions][ref_ok], axis=0)
     mismatch = None
     if config.crystal_basis is not None:
         if vectors.units != "Å⁻¹":
-            raise FourdError("--reference crystal needs calibrated vectors (Å⁻¹); this file is in detector pixels")
+            raise FourdError("`reference` crystal needs calibrated vectors (Å⁻¹); this file is in detector pixels")
         reference, mismatch = lattice.align_basis(np.asarray(config.crystal_basis, float), reference)
         if mismatch > config.max_crystal_mismatch:
             raise FourdError(f"the crystal's lattice differs from the measured one by {100 * mismatch:.0f} % "

@@ -62,15 +62,15 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
     semiangle = pick("semiangle_mrad", "--semiangle", semiangle_mrad)
     if k_pixel_invA is None and camera_length_mm is not None:
         if detector_pixel_um is None or energy is None:
-            raise FourdError("--camera-length needs --detector-pixel (µm) and the beam energy (--energy, eV)")
+            raise FourdError("`camera_length_mm` needs `detector_pixel_um` (µm) and the beam energy (`energy_eV`, eV)")
         in_range("--camera-length", camera_length_mm, "--camera-length")
         in_range("--detector-pixel", detector_pixel_um, "--detector-pixel")
         k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
         sources["k_pixel_invA"] = "--camera-length"
     k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
     if k is None:
-        raise FourdError(f"{data}: the file has no pixel size in Å⁻¹; give --k-pixel (Å⁻¹ per detector pixel), "
-                         f"or --camera-length (mm) with --detector-pixel (µm) and --energy (eV)")
+        raise FourdError(f"{data}: the file has no pixel size in Å⁻¹; give `k_pixel_invA` (Å⁻¹ per detector pixel), "
+                         f"or `camera_length_mm` (mm) with `detector_pixel_um` (µm) and `energy_eV` (eV)")
     return DataCalibration(float(k), energy, semiangle, sources)
 
 
@@ -101,9 +101,9 @@ def _parse_region(text: str | None, scan_shape) -> tuple[int, int, int, int] | N
         r0, r1 = (int(v) for v in rows.split(":"))
         c0, c1 = (int(v) for v in cols.split(":"))
     except ValueError:
-        raise FourdError(f"--vacuum {text!r}: expected scan rows and columns as R0:R1,C0:C1") from None
+        raise FourdError(f"`vacuum` {text!r}: expected scan rows and columns as R0:R1,C0:C1") from None
     if not (0 <= r0 < r1 <= scan_shape[0] and 0 <= c0 < c1 <= scan_shape[1]):
-        raise FourdError(f"--vacuum {text!r} lies outside the {scan_shape[0]}×{scan_shape[1]} scan")
+        raise FourdError(f"`vacuum` {text!r} lies outside the {scan_shape[0]}×{scan_shape[1]} scan")
     return r0, r1, c0, c1
 
 
@@ -111,12 +111,12 @@ def _load_probe_file(path: str, pattern_shape) -> np.ndarray:
     try:
         arr = read_2d(path)
     except FourdError as exc:
-        raise FourdError(f"--probe: {exc}") from None
+        raise FourdError(f"`probe`: {exc}") from None
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 4:  # a vacuum scan: its mean pattern
         arr = arr.reshape(-1, *arr.shape[2:]).mean(0)
     if arr.shape != tuple(pattern_shape):
-        raise FourdError(f"--probe {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+        raise FourdError(f"`probe` {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
                          f"{pattern_shape[0]}×{pattern_shape[1]}; the probe must come from the same detector")
     return arr
 
@@ -154,9 +154,9 @@ def _load_mask_file(path: str, pattern_shape) -> np.ndarray:
     try:
         arr = np.asarray(read_2d(path))
     except FourdError as exc:
-        raise FourdError(f"--mask: {exc}") from None
+        raise FourdError(f"`mask`: {exc}") from None
     if arr.shape != tuple(pattern_shape):
-        raise FourdError(f"--mask {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
+        raise FourdError(f"`mask` {path} is {'×'.join(map(str, arr.shape))}, the patterns are "
                          f"{pattern_shape[0]}×{pattern_shape[1]}; the mask must come from the same detector")
     return ~(arr.astype(bool))
 
@@ -251,13 +251,13 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
                           else _mean_pattern(scan, region)[0])
         r_px = disk_radius_px(detector_probe)
         if r_px < 1:
-            raise FourdError(f"{'--probe ' + probe if probe else '--vacuum ' + vacuum}: no bright disk found "
+            raise FourdError(f"{'`probe` ' + probe if probe else '`vacuum` ' + vacuum}: no bright disk found "
                              f"(is it a vacuum pattern?)")
         source = f"file {probe}" if probe is not None else f"vacuum region {vacuum}"
     else:
-        missing = [o for o, v in (("--energy", cal.energy_eV), ("--semiangle", cal.semiangle_mrad)) if v is None]
+        missing = [o for o, v in (("`energy_eV`", cal.energy_eV), ("`semiangle_mrad`", cal.semiangle_mrad)) if v is None]
         if missing:
-            raise FourdError(f"no vacuum probe: give --probe FILE or --vacuum R0:R1,C0:C1, or {' and '.join(missing)} "
+            raise FourdError(f"no vacuum probe: give `probe` FILE or `vacuum` R0:R1,C0:C1, or {' and '.join(missing)} "
                              f"to synthesise one")
         detector_probe = None
         r_px = disk_radius_invA(cal.semiangle_mrad, cal.energy_eV) / cal.k_pixel_invA
@@ -278,7 +278,7 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
                         f"reflection brighter than the zero beam); give --centre I,J if this is wrong")
     else:
         if not all(0 <= c <= n - 1 for c, n in zip(centre_px, scan.pattern_shape)):
-            raise FourdError(f"--centre {centre_px[0]:g},{centre_px[1]:g} lies outside the "
+            raise FourdError(f"`centre_px` {centre_px[0]:g},{centre_px[1]:g} lies outside the "
                              f"{scan.pattern_shape[0]}×{scan.pattern_shape[1]} detector")
         centre_source = "--centre"
     grid = detector_grid_shape(scan.pattern_shape, cal.k_pixel_invA, centre_px, dk_model, 2**depth)

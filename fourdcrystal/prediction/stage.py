@@ -167,7 +167,7 @@ def check_method(method: str) -> None:
     from ..detection.detect import PREDICT_METHODS
 
     if method not in PREDICT_METHODS:
-        raise FourdError(f"--method {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
+        raise FourdError(f"`method` {method!r}: expected one of {', '.join(PREDICT_METHODS)}")
 
 
 def resolve_method(method: str, card: dict, counts_per_pattern: float) -> tuple[str, str]:
@@ -226,17 +226,17 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     source = split_spec(data)[0]
     model_path = resolve_weights(model_path)
     if out.suffix.lower() == ".png":
-        raise FourdError(f"--out {out}: the result is an HDF5 file and its PNG summary is written beside it with the "
+        raise FourdError(f"`out` {out}: the result is an HDF5 file and its PNG summary is written beside it with the "
                          f"suffix .png; give a name ending in .h5 (nothing was written)")
     # the result, its PNG summary and its partial file must be none of the files this run reads
-    check_not_inputs("--out", [out, out.with_suffix(".png"), partial], {
+    check_not_inputs("`out`", [out, out.with_suffix(".png"), partial], {
         "the input data file": source, "the model's weights": model_path, "the model's card": card_path(model_path),
         "the probe file": split_spec(probe)[0] if probe else None, "the mask file": split_spec(mask)[0] if mask else None})
     if out.exists() and not overwrite:
-        raise FourdError(f"{out} already exists; pass --overwrite to replace it")
+        raise FourdError(f"{out} already exists; pass `overwrite` to replace it")
     model, card = load_model(model_path, inference=True)  # checks weights against the card before any work
     if config.chunk_positions < 1:
-        raise FourdError(f"--chunk must be >= 1, got {config.chunk_positions}")
+        raise FourdError(f"`chunk` must be >= 1, got {config.chunk_positions}")
     check_method(config.method)  # before any work
     if config.tilt_model not in (None, *TILT_SOURCES):
         raise FourdError(f"tilt_model {config.tilt_model!r}: expected one of {', '.join(TILT_SOURCES)}")
@@ -246,7 +246,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         config = replace(config, settings=with_threshold(settings, config.min_relative))
     if config.max_peaks is not None:
         if config.max_peaks < 1:
-            raise FourdError(f"--max-peaks must be >= 1, got {config.max_peaks}")
+            raise FourdError(f"`max_peaks` must be >= 1, got {config.max_peaks}")
         st = config.settings
         config = replace(config, settings=replace(
             st, model=replace(st.model, max_peaks=config.max_peaks),
@@ -259,7 +259,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         import torch
 
         if not torch.cuda.is_available():
-            raise FourdError(f"--device {config.device}: this machine has no CUDA GPU that torch can use")
+            raise FourdError(f"`device` {config.device}: this machine has no CUDA GPU that torch can use")
     from ..model.inference import pick_device, resolve_precision
 
     # resolved here, so that the fingerprint and the file name the arithmetic that ran (a run resumed on a machine
@@ -267,7 +267,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     config = replace(config, precision=resolve_precision(config.precision, pick_device(config.device, "--device"),
                                                          int(card["architecture"].get("width", 16))))
     if follow is not None and scheduler:
-        raise FourdError("--follow runs in this process; leave out --scheduler")
+        raise FourdError("`follow` runs in this process; leave out `scheduler`")
     scan, arrivals = _open_scan(data, scan_shape, follow, config)
     if arrivals is not None and config.prepare_positions is None:
         config = replace(config, prepare_positions=min(config.chunk_positions, len(scan)))
@@ -279,7 +279,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
         if config.tilt and cal.energy_eV is None:
-            raise FourdError(f"--tilt needs the beam energy: {data} does not record it; give --energy (eV)")
+            raise FourdError(f"`tilt` needs the beam energy: {data} does not record it; give `energy_eV` (eV)")
         if arrivals is not None:  # the patterns the preparation reads must be in the file
             try:
                 arrivals.wait(max(config.prepare_positions, _region_end(vacuum, scan.scan_shape)))
@@ -330,7 +330,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FourdError(f"cannot create the folder of --out {out}: {exc.strerror}") from None
+            raise FourdError(f"cannot create the folder of `out` {out}: {exc.strerror}") from None
         need = estimate_output_bytes(len(scan), prep.grid_shape, methods, config.save_maps)
         if config.baseline:  # the baseline's map and sums on its own grid
             need += 3 * 8 * int(np.prod(prep.baseline_grid.grid_shape))
@@ -431,7 +431,7 @@ def _open_scan(data: str, scan_shape, follow: FollowSettings | None, config: Pre
     check_followable(path)  # at once, not after --idle seconds of waiting
     while not path.exists() or path.stat().st_size == 0:
         if time.perf_counter() - t0 > follow.idle_s:
-            raise FourdError(f"{data}: not there (or empty) after {follow.idle_s:g} s of --follow")
+            raise FourdError(f"{data}: not there (or empty) after {follow.idle_s:g} s of `follow`")
         time.sleep(follow.poll_s)
     while True:
         try:

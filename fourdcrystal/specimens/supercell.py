@@ -156,7 +156,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
             structure = _structure(crystal["cif"], f"{catalogue_path}: crystal {cid}")
         except FourdError as exc:
             if not cfg["skip_bad"]:
-                raise FourdError(f"{exc} (pass --skip-bad to leave it out)") from None
+                raise FourdError(f"{exc} (pass `skip_bad` to leave it out)") from None
             log.warning("skipping: %s", exc)
             skipped += 1
             continue
@@ -182,7 +182,7 @@ def plan_specimens(catalogue_path: str | Path, cfg: dict) -> tuple[list[Specimen
                 except FourdError as exc:
                     msg = f"crystal {cid} along {axis_text(uvw)}: {exc}"
                     if not cfg["skip_bad"]:
-                        raise FourdError(msg + " (raise supercell.lateral_size_A or pass --skip-bad)") from None
+                        raise FourdError(msg + " (raise supercell.lateral_size_A or pass `skip_bad`)") from None
                     log.warning("skipping: %s", msg)
                     skipped += 1
                     continue
@@ -302,12 +302,12 @@ def single_structure_specimens(path: str | Path, zone_axis, thicknesses_A, phi_d
     path = Path(path)
     thicknesses_A = list(thicknesses_A)
     if not thicknesses_A or not all(math.isfinite(float(t)) and float(t) > 0 for t in thicknesses_A):
-        raise FourdError(f"--thickness {','.join(f'{float(t):g}' for t in thicknesses_A)}: expected positive "
+        raise FourdError(f"`thicknesses_A` {','.join(f'{float(t):g}' for t in thicknesses_A)}: expected positive "
                          f"thicknesses in Å")
     if not (math.isfinite(float(lateral_size_A)) and float(lateral_size_A) > 0):
-        raise FourdError(f"--lateral-size {float(lateral_size_A):g}: expected a positive lateral box size in Å")
+        raise FourdError(f"`lateral_size_A` {float(lateral_size_A):g}: expected a positive lateral box size in Å")
     if not math.isfinite(float(phi_deg)) or not all(math.isfinite(float(t)) for t in tilt_mrad):
-        raise FourdError("--phi and --tilt must be finite numbers (degrees, mrad)")
+        raise FourdError("`phi_deg` and `tilt_mrad` must be finite numbers (degrees, mrad)")
     if not path.is_file():
         raise FourdError(f"structure file {path} not found")
     structure = read_structure_file(path)

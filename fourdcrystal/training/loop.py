@@ -69,7 +69,7 @@ class _Dist:
         except RuntimeError:
             raise FourdError(f"train.device: {device!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise FourdError(f"train.device is {device} but this machine has no CUDA GPU; use --device cpu")
+            raise FourdError(f"train.device is {device} but this machine has no CUDA GPU; use `device` cpu")
         self.started = False
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -164,16 +164,16 @@ def _prepare_out(out: Path, record: dict, resume: bool, overwrite: bool, dist: _
             existing = None
     if resume:
         if not ckpt_path.exists():
-            raise FourdError(f"--resume: {ckpt_path} not found; nothing to resume (drop --resume to start)")
+            raise FourdError(f"`resume`: {ckpt_path} not found; nothing to resume (drop `resume` to start)")
         if existing is not None and existing != record:
             changed = sorted(k for k in set(existing["config"]) | set(record["config"])
                              if existing["config"].get(k) != record["config"].get(k))
             what = f"config keys {', '.join(changed)}" if changed else "the dataset (index.json changed)"
-            raise FourdError(f"--resume: {out} was trained with another configuration ({what} differ); "
+            raise FourdError(f"`resume`: {out} was trained with another configuration ({what} differ); "
                              f"resume with the same config, or train into a new --out")
         return _load_checkpoint(ckpt_path)
     if (ckpt_path.exists() or (out / WEIGHTS).exists()) and not overwrite:
-        raise FourdError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start over")
+        raise FourdError(f"{out} already holds a training run; pass `resume` to continue it or `overwrite` to start over")
     dist.barrier()
     if dist.main:
         for name in (CHECKPOINT, METRICS, CURVES, WEIGHTS, Path(WEIGHTS).with_suffix(".json").name):
@@ -392,7 +392,7 @@ def _check_finite(model: nn.Module, row: dict, epoch: int, out: Path) -> None:
     losses = [k for k in ("train_loss", "val_loss") if not math.isfinite(float(row.get(k, 0.0)))]
     if bad or losses:
         what = f"{len(bad)} weight tensors" if bad else " and ".join(losses)
-        raise FourdError(f"training diverged in epoch {epoch + 1}: {what} not finite (lower --lr or train.grad_clip); "
+        raise FourdError(f"training diverged in epoch {epoch + 1}: {what} not finite (lower `lr` or train.grad_clip); "
                          f"nothing of this epoch was saved, {out} keeps the last finite checkpoint")
 
 
@@ -411,10 +411,10 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
                          f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
     crop = cfg.get("crop_px")
     if crop is not None and mcfg.coords:
-        raise FourdError("--crop with train.model.coords: a crop moves q = 0 off its centre, and the coordinate "
+        raise FourdError("`crop_px` with train.model.coords: a crop moves q = 0 off its centre, and the coordinate "
                          "channels measure from the centre; use one or the other")
     if crop is not None and (crop > min(h, w) or crop % 2**mcfg.depth):
-        raise FourdError(f"--crop (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
+        raise FourdError(f"`crop_px` (train.crop_px) {crop}: expected a multiple of 2^depth = {2**mcfg.depth} no larger than the "
                          f"{h}×{w} patterns")
     check_memory(cfg, mcfg.width, (h, w))
     if cfg.get("target", "label") != "label":  # a truth target needs the truth in every shard trained on
@@ -425,7 +425,7 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
     if init is not None:
         init_model, init_card = load_model(init)
         if init_model.config != mcfg:
-            raise FourdError(f"--init {init}: architecture {init_model.config.as_dict()} differs from "
+            raise FourdError(f"`init` {init}: architecture {init_model.config.as_dict()} differs from "
                              f"train.model {mcfg.as_dict()}")
         # no shape check: the network is convolutional and its probe correlation works on any window, so
         # weights trained on 128² patterns start a run on 256² ones (the card records the new shape)
