@@ -115,7 +115,7 @@ def test_follow_refuses_what_it_cannot_follow(scan_npy, tmp_path):
     with pytest.raises(FourdError, match=r"nohdr.mib: no .hdr beside it, so the scan's shape is unknown"):
         predict("release", str(data), tmp_path / "a.h5", CFG, CAL, follow=FollowSettings(idle_s=0.3))
     t0 = time.perf_counter()
-    with pytest.raises(FourdError, match=r"scan.npy: --follow reads Merlin .mib and HDF5 written in SWMR mode, not .npy"):
+    with pytest.raises(FourdError, match=r"scan.npy: `follow` reads Merlin .mib and HDF5 written in SWMR mode, not .npy"):
         predict("release", str(scan_npy), tmp_path / "b.h5", CFG, CAL, follow=FollowSettings(idle_s=120))
     assert time.perf_counter() - t0 < 60  # refused at once, not after waiting --idle seconds for the file to change
     with pytest.raises(FourdError, match=r"never.mib: not there \(or empty\) after 0.3 s of `follow`"):

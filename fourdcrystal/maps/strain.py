@@ -100,15 +100,15 @@ def check_config(config: StrainConfig) -> None:
     if config.correct not in CORRECTIONS:
         raise FourdError(f"`correct` {config.correct!r}: expected one of {', '.join(CORRECTIONS)}")
     if not (math.isfinite(config.tolerance) and 0 < config.tolerance <= 0.5):
-        raise FourdError(f"--tolerance {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
+        raise FourdError(f"`tolerance` {config.tolerance!r}: expected 0 < tolerance ≤ 0.5 (fraction of |g|)")
     if config.min_vectors < 3:
-        raise FourdError(f"--min-vectors {config.min_vectors}: expected at least 3 (the fit has 6 unknowns)")
+        raise FourdError(f"`min_vectors` {config.min_vectors}: expected at least 3 (the fit has 6 unknowns)")
     if (config.g1 is None) != (config.g2 is None):
-        raise FourdError("give both --g1 and --g2, or neither (found from the Bragg vector map)")
+        raise FourdError("give both `g1` and `g2`, or neither (found from the Bragg vector map)")
     if config.g1 is not None:
-        lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
+        lattice.check_basis(np.array([config.g1, config.g2], float).T, "`g1`, `g2`")
     if (config.reference == "crystal") != (config.crystal_basis is not None):
-        raise FourdError("`reference` crystal needs --structure FILE and --zone-axis U V W (and they need it)")
+        raise FourdError("`reference` crystal needs `structure` FILE and `zone_axis` U V W (and they need it)")
 
 
 def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
@@ -120,7 +120,7 @@ def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
 
     path = Path(structure_path)
     if not path.is_file():
-        raise FourdError(f"--structure {path} not found")
+        raise FourdError(f"`structure` {path} not found")
     uvw = check_zone_axis(zone_axis)
     structure = read_structure_file(path)
     try:
@@ -180,7 +180,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     flat = np.arange(vectors.positions).reshape(scan)
     ref_positions = flat.ravel() if region is None else flat[region].ravel()
     if config.g1 is not None:
-        start = lattice.check_basis(np.array([config.g1, config.g2], float).T, "--g1, --g2")
+        start = lattice.check_basis(np.array([config.g1, config.g2], float).T, "`g1`, `g2`")
     else:
         start = reference_basis_from_spots(vectors, ref_positions, config)
     n = vectors.positions
@@ -214,7 +214,7 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     if not ref_ok.any():
         raise FourdError(f"no position of the reference {config.reference!r} could be fitted (fewer than "
                          f"{config.min_vectors} indexed vectors, or under {config.min_indexed_fraction:g} of the "
-                         f"vectors' weight on one lattice); choose another `reference` or --g1/--g2")
+                         f"vectors' weight on one lattice); choose another `reference` or `g1`/`g2`")
     reference = np.median(bases[ref_positions][ref_ok], axis=0)
     mismatch = None
     if config.crystal_basis is not None:
@@ -279,7 +279,7 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
     check_config(config)
     vectors = read_vectors(vectors_path, config.method)
     if Path(vectors_path).resolve() == out.resolve():
-        raise FourdError(f"--out {out} is the input file; choose another name")
+        raise FourdError(f"`out` {out} is the input file; choose another name")
     parse_region(config.reference, vectors.scan_shape)
     check_new_file(out, (".h5", ".hdf5"), overwrite)
     step_nm, step_source = scan_step(vectors, config.scan_step_nm)

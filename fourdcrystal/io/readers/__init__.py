@@ -79,7 +79,7 @@ def open_4d(spec: str | Path, scan_shape: tuple[int, int] | None = None) -> Scan
     if scan_shape is not None and tuple(int(v) for v in scan_shape) != tuple(scan.scan_shape):
         shape = scan.scan_shape
         scan.close()
-        raise FourdError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} contradicts {p}, whose scan is "
+        raise FourdError(f"`scan_shape` {scan_shape[0]}x{scan_shape[1]} contradicts {p}, whose scan is "
                          f"{shape[0]}x{shape[1]}; leave the option out for this file")
     return scan
 

@@ -17,7 +17,7 @@ FOLLOW_SUFFIXES = (".mib", ".h5", ".hdf5", ".hdf")  # what open_growing reads
 def check_followable(path: Path) -> None:
     """One line unless ``path`` is a format :func:`open_growing` reads (decided by its name, before it exists)."""
     if path.suffix.lower() not in FOLLOW_SUFFIXES:
-        raise FourdError(f"{path}: --follow reads Merlin .mib and HDF5 written in SWMR mode, not "
+        raise FourdError(f"{path}: `follow` reads Merlin .mib and HDF5 written in SWMR mode, not "
                          f"{path.suffix or 'a file without an extension'}")
 
 
@@ -49,7 +49,7 @@ def _open_swmr(p: Path, inner: str, scan_shape) -> tuple[Scan4D, Callable[[], in
     try:
         f = h5py.File(p, "r", libver="latest", swmr=True)
     except OSError as exc:
-        raise FourdError(f"{p}: not an HDF5 file open for SWMR reading ({exc}); --follow needs the writer to use "
+        raise FourdError(f"{p}: not an HDF5 file open for SWMR reading ({exc}); `follow` needs the writer to use "
                          f"SWMR mode (h5py: File(..., libver='latest'), then f.swmr_mode = True)") from None
     try:
         def growing(o) -> bool:
@@ -63,15 +63,15 @@ def _open_swmr(p: Path, inner: str, scan_shape) -> tuple[Scan4D, Callable[[], in
         else:
             ds = f[single(p, find_objects(f, growing), "4D dataset (rows, columns, detector, detector) for --follow")]
         if len(ds.shape) != 4:
-            raise FourdError(f"{p}:{ds.name}: shape {tuple(ds.shape)}; --follow needs a 4D dataset (rows, columns, "
+            raise FourdError(f"{p}:{ds.name}: shape {tuple(ds.shape)}; `follow` needs a 4D dataset (rows, columns, "
                              f"detector, detector) that grows along its rows")
         rows = ds.maxshape[0] if scan_shape is None else int(scan_shape[0])
         if rows is None:
             raise FourdError(f"{p}:{ds.name}: its rows are unlimited (maxshape None), so the scan's size is not in "
-                             f"the file; give it as --scan-shape ROWSxCOLS")
+                             f"the file; give it as `scan_shape` ROWSxCOLS")
         cols = int(ds.shape[1])
         if scan_shape is not None and int(scan_shape[1]) != cols:
-            raise FourdError(f"--scan-shape {scan_shape[0]}x{scan_shape[1]} contradicts {p}:{ds.name}, whose rows "
+            raise FourdError(f"`scan_shape` {scan_shape[0]}x{scan_shape[1]} contradicts {p}:{ds.name}, whose rows "
                              f"hold {cols} positions")
         shape = (int(rows), cols, int(ds.shape[2]), int(ds.shape[3]))
         cal = {k: float(ds.attrs[k]) for k in ("k_pixel_invA", "energy_eV", "semiangle_mrad") if k in ds.attrs}

@@ -44,7 +44,7 @@ def open_mib(p: Path, scan_shape: tuple[int, int] | None, growing: bool = False)
         return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, [])
     if size % frame.itemsize and scan_shape is None:
         raise FourdError(f"{p}: {frames} whole frames and a cut-off one: the file is truncated (an interrupted "
-                         f"acquisition or copy); give --scan-shape ROWSxCOLS to read the whole frames")
+                         f"acquisition or copy); give `scan_shape` ROWSxCOLS to read the whole frames")
     shape, from_hdr = _mib_scan_shape(p, frames, scan_shape)
     notes = []
     if scan_shape is None and not from_hdr:
@@ -75,8 +75,8 @@ def _mib_growing_shape(p: Path, scan_shape) -> tuple[int, int]:
     frames = mib_hdr_frames(p)
     if frames is None or frames[1] <= 1:
         why = "no .hdr beside it" if not p.with_suffix(".hdr").exists() else "its .hdr gives no frames per line"
-        raise FourdError(f"{p}: {why}, so the scan's shape is unknown while it is written; give --scan-shape "
-                         f"ROWSxCOLS with --follow")
+        raise FourdError(f"{p}: {why}, so the scan's shape is unknown while it is written; give `scan_shape` "
+                         f"ROWSxCOLS with `follow`")
     total, width = frames
     return total // width, width
 
