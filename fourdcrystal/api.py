@@ -26,7 +26,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from .atomic import rank_zero_lock
+from .atomic import check_new_folder, rank_zero_lock
 from .errors import FourdError
 from .settings import (EvaluateSettings, PredictSettings, SelectSettings, SimulateSettings, StrainSettings,
                        SupercellSettings, TrainSettings, TuneSettings)
@@ -38,11 +38,6 @@ def _check_device(device: str) -> None:
     from .model.inference import pick_device
 
     pick_device(device, what="`device`")
-
-
-def _new_folder(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise FourdError(f"output folder {out} already exists; pass `overwrite` to replace it")
 
 
 def select(settings: SelectSettings | None = None, *, api_key: str | None = None, overwrite: bool = False,
@@ -68,7 +63,7 @@ def select(settings: SelectSettings | None = None, *, api_key: str | None = None
     if not dry_run:  # before any work (or any Materials Project query)
         from .atomic import check_writable
 
-        _new_folder(out, overwrite)
+        check_new_folder(out, overwrite)
         check_writable(out.parent, "catalogue")
     with contextlib.nullcontext() if dry_run else rank_zero_lock(out):
         catalogue = build_catalogue(cfg, api_key=api_key, quiet=quiet)
@@ -96,7 +91,7 @@ def supercell(catalogue: str | Path, settings: SupercellSettings | None = None, 
 
     cfg = (settings or SupercellSettings()).as_dict()
     out = Path(cfg["out"])
-    _new_folder(out, overwrite)  # before planning
+    check_new_folder(out, overwrite)  # before planning
     with rank_zero_lock(out):
         rows, crystals, header = plan_specimens(catalogue, cfg)
         write_specimens(out, rows, crystals, header, overwrite=overwrite)

@@ -50,6 +50,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         os.fsync(fh.fileno())
 
 
+def check_new_folder(path: str | os.PathLike, overwrite: bool) -> None:
+    """An output folder may be written: its name fits, and it does not exist unless ``overwrite`` (checked before
+    any work, and again by :func:`atomic_directory` when it is written)."""
+    path = Path(path)
+    check_name_length(path, "output folder")
+    if path.exists() and not overwrite:
+        raise FourdError(f"output folder {path} already exists; pass --overwrite to replace it")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``path`` only if the block succeeds.
@@ -58,9 +67,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
     only after the new one is complete, so a failure leaves the old result intact.
     """
     path = Path(path)
-    check_name_length(path, "output folder")
-    if path.exists() and not overwrite:
-        raise FourdError(f"output folder {path} already exists; pass --overwrite to replace it")
+    check_new_folder(path, overwrite)
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ class Settings:
         checked = _validate(raw, self._schema, "", type(self).__name__)
         for f in dataclasses.fields(self):  # normalised values ("clean" -> None, lists, numbers from text)
             value = checked[f.name]
-            if isinstance(self._schema[f.name], Mapping):
-                value = _NESTED[id(self._schema[f.name])](**value)
+            if isinstance(self._schema[f.name], Mapping):  # a nested section: its field's type is its settings class
+                value = f.type(**value)
             object.__setattr__(self, f.name, value)
 
     def as_dict(self) -> dict:
@@ -70,9 +70,6 @@ def _annotation(field: Field) -> Any:
     return type(field.default)
 
 
-_NESTED: dict[int, type] = {}  # id(nested schema) -> its settings class
-
-
 def _make(name: str, schema: Schema, section: str | None, doc: str) -> type:
     fields = []
     for key, field in schema.items():
@@ -91,7 +88,6 @@ def _make(name: str, schema: Schema, section: str | None, doc: str) -> type:
     if section is not None:
         ns["_section"] = section
     cls = dataclasses.make_dataclass(name, fields, bases=(Settings,), frozen=True, namespace=ns)
-    _NESTED[id(schema)] = cls
     return cls
 
 

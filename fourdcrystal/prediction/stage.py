@@ -264,7 +264,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
     # resolved here, so that the fingerprint and the file name the arithmetic that ran (a run resumed on a machine
     # without native bf16 is then a new run, not a mixed one)
-    config = replace(config, precision=resolve_precision(config.precision, pick_device(config.device, "--device"),
+    config = replace(config, precision=resolve_precision(config.precision, pick_device(config.device, "`device`"),
                                                          int(card["architecture"].get("width", 16))))
     if follow is not None and scheduler:
         raise FourdError("`follow` runs in this process; leave out `scheduler`")
