@@ -56,7 +56,7 @@ def check_new_folder(path: str | os.PathLike, overwrite: bool) -> None:
     path = Path(path)
     check_name_length(path, "output folder")
     if path.exists() and not overwrite:
-        raise FourdError(f"output folder {path} already exists; pass --overwrite to replace it")
+        raise FourdError(f"output folder {path} already exists; set `overwrite` to replace it")
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
 DERIVED_NAME_BYTES = 32
 
 
-def check_name_length(path: str | os.PathLike, option: str = "--out") -> None:
+def check_name_length(path: str | os.PathLike, option: str = "`out`") -> None:
     """One line when ``path``'s last name, with the longest name derived from it, would not fit the file
     system's name limit (NAME_MAX, 255 bytes on Linux file systems), checked before any work."""
     path = Path(path)
@@ -123,23 +123,23 @@ def check_name_length(path: str | os.PathLike, option: str = "--out") -> None:
 
 def check_new_file(path: str | os.PathLike, suffixes: tuple[str, ...], overwrite: bool) -> Path:
     """An output file about to be written: the expected suffix, not there yet (unless ``overwrite``), in an
-    existing folder; one line naming ``--out`` otherwise."""
+    existing folder; one line naming ``out`` otherwise."""
     path = Path(path)
     check_name_length(path)
     if path.suffix.lower() not in suffixes:
         also = f" (or {', '.join(suffixes[1:])})" if len(suffixes) > 1 else ""
-        raise FourdError(f"--out {path}: expected an {suffixes[0]} file name{also}")
+        raise FourdError(f"`out` {path}: expected an {suffixes[0]} file name{also}")
     if path.exists() and not overwrite:
-        raise FourdError(f"{path} exists; pass --overwrite to replace it")
+        raise FourdError(f"{path} exists; set `overwrite` to replace it")
     if not path.parent.is_dir():
-        raise FourdError(f"--out {path}: folder {path.parent} does not exist")
+        raise FourdError(f"`out` {path}: folder {path.parent} does not exist")
     return path
 
 
 def check_not_inputs(option: str, outputs: list, inputs: dict) -> None:
     """One line when a file this run would write is one it reads: ``outputs`` (paths, the first the one the user
     named with ``option``) against ``inputs`` ({what it is: path or None}). Checked before any work, so
-    ``--overwrite`` can never replace a model's weights, a probe or the data with a result."""
+    ``overwrite`` can never replace a model's weights, a probe or the data with a result."""
     named = Path(outputs[0])
     check_name_length(named, option)
     for what, path in inputs.items():

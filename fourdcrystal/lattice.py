@@ -454,7 +454,7 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     spot_w = np.asarray(spot_w, float)
     if len(spot_q) < 3:
         raise FourdError(f"only {len(spot_q)} Bragg spots found; a lattice needs the zero beam and two "
-                         f"independent reflections (give --g1 and --g2)")
+                         f"independent reflections (give `g1` and `g2`)")
     length0 = np.linalg.norm(spot_q, axis=1)
     strongest = int(np.argmax(spot_w))
     centre = spot_q[strongest] if length0[strongest] < 0.5 * np.median(length0) else np.zeros(2)
@@ -463,7 +463,7 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
     scale = float(np.median(length[length > 0])) if np.any(length > 0) else 1.0
     spot_vectors = rel[length > 0.05 * scale]
     if len(spot_vectors) < 2:
-        raise FourdError("fewer than two Bragg spots besides the zero beam; no 2D lattice (give --g1 and --g2)")
+        raise FourdError("fewer than two Bragg spots besides the zero beam; no 2D lattice (give `g1` and `g2`)")
     shortest = float(np.linalg.norm(spot_vectors, axis=1).min())
     top = rel[np.argsort(-spot_w)[:16]]
     diffs = (top[:, None, :] - top[None, :, :]).reshape(-1, 2)
@@ -505,7 +505,7 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
             if best is None or key > best[0]:
                 best = (key, basis)
     if best is None:
-        raise FourdError("the Bragg spots are all on one line; no 2D lattice (give --g1 and --g2)")
+        raise FourdError("the Bragg spots are all on one line; no 2D lattice (give `g1` and `g2`)")
     basis = reduce_basis(best[1])
     fit = fit_lattice(spot_q, basis, spot_w, origin=centre, tolerance=tolerance * 2, max_order=3)
     return reduce_basis(fit.basis) if fit is not None else basis

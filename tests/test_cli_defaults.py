@@ -155,3 +155,5 @@ def test_library_errors_name_the_field_and_the_cli_the_option(tmp_path):
     assert options_named("`epochs_this_run` must be >= 1; `nothing` here", cli.commands["train"]) == \
         "--epochs-this-run must be >= 1; `nothing` here"
     assert options_named("`model.width` 0", cli.commands["train"]) == "--width 0"
+    assert options_named("check `mp.endpoint` or raise `mp.timeout_s`", cli.commands["select"]) == \
+        "check --endpoint or raise --timeout"

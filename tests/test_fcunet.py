@@ -99,6 +99,7 @@ def test_output_shapes(size, depth, decoders, domain):
 
 
 def test_bad_size_and_mc_dropout():
+    torch.manual_seed(0)  # unseeded, one initialisation in some hundreds gave a network whose output no dropout moved
     model = FCUNet(FCUNetConfig(width=4, depth=3, dropout=0.5))
     with pytest.raises(ValueError, match="divisible by 2\\^depth = 8"):
         model(torch.rand(1, 1, 36, 36), torch.rand(1, 1, 36, 36))

@@ -72,7 +72,7 @@ def test_mib_scan_shape_from_the_hdr_only_where_it_gives_one(tmp_path):
 
     eight = frame_triggered("eight.mib", frames)
     with pytest.raises(FourdError, match=r"8 frames and a \.hdr that gives no scan shape; give the scan shape as "
-                                         r"--scan-shape"):
+                                         r"`scan_shape`"):
         open_4d(eight)
     with open_4d(eight, (8, 1)) as scan:
         assert scan.scan_shape == (8, 1)
@@ -123,7 +123,7 @@ def test_tvips_written_by_rosettasciio_is_a_stack_shaped_by_the_scan(counts, tmp
     with open_4d(path, scan_shape=(3, 4)) as s:
         assert s.shape == counts.shape and not s.notes
         np.testing.assert_array_equal(s.read(0, 12).reshape(counts.shape), counts)
-    with pytest.raises(FourdError, match=r"a stack of 12 frames with no scan shape; give it as --scan-shape"):
+    with pytest.raises(FourdError, match=r"a stack of 12 frames with no scan shape; give it as `scan_shape`"):
         open_4d(path)
     with pytest.raises(FourdError, match=r"scan shape 4x4 needs 16 frames, the file holds 12"):
         open_4d(path, scan_shape=(4, 4))

@@ -84,7 +84,7 @@ def build_catalogue(cfg: dict, api_key: str | None = None, quiet: bool = False) 
         except LabelError as exc:
             msg = f"{raw.source} crystal {raw.source_id}: {exc}"
             if not cfg["skip_bad"]:
-                raise FourdError(msg + " (pass --skip-bad to skip it)") from None
+                raise FourdError(msg + " (set `skip_bad` to skip it)") from None
             log.warning("skipping: %s", msg)
             continue
         labelled[raw.id] = (raw, info)

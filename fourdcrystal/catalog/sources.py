@@ -72,13 +72,13 @@ def check_elements(symbols: list[str], key: str) -> list[str]:
 
 
 def resolve_api_key(api_key: str | None) -> str:
-    """The MP key from ``--api-key`` or ``MP_API_KEY``, checked for form (32 letters/digits)."""
-    origin = "--api-key"
+    """The MP key from ``api_key`` or ``MP_API_KEY``, checked for form (32 letters/digits)."""
+    origin = "`api_key`"
     if not api_key:
         api_key, origin = os.environ.get("MP_API_KEY", ""), "MP_API_KEY"
     api_key = api_key.strip()
     if not api_key:
-        raise FourdError("the mp source needs a Materials Project API key: set MP_API_KEY or pass --api-key "
+        raise FourdError("the mp source needs a Materials Project API key: set MP_API_KEY or pass `api_key` "
                          "(get one at https://materialsproject.org/api)")
     if len(api_key) != 32 or not api_key.isalnum():
         raise FourdError(f"malformed Materials Project API key in {origin}: expected 32 letters and digits, "
@@ -141,10 +141,10 @@ def check_endpoint_answers(endpoint: str, timeout_s: float, tries: int = HEARTBE
         except requests.exceptions.Timeout:
             if attempt == tries - 1:
                 raise FourdError(f"the Materials Project endpoint {endpoint} did not answer within {timeout_s:g} s "
-                                 f"({tries} tries); check the network or --endpoint, or raise --timeout") from None
+                                 f"({tries} tries); check the network or `mp.endpoint`, or raise `mp.timeout_s`") from None
         except requests.exceptions.RequestException as exc:
             raise FourdError(f"cannot reach the Materials Project endpoint {endpoint} "
-                             f"({type(exc).__name__}); check the network or --endpoint") from None
+                             f"({type(exc).__name__}); check the network or `mp.endpoint`") from None
         time.sleep(0.5 * 2**attempt)
 
 
@@ -171,14 +171,14 @@ def query_materials_project(cfg: dict, api_key: str | None = None, quiet: bool =
                                                     **kwargs)
     except requests.exceptions.RequestException as exc:
         raise FourdError(f"cannot reach the Materials Project endpoint {endpoint} "
-                         f"({type(exc).__name__}); check the network or --endpoint") from None
+                         f"({type(exc).__name__}); check the network or `mp.endpoint`") from None
     except MPRestError as exc:
         text = str(exc)
         m = re.search(r"status code (\d{3})", text)
         code = int(m.group(1)) if m else None
         if code in (401, 403):
             raise FourdError(f"the Materials Project endpoint {endpoint} rejected the API key (HTTP {code}); "
-                             "check MP_API_KEY / --api-key") from None
+                             "check MP_API_KEY / `api_key`") from None
         if "timed out" in text:
             raise FourdError(f"the Materials Project endpoint {endpoint} timed out; try a smaller mp.chunk_size") from None
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -220,7 +220,7 @@ def _is_structure_file(p: Path) -> bool:
 def find_structure_files(paths: list[str]) -> list[Path]:
     """Expand folders to their CIF/POSCAR files (sorted), keep files as given."""
     if not paths:
-        raise FourdError("the files source needs at least one folder: pass --files DIR or set files.paths")
+        raise FourdError("the files source needs at least one folder: set `files.paths`")
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)

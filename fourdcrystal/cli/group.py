@@ -34,7 +34,9 @@ def options_named(message: str, command: click.Command | None) -> str:
             names[p.name] = p.opts[0]
             if isinstance(p, ConfigOption):
                 names[p.config_key] = p.opts[0]
-    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), m.group(0)), message)
+    # a nested key (`mp.endpoint`) is also set by the option named after its last part (--endpoint)
+    return re.sub(r"`([\w.]+)`", lambda m: names.get(m.group(1), names.get(m.group(1).rsplit(".", 1)[-1], m.group(0))),
+                  message)
 
 
 class _Group(click.Group):
@@ -114,6 +116,8 @@ def _one_line(message: str) -> str:
 class _LevelFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
+        ctx = click.get_current_context(silent=True)  # a library warning names settings: print the options
+        msg = options_named(msg, ctx.command if ctx is not None else None)
         return msg if record.levelno == logging.INFO else f"{record.levelname.lower()}: {msg}"
 
 

@@ -6,7 +6,7 @@ import click
 
 from ..errors import FourdError
 from .common import config_option, load, network_options, opt, parse_pair
-from .group import cli
+from .group import cli, options_named
 
 
 @cli.command("predict")
@@ -95,6 +95,9 @@ def predict_cmd(paths, config_path, model_opt, out, centre_px, scan_shape, overw
     --mask; with the peak settings tuned on the validation split (model card). Writes OUT (HDF5: ragged Bragg vectors in Å⁻¹ per scan
     position, counts, virtual bright field, Bragg vector map) and OUT with .png (a summary).
     """
+    def say(text: str) -> None:  # the library's messages name settings: print the options
+        click.echo(options_named(text, click.get_current_context().command))
+
     from ..api import predict
     from ..settings import PredictSettings
 
@@ -108,15 +111,15 @@ def predict_cmd(paths, config_path, model_opt, out, centre_px, scan_shape, overw
     rate = f"{res['patterns_per_s']:.1f} patterns/s" if res["patterns_per_s"] else "nothing left to do"
     vec = ", ".join(f"{m} {n}" for m, n in res["vectors"].items())
     cal, src = res["calibration"], res["calibration"]["sources"]
-    click.echo(f"calibration: pixel size {cal['k_pixel_invA']:.5f} Å⁻¹ ({src.get('k_pixel_invA', 'file')})"
+    say(f"calibration: pixel size {cal['k_pixel_invA']:.5f} Å⁻¹ ({src.get('k_pixel_invA', 'file')})"
                + (f", {cal['energy_eV'] / 1e3:g} kV ({src.get('energy_eV', 'file')})" if cal["energy_eV"] else "")
                + (f", {cal['semiangle_mrad']:g} mrad ({src.get('semiangle_mrad', 'file')})"
                   if cal["semiangle_mrad"] else "")
                + f"; zero beam at ({res['centre_px'][0]:.1f}, {res['centre_px'][1]:.1f}) px ({res['centre_source']});"
                  f" probe: {res['probe_source']}")
-    click.echo(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
-    click.echo(f"result: the {res['method']} vectors ({res['method_reason']})")
+    say(f"{res['positions']} positions ({rate}); Bragg vectors: {vec}")
+    say(f"result: the {res['method']} vectors ({res['method_reason']})")
     for m, t in res.get("tilt", {}).items():
-        click.echo(f"tilt ({m}, {t['source']}): fitted at {t['fitted']} of {res['positions']} positions"
+        say(f"tilt ({m}, {t['source']}): fitted at {t['fitted']} of {res['positions']} positions"
                    + (f" ({res['tilt_reason']})" if m == "model" and res.get("tilt_reason") else ""))
-    click.echo(f"wrote {res['out']} and {res['png']}")
+    say(f"wrote {res['out']} and {res['png']}")

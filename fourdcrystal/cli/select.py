@@ -23,7 +23,7 @@ from .group import cli
 @opt("select", "seed", "--seed", type=int, help="Random seed of the draw.")
 @opt("select", "symprec", "--symprec", type=float, help="Symmetry tolerance for prototype labels, in Å.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable/unlabellable structures with a warning.")
-@click.option("--files", "file_paths", multiple=True, type=click.Path(),
+@opt("select", "files.paths", "--files", "file_paths", multiple=True, type=click.Path(),
               help="Folder (or file) of CIF/POSCAR structures for the files source; repeatable.")
 @click.option("--api-key", help="Materials Project API key (32 characters). [default: $MP_API_KEY]")
 @click.option("--endpoint", help="Materials Project REST endpoint. [default: $MP_API_ENDPOINT or the public API]")

@@ -7,7 +7,7 @@ import logging
 import click
 
 from .common import config_option, load, opt, parse_pair
-from .group import cli
+from .group import cli, options_named
 
 log = logging.getLogger("fourdcrystal")
 
@@ -76,8 +76,9 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     click.echo(f"reference lattice g1 = ({g[0][0]:.5f}, {g[1][0]:.5f}), g2 = ({g[0][1]:.5f}, {g[1][1]:.5f}) "
                f"{res['units']}" + (f" (the crystal's, {100 * res['maps']['crystal_mismatch']:.2f} % from the "
                                     f"scan's median lattice)" if res["maps"]["crystal_mismatch"] is not None else ""))
-    click.echo(f"scan step: {res['scan_step_nm']:g} nm ({res['scan_step_source']})" if res["scan_step_nm"] else
-               f"scan step: unknown, maps in scan positions ({res['scan_step_source']})")
+    source = options_named(res["scan_step_source"], click.get_current_context().command)
+    click.echo(f"scan step: {res['scan_step_nm']:g} nm ({source})" if res["scan_step_nm"] else
+               f"scan step: unknown, maps in scan positions ({source})")
     m = res["maps"]
     ok = m["fit_ok"]
     if ok.any():

@@ -13,19 +13,19 @@ from .group import cli
 @click.option("--model", default=None, help="model.pt with its card, or a shipped name. [default: release]")
 @click.option("--crystals", default="Si,SrTiO3,GaN,TiO2", show_default=True,
               help="Comma-separated built-in crystals (cubic Si and SrTiO3, hexagonal GaN, tetragonal TiO2).")
-@click.option("--zone-axes", type=int, default=2, show_default=True, help="Zone axes per crystal (1 or 2).")
+@click.option("--zone-axes", "zone_axes_per_crystal", type=int, default=2, show_default=True, help="Zone axes per crystal (1 or 2).")
 @click.option("--scan", type=int, nargs=2, default=(3, 3), show_default=True,
               help="Positions per series, ROWS COLS; position (0, 0) is the unstrained reference.")
-@click.option("--thicknesses", default="100,300,600,1000", show_default=True, help="Thicknesses, Å.")
+@click.option("--thicknesses", "thicknesses_A", default="100,300,600,1000", show_default=True, help="Thicknesses, Å.")
 @click.option("--doses", default="clean,1e5,1e4,1e3", show_default=True,
               help="clean and / or electrons per pattern (Poisson counts).")
 @click.option("--strain-pct", type=float, default=1.0, show_default=True, help="Strain per component up to ± this, %.")
 @click.option("--rotation-deg", type=float, default=2.0, show_default=True, help="In-plane rotations up to ± this, °.")
-@click.option("--energy", type=float, default=200e3, show_default=True, help="Beam energy, eV.")
-@click.option("--semiangle", type=float, default=2.0, show_default=True, help="Convergence semi-angle, mrad.")
-@click.option("--box", type=float, default=60.0, show_default=True,
+@click.option("--energy", "energy_eV", type=float, default=200e3, show_default=True, help="Beam energy, eV.")
+@click.option("--semiangle", "semiangle_mrad", type=float, default=2.0, show_default=True, help="Convergence semi-angle, mrad.")
+@click.option("--box", "box_A", type=float, default=60.0, show_default=True,
               help="Simulated cut box side, Å; the detector pixel is DETECTOR_BIN/box Å⁻¹.")
-@click.option("--px", type=int, default=256, show_default=True, help="Detector pixels per side.")
+@click.option("--px", "output_px", type=int, default=256, show_default=True, help="Detector pixels per side.")
 @click.option("--detector-bin", type=int, default=1, show_default=True,
               help="Simulated pixels summed into one detector pixel, per side: a larger --box read through the same "
                    "detector (e.g. --box 240 --detector-bin 4: 1/60 Å⁻¹ pixels; multislice time grows as the box²).")
@@ -37,8 +37,8 @@ from .group import cli
 @click.option("--py4dstem-settings", type=click.Path(dir_okay=False),
               help="The compare_py4dstem.py result whose tuned py4DSTEM settings are used. "
                    "[default: benchmarks/compare_py4dstem.json of the source tree]")
-def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, doses, strain_pct, rotation_deg, energy,
-                         semiangle, box, px, detector_bin, seed, threads, py4dstem_python, py4dstem_settings) -> None:
+def strain_benchmark_cmd(out, model, crystals, zone_axes_per_crystal, scan, thicknesses_A, doses, strain_pct,
+                         rotation_deg, energy_eV, semiangle_mrad, box_A, output_px, detector_bin, seed, threads, py4dstem_python, py4dstem_settings) -> None:
     """Strain and rotation errors of the model, the tuned baseline (and py4DSTEM) against the applied truth.
 
     Simulates strained scans of several crystals on two zone axes each (multislice; a tuning series
@@ -60,15 +60,15 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes, scan, thicknesses, dos
             raise FourdError(f"{name} {text!r}: expected comma-separated numbers") from None
 
     config = StrainBenchmarkConfig(
-        crystals=tuple(c.strip() for c in crystals.split(",") if c.strip()), zone_axes_per_crystal=zone_axes,
+        crystals=tuple(c.strip() for c in crystals.split(",") if c.strip()), zone_axes_per_crystal=zone_axes_per_crystal,
         scan=tuple(scan), strain_pct=strain_pct, rotation_deg=rotation_deg,
-        thicknesses_A=floats(thicknesses, "--thicknesses"), energy_eV=energy, semiangle_mrad=semiangle,
-        box_A=box, output_px=px, detector_bin=detector_bin, doses=tuple(d.strip() for d in doses.split(",")), seed=seed,
+        thicknesses_A=floats(thicknesses_A, "`thicknesses_A`"), energy_eV=energy_eV, semiangle_mrad=semiangle_mrad,
+        box_A=box_A, output_px=output_px, detector_bin=detector_bin, doses=tuple(d.strip() for d in doses.split(",")), seed=seed,
         threads=threads).check()
     p4d = None
     if py4dstem_python:
         if not Path(py4dstem_python).is_file():
-            raise FourdError(f"--py4dstem-python {py4dstem_python}: no such file")
+            raise FourdError(f"`py4dstem_python` {py4dstem_python}: no such file")
         p4d = tuned_py4dstem_settings(py4dstem_settings, model, config.k_pixel_invA)
     report = run_benchmark(out, model, config, py4dstem_python, p4d)
     click.echo(format_table(report))

@@ -503,8 +503,8 @@ def check_memory(config: EvalConfig, width: int, shape: tuple[int, int]) -> None
 
     full = shape[0] * shape[1]
     need = 1.25 * (network_bytes(config.batch_size, full, width) + config.batch_size * 6 * 8 * full)
-    check_fits(need, f"evaluate with --batch-size {config.batch_size} on {shape[0]}×{shape[1]} patterns",
-               "lower --batch-size")
+    check_fits(need, f"evaluate with `batch_size` {config.batch_size} on {shape[0]}×{shape[1]} patterns",
+               "lower `batch_size`")
 
 
 def evaluate(model_path: str | Path, dataset: str | Path, out: str | Path, config: EvalConfig = EvalConfig(),

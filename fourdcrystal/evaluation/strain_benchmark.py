@@ -97,33 +97,33 @@ class StrainBenchmarkConfig:
     def check(self) -> "StrainBenchmarkConfig":
         unknown = [c for c in self.crystals if c not in CRYSTALS]
         if unknown or not self.crystals:
-            raise FourdError(f"--crystals {','.join(map(str, unknown)) or '(none)'}: expected some of "
+            raise FourdError(f"`crystals` {','.join(map(str, unknown)) or '(none)'}: expected some of "
                              f"{', '.join(CRYSTALS)}")
         if not 1 <= self.zone_axes_per_crystal <= 2:
-            raise FourdError(f"--zone-axes {self.zone_axes_per_crystal}: expected 1 or 2")
+            raise FourdError(f"`zone_axes_per_crystal` {self.zone_axes_per_crystal}: expected 1 or 2")
         if len(self.scan) != 2 or min(self.scan) < 1 or self.scan[0] * self.scan[1] < 2:
-            raise FourdError(f"--scan {self.scan}: expected ROWS COLS with at least 2 positions")
+            raise FourdError(f"`scan` {self.scan}: expected ROWS COLS with at least 2 positions")
         if not (0 <= self.strain_pct <= 5 and 0 <= self.rotation_deg <= 10):
-            raise FourdError("--strain-pct must lie in 0-5 % and --rotation-deg in 0-10°")
+            raise FourdError("`strain_pct` must lie in 0-5 % and `rotation_deg` in 0-10°")
         if not self.thicknesses_A or min(self.thicknesses_A) <= 0:
-            raise FourdError(f"--thicknesses {self.thicknesses_A}: expected positive thicknesses in Å")
+            raise FourdError(f"`thicknesses_A` {self.thicknesses_A}: expected positive thicknesses in Å")
         if not (isinstance(self.detector_bin, int) and 1 <= self.detector_bin <= 8):
-            raise FourdError(f"--detector-bin {self.detector_bin!r}: expected an integer 1-8")
+            raise FourdError(f"`detector_bin` {self.detector_bin!r}: expected an integer 1-8")
         # the stated ranges and validators of config.py, checked before any series folder exists
-        checked("--energy", self.energy_eV, Float(*ENERGY_RANGE_EV), "eV")
-        checked("--semiangle", self.semiangle_mrad, Float(*SEMIANGLE_RANGE_MRAD, lo_open=True), "mrad")
-        checked("--box", self.box_A, Float(*LATERAL_SIZE_RANGE_A), "Å")
+        checked("`energy_eV`", self.energy_eV, Float(*ENERGY_RANGE_EV), "eV")
+        checked("`semiangle_mrad`", self.semiangle_mrad, Float(*SEMIANGLE_RANGE_MRAD, lo_open=True), "mrad")
+        checked("`box_A`", self.box_A, Float(*LATERAL_SIZE_RANGE_A), "Å")
         for t in self.thicknesses_A:
-            checked("--thicknesses", t, Float(*THICKNESS_RANGE_A, lo_open=True), "Å")
+            checked("`thicknesses_A`", t, Float(*THICKNESS_RANGE_A, lo_open=True), "Å")
         lo, hi = OUTPUT_PX_RANGE
         if not lo <= self.output_px * self.detector_bin <= hi:
-            raise FourdError(f"--px {self.output_px} (×{self.detector_bin} simulated per detector pixel): expected "
+            raise FourdError(f"`output_px` {self.output_px} (×{self.detector_bin} simulated per detector pixel): expected "
                              f"{lo}-{hi} simulated pixels a side")
-        checked("--seed", self.seed, Int(0, MAX_SEED - 1))  # the tuning series use seed + 1
-        checked("--threads", self.threads, Int(1, 1024))
+        checked("`seed`", self.seed, Int(0, MAX_SEED - 1))  # the tuning series use seed + 1
+        checked("`threads`", self.threads, Int(1, 1024))
         for d in self.doses:
             if d != "clean" and not (_is_number(d) and float(d) > 0):
-                raise FourdError(f"--doses {d!r}: expected clean or electrons per pattern (e.g. 1e5)")
+                raise FourdError(f"`doses` {d!r}: expected clean or electrons per pattern (e.g. 1e5)")
         return self
 
     @property
@@ -163,7 +163,7 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
             box, binned = made.get("box_A", 60.0), made.get("detector_bin", 1)  # older folders: the 60 Å default
             if (box, binned) != (config.box_A, config.detector_bin):
                 raise FourdError(f"{folder} was simulated with a {box:g} Å box binned {binned}× "
-                                 f"({binned / box:.5f} Å⁻¹ pixels), not --box {config.box_A:g} --detector-bin "
+                                 f"({binned / box:.5f} Å⁻¹ pixels), not `box_A` {config.box_A:g} `detector_bin` "
                                  f"{config.detector_bin}; use another OUT")
             continue
         folder.mkdir(parents=True, exist_ok=True)
@@ -453,7 +453,7 @@ def tuned_py4dstem_settings(source: str | Path | None, model: str | None, k_pixe
 
     src = Path(source) if source else Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json"
     if not src.is_file():
-        raise FourdError(f"--py4dstem-settings {src}: no such file (a scripts/compare_py4dstem.py result)")
+        raise FourdError(f"`py4dstem_settings` {src}: no such file (a scripts/compare_py4dstem.py result)")
     card = json.loads(card_path(resolve_weights(model)).read_text())
     dk_tuned = float(np.mean(card["input"]["k_sampling_invA"]))
     return py4dstem_settings_for(json.loads(src.read_text())["py4dstem_settings"], dk_tuned / k_pixel_invA)
@@ -463,7 +463,7 @@ def tuning_files(out: str | Path) -> list[Path]:
     """The files of a benchmark folder's tuning series (``fourdcrystal strain-benchmark OUT`` made them)."""
     truths = sorted((Path(out) / "series" / "tune").glob("*/truth.json"))
     if not truths:
-        raise FourdError(f"--strain-benchmark {out}: no tuning series there (fourdcrystal strain-benchmark {out} "
+        raise FourdError(f"`strain_benchmark` {out}: no tuning series there (fourdcrystal strain-benchmark {out} "
                          f"makes them)")
     return [t.parent / name for t in truths for name in json.loads(t.read_text())["files"]]
 

@@ -110,7 +110,7 @@ class ResultFile:
                 f.close()
                 if found is not None and found != fingerprint:
                     raise FourdError(f"{path} holds an unfinished run with other settings (data, model, calibration "
-                                     f"or options differ); pass --overwrite to start again")
+                                     f"or options differ); set `overwrite` to start again")
                 log.warning("%s was never finished being set up (the run was stopped); starting again", path)
                 path.unlink()
         self.f = f = h5py.File(path, "w")

@@ -86,7 +86,7 @@ def read_vectors(path: str | Path, method: str | None = None) -> VectorSet:
         if found:
             if method not in (None, "auto", "model"):
                 raise FourdError(f"{p}: a py4DSTEM BraggVectors file holds one set of vectors; "
-                                 f"--method {method} applies to fourdcrystal predict results only")
+                                 f"`method` {method} applies to fourdcrystal predict results only")
             if len(found) > 1:
                 raise FourdError(f"{p}: several BraggVectors groups ({', '.join(found[:4])})")
             return _read_py4dstem(p, f, found[0])
@@ -99,7 +99,7 @@ def _read_ours(p: Path, f, method: str) -> VectorSet:
         raise FourdError(f"{p}: an unfinished predict run; rerun predict to complete it")
     if method not in f:
         have = [m for m in ("model", "baseline") if m in f]
-        hint = " (run predict with --baseline)" if method == "baseline" else ""
+        hint = " (run predict with `baseline` set)" if method == "baseline" else ""
         raise FourdError(f"{p}: no {method!r} vectors{hint}; the file holds {', '.join(have) or 'none'}")
     g = f[method]
     scan = tuple(int(v) for v in f.attrs["scan_shape"])

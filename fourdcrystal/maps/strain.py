@@ -247,27 +247,27 @@ _LENGTH_NM = {"nm": 1.0, "Å": 0.1, "A": 0.1, "angstrom": 0.1, "Angstrom": 0.1, 
 
 
 def scan_step(vectors: VectorSet, given_nm: float | None = None) -> tuple[float | None, str]:
-    """The scan step in nm and where it came from: ``given_nm`` (``--scan-step``), else the real-space pixel
+    """The scan step in nm and where it came from: ``given_nm`` (``scan_step_nm``), else the real-space pixel
     size the data file carried (EMD ``R_pixel_size``/``R_pixel_units``, kept by predict; a py4DSTEM file's own),
     else None (the maps are in scan positions).
 
     >>> vs = VectorSet((2, 2), np.zeros(5, int), np.zeros((0, 2)), np.zeros(0), "Å⁻¹", 0.02, "f", "model",
     ...                {"file_calibration": {"r_pixel_size": 5.0, "r_pixel_units": "Å"}})
     >>> scan_step(vs), scan_step(vs, 2.0)
-    ((0.5, 'the data file (5 Å)'), (2.0, '--scan-step'))
+    ((0.5, 'the data file (5 Å)'), (2.0, '`scan_step_nm`'))
     """
     if given_nm is not None:
-        return float(given_nm), "--scan-step"
+        return float(given_nm), "`scan_step_nm`"
     a = vectors.attrs or {}
     fc = a.get("file_calibration") or {}
     size, units = fc.get("r_pixel_size", a.get("R_pixel_size")), fc.get("r_pixel_units", a.get("R_pixel_units"))
     try:
         size = float(size)
     except (TypeError, ValueError):
-        return None, "none (give --scan-step)"
+        return None, "none (give `scan_step_nm`)"
     if str(units) in _LENGTH_NM and math.isfinite(size) and size > 0:
         return size * _LENGTH_NM[str(units)], f"the data file ({size:g} {units})"
-    return None, "none (give --scan-step)"
+    return None, "none (give `scan_step_nm`)"
 
 
 def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig = StrainConfig(),

@@ -49,7 +49,7 @@ def save_state(path: str | Path, state: dict) -> None:
         if isinstance(exc, RuntimeError) and _disk_nearly_full(Path(path).parent, state):
             reason = os.strerror(errno.ENOSPC)
         raise FourdError(f"cannot write {path}: {reason}; the previous checkpoint is kept (make room and rerun "
-                         f"with --resume)") from None
+                         f"with `resume`)") from None
 
 
 def _disk_nearly_full(folder: Path, state: dict) -> bool:

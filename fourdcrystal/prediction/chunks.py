@@ -228,7 +228,7 @@ def chunks_distributed(address: str, data: str, scan: Scan4D, starts: list[int],
     try:
         client = Client(address, timeout=20)
     except (OSError, TimeoutError) as exc:
-        raise FourdError(f"--scheduler {address}: cannot reach the dask scheduler ({exc})") from None
+        raise FourdError(f"`scheduler` {address}: cannot reach the dask scheduler ({exc})") from None
     path, inner = split_spec(data)  # workers open the file themselves: an absolute path
     job = {"fingerprint": fingerprint, "model": str(Path(model_path).resolve()), "prep": prep, "config": config,
            "data": str(path.resolve()) + (f":{inner}" if inner else ""), "scan_shape": scan.scan_shape}

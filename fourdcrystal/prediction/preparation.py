@@ -42,8 +42,8 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
     # the config schema's validators and ranges: a number from the file is checked like one from an option
     ranges = {"energy_eV": (Float(*ENERGY_RANGE_EV), "eV"),
               "semiangle_mrad": (Float(*SEMIANGLE_RANGE_MRAD, lo_open=True), "mrad"),
-              "k_pixel_invA": (Float(*K_PIXEL_RANGE_INVA), "Å⁻¹"), "--camera-length": (Float(*CAMERA_LENGTH_RANGE_MM), "mm"),
-              "--detector-pixel": (Float(*DETECTOR_PIXEL_RANGE_UM), "µm")}
+              "k_pixel_invA": (Float(*K_PIXEL_RANGE_INVA), "Å⁻¹"), "camera_length_mm": (Float(*CAMERA_LENGTH_RANGE_MM), "mm"),
+              "detector_pixel_um": (Float(*DETECTOR_PIXEL_RANGE_UM), "µm")}
 
     def in_range(option, value, key):
         parse, unit = ranges[key]
@@ -58,16 +58,16 @@ def resolve_calibration(data: str, from_file: dict, k_pixel_invA: float | None =
             return in_range(f"{data}: the file's {key}", from_file[key], key)
         return None
 
-    energy = pick("energy_eV", "--energy", energy_eV)
-    semiangle = pick("semiangle_mrad", "--semiangle", semiangle_mrad)
+    energy = pick("energy_eV", "`energy_eV`", energy_eV)
+    semiangle = pick("semiangle_mrad", "`semiangle_mrad`", semiangle_mrad)
     if k_pixel_invA is None and camera_length_mm is not None:
         if detector_pixel_um is None or energy is None:
             raise FourdError("`camera_length_mm` needs `detector_pixel_um` (µm) and the beam energy (`energy_eV`, eV)")
-        in_range("--camera-length", camera_length_mm, "--camera-length")
-        in_range("--detector-pixel", detector_pixel_um, "--detector-pixel")
+        in_range("`camera_length_mm`", camera_length_mm, "camera_length_mm")
+        in_range("`detector_pixel_um`", detector_pixel_um, "detector_pixel_um")
         k_pixel_invA = k_pixel_from_camera_length(camera_length_mm, detector_pixel_um, energy)
-        sources["k_pixel_invA"] = "--camera-length"
-    k = pick("k_pixel_invA", "--k-pixel", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
+        sources["k_pixel_invA"] = "`camera_length_mm`"
+    k = pick("k_pixel_invA", "`k_pixel_invA`", k_pixel_invA) if "k_pixel_invA" not in sources else k_pixel_invA
     if k is None:
         raise FourdError(f"{data}: the file has no pixel size in Å⁻¹; give `k_pixel_invA` (Å⁻¹ per detector pixel), "
                          f"or `camera_length_mm` (mm) with `detector_pixel_um` (µm) and `energy_eV` (eV)")
@@ -275,12 +275,12 @@ def prepare(scan: Scan4D, card: dict, cal: DataCalibration, probe: str | None = 
         if np.hypot(*np.subtract(centre_px, brightest)) > r_px:
             log.warning(f"zero beam at ({centre_px[0]:.1f}, {centre_px[1]:.1f}) px from the {centre_source}, not the "
                         f"brightest disk of the mean pattern at ({brightest[0]:.1f}, {brightest[1]:.1f}) px (a "
-                        f"reflection brighter than the zero beam); give --centre I,J if this is wrong")
+                        f"reflection brighter than the zero beam); give `centre_px` I,J if this is wrong")
     else:
         if not all(0 <= c <= n - 1 for c, n in zip(centre_px, scan.pattern_shape)):
             raise FourdError(f"`centre_px` {centre_px[0]:g},{centre_px[1]:g} lies outside the "
                              f"{scan.pattern_shape[0]}×{scan.pattern_shape[1]} detector")
-        centre_source = "--centre"
+        centre_source = "`centre_px`"
     grid = detector_grid_shape(scan.pattern_shape, cal.k_pixel_invA, centre_px, dk_model, 2**depth)
     if detector_probe is not None:
         pc = disk_centre(detector_probe, r_px)

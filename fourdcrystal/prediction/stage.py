@@ -154,7 +154,7 @@ def quality_note(card: dict) -> str | None:
         return None
     if f1 < base:
         notes.append(f"model {card.get('name', '?')}: on {where} its Bragg-peak F1 is {f1:.2f}, below the classical "
-                     f"baseline's {base:.2f} (see its card); add --baseline to get both")
+                     f"baseline's {base:.2f} (see its card); set `baseline` to get both")
     qz, qz0 = model_row.get("qz_mae_invA"), model_row.get("qz_mae_zero_invA")
     if qz is not None and qz0 and qz >= 0.9 * qz0:
         notes.append(f"model {card.get('name', '?')}: on {where} its q_z error ({qz:.4f} Å⁻¹) is not below that of "
@@ -177,9 +177,9 @@ def resolve_method(method: str, card: dict, counts_per_pattern: float) -> tuple[
 
     check_method(method)
     if method in ("model", "baseline"):
-        return method, f"--method {method}"
+        return method, f"`method` {method}"
     chosen, why = choose_method(card, counts_per_pattern)
-    return chosen, f"--method {method}: {why}"
+    return chosen, f"`method` {method}: {why}"
 
 
 def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -> None:
@@ -191,8 +191,8 @@ def check_memory(pattern_shape, grid_shape, config: PredictConfig, width: int) -
     px, grid = int(np.prod(pattern_shape)), int(np.prod(grid_shape))
     chunk = config.chunk_positions
     need = 1.25 * (chunk * (3 * 4 * px + 4 * 4 * grid) + network_bytes(config.batch_size, grid, width))
-    check_fits(need, f"predict with --chunk {chunk} and --batch-size {config.batch_size} on "
-               f"{pattern_shape[0]}×{pattern_shape[1]} patterns", "lower --chunk or --batch-size")
+    check_fits(need, f"predict with `chunk` {chunk} and `batch_size` {config.batch_size} on "
+               f"{pattern_shape[0]}×{pattern_shape[1]} patterns", "lower `chunk` or `batch_size`")
 
 
 def predict(model_path: str | Path | None, data: str, out: str | Path, config: PredictConfig = PredictConfig(),
@@ -365,7 +365,7 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
     for m in methods:
         at_cap = int((np.asarray(summary[m]["count"]) >= caps[m]).sum())
         if at_cap:
-            log.warning("%s: %d of %d positions reached the cap of %d peaks; more may be there (raise --max-peaks)",
+            log.warning("%s: %d of %d positions reached the cap of %d peaks; more may be there (raise `max_peaks`)",
                         m, at_cap, np.asarray(summary[m]["count"]).size, caps[m])
             warned.append(f"{m}: {at_cap} positions reached the cap of {caps[m]} peaks")
     png = out.with_suffix(".png")

@@ -258,13 +258,13 @@ def _prepare_output(out: Path, tasks: list[ShardTask], header: dict, overwrite: 
     plan = {"tasks": [[t.file, t.task_hash] for t in tasks]}
     if out.exists() and any(p.name != SINGLE_SPECIMEN for p in out.iterdir()):
         if not run_file.exists() and not overwrite:
-            raise FourdError(f"output folder {out} exists and is not a fourdcrystal dataset; choose another --out "
-                             f"or pass --overwrite")
+            raise FourdError(f"output folder {out} exists and is not a fourdcrystal dataset; choose another `out` "
+                             f"or set `overwrite`")
         previous = json.loads(run_file.read_text()) if run_file.exists() else {}
         if previous.get("plan") != plan:
             if not overwrite:
                 raise FourdError(f"output folder {out} holds a dataset made with another config or manifest; "
-                                 f"pass --overwrite to replace it, or choose another --out")
+                                 f"set `overwrite` to replace it, or choose another `out`")
             for p in out.glob("shard-*.h5"):
                 p.unlink()
             for name in (shards.INDEX, RUN):
@@ -318,7 +318,7 @@ def simulate_dataset(specimens_dir: str | Path, cfg: dict, workers: int = 1, sch
         check_fits(need * (workers if scheduler is None else 1),
                    f"simulate: specimen {biggest}" + (f" in each of {workers} workers" if workers > 1 and scheduler
                                                       is None else ""),
-                   "lower --output-px, raise --slice-thickness, or use fewer positions per specimen or workers")
+                   "lower `output_px`, raise `slice_thickness_A`, or use fewer `positions_per_specimen` or `workers`")
     out = Path(cfg["out"])
     tasks = plan_tasks(specimens, cfg)
     used_rows = [specimens.row(s) for t in tasks for s in t.specimen_ids]
@@ -365,7 +365,7 @@ def _execute(todo, args, cfg, splits, workers: int, scheduler: str | None, wisdo
         try:
             from distributed import Client, as_completed
         except ImportError:  # pragma: no cover
-            raise FourdError("--scheduler needs dask.distributed (pip install distributed)") from None
+            raise FourdError("`scheduler` needs dask.distributed (pip install distributed)") from None
         try:
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
@@ -496,7 +496,7 @@ def add_truth(dataset: str | Path, specimens_dir: str | Path | None = None, over
     specimens_dir = Path(specimens_dir)
     if not (specimens_dir / "specimens.csv").exists():
         raise FourdError(f"{specimens_dir}: no specimens.csv; give the specimens folder {folder} was simulated from "
-                         f"(--specimens)")
+                         f"(`specimens`)")
     if index.get("specimens_sha256") and _folder_hash(specimens_dir) != index["specimens_sha256"]:
         raise FourdError(f"{specimens_dir} is not the specimens folder {folder} was simulated from (its hash differs "
                          f"from index.json's specimens_sha256)")

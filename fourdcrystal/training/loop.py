@@ -145,7 +145,7 @@ def _load_checkpoint(path: Path) -> dict:
         return ckpt
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         raise FourdError(f"{path}: corrupted or unreadable checkpoint ({type(exc).__name__}); "
-                         f"delete it to start again, or train into a new --out") from None
+                         f"delete it to start again, or train into a new `out`") from None
 
 
 def _prepare_out(out: Path, record: dict, resume: bool, overwrite: bool, dist: _Dist) -> dict | None:
@@ -170,7 +170,7 @@ def _prepare_out(out: Path, record: dict, resume: bool, overwrite: bool, dist: _
                              if existing["config"].get(k) != record["config"].get(k))
             what = f"config keys {', '.join(changed)}" if changed else "the dataset (index.json changed)"
             raise FourdError(f"`resume`: {out} was trained with another configuration ({what} differ); "
-                             f"resume with the same config, or train into a new --out")
+                             f"resume with the same config, or train into a new `out`")
         return _load_checkpoint(ckpt_path)
     if (ckpt_path.exists() or (out / WEIGHTS).exists()) and not overwrite:
         raise FourdError(f"{out} already holds a training run; pass `resume` to continue it or `overwrite` to start over")
@@ -408,7 +408,7 @@ def _check_inputs(dataset: Path, cfg: dict, init) -> tuple[dict, object, FCUNetC
     h, w = info.shape
     if h % 2**mcfg.depth or w % 2**mcfg.depth or (h & (h - 1)) or (w & (w - 1)):
         raise FourdError(f"{dataset}: patterns are {h}×{w}; FCU-Net needs powers of two divisible by "
-                         f"2^depth = {2**mcfg.depth} (simulate --output-px 256, or lower train.model.depth)")
+                         f"2^depth = {2**mcfg.depth} (simulate with `output_px` 256, or lower `model.depth`)")
     crop = cfg.get("crop_px")
     if crop is not None and mcfg.coords:
         raise FourdError("`crop_px` with train.model.coords: a crop moves q = 0 off its centre, and the coordinate "
@@ -446,7 +446,7 @@ def check_memory(cfg: dict, width: int, shape: tuple[int, int]) -> None:
     loaders = (cfg["loader_workers"] + 1) * 2 * b * 4 * 4 * full
     check_fits(1.25 * (step + loaders), f"train with batch size {b} on {shape[0]}×{shape[1]} patterns"
                + (f" (crops of {crop}²)" if crop else "") + f" and model width {width}",
-               "lower --batch-size, train on crops (--crop), or lower train.model.width")
+               "lower `batch_size`, train on crops (`crop_px`), or lower `model.width`")
 
 
 @dataclass

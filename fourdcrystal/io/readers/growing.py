@@ -61,7 +61,7 @@ def _open_swmr(p: Path, inner: str, scan_shape) -> tuple[Scan4D, Callable[[], in
                 raise FourdError(f"{p}: no dataset {inner!r} in the file")
             ds = f[inner]
         else:
-            ds = f[single(p, find_objects(f, growing), "4D dataset (rows, columns, detector, detector) for --follow")]
+            ds = f[single(p, find_objects(f, growing), "4D dataset (rows, columns, detector, detector) for `follow`")]
         if len(ds.shape) != 4:
             raise FourdError(f"{p}:{ds.name}: shape {tuple(ds.shape)}; `follow` needs a 4D dataset (rows, columns, "
                              f"detector, detector) that grows along its rows")

@@ -208,7 +208,7 @@ def _emd_calibration(f, group, notes: list) -> dict:
                 cal["k_pixel_invA"] = float(values["Q_pixel_size"]) * INV_ANGSTROM[units]
             else:
                 notes.append(f"calibration Q_pixel_size {values['Q_pixel_size']!r} in {units!r} is not a "
-                             f"reciprocal length; give --k-pixel")
+                             f"reciprocal length; give `k_pixel_invA`")
         for key, name in (("R_pixel_size", "r_pixel_size"), ("R_pixel_units", "r_pixel_units"),
                           ("QR_flip", "qr_flip"), ("QR_rotation_degrees", "qr_rotation_deg"),
                           ("energy_eV", "energy_eV"), ("semiangle_mrad", "semiangle_mrad")):

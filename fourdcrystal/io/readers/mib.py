@@ -51,7 +51,7 @@ def open_mib(p: Path, scan_shape: tuple[int, int] | None, growing: bool = False)
         why = ("no .hdr beside it" if not p.with_suffix(".hdr").exists() else
                "its .hdr gives no scan shape (one frame per trigger)")
         notes.append(f"{why}: the scan shape {shape[0]}x{shape[1]} is a guess from the {frames} frames "
-                     f"(square); give --scan-shape if the acquisition was not square or was cut short")
+                     f"(square); give `scan_shape` if the acquisition was not square or was cut short")
     # Merlin stores rows bottom-up: flipped like RosettaSciIO does
     frames_reader = RawFrames(p, 0, frame, shape, field="data", flip_rows=True)
     return Scan4D(str(p), (*shape, ny, nx), frame["data"].base, {}, "mib", frames_reader, frames_reader, notes)
@@ -84,7 +84,7 @@ def _mib_growing_shape(p: Path, scan_shape) -> tuple[int, int]:
 def _mib_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int], bool]:
     """(rows, cols), and whether the .hdr gave them. A line-triggered acquisition's .hdr gives the frames per
     line ("Frames per Trigger"); one frame per trigger (frame triggering) says nothing of the scan's shape."""
-    hint = "give the scan shape as --scan-shape ROWSxCOLS"
+    hint = "give the scan shape as `scan_shape` ROWSxCOLS"
     from_hdr = False
     if scan_shape is None:
         hdr = p.with_suffix(".hdr")

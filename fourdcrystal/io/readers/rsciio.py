@@ -31,9 +31,9 @@ def _stack_scan_shape(p: Path, frames: int, scan_shape) -> tuple[tuple[int, int]
         return (rows, cols), []
     side = math.isqrt(frames)
     if side * side != frames:
-        raise FourdError(f"{p}: a stack of {frames} frames with no scan shape; give it as --scan-shape ROWSxCOLS")
+        raise FourdError(f"{p}: a stack of {frames} frames with no scan shape; give it as `scan_shape` ROWSxCOLS")
     return (side, side), [f"{p.suffix} files store a stack of frames: the scan shape {side}x{side} is a guess from "
-                          f"the {frames} frames (square); give --scan-shape if the scan was not square"]
+                          f"the {frames} frames (square); give `scan_shape` if the scan was not square"]
 
 
 def open_rsciio(p: Path, plugin: str, scan_shape=None) -> Scan4D:
