@@ -193,6 +193,11 @@ def tune(model: str | Path, dataset: str | Path, settings: TuneSettings | None =
     return section
 
 
+def evaluation_folder(model: str | Path, out: str | Path | None = None) -> Path:
+    """Where :func:`evaluate` writes its report: ``out``, else ``evaluation`` beside the model's weights."""
+    return Path(out) if out else Path(model).parent / "evaluation"
+
+
 def evaluate(model: str | Path, dataset: str | Path, out: str | Path | None = None,
              settings: EvaluateSettings | None = None) -> dict:
     """Score a model and the tuned classical baseline against the physical truth of a data set's split.
@@ -219,7 +224,7 @@ def evaluate(model: str | Path, dataset: str | Path, out: str | Path | None = No
                   label_peaks=replace(base.label_peaks, min_relative=c["label_min_relative"]),
                   model_min_relative=c["min_relative"], limit=c["limit"], batch_size=c["batch_size"], seed=c["seed"],
                   thick_from_A=c["thick_from_A"], tta=c["tta"], precision=c["precision"])
-    out = Path(out) if out else Path(model).parent / "evaluation"
+    out = evaluation_folder(model, out)
     with rank_zero_lock(out):
         return run_evaluate(model, dataset, out, cfg, device=c["device"])
 

@@ -45,14 +45,12 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     disks, the same fit on the model's vectors and the model's q_z (failed fits counted). Writes
     OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png, and prints the tables.
     """
-    from pathlib import Path
-
-    from ..api import evaluate
+    from ..api import evaluate, evaluation_folder
     from ..evaluation.evaluate import format_table
     from ..settings import EvaluateSettings
 
     c = load("evaluate", config_path)
-    out = Path(out) if out else Path(model).parent / "evaluation"
+    out = evaluation_folder(model, out)
     report = evaluate(model, dataset, out, EvaluateSettings(**c))
     click.echo(f"{report['patterns']} {c['split']} patterns of {dataset}")
     click.echo(format_table(report))
