@@ -12,6 +12,7 @@ from fourdcrystal.io.vectors import VectorSet
 from fourdcrystal.lattice import zolz_basis
 
 from .conftest import run_cli
+from .test_strain import _py4dstem_python
 from .test_train import _error
 
 TINY = ["--crystals", "GaN", "--zone-axes", "1", "--scan", "1", "3", "--thicknesses", "100", "--doses", "clean",
@@ -83,6 +84,24 @@ def test_benchmark_runs_every_method_and_resumes(tiny, monkeypatch):
     monkeypatch.setattr("fourdcrystal.prediction.stage.predict", refuse)
     assert run_cli("-q", "strain-benchmark", str(out), *TINY).exit_code == 0
     assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+
+
+@pytest.mark.skipif(_py4dstem_python() is None, reason="no py4DSTEM environment (bash scripts/py4dstem_venv.sh)")
+def test_py4dstem_joins_the_survey_with_its_tuned_settings(tiny, tmp_path):
+    """--py4dstem-python adds py4DSTEM's find_Bragg_disks (the worker script and the tuned settings of the source
+    tree, found from the installed package) as a third method, scored like the others."""
+    import shutil
+
+    out = tmp_path / "sb"
+    shutil.copytree(tiny[0], out)  # the tiny survey's series and vectors: only py4DSTEM runs
+    assert sb.SOURCE_TREE.joinpath("scripts", "py4dstem_worker.py").is_file()
+    res = run_cli("-q", "strain-benchmark", str(out), *TINY, "--py4dstem-python", str(_py4dstem_python()))
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["model", "baseline", "py4DSTEM"]
+    assert report["py4dstem_settings"]["minRelativeIntensity"] > 0
+    cell = report["summary"]["by_dose_and_thickness_A"]["clean"]["100.0"]["py4DSTEM"]
+    assert cell["positions"] == 2 and cell["fitted"] >= 1
 
 
 @pytest.mark.parametrize("args, message", [

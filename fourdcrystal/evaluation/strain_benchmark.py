@@ -40,6 +40,7 @@ from ..progress import progress
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.evaluation.strain_benchmark/1"
 SPLITS = ("tune", "test")
+SOURCE_TREE = Path(__file__).resolve().parents[2]  # the py4DSTEM worker and its tuned settings live beside the package
 FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic")
             for t in (0.1, 0.15, 0.25, 0.35) for c in ("none", "reference")]
 
@@ -268,7 +269,7 @@ def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVecto
 
     from ..io.vectors import VectorSet
 
-    worker = Path(__file__).resolve().parent.parent / "scripts" / "py4dstem_worker.py"
+    worker = SOURCE_TREE / "scripts" / "py4dstem_worker.py"
     if not worker.is_file():
         raise FourdError(f"the py4DSTEM worker {worker} is missing (it ships with the source tree, not the wheel)")
     by_folder: dict[Path, list[int]] = {}
@@ -451,7 +452,7 @@ def tuned_py4dstem_settings(source: str | Path | None, model: str | None, k_pixe
     to a series detector of ``k_pixel_invA`` pixels (:func:`py4dstem_settings_for`)."""
     from ..model.card import card_path, resolve_weights
 
-    src = Path(source) if source else Path(__file__).resolve().parent.parent / "benchmarks" / "compare_py4dstem.json"
+    src = Path(source) if source else SOURCE_TREE / "benchmarks" / "compare_py4dstem.json"
     if not src.is_file():
         raise FourdError(f"`py4dstem_settings` {src}: no such file (a scripts/compare_py4dstem.py result)")
     card = json.loads(card_path(resolve_weights(model)).read_text())
