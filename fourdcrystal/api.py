@@ -194,7 +194,20 @@ def tune(model: str | Path, dataset: str | Path, settings: TuneSettings | None =
 
 
 def evaluation_folder(model: str | Path, out: str | Path | None = None) -> Path:
-    """Where :func:`evaluate` writes its report: ``out``, else ``evaluation`` beside the model's weights."""
+    """Where :func:`evaluate` writes its report.
+
+    Parameters
+    ----------
+    model : the model's weights (``model.pt``).
+    out : the report folder asked for, if any.
+
+    Returns
+    -------
+    ``out``, else the folder ``evaluation`` beside the model's weights.
+
+    >>> evaluation_folder("runs/m/model.pt").as_posix(), evaluation_folder("runs/m/model.pt", "r").as_posix()
+    ('runs/m/evaluation', 'r')
+    """
     return Path(out) if out else Path(model).parent / "evaluation"
 
 

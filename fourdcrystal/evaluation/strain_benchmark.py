@@ -243,7 +243,7 @@ def file_truth(path: Path) -> SeriesVectors:
                         f["truth/rotation_deg"][()])
 
 
-def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[SeriesVectors]:
+def predict_vectors(model: str | None, files: list[Path], work: Path) -> list[SeriesVectors]:
     """predict --baseline on every file (results kept in ``work`` and reused), read back per method."""
     from ..io.vectors import read_vectors
     from ..prediction.stage import PredictConfig, predict
@@ -260,7 +260,7 @@ def _predict_vectors(model: str | None, files: list[Path], work: Path) -> list[S
     return out
 
 
-def _py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVectors], settings: dict, work: Path) -> None:
+def py4dstem_vectors(python: Path, files: list[Path], vectors: list[SeriesVectors], settings: dict, work: Path) -> None:
     """py4DSTEM's find_Bragg_disks on every file (one worker run per series folder, kept in ``work`` and reused),
     added as ``py4DSTEM``."""
     import subprocess
@@ -362,13 +362,13 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
         work.mkdir(parents=True, exist_ok=True)
         files = {s: [f / n for f in folders if f.parent.name == s for n in json.loads((f / "truth.json").read_text())
                      ["files"]] for s in SPLITS}
-        vectors = {s: _predict_vectors(model, files[s], work) for s in SPLITS}
+        vectors = {s: predict_vectors(model, files[s], work) for s in SPLITS}
         methods = ["model", "baseline"]
         if py4dstem_python is not None:
             if py4dstem_settings is None:
                 raise FourdError("py4DSTEM needs its tuned settings (benchmarks/compare_py4dstem.json)")
             for s in SPLITS:
-                _py4dstem_vectors(Path(py4dstem_python), files[s], vectors[s], py4dstem_settings, work)
+                py4dstem_vectors(Path(py4dstem_python), files[s], vectors[s], py4dstem_settings, work)
             methods.append("py4DSTEM")
         chosen, rows = {}, []
         for m in methods:
