@@ -256,6 +256,55 @@ def reflection_offsets(fits: list[tuple[np.ndarray, LatticeFit]], min_fraction: 
     return out
 
 
+def reflection_variances(fits: list[tuple[np.ndarray, LatticeFit]], offsets: dict | None = None,
+                         min_positions: int = 2) -> dict:
+    """Each reflection's mean squared distance from its lattice point over many positions' fits.
+
+    Over a scan the same reflection is found again and again; how far it scatters about its fitted lattice point
+    (shot noise on a faint disk, a neighbour's tail, dynamical changes from one position to the next) measures
+    how much its position can be trusted, whatever the detector's own score says. ``1 / variance`` is then its
+    least-squares weight (iteratively reweighted least squares with one weight per reflection).
+
+    Parameters
+    ----------
+    fits : (q, fit) per position: its vectors and :func:`fit_lattice` or :func:`corrected_fit` result (None
+        entries skipped).
+    offsets : {(h, k): (Δh, Δk)} taken off each reflection before its residual is measured
+        (:func:`reflection_offsets`), as :func:`corrected_fit` fitted them; None: no offsets.
+    min_positions : keep a reflection found at this many positions or more.
+
+    Returns
+    -------
+    {(h, k): mean squared residual}, in the vectors' units squared.
+
+    A 5 × 5 lattice whose reflections jitter by 0.0002 rms from one position to the next, the (1, 1) reflection
+    by 0.001:
+
+    >>> rng = np.random.default_rng(0)
+    >>> b = np.diag([0.1, 0.1]); hk = np.array([(h, k) for h in range(-2, 3) for k in range(-2, 3)], float)
+    >>> sigma = np.where((hk == (1, 1)).all(1), 0.001, 0.0002)[:, None]
+    >>> fits = []
+    >>> for _ in range(20):
+    ...     q = hk @ b.T + sigma * rng.normal(size=hk.shape)
+    ...     fits.append((q, fit_lattice(q, b, min_vectors=3)))
+    >>> v = reflection_variances(fits)
+    >>> bool(v[(1, 1)] > 10 * v[(1, 0)])
+    True
+    """
+    per: dict[tuple[int, int], list[float]] = {}
+    for q, fit in fits:
+        if fit is None:
+            continue
+        q = np.asarray(q, float).reshape(-1, 2)
+        hk = fit.indices[fit.used]
+        shift = np.zeros((len(hk), 2)) if offsets is None else np.array(
+            [offsets.get(tuple(h), (0.0, 0.0)) for h in hk.tolist()], float).reshape(-1, 2)
+        r = q[fit.used] - (shift + hk) @ fit.basis.T - fit.origin
+        for h, d in zip(map(tuple, hk.tolist()), r):
+            per.setdefault(h, []).append(float(d @ d))
+    return {h: float(np.mean(v)) for h, v in per.items() if len(v) >= min_positions}
+
+
 def corrected_fit(q: np.ndarray, weights: np.ndarray | None, fit: LatticeFit, offsets: dict,
                   tolerance: float = 0.25, min_vectors: int = 3) -> LatticeFit | None:
     """Refit one position with the reference's reflection offsets taken off (:func:`reflection_offsets`).

@@ -12,7 +12,7 @@ one :class:`~fourdcrystal.errors.FourdError` (a ``ValueError``) that names the f
 >>> StrainSettings(weights="cubic")
 Traceback (most recent call last):
 ...
-fourdcrystal.errors.FourdError: StrainSettings: bad value for weights: 'cubic'; expected one of auto, intensity, squared, quartic, none
+fourdcrystal.errors.FourdError: StrainSettings: bad value for weights: 'cubic'; expected one of auto, intensity, squared, quartic, none, scan
 
 Options with a fixed set of values are typed ``Literal`` (``typing.get_type_hints(StrainSettings)["weights"]``).
 ``Settings.from_config(path, **overrides)`` reads a YAML config's section; ``as_dict()`` gives the plain dict.

@@ -27,7 +27,7 @@ def test_fixed_choices_are_literal_and_a_bad_value_is_a_value_error_naming_the_f
     hints = typing.get_type_hints(S.PredictSettings)
     assert typing.get_args(hints["method"]) == ("auto", "model", "baseline", "both")
     assert typing.get_args(typing.get_type_hints(S.StrainSettings)["weights"]) == (
-        "auto", "intensity", "squared", "quartic", "none")
+        "auto", "intensity", "squared", "quartic", "none", "scan")
     with pytest.raises(ValueError, match=r"^PredictSettings: bad value for method: 'all'; expected one of auto, "
                                          r"model, baseline, both$") as info:
         S.PredictSettings(method="all")

@@ -37,11 +37,12 @@ log = logging.getLogger("fourdcrystal")
      help="Scan step in nm: the maps' axes in nm.",
      default_text="the data file's real-space calibration where predict found one (EMD R_pixel_size), else the "
                    "maps are in scan positions")
-@opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "quartic", "none"]),
+@opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "quartic", "none", "scan"]),
               help="Least-squares weights of the vectors: their intensity, its square, its fourth power, or equal; "
                    "auto: quartic for model vectors (their V_g heights: a faint peak's errors are more than its "
                    "counts say), equal for correlation peaks (baseline, py4DSTEM), as chosen on the strain survey's "
-                   "tuning series.")
+                   "tuning series; scan: after a first fit as auto, each reflection weighed by 1 / its scatter "
+                   "about its lattice point over the scan's positions (needs several positions).")
 @opt("strain", "min_indexed_fraction", "--min-indexed-fraction", type=float,
      help="Positions with less of the vectors' weight on the fitted lattice are not fitted (NaN, counted): several "
            "grains, rings or amorphous material are not one lattice.")

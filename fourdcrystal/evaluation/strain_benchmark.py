@@ -41,7 +41,7 @@ log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.evaluation.strain_benchmark/1"
 SPLITS = ("tune", "test")
 SOURCE_TREE = Path(__file__).resolve().parents[2]  # the py4DSTEM worker and its tuned settings live beside the package
-FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic")
+FIT_GRID = [{"weights": w, "tolerance": t, "correct": c} for w in ("squared", "intensity", "none", "quartic", "scan")
             for t in (0.1, 0.15, 0.25, 0.35) for c in ("none", "reference")]
 
 

@@ -6,7 +6,9 @@ Vectors in (``predict``'s HDF5, model or baseline, or a py4DSTEM BraggVectors fi
 1. **Basis.** g1, g2 from the Bragg vector map of the reference positions (the spots that
    index the most intensity, Gauss-reduced), or given (``--g1 --g2``).
 2. **Per position.** Index the vectors on that basis, fit q = q0 + h g1 + k g2 by weighted
-   least squares (model vectors weighted by their V_g⁴, correlation peaks equally), drop outliers, refit. Positions
+   least squares (model vectors weighted by their V_g⁴, correlation peaks equally; ``weights="scan"``: then
+   each reflection by 1 / its scatter over the scan, :func:`fourdcrystal.lattice.reflection_variances`, and
+   every position fitted again), drop outliers, refit. Positions
    with fewer than ``min_vectors`` indexed vectors, or with less than ``min_indexed_fraction`` of the vectors'
    weight on the fitted lattice (several grains, rings, amorphous regions: the vectors are not one lattice), are
    marked failed (NaN in the maps) and counted, not fatal. ``indexed_fraction`` keeps each position's share.
@@ -48,7 +50,11 @@ from ..progress import progress
 
 log = logging.getLogger("fourdcrystal")
 SCHEMA = "fourdcrystal.maps.strain/1"
-WEIGHTS = ("auto", "intensity", "squared", "quartic", "none")
+WEIGHTS = ("auto", "intensity", "squared", "quartic", "none", "scan")
+# weights="scan": reweighing passes, and the smallest variance a reflection may claim (fraction of the median
+# reflection's), so that one reflection that happens to sit still at a few positions does not take the fit over
+SCAN_WEIGHT_PASSES = 2
+SCAN_WEIGHT_FLOOR = 0.1
 WEIGHT_POWERS = {"intensity": 1, "squared": 2, "quartic": 4}  # the vector's weight: its intensity to this power
 CORRECTIONS = ("none", "reference")
 CONVENTIONS = ("F = G^-T G_ref^T (real-space deformation relative to the reference, detector frame: x = axis 0 "
@@ -66,7 +72,7 @@ class StrainConfig:
     g2: tuple[float, float] | None = None
     tolerance: float = default("strain", "tolerance")  # indexing: within this fraction of |shortest g|
     min_vectors: int = default("strain", "min_vectors")  # fewer indexed vectors: the position is not fitted
-    weights: Literal["auto", "intensity", "squared", "quartic", "none"] = default("strain", "weights")  # fit_weights
+    weights: Literal["auto", "intensity", "squared", "quartic", "none", "scan"] = default("strain", "weights")
     scan_step_nm: float | None = default("strain", "scan_step_nm")  # None: from the file (scan_step), else positions
     min_indexed_fraction: float = default("strain", "min_indexed_fraction")  # less of the weight on the lattice: NaN
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
@@ -156,7 +162,7 @@ def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
     [110] validation series over the height, its square and equal weights (``experiments/strain_weights``:
     0.120–0.154 % at 10⁵ e⁻ on the survey's test series against 0.129–0.188 % squared). Correlation peak
     heights (baseline, py4DSTEM) do not help: their fits weigh vectors equally."""
-    if config.weights != "auto":
+    if config.weights not in ("auto", "scan"):  # scan: the first fit, before the scan's own weights
         return config.weights
     return "quartic" if vectors.method == "model" else "none"
 
@@ -171,9 +177,35 @@ def position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[
     return q, w
 
 
+def _fit_positions(found: list, start: np.ndarray, config: StrainConfig, ref_positions: np.ndarray,
+                   indexed: np.ndarray, desc: str) -> tuple[list, dict | None]:
+    """Each position's (q, weights, fit), the reference's reflection offsets taken off where ``config.correct``
+    says; ``indexed`` gets each position's share of the weight on its lattice."""
+    fits = []
+    for p in progress(range(len(found)), desc=desc, unit="position"):
+        q, w = found[p]
+        fit = None
+        if (w > 0).sum() >= config.min_vectors:
+            fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
+        if fit is not None:
+            # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off
+            # (a fit exists only where some weight is positive)
+            indexed[p] = float(w[fit.used].sum() / w.sum())
+            if indexed[p] < config.min_indexed_fraction:
+                fit = None
+        fits.append((q, w, fit))
+    offsets = None
+    if config.correct == "reference":
+        offsets = lattice.reflection_offsets([(fits[p][0], fits[p][2]) for p in ref_positions])
+        fits = [(q, w, None if fit is None else lattice.corrected_fit(q, w, fit, offsets, config.tolerance,
+                                                                      config.min_vectors)) for q, w, fit in fits]
+    return fits, offsets
+
+
 def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> dict:
     """Fit every position and compute the maps (see the module notes). Returns a dict of arrays and info."""
     check_config(config)
+    scan_weighted = config.weights == "scan"
     config = replace(config, weights=fit_weights(config, vectors))
     scan = vectors.scan_shape
     region = parse_region(config.reference, scan)
@@ -188,24 +220,31 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     origins = np.full((n, 2), np.nan)
     resid = np.full(n, np.nan)
     n_indexed = np.zeros(n, np.int32)
-    fits = []
     indexed = np.full(n, np.nan)
-    for p in progress(range(n), desc="fitting lattices", unit="position"):
-        q, w = position_vectors(vectors, p, config)
-        fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
-        if fit is not None:
-            # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off
-            # (a fit exists only where some weight is positive)
-            indexed[p] = float(w[fit.used].sum() / w.sum())
-            if indexed[p] < config.min_indexed_fraction:
-                fit = None
-        fits.append((q, w, fit))
+    found = [position_vectors(vectors, p, config) for p in range(n)]
+    fits, offsets = _fit_positions(found, start, config, ref_positions, indexed, "fitting lattices")
     not_one_lattice = int(np.sum(indexed < config.min_indexed_fraction))
-    offsets = None
-    if config.correct == "reference":
-        offsets = lattice.reflection_offsets([(fits[p][0], fits[p][2]) for p in ref_positions])
-        fits = [(q, w, None if fit is None else lattice.corrected_fit(q, w, fit, offsets, config.tolerance,
-                                                                      config.min_vectors)) for q, w, fit in fits]
+    if scan_weighted:
+        # weights from the scan: each reflection's scatter about its fitted lattice point over the positions
+        # (the reference's own residuals are zero by construction where it is one position: left out then)
+        spread_from = [p for p in range(n) if p not in set(ref_positions.tolist())] or list(range(n))
+        for _ in range(SCAN_WEIGHT_PASSES):
+            var = lattice.reflection_variances([(fits[p][0], fits[p][2]) for p in spread_from], offsets)
+            if not var:
+                break
+            floor = SCAN_WEIGHT_FLOOR * float(np.median(list(var.values())))
+            w_hk = {h: 1.0 / max(v, floor, 1e-300) for h, v in var.items()}
+            w_hk[(0, 0)] = max(w_hk.values())  # the zero beam: where no spread is measured, the most trusted
+            reweighed = []
+            for (q, w), (_, _, fit) in zip(found, fits):
+                first = fit if fit is not None else lattice.fit_lattice(q, start, w, tolerance=config.tolerance,
+                                                                        min_vectors=config.min_vectors)
+                if first is None:
+                    reweighed.append((q, np.zeros(len(q))))
+                    continue
+                reweighed.append((q, np.array([w_hk.get(tuple(h), 0.0) for h in first.indices.tolist()])))
+            indexed[:] = np.nan
+            fits, offsets = _fit_positions(reweighed, start, config, ref_positions, indexed, "reweighing by the scan")
     for p, (_, _, fit) in enumerate(fits):
         if fit is not None:
             bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
