@@ -602,9 +602,10 @@ STRAIN_SCHEMA: Schema = {
                                   "positions with less of the vectors' weight on the fitted lattice are not fitted "
                                   "(several grains, rings: not one lattice)"),
     "weights": Field("auto", Choice("auto", "intensity", "squared", "quartic", "none", "scan"),
-                     "least-squares weights of the vectors: intensity, its square, its fourth power, or equal; auto: "
-                     "quartic for model vectors (V_g), equal for correlation peaks; scan: one weight per reflection, "
-                     "1 / its scatter about its lattice point over the scan's positions (after a first fit as auto)"),
+                     "least-squares weights of the vectors: intensity, its square, its fourth power, or equal; scan: "
+                     "one weight per reflection, 1 / its scatter about its lattice point over the scan's positions, "
+                     "after a first fit with quartic weights for model vectors (V_g), equal for correlation peaks; "
+                     "auto: scan"),
     "correct": Field("reference", Choice("none", "reference"),
                      "reference: take each reflection's displacement from its lattice point, measured over the "
                      "reference positions, off that reflection at every position (only those reflections are fitted)"),

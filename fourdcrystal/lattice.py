@@ -144,7 +144,7 @@ def _solve(q: np.ndarray, hk: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np
 
 def fit_lattice(q: np.ndarray, basis: np.ndarray, weights: np.ndarray | None = None, origin=(0.0, 0.0),
                 tolerance: float = 0.25, max_order: int = 2, outlier_sigma: float = 4.0,
-                min_vectors: int = 3) -> LatticeFit | None:
+                min_vectors: int = 3, weighted_outliers: bool = False) -> LatticeFit | None:
     """Index the vectors of one pattern and fit its lattice (basis and zero-beam offset).
 
     Parameters
@@ -162,6 +162,9 @@ def fit_lattice(q: np.ndarray, basis: np.ndarray, weights: np.ndarray | None = N
         residuals from their lattice point are dropped.
     min_vectors : fewer indexed, non-collinear vectors than this (the fit has 6 unknowns, so
         at least 3 independent reflections) gives None.
+    weighted_outliers : measure each vector's residual against its own scatter, taken as ∝ 1/√weight
+        (weights that are inverse variances), instead of against the weighted r.m.s. of all: weights spanning
+        orders of magnitude would otherwise drop every faint vector as an outlier of the bright ones.
 
     Returns
     -------
@@ -184,7 +187,10 @@ def fit_lattice(q: np.ndarray, basis: np.ndarray, weights: np.ndarray | None = N
         if it == 0:
             keep &= np.abs(hk).max(axis=1) <= max_order
         elif np.isfinite(rms) and rms > 0:
-            keep &= resid <= max(outlier_sigma * rms, 1e-12 * tol)
+            if weighted_outliers:  # each vector against its own σ ∝ 1/√w (the weights are inverse variances)
+                keep &= resid * np.sqrt(w / np.mean(w[used])) <= max(outlier_sigma * rms, 1e-12 * tol)
+            else:
+                keep &= resid <= max(outlier_sigma * rms, 1e-12 * tol)
         # one vector per lattice point: the strongest (a duplicate would double-count the point)
         keep &= _first_per_index(hk, w, keep)
         if keep.sum() < min_vectors:
@@ -257,7 +263,7 @@ def reflection_offsets(fits: list[tuple[np.ndarray, LatticeFit]], min_fraction: 
 
 
 def reflection_variances(fits: list[tuple[np.ndarray, LatticeFit]], offsets: dict | None = None,
-                         min_positions: int = 2) -> dict:
+                         min_positions: int = 2, weights: list | None = None) -> dict:
     """Each reflection's mean squared distance from its lattice point over many positions' fits.
 
     Over a scan the same reflection is found again and again; how far it scatters about its fitted lattice point
@@ -272,10 +278,14 @@ def reflection_variances(fits: list[tuple[np.ndarray, LatticeFit]], offsets: dic
     offsets : {(h, k): (Δh, Δk)} taken off each reflection before its residual is measured
         (:func:`reflection_offsets`), as :func:`corrected_fit` fitted them; None: no offsets.
     min_positions : keep a reflection found at this many positions or more.
+    weights : per position, (n,) the weights the vectors were fitted with, or None. Given, each squared
+        residual is multiplied by its vector's weight: the variance returned is then the scale of a reflection's
+        variance where a vector's own variance is taken to go as 1 / its weight (a faint vector of a reflection
+        scatters more than a bright one of the same reflection).
 
     Returns
     -------
-    {(h, k): mean squared residual}, in the vectors' units squared.
+    {(h, k): mean (weighted) squared residual}, in the vectors' units squared.
 
     A 5 × 5 lattice whose reflections jitter by 0.0002 rms from one position to the next, the (1, 1) reflection
     by 0.001:
@@ -292,7 +302,7 @@ def reflection_variances(fits: list[tuple[np.ndarray, LatticeFit]], offsets: dic
     True
     """
     per: dict[tuple[int, int], list[float]] = {}
-    for q, fit in fits:
+    for n, (q, fit) in enumerate(fits):
         if fit is None:
             continue
         q = np.asarray(q, float).reshape(-1, 2)
@@ -300,13 +310,14 @@ def reflection_variances(fits: list[tuple[np.ndarray, LatticeFit]], offsets: dic
         shift = np.zeros((len(hk), 2)) if offsets is None else np.array(
             [offsets.get(tuple(h), (0.0, 0.0)) for h in hk.tolist()], float).reshape(-1, 2)
         r = q[fit.used] - (shift + hk) @ fit.basis.T - fit.origin
-        for h, d in zip(map(tuple, hk.tolist()), r):
-            per.setdefault(h, []).append(float(d @ d))
+        w = np.ones(len(hk)) if weights is None or weights[n] is None else np.asarray(weights[n], float)[fit.used]
+        for h, d, wi in zip(map(tuple, hk.tolist()), r, w):
+            per.setdefault(h, []).append(float(wi * (d @ d)))
     return {h: float(np.mean(v)) for h, v in per.items() if len(v) >= min_positions}
 
 
 def corrected_fit(q: np.ndarray, weights: np.ndarray | None, fit: LatticeFit, offsets: dict,
-                  tolerance: float = 0.25, min_vectors: int = 3) -> LatticeFit | None:
+                  tolerance: float = 0.25, min_vectors: int = 3, weighted_outliers: bool = False) -> LatticeFit | None:
     """Refit one position with the reference's reflection offsets taken off (:func:`reflection_offsets`).
 
     Only the vectors the first fit used and whose reflection has an offset enter: each moves by
@@ -318,7 +329,7 @@ def corrected_fit(q: np.ndarray, weights: np.ndarray | None, fit: LatticeFit, of
     weights : (n,) their fit weights, or None (equal).
     fit : the position's uncorrected :func:`fit_lattice` result (its indices and start).
     offsets : {(h, k): (Δh, Δk)} from :func:`reflection_offsets`.
-    tolerance, min_vectors : as for :func:`fit_lattice`.
+    tolerance, min_vectors, weighted_outliers : as for :func:`fit_lattice`.
 
     Returns
     -------
@@ -335,7 +346,8 @@ def corrected_fit(q: np.ndarray, weights: np.ndarray | None, fit: LatticeFit, of
     # passes (each shrinks the error by about the offsets' size, a few % of a lattice spacing)
     for _ in range(3):
         refit = fit_lattice(q[keep] - delta @ refit.basis.T, refit.basis, w[keep], refit.origin,
-                            tolerance=tolerance, max_order=1 << 20, min_vectors=min_vectors)
+                            tolerance=tolerance, max_order=1 << 20, min_vectors=min_vectors,
+                            weighted_outliers=weighted_outliers)
         if refit is None:
             return None
     used = np.zeros(len(q), bool)

@@ -120,11 +120,13 @@ def test_quartic_weights_discount_faint_vectors_whose_errors_do_not_shrink_with_
     q[:vs.offsets[1]] = vs.q[:vs.offsets[1]]  # the reference position: exact
     biased = VectorSet(vs.scan_shape, vs.offsets, q, inten, "Å⁻¹", 0.02, "memory", "model")
     err = _strain_errors(biased, ("squared", "quartic", "auto"))
-    assert err["auto"] == err["quartic"]
     assert err["quartic"] < 0.9 * err["squared"], err  # 0.70-0.81 over seeds 0-4
+    # auto reweighs each reflection by its scatter over the scan after this fit, keeping each vector's V_g⁴
+    # within its reflection: where the heights already tell the faint vectors apart it costs nothing
+    assert err["auto"] < 1.05 * err["quartic"], err
     from fourdcrystal.maps.strain import fit_weights
 
-    assert fit_weights(StrainConfig(), biased) == "quartic"
+    assert fit_weights(StrainConfig(), biased) == "quartic"  # the first fit's
 
 
 def test_scan_weights_learn_which_reflections_scatter_when_the_heights_cannot_tell():
@@ -604,7 +606,8 @@ def test_py4dstem_strain_on_the_export_agrees_with_ours(tmp_path):
                                                                    0.02, "memory", "model"))
     out = tmp_path / "braggvectors.h5"
     assert CliRunner().invoke(cli, ["export", str(src), "--out", str(out)]).exit_code == 0
-    ours = strain_maps(read_vectors(src), StrainConfig(reference="median"))
+    # the first fit's weights alone: the scan's reweighing (auto) is ours, not py4DSTEM's; this checks the export
+    ours = strain_maps(read_vectors(src), StrainConfig(reference="median", weights="quartic"))
     res = subprocess.run([_py4dstem_python(), "-c", PY4DSTEM_STRAIN, str(out)], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -39,10 +39,10 @@ log = logging.getLogger("fourdcrystal")
                    "maps are in scan positions")
 @opt("strain", "weights", "--weights", type=click.Choice(["auto", "intensity", "squared", "quartic", "none", "scan"]),
               help="Least-squares weights of the vectors: their intensity, its square, its fourth power, or equal; "
-                   "auto: quartic for model vectors (their V_g heights: a faint peak's errors are more than its "
-                   "counts say), equal for correlation peaks (baseline, py4DSTEM), as chosen on the strain survey's "
-                   "tuning series; scan: after a first fit as auto, each reflection weighed by 1 / its scatter "
-                   "about its lattice point over the scan's positions (needs several positions).")
+                   "scan: a first fit with quartic weights for model vectors (their V_g heights) and equal ones for "
+                   "correlation peaks (baseline, py4DSTEM), then each reflection weighed by 1 / its scatter about "
+                   "its lattice point over the scan's positions (a scan of one position keeps the first fit); "
+                   "auto: scan, as every method chose on the strain survey's tuning series.")
 @opt("strain", "min_indexed_fraction", "--min-indexed-fraction", type=float,
      help="Positions with less of the vectors' weight on the fitted lattice are not fitted (NaN, counted): several "
            "grains, rings or amorphous material are not one lattice.")

@@ -154,8 +154,10 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
 
 
 def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
-    """``auto``: a model vector is weighed by its height (the network's V_g at the peak) to the fourth power
-    (``quartic``). Were the heights kinematic |V_g|, a disk's counts would go as their square and under shot
+    """The weights of the first fit. ``auto`` (and ``scan``) first weigh a model vector by its height (the
+    network's V_g at the peak) to the fourth power (``quartic``), then each reflection by its scatter over the
+    scan (:func:`strain_maps`): every method (model, baseline, py4DSTEM) chose that second step on the 240 Å
+    strain survey's tuning series (``benchmarks/strain_survey240.json``). For the first step: Were the heights kinematic |V_g|, a disk's counts would go as their square and under shot
     noise alone ``squared`` would follow its position's variance; but a faint or unsure peak is also the one a
     neighbour's tail, a dynamical shift of its intensity or pixel locking on few counts moves most, errors that
     do not shrink with its counts. ``quartic`` was chosen on the strain survey's tuning series and on the Si
@@ -178,7 +180,7 @@ def position_vectors(vectors: VectorSet, p: int, config: StrainConfig) -> tuple[
 
 
 def _fit_positions(found: list, start: np.ndarray, config: StrainConfig, ref_positions: np.ndarray,
-                   indexed: np.ndarray, desc: str) -> tuple[list, dict | None]:
+                   indexed: np.ndarray, desc: str, weighted_outliers: bool = False) -> tuple[list, dict | None]:
     """Each position's (q, weights, fit), the reference's reflection offsets taken off where ``config.correct``
     says; ``indexed`` gets each position's share of the weight on its lattice."""
     fits = []
@@ -186,7 +188,8 @@ def _fit_positions(found: list, start: np.ndarray, config: StrainConfig, ref_pos
         q, w = found[p]
         fit = None
         if (w > 0).sum() >= config.min_vectors:
-            fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
+            fit = lattice.fit_lattice(q, start, w, tolerance=config.tolerance, min_vectors=config.min_vectors,
+                                      weighted_outliers=weighted_outliers)
         if fit is not None:
             # the share of the vectors' weight on the one lattice: several grains or rings leave most of it off
             # (a fit exists only where some weight is positive)
@@ -198,14 +201,15 @@ def _fit_positions(found: list, start: np.ndarray, config: StrainConfig, ref_pos
     if config.correct == "reference":
         offsets = lattice.reflection_offsets([(fits[p][0], fits[p][2]) for p in ref_positions])
         fits = [(q, w, None if fit is None else lattice.corrected_fit(q, w, fit, offsets, config.tolerance,
-                                                                      config.min_vectors)) for q, w, fit in fits]
+                                                                      config.min_vectors, weighted_outliers))
+                for q, w, fit in fits]
     return fits, offsets
 
 
 def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> dict:
     """Fit every position and compute the maps (see the module notes). Returns a dict of arrays and info."""
     check_config(config)
-    scan_weighted = config.weights == "scan"
+    scan_weighted = config.weights in ("auto", "scan")
     config = replace(config, weights=fit_weights(config, vectors))
     scan = vectors.scan_shape
     region = parse_region(config.reference, scan)
@@ -229,12 +233,14 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         # (the reference's own residuals are zero by construction where it is one position: left out then)
         spread_from = [p for p in range(n) if p not in set(ref_positions.tolist())] or list(range(n))
         for _ in range(SCAN_WEIGHT_PASSES):
-            var = lattice.reflection_variances([(fits[p][0], fits[p][2]) for p in spread_from], offsets)
+            var = lattice.reflection_variances([(fits[p][0], fits[p][2]) for p in spread_from], offsets,
+                                               weights=[found[p][1] for p in spread_from])
             if not var:
                 break
-            floor = SCAN_WEIGHT_FLOOR * float(np.median(list(var.values())))
-            w_hk = {h: 1.0 / max(v, floor, 1e-300) for h, v in var.items()}
-            w_hk[(0, 0)] = max(w_hk.values())  # the zero beam: where no spread is measured, the most trusted
+            # 1 / variance, scaled so that the most trusted reflection weighs 1 (all alike where none scatters)
+            floor = max(SCAN_WEIGHT_FLOOR * float(np.median(list(var.values()))), 1e-300)
+            w_hk = {h: floor / max(v, floor) for h, v in var.items()}
+            w_hk[(0, 0)] = 1.0  # the zero beam: where no spread is measured, the most trusted
             reweighed = []
             for (q, w), (_, _, fit) in zip(found, fits):
                 first = fit if fit is not None else lattice.fit_lattice(q, start, w, tolerance=config.tolerance,
@@ -242,9 +248,12 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
                 if first is None:
                     reweighed.append((q, np.zeros(len(q))))
                     continue
-                reweighed.append((q, np.array([w_hk.get(tuple(h), 0.0) for h in first.indices.tolist()])))
+                # each vector keeps its first weight (its height's say within a reflection), times its
+                # reflection's trust: a vector's variance taken as (its reflection's scale) / (its first weight)
+                reweighed.append((q, w * np.array([w_hk.get(tuple(h), 0.0) for h in first.indices.tolist()])))
             indexed[:] = np.nan
-            fits, offsets = _fit_positions(reweighed, start, config, ref_positions, indexed, "reweighing by the scan")
+            fits, offsets = _fit_positions(reweighed, start, config, ref_positions, indexed, "reweighing by the scan",
+                                           weighted_outliers=True)
     for p, (_, _, fit) in enumerate(fits):
         if fit is not None:
             bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
