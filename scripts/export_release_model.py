@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if report.get("settings") != card.get("peaks", {}).get("settings"):
         sys.exit(f"error: {args.report} was made with other peak settings than the card's (run evaluate again)")
     tuned_tilt = (card.get("peaks", {}).get("tilt") or {}).get("settings")
-    if report.get("tilt") and tuned_tilt and report["tilt"]["settings"] != tuned_tilt:
+    # the tuned keys must agree; keys tune does not choose (qz_sigma_mrad) take TiltSettings' defaults in both
+    if report.get("tilt") and tuned_tilt and {k: report["tilt"]["settings"].get(k) for k in tuned_tilt} != tuned_tilt:
         sys.exit(f"error: {args.report} was made with other tilt settings than the card's (run evaluate again)")
     evaluation = {k: report[k] for k in ("split", "patterns", "by_dose", "thick_from_A", "by_dose_thick",
                                          "by_dose_and_thickness_A", "by_dose_and_thickness_bin", "definitions",

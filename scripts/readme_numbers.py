@@ -377,7 +377,7 @@ def acceptance() -> str:
 
 
 TILT_NAMES = {"classical": "classical (baseline's disks)", "model_vectors": "Laue fit on the model's vectors",
-              "model_qz": "model's q_z"}
+              "model_qz": "model's q_z", "model_combined": "q_z and Laue fit combined"}
 
 
 def tilt_table() -> str:

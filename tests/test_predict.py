@@ -740,6 +740,52 @@ def test_model_tilt_from_its_qz_where_the_card_shows_it_better(model, tilted_sca
             assert np.isnan(tilt).all() and np.isnan(sigma).all()
 
 
+def test_combined_model_tilt_is_the_inverse_variance_mean_of_its_qz_tilt_and_its_laue_fit(model, tilted_scan,
+                                                                                           tmp_path, monkeypatch):
+    """``tilt_model="combined"``: at every position the model's tilt is the inverse-variance mean of its q_z tilt
+    (standard error ``TiltSettings.qz_sigma_mrad``) and the Laue fit on its vectors (the fit's own standard
+    error), as the two sources give them alone (where the Laue fit fails, q_z alone), and the file says so."""
+    from fourdcrystal.detection.tilt import TiltSettings, combine_tilts
+    from fourdcrystal.model.card import read_card
+    from fourdcrystal.model.inference import Predictor
+    from fourdcrystal.prediction.preparation import model_pixel_invA
+    from fourdcrystal.prediction.stage import PredictConfig, predict
+
+    weights, _ = model
+    _, path, k_pixel = tilted_scan
+    dk = np.asarray(model_pixel_invA(read_card(weights), k_pixel))
+
+    def fake_qz(self, x, probe, beam=np.array([1.0, -2.0]) * 1e-3):
+        h, w = x.shape[-2:]
+        ii, jj = np.mgrid[:h, :w]
+        q = np.stack([(ii - h // 2) * dk[0], (jj - w // 2) * dk[1]], -1)
+        return x / x[:, h // 2, w // 2][:, None, None], np.broadcast_to((q @ beam).astype(np.float32), x.shape).copy()
+
+    monkeypatch.setattr(Predictor, "__call__", fake_qz)
+    got = {}
+    for source in ("qz", "laue", "combined"):
+        out = tmp_path / f"{source}.h5"
+        predict(weights, str(path), out, PredictConfig(tilt=True, tilt_model=source, tilt_qz_sigma_mrad=0.7,
+                                                       tilt_settings=TiltSettings(qz_sigma_mrad=1.5)),
+                calibration={"k_pixel_invA": k_pixel, "energy_eV": 200e3, "semiangle_mrad": 2.0},
+                centre_px=(64.0, 64.0))
+        with h5py.File(out) as f:
+            got[source] = (f["model"]["tilt_mrad"][()].reshape(-1, 2), f["model"]["tilt_sigma_mrad"][()].reshape(-1, 2))
+            assert f.attrs["tilt_model"] == source
+            if source == "combined":
+                assert "inverse-variance mean" in f["model"]["tilt_mrad"].attrs["method"]
+    (tq, sq), (tl, sl), (tc, sc) = got["qz"], got["laue"], got["combined"]
+    assert np.isfinite(tq).all() and np.isfinite(tl).any() and np.isnan(tl).any()  # a failed Laue fit among them
+    np.testing.assert_allclose(sq, 0.7)  # alone, q_z has the card's standard error; combined, the tuned one
+    for p in range(len(tc)):
+        t, sg = combine_tilts([tq[p], tl[p]], [np.full(2, 1.5), sl[p]])
+        np.testing.assert_allclose(tc[p], t, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sc[p], sg, rtol=1e-5)
+    both = np.isfinite(sl).all(1)
+    assert (sc[both] < np.minimum(1.5, sl[both])).all()  # two estimates are surer than either
+    np.testing.assert_allclose(tc[~both], tq[~both], rtol=1e-6)  # where the Laue fit failed: q_z alone
+
+
 def test_by_default_only_the_models_qz_tilt_where_its_card_shows_it_ahead(model, tilted_scan, tmp_path):
     """No --tilt: a card whose test tilt figures have the model's q_z ahead of the Laue fit gets the model's q_z tilt
     (the reason said and kept), the baseline none; a card that shows the Laue fit ahead gets no

@@ -289,7 +289,9 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
         with shards.Shard(dataset / name) as sh:
             true.append(crystal_tilt_mrad(sh.meta("tilt_mrad")[row], sh.meta("tilt_mode")[row]))
     true = [t for t in true if np.hypot(*t) <= 8.0]
-    for method in ("classical", "model_vectors"):
+    # the model's q_z tilt and its combination with the Laue fit on its vectors, wherever the model gives q_z
+    assert ("model_combined" in tilt["by_dose"]) == ("model_qz" in tilt["by_dose"])
+    for method in ("classical", "model_vectors", *(("model_combined",) if "model_qz" in tilt["by_dose"] else ())):
         for dose in ("clean", "1e+04"):
             row = tilt["by_dose"][method][dose]
             assert row["patterns"] == len(true) and row["fitted"] + row["failed"] == row["patterns"]

@@ -200,33 +200,44 @@ def nearest_dose(doses: list[str], counts_per_pattern: float) -> str:
     return min(doses, key=lambda d: abs(log_dose(d) - scan))
 
 
-TILT_SOURCES = ("laue", "qz")
+TILT_SOURCES = ("laue", "qz", "combined")
+# each source of the model's tilt and the card's test-evaluation row that measures it
+_TILT_ROWS = {"qz": "model_qz", "laue": "model_vectors", "combined": "model_combined"}
+_TILT_WORDS = {"qz": "the tilt of the model's q_z", "laue": "the Laue fit on its vectors",
+               "combined": "the two combined"}
 
 
-def model_tilt_source(card: dict, counts_per_pattern: float) -> tuple[str, float | None, str]:
+def model_tilt_source(card: dict, counts_per_pattern: float, laue_possible: bool = True) -> tuple[str, float | None, str]:
     """Where ``predict --tilt`` takes the tilt of the model's vectors from: ``"qz"`` (the network's q_z at its
-    vectors, fitted per position) where the card's test evaluation has its tilt error below that of the Laue fit on
-    the model's vectors at the dose nearest the scan's counts, else ``"laue"``; for q_z, its standard error per
-    component (the card's rms error there / √2, mrad), and why, in words.
+    vectors, fitted per position), ``"laue"`` (the Laue fit on the model's vectors) or ``"combined"`` (their
+    inverse-variance mean, :func:`fourdcrystal.detection.tilt.combine_tilts`), whichever has the lowest tilt error
+    in the card's test evaluation at the dose nearest the scan's counts (a tie goes to the earlier of laue, qz,
+    combined); for q_z alone, its standard error per component (the card's rms error there / √2, mrad); and why,
+    in words. ``laue_possible`` False (no beam energy for the Laue fit): q_z alone, wherever the card has it.
 
     >>> ev = {"tilt": {"by_dose": {"model_qz": {"1e+05": {"rms_mrad": 1.6}},
     ...                            "model_vectors": {"1e+05": {"rms_mrad": 1.9}}}}}
     >>> model_tilt_source({"release": {"test_evaluation": ev}}, 1e5)[:2]
     ('qz', 1.131)
+    >>> ev["tilt"]["by_dose"]["model_combined"] = {"1e+05": {"rms_mrad": 1.4}}
+    >>> model_tilt_source({"release": {"test_evaluation": ev}}, 1e5)[:2]
+    ('combined', None)
     """
     tilt = card.get("release", {}).get("test_evaluation", {}).get("tilt") or {}
     by_dose = tilt.get("by_dose", {})
-    qz, laue = by_dose.get("model_qz", {}), by_dose.get("model_vectors", {})
-    doses = [d for d in qz if d in laue and qz[d].get("rms_mrad") is not None]
+    qz = by_dose.get("model_qz", {})
+    doses = [d for d in qz if qz[d].get("rms_mrad") is not None and d in by_dose.get("model_vectors", {})]
     if not doses:
         return "laue", None, "the card's test evaluation has no tilt of the model's q_z"
     dose = nearest_dose(doses, counts_per_pattern)
-    e_qz, e_laue = qz[dose]["rms_mrad"], laue[dose].get("rms_mrad")
-    why = (f"on the card's test split at {dose} the tilt of the model's q_z errs by {e_qz:.2f} mrad rms, the Laue "
-           f"fit on its vectors by " + (f"{e_laue:.2f} mrad" if e_laue is not None else "(none fitted)"))
-    if e_laue is not None and e_laue <= e_qz:
-        return "laue", None, why
-    return "qz", round(e_qz / math.sqrt(2), 3), why
+    errs = {src: by_dose.get(row, {}).get(dose, {}).get("rms_mrad") for src, row in _TILT_ROWS.items()}
+    why = f"on the card's test split at {dose} " + ", ".join(
+        f"{_TILT_WORDS[src]} errs by {e:.2f} mrad rms" if e is not None else f"{_TILT_WORDS[src]}: none fitted"
+        for src, e in errs.items() if src != "combined" or e is not None)
+    if not laue_possible:
+        return "qz", round(errs["qz"] / math.sqrt(2), 3), why + " (no beam energy: the Laue fit cannot run)"
+    best = min((src for src in ("laue", "qz", "combined") if errs[src] is not None), key=lambda src: errs[src])
+    return best, (round(errs["qz"] / math.sqrt(2), 3) if best == "qz" else None), why
 
 
 def choose_method(card: dict, counts_per_pattern: float) -> tuple[str, str]:

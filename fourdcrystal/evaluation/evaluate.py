@@ -374,11 +374,13 @@ class _TiltTally:
         return out
 
 
-TILT_METHODS = ("classical", "model_vectors", "model_qz")
+TILT_METHODS = ("classical", "model_vectors", "model_qz", "model_combined")
 TILT_DEFINITIONS = {
     "classical": "Laue-circle fit (fourdcrystal.detection.tilt.laue_tilt) to the Friedel pairs of the baseline's disks",
     "model_vectors": "the same fit to the Friedel pairs of the model's vectors",
     "model_qz": "the tilt fitted to the model's q_z at its vectors (lattice.fit_tilt)",
+    "model_combined": "the inverse-variance mean of the model's q_z tilt (standard error TiltSettings.qz_sigma_mrad) "
+                      "and the Laue fit on its vectors (its own standard error; tilt.combine_tilts)",
 }
 
 
@@ -451,7 +453,7 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
     """{method: (tilt, standard error)} (mrad, fourdcrystal.detection.tilt convention) of one pattern: the classical fit to
     the baseline's disks, the same fit to the model's, and the tilt of the model's q_z where it predicts one."""
     from ..simulation.optics import disk_radius_invA
-    from ..detection.tilt import laue_tilt, qz_tilt
+    from ..detection.tilt import combine_tilts, laue_tilt, qz_tilt
 
     centre = np.array([s.pattern.shape[0] // 2, s.pattern.shape[1] // 2], float)
     radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
@@ -463,6 +465,8 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
         ij = np.clip(np.rint(model_pk.pos_px).astype(int), 0, np.array(s.qz_pred.shape) - 1)
         out["model_qz"] = (qz_tilt((model_pk.pos_px - centre) * s.dk_invA, s.qz_pred[ij[:, 0], ij[:, 1]],
                                    model_pk.intensity, settings.span_mrad), None)
+        out["model_combined"] = combine_tilts([out["model_qz"][0], out["model_vectors"][0]],
+                                              [np.full(2, settings.qz_sigma_mrad), out["model_vectors"][1]])
     return out
 
 

@@ -136,11 +136,14 @@ class ResultFile:
                 from ..detection.tilt import TILT_CONVENTION
 
                 for m in tilt:
+                    laue = ("Laue-circle fit to the Friedel pairs of this method's vectors (fourdcrystal.detection."
+                            "tilt.laue_tilt); standard error: the fit's own and the tuned floor")
                     how = ("the model's q_z at its vectors, fitted per position (q_z = −θ·g, lattice.fit_tilt); "
                            "standard error: the card's test rms error per component at the nearest dose"
                            if m == "model" and tilt_model == "qz" else
-                           "Laue-circle fit to the Friedel pairs of this method's vectors (fourdcrystal.detection.tilt."
-                           "laue_tilt); standard error: the fit's own and the tuned floor")
+                           "the inverse-variance mean (tilt.combine_tilts) of the model's q_z tilt (standard error: "
+                           "TiltSettings.qz_sigma_mrad) and the " + laue
+                           if m == "model" and tilt_model == "combined" else laue)
                     for name, what in (("tilt_mrad", "crystal tilt (θx, θy)"),
                                        ("tilt_sigma_mrad", "standard error of the crystal tilt (σx, σy)")):
                         d = f[m].create_dataset(name, data=np.full((*self.scan_shape, 2), np.nan, "f4"))

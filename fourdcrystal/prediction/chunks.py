@@ -119,7 +119,7 @@ class ChunkProcessor:
         """The vectors of one chunk; ``q`` (Å⁻¹), where given, replaces the peaks' own positions (the map and
         q_z stay read at the peaks' pixels). Where ``method`` is in ``config.tilt_methods``, each position's
         crystal tilt: from q_z (``config.tilt_model`` "qz", the model), else fitted to these vectors on
-        ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹)."""
+        ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹), or both combined ("combined")."""
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
@@ -135,23 +135,35 @@ class ChunkProcessor:
             out["qz_invA"] = qz_at.astype(np.float32)
         tilted = method in self.config.tilt_methods
         ends = np.cumsum(count)
-        if tilted and qz is not None and self.config.tilt_model == "qz":
+        source = self.config.tilt_model
+        from_qz = tilted and qz is not None and source in ("qz", "combined")
+        tilt = sigma = None
+        if from_qz:
             from ..detection.tilt import qz_tilt
 
             span = self.tilt_settings.span_mrad
             tilt = np.array([qz_tilt(q[e - c:e], qz_at[e - c:e], inten[e - c:e], span) for c, e in zip(count, ends)],
                             float).reshape(-1, 2)
-            out["tilt_mrad"] = tilt.astype(np.float32)
-            sigma = np.where(np.isfinite(tilt), self.config.tilt_qz_sigma_mrad, np.nan)
-            out["tilt_sigma_mrad"] = sigma.astype(np.float32)
-        elif tilted and tilt_grid is not None:
-            from ..detection.tilt import laue_tilt
+            # alone, the card's rms error at the dose; combined, the error the combination was chosen with
+            qz_sigma = self.config.tilt_qz_sigma_mrad if source == "qz" else self.tilt_settings.qz_sigma_mrad
+            sigma = np.where(np.isfinite(tilt), qz_sigma, np.nan)
+        if tilted and tilt_grid is not None and not (from_qz and source == "qz"):
+            from ..detection.tilt import combine_tilts, laue_tilt
 
             pattern, centre, dk_t = tilt_grid
             fits = [laue_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, self.prep.disk_radius_invA,
                               self.tilt_settings) for i, (c, e) in enumerate(zip(count, ends))]
-            out["tilt_mrad"] = np.array([f.tilt_mrad for f in fits], np.float32).reshape(-1, 2)
-            out["tilt_sigma_mrad"] = np.array([f.sigma_mrad for f in fits], np.float32).reshape(-1, 2)
+            laue = np.array([f.tilt_mrad for f in fits], float).reshape(-1, 2)
+            laue_sigma = np.array([f.sigma_mrad for f in fits], float).reshape(-1, 2)
+            if tilt is None:
+                tilt, sigma = laue, laue_sigma
+            else:  # "combined": the inverse-variance mean of the q_z tilt and the Laue fit, position by position
+                both = [combine_tilts([a, b], [sa, sb]) for a, b, sa, sb in zip(tilt, laue, sigma, laue_sigma)]
+                tilt = np.array([t for t, _ in both], float).reshape(-1, 2)
+                sigma = np.array([sg for _, sg in both], float).reshape(-1, 2)
+        if tilt is not None:
+            out["tilt_mrad"] = tilt.astype(np.float32)
+            out["tilt_sigma_mrad"] = sigma.astype(np.float32)
         return out
 
 

@@ -73,7 +73,7 @@ class PredictConfig:
     tilt: bool | None = default("predict", "tilt")
     tilt_methods: tuple = ()  # whose vectors get a tilt; resolved from ``tilt`` and the card
     tilt_settings: TiltSettings | None = None  # how the tilt is fitted; None = the card's (tuned) ones
-    tilt_model: str | None = None  # the model's tilt: "qz" (its q_z) or "laue"; None = the card's better at the dose
+    tilt_model: str | None = None  # the model's tilt: "qz" (its q_z), "laue" or "combined"; None = the card's best
     tilt_qz_sigma_mrad: float | None = None  # the q_z tilt's standard error per component; None = the card's
     qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill
     # the zero beam, dead pixels and counts per pattern from the first N scan positions only (None: from patterns
@@ -296,11 +296,15 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         methods = ("model", "baseline") if config.baseline else ("model",)
         tilt_reason = ""
         if config.tilt is not False:
-            source, sigma, tilt_reason = (model_tilt_source(card, counts) if config.tilt_model is None
+            source, sigma, tilt_reason = (model_tilt_source(card, counts, cal.energy_eV is not None)
+                                          if config.tilt_model is None
                                           else (config.tilt_model, None, f"tilt_model {config.tilt_model} as given"))
-            tilt_methods = methods if config.tilt else (("model",) if source == "qz" else ())
+            tilt_methods = methods if config.tilt else (("model",) if source in ("qz", "combined") else ())
             config = replace(config, tilt=bool(tilt_methods), tilt_methods=tilt_methods, tilt_model=source,
                              tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
+        if config.tilt and cal.energy_eV is None and (config.tilt_model != "qz" or config.tilt_methods != ("model",)):
+            raise FourdError(f"the tilt's Laue fit needs the beam energy: {data} does not record it; give `energy_eV` "
+                             f"(eV)")
         if config.tilt and config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
             raise FourdError("the model's q_z tilt needs its standard error (tilt_qz_sigma_mrad): the card's test "
                              "evaluation has none")
@@ -385,7 +389,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
         with h5py.File(out, "r") as f:
             tilt = {m: {"fitted": int(np.isfinite(f[m]["tilt_mrad"][()]).all(-1).sum()),
-                        "source": "q_z" if m == "model" and config.tilt_model == "qz" else "Laue fit"}
+                        "source": {"qz": "q_z", "combined": "q_z and Laue fit combined"}.get(
+                            config.tilt_model, "Laue fit") if m == "model" else "Laue fit"}
                     for m in config.tilt_methods}
     return {"out": str(out), "png": str(png), **run, "tilt": tilt, "tilt_reason": tilt_reason,
             "vectors": {m: summary[m]["vectors"] for m in methods}, "calibration": asdict(cal),
