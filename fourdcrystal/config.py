@@ -584,8 +584,9 @@ PREDICT_SCHEMA: Schema = {
     "qz": Field(None, Bool(nullable=True), "write the model's q_z of each vector (null: when the model card's test "
                                            "evaluation shows q_z skill)"),
     "tilt": Field(None, Bool(nullable=True), "write each method's crystal tilt (θx, θy) per position and its "
-                                             "standard error, mrad (needs the energy; null: the model's q_z tilt "
-                                             "alone, where its card shows it ahead of the Laue fit)"),
+                                             "standard error, mrad (needs the energy; null: the model's tilt "
+                                             "alone, where its card shows its q_z, alone or combined with the Laue "
+                                             "fit, ahead of the Laue fit)"),
 }
 
 STRAIN_SCHEMA: Schema = {
