@@ -12,30 +12,22 @@ import argparse
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from fourdcrystal.evaluation.strain_benchmark import file_truth
-from fourdcrystal.io.vectors import VectorSet, read_vectors
+from fourdcrystal.io.vectors import VectorSet
 from fourdcrystal.maps.strain import StrainConfig, strain_maps
 
 
-def disk_counts(pattern: np.ndarray, ij: np.ndarray, radius_px: float) -> np.ndarray:
-    """Counts inside each disk of radius ``radius_px`` centred at ``ij`` (px), the rim's median taken off."""
-    h, w = pattern.shape
-    out = np.zeros(len(ij))
-    for n, (i, j) in enumerate(ij):
-        i0, i1 = int(max(0, np.floor(i - radius_px - 3))), int(min(h, np.ceil(i + radius_px + 4)))
-        j0, j1 = int(max(0, np.floor(j - radius_px - 3))), int(min(w, np.ceil(j + radius_px + 4)))
-        if i1 <= i0 or j1 <= j0:
-            continue
-        yy, xx = np.mgrid[i0:i1, j0:j1]
-        r = np.hypot(yy - i, xx - j)
-        win = pattern[i0:i1, j0:j1]
-        rim = (r > radius_px + 1) & (r <= radius_px + 3)
-        bg = np.median(win[rim]) if rim.any() else 0.0
-        out[n] = max(float(np.sum(win[r <= radius_px] - bg)), 0.0)
-    return out
+def _count_weights():
+    """experiments/strain_floor/count_weights.py (a script beside this one, not a package): its disk counts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "strain_floor" / "count_weights.py"
+    spec = importlib.util.spec_from_file_location("count_weights", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -48,21 +40,14 @@ def main() -> None:
     a = ap.parse_args()
     n0s = [float(x) for x in a.n0.split(",")]
     work = next(p for p in (Path(a.out) / "vectors").iterdir() if p.is_dir())
+    cw = _count_weights()
     rows = []
     for split in ("tune", "test"):
         for series in sorted((Path(a.out) / "series" / split).iterdir()):
             for dose in a.doses.split(","):
                 for f in sorted(series.glob(f"series-*-{dose}.h5")):
                     v = file_truth(f)
-                    res = work / f"{split}-{series.name}-{f.stem}-bragg.h5"
-                    vs = read_vectors(res, "model")
-                    with h5py.File(res, "r") as r:
-                        centre = np.array(r.attrs["centre_px"], float)
-                        dk = json.loads(r.attrs["calibration"])["k_pixel_invA"]
-                    with h5py.File(f, "r") as h:
-                        d = h["data"][()].reshape(-1, *h["data"].shape[2:])
-                    counts = np.concatenate([disk_counts(d[p], centre + vs.position(p)[0] / dk, a.radius_px)
-                                             for p in range(vs.positions)])
+                    vs, counts = cw.vector_counts(work / f"{split}-{series.name}-{f.stem}-bragg.h5", f, a.radius_px)
                     truth = v.strain.reshape(-1, 3)[1:]
                     h4 = np.clip(vs.intensity, 0, None) ** 4
                     variants = {"quartic": h4} | {f"quartic x counts N0={n0:g}": h4 * counts / (counts + n0)

@@ -37,6 +37,18 @@ def disk_counts(pattern, ij, radius_px):
     return out
 
 
+def vector_counts(result: Path, series_file: Path, radius_px: float) -> tuple[VectorSet, np.ndarray]:
+    """The model's vectors of one predict result and the counts in each one's disk on the series file's patterns."""
+    vs = read_vectors(result, "model")
+    with h5py.File(result, "r") as r:
+        centre = np.array(r.attrs["centre_px"], float)
+        dk = json.loads(r.attrs["calibration"])["k_pixel_invA"]
+    with h5py.File(series_file, "r") as h:
+        d = h["data"][()].reshape(-1, *h["data"].shape[2:])
+    return vs, np.concatenate([disk_counts(d[p], centre + vs.position(p)[0] / dk, radius_px)
+                               for p in range(vs.positions)])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -51,15 +63,7 @@ def main():
     for series in sorted((Path(a.out) / "series" / a.split).iterdir()):
         for f in sorted(series.glob(f"series-*-{a.dose}.h5")):
             v = file_truth(f)
-            res = Path(a.vectors) / f"{a.split}-{series.name}-{f.stem}-bragg.h5"
-            vs = read_vectors(res, "model")
-            with h5py.File(res, "r") as r:
-                centre = np.array(r.attrs["centre_px"], float)
-                dk = json.loads(r.attrs["calibration"])["k_pixel_invA"]
-            with h5py.File(f, "r") as h:
-                d = h["data"][()].reshape(-1, *h["data"].shape[2:])
-            counts = np.concatenate([disk_counts(d[p], centre + vs.position(p)[0] / dk, a.radius_px)
-                                     for p in range(vs.positions)])
+            vs, counts = vector_counts(Path(a.vectors) / f"{a.split}-{series.name}-{f.stem}-bragg.h5", f, a.radius_px)
             truth = v.strain.reshape(-1, 3)[1:]
             variants = {"squared": (vs, "squared")}
             for n0 in n0s:
