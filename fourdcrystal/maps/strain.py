@@ -231,7 +231,8 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     if scan_weighted:
         # weights from the scan: each reflection's scatter about its fitted lattice point over the positions
         # (the reference's own residuals are zero by construction where it is one position: left out then)
-        spread_from = [p for p in range(n) if p not in set(ref_positions.tolist())] or list(range(n))
+        reference = set(ref_positions.tolist())
+        spread_from = [p for p in range(n) if p not in reference] or list(range(n))
         for _ in range(SCAN_WEIGHT_PASSES):
             var = lattice.reflection_variances([(fits[p][0], fits[p][2]) for p in spread_from], offsets,
                                                weights=[found[p][1] for p in spread_from])
@@ -251,9 +252,9 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
                 # each vector keeps its first weight (its height's say within a reflection), times its
                 # reflection's trust: a vector's variance taken as (its reflection's scale) / (its first weight)
                 reweighed.append((q, w * np.array([w_hk.get(tuple(h), 0.0) for h in first.indices.tolist()])))
-            indexed[:] = np.nan
-            fits, offsets = _fit_positions(reweighed, start, config, ref_positions, indexed, "reweighing by the scan",
-                                           weighted_outliers=True)
+            # indexed_fraction stays the first fit's (the share of the vectors' own weight on the lattice)
+            fits, offsets = _fit_positions(reweighed, start, config, ref_positions, np.full(n, np.nan),
+                                           "reweighing by the scan", weighted_outliers=True)
     for p, (_, _, fit) in enumerate(fits):
         if fit is not None:
             bases[p], origins[p], resid[p], n_indexed[p] = fit.basis, fit.origin, fit.residual_rms, fit.n_used
