@@ -188,7 +188,8 @@ def output_lock(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
     except OSError as exc:
-        raise FourdError(f"{lock}: cannot create the lock file ({exc.strerror})") from None
+        raise FourdError(f"cannot write {path}: its lock file {lock.name} cannot be created there "
+                         f"({exc.strerror}); nothing was written") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

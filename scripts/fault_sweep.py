@@ -368,6 +368,9 @@ def cases() -> list[Case]:
         Case("export: --out is the input, with --overwrite", "7 concurrency/processes",
              lambda ws: ["export", str(ws / "not-vectors.h5"), "--out", str(ws / "not-vectors.h5"), "--overwrite"],
              "the predict result", setup=_vectors_file),
+        Case("export: --out where no file can be created (/proc)", "2 paths",
+             lambda ws: ["export", str(ws / "vec.h5"), "--out", "/proc/fourdcrystal-e.h5"],
+             "cannot write /proc/fourdcrystal-e.h5: its lock file"),
         Case("usage: unknown subcommand", "9 leftovers/order", lambda ws: ["segment"], "No such command"),
         *generated_cases(),
     ]
