@@ -278,7 +278,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if len(scan) == 0:
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
-        if config.tilt and cal.energy_eV is None:
+        # the Laue fit needs the energy: asked for (tilt), or in the combination asked for by name
+        if cal.energy_eV is None and (config.tilt or (config.tilt is None and config.tilt_model == "combined")):
             raise FourdError(f"`tilt` needs the beam energy: {data} does not record it; give `energy_eV` (eV)")
         if arrivals is not None:  # the patterns the preparation reads must be in the file
             try:
@@ -302,9 +303,6 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             tilt_methods = methods if config.tilt else (("model",) if source in ("qz", "combined") else ())
             config = replace(config, tilt=bool(tilt_methods), tilt_methods=tilt_methods, tilt_model=source,
                              tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
-        if config.tilt and cal.energy_eV is None and (config.tilt_model != "qz" or config.tilt_methods != ("model",)):
-            raise FourdError(f"the tilt's Laue fit needs the beam energy: {data} does not record it; give `energy_eV` "
-                             f"(eV)")
         if config.tilt and config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
             raise FourdError("the model's q_z tilt needs its standard error (tilt_qz_sigma_mrad): the card's test "
                              "evaluation has none")
