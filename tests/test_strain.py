@@ -454,6 +454,27 @@ def test_positions_whose_vectors_are_not_one_lattice_are_nan_counted_and_warned(
         assert f.attrs["not_one_lattice_positions"] == 5 and f["indexed_fraction"].shape == (2, 3)
 
 
+def test_a_position_the_first_fit_rejects_stays_rejected_when_the_scan_reweighs():
+    """One position of six holds its lattice under a three-fold weight of stray vectors far out (|q| 1.4-2 Å⁻¹,
+    beyond every reflection the scan measures): under 0.3 of its weight is on one lattice, so the first fit rejects
+    it. Reweighed by the scan, the stray vectors would weigh nothing (no trusted reflection near them) and a fit
+    from scratch would pass; the position stays rejected, as with fixed weights."""
+    vs = _rings_and_one_crystal(crystal_positions=tuple(range(6)))
+    rng = np.random.default_rng(0)
+    qs = [vs.q[vs.offsets[p]:vs.offsets[p + 1]] for p in range(6)]
+    ws = [vs.intensity[vs.offsets[p]:vs.offsets[p + 1]] for p in range(6)]
+    n = 3 * len(qs[5])
+    angle, radius = rng.uniform(0, 2 * np.pi, n), rng.uniform(1.4, 2.0, n)
+    qs[5] = np.concatenate([qs[5], np.c_[radius * np.cos(angle), radius * np.sin(angle)]])
+    ws[5] = np.concatenate([ws[5], np.full(n, ws[5].mean())])
+    offsets = np.concatenate([[0], np.cumsum([len(q) for q in qs])])
+    stray = VectorSet((2, 3), offsets, np.concatenate(qs), np.concatenate(ws), "Å⁻¹", 0.02, "memory", "baseline")
+    for weights in ("none", "scan"):
+        m = strain_maps(stray, StrainConfig(reference="0:1,0:1", weights=weights))
+        assert m["fit_ok"].ravel().tolist() == [True] * 5 + [False], weights
+        assert m["not_one_lattice"] == 1 and m["indexed_fraction"].ravel()[5] == pytest.approx(0.25), weights
+
+
 def test_export_bad_input(tmp_path):
     r = CliRunner().invoke(cli, ["export", str(PY4DSTEM_VECTORS), "--out", str(tmp_path / "x.h5")])
     assert r.exit_code == 2 and "already a py4DSTEM file" in r.output and r.output.count("\n") == 1

@@ -233,6 +233,9 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         # (the reference's own residuals are zero by construction where it is one position: left out then)
         reference = set(ref_positions.tolist())
         spread_from = [p for p in range(n) if p not in reference] or list(range(n))
+        # a position the first fit rejected (too few vectors, or not one lattice) stays rejected: refitted with
+        # the scan's weights, vectors off every reflection the scan trusts weigh nothing and would let it pass
+        first_fits = [fit for _, _, fit in fits]
         for _ in range(SCAN_WEIGHT_PASSES):
             var = lattice.reflection_variances([(fits[p][0], fits[p][2]) for p in spread_from], offsets,
                                                weights=[found[p][1] for p in spread_from])
@@ -243,15 +246,15 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
             w_hk = {h: floor / max(v, floor) for h, v in var.items()}
             w_hk[(0, 0)] = 1.0  # the zero beam: where no spread is measured, the most trusted
             reweighed = []
-            for (q, w), (_, _, fit) in zip(found, fits):
-                first = fit if fit is not None else lattice.fit_lattice(q, start, w, tolerance=config.tolerance,
-                                                                        min_vectors=config.min_vectors)
+            for (q, w), (_, _, fit), first in zip(found, fits, first_fits):
                 if first is None:
                     reweighed.append((q, np.zeros(len(q))))
                     continue
+                # the indices of the last pass's fit, or the first fit's where the last pass lost the position
+                last = fit if fit is not None else first
                 # each vector keeps its first weight (its height's say within a reflection), times its
                 # reflection's trust: a vector's variance taken as (its reflection's scale) / (its first weight)
-                reweighed.append((q, w * np.array([w_hk.get(tuple(h), 0.0) for h in first.indices.tolist()])))
+                reweighed.append((q, w * np.array([w_hk.get(tuple(h), 0.0) for h in last.indices.tolist()])))
             # indexed_fraction stays the first fit's (the share of the vectors' own weight on the lattice)
             fits, offsets = _fit_positions(reweighed, start, config, ref_positions, np.full(n, np.nan),
                                            "reweighing by the scan", weighted_outliers=True)
