@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -267,6 +268,15 @@ def release_table() -> str:
     return "\n".join(lines) + f"\n\n({ev['patterns']} test patterns of {_json(CARD)['release']['dataset_contents']['crystals']['test']} crystals never seen in training.)\n"
 
 
+def release_table_brief() -> str:
+    """The README's rows of the release table: the thinnest bin and everything from the thick bin's edge up."""
+    full = release_table().split("\n")
+    thin, thick = "| < ", f"| ≥ {_test_eval()['thick_from_A']:g} Å |"
+    rows = [line for line in full[2:] if line.startswith(thin) or line.startswith(thick)]
+    note = next(line for line in full if line.startswith("("))
+    return "\n".join(full[:2] + rows + ["", note]) + "\n"
+
+
 def py4dstem_table() -> str:
     d = _json(BENCH / "compare_py4dstem.json")
     lines = ["| patterns | dose (e⁻/pattern) | F1 model | F1 our baseline | F1 py4DSTEM `find_Bragg_disks` | "
@@ -333,6 +343,27 @@ def strain_survey(name: str = "strain_survey.json") -> str:
             f"to ±{c['rotation_deg']:g}°, {c['energy_eV'] / 1e3:g} kV, {c['semiangle_mrad']:g} mrad, "
             f"{c['output_px']}² px at {c.get('detector_bin', 1) / c['box_A']:.4f} Å⁻¹ ({c['box_A']:g} Å boxes); fit settings chosen on the tuning series: {chosen}; "
             f"`fourdcrystal strain-benchmark OUT --py4dstem-python PY`, OUT/report.json.)\n")
+
+
+def strain_lowest() -> str:
+    """Which method's vectors give the lowest rms strain error, per dose and thickness, in each strain survey."""
+    surveys = {boxes: _json(BENCH / name) for name, boxes in SURVEYS.items()}
+    thick = {b: sorted(next(iter(d["summary"]["by_dose_and_thickness_A"].values())), key=float)
+             for b, d in surveys.items()}
+    lines = ["| dose (e⁻/pattern) | " + " | ".join(f"{b}: lowest at " + " / ".join(f"{float(t):g}" for t in thick[b])
+                                                + " Å" for b in surveys) + " |", "|---|" + "---|" * len(surveys)]
+    for dose, name in SURVEY_DOSES.items():
+        cells = []
+        for b, d in surveys.items():
+            table = d["summary"]["by_dose_and_thickness_A"].get(dose, {})
+            best = []
+            for t in thick[b]:
+                errs = {m: e["strain_rms_error_pct"] for m, e in table.get(t, {}).items()
+                        if e.get("strain_rms_error_pct") is not None}
+                best.append(min(errs, key=errs.get) if errs else "–")
+            cells.append(" / ".join(best))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def acceptance() -> str:
@@ -525,6 +556,20 @@ def speed() -> str:
             f"{f['done_after_last_frame_s']:.1f} s after the last frame.\n")
 
 
+def speed_brief() -> str:
+    """One sentence of the speed table for the README's list of predict's options."""
+    run = _json(BENCH / "bench_predict.json")
+    rows = [r for r in run["rows"] if r["detector"] == 256]
+    model = [r["model_per_s"] for r in rows]
+    base = [r["baseline_per_s"] for r in rows]
+    mem = max(r["peak_rss_mb"] for r in rows)
+    m = run["machine"]
+    return (f"on {m['cpus']} CPU cores ({m['processor']}) the shipped model processes {min(model):.0f}–"
+            f"{max(model):.0f} patterns of 256² per second ({run['precision']}), the baseline {min(base):.0f}–"
+            f"{max(base):.0f}, in under {math.ceil(mem / 100) / 10:.1f} GB whatever the scan's size; `python "
+            f"scripts/bench_predict.py release` measures your machine ([every size](docs/reference.md#speed)).\n")
+
+
 RENDER: dict[str, Callable[[], str]] = {
     "setup": setup, "worked-example": worked_example, "quickstart-table": quickstart_table, "demo-strain": demo_strain, "coverage": coverage,
     "release-table": release_table, "release2-truth": release2_truth, "truth-gate": truth_gate,
@@ -532,7 +577,8 @@ RENDER: dict[str, Callable[[], str]] = {
     "acceptance": acceptance,
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "tta-table": tta_table, "qz-experiment": qz_experiment, "tilt-table": tilt_table, "py4dstem-full-table": py4dstem_full_table,
-    "speed": speed,
+    "speed": speed, "speed-brief": speed_brief, "release-table-brief": release_table_brief,
+    "strain-lowest": strain_lowest,
 }
 FILES = (README, ROOT / "docs" / "model.md", ROOT / "docs" / "reference.md")
 

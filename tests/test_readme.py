@@ -27,7 +27,8 @@ def test_generated_blocks_match_the_artefacts():
         _, changed = rn.render(text, skip)
         assert not changed, f"{path.name}: out of date: {changed}; run python scripts/readme_numbers.py"
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in ("setup", "quickstart-table", "release-table", "acceptance", "worked-example"):
+    for name in ("setup", "quickstart-table", "release-table-brief", "strain-lowest", "acceptance", "worked-example",
+                 "speed-brief"):
         assert f"<!-- numbers: {name} -->" in readme, name
     model = (ROOT / "docs" / "model.md").read_text(encoding="utf-8")
     for name in ("coverage", "release-table", "strain-table", "strain-survey", "acceptance"):
@@ -37,7 +38,7 @@ def test_generated_blocks_match_the_artefacts():
 def test_a_changed_number_is_caught(tmp_path):
     rn = _script()
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = next(m for m in rn.BLOCK.finditer(text) if m["name"] == "release-table")
+    block = next(m for m in rn.BLOCK.finditer(text) if m["name"] == "release-table-brief")
     tampered = text.replace(block["body"], block["body"].replace("0", "9", 1) + "x\n", 1)
     _, changed = rn.render(tampered, ("setup",))
     assert block["name"] in changed
@@ -60,3 +61,20 @@ def test_readme_commands_name_existing_options():
             assert opt in opts, f"README: fourdcrystal {cmd} has no option {opt}"
             seen += 1
     assert seen >= 8
+
+
+def test_the_readme_user_path_fits_in_250_lines():
+    """What a microscopist reads before using it (what it does, install, own data, is it right, maps, which method)
+    comes first, in that order, and ends within 250 lines; the library, requirements and development follow."""
+    import re
+
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    heads = [(i, line[3:]) for i, line in enumerate(lines) if line.startswith("## ")]
+    path = ["Install and first run", "Your own data", "Is it right?", "Strain and orientation maps",
+            "Which method, at which dose"]
+    assert [h for _, h in heads[:len(path)]] == path
+    end = heads[len(path)][0]
+    assert end <= 250, f"the README's user path is {end} lines"
+    user = "\n".join(lines[:end])
+    for needed in ("calibration", "py4DSTEM", "tilt", "--method", "warning"):
+        assert re.search(re.escape(needed), user, re.I), needed
