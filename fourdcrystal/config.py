@@ -151,6 +151,21 @@ def Str(nullable: bool = False) -> Callable:
     return parse
 
 
+def split_items(text: str) -> list[str]:
+    """A comma-separated string's items, stripped; ``""`` is no items. An empty item (``1,,2``, a trailing comma)
+    is a typo, not nothing: refused rather than dropped.
+
+    >>> split_items("100, 200")
+    ['100', '200']
+    """
+    if not text.strip():
+        return []
+    items = [s.strip() for s in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{text!r} has an empty item between commas")
+    return items
+
+
 def List(item: Callable, min_len: int = 0, unique: bool = True) -> Callable:
     """A list of items; a comma-separated string is accepted too (handy on the command line)."""
 
@@ -158,7 +173,7 @@ def List(item: Callable, min_len: int = 0, unique: bool = True) -> Callable:
         if v is None:
             v = []
         if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
+            v = split_items(v)
         if not isinstance(v, (list, tuple)):
             raise ValueError("expected a list")
         out = []
@@ -201,7 +216,7 @@ def FloatChoices(lo: float | None = None, lo_open: bool = False, hi: float | Non
 
     def parse(v: Any) -> float | list[float]:
         if isinstance(v, str) and "," in v:
-            v = [s.strip() for s in v.split(",") if s.strip()]
+            v = split_items(v)
         if isinstance(v, (list, tuple)):
             out = List(Float(lo, hi, lo_open=lo_open), min_len=1)(list(v))
             return out[0] if len(out) == 1 else sorted(out)
@@ -498,7 +513,7 @@ def Doses() -> Callable:
 
     def parse(v: Any) -> list:
         if isinstance(v, str):
-            v = [s.strip() for s in v.split(",") if s.strip()]
+            v = split_items(v)
         if not isinstance(v, (list, tuple)) or not v:
             raise ValueError("expected a list of doses (electrons per pattern > 0) or clean")
         out: list = []

@@ -166,6 +166,14 @@ def workspace(tmp_path_factory):
     return ws
 
 
+def test_the_readme_counts_the_fault_table():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"fault_sweep.py` runs (\d+) bad inputs", readme)
+    assert stated and int(stated.group(1)) == len(SWEEP.cases())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", SWEEP.cases(), ids=lambda c: c.name)
 def test_fault_table(case, workspace):

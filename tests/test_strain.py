@@ -454,6 +454,26 @@ def test_positions_whose_vectors_are_not_one_lattice_are_nan_counted_and_warned(
         assert f.attrs["not_one_lattice_positions"] == 5 and f["indexed_fraction"].shape == (2, 3)
 
 
+def test_a_reference_whose_stray_peaks_hide_its_lattice_is_indexed_with_the_whole_scans_basis():
+    """The reference position (one of nine) holds its lattice faintly under twelve bright stray peaks: the basis
+    from its own Bragg vector map is not the crystal's, and none of its vectors would index. The whole scan's map
+    shows the crystal; its basis indexes the reference, every position is fitted, and the strains are exact."""
+    strain_of = lambda p: (0.002 * (p % 3), -0.001 * (p // 3), 0.0)  # noqa: E731
+    vs = _vector_set(scan=(3, 3), strain_of=strain_of)
+    rng = np.random.default_rng(0)
+    qs = [vs.q[vs.offsets[p]:vs.offsets[p + 1]] for p in range(9)]
+    ws = [np.full(len(q), 0.5) for q in qs]
+    qs[0] = np.concatenate([qs[0], rng.uniform(-1.0, 1.0, (12, 2))])
+    ws[0] = np.concatenate([np.full(len(ws[0]), 0.01), np.full(12, 1.0)])
+    offsets = np.concatenate([[0], np.cumsum([len(q) for q in qs])])
+    stray = VectorSet((3, 3), offsets, np.concatenate(qs), np.concatenate(ws), "Å⁻¹", 0.02, "memory", "baseline")
+    m = strain_maps(stray, StrainConfig(reference="0:1,0:1", weights="none"))
+    assert m["fit_ok"].all()
+    np.testing.assert_allclose(sorted(np.abs(m["start_basis"]).max(axis=0)), [0.3, 0.35], atol=0.002)
+    np.testing.assert_allclose(m["exx"].ravel(), [strain_of(p)[0] for p in range(9)], atol=1e-9)
+    np.testing.assert_allclose(m["eyy"].ravel(), [strain_of(p)[1] for p in range(9)], atol=1e-9)
+
+
 def test_a_position_the_first_fit_rejects_stays_rejected_when_the_scan_reweighs():
     """One position of six holds its lattice under a three-fold weight of stray vectors far out (|q| 1.4-2 Å⁻¹,
     beyond every reflection the scan measures): under 0.3 of its weight is on one lattice, so the first fit rejects

@@ -88,8 +88,10 @@ def parse_strain_pct(text: str | None) -> float | list[float] | None:
 def parse_floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
+    from ..config import split_items
+
     try:
-        return [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
+        return [float(v) for v in split_items(str(text).replace(";", ","))]
     except ValueError:
         raise FourdError(f"{what} {text!r}: expected comma-separated numbers, e.g. 100,200") from None
 

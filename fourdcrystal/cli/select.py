@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..errors import FourdError
 from .common import config_option, load_explicit, opt
 from .group import cli
 
@@ -62,6 +63,15 @@ def select_cmd(ctx: click.Context, config_path, sources, out, overwrite, dry_run
     })
     if file_paths and "files" not in cfg["sources"]:
         cfg["sources"].append("files")
+    mp_only = {"--api-key": api_key, "--endpoint": endpoint, "--elements": elements,
+               "--exclude-elements": exclude_elements, "--num-sites": num_sites, "--e-above-hull-max": e_above_hull_max,
+               "--stable-only": stable_only, "--experimental-only": experimental_only,
+               "--include-gnome": include_gnome, "--max-results": max_results, "--timeout": timeout}
+    given = [name for name, value in mp_only.items() if value is not None]
+    if given and "mp" not in cfg["sources"]:
+        # a filter of a source this run does not use would select as if it were not there
+        raise FourdError(f"{', '.join(given)}: {'options' if len(given) > 1 else 'an option'} of the mp source, "
+                         f"which this run does not use (sources: {', '.join(cfg['sources'])}); add --source mp")
     from pathlib import Path
 
     catalogue = select(SelectSettings(**cfg), api_key=api_key, overwrite=overwrite, dry_run=dry_run,

@@ -53,19 +53,30 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes_per_crystal, scan, thic
 
     from ..evaluation.strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
 
+    from ..config import split_items
+
+    def items(text, name):
+        try:
+            return tuple(split_items(text))
+        except ValueError as exc:
+            raise FourdError(f"{name}: {exc}") from None
+
     def floats(text, name):
         try:
-            return tuple(float(x) for x in text.split(","))
+            return tuple(float(x) for x in items(text, name))
         except ValueError:
             raise FourdError(f"{name} {text!r}: expected comma-separated numbers") from None
 
     config = StrainBenchmarkConfig(
-        crystals=tuple(c.strip() for c in crystals.split(",") if c.strip()), zone_axes_per_crystal=zone_axes_per_crystal,
+        crystals=items(crystals, "`crystals`"), zone_axes_per_crystal=zone_axes_per_crystal,
         scan=tuple(scan), strain_pct=strain_pct, rotation_deg=rotation_deg,
         thicknesses_A=floats(thicknesses_A, "`thicknesses_A`"), energy_eV=energy_eV, semiangle_mrad=semiangle_mrad,
-        box_A=box_A, output_px=output_px, detector_bin=detector_bin, doses=tuple(d.strip() for d in doses.split(",")), seed=seed,
+        box_A=box_A, output_px=output_px, detector_bin=detector_bin, doses=items(doses, "`doses`"), seed=seed,
         threads=threads).check()
     p4d = None
+    if py4dstem_settings and not py4dstem_python:
+        # the settings only steer py4DSTEM's runs: without them the survey would run as if they were not given
+        raise FourdError("`py4dstem_settings` goes with `py4dstem_python` (the environment that runs py4DSTEM)")
     if py4dstem_python:
         if not Path(py4dstem_python).is_file():
             raise FourdError(f"`py4dstem_python` {py4dstem_python}: no such file")

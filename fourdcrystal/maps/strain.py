@@ -153,6 +153,44 @@ def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config
     return lattice.find_basis(spot_q, spot_w)
 
 
+# the whole scan's basis replaces the reference's only where it indexes this much more of the reference's weight
+WHOLE_SCAN_BASIS_GAIN = 1.05
+
+
+def start_basis(vectors: VectorSet, ref_positions: np.ndarray, config: StrainConfig, found: list) -> np.ndarray:
+    """The basis that indexes the positions: from the reference's Bragg vector map, or, where the reference is part
+    of the scan, from the whole scan's map if that indexes more of the reference positions' vector weight (by
+    :data:`WHOLE_SCAN_BASIS_GAIN`). A small reference's few patterns can hold stray peaks that make a wrong lattice
+    from its map alone (one position of SrTiO3 [001] at 1000 Å in the strain survey: a basis that indexes none of
+    it), where the scan's map, many patterns strong, shows the crystal's; the fit relative to the reference is the
+    same with either basis where both are the crystal's."""
+    if len(ref_positions) == vectors.positions:
+        return reference_basis_from_spots(vectors, ref_positions, config)
+    try:
+        start = reference_basis_from_spots(vectors, ref_positions, config)
+    except FourdError as exc:
+        start, failed = None, exc
+    try:
+        whole = reference_basis_from_spots(vectors, np.arange(vectors.positions), config)
+    except FourdError:
+        if start is None:
+            raise failed from None
+        return start
+    if start is None:
+        return whole
+
+    def indexed_weight(basis: np.ndarray) -> float:
+        total = 0.0
+        for p in ref_positions:
+            q, w = found[int(p)]
+            fit = (lattice.fit_lattice(q, basis, w, tolerance=config.tolerance, min_vectors=config.min_vectors)
+                   if (w > 0).sum() >= config.min_vectors else None)
+            total += 0.0 if fit is None else float(w[fit.used].sum())
+        return total
+
+    return whole if indexed_weight(whole) > WHOLE_SCAN_BASIS_GAIN * indexed_weight(start) else start
+
+
 def fit_weights(config: StrainConfig, vectors: VectorSet) -> str:
     """The weights of the first fit. ``auto`` (and ``scan``) first weigh a model vector by its height (the
     network's V_g at the peak) to the fourth power (``quartic``), then each reflection by its scatter over the
@@ -215,17 +253,17 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     region = parse_region(config.reference, scan)
     flat = np.arange(vectors.positions).reshape(scan)
     ref_positions = flat.ravel() if region is None else flat[region].ravel()
+    n = vectors.positions
+    found = [position_vectors(vectors, p, config) for p in range(n)]
     if config.g1 is not None:
         start = lattice.check_basis(np.array([config.g1, config.g2], float).T, "`g1`, `g2`")
     else:
-        start = reference_basis_from_spots(vectors, ref_positions, config)
-    n = vectors.positions
+        start = start_basis(vectors, ref_positions, config, found)
     bases = np.full((n, 2, 2), np.nan)
     origins = np.full((n, 2), np.nan)
     resid = np.full(n, np.nan)
     n_indexed = np.zeros(n, np.int32)
     indexed = np.full(n, np.nan)
-    found = [position_vectors(vectors, p, config) for p in range(n)]
     fits, offsets = _fit_positions(found, start, config, ref_positions, indexed, "fitting lattices")
     not_one_lattice = int(np.sum(indexed < config.min_indexed_fraction))
     if scan_weighted:
