@@ -81,7 +81,8 @@ def demo_scan(dataset: str | Path, out: str | Path, side: int = 8, dose_e: float
     """A side×side scan from the test split's first specimen, at ``dose_e`` electrons per pattern (HDF5).
 
     Positions cycle through that specimen's patterns (probe positions and thicknesses), so the
-    virtual bright field shows the thickness steps. Attributes: ``k_pixel_invA``, ``energy_eV``,
+    virtual bright field shows the thickness steps. The patterns are resampled onto square pixels of
+    the simulation's mean pixel size (a rectangular cell samples its two axes differently). Attributes: ``k_pixel_invA``, ``energy_eV``,
     ``semiangle_mrad`` on the dataset ``/scan/data``.
     """
     import h5py
@@ -100,6 +101,16 @@ def demo_scan(dataset: str | Path, out: str | Path, side: int = 8, dose_e: float
         dk = sh.meta("k_sampling_invA")[rows[0]]
         cbed = np.stack([sh.images(r)["cbed"] for r in rows]).astype(np.float64)
         energy, semiangle = float(sh.meta("energy_eV")[rows[0]]), float(sh.meta("semiangle_mrad")[rows[0]])
+    # a detector's pixels are square; a simulated cell's need not be (its sides set the sampling): onto square
+    # pixels of the mean size, the zero beam kept at the centre, before the counts are drawn
+    dk = np.broadcast_to(np.asarray(dk, float), (2,))
+    square = float(np.mean(dk))
+    if not np.allclose(dk, square, rtol=1e-6):
+        from .prediction.calibration import Resampler
+
+        shape = cbed.shape[1:]
+        resample = Resampler.build(shape, (square, square), shape, tuple(dk), (shape[0] // 2, shape[1] // 2))
+        cbed = np.clip(resample(cbed).astype(np.float64), 0.0, None)
     rng = np.random.default_rng(seed)
     frames = np.empty((side * side, *cbed.shape[1:]), np.float32)
     for p in range(side * side):
@@ -108,7 +119,7 @@ def demo_scan(dataset: str | Path, out: str | Path, side: int = 8, dose_e: float
     with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:
         ds = f.create_dataset("scan/data", data=frames.reshape(side, side, *cbed.shape[1:]),
                               chunks=(1, side, *cbed.shape[1:]), compression="gzip", compression_opts=1)
-        ds.attrs["k_pixel_invA"] = float(np.mean(dk))
+        ds.attrs["k_pixel_invA"] = square
         ds.attrs["energy_eV"] = energy
         ds.attrs["semiangle_mrad"] = semiangle
         ds.attrs["source"] = f"{dataset}: test specimen {specimen[rows[0]]}, {dose_e:g} e/pattern"

@@ -321,18 +321,26 @@ def strain_survey(name: str = "strain_survey.json") -> str:
     bold."""
     d = _json(BENCH / name)
     methods, table = d["methods"], d["summary"]["by_dose_and_thickness_A"]
-    lines = ["| dose (e⁻/pattern) | thickness | strain rms error " + " / ".join(methods) + " | rotation rms error "
-             + " / ".join(methods) + " | positions fitted " + " / ".join(methods) + " |", "|---|---|---|---|---|"]
+    common = d["summary"].get("common_by_dose_and_thickness_A", {})
+    names = " / ".join(methods)
+    lines = [f"| dose (e⁻/pattern) | thickness | strain rms error {names} | on the positions all fitted | rotation rms "
+             f"error {names} | positions fitted {names} |", "|---|---|---|---|---|---|"]
+
+    def bold_lowest(errs: list) -> str:
+        best = min((e for e in errs if e is not None), default=None)
+        return " / ".join("–" if e is None else (f"**{e:.3f} %**" if e == best else f"{e:.3f} %") for e in errs)
+
     for dose in [x for x in SURVEY_DOSES if x in table]:
         for t in sorted(table[dose], key=float):
             cells = [table[dose][t].get(m, {}) for m in methods]
-            errs = [c.get("strain_rms_error_pct") for c in cells]
-            best = min((e for e in errs if e is not None), default=None)
-            strain = " / ".join("–" if e is None else (f"**{e:.3f} %**" if e == best else f"{e:.3f} %") for e in errs)
+            strain = bold_lowest([c.get("strain_rms_error_pct") for c in cells])
+            both = common.get(dose, {}).get(t)
+            shared = "–" if not both else (bold_lowest([both[m]["strain_rms_error_pct"] for m in methods])
+                                           + f" ({both[methods[0]]['fitted']})")
             rot = " / ".join("–" if c.get("rotation_rms_error_deg") is None else f"{c['rotation_rms_error_deg']:.3f}°"
                              for c in cells)
             fitted = " / ".join(f"{c.get('fitted', 0)}/{c.get('positions', 0)}" for c in cells)
-            lines.append(f"| {SURVEY_DOSES[dose]} | {float(t):g} Å | {strain} | {rot} | {fitted} |")
+            lines.append(f"| {SURVEY_DOSES[dose]} | {float(t):g} Å | {strain} | {shared} | {rot} | {fitted} |")
     c = d["config"]
     series = len(c["crystals"]) * c["zone_axes_per_crystal"]
     chosen = "; ".join(f"{m} {v['fit']['weights']}, tolerance {v['fit']['tolerance']:g}"
@@ -346,7 +354,8 @@ def strain_survey(name: str = "strain_survey.json") -> str:
 
 
 def strain_lowest() -> str:
-    """Which method's vectors give the lowest rms strain error, per dose and thickness, in each strain survey."""
+    """Which method's vectors give the lowest rms strain error, per dose and thickness, in each strain survey, on
+    the positions every method fitted."""
     surveys = {boxes: _json(BENCH / name) for name, boxes in SURVEYS.items()}
     thick = {b: sorted(next(iter(d["summary"]["by_dose_and_thickness_A"].values())), key=float)
              for b, d in surveys.items()}
@@ -355,7 +364,8 @@ def strain_lowest() -> str:
     for dose, name in SURVEY_DOSES.items():
         cells = []
         for b, d in surveys.items():
-            table = d["summary"]["by_dose_and_thickness_A"].get(dose, {})
+            table = (d["summary"].get("common_by_dose_and_thickness_A")
+                     or d["summary"]["by_dose_and_thickness_A"]).get(dose, {})
             best = []
             for t in thick[b]:
                 errs = {m: e["strain_rms_error_pct"] for m, e in table.get(t, {}).items()
@@ -379,7 +389,7 @@ def acceptance() -> str:
     for name, boxes in SURVEYS.items():
         d = _json(BENCH / name)
         table = d["summary"]["by_dose_and_thickness_A"]
-        s5 = table.get("1e5", {})
+        s5 = d["summary"].get("common_by_dose_and_thickness_A", table).get("1e5", {})
         fails5[boxes] = [t for t in s5 if not (s5[t]["model"]["strain_rms_error_pct"] is not None and all(
             s5[t][m]["strain_rms_error_pct"] is not None for m in d["methods"]) and s5[t]["model"][
             "strain_rms_error_pct"] <= 0.8 * s5[t]["baseline"]["strain_rms_error_pct"] and ("py4DSTEM" not in s5[t]
@@ -399,7 +409,8 @@ def acceptance() -> str:
             ("precision at 10⁵ ≥ 0.9", f"{m5['precision']:.3f}", m5["precision"] >= 0.9),
             ("position rms ≤ the baseline's in every thickness bin", "every bin and dose" if not worse else
              "worse at " + ", ".join(worse), not worse),
-            ("strain rms at 10⁵ ≤ 0.8 × baseline and ≤ py4DSTEM, every thickness (both surveys)", missed,
+            ("strain rms at 10⁵ ≤ 0.8 × baseline and ≤ py4DSTEM, every thickness (both surveys; on the positions "
+             "all three fitted)", missed,
              not any(fails5.values())),
             ("noise-free strain ≤ 0.08 %, every thickness (100, 300, 600, 1000 Å)", clean_text, ok_clean)]
     lines = ["| target (test split ≥ 200 Å; strain survey) | now | met |", "|---|---|---|"]

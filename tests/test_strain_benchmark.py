@@ -53,6 +53,27 @@ def test_the_score_is_the_distance_from_the_applied_strain():
             assert row["rotation_rms_error_deg"] < 2e-3
 
 
+def test_methods_are_also_compared_on_the_positions_every_one_fitted():
+    """py4DSTEM fits no position of one series and the model's error there is large: on its own the model pools
+    every position, beside the others it is judged on the positions all three fitted."""
+    def row(method, crystal, errors):
+        ok = [e for e in errors if e is not None]
+        return {"crystal": crystal, "zone_axis": [0, 0, 1], "thickness_A": 1000.0, "dose": "1e5", "method": method,
+                "positions": len(errors), "fitted": len(ok), "position_errors_pct": errors,
+                "strain_rms_error_pct": float(np.sqrt(np.mean(np.square(ok)))) if ok else None,
+                "rotation_rms_error_deg": 0.0 if ok else None}
+    rows = [row("model", "Si", [0.5, 0.5]), row("baseline", "Si", [0.6, 0.6]), row("py4DSTEM", "Si", [None, None]),
+            row("model", "GaN", [0.1, 0.1]), row("baseline", "GaN", [0.2, None]), row("py4DSTEM", "GaN", [0.15, 0.15])]
+    summary = sb.summarise(rows, ["model", "baseline", "py4DSTEM"])
+    own = summary["by_dose_and_thickness_A"]["1e5"]["1000.0"]
+    assert own["model"]["strain_rms_error_pct"] == pytest.approx(np.sqrt((0.25 * 2 + 0.01 * 2) / 4))
+    assert own["py4DSTEM"]["strain_rms_error_pct"] == pytest.approx(0.15)
+    common = summary["common_by_dose_and_thickness_A"]["1e5"]["1000.0"]
+    assert {m: c["strain_rms_error_pct"] for m, c in common.items()} == pytest.approx(
+        {"model": 0.1, "baseline": 0.2, "py4DSTEM": 0.15})
+    assert all(c["fitted"] == 1 and c["positions"] == 4 for c in common.values())
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("sb") / "sb"

@@ -160,6 +160,23 @@ def test_the_zero_beam_of_a_thick_crystal_is_not_its_brightest_disk():
     assert np.hypot(centre[0] - 40, centre[1] - 50) < 0.5 and source == "bright disk of the mean pattern"
 
 
+def test_a_crystal_at_the_bragg_condition_of_a_row_keeps_its_bright_zero_beam():
+    """A systematic row at the Bragg condition of its 2g is symmetric about g, where a faint disk sits (the
+    quickstart's demo: 000 the brightest, 00-4 at 0.69 of it, 00-2 between at 0.07): the zero beam stays the
+    bright disk, not the faint one at the centre of symmetry."""
+    from fourdcrystal.prediction.calibration import zero_beam_centre
+
+    img = np.full((128, 128), 0.01)
+    ii, jj = np.mgrid[:128, :128]
+    c0, d, perp = np.array([50.0, 56.0]), np.array([6.0, 2.0]), np.array([-2.0, 6.0])
+    for n, a in {0: 1.0, 2: 0.69, 1: 0.07, -1: 0.2, 3: 0.2, -2: 0.05, 4: 0.05, -3: 0.03, 5: 0.03}.items():
+        for m, b in ((0, 1.0), (1, 0.15), (-1, 0.15)):
+            c = c0 + n * d + m * perp
+            img += a * b * ((ii - c[0]) ** 2 + (jj - c[1]) ** 2 <= 4.0)
+    centre, source = zero_beam_centre(img, 1.9)
+    assert np.hypot(*np.subtract(centre, c0)) < 0.5 and source == "bright disk of the mean pattern"
+
+
 def test_predict_centres_the_zero_beam_not_the_brightest_reflection(tmp_path, caplog):
     """predict on that thick crystal: the zero beam where it is, with a warning that names the brightest disk; with
     the vacuum probe file, from the probe."""

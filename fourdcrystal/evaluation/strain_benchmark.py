@@ -321,13 +321,19 @@ def score_fit(v: SeriesVectors, method: str, fit: dict) -> dict:
     row = {"crystal": v.crystal, "zone_axis": list(v.uvw), "thickness_A": v.thickness_A, "dose": v.dose,
            "method": method, "fit": fit, "positions": int(v.rotation_deg.size) - 1}
     if m is None:
-        return row | {"strain_rms_error_pct": None, "rotation_rms_error_deg": None, "fitted": 0}
+        return row | {"strain_rms_error_pct": None, "rotation_rms_error_deg": None, "fitted": 0,
+                      "position_errors_pct": [None] * row["positions"]}
     ok = m["fit_ok"].copy()
     ok[0, 0] = False  # the reference is zero by construction
     err = np.stack([m[k] - v.strain[..., i] for i, k in enumerate(("exx", "eyy", "exy"))], axis=-1)
+    # each strained position's rms over the three components (None where not fitted): methods are compared on
+    # the positions every one of them fitted as well as each on its own
+    per_position = 100 * np.sqrt(np.mean(err ** 2, axis=-1))
     return row | {"strain_rms_error_pct": float(100 * np.sqrt(np.mean(err[ok] ** 2))) if ok.any() else None,
                   "rotation_rms_error_deg": float(np.sqrt(np.mean((m["theta_deg"] - v.rotation_deg)[ok] ** 2)))
-                  if ok.any() else None, "fitted": int(ok.sum())}
+                  if ok.any() else None, "fitted": int(ok.sum()),
+                  "position_errors_pct": [float(e) if o else None for e, o in zip(per_position.ravel()[1:],
+                                                                                  ok.ravel()[1:])]}
 
 
 FAILED_PCT = 1.0  # a position not fitted counts as this strain error when fit settings are chosen
@@ -399,7 +405,31 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
             table.setdefault(r["dose"], {}).setdefault(g, {}).setdefault(r["method"], []).append(r)
         out[f"by_dose_and_{key}"] = {d: {g: {m: _pool(rs) for m, rs in by_m.items()} for g, by_m in by_g.items()}
                                      for d, by_g in table.items()}
+    out["common_by_dose_and_thickness_A"] = _common(rows, methods)
     return out
+
+
+def _common(rows: list[dict], methods: list[str]) -> dict:
+    """rms strain error (%) per dose and thickness over the strained positions that every method fitted: where one
+    method fails a series (py4DSTEM on a thick one), the others are not judged on positions it skipped."""
+    series: dict = {}
+    for r in rows:
+        if "position_errors_pct" not in r:  # a report written before the positions were kept
+            return {}
+        key = (r["dose"], str(r["thickness_A"]), r["crystal"], tuple(r["zone_axis"]))
+        series.setdefault(key, {})[r["method"]] = r["position_errors_pct"]
+    table: dict = {}
+    for (dose, t, *_), by_m in series.items():
+        if set(by_m) != set(methods):
+            continue
+        both = [i for i in range(len(by_m[methods[0]])) if all(by_m[m][i] is not None for m in methods)]
+        cell = table.setdefault(dose, {}).setdefault(t, {m: [] for m in methods} | {"positions": 0})
+        cell["positions"] += len(by_m[methods[0]])
+        for m in methods:
+            cell[m] += [by_m[m][i] for i in both]
+    return {d: {t: {m: {"strain_rms_error_pct": float(np.sqrt(np.mean(np.square(c[m])))) if c[m] else None,
+                        "fitted": len(c[m]), "positions": c["positions"]} for m in methods}
+                for t, c in by_t.items()} for d, by_t in table.items()}
 
 
 def _pool(rows: list[dict]) -> dict:

@@ -266,6 +266,11 @@ def disk_centre(image: np.ndarray, radius_px: float | None = None) -> tuple[floa
     return _centroid(img, i, j, radius_px if radius_px else 3.0)
 
 
+# a disk other than the brightest is taken for the zero beam only where it is at least this bright (disk score,
+# against the brightest's): the thick Si [110] pattern's zero beam is at 0.85 of its brightest reflection
+ZERO_BEAM_MIN_BRIGHTNESS = 0.2
+
+
 def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[float, float] | None = None,
                      candidates: int = 24) -> tuple[tuple[float, float], str]:
     """The zero beam in a scan's mean pattern, and how it was found.
@@ -276,7 +281,8 @@ def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[flo
     Otherwise the diffraction pattern's own symmetry decides: the intensity envelope of a
     pattern falls off around the zero beam, so among the ``candidates`` brightest disks the one
     about which the pattern, its own disk left out, best matches its point reflection
-    (I(c + x) against I(c − x), normalised correlation) is taken.
+    (I(c + x) against I(c − x), normalised correlation) is taken, where it is clearly more symmetric than the
+    brightest disk and at least :data:`ZERO_BEAM_MIN_BRIGHTNESS` as bright.
 
     Parameters
     ----------
@@ -324,8 +330,11 @@ def zero_beam_centre(mean: np.ndarray, radius_px: float, probe_centre: tuple[flo
     sym = np.array([symmetry(c) for c in cand])
     k = int(np.argmax(sym)) if np.isfinite(sym.max()) else 0
     # another disk only when it is clearly the centre of the pattern (simulated thick crystals: ≥ 0.86 against
-    # ≤ 0.13 for a brighter reflection); a pattern without Friedel pairs keeps its brightest disk
-    if k != 0 and not sym[k] >= max(sym[0], 0.0) + 0.3:
+    # ≤ 0.13 for a brighter reflection); a pattern without Friedel pairs keeps its brightest disk. And only a bright
+    # one: a crystal at the Bragg condition of a systematic row's g is symmetric about g/2, where a faint reflection
+    # can sit (the quickstart's demo: 000 the brightest disk, 00-4 at 0.69 of it, 00-2 between them at 0.07)
+    if k != 0 and not (sym[k] >= max(sym[0], 0.0) + 0.3
+                       and score[tuple(cand[k])] >= ZERO_BEAM_MIN_BRIGHTNESS * score[tuple(cand[0])]):
         k = 0
     i, j = cand[k]
     return _centroid(img, i, j, r), ("bright disk of the mean pattern" if k == 0 else "symmetry of the mean pattern")
