@@ -2,7 +2,7 @@
 
     python experiments/three_files/make_files.py quickstart/demo_scan.h5 OUT          # the Merlin .mib + .hdr
     .py4dstem-venv/bin/python experiments/three_files/make_files.py --py4dstem OUT    # py4DSTEM's own EMD
-    FPD_PYTHON experiments/three_files/make_files.py --fpd OUT                        # fpd's own HDF5
+    fpd-venv/bin/python experiments/three_files/make_files.py --fpd OUT               # fpd's own HDF5 (README)
 
 1. ``OUT/demo.mib`` + ``demo.hdr``: the counts as a Merlin acquisition, written by ``tests/formats.write_mib``
    from the Merlin manual's frame layout (no Merlin at hand), with no calibration, as the detector writes them.
