@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         with h5py.File(qs / "demo_scan-bragg.h5", "r") as f:
             counts = {m: np.asarray(f[m]["count"]) for m in ("model", "baseline") if m in f}
         strain = {}
-        for method, extra in (("model", []), ("baseline", ["--method", "baseline", "--out",
-                                                           "demo-strain-baseline.h5"])):
+        for method, extra in (("model", ["--out", "demo-strain-model.h5"]),
+                              ("baseline", ["--method", "baseline", "--out", "demo-strain-baseline.h5"])):
             _run([exe, "strain", "quickstart/demo_scan-bragg.h5", *extra], work)
-            path = work / ("demo_scan-bragg-strain.h5" if method == "model" else "demo-strain-baseline.h5")
+            path = work / f"demo-strain-{method}.h5"
             with h5py.File(path, "r") as f:
                 ok = np.asarray(f["fit_ok"], bool)
                 strain[method] = {k: float(np.nanstd(np.asarray(f[k])[ok]) * 100) for k in ("exx", "eyy", "exy")}

@@ -81,3 +81,30 @@ def test_quickstart_runs_every_stage_then_reuses_them(tmp_path, monkeypatch):
     assert "positions not fitted" in lines[1]
     for name in ("demo-bragg.h5", "demo-bragg.png", "demo-strain.h5", "demo-strain.png", "demo-braggvectors.h5"):
         assert (tmp_path / name).exists(), name
+    # every command of the README's user path after the set-up line runs as written, in order, in one folder
+    # beside a quickstart folder (the lines a reader types; "refused" in a line's comment means exit 2)
+    import shlex
+
+    walk = tmp_path / "walk"
+    (walk / "quickstart").mkdir(parents=True)
+    for name in ("demo_scan.h5", "demo_scan-bragg.h5"):
+        (walk / "quickstart" / name).write_bytes((tmp_path / q / name).read_bytes())
+    user_path = readme.split("\n## From Python")[0]
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", user_path, re.S)[1:] for line in block.splitlines()]
+    assert len(lines) >= 8, lines
+    for line in lines:
+        command, _, comment = line.partition("#")
+        for part in command.split("&&"):
+            args = shlex.split(part)
+            if args[0] == "python":
+                ran = subprocess.run([sys.executable, *args[1:]], cwd=walk, capture_output=True, text=True)
+                assert ran.returncode == 0, (line, ran.stderr)
+                continue
+            assert args[0] == "fourdcrystal", line
+            monkeypatch.chdir(walk)
+            res = run_cli(*args[1:])
+            # this quickstart's 32 px demo may hold too few reflections for a lattice: strain may refuse it for
+            # that alone (the full-size quickstart fits them); a wrong name, option or output would not pass
+            tiny = args[1] == "strain" and res.exit_code == 2 and "Bragg spots found" in res.output
+            assert res.exit_code == (2 if "refused" in comment else 0) or tiny, (line, res.output)
+
