@@ -247,7 +247,9 @@ def release2_truth() -> str:
     return "\n".join(lines) + f"\n\n(`{r2['commands'][0]}`, then `{r2['commands'][1]}`.)\n"
 
 
-def release_table() -> str:
+def release_table(brief: bool = False) -> str:
+    """The card's test split by thickness bin and dose, model beside the tuned baseline; ``brief``: the thinnest bin
+    and everything from the thick bin's edge up (the README's rows)."""
     ev = _test_eval()
     by_bin = ev["by_dose_and_thickness_bin"]
     thick = f"≥ {ev['thick_from_A']:g} Å"
@@ -257,6 +259,8 @@ def release_table() -> str:
                                                           for m in by_bin}) for b in by_bin["model"]["clean"]]
     order = {"< ": 0, "2": 1, "≥ ": 2}
     groups.sort(key=lambda g: order.get(g[0][:2], order.get(g[0][0], 1)))
+    if brief:
+        groups = [g for g in groups if g[0].startswith("< ")]
     groups.append((thick, ev["by_dose_thick"]))
     for name, table in groups:
         for d, dname in DOSES.items():
@@ -266,15 +270,6 @@ def release_table() -> str:
                          f"{m['recall']:.2f} / {b['recall']:.2f} | {m['position_rms_px']:.2f} / "
                          f"{b['position_rms_px']:.2f} px |")
     return "\n".join(lines) + f"\n\n({ev['patterns']} test patterns of {_json(CARD)['release']['dataset_contents']['crystals']['test']} crystals never seen in training.)\n"
-
-
-def release_table_brief() -> str:
-    """The README's rows of the release table: the thinnest bin and everything from the thick bin's edge up."""
-    full = release_table().split("\n")
-    thin, thick = "| < ", f"| ≥ {_test_eval()['thick_from_A']:g} Å |"
-    rows = [line for line in full[2:] if line.startswith(thin) or line.startswith(thick)]
-    note = next(line for line in full if line.startswith("("))
-    return "\n".join(full[:2] + rows + ["", note]) + "\n"
 
 
 def py4dstem_table() -> str:
@@ -588,7 +583,7 @@ RENDER: dict[str, Callable[[], str]] = {
     "acceptance": acceptance,
     "py4dstem-table": py4dstem_table, "strain-table": strain_table,
     "release-full-table": release_full_table, "tta-table": tta_table, "qz-experiment": qz_experiment, "tilt-table": tilt_table, "py4dstem-full-table": py4dstem_full_table,
-    "speed": speed, "speed-brief": speed_brief, "release-table-brief": release_table_brief,
+    "speed": speed, "speed-brief": speed_brief, "release-table-brief": lambda: release_table(brief=True),
     "strain-lowest": strain_lowest,
 }
 FILES = (README, ROOT / "docs" / "model.md", ROOT / "docs" / "reference.md")

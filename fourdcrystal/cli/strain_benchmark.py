@@ -51,9 +51,8 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes_per_crystal, scan, thic
     """
     from pathlib import Path
 
-    from ..evaluation.strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
-
     from ..config import split_items
+    from ..evaluation.strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
 
     def items(text, name):
         try:

@@ -422,11 +422,11 @@ def _common(rows: list[dict], methods: list[str]) -> dict:
     for (dose, t, *_), by_m in series.items():
         if set(by_m) != set(methods):
             continue
-        both = [i for i in range(len(by_m[methods[0]])) if all(by_m[m][i] is not None for m in methods)]
+        shared = [i for i in range(len(by_m[methods[0]])) if all(by_m[m][i] is not None for m in methods)]
         cell = table.setdefault(dose, {}).setdefault(t, {m: [] for m in methods} | {"positions": 0})
         cell["positions"] += len(by_m[methods[0]])
         for m in methods:
-            cell[m] += [by_m[m][i] for i in both]
+            cell[m] += [by_m[m][i] for i in shared]
     return {d: {t: {m: {"strain_rms_error_pct": float(np.sqrt(np.mean(np.square(c[m])))) if c[m] else None,
                         "fitted": len(c[m]), "positions": c["positions"]} for m in methods}
                 for t, c in by_t.items()} for d, by_t in table.items()}

@@ -269,8 +269,8 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
     if scan_weighted:
         # weights from the scan: each reflection's scatter about its fitted lattice point over the positions
         # (the reference's own residuals are zero by construction where it is one position: left out then)
-        reference = set(ref_positions.tolist())
-        spread_from = [p for p in range(n) if p not in reference] or list(range(n))
+        in_reference = set(ref_positions.tolist())
+        spread_from = [p for p in range(n) if p not in in_reference] or list(range(n))
         # a position the first fit rejected (too few vectors, or not one lattice) stays rejected: refitted with
         # the scan's weights, vectors off every reflection the scan trusts weigh nothing and would let it pass
         first_fits = [fit for _, _, fit in fits]
