@@ -286,7 +286,8 @@ def strain(vectors: str | Path, out: str | Path | None = None, settings: StrainS
            structure: str | Path | None = None, zone_axis: tuple[int, int, int] | None = None,
            g1: tuple[float, float] | None = None, g2: tuple[float, float] | None = None,
            overwrite: bool = False) -> dict:
-    """Strain (ε_xx, ε_yy, ε_xy), in-plane rotation (°) and, where the vectors carry it, tilt (mrad) maps.
+    """Strain (ε_xx, ε_yy, ε_xy), in-plane rotation (°) and, where the vectors carry it, tilt (mrad) maps; with
+    the crystal as the reference and a tilt, the 3D orientation per position.
 
     Parameters
     ----------
@@ -298,8 +299,10 @@ def strain(vectors: str | Path, out: str | Path | None = None, settings: StrainS
 
     Returns
     -------
-    dict: ``maps`` (exx, eyy, exy as fractions, theta_deg, residual_rms, n_indexed, fit_ok), the reference basis,
-    positions fitted and failed, the scan step and the paths written.
+    dict: ``maps`` (exx, eyy, exy as fractions, theta_deg, residual_rms, n_indexed, fit_ok; ``orientation``: None,
+    or orientation_matrix, beam_direction_uvw, off_axis_mrad, euler_bunge_deg, fitted, failed: see
+    :data:`fourdcrystal.maps.strain.ORIENTATION_CONVENTION`), the reference basis, positions fitted and failed,
+    the scan step and the paths written.
     """
     from .maps.strain import StrainConfig, crystal_reference, run_strain
 
@@ -308,11 +311,10 @@ def strain(vectors: str | Path, out: str | Path | None = None, settings: StrainS
     if (reference == "crystal") != (structure is not None and zone_axis is not None) or \
             (reference != "crystal" and (structure is not None or zone_axis is not None)):
         raise FourdError("`reference` crystal goes with `structure` FILE and `zone_axis` U V W, and they with it")
-    basis = crystal_reference(structure, zone_axis) if reference == "crystal" else None
+    crystal = crystal_reference(structure, zone_axis) if reference == "crystal" else {}
     cfg = StrainConfig(method=c["method"], reference=reference, g1=g1, g2=g2, tolerance=c["tolerance"],
                        min_vectors=c["min_vectors"], weights=c["weights"], correct=c["correct"],
-                       min_indexed_fraction=c["min_indexed_fraction"],
-                       crystal_basis=None if basis is None else tuple(map(tuple, basis)), scan_step_nm=c["scan_step_nm"])
+                       min_indexed_fraction=c["min_indexed_fraction"], scan_step_nm=c["scan_step_nm"], **crystal)
     out = Path(out) if out else Path(Path(vectors).stem + "-strain.h5")
     return run_strain(vectors, out, cfg, overwrite=overwrite)
 

@@ -575,8 +575,8 @@ def find_basis(spot_q: np.ndarray, spot_w: np.ndarray, tolerance: float = 0.12, 
 # --- the crystal's own lattice as the reference ----------------------------------------------------
 
 
-def zolz_basis(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> np.ndarray:
-    """Reduced 2D basis (columns, Å⁻¹) of a crystal's zero-order Laue zone seen along ``beam``.
+def zolz_frame(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Reduced 2D basis of a crystal's zero-order Laue zone seen along ``beam``, and the frame it is written in.
 
     Parameters
     ----------
@@ -586,7 +586,17 @@ def zolz_basis(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> n
 
     Returns
     -------
-    (2, 2) basis in a frame ⟂ ``beam`` (its orientation is arbitrary: see :func:`align_basis`).
+    basis : (2, 2) columns g1, g2 in Å⁻¹, coordinates along the frame's x̂ and ŷ.
+    frame : (3, 3) rows x̂, ŷ, ẑ in the lattice's Cartesian frame: ẑ along ``beam``, x̂ along the
+        shortest zero-order reflection, ŷ = ẑ × x̂ (right-handed).
+
+    Examples
+    --------
+    A cubic P lattice along [001]: the basis is (100), (010) and the frame the Cartesian axes.
+
+    >>> basis, frame = zolz_frame(np.eye(3) * 4.0, np.array([0.0, 0.0, 1.0]))
+    >>> np.abs(basis).round(3).tolist(), np.abs(frame).round(3).tolist()
+    ([[0.25, 0.0], [0.0, 0.25]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     """
     recip = np.linalg.inv(np.asarray(lattice_A, float)).T  # rows b_i, a_i · b_j = δ_ij (no 2π)
     z = np.asarray(beam, float) / np.linalg.norm(beam)
@@ -606,16 +616,29 @@ def zolz_basis(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> n
     second = next((v for v in g2d[1:] if abs(first[0] * v[1] - first[1] * v[0]) > 1e-9 * (first @ first)), None)
     if second is None:
         raise FourdError("the zero-order Laue zone reflections are collinear")
-    return reduce_basis(np.array([first, second]).T)
+    return reduce_basis(np.array([first, second]).T), np.array([x, y, z])
 
 
-def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
-    """The crystal's basis, rotated (and re-chosen among equivalent bases) to best match ``measured``.
+def zolz_basis(lattice_A: np.ndarray, beam: np.ndarray, max_index: int = 6) -> np.ndarray:
+    """Reduced 2D basis (columns, Å⁻¹) of a crystal's zero-order Laue zone seen along ``beam``.
+
+    Parameters
+    ----------
+    lattice_A, beam, max_index : as :func:`zolz_frame`.
+
+    Returns
+    -------
+    (2, 2) :func:`zolz_frame`'s basis (its orientation is arbitrary: see :func:`align_basis`).
+    """
+    return zolz_frame(lattice_A, beam, max_index)[0]
+
+
+def align_rotation(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The in-plane rotation R and change of basis M that best map the crystal's basis onto ``measured``.
 
     Every change of basis M with entries in {−1, 0, 1} and det M = ±1 is tried; for each the
-    rotation R minimising |R C M − G| (Kabsch, proper rotations only) is found. Returns R C M and
-    the relative mismatch |R C M − G| / |G|. Strain measured against it is absolute, as good as
-    the detector's pixel-size calibration.
+    rotation R minimising |R C M − G| (Kabsch, proper rotations only) is found. M only re-chooses
+    which of the crystal's reflections are g1 and g2; R is how the crystal's zone is turned on the detector.
 
     Parameters
     ----------
@@ -624,7 +647,7 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
 
     Returns
     -------
-    The aligned crystal basis R C M (2, 2) and the relative mismatch |R C M − G| / |G|.
+    R (2, 2), M (2, 2) and the relative mismatch |R C M − G| / |G|.
     """
     crystal, measured = np.asarray(crystal, float), np.asarray(measured, float)
     best = None
@@ -636,13 +659,161 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
         u, _, vt = np.linalg.svd(measured @ c.T)
         if np.linalg.det(u @ vt) < 0:
             continue  # would need a mirror: a different handedness, not this choice of basis
-        cand = u @ vt @ c
-        err = float(np.linalg.norm(cand - measured) / np.linalg.norm(measured))
-        if best is None or err < best[1]:
-            best = (cand, err)
+        err = float(np.linalg.norm(u @ vt @ c - measured) / np.linalg.norm(measured))
+        if best is None or err < best[2]:
+            best = (u @ vt, m, err)
     if best is None:
         raise FourdError("the crystal's lattice cannot be aligned with the measured one")
     return best
+
+
+def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, float]:
+    """The crystal's basis, rotated (and re-chosen among equivalent bases) to best match ``measured``:
+    R C M of :func:`align_rotation`, and the relative mismatch |R C M − G| / |G|. Strain measured
+    against it is absolute, as good as the detector's pixel-size calibration.
+
+    Parameters
+    ----------
+    crystal : (2, 2) the crystal's zero-order Laue zone basis C (columns, Å⁻¹, any in-plane orientation).
+    measured : (2, 2) the measured basis G (columns, Å⁻¹).
+
+    Returns
+    -------
+    The aligned crystal basis R C M (2, 2) and the relative mismatch |R C M − G| / |G|.
+    """
+    rot, m, err = align_rotation(crystal, measured)
+    return rot @ np.asarray(crystal, float) @ m, err
+
+
+# --- the 3D orientation per position ------------------------------------------------------------------
+
+
+def tilt_rotation(tilt_mrad) -> np.ndarray:
+    """Rigid rotation taking +z to (tan θx, tan θy, 1)/norm about the axis ẑ × n (the shortest such rotation).
+
+    Parameters
+    ----------
+    tilt_mrad : (θx, θy), mrad.
+
+    Returns
+    -------
+    (3, 3) rotation matrix acting on column vectors.
+
+    >>> (tilt_rotation((10.0, 0.0)) @ [0.0, 0.0, 1.0]).round(6).tolist()
+    [0.01, 0.0, 0.99995]
+    """
+    tx, ty = (math.tan(float(x) * 1e-3) for x in tilt_mrad)
+    n = np.array([tx, ty, 1.0]) / math.sqrt(1 + tx * tx + ty * ty)
+    axis = np.cross([0.0, 0.0, 1.0], n)
+    s = np.linalg.norm(axis)
+    if s < 1e-15:
+        return np.eye(3)
+    k = axis / s
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + s * kx + (1 - n[2]) * kx @ kx
+
+
+def orientations(frame: np.ndarray, rotation: np.ndarray, theta_deg: np.ndarray, tilt_mrad: np.ndarray) -> np.ndarray:
+    """The crystal's 3D orientation at each position: U = T(θx, θy) · Rz(θ) R · frame.
+
+    U maps a vector in the crystal's Cartesian frame to the detector frame (x = q_x, y = q_y, z the beam's
+    direction, right-handed): the crystal's zone axis lands on (tan θx, tan θy, 1) (the crystal tilt of
+    :data:`fourdcrystal.detection.tilt.TILT_CONVENTION`), its zero-order reflections on the measured lattice.
+
+    Parameters
+    ----------
+    frame : (3, 3) rows x̂, ŷ, ẑ of :func:`zolz_frame` (ẑ the zone axis), in the crystal's Cartesian frame.
+    rotation : (2, 2) the in-plane rotation R that lays the crystal's basis on the reference lattice
+        (:func:`align_rotation`).
+    theta_deg : (n,) each position's in-plane rotation relative to that reference (``strain``'s θ map), degrees.
+    tilt_mrad : (n, 2) each position's crystal tilt (θx, θy), mrad.
+
+    Returns
+    -------
+    (n, 3, 3) rotation matrices; NaN where θ or the tilt is NaN.
+    """
+    theta = np.radians(np.asarray(theta_deg, float).ravel())
+    tilt = np.asarray(tilt_mrad, float).reshape(-1, 2)
+    out = np.full((len(theta), 3, 3), np.nan)
+    inplane = np.eye(3)
+    for p in np.nonzero(np.isfinite(theta) & np.isfinite(tilt).all(axis=1))[0]:
+        c, s = math.cos(theta[p]), math.sin(theta[p])
+        inplane[:2, :2] = np.array([[c, -s], [s, c]]) @ rotation
+        out[p] = tilt_rotation(tilt[p]) @ inplane @ frame
+    return out
+
+
+def beam_direction_uvw(orientation: np.ndarray, lattice_A: np.ndarray, zone_axis) -> np.ndarray:
+    """The beam's direction in the crystal, as direction indices [u v w] of ``lattice_A``'s cell, scaled so that
+    its projection on the nominal ``zone_axis`` is that zone axis (on the axis: exactly [u v w]).
+
+    Parameters
+    ----------
+    orientation : (n, 3, 3) crystal Cartesian → detector frame (:func:`orientations`).
+    lattice_A : (3, 3) rows a1, a2, a3 of the cell the indices refer to (Å, the orientation's crystal frame).
+    zone_axis : [u v w] the nominal zone axis.
+
+    Returns
+    -------
+    (n, 3) direction indices (NaN where the orientation is).
+
+    >>> beam_direction_uvw(np.eye(3)[None], np.eye(3) * 5.431, (0, 0, 1)).round(12).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    lat = np.asarray(lattice_A, float)
+    beam = np.asarray(orientation, float)[:, 2, :]  # Uᵀ ẑ: the beam's direction in crystal Cartesian coordinates
+    uvw = beam @ np.linalg.inv(lat)  # d = u a1 + v a2 + w a3
+    nominal = np.asarray(zone_axis, float)
+    metric = lat @ lat.T  # the projection on the nominal axis in real space, not in index space
+    scale = (nominal @ metric @ nominal) / (uvw @ metric @ nominal)
+    return uvw * scale[:, None]
+
+
+def off_axis_mrad(orientation: np.ndarray, lattice_A: np.ndarray, zone_axis) -> np.ndarray:
+    """The angle between the beam and the crystal's nominal zone axis.
+
+    Parameters
+    ----------
+    orientation : (n, 3, 3) crystal Cartesian → detector frame (:func:`orientations`).
+    lattice_A : (3, 3) rows a1, a2, a3 of the cell ``zone_axis`` refers to, Å.
+    zone_axis : [u v w].
+
+    Returns
+    -------
+    (n,) angles in mrad (NaN where the orientation is NaN).
+    """
+    axis = np.asarray(zone_axis, float) @ np.asarray(lattice_A, float)
+    cos = np.asarray(orientation, float)[:, 2, :] @ (axis / np.linalg.norm(axis))
+    return 1e3 * np.arccos(np.clip(np.abs(cos), -1.0, 1.0))
+
+
+def bunge_euler_deg(orientation: np.ndarray) -> np.ndarray:
+    """Bunge Euler angles (φ1, Φ, φ2) in degrees of g = Uᵀ, the matrix taking detector-frame (sample)
+    coordinates to crystal coordinates: g = Rz(φ2)ᵀ Rx(Φ)ᵀ Rz(φ1)ᵀ (texture analysis' convention; MTEX and
+    EBSD software use it).
+
+    Parameters
+    ----------
+    orientation : (n, 3, 3) U, crystal Cartesian → detector frame (:func:`orientations`).
+
+    Returns
+    -------
+    (n, 3) φ1, Φ, φ2 in degrees: φ1, φ2 in [0, 360), Φ in [0, 180]; NaN where the orientation is NaN.
+
+    >>> bunge_euler_deg(np.eye(3)[None]).tolist()
+    [[0.0, 0.0, 0.0]]
+    """
+    g = np.swapaxes(np.asarray(orientation, float), -1, -2)
+    big_phi = np.arccos(np.clip(g[:, 2, 2], -1.0, 1.0))
+    # g₃₁ = sin φ1 sin Φ, g₃₂ = −cos φ1 sin Φ, g₁₃ = sin φ2 sin Φ, g₂₃ = cos φ2 sin Φ
+    phi1 = np.arctan2(g[:, 2, 0], -g[:, 2, 1])
+    phi2 = np.arctan2(g[:, 0, 2], g[:, 1, 2])
+    flat = np.abs(np.sin(big_phi)) < 1e-9  # Φ = 0 or 180°: only φ1 ± φ2 is defined; φ2 = 0 by convention
+    phi1 = np.where(flat, np.arctan2(g[:, 0, 1], g[:, 0, 0]), phi1)
+    phi2 = np.where(flat, 0.0, phi2)
+    out = np.degrees(np.stack([phi1, big_phi, phi2], axis=1))
+    out[:, [0, 2]] %= 360.0
+    return out
 
 
 def fit_tilt(q: np.ndarray, qz: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:

@@ -5,8 +5,9 @@ Each scan position is one specimen (a cut box of the crystal, rotated by θ_i an
 ε_i along the detector axes; position 0 the unstrained reference), simulated once for every
 thickness. Writes, per thickness and dose, OUT/series-tNNNA-DOSE.h5: ``/data`` (rows, cols, H, W)
 float32 with the calibration as attributes (k_pixel_invA, energy_eV, semiangle_mrad) and the
-truth in ``/truth`` (strain (rows, cols, 3) fractions, rotation_deg (rows, cols)); and
-OUT/truth.json.
+truth in ``/truth`` (strain (rows, cols, 3) fractions, rotation_deg (rows, cols), tilt_mrad
+(rows, cols, 2), orientation_matrix (rows, cols, 3, 3)); and OUT/truth.json. ``--tilt-mrad``
+also tilts each crystal (atoms rotated).
 
     python scripts/strain_series.py --out strain-series            # Si [110], 4×4, ~5 min on 2 cores
 """
@@ -30,6 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scan", type=int, nargs=2, default=(4, 4), help="scan rows cols = positions [default: 4 4]")
     ap.add_argument("--strain-pct", type=float, default=1.0, help="each component uniform in ±this %% [default: 1]")
     ap.add_argument("--rotation-deg", type=float, default=2.0, help="rotations uniform in ±this [default: 2°]")
+    ap.add_argument("--tilt-mrad", type=float, default=0.0,
+                    help="crystal tilts (θx, θy) uniform in ±this, mrad, the atoms rotated (position 0 untilted); "
+                         "the truth then holds the tilt and the 3D orientation [default: 0, untilted]")
     ap.add_argument("--thickness", default="200,300,500,700,1000", help="thicknesses in Å [default: 20-100 nm]")
     ap.add_argument("--energy", type=float, default=200e3, help="beam energy in eV [default: 200e3]")
     ap.add_argument("--semiangle", type=float, default=2.0, help="convergence semi-angle in mrad [default: 2]")
@@ -60,10 +64,14 @@ def main(argv=None) -> int:
     rows, cols = args.scan
     strains, rots = random_series(rows * cols, args.strain_pct, args.rotation_deg, args.seed)
     thick = [float(t) for t in args.thickness.split(",")]
+    tilts = None
+    if args.tilt_mrad:
+        tilts = np.random.default_rng(args.seed + 2).uniform(-args.tilt_mrad, args.tilt_mrad, (rows * cols, 2))
+        tilts[0] = 0.0
     t0 = time.perf_counter()
     series = simulate_series(structure, args.zone_axis, strains, rots,
                              Optics(args.energy, args.semiangle, output_px=args.output_px), thick, args.box,
-                             threads=args.threads)
+                             threads=args.threads, tilts_mrad=tilts)
     wall = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed + 1)
     files = []
@@ -79,6 +87,7 @@ def main(argv=None) -> int:
             files.append(str(path))
     truth = {"structure": name, "zone_axis": list(args.zone_axis), "scan_shape": [rows, cols],
              "strain": strains.tolist(), "rotation_deg": rots.tolist(), "thickness_A": series.thickness_A.tolist(),
+             "tilt_mrad": series.tilt_mrad.tolist(),
              "energy_eV": args.energy, "semiangle_mrad": args.semiangle, "k_pixel_invA": series.k_pixel_invA,
              "seed": args.seed, "simulation_s": wall, "files": files}
     (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")

@@ -23,7 +23,8 @@ log = logging.getLogger("fourdcrystal")
 @opt("strain", "reference", "--reference",
               help="Unstrained reference: median (the median lattice of the scan), a scan region R0:R1,C0:C1 (rows, "
                    "columns; end exclusive; its median lattice), or crystal (the lattice of --structure along "
-                   "--zone-axis: absolute strain, as good as the pixel-size calibration).")
+                   "--zone-axis: absolute strain, as good as the pixel-size calibration; with vectors that carry "
+                   "the tilt, predict --tilt, also the 3D orientation per position).")
 @click.option("--structure", type=click.Path(), help="With --reference crystal: the crystal's CIF/POSCAR file.")
 @click.option("--zone-axis", type=int, nargs=3, help="With --reference crystal: the zone axis U V W (conventional cell).")
 @click.option("--g1", help="First reciprocal basis vector QX,QY in the file's units (Å⁻¹). [default: found from the "
@@ -63,6 +64,12 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
     and θ (degrees, counter-clockwise from q_x = detector axis 0 towards q_y = axis 1), all in
     the detector frame. Writes OUT (maps exx, eyy, exy as fractions, theta_deg, residual_rms,
     n_indexed, fit_ok) and OUT with .png (maps in % and degrees).
+
+    With --reference crystal and vectors that carry the crystal tilt (predict --tilt), OUT also
+    holds the 3D orientation per position: orientation_matrix (crystal Cartesian frame → detector
+    frame x = q_x, y = q_y, z = beam), beam_direction_uvw (the beam in the cell's direction
+    indices, e.g. [0.002 -0.001 1] near [001]), off_axis_mrad and euler_bunge_deg (degrees).
+    NaN where the lattice or the tilt fit failed.
     """
     import numpy as np
 
@@ -86,6 +93,16 @@ def strain_cmd(vectors, config_path, out, structure, zone_axis, g1, g2, overwrit
         click.echo("over the fitted positions: " + ", ".join(
             f"{k} {100 * np.nanmedian(m[k][ok]):+.3f} % (spread {100 * np.nanstd(m[k][ok]):.3f} %)"
             for k in ("exx", "eyy", "exy")) + f", θ spread {np.nanstd(m['theta_deg'][ok]):.3f}°")
+    o = m["orientation"]
+    if o is not None:
+        uvw = " ".join(str(v) for v in res["zone_axis"])
+        off = o["off_axis_mrad"][np.isfinite(o["off_axis_mrad"])]
+        click.echo(f"3D orientation (zone axis [{uvw}] and tilt) at {o['fitted']} of {res['positions']} positions"
+                   + (f": off the zone axis by {np.median(off):.2f} mrad (median), {off.max():.2f} mrad (largest)"
+                      if off.size else "") + (f"; NaN at {o['failed']} (lattice or tilt fit failed)" if o["failed"]
+                                              else ""))
+    elif res["zone_axis"] is not None:
+        click.echo("3D orientation: not written, the vectors carry no tilt (predict --tilt writes it)")
     if res["failed"]:
         lattice_off = res["not_one_lattice"]
         click.echo(f"{res['failed']} of {res['positions']} positions not fitted (fewer than {min_vectors} indexed "

@@ -203,8 +203,9 @@ def simulate_series_files(out: str | Path, config: StrainBenchmarkConfig) -> lis
 def write_series_file(path: Path, cbed: np.ndarray, series, strains: np.ndarray, rotations_deg: np.ndarray,
                       scan: tuple, energy_eV: float, semiangle_mrad: float, attrs: dict) -> None:
     """One thickness and dose of a strain series as a file ``predict`` reads (atomically): ``/data`` (rows, cols, H, W)
-    float32 with its calibration, ``/probe``, the truth in ``/truth`` (strain (rows, cols, 3) fractions, rotation_deg)
-    and ``attrs`` (structure, zone axis, thickness, dose ...) on the file."""
+    float32 with its calibration, ``/probe``, the truth in ``/truth`` (strain (rows, cols, 3) fractions, rotation_deg,
+    tilt_mrad (rows, cols, 2) and orientation_matrix (rows, cols, 3, 3): crystal Cartesian → detector frame) and
+    ``attrs`` (structure, zone axis, thickness, dose ...) on the file."""
     import h5py
 
     rows, cols = scan
@@ -215,6 +216,9 @@ def write_series_file(path: Path, cbed: np.ndarray, series, strains: np.ndarray,
         g = f.create_group("truth")
         g.create_dataset("strain", data=np.asarray(strains).reshape(rows, cols, 3))
         g.create_dataset("rotation_deg", data=np.asarray(rotations_deg).reshape(rows, cols))
+        if getattr(series, "orientation", None) is not None:  # the crystal tilt and the 3D orientation, exact
+            g.create_dataset("tilt_mrad", data=np.asarray(series.tilt_mrad).reshape(rows, cols, 2))
+            g.create_dataset("orientation_matrix", data=np.asarray(series.orientation).reshape(rows, cols, 3, 3))
         f.attrs.update({**attrs, "conventions": "atoms r -> (I + eps) R(theta) r relative to position (0, 0); eps "
                                                 "along detector axes 0 (x) and 1 (y), fractions"})
 

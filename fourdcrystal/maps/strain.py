@@ -78,6 +78,11 @@ class StrainConfig:
     correct: Literal["none", "reference"] = default("strain", "correct")  # reflection offsets (module notes, step 3)
     min_intensity: float = 0.0  # ignore vectors weaker than this (the file's intensity units)
     crystal_basis: tuple | None = None  # reference "crystal": the crystal's ZOLZ basis (2×2, Å⁻¹, any orientation)
+    # with it, for the 3D orientation: the basis's frame (rows x̂, ŷ, ẑ = zone axis, crystal Cartesian), the cell
+    # (rows a, b, c, Å, same frame) and the zone axis [uvw] of that cell (lattice.zolz_frame)
+    crystal_frame: tuple | None = None
+    crystal_lattice_A: tuple | None = None
+    zone_axis: tuple[int, int, int] | None = None
     max_crystal_mismatch: float = 0.1  # refuse a crystal lattice farther than this (relative) from the measured one
 
 
@@ -117,9 +122,18 @@ def check_config(config: StrainConfig) -> None:
         raise FourdError("`reference` crystal needs `structure` FILE and `zone_axis` U V W (and they need it)")
 
 
-def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
-    """The ZOLZ basis (Å⁻¹) of a CIF/POSCAR crystal along [uvw] of its conventional cell (the primitive
-    cell's reciprocal lattice, so lattice centring adds no extinct reflections)."""
+def crystal_reference(structure_path: str | Path, zone_axis) -> dict:
+    """The crystal's own lattice along [uvw], for ``reference="crystal"``.
+
+    [uvw] are direction indices of the structure file's own cell where that cell is a conventional one (the
+    volume of the standard conventional cell: any setting, e.g. a monoclinic file's own choice of axes), else
+    (a primitive cell, a supercell) of the standard conventional cell.
+
+    Returns the StrainConfig fields: ``crystal_basis`` the zero-order Laue zone basis (Å⁻¹; the primitive
+    cell's reciprocal lattice, so lattice centring adds no extinct reflections), ``crystal_frame`` the frame it
+    is written in, ``crystal_lattice_A`` the cell [uvw] refers to (rows a, b, c, Å: the crystal Cartesian frame
+    of the 3D orientation) and ``zone_axis``.
+    """
     from ..catalog.prototypes import LabelError, label_structure
     from ..catalog.sources import read_structure_file
     from ..specimens.specimen import check_zone_axis
@@ -133,8 +147,13 @@ def crystal_reference(structure_path: str | Path, zone_axis) -> np.ndarray:
         conv = label_structure(structure).conventional
     except LabelError as exc:
         raise FourdError(f"{path}: {exc}") from None
+    if abs(structure.lattice.volume - conv.lattice.volume) <= 1e-3 * conv.lattice.volume:
+        conv = structure  # the file's own conventional setting: its [uvw] are what its user means
     beam = np.asarray(uvw, float) @ conv.lattice.matrix
-    return lattice.zolz_basis(conv.get_primitive_structure().lattice.matrix, beam)
+    basis, frame = lattice.zolz_frame(conv.get_primitive_structure().lattice.matrix, beam)
+    as_tuple = lambda a: tuple(map(tuple, np.asarray(a, float).tolist()))  # noqa: E731 (frozen, JSON-able)
+    return {"crystal_basis": as_tuple(basis), "crystal_frame": as_tuple(frame),
+            "crystal_lattice_A": as_tuple(conv.lattice.matrix), "zone_axis": tuple(int(v) for v in uvw)}
 
 
 def reference_basis_from_spots(vectors: VectorSet, positions: np.ndarray, config: StrainConfig) -> np.ndarray:
@@ -306,11 +325,12 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
                          f"{config.min_vectors} indexed vectors, or under {config.min_indexed_fraction:g} of the "
                          f"vectors' weight on one lattice); choose another `reference` or `g1`/`g2`")
     reference = np.median(bases[ref_positions][ref_ok], axis=0)
-    mismatch = None
+    mismatch = turn = None
     if config.crystal_basis is not None:
         if vectors.units != "Å⁻¹":
             raise FourdError("`reference` crystal needs calibrated vectors (Å⁻¹); this file is in detector pixels")
-        reference, mismatch = lattice.align_basis(np.asarray(config.crystal_basis, float), reference)
+        turn, choice, mismatch = lattice.align_rotation(np.asarray(config.crystal_basis, float), reference)
+        reference = turn @ np.asarray(config.crystal_basis, float) @ choice
         if mismatch > config.max_crystal_mismatch:
             raise FourdError(f"the crystal's lattice differs from the measured one by {100 * mismatch:.0f} % "
                              f"(wrong structure, zone axis or pixel-size calibration?)")
@@ -319,6 +339,9 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         maps[p] = lattice.strain_rotation(lattice.deformation(bases[p], reference))
     ok &= np.isfinite(maps).all(axis=1)
     shape2 = tuple(scan)
+    orientation = None
+    if turn is not None and config.crystal_frame is not None and vectors.tilt_mrad is not None:
+        orientation = orientation_maps(config, turn, np.where(ok, maps[:, 3], np.nan), vectors.tilt_mrad, shape2)
     return {
         "exx": maps[:, 0].reshape(shape2), "eyy": maps[:, 1].reshape(shape2), "exy": maps[:, 2].reshape(shape2),
         "theta_deg": maps[:, 3].reshape(shape2), "residual_rms": resid.reshape(shape2),
@@ -329,7 +352,36 @@ def strain_maps(vectors: VectorSet, config: StrainConfig = StrainConfig()) -> di
         "failed": int((~ok).sum()), "crystal_mismatch": mismatch,
         "corrected_reflections": None if offsets is None else len(offsets),
         "indexed_fraction": indexed.reshape(shape2), "not_one_lattice": not_one_lattice,
+        "orientation": orientation,
     }
+
+
+ORIENTATION_CONVENTION = (
+    "orientation_matrix U (3x3 per position) maps a vector in the crystal's Cartesian frame (that of the cell "
+    "in the file attribute crystal_lattice_A, rows a, b, c in Å) to the detector frame: x = q_x (detector axis "
+    "0), y = q_y (axis 1), z = x × y, the beam's direction. U = T(θx, θy) Rz(θ) R0 F: F lays the zone axis on z, "
+    "R0 the crystal's zero-order reflections on the reference lattice, Rz(θ) the position's in-plane rotation "
+    "(theta_deg) and T the crystal tilt (tilt_mrad: the zone axis along (tan θx, tan θy, 1)). One of the "
+    "orientations the projected lattice's symmetry cannot tell apart: where the crystal has no 2-fold axis along "
+    "the zone axis, a tilt towards [uvw] + d and towards [uvw] - d give the same vectors. beam_direction_uvw: Uᵀ z in direction "
+    "indices of that cell, scaled so that its projection on the nominal zone axis is the zone axis. "
+    "euler_bunge_deg: (φ1, Φ, φ2) of g = Uᵀ (detector → crystal), g = Rz(φ2)ᵀ Rx(Φ)ᵀ Rz(φ1)ᵀ")
+
+
+def orientation_maps(config: StrainConfig, turn: np.ndarray, theta_deg: np.ndarray, tilt_mrad: np.ndarray,
+                     shape2: tuple[int, int]) -> dict:
+    """The 3D orientation at every position from the crystal's frame, the reference's in-plane rotation
+    ``turn``, the θ map and the crystal tilt (:func:`fourdcrystal.lattice.orientations`); NaN, and counted, where
+    the lattice fit or the tilt fit failed."""
+    cell = np.asarray(config.crystal_lattice_A, float)
+    u = lattice.orientations(np.asarray(config.crystal_frame, float), turn, theta_deg,
+                             np.asarray(tilt_mrad, float).reshape(-1, 2))
+    ok = np.isfinite(u).all(axis=(1, 2))
+    return {"orientation_matrix": u.reshape(*shape2, 3, 3),
+            "beam_direction_uvw": lattice.beam_direction_uvw(u, cell, config.zone_axis).reshape(*shape2, 3),
+            "off_axis_mrad": lattice.off_axis_mrad(u, cell, config.zone_axis).reshape(shape2),
+            "euler_bunge_deg": lattice.bunge_euler_deg(u).reshape(*shape2, 3),
+            "fitted": int(ok.sum()), "failed": int((~ok).sum())}
 
 
 # real-space units a file's scan calibration may carry, in nm
@@ -401,6 +453,15 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
                     for name in ("tilt_mrad", "tilt_sigma_mrad"):
                         d = f.create_dataset(name, data=getattr(vectors, name).astype(np.float32))
                         d.attrs.update(units="mrad", convention=TILT_CONVENTION)
+                if result["orientation"] is not None:  # reference crystal and a tilt: the 3D orientation
+                    o = result["orientation"]
+                    f.attrs.update(crystal_lattice_A=np.asarray(config.crystal_lattice_A, float),
+                                   zone_axis=list(config.zone_axis), orientation_convention=ORIENTATION_CONVENTION,
+                                   orientation_failed_positions=o["failed"])
+                    for name, units in (("orientation_matrix", "1"), ("beam_direction_uvw", "direction indices"),
+                                        ("off_axis_mrad", "mrad"), ("euler_bunge_deg", "degree")):
+                        f.create_dataset(name, data=o[name]).attrs.update(units=units,
+                                                                          convention=ORIENTATION_CONVENTION)
         except OSError as exc:
             raise FourdError(f"cannot write {out}: {exc.strerror or exc}") from None
         png_path = None
@@ -414,4 +475,4 @@ def run_strain(vectors_path: str | Path, out: str | Path, config: StrainConfig =
             "scan_step_nm": step_nm, "scan_step_source": step_source,
             "not_one_lattice": result["not_one_lattice"],
             "positions": vectors.positions, "reference_basis": result["reference_basis"].tolist(),
-            "units": vectors.units, "maps": result}
+            "units": vectors.units, "maps": result, "zone_axis": config.zone_axis}

@@ -38,6 +38,8 @@ class Series:
     rotation_deg: np.ndarray  # (N,) in-plane rotation θ relative to position 0, counter-clockwise
     k_pixel_invA: float
     box_A: float
+    tilt_mrad: np.ndarray | None = None  # (N, 2) crystal tilt (θx, θy): the zone axis along (tan θx, tan θy, 1)
+    orientation: np.ndarray | None = None  # (N, 3, 3) crystal Cartesian (the structure's cell) -> detector frame
 
 
 def random_series(n: int, strain_pct: float, rotation_deg: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +94,8 @@ def bin_detector(patterns: np.ndarray, factor: int) -> np.ndarray:
 
 def simulate_series(structure: Structure, zone_axis, strains: np.ndarray, rotations_deg: np.ndarray,
                     optics: Optics, thicknesses_A, lateral_size_A: float = 60.0, phi_deg: float = 0.0,
-                    threads: int = 1, planning: str = "estimate", detector_bin: int = 1) -> Series:
+                    threads: int = 1, planning: str = "estimate", detector_bin: int = 1,
+                    tilts_mrad: np.ndarray | None = None) -> Series:
     """Simulate one CBED pattern per (strain, rotation) at every thickness.
 
     Parameters
@@ -108,6 +111,8 @@ def simulate_series(structure: Structure, zone_axis, strains: np.ndarray, rotati
     detector_bin : detector pixel / simulated pixel: ``optics.output_px`` simulated pixels a side are summed into
         output_px / detector_bin detector pixels of detector_bin / lateral_size_A Å⁻¹ (:func:`bin_detector`).
         A larger box read through the same detector pixels holds more of the crystal around the probe.
+    tilts_mrad : (N, 2) crystal tilts (θx, θy) in mrad, the atoms rotated rigidly (``tilt_mode="atoms"``):
+        the zone axis along (tan θx, tan θy, 1). None: untilted.
 
     Returns
     -------
@@ -123,13 +128,17 @@ def simulate_series(structure: Structure, zone_axis, strains: np.ndarray, rotati
         raise FourdError(f"{len(strains)} strains but {len(rotations_deg)} rotations")
     for e in strains:
         check_strain(e)
+    tilts = np.zeros((len(strains), 2)) if tilts_mrad is None else np.asarray(tilts_mrad, float).reshape(-1, 2)
+    if len(tilts) != len(strains):
+        raise FourdError(f"{len(strains)} strains but {len(tilts)} tilts")
     lattice = structure.lattice.matrix
-    cbeds, probe, realised = [], None, None
-    for e, rot in progress(list(zip(strains, rotations_deg)), desc="strain series", unit="specimen"):
+    cbeds, probe, realised, orientation = [], None, None, []
+    for e, rot, tilt in progress(list(zip(strains, rotations_deg, tilts)), desc="strain series", unit="specimen"):
         plan = CellPlan("cut", float(phi_deg + rot), None, 0.0, (float(lateral_size_A),) * 2, (1, 1),
                         period_z_A(lattice, uvw))
-        sp = build_specimen(structure, uvw, plan.phi_deg, (0.0, 0.0), lateral_size_A, list(thicknesses_A),
-                            plan=plan, strain=tuple(e))
+        sp = build_specimen(structure, uvw, plan.phi_deg, tuple(tilt), lateral_size_A, list(thicknesses_A),
+                            plan=plan, strain=tuple(e), tilt_mode="atoms")
+        orientation.append(sp.rotation)
         res = simulate_specimen(sp, optics, np.array([[lateral_size_A / 2] * 2]), threads=threads,
                                 planning=planning, with_labels=False)
         cbeds.append(res.cbed[:, 0])
@@ -140,4 +149,4 @@ def simulate_series(structure: Structure, zone_axis, strains: np.ndarray, rotati
         scale = np.float32(1.0 / float(probe.max()))  # the vacuum probe's maximum stays 1
         cbed, probe = cbed * scale, probe * scale
     return Series(cbed, probe, realised, strains, rotations_deg, detector_bin / float(lateral_size_A),
-                  float(lateral_size_A))
+                  float(lateral_size_A), tilts, np.array(orientation))

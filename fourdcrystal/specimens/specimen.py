@@ -58,6 +58,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from ..errors import FourdError
+from ..lattice import tilt_rotation
 
 MAX_TILT_MRAD = 50.0
 MAX_STRAIN = 0.2  # |ε| per component: beyond this a "homogeneous strain" is no longer a small deformation  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)
@@ -128,29 +129,6 @@ def check_zone_axis(uvw) -> tuple[int, int, int]:
         raise FourdError("zone axis [0 0 0] is the zero vector; expected a direction such as 1 1 0")
     g = reduce(math.gcd, (abs(i) for i in ints))
     return tuple(i // g for i in ints)  # type: ignore[return-value]
-
-
-def tilt_rotation(tilt_mrad) -> np.ndarray:
-    """Rigid rotation taking +z to the direction (tan θx, tan θy, 1) about the axis ẑ × n.
-
-    Parameters
-    ----------
-    tilt_mrad : (θx, θy), mrad.
-
-    Returns
-    -------
-    (3, 3) rotation matrix acting on column vectors.
-    """
-    tx, ty = (math.tan(float(x) * 1e-3) for x in tilt_mrad)
-    n = np.array([tx, ty, 1.0]) / math.sqrt(1 + tx * tx + ty * ty)
-    axis = np.cross([0.0, 0.0, 1.0], n)
-    s = np.linalg.norm(axis)
-    if s < 1e-15:
-        return np.eye(3)
-    k = axis / s
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    c = n[2]
-    return np.eye(3) + s * kx + (1 - c) * kx @ kx
 
 
 def check_tilt(tilt_mrad) -> tuple[float, float]:
