@@ -674,8 +674,7 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
 
     Parameters
     ----------
-    crystal : (2, 2) the crystal's zero-order Laue zone basis C (columns, Å⁻¹, any in-plane orientation).
-    measured : (2, 2) the measured basis G (columns, Å⁻¹).
+    crystal, measured : as :func:`align_rotation`.
 
     Returns
     -------
