@@ -17,14 +17,9 @@ from fourdcrystal.simulation.truth import ABSENT
 from fourdcrystal.training.data import open_dataset
 
 
-def pair_pixels(pattern, centre, dk, g_list, radius_invA):
-    """For every Friedel pair (g, -g): the pixels of both disks, their q (Å⁻¹), their disk's g, their
-    intensity normalised by the pair's mean."""
-    h, w = pattern.shape
-    r_px = radius_invA / dk
-    ii, jj = np.mgrid[0:h, 0:w]
-    qi = (ii - centre[0]) * dk[0]
-    qj = (jj - centre[1]) * dk[1]
+def representatives(g_list, radius_invA):
+    """One reflection of each Friedel pair, clear of the zero disk (|g| ≥ 2.5 disk radii) and of the pairs
+    already taken."""
     reps = []
     for g in g_list:
         if np.hypot(*g) < 2.5 * radius_invA:
@@ -32,8 +27,36 @@ def pair_pixels(pattern, centre, dk, g_list, radius_invA):
         if any(np.hypot(*(g - r)) < radius_invA or np.hypot(*(g + r)) < radius_invA for r in reps):
             continue
         reps.append(np.asarray(g, float))
+    return reps
+
+
+def labelled_samples(dataset, split, limit, doses):
+    """Each evaluation sample of the split's first ``limit`` locations at ``doses`` ("clean" or e⁻ per pattern),
+    with its true crystal tilt (mrad), centre (px), exact reflection positions (Å⁻¹) and disk radius (Å⁻¹)."""
+    index, where, info = open_dataset(dataset)
+    cfg = EvalConfig(split=split, doses_e=tuple(None if d == "clean" else float(d) for d in doses))
+    tilts = {}
+    for s in split_samples(None, dataset, where[split][:limit], cfg):
+        key = (s.shard, s.row)
+        if key not in tilts:
+            with shards.Shard(f"{dataset}/{s.shard}") as sh:
+                tilts[key] = -np.asarray(sh.meta("tilt_mrad")[s.row], float)  # the crystal's tilt: minus the beam's
+        ex = s.exact
+        h, w = s.pattern.shape
+        centre = np.array([h // 2, w // 2], float)
+        q = (ex.px[ex.status != ABSENT] - centre) * s.dk_invA
+        yield s, tilts[key], centre, q, disk_radius_invA(s.semiangle_mrad, s.energy_eV)
+
+
+def pair_pixels(pattern, centre, dk, g_list, radius_invA):
+    """For every Friedel pair (g, -g): the pixels of both disks, their q (Å⁻¹), their disk's g, their
+    intensity normalised by the pair's mean."""
+    h, w = pattern.shape
+    ii, jj = np.mgrid[0:h, 0:w]
+    qi = (ii - centre[0]) * dk[0]
+    qj = (jj - centre[1]) * dk[1]
     A, B, W, P, N = [], [], [], [], []
-    for g in reps:
+    for g in representatives(g_list, radius_invA):
         pix = []
         for sgn in (1, -1):
             gg = sgn * g
@@ -107,49 +130,41 @@ def friedel_tilt(pattern, centre, dk, g_list, radius_invA):
     return np.linalg.lstsq(g, asym, rcond=None)[0]
 
 
-ap = argparse.ArgumentParser()
-ap.add_argument("dataset")
-ap.add_argument("--split", default="val")
-ap.add_argument("--limit", type=int, default=120)
-ap.add_argument("--sigma", default="0.002,0.004,0.008")
-ap.add_argument("--doses", default="clean,1e5")
-ap.add_argument("--source", default="truth", choices=["truth"])
-ap.add_argument("--powers", default="0")
-a = ap.parse_args()
-index, where, info = open_dataset(a.dataset)
-locs = where[a.split][:a.limit]
-cfg = EvalConfig(split=a.split, doses_e=tuple(None if d == "clean" else float(d) for d in a.doses.split(",")))
-sigmas = [float(s) for s in a.sigma.split(",")]
-tilts = {}
-res = {}
-t0 = time.time()
-for s in split_samples(None, a.dataset, locs, cfg):
-    key = (s.shard, s.row)
-    if key not in tilts:
-        with shards.Shard(f"{a.dataset}/{s.shard}") as sh:
-            tilts[key] = -np.asarray(sh.meta("tilt_mrad")[s.row], float)  # the crystal's tilt: minus the beam's
-    ex = s.exact
-    h, w = s.pattern.shape
-    centre = np.array([h // 2, w // 2], float)
-    q = (ex.px[ex.status != ABSENT] - centre) * s.dk_invA
-    r = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
-    est = friedel_tilt(s.pattern, centre, s.dk_invA, q, r)
-    res.setdefault((s.dose, "friedel", 0), []).append((tilts[key], est, s.thickness_A))
-    for sig in sigmas:
-        for pw in [float(x) for x in a.powers.split(",")]:
-            est = laue_tilt(s.pattern, centre, s.dk_invA, q, s.energy_eV, r, sig, power=pw)
-            res.setdefault((s.dose, sig, pw), []).append((tilts[key], est, s.thickness_A))
-print(f"{time.time() - t0:.0f} s")
-for (dose, sig, pw), rows in res.items():
-    tru = np.array([r[0] for r in rows]); est = np.array([r[1] for r in rows]); th = np.array([r[2] for r in rows])
-    ok = np.isfinite(est).all(1)
-    err = np.linalg.norm(est - tru, axis=1)
-    zero = np.linalg.norm(tru, axis=1)
-    line = [f"dose {dose} sigma {sig} power {pw}: rms {np.sqrt(np.mean(err[ok]**2)):.2f} mrad (zero {np.sqrt(np.mean(zero**2)):.2f}), nan {(~ok).sum()}"]
-    for lo, hi in ((0, 200), (200, 400), (400, 2000)):
-        m = ok & (th >= lo) & (th < hi)
-        if m.any():
-            line.append(f"[{lo}-{hi}) {np.sqrt(np.mean(err[m]**2)):.2f}/{np.sqrt(np.mean(zero[m]**2)):.2f}")
-    c = float(np.sum(est[ok] * tru[ok]) / np.sum(est[ok] ** 2))  # least-squares gain
-    line.append(f"gain {c:.2f} -> rms {np.sqrt(np.mean(np.linalg.norm(c * est[ok] - tru[ok], axis=1) ** 2)):.2f}")
-    print("  ".join(line))
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dataset")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--limit", type=int, default=120)
+    ap.add_argument("--sigma", default="0.002,0.004,0.008")
+    ap.add_argument("--doses", default="clean,1e5")
+    ap.add_argument("--source", default="truth", choices=["truth"])
+    ap.add_argument("--powers", default="0")
+    a = ap.parse_args()
+    sigmas = [float(s) for s in a.sigma.split(",")]
+    res = {}
+    t0 = time.time()
+    for s, tilt, centre, q, r in labelled_samples(a.dataset, a.split, a.limit, a.doses.split(",")):
+        est = friedel_tilt(s.pattern, centre, s.dk_invA, q, r)
+        res.setdefault((s.dose, "friedel", 0), []).append((tilt, est, s.thickness_A))
+        for sig in sigmas:
+            for pw in [float(x) for x in a.powers.split(",")]:
+                est = laue_tilt(s.pattern, centre, s.dk_invA, q, s.energy_eV, r, sig, power=pw)
+                res.setdefault((s.dose, sig, pw), []).append((tilt, est, s.thickness_A))
+    print(f"{time.time() - t0:.0f} s")
+    for (dose, sig, pw), rows in res.items():
+        tru = np.array([r[0] for r in rows]); est = np.array([r[1] for r in rows]); th = np.array([r[2] for r in rows])
+        ok = np.isfinite(est).all(1)
+        err = np.linalg.norm(est - tru, axis=1)
+        zero = np.linalg.norm(tru, axis=1)
+        line = [f"dose {dose} sigma {sig} power {pw}: rms {np.sqrt(np.mean(err[ok]**2)):.2f} mrad (zero {np.sqrt(np.mean(zero**2)):.2f}), nan {(~ok).sum()}"]
+        for lo, hi in ((0, 200), (200, 400), (400, 2000)):
+            m = ok & (th >= lo) & (th < hi)
+            if m.any():
+                line.append(f"[{lo}-{hi}) {np.sqrt(np.mean(err[m]**2)):.2f}/{np.sqrt(np.mean(zero[m]**2)):.2f}")
+        c = float(np.sum(est[ok] * tru[ok]) / np.sum(est[ok] ** 2))  # least-squares gain
+        line.append(f"gain {c:.2f} -> rms {np.sqrt(np.mean(np.linalg.norm(c * est[ok] - tru[ok], axis=1) ** 2)):.2f}")
+        print("  ".join(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fourdcrystal.evaluation.evaluate import EvalConfig, split_samples
-from fourdcrystal.simulation import shards
-from fourdcrystal.simulation.optics import disk_radius_invA, wavelength_A
-from fourdcrystal.simulation.truth import ABSENT
+from fourdcrystal.simulation.optics import wavelength_A
+
+# the sample loading and the choice of Friedel pairs are tilt_classical/explore.py's (a sibling script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tilt_classical"))
+from explore import labelled_samples, representatives  # noqa: E402
 
 
 def pair_pixels(pattern, centre, dk, g_list, radius_invA):
@@ -31,13 +33,7 @@ def pair_pixels(pattern, centre, dk, g_list, radius_invA):
     h, w = pattern.shape
     ii, jj = np.mgrid[0:h, 0:w]
     qi, qj = (ii - centre[0]) * dk[0], (jj - centre[1]) * dk[1]
-    reps = []
-    for g in g_list:
-        if np.hypot(*g) < 2.5 * radius_invA:
-            continue
-        if any(np.hypot(*(g - r)) < radius_invA or np.hypot(*(g + r)) < radius_invA for r in reps):
-            continue
-        reps.append(np.asarray(g, float))
+    reps = representatives(g_list, radius_invA)
     G, Q, I, P = [], [], [], []
     for g in reps:
         got = []
@@ -48,7 +44,7 @@ def pair_pixels(pattern, centre, dk, g_list, radius_invA):
             got.append((gg, np.stack([qi[m], qj[m]], 1), pattern[m]))
         if len(got) < 2:
             continue
-        k = len({int(p[0]) for p in P}) if P else 0
+        k = len(P) // 2  # this pair's index: every pair kept so far added two disks
         for gg, q, v in got:
             G.append(np.broadcast_to(gg, q.shape))
             Q.append(q)
@@ -110,29 +106,16 @@ if __name__ == "__main__":
     ap.add_argument("--json")
     a = ap.parse_args()
     from fourdcrystal.detection.tilt import TiltSettings, laue_tilt
-    from fourdcrystal.training.data import open_dataset
 
-    index, where, info = open_dataset(a.dataset)
-    locs = where[a.split][:a.limit]
-    cfg = EvalConfig(split=a.split, doses_e=tuple(None if d == "clean" else float(d) for d in a.doses.split(",")))
     sigmas = [float(s) for s in a.sigma.split(",")]
-    tilts, res = {}, {}
+    res = {}
     t0 = time.time()
-    for s in split_samples(None, a.dataset, locs, cfg):
-        key = (s.shard, s.row)
-        if key not in tilts:
-            with shards.Shard(f"{a.dataset}/{s.shard}") as sh:
-                tilts[key] = -np.asarray(sh.meta("tilt_mrad")[s.row], float)  # the crystal's tilt: minus the beam's
-        ex = s.exact
-        h, w = s.pattern.shape
-        centre = np.array([h // 2, w // 2], float)
-        q = (ex.px[ex.status != ABSENT] - centre) * s.dk_invA
-        r = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
+    for s, tilt, centre, q, r in labelled_samples(a.dataset, a.split, a.limit, a.doses.split(",")):
         shipped = laue_tilt(s.pattern, centre, s.dk_invA, q, s.energy_eV, r, TiltSettings()).tilt_mrad
-        res.setdefault((s.dose, "shipped disk-mean fit"), []).append((tilts[key], shipped, s.thickness_A))
+        res.setdefault((s.dose, "shipped disk-mean fit"), []).append((tilt, shipped, s.thickness_A))
         for sig in sigmas:
             est = pixel_tilt(s.pattern, centre, s.dk_invA, q, s.energy_eV, r, sig)
-            res.setdefault((s.dose, f"pixel fit sigma {sig:g}"), []).append((tilts[key], est, s.thickness_A))
+            res.setdefault((s.dose, f"pixel fit sigma {sig:g}"), []).append((tilt, est, s.thickness_A))
     print(f"{time.time() - t0:.0f} s")
     out = []
     for (dose, name), rows in res.items():
