@@ -687,6 +687,24 @@ def align_basis(crystal: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, 
 # --- the 3D orientation per position ------------------------------------------------------------------
 
 
+def rotation_z(phi_deg: float) -> np.ndarray:
+    """Rotation about +z by φ, counter-clockwise seen from +z.
+
+    Parameters
+    ----------
+    phi_deg : φ, degrees.
+
+    Returns
+    -------
+    (3, 3) rotation matrix acting on column vectors.
+
+    >>> rotation_z(90.0).round(12) @ [1.0, 0.0, 0.0]
+    array([0., 1., 0.])
+    """
+    c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 def tilt_rotation(tilt_mrad) -> np.ndarray:
     """Rigid rotation taking +z to (tan θx, tan θy, 1)/norm about the axis ẑ × n (the shortest such rotation).
 
@@ -731,14 +749,14 @@ def orientations(frame: np.ndarray, rotation: np.ndarray, theta_deg: np.ndarray,
     -------
     (n, 3, 3) rotation matrices; NaN where θ or the tilt is NaN.
     """
-    theta = np.radians(np.asarray(theta_deg, float).ravel())
+    theta = np.asarray(theta_deg, float).ravel()
     tilt = np.asarray(tilt_mrad, float).reshape(-1, 2)
     out = np.full((len(theta), 3, 3), np.nan)
-    inplane = np.eye(3)
+    laid = np.eye(3)
+    laid[:2, :2] = rotation
+    laid = laid @ frame  # the crystal on the reference lattice, its zone axis along z
     for p in np.nonzero(np.isfinite(theta) & np.isfinite(tilt).all(axis=1))[0]:
-        c, s = math.cos(theta[p]), math.sin(theta[p])
-        inplane[:2, :2] = np.array([[c, -s], [s, c]]) @ rotation
-        out[p] = tilt_rotation(tilt[p]) @ inplane @ frame
+        out[p] = tilt_rotation(tilt[p]) @ rotation_z(theta[p]) @ laid
     return out
 
 

@@ -26,7 +26,9 @@ log = logging.getLogger("fourdcrystal")
                    "--zone-axis: absolute strain, as good as the pixel-size calibration; with vectors that carry "
                    "the tilt, predict --tilt, also the 3D orientation per position).")
 @click.option("--structure", type=click.Path(), help="With --reference crystal: the crystal's CIF/POSCAR file.")
-@click.option("--zone-axis", type=int, nargs=3, help="With --reference crystal: the zone axis U V W (conventional cell).")
+@click.option("--zone-axis", type=int, nargs=3, help="With --reference crystal: the zone axis U V W, direction indices of the "
+                                                        "structure file's cell where that is a conventional cell, else "
+                                                        "of the standard conventional cell.")
 @click.option("--g1", help="First reciprocal basis vector QX,QY in the file's units (Å⁻¹). [default: found from the "
                            "Bragg vector map]")
 @click.option("--g2", help="Second reciprocal basis vector QX,QY (Å⁻¹); with --g1.")

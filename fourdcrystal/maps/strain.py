@@ -363,8 +363,8 @@ ORIENTATION_CONVENTION = (
     "R0 the crystal's zero-order reflections on the reference lattice, Rz(θ) the position's in-plane rotation "
     "(theta_deg) and T the crystal tilt (tilt_mrad: the zone axis along (tan θx, tan θy, 1)). One of the "
     "orientations the projected lattice's symmetry cannot tell apart: where the crystal has no 2-fold axis along "
-    "the zone axis, a tilt towards [uvw] + d and towards [uvw] - d give the same vectors. beam_direction_uvw: Uᵀ z in direction "
-    "indices of that cell, scaled so that its projection on the nominal zone axis is the zone axis. "
+    "the zone axis, a tilt towards [uvw] + d and towards [uvw] - d give the same vectors. beam_direction_uvw: "
+    "Uᵀ z in direction indices of that cell, scaled so that its projection on the nominal zone axis is the zone axis. "
     "euler_bunge_deg: (φ1, Φ, φ2) of g = Uᵀ (detector → crystal), g = Rz(φ2)ᵀ Rx(Φ)ᵀ Rz(φ1)ᵀ")
 
 

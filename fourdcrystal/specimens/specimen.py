@@ -58,7 +58,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from ..errors import FourdError
-from ..lattice import tilt_rotation
+from ..lattice import rotation_z, tilt_rotation
 
 MAX_TILT_MRAD = 50.0
 MAX_STRAIN = 0.2  # |ε| per component: beyond this a "homogeneous strain" is no longer a small deformation  # small-angle limit (beam tilt as a phase ramp; first-order q_z labels)
@@ -208,24 +208,6 @@ def zone_axis_frame(lattice: np.ndarray, uvw) -> np.ndarray:
     x /= np.linalg.norm(x)
     y = np.cross(z, x)
     return np.array([x, y, z])
-
-
-def rotation_z(phi_deg: float) -> np.ndarray:
-    """Rotation about +z by φ, counter-clockwise seen from +z.
-
-    Parameters
-    ----------
-    phi_deg : φ, degrees.
-
-    Returns
-    -------
-    (3, 3) rotation matrix acting on column vectors.
-
-    >>> rotation_z(90.0).round(12) @ [1.0, 0.0, 0.0]
-    array([0., 1., 0.])
-    """
-    c, s = math.cos(math.radians(phi_deg)), math.sin(math.radians(phi_deg))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _wrap_deg(a):
