@@ -600,8 +600,8 @@ PREDICT_SCHEMA: Schema = {
                                            "evaluation shows q_z skill)"),
     "tilt": Field(None, Bool(nullable=True), "write each method's crystal tilt (θx, θy) per position and its "
                                              "standard error, mrad (needs the energy; null: the model's tilt "
-                                             "alone, where its card shows its q_z, alone or combined with the Laue "
-                                             "fit, ahead of the Laue fit)"),
+                                             "alone, where its card shows its own (the learned read, its q_z, or "
+                                             "q_z and the Laue fit combined) ahead of the Laue fit)"),
 }
 
 STRAIN_SCHEMA: Schema = {

@@ -414,7 +414,8 @@ def acceptance() -> str:
 
 
 TILT_NAMES = {"classical": "classical (baseline's disks)", "model_vectors": "Laue fit on the model's vectors",
-              "model_qz": "model's q_z", "model_combined": "q_z and Laue fit combined"}
+              "model_qz": "model's q_z", "model_combined": "q_z and Laue fit combined",
+              "model_learned": "learned read at the model's vectors"}
 
 
 def tilt_table() -> str:

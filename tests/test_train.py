@@ -291,7 +291,8 @@ def test_evaluate_model_and_baseline(dataset, tmp_path, monkeypatch):
     true = [t for t in true if np.hypot(*t) <= 8.0]
     # the model's q_z tilt and its combination with the Laue fit on its vectors, wherever the model gives q_z
     assert ("model_combined" in tilt["by_dose"]) == ("model_qz" in tilt["by_dose"])
-    for method in ("classical", "model_vectors", *(("model_combined",) if "model_qz" in tilt["by_dose"] else ())):
+    for method in ("classical", "model_vectors", "model_learned",
+                   *(("model_combined",) if "model_qz" in tilt["by_dose"] else ())):
         for dose in ("clean", "1e+04"):
             row = tilt["by_dose"][method][dose]
             assert row["patterns"] == len(true) and row["fitted"] + row["failed"] == row["patterns"]
@@ -501,3 +502,26 @@ def test_a_short_write_on_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
         with pytest.raises(FourdError, match=f"cannot write .*ckpt.pt: .*{want}"):
             card_mod.save_state(tmp_path / "ckpt.pt", state)
         assert list(tmp_path.iterdir()) == []
+
+
+def test_train_tilt_read_writes_a_reader_that_loads(dataset, tmp_path):
+    """scripts/train_tilt_read.py on real shards: the reader's JSON loads as a TiltReader, with its training and
+    validation figures and the data set's fingerprint; a folder that is no data set is one error line, exit 2, and
+    nothing written."""
+    import importlib.util
+
+    from fourdcrystal.detection.tilt import TiltReader
+
+    spec = importlib.util.spec_from_file_location("train_tilt_read", ROOT / "scripts" / "train_tilt_read.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "read.json"
+    assert tool.main([str(dataset), "--out", str(out), "--steps", "3", "--width", "4"]) == 0
+    reader = TiltReader.load(out)
+    card = json.loads(out.read_text())
+    assert reader.layers[0][0].shape == (10, 4) and reader.ridge > 0 and reader.sigma_scale > 0
+    assert card["training"]["steps"] == 3 and card["training"]["patterns"] > 0
+    # the tiny validation split has no pair to score: no figures, the error scale left at 1
+    assert card["validation"]["patterns"] >= 0 and len(card["dataset"]["index_sha256"]) == 64
+    assert (card["validation"]["rms_mrad"] is None) == (reader.sigma_scale == 1.0)
+    assert tool.main([str(tmp_path), "--out", str(tmp_path / "no.json")]) == 2 and not (tmp_path / "no.json").exists()

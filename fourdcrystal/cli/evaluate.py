@@ -42,7 +42,8 @@ def evaluate_cmd(model, dataset, config_path, out, **_options) -> None:
     ≥ 400 Å), beam energy, semi-angle and zone-axis index; the score against the V_g label maps is a
     secondary table. The out-of-plane crystal tilt (mrad) of the patterns tilted ≤ 8 mrad is scored
     against the shards' true tilt, beside answering zero: the classical Laue fit on the baseline's
-    disks, the same fit on the model's vectors and the model's q_z (failed fits counted). Writes
+    disks, the same fit on the model's vectors, the model's q_z, q_z and that fit combined, and the
+    learned tilt read at the model's vectors (failed fits counted). Writes
     OUT/report.json, OUT/metrics_vs_thickness.png and OUT/worst.png, and prints the tables.
     """
     from ..api import evaluate, evaluation_folder

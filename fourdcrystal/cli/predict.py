@@ -71,16 +71,16 @@ from .group import cli, options_named
      help="Address of a dask.distributed scheduler (tcp://HOST:PORT) to spread chunks over.", default_text="local")
 @opt("predict", "qz", "--qz/--no-qz", default_text="when the model card's test evaluation shows q_z skill",
      help="Write the model's q_z (Å⁻¹) of each Bragg vector.")
-@opt("predict", "tilt", "--tilt/--no-tilt", default_text="the model's q_z tilt (alone or combined) where its card "
-                                                           "shows it ahead",
+@opt("predict", "tilt", "--tilt/--no-tilt", default_text="the model's own tilt (learned read, q_z, or both combined) "
+                                                           "where its card shows it ahead",
      help="Write each method's crystal tilt (θx, θy) per position and its standard error, in mrad: the zone axis "
            "points along (tan θx, tan θy, 1) from the beam, x and y along the detector's first and second axes "
            "(as qx, qy); a rotated crystal reads +θ, a tilted beam −θ. The baseline's: fitted to the Laue circle the "
-           "Friedel pairs of disks trace (about 0.1 s per pattern); the model's: from its q_z, or its q_z and that "
-           "fit on its vectors combined (inverse-variance mean), whichever the model card shows best at the scan's "
-           "dose, else the same fit. NaN where a fit fails. --tilt needs the beam energy (--energy or the file's); "
-           "by default only the model's tilt is written, where the card shows q_z (alone or combined) ahead "
-           "(without the energy: q_z alone).")
+           "Friedel pairs of disks trace (about 0.1 s per pattern); the model's: the learned tilt read of the disks at "
+           "its vectors, its q_z, or its q_z and the Laue fit on its vectors combined (inverse-variance mean), "
+           "whichever the model card shows best at the scan's dose, else the Laue fit. NaN where a fit fails. --tilt "
+           "needs the beam energy (--energy or the file's); by default only the model's tilt is written, where the "
+           "card shows one of its own ahead of the Laue fit (without the energy: q_z alone).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing result (or an unfinished run with other settings).")
 def predict_cmd(paths, config_path, model_opt, out, centre_px, scan_shape, overwrite, follow, **_options) -> None:
     """Bragg vectors from the 4D-STEM file DATA with a model (--model: model.pt with its card).

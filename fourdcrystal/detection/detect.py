@@ -200,19 +200,20 @@ def nearest_dose(doses: list[str], counts_per_pattern: float) -> str:
     return min(doses, key=lambda d: abs(log_dose(d) - scan))
 
 
-TILT_SOURCES = ("laue", "qz", "combined")
+TILT_SOURCES = ("laue", "qz", "combined", "learned")
 # each source of the model's tilt and the card's test-evaluation row that measures it
-_TILT_ROWS = {"qz": "model_qz", "laue": "model_vectors", "combined": "model_combined"}
+_TILT_ROWS = {"qz": "model_qz", "laue": "model_vectors", "combined": "model_combined", "learned": "model_learned"}
 _TILT_WORDS = {"qz": "the tilt of the model's q_z", "laue": "the Laue fit on its vectors",
-               "combined": "the two combined"}
+               "combined": "q_z and the Laue fit combined", "learned": "the learned tilt read at its vectors"}
 
 
 def model_tilt_source(card: dict, counts_per_pattern: float, laue_possible: bool = True) -> tuple[str, float | None, str]:
     """Where ``predict --tilt`` takes the tilt of the model's vectors from: ``"qz"`` (the network's q_z at its
-    vectors, fitted per position), ``"laue"`` (the Laue fit on the model's vectors) or ``"combined"`` (their
-    inverse-variance mean, :func:`fourdcrystal.detection.tilt.combine_tilts`), whichever has the lowest tilt error
+    vectors, fitted per position), ``"laue"`` (the Laue fit on the model's vectors), ``"combined"`` (their
+    inverse-variance mean, :func:`fourdcrystal.detection.tilt.combine_tilts`) or ``"learned"`` (the learned tilt read
+    at the model's vectors, :func:`fourdcrystal.detection.tilt.learned_tilt`), whichever has the lowest tilt error
     in the card's test evaluation at the dose nearest the scan's counts (a tie goes to the earlier of laue, qz,
-    combined); for q_z alone, its standard error per component (the card's rms error there / √2, mrad); and why,
+    combined, learned); for q_z alone, its standard error per component (the card's rms error there / √2, mrad); and why,
     in words. ``laue_possible`` False (no beam energy for the Laue fit): q_z alone, wherever the card has it.
 
     >>> ev = {"tilt": {"by_dose": {"model_qz": {"1e+05": {"rms_mrad": 1.6}},
@@ -222,6 +223,9 @@ def model_tilt_source(card: dict, counts_per_pattern: float, laue_possible: bool
     >>> ev["tilt"]["by_dose"]["model_combined"] = {"1e+05": {"rms_mrad": 1.4}}
     >>> model_tilt_source({"release": {"test_evaluation": ev}}, 1e5)[:2]
     ('combined', None)
+    >>> ev["tilt"]["by_dose"]["model_learned"] = {"1e+05": {"rms_mrad": 1.2}}
+    >>> model_tilt_source({"release": {"test_evaluation": ev}}, 1e5)[:2]
+    ('learned', None)
     """
     tilt = card.get("release", {}).get("test_evaluation", {}).get("tilt") or {}
     by_dose = tilt.get("by_dose", {})
@@ -233,10 +237,10 @@ def model_tilt_source(card: dict, counts_per_pattern: float, laue_possible: bool
     errs = {src: by_dose.get(row, {}).get(dose, {}).get("rms_mrad") for src, row in _TILT_ROWS.items()}
     why = f"on the card's test split at {dose} " + ", ".join(
         f"{_TILT_WORDS[src]} errs by {e:.2f} mrad rms" if e is not None else f"{_TILT_WORDS[src]}: none fitted"
-        for src, e in errs.items() if src != "combined" or e is not None)
+        for src, e in errs.items() if src in ("laue", "qz") or e is not None)
     if not laue_possible:
-        return "qz", round(errs["qz"] / math.sqrt(2), 3), why + " (no beam energy: the Laue fit cannot run)"
-    best = min((src for src in ("laue", "qz", "combined") if errs[src] is not None), key=lambda src: errs[src])
+        return "qz", round(errs["qz"] / math.sqrt(2), 3), why + " (no beam energy: the Laue fit and the learned read cannot run)"
+    best = min((src for src in TILT_SOURCES if errs[src] is not None), key=lambda src: errs[src])
     return best, (round(errs["qz"] / math.sqrt(2), 3) if best == "qz" else None), why
 
 

@@ -250,3 +250,166 @@ def laue_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray,
         sigma = np.full(2, np.nan)
     sigma = np.sqrt(sigma ** 2 + settings.floor_mrad ** 2)
     return TiltFit(best * 1e3 * settings.gain, sigma, used, float(resid / used))
+
+
+# --- the learned tilt read -------------------------------------------------------------------------------------
+# The Laue fit above compares each pair's brightness share with a kinematic rocking curve, which stands in for the
+# dynamical one and over-reaches. The learned read keeps its geometry (each pair measures the tilt's projection on
+# its ĝ; the pairs together fix θ by least squares) and learns the rest from simulations: a small network maps what
+# each pair shows (the share, the pair's brightness against the zero disk, the first moments of the intensity inside
+# its two disks and the zero disk along ĝ, each point of a disk standing for its own incident direction) to that
+# projection and a weight. Trained by ``scripts/train_tilt_read.py`` on a data set's training split; the shipped
+# weights are ``fourdcrystal/data/tilt-read.json``.
+
+PAIR_FEATURES = ("|g| (Å⁻¹)", "Bragg angle λ|g|/2 (mrad)", "convergence semi-angle (mrad)",
+                 "log of the pair's mean brightness over the zero disk's", "odd: (I₊ − I₋)/(I₊ + I₋)",
+                 "odd: m₊ + m₋, the two disks' first moments along ĝ (disk radii)", "even: m₊ − m₋",
+                 "odd: the zero disk's first moment along ĝ (disk radii)",
+                 "log of the zero disk's mean brightness over the pattern's", "odd: (I₊ − I₋)/I₀")
+ODD_FEATURES = np.array([4, 5, 7, 9])  # the features that change sign when the pair is named (−g, g) instead of (g, −g)
+
+
+def _disk_values(img: np.ndarray, centre: np.ndarray, dk: np.ndarray, g: np.ndarray, radius_invA: float):
+    """(q − g (Å⁻¹), intensity) of the pixels inside the disk at g; None where fewer than 3 lie on the pattern."""
+    got = _disk_pixels(img.shape, centre, dk, g, radius_invA)
+    if got is None or len(got[1]) < 3:
+        return None
+    q, idx = got
+    return q - g, img.ravel()[idx]
+
+
+def _moment(disk, unit: np.ndarray, radius_invA: float) -> float:
+    dq, v = disk
+    total = v.sum()
+    return float((v * (dq @ unit)).sum() / (total * radius_invA)) if total > 0 else 0.0
+
+
+def pair_features(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray, energy_eV: float,
+                  semiangle_mrad: float, disk_radius_invA: float,
+                  min_g_disk_radii: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
+    """What each Friedel pair of found disks shows about the tilt (:data:`PAIR_FEATURES`), and its direction.
+
+    Parameters as :func:`laue_tilt` (``semiangle_mrad``: the probe's convergence semi-angle). Pairs are those of
+    :func:`friedel_pairs` whose two disks lie on the pattern.
+
+    Returns
+    -------
+    features : (m, 10) one row per pair, columns as :data:`PAIR_FEATURES`.
+    units : (m, 2) ĝ of each pair's first reflection (the features' "+" side).
+
+    >>> import numpy as np
+    >>> img = np.ones((64, 64)); img[40:46, 29:35] = 3.0          # the disk at +g brighter than at −g
+    >>> f, u = pair_features(img, (32, 32), 0.02, np.array([[0.22, 0.0]]), 200e3, 2.0, 0.05)
+    >>> u.tolist(), bool(f[0, 4] > 0)
+    ([[1.0, 0.0]], True)
+    """
+    from ..simulation.optics import wavelength_A
+
+    img = np.asarray(pattern, float)
+    dk = np.broadcast_to(np.asarray(dk_invA, float), (2,))
+    centre = np.asarray(centre_px, float)
+    r = float(disk_radius_invA)
+    lam = wavelength_A(energy_eV)
+    empty = np.zeros((0, len(PAIR_FEATURES))), np.zeros((0, 2))
+    zero = _disk_values(img, centre, dk, np.zeros(2), r)
+    if zero is None or not zero[1].mean() > 0:
+        return empty
+    i0, mean_all = zero[1].mean(), max(float(img.mean()), 1e-30)
+    rows, units = [], []
+    for plus, minus in friedel_pairs(vectors_invA, r, min_g_disk_radii * r):
+        dp, dm = _disk_values(img, centre, dk, plus, r), _disk_values(img, centre, dk, minus, r)
+        if dp is None or dm is None:
+            continue
+        ip, im = dp[1].mean(), dm[1].mean()
+        if not ip + im > 0:
+            continue
+        gn = float(np.hypot(*plus))
+        u = plus / gn
+        mp, mm = _moment(dp, u, r), _moment(dm, u, r)
+        rows.append([gn, lam * gn / 2 * 1e3, semiangle_mrad, np.log((ip + im) / (2 * i0) + 1e-4), (ip - im) / (ip + im),
+                     mp + mm, mp - mm, _moment(zero, u, r), np.log(i0 / mean_all), (ip - im) / i0])
+        units.append(u)
+    if not rows:
+        return empty
+    return np.array(rows, float), np.array(units, float)
+
+
+def swap_pairs(features: np.ndarray) -> np.ndarray:
+    """The features of the same pairs named the other way round, (−g, g): the odd columns change sign.
+
+    >>> swap_pairs(np.arange(10.0)[None])[0, [3, 4, 5, 7, 9]].tolist()
+    [3.0, -4.0, -5.0, -7.0, -9.0]
+    """
+    out = np.array(features, float, copy=True)
+    out[:, ODD_FEATURES] *= -1
+    return out
+
+
+@dataclass(frozen=True)
+class TiltReader:
+    """The learned tilt read's network (numpy; weights from :meth:`load`): pair features → (projection θ·ĝ in mrad,
+    weight), odd and even under :func:`swap_pairs` by construction, and the ridge λ and error scale of the
+    pattern's least-squares solve (:func:`learned_tilt`)."""
+
+    mean: np.ndarray  # (10,) feature standardisation
+    scale: np.ndarray
+    layers: tuple  # ((W (n_in, n_out), b (n_out,)), ...): SiLU between layers, 2 outputs
+    ridge: float  # added to the normal matrix's diagonal: a pull towards zero tilt where the pairs say little
+    projection_mrad: float  # the network's first output times this is the projection, mrad
+    sigma_scale: float  # (normal matrix)^-½ times this is a fit's standard error, mrad (68 % coverage, validation)
+    min_pairs: int = 2
+    source: str = ""
+
+    @classmethod
+    def load(cls, path=None) -> "TiltReader":
+        """The reader stored by ``scripts/train_tilt_read.py`` (default: the shipped ``data/tilt-read.json``)."""
+        import json
+        from pathlib import Path
+
+        path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "data" / "tilt-read.json"
+        d = json.loads(path.read_text())
+        if d.get("schema") != "fourdcrystal.tilt-read/1" or d.get("features") != list(PAIR_FEATURES):
+            raise ValueError(f"{path}: not a tilt read for these pair features (schema fourdcrystal.tilt-read/1)")
+        return cls(np.asarray(d["mean"], float), np.asarray(d["scale"], float),
+                   tuple((np.asarray(w, float), np.asarray(b, float)) for w, b in d["layers"]), float(d["ridge"]),
+                   float(d["projection_mrad"]), float(d["sigma_scale"]), int(d.get("min_pairs", 2)), str(path))
+
+    def _net(self, x: np.ndarray) -> np.ndarray:
+        h = (x - self.mean) / self.scale
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = h / (1.0 + np.exp(-h))  # SiLU
+        return h
+
+    def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(projection θ·ĝ in mrad, weight > 0) of each pair."""
+        o1, o2 = self._net(features), self._net(swap_pairs(features))
+        p = self.projection_mrad * (o1[:, 0] - o2[:, 0]) / 2
+        z = (o1[:, 1] + o2[:, 1]) / 2
+        return p, np.logaddexp(0.0, z) + 1e-3  # softplus
+
+
+def learned_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarray, energy_eV: float,
+                 semiangle_mrad: float, disk_radius_invA: float, reader: TiltReader,
+                 settings: TiltSettings = TiltSettings()) -> TiltFit:
+    """The crystal tilt of one pattern read by the learned tilt read (see above; parameters as :func:`laue_tilt`).
+
+    Each Friedel pair's projection p = θ·ĝ and weight w come from ``reader``; θ solves (Σ w ĝĝᵀ + λI) θ = Σ w p ĝ.
+    Its standard error per component is ``reader.sigma_scale`` times the square root of that matrix's inverse
+    diagonal. NaN, and counted, with fewer than ``reader.min_pairs`` pairs, pairs along one direction only, or a
+    tilt beyond ``settings.span_mrad``.
+    """
+    f, u = pair_features(pattern, centre_px, dk_invA, vectors_invA, energy_eV, semiangle_mrad, disk_radius_invA,
+                         settings.min_g_disk_radii)
+    # pairs within about 11° of one direction (the smaller eigenvalue of the mean ĝĝᵀ under sin²(5.7°)) fix one
+    # component only
+    if len(f) < reader.min_pairs or np.linalg.eigvalsh(u.T @ u / len(u))[0] < 0.01:
+        return _failed(len(f))
+    p, w = reader(f)
+    a = (u * w[:, None]).T @ u + reader.ridge * np.eye(2)
+    inv = np.linalg.inv(a)
+    tilt = inv @ ((w * p) @ u)
+    if np.any(np.abs(tilt) > settings.span_mrad):
+        return _failed(len(f))
+    return TiltFit(tilt, reader.sigma_scale * np.sqrt(np.diag(inv)), len(f))

@@ -28,6 +28,7 @@ the model does worst: input, label, prediction, baseline peaks).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -374,13 +375,15 @@ class _TiltTally:
         return out
 
 
-TILT_METHODS = ("classical", "model_vectors", "model_qz", "model_combined")
+TILT_METHODS = ("classical", "model_vectors", "model_qz", "model_combined", "model_learned")
 TILT_DEFINITIONS = {
     "classical": "Laue-circle fit (fourdcrystal.detection.tilt.laue_tilt) to the Friedel pairs of the baseline's disks",
     "model_vectors": "the same fit to the Friedel pairs of the model's vectors",
     "model_qz": "the tilt fitted to the model's q_z at its vectors (lattice.fit_tilt)",
     "model_combined": "the inverse-variance mean of the model's q_z tilt (standard error TiltSettings.qz_sigma_mrad) "
                       "and the Laue fit on its vectors (its own standard error; tilt.combine_tilts)",
+    "model_learned": "the learned tilt read (tilt.learned_tilt, the shipped data/tilt-read.json) of the Friedel pairs "
+                     "of the model's vectors",
 }
 
 
@@ -451,9 +454,10 @@ def split_samples(predictor, dataset: str | Path, locations: list, config: EvalC
 
 def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
     """{method: (tilt, standard error)} (mrad, fourdcrystal.detection.tilt convention) of one pattern: the classical fit to
-    the baseline's disks, the same fit to the model's, and the tilt of the model's q_z where it predicts one."""
+    the baseline's disks, the same fit to the model's, the tilt of the model's q_z where it predicts one, and the
+    learned tilt read at the model's vectors."""
     from ..simulation.optics import disk_radius_invA
-    from ..detection.tilt import combine_tilts, laue_tilt, qz_tilt
+    from ..detection.tilt import combine_tilts, laue_tilt, learned_tilt, qz_tilt
 
     centre = np.array([s.pattern.shape[0] // 2, s.pattern.shape[1] // 2], float)
     radius = disk_radius_invA(s.semiangle_mrad, s.energy_eV)
@@ -467,7 +471,17 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
                                    model_pk.intensity, settings.span_mrad), None)
         out["model_combined"] = combine_tilts([out["model_qz"][0], out["model_vectors"][0]],
                                               [np.full(2, settings.qz_sigma_mrad), out["model_vectors"][1]])
+    fit = learned_tilt(s.pattern, centre, s.dk_invA, (model_pk.pos_px - centre) * s.dk_invA, s.energy_eV,
+                       s.semiangle_mrad, radius, _tilt_reader(), settings)
+    out["model_learned"] = (fit.tilt_mrad, fit.sigma_mrad)
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _tilt_reader():
+    from ..detection.tilt import TiltReader
+
+    return TiltReader.load()
 
 
 def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalConfig, settings) -> dict:

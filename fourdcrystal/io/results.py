@@ -143,7 +143,10 @@ class ResultFile:
                            if m == "model" and tilt_model == "qz" else
                            "the inverse-variance mean (tilt.combine_tilts) of the model's q_z tilt (standard error: "
                            "TiltSettings.qz_sigma_mrad) and the " + laue
-                           if m == "model" and tilt_model == "combined" else laue)
+                           if m == "model" and tilt_model == "combined" else
+                           "the learned tilt read (tilt.learned_tilt, weights data/tilt-read.json) of the Friedel pairs "
+                           "of this method's vectors; standard error: the reader's least-squares error, scaled to 68 % "
+                           "coverage on its validation split" if m == "model" and tilt_model == "learned" else laue)
                     for name, what in (("tilt_mrad", "crystal tilt (θx, θy)"),
                                        ("tilt_sigma_mrad", "standard error of the crystal tilt (σx, σy)")):
                         d = f[m].create_dataset(name, data=np.full((*self.scan_shape, 2), np.nan, "f4"))

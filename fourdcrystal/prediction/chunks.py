@@ -39,6 +39,10 @@ class ChunkProcessor:
         from ..detection.detect import tilt_settings_from_card
 
         self.tilt_settings = config.tilt_settings or tilt_settings_from_card(card)[0]
+        if config.tilt_model == "learned" and "model" in config.tilt_methods:
+            from ..detection.tilt import TiltReader
+
+            self.tilt_reader = TiltReader.load()  # the shipped learned tilt read
 
     def __call__(self, raw: np.ndarray) -> dict:
         cfg, prep = self.config, self.prep
@@ -118,8 +122,9 @@ class ChunkProcessor:
                  q: np.ndarray | None = None, tilt_grid: tuple | None = None, method: str = "model") -> dict:
         """The vectors of one chunk; ``q`` (Å⁻¹), where given, replaces the peaks' own positions (the map and
         q_z stay read at the peaks' pixels). Where ``method`` is in ``config.tilt_methods``, each position's
-        crystal tilt: from q_z (``config.tilt_model`` "qz", the model), else fitted to these vectors on
-        ``tilt_grid``: (patterns, the zero beam's pixel, pixel size Å⁻¹), or both combined ("combined")."""
+        crystal tilt: from q_z (``config.tilt_model`` "qz", the model), read by the learned tilt read ("learned",
+        the model) or fitted to these vectors (else) on ``tilt_grid``: (patterns, the zero beam's pixel, pixel size
+        Å⁻¹), or q_z and the fit combined ("combined")."""
         count = np.array([len(p) for p in peaks], np.int32)
         pos = np.concatenate([p.pos_px for p in peaks]) if count.sum() else np.zeros((0, 2))
         inten = np.concatenate([p.intensity for p in peaks]) if count.sum() else np.zeros(0)
@@ -147,7 +152,18 @@ class ChunkProcessor:
             # alone, the card's rms error at the dose; combined, the error the combination was chosen with
             qz_sigma = self.config.tilt_qz_sigma_mrad if source == "qz" else self.tilt_settings.qz_sigma_mrad
             sigma = np.where(np.isfinite(tilt), qz_sigma, np.nan)
-        if tilted and tilt_grid is not None and not (from_qz and source == "qz"):
+        if tilted and tilt_grid is not None and method == "model" and source == "learned":
+            from ..detection.tilt import learned_tilt
+            from ..simulation.optics import wavelength_A
+
+            pattern, centre, dk_t = tilt_grid
+            semiangle_mrad = self.prep.disk_radius_invA * wavelength_A(self.prep.energy_eV) * 1e3
+            fits = [learned_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, semiangle_mrad,
+                                 self.prep.disk_radius_invA, self.tilt_reader, self.tilt_settings)
+                    for i, (c, e) in enumerate(zip(count, ends))]
+            tilt = np.array([f.tilt_mrad for f in fits], float).reshape(-1, 2)
+            sigma = np.array([f.sigma_mrad for f in fits], float).reshape(-1, 2)
+        elif tilted and tilt_grid is not None and not (from_qz and source == "qz"):
             from ..detection.tilt import combine_tilts, laue_tilt
 
             pattern, centre, dk_t = tilt_grid

@@ -73,7 +73,7 @@ class PredictConfig:
     tilt: bool | None = default("predict", "tilt")
     tilt_methods: tuple = ()  # whose vectors get a tilt; resolved from ``tilt`` and the card
     tilt_settings: TiltSettings | None = None  # how the tilt is fitted; None = the card's (tuned) ones
-    tilt_model: str | None = None  # the model's tilt: "qz" (its q_z), "laue" or "combined"; None = the card's best
+    tilt_model: str | None = None  # the model's tilt: "qz" (its q_z), "laue", "combined" or "learned"; None = the card's best
     tilt_qz_sigma_mrad: float | None = None  # the q_z tilt's standard error per component; None = the card's
     qz: bool | None = default("predict", "qz")  # q_z of each vector; None: when the card shows skill
     # the zero beam, dead pixels and counts per pattern from the first N scan positions only (None: from patterns
@@ -278,8 +278,9 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
         if len(scan) == 0:
             raise FourdError(f"{data}: the scan has no positions ({scan.scan_shape[0]}×{scan.scan_shape[1]})")
         cal = resolve_calibration(str(data), scan.calibration, **(calibration or {}))
-        # the Laue fit needs the energy: asked for (tilt), or in the combination asked for by name
-        if cal.energy_eV is None and (config.tilt or (config.tilt is None and config.tilt_model == "combined")):
+        # the Laue fit and the learned read need the energy: asked for (tilt), or asked for by name
+        named = config.tilt is None and config.tilt_model in ("combined", "learned")
+        if cal.energy_eV is None and (config.tilt or named):
             raise FourdError(f"`tilt` needs the beam energy: {data} does not record it; give `energy_eV` (eV)")
         if arrivals is not None:  # the patterns the preparation reads must be in the file
             try:
@@ -300,7 +301,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
             source, sigma, tilt_reason = (model_tilt_source(card, counts, cal.energy_eV is not None)
                                           if config.tilt_model is None
                                           else (config.tilt_model, None, f"tilt_model {config.tilt_model} as given"))
-            tilt_methods = methods if config.tilt else (("model",) if source in ("qz", "combined") else ())
+            # by default the model's tilt alone, where the card shows one of its own ahead of the Laue fit
+            tilt_methods = methods if config.tilt else (("model",) if source in ("qz", "combined", "learned") else ())
             config = replace(config, tilt=bool(tilt_methods), tilt_methods=tilt_methods, tilt_model=source,
                              tilt_qz_sigma_mrad=config.tilt_qz_sigma_mrad or sigma)
         if config.tilt and config.tilt_model == "qz" and not config.tilt_qz_sigma_mrad:
@@ -387,7 +389,8 @@ def predict(model_path: str | Path | None, data: str, out: str | Path, config: P
 
         with h5py.File(out, "r") as f:
             tilt = {m: {"fitted": int(np.isfinite(f[m]["tilt_mrad"][()]).all(-1).sum()),
-                        "source": {"qz": "q_z", "combined": "q_z and Laue fit combined"}.get(
+                        "source": {"qz": "q_z", "combined": "q_z and Laue fit combined",
+                                   "learned": "learned tilt read"}.get(
                             config.tilt_model, "Laue fit") if m == "model" else "Laue fit"}
                     for m in config.tilt_methods}
     return {"out": str(out), "png": str(png), **run, "tilt": tilt, "tilt_reason": tilt_reason,
