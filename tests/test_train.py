@@ -504,7 +504,7 @@ def test_a_short_write_on_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
         assert list(tmp_path.iterdir()) == []
 
 
-def test_train_tilt_read_writes_a_reader_that_loads(dataset, tmp_path):
+def test_train_tilt_read_writes_a_reader_that_loads(dataset, tmp_path, capsys):
     """scripts/train_tilt_read.py on real shards: the reader's JSON loads as a TiltReader, with its training and
     validation figures and the data set's fingerprint; a folder that is no data set is one error line, exit 2, and
     nothing written."""
@@ -524,4 +524,12 @@ def test_train_tilt_read_writes_a_reader_that_loads(dataset, tmp_path):
     # the tiny validation split has no pair to score: no figures, the error scale left at 1
     assert card["validation"]["patterns"] >= 0 and len(card["dataset"]["index_sha256"]) == 64
     assert (card["validation"]["rms_mrad"] is None) == (reader.sigma_scale == 1.0)
+    capsys.readouterr()
     assert tool.main([str(tmp_path), "--out", str(tmp_path / "no.json")]) == 2 and not (tmp_path / "no.json").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path) in err[0], err
+    # the same data and seed give the same file
+    again = tmp_path / "again.json"
+    assert tool.main([str(dataset), "--out", str(again), "--steps", "3", "--width", "4"]) == 0
+    first, second = json.loads(out.read_text()), json.loads(again.read_text())
+    assert first.pop("command") != second.pop("command") and first == second
