@@ -112,21 +112,13 @@ def train(data: dict, width: int = 64, steps: int = 800, lr: float = 3e-3, max_t
 
 def score(reader, data: dict, max_true_mrad: float = 8.0) -> dict:
     """rms tilt error (mrad) of ``reader`` on ``data``, failed patterns, and the error scale of 68 % coverage."""
-    from fourdcrystal.detection.tilt import TiltSettings
+    from fourdcrystal.detection.tilt import TiltSettings, pairs_tilt
 
-    span = TiltSettings().span_mrad
-    est, raw = [], []
-    for k, t in enumerate(data["true_mrad"]):
-        sel = data["pattern"] == k
-        f, u = data["features"][sel], data["units"][sel]
-        if len(f) < reader.min_pairs or np.linalg.eigvalsh(u.T @ u / len(u))[0] < 0.01:
-            est.append(np.full(2, np.nan)), raw.append(np.full(2, np.nan))
-            continue
-        p, w = reader(f)
-        inv = np.linalg.inv((u * w[:, None]).T @ u + reader.ridge * np.eye(2))
-        th = inv @ ((w * p) @ u)
-        est.append(th if np.all(np.abs(th) <= span) else np.full(2, np.nan)), raw.append(np.sqrt(np.diag(inv)))
-    est, raw, true = np.array(est).reshape(-1, 2), np.array(raw).reshape(-1, 2), data["true_mrad"]
+    fits = [pairs_tilt(data["features"][data["pattern"] == k], data["units"][data["pattern"] == k], reader,
+                       TiltSettings().span_mrad) for k in range(len(data["true_mrad"]))]
+    est = np.array([fit.tilt_mrad for fit in fits]).reshape(-1, 2)
+    raw = np.array([fit.sigma_mrad for fit in fits]).reshape(-1, 2) / reader.sigma_scale  # before the error scale
+    true = data["true_mrad"]
     within = np.abs(true).max(1) <= max_true_mrad
     ok = np.all(np.isfinite(est), 1) & within
     err = np.abs(est - true)[ok]

@@ -153,6 +153,22 @@ def test_learned_read_recovers_the_tilt_of_multislice_patterns(silicon, tilt, mo
     assert np.all(np.isfinite(fit.sigma_mrad)) and np.all(fit.sigma_mrad < 3.0)
 
 
+def test_learned_read_does_not_depend_on_the_detectors_field_of_view(silicon):
+    """The same pattern on a detector reaching twice as far (zero-padded to 256² around the same zero beam) reads the
+    same tilt: nothing the read uses lies beyond 1 Å⁻¹ (the multislice pattern reaches 1.6 Å⁻¹)."""
+    from fourdcrystal.detection.tilt import TiltReader, learned_tilt
+
+    cbed, dk, g = _pattern(silicon, (2.0, 4.0), "beam")
+    assert 64 * np.min(dk) > 1.0
+    wide = np.zeros((256, 256))
+    wide[64:192, 64:192] = cbed
+    reader, radius = TiltReader.load(), disk_radius_invA(ALPHA, ENERGY)
+    small = learned_tilt(cbed, (64, 64), dk, g, ENERGY, ALPHA, radius, reader)
+    large = learned_tilt(wide, (128, 128), dk, g, ENERGY, ALPHA, radius, reader)
+    assert small.ok
+    np.testing.assert_allclose(large.tilt_mrad, small.tilt_mrad, atol=1e-9)
+
+
 def test_learned_read_turns_with_the_pattern():
     """Equivariance, built into the read (odd projections, even weights, least squares over ĝ): a pattern turned by
     90° or mirrored across its diagonal reads the tilt turned or mirrored alike, to rounding."""

@@ -265,7 +265,10 @@ PAIR_FEATURES = ("|g| (Å⁻¹)", "Bragg angle λ|g|/2 (mrad)", "convergence sem
                  "log of the pair's mean brightness over the zero disk's", "odd: (I₊ − I₋)/(I₊ + I₋)",
                  "odd: m₊ + m₋, the two disks' first moments along ĝ (disk radii)", "even: m₊ − m₋",
                  "odd: the zero disk's first moment along ĝ (disk radii)",
-                 "log of the zero disk's mean brightness over the pattern's", "odd: (I₊ − I₋)/I₀")
+                 "log of the zero disk's mean brightness over the pattern's within |q| ≤ 1 Å⁻¹", "odd: (I₊ − I₋)/I₀")
+# the thickness proxy (feature 8) averages the pattern within this radius: the same on any detector that reaches
+# it, where the mean over the whole pattern would change with the detector's field of view
+PROXY_RADIUS_INVA = 1.0
 ODD_FEATURES = np.array([4, 5, 7, 9])  # the features that change sign when the pair is named (−g, g) instead of (g, −g)
 
 
@@ -314,7 +317,8 @@ def pair_features(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndar
     zero = _disk_values(img, centre, dk, np.zeros(2), r)
     if zero is None or not zero[1].mean() > 0:
         return empty
-    i0, mean_all = zero[1].mean(), max(float(img.mean()), 1e-30)
+    near = _disk_values(img, centre, dk, np.zeros(2), PROXY_RADIUS_INVA)
+    i0, mean_near = zero[1].mean(), max(float(near[1].mean()), 1e-30)
     rows, units = [], []
     for plus, minus in friedel_pairs(vectors_invA, r, min_g_disk_radii * r):
         dp, dm = _disk_values(img, centre, dk, plus, r), _disk_values(img, centre, dk, minus, r)
@@ -327,7 +331,7 @@ def pair_features(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndar
         u = plus / gn
         mp, mm = _moment(dp, u, r), _moment(dm, u, r)
         rows.append([gn, lam * gn / 2 * 1e3, semiangle_mrad, np.log((ip + im) / (2 * i0) + 1e-4), (ip - im) / (ip + im),
-                     mp + mm, mp - mm, _moment(zero, u, r), np.log(i0 / mean_all), (ip - im) / i0])
+                     mp + mm, mp - mm, _moment(zero, u, r), np.log(i0 / mean_near), (ip - im) / i0])
         units.append(u)
     if not rows:
         return empty
@@ -402,14 +406,19 @@ def learned_tilt(pattern: np.ndarray, centre_px, dk_invA, vectors_invA: np.ndarr
     """
     f, u = pair_features(pattern, centre_px, dk_invA, vectors_invA, energy_eV, semiangle_mrad, disk_radius_invA,
                          settings.min_g_disk_radii)
+    return pairs_tilt(f, u, reader, settings.span_mrad)
+
+
+def pairs_tilt(features: np.ndarray, units: np.ndarray, reader: TiltReader, span_mrad: float) -> TiltFit:
+    """The tilt ``reader`` gives one pattern's pairs (:func:`pair_features`' output), as :func:`learned_tilt`."""
+    f, u = np.asarray(features, float), np.asarray(units, float).reshape(-1, 2)
     # pairs within about 11° of one direction (the smaller eigenvalue of the mean ĝĝᵀ under sin²(5.7°)) fix one
     # component only
     if len(f) < reader.min_pairs or np.linalg.eigvalsh(u.T @ u / len(u))[0] < 0.01:
         return _failed(len(f))
     p, w = reader(f)
-    a = (u * w[:, None]).T @ u + reader.ridge * np.eye(2)
-    inv = np.linalg.inv(a)
+    inv = np.linalg.inv((u * w[:, None]).T @ u + reader.ridge * np.eye(2))
     tilt = inv @ ((w * p) @ u)
-    if np.any(np.abs(tilt) > settings.span_mrad):
+    if np.any(np.abs(tilt) > span_mrad):
         return _failed(len(f))
     return TiltFit(tilt, reader.sigma_scale * np.sqrt(np.diag(inv)), len(f))
