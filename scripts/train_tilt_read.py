@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fields = train(pairs, args.width, args.steps, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     fields["features"] = list(PAIR_FEATURES)
-    tmp = Path(args.out).with_name(Path(args.out).name + ".unscaled")
-    write_text_atomic(tmp, json.dumps(fields))
-    val = score(TiltReader.load(tmp), split_pairs(args.dataset, "val", args.limit))
-    tmp.unlink()
+    val = score(TiltReader.from_dict(fields), split_pairs(args.dataset, "val", args.limit))
     fields["sigma_scale"] = val["sigma_scale"] or 1.0
     fields["validation"] = {**val, "what": "the val split's exact required pairs, clean and at 1e5, 1e4, 1e3 e⁻ "
                                             "pooled; sigma_scale: 68 % of the components within their error"}

@@ -134,10 +134,11 @@ def test_tune_chooses_the_width_the_gain_and_the_floor():
 # --- the learned tilt read ---------------------------------------------------------------------------------------
 
 def _learned(silicon, tilt, mode, transform=None):
-    from fourdcrystal.detection.tilt import TiltReader, learned_tilt
+    from fourdcrystal.detection.tilt import learned_tilt
+    from fourdcrystal.model.card import read_tilt_reader
 
     cbed, dk, g = _pattern(silicon, tilt, mode)
-    return learned_tilt(cbed, (64, 64), dk, g, ENERGY, ALPHA, disk_radius_invA(ALPHA, ENERGY), TiltReader.load())
+    return learned_tilt(cbed, (64, 64), dk, g, ENERGY, ALPHA, disk_radius_invA(ALPHA, ENERGY), read_tilt_reader())
 
 
 @pytest.mark.parametrize("tilt, mode", [((-3.0, 2.0), "beam"), ((2.0, 4.0), "beam"), ((3.0, -2.0), "atoms")])
@@ -156,13 +157,14 @@ def test_learned_read_recovers_the_tilt_of_multislice_patterns(silicon, tilt, mo
 def test_learned_read_does_not_depend_on_the_detectors_field_of_view(silicon):
     """The same pattern on a detector reaching twice as far (zero-padded to 256² around the same zero beam) reads the
     same tilt: nothing the read uses lies beyond 1 Å⁻¹ (the multislice pattern reaches 1.6 Å⁻¹)."""
-    from fourdcrystal.detection.tilt import TiltReader, learned_tilt
+    from fourdcrystal.detection.tilt import learned_tilt
+    from fourdcrystal.model.card import read_tilt_reader
 
     cbed, dk, g = _pattern(silicon, (2.0, 4.0), "beam")
     assert 64 * np.min(dk) > 1.0
     wide = np.zeros((256, 256))
     wide[64:192, 64:192] = cbed
-    reader, radius = TiltReader.load(), disk_radius_invA(ALPHA, ENERGY)
+    reader, radius = read_tilt_reader(), disk_radius_invA(ALPHA, ENERGY)
     small = learned_tilt(cbed, (64, 64), dk, g, ENERGY, ALPHA, radius, reader)
     large = learned_tilt(wide, (128, 128), dk, g, ENERGY, ALPHA, radius, reader)
     assert small.ok
@@ -172,7 +174,8 @@ def test_learned_read_does_not_depend_on_the_detectors_field_of_view(silicon):
 def test_learned_read_turns_with_the_pattern():
     """Equivariance, built into the read (odd projections, even weights, least squares over ĝ): a pattern turned by
     90° or mirrored across its diagonal reads the tilt turned or mirrored alike, to rounding."""
-    from fourdcrystal.detection.tilt import TiltReader, learned_tilt
+    from fourdcrystal.detection.tilt import learned_tilt
+    from fourdcrystal.model.card import read_tilt_reader
 
     rng = np.random.default_rng(1)
     n = 65  # odd: the zero beam at (32, 32) stays on a pixel when the pattern turns
@@ -185,7 +188,7 @@ def test_learned_read_turns_with_the_pattern():
         inside = ((ii - 32) * dk - v[0]) ** 2 + ((jj - 32) * dk - v[1]) ** 2 <= r * r
         img[inside] += rng.uniform(0.2, 1.0) * (1 + 0.5 * ((ii[inside] - 32) * dk - v[0]) / r)
     img[((ii - 32) * dk) ** 2 + ((jj - 32) * dk) ** 2 <= r * r] += 5.0
-    reader = TiltReader.load()
+    reader = read_tilt_reader()
 
     def read(image, vectors):
         return learned_tilt(image, (32, 32), dk, vectors, ENERGY, ALPHA, r, reader).tilt_mrad
@@ -199,10 +202,11 @@ def test_learned_read_turns_with_the_pattern():
 
 
 def test_learned_read_fails_without_two_directions_and_refuses_other_files(tmp_path):
-    from fourdcrystal.detection.tilt import TiltReader, learned_tilt, pair_features, swap_pairs
+    from fourdcrystal.detection.tilt import learned_tilt, pair_features, swap_pairs
+    from fourdcrystal.model.card import read_tilt_reader
 
     img = np.ones((64, 64))
-    reader = TiltReader.load()
+    reader = read_tilt_reader()
     collinear = learned_tilt(img, (32, 32), 0.02, np.array([[0.2, 0.0], [0.4, 0.0], [0.6, 0.0]]), ENERGY, ALPHA,
                              0.05, reader)
     assert not collinear.ok and collinear.pairs == 3 and np.isnan(collinear.sigma_mrad).all()
@@ -215,4 +219,4 @@ def test_learned_read_fails_without_two_directions_and_refuses_other_files(tmp_p
     bad = tmp_path / "other.json"
     bad.write_text('{"schema": "something else"}')
     with pytest.raises(ValueError, match="not a tilt read"):
-        TiltReader.load(bad)
+        read_tilt_reader(bad)

@@ -510,14 +510,14 @@ def test_train_tilt_read_writes_a_reader_that_loads(dataset, tmp_path, capsys):
     nothing written."""
     import importlib.util
 
-    from fourdcrystal.detection.tilt import TiltReader
+    from fourdcrystal.model.card import read_tilt_reader
 
     spec = importlib.util.spec_from_file_location("train_tilt_read", ROOT / "scripts" / "train_tilt_read.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "read.json"
     assert tool.main([str(dataset), "--out", str(out), "--steps", "3", "--width", "4"]) == 0
-    reader = TiltReader.load(out)
+    reader = read_tilt_reader(out)
     card = json.loads(out.read_text())
     assert reader.layers[0][0].shape == (10, 4) and reader.ridge > 0 and reader.sigma_scale > 0
     assert card["training"]["steps"] == 3 and card["training"]["patterns"] > 0

@@ -1,5 +1,5 @@
-"""Out-of-plane crystal tilt from the excitation of the zero-order disks: a classical estimate (pure: arrays in,
-numbers out).
+"""Out-of-plane crystal tilt from the excitation of the zero-order disks: a classical estimate and a learned read
+(pure: arrays in, numbers out; the learned read's weights are read by :func:`fourdcrystal.model.card.read_tilt_reader`).
 
 **Convention.** The crystal tilt (θx, θy), mrad, is the direction of the crystal's zone axis relative to the
 beam: the zone axis points along (tan θx, tan θy, 1), x and y along the pattern's first and second axes (the
@@ -351,8 +351,9 @@ def swap_pairs(features: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TiltReader:
-    """The learned tilt read's network (numpy; weights from :meth:`load`): pair features → (projection θ·ĝ in mrad,
-    weight), odd and even under :func:`swap_pairs` by construction, and the ridge λ and error scale of the
+    """The learned tilt read's network (numpy; :meth:`from_dict` of what ``scripts/train_tilt_read.py`` stores,
+    :func:`fourdcrystal.model.card.read_tilt_reader` reads the shipped one): pair features → (projection θ·ĝ in
+    mrad, weight), odd and even under :func:`swap_pairs` by construction, and the ridge λ and error scale of the
     pattern's least-squares solve (:func:`learned_tilt`)."""
 
     mean: np.ndarray  # (10,) feature standardisation
@@ -365,25 +366,22 @@ class TiltReader:
     source: str = ""
 
     @classmethod
-    def load(cls, path=None) -> "TiltReader":
-        """The reader stored by ``scripts/train_tilt_read.py`` (default: the shipped ``data/tilt-read.json``)."""
-        import json
-        from pathlib import Path
-
-        path = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "data" / "tilt-read.json"
-        d = json.loads(path.read_text())
+    def from_dict(cls, d: dict, source: str = "") -> "TiltReader":
+        """The reader a ``fourdcrystal.tilt-read/1`` dict describes; ValueError for another schema or other pair
+        features than :data:`PAIR_FEATURES`."""
         if d.get("schema") != "fourdcrystal.tilt-read/1" or d.get("features") != list(PAIR_FEATURES):
-            raise ValueError(f"{path}: not a tilt read for these pair features (schema fourdcrystal.tilt-read/1)")
+            raise ValueError(f"{source or 'the dict'}: not a tilt read for these pair features "
+                             f"(schema fourdcrystal.tilt-read/1)")
         return cls(np.asarray(d["mean"], float), np.asarray(d["scale"], float),
                    tuple((np.asarray(w, float), np.asarray(b, float)) for w, b in d["layers"]), float(d["ridge"]),
-                   float(d["projection_mrad"]), float(d["sigma_scale"]), int(d.get("min_pairs", 2)), str(path))
+                   float(d["projection_mrad"]), float(d["sigma_scale"]), int(d.get("min_pairs", 2)), source)
 
     def _net(self, x: np.ndarray) -> np.ndarray:
         h = (x - self.mean) / self.scale
         for i, (w, b) in enumerate(self.layers):
             h = h @ w + b
             if i < len(self.layers) - 1:
-                h = h / (1.0 + np.exp(-h))  # SiLU
+                h = h * np.exp(-np.logaddexp(0.0, -h))  # SiLU, h·sigmoid(h), without overflow
         return h
 
     def __call__(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -479,9 +479,9 @@ def tilt_fits(s: Sample, model_pk: Peaks, baseline_pk: Peaks, settings) -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _tilt_reader():
-    from ..detection.tilt import TiltReader
+    from ..model.card import read_tilt_reader
 
-    return TiltReader.load()
+    return read_tilt_reader()
 
 
 def tilt_report(tallies: dict, doses: list[str], bins: list[str], config: EvalConfig, settings) -> dict:

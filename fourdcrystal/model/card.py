@@ -28,6 +28,8 @@ RELEASE = "release"  # the name that stands for the model shipped inside the pac
 RELEASE_WEIGHTS = Path(__file__).resolve().parent.parent / "data" / "fcunet-release.pt"
 # the shipped models, by name; "release" is the default one
 SHIPPED = {RELEASE: RELEASE_WEIGHTS}
+# the learned tilt read (fourdcrystal.detection.tilt.TiltReader), written by scripts/train_tilt_read.py
+TILT_READ_WEIGHTS = RELEASE_WEIGHTS.parent / "tilt-read.json"
 
 
 def card_path(weights: str | Path) -> Path:
@@ -178,3 +180,16 @@ def load_model(weights: str | Path, device: str | torch.device = "cpu",
                          f"cannot load safely ({type(exc).__name__}); use the model.pt that fourdcrystal train "
                          f"wrote") from None
     return model.to(device).eval(), card
+
+
+def read_tilt_reader(path: str | Path | None = None):
+    """The learned tilt read stored at ``path`` (default: the shipped :data:`TILT_READ_WEIGHTS`) as a
+    :class:`fourdcrystal.detection.tilt.TiltReader`; ValueError where the file is not one."""
+    from ..detection.tilt import TiltReader
+
+    path = Path(path) if path is not None else TILT_READ_WEIGHTS
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc.msg})") from None
+    return TiltReader.from_dict(d, str(path))

@@ -40,9 +40,9 @@ class ChunkProcessor:
 
         self.tilt_settings = config.tilt_settings or tilt_settings_from_card(card)[0]
         if config.tilt_model == "learned" and "model" in config.tilt_methods:
-            from ..detection.tilt import TiltReader
+            from ..model.card import read_tilt_reader
 
-            self.tilt_reader = TiltReader.load()  # the shipped learned tilt read
+            self.tilt_reader = read_tilt_reader()  # the shipped learned tilt read
 
     def __call__(self, raw: np.ndarray) -> dict:
         cfg, prep = self.config, self.prep
