@@ -88,9 +88,7 @@ def laue_tilt(pattern, centre, dk, g_list, energy_eV, radius_invA, sigma_invA, s
     a, b, wgt, disk, norm = got
     b = b / K
     starts = np.r_[0, np.nonzero(np.diff(disk))[0] + 1]
-    n_disk = len(starts)
     cnt = np.diff(np.r_[starts, len(disk)])
-    pair = np.arange(n_disk) // 2
     meas = np.add.reduceat(wgt, starts) / cnt  # mean normalised intensity per disk
     raw = np.add.reduceat(wgt * norm, starts) / cnt
     meas_frac = meas.reshape(-1, 2)[:, 0] / meas.reshape(-1, 2).sum(1)

@@ -52,6 +52,7 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes_per_crystal, scan, thic
     from pathlib import Path
 
     from ..config import split_items
+    from .common import parse_floats
     from ..evaluation.strain_benchmark import StrainBenchmarkConfig, format_table, run_benchmark, tuned_py4dstem_settings
 
     def items(text, name):
@@ -60,16 +61,10 @@ def strain_benchmark_cmd(out, model, crystals, zone_axes_per_crystal, scan, thic
         except ValueError as exc:
             raise FourdError(f"{name}: {exc}") from None
 
-    def floats(text, name):
-        try:
-            return tuple(float(x) for x in items(text, name))
-        except ValueError:
-            raise FourdError(f"{name} {text!r}: expected comma-separated numbers") from None
-
     config = StrainBenchmarkConfig(
         crystals=items(crystals, "`crystals`"), zone_axes_per_crystal=zone_axes_per_crystal,
         scan=tuple(scan), strain_pct=strain_pct, rotation_deg=rotation_deg,
-        thicknesses_A=floats(thicknesses_A, "`thicknesses_A`"), energy_eV=energy_eV, semiangle_mrad=semiangle_mrad,
+        thicknesses_A=tuple(parse_floats(thicknesses_A, "`thicknesses_A`")), energy_eV=energy_eV, semiangle_mrad=semiangle_mrad,
         box_A=box_A, output_px=output_px, detector_bin=detector_bin, doses=items(doses, "`doses`"), seed=seed,
         threads=threads).check()
     p4d = None
