@@ -48,6 +48,20 @@ def labelled_samples(dataset, split, limit, doses):
         yield s, tilts[key], centre, q, disk_radius_invA(s.semiangle_mrad, s.energy_eV)
 
 
+def pair_disks(qi, qj, pattern, g_list, radius_invA):
+    """For every Friedel pair (g, -g) of ``representatives`` whose two disks both have pixels on the pattern: the
+    two disks as (their g, their pixels' q (Å⁻¹), their intensities), g first."""
+    for g in representatives(g_list, radius_invA):
+        got = []
+        for gg in (g, -g):
+            m = (qi - gg[0]) ** 2 + (qj - gg[1]) ** 2 <= radius_invA ** 2
+            if not m.any():
+                break
+            got.append((gg, np.stack([qi[m], qj[m]], 1), pattern[m]))
+        if len(got) == 2:
+            yield got
+
+
 def pair_pixels(pattern, centre, dk, g_list, radius_invA):
     """For every Friedel pair (g, -g): the pixels of both disks, their q (Å⁻¹), their disk's g, their
     intensity normalised by the pair's mean."""
@@ -56,16 +70,7 @@ def pair_pixels(pattern, centre, dk, g_list, radius_invA):
     qi = (ii - centre[0]) * dk[0]
     qj = (jj - centre[1]) * dk[1]
     A, B, W, P, N = [], [], [], [], []
-    for g in representatives(g_list, radius_invA):
-        pix = []
-        for sgn in (1, -1):
-            gg = sgn * g
-            m = (qi - gg[0]) ** 2 + (qj - gg[1]) ** 2 <= radius_invA ** 2
-            if not m.any():
-                break
-            pix.append((gg, np.stack([qi[m], qj[m]], 1), pattern[m]))
-        if len(pix) < 2:
-            continue
+    for pix in pair_disks(qi, qj, pattern, g_list, radius_invA):
         mean = np.mean(np.concatenate([p[2] for p in pix]))
         if not mean > 0:
             continue

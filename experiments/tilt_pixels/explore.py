@@ -25,7 +25,7 @@ from fourdcrystal.simulation.optics import wavelength_A
 
 # the sample loading and the choice of Friedel pairs are tilt_classical/explore.py's (a sibling script)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tilt_classical"))
-from explore import labelled_samples, representatives  # noqa: E402
+from explore import labelled_samples, pair_disks  # noqa: E402
 
 
 def pair_pixels(pattern, centre, dk, g_list, radius_invA):
@@ -33,17 +33,8 @@ def pair_pixels(pattern, centre, dk, g_list, radius_invA):
     h, w = pattern.shape
     ii, jj = np.mgrid[0:h, 0:w]
     qi, qj = (ii - centre[0]) * dk[0], (jj - centre[1]) * dk[1]
-    reps = representatives(g_list, radius_invA)
     G, Q, I, P = [], [], [], []
-    for g in reps:
-        got = []
-        for gg in (g, -g):
-            m = (qi - gg[0]) ** 2 + (qj - gg[1]) ** 2 <= radius_invA ** 2
-            if not m.any():
-                break
-            got.append((gg, np.stack([qi[m], qj[m]], 1), pattern[m]))
-        if len(got) < 2:
-            continue
+    for got in pair_disks(qi, qj, pattern, g_list, radius_invA):
         k = len(P) // 2  # this pair's index: every pair kept so far added two disks
         for gg, q, v in got:
             G.append(np.broadcast_to(gg, q.shape))

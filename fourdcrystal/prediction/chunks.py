@@ -152,29 +152,28 @@ class ChunkProcessor:
             # alone, the card's rms error at the dose; combined, the error the combination was chosen with
             qz_sigma = self.config.tilt_qz_sigma_mrad if source == "qz" else self.tilt_settings.qz_sigma_mrad
             sigma = np.where(np.isfinite(tilt), qz_sigma, np.nan)
-        if tilted and tilt_grid is not None and method == "model" and source == "learned":
-            from ..detection.tilt import learned_tilt
+        if tilted and tilt_grid is not None and not (from_qz and source == "qz"):
+            from functools import partial
+
+            from ..detection.tilt import combine_tilts, laue_tilt, learned_tilt
             from ..simulation.optics import wavelength_A
 
             pattern, centre, dk_t = tilt_grid
-            semiangle_mrad = self.prep.disk_radius_invA * wavelength_A(self.prep.energy_eV) * 1e3
-            fits = [learned_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, semiangle_mrad,
-                                 self.prep.disk_radius_invA, self.tilt_reader, self.tilt_settings)
-                    for i, (c, e) in enumerate(zip(count, ends))]
-            tilt = np.array([f.tilt_mrad for f in fits], float).reshape(-1, 2)
-            sigma = np.array([f.sigma_mrad for f in fits], float).reshape(-1, 2)
-        elif tilted and tilt_grid is not None and not (from_qz and source == "qz"):
-            from ..detection.tilt import combine_tilts, laue_tilt
-
-            pattern, centre, dk_t = tilt_grid
-            fits = [laue_tilt(pattern[i], centre, dk_t, q[e - c:e], self.prep.energy_eV, self.prep.disk_radius_invA,
-                              self.tilt_settings) for i, (c, e) in enumerate(zip(count, ends))]
-            laue = np.array([f.tilt_mrad for f in fits], float).reshape(-1, 2)
-            laue_sigma = np.array([f.sigma_mrad for f in fits], float).reshape(-1, 2)
-            if tilt is None:
-                tilt, sigma = laue, laue_sigma
+            if method == "model" and source == "learned":
+                semiangle_mrad = self.prep.disk_radius_invA * wavelength_A(self.prep.energy_eV) * 1e3
+                fit = partial(learned_tilt, energy_eV=self.prep.energy_eV, semiangle_mrad=semiangle_mrad,
+                              disk_radius_invA=self.prep.disk_radius_invA, reader=self.tilt_reader,
+                              settings=self.tilt_settings)
+            else:
+                fit = partial(laue_tilt, energy_eV=self.prep.energy_eV, disk_radius_invA=self.prep.disk_radius_invA,
+                              settings=self.tilt_settings)
+            fits = [fit(pattern[i], centre, dk_t, q[e - c:e]) for i, (c, e) in enumerate(zip(count, ends))]
+            fitted = np.array([f.tilt_mrad for f in fits], float).reshape(-1, 2)
+            fitted_sigma = np.array([f.sigma_mrad for f in fits], float).reshape(-1, 2)
+            if tilt is None:  # the Laue fit or the learned read alone
+                tilt, sigma = fitted, fitted_sigma
             else:  # "combined": the inverse-variance mean of the q_z tilt and the Laue fit, position by position
-                both = [combine_tilts([a, b], [sa, sb]) for a, b, sa, sb in zip(tilt, laue, sigma, laue_sigma)]
+                both = [combine_tilts([a, b], [sa, sb]) for a, b, sa, sb in zip(tilt, fitted, sigma, fitted_sigma)]
                 tilt = np.array([t for t, _ in both], float).reshape(-1, 2)
                 sigma = np.array([sg for _, sg in both], float).reshape(-1, 2)
         if tilt is not None:
