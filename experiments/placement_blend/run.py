@@ -1,0 +1,124 @@
+"""Blend the two placements of the model's peaks on the strain surveys (experiment, issue 30).
+
+predict places each model peak twice over, in effect: at the maximum of the network's V_g (a parabola on the
+model's 0.0296 Å⁻¹ grid, what evaluate scores on the test split) and on the measured pattern's correlation with
+the probe at the detector's own pixels (``fine_detector_refine correlation``, the default on finer detectors).
+Their errors come from different places (the network's output; the pattern's noise and dynamical contrast), so a
+weighted mean of the two could beat either. The weight is chosen on the tuning series, with each blend's strain
+fit, as the benchmark chooses fits; scored on the test series on the positions every method fitted.
+
+    python experiments/placement_blend/run.py predict /work/runs/sbench240 --work W --doses clean,1e5
+    python experiments/placement_blend/run.py score /work/runs/sbench240 --work W --doses clean,1e5 \
+        --py4dstem-python .py4dstem-venv/bin/python --json experiments/placement_blend/results_sbench240.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "strain_subpixel"))
+from survey import result_name, survey_files  # noqa: E402  (experiments/strain_subpixel/survey.py)
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the V_g placement's share
+
+
+def run_predict(a) -> int:
+    from fourdcrystal.detection.detect import settings_from_card
+    from fourdcrystal.model.card import RELEASE_WEIGHTS, read_card
+    from fourdcrystal.prediction.stage import PredictConfig, predict
+
+    s = settings_from_card(read_card(RELEASE_WEIGHTS))[0]
+    st = replace(s, model=replace(s.model, fine_detector_refine="model_grid", refine="vg"))
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    for files in survey_files(Path(a.survey), a.doses.split(",")).values():
+        for path in files:
+            res = work / result_name(path)
+            if not res.exists():
+                predict(None, str(path), res, PredictConfig(settings=st, baseline=False, tilt=False))
+    return 0
+
+
+def run_score(a) -> int:
+    from fourdcrystal.evaluation.strain_benchmark import (FIT_GRID, SPLITS, _mean_error, file_truth,
+                                                          py4dstem_vectors, score_fit, summarise)
+    from fourdcrystal.io.vectors import VectorSet, read_vectors
+
+    survey = Path(a.survey)
+    report = json.loads((survey / "report.json").read_text())
+    cached = next(p for p in (survey / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
+    files = survey_files(survey, a.doses.split(","))
+    vectors = {}
+    for s in SPLITS:
+        vectors[s] = []
+        for path in files[s]:
+            v = file_truth(path)
+            corr = read_vectors(cached / result_name(path), "model")
+            vg = read_vectors(Path(a.work) / result_name(path), "model")
+            if not np.array_equal(corr.offsets, vg.offsets):
+                raise SystemExit(f"{path}: the two placements hold different peaks")
+            for w in WEIGHTS:
+                v.methods[f"model vg {w:g}"] = VectorSet(corr.scan_shape, corr.offsets, w * vg.q + (1 - w) * corr.q,
+                                                         corr.intensity, corr.units, corr.bin_width, corr.source, "model")
+            v.methods["baseline"] = read_vectors(cached / result_name(path), "baseline")
+            vectors[s].append(v)
+    blends = [f"model vg {w:g}" for w in WEIGHTS]
+    others = ["baseline"]
+    if a.py4dstem_python:  # its cached runs hold every file of a series folder, so it reads them all
+        every = survey_files(survey, [str(d) for d in report["config"]["doses"]])
+        for s in SPLITS:
+            full = [file_truth(p) for p in every[s]]
+            py4dstem_vectors(Path(a.py4dstem_python), every[s], full, report["py4dstem_settings"], cached)
+            found = {str(v.file): v.methods["py4DSTEM"] for v in full}
+            for v in vectors[s]:
+                v.methods["py4DSTEM"] = found[str(v.file)]
+        others.append("py4DSTEM")
+    chosen, rows = {}, []
+    for m in blends + others:
+        tune = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
+        best = min(tune, key=lambda k: _mean_error(tune[k]))
+        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune[best])}
+        rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+    # the blend the tuning series choose, per dose (predict knows the counts per pattern)
+    by_dose = {}
+    for d in a.doses.split(","):
+        per = {m: _mean_error([r for r in (score_fit(v, m, chosen[m]["fit"]) for v in vectors["tune"]
+                                           if v.dose == d)]) for m in blends}
+        by_dose[d] = min(per, key=per.get)
+    rows += [r | {"method": "model blend (tuned)"} for r in rows if r["method"] == by_dose.get(r["dose"])]
+    methods = blends + ["model blend (tuned)"] + others
+    summary = summarise(rows, methods)
+    common = summary["common_by_dose_and_thickness_A"]
+    print("chosen on the tuning series per dose:", by_dose)
+    print("dose thickness_A " + " | ".join(methods) + "   (rms strain error %, positions every method fitted)")
+    for d in a.doses.split(","):
+        for t in sorted(common.get(d, {}), key=float):
+            cell = common[d][t]
+            print(d, t, " | ".join(f"{cell[m]['strain_rms_error_pct']:.3f}" if cell[m]["strain_rms_error_pct"] is not None
+                                   else "-" for m in methods), f"({cell[methods[0]]['fitted']}/{cell[methods[0]]['positions']})")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"survey": str(survey), "doses": a.doses, "methods": methods,
+                                            "chosen_on_tune_series": chosen, "blend_by_dose": by_dose,
+                                            "summary": summary, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cmd", choices=["predict", "score"])
+    ap.add_argument("survey", help="a strain-benchmark folder (fourdcrystal strain-benchmark made it)")
+    ap.add_argument("--work", required=True, help="where the V_g-placed predict results go")
+    ap.add_argument("--doses", default="clean,1e5")
+    ap.add_argument("--py4dstem-python")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    return run_predict(a) if a.cmd == "predict" else run_score(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
