@@ -13,7 +13,6 @@ fit, as the benchmark chooses fits; scored on the test series on the positions e
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -22,31 +21,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "strain_subpixel"))
-from survey import result_name, survey_files  # noqa: E402  (experiments/strain_subpixel/survey.py)
+from survey import add_py4dstem, main_for, predict_survey, print_common, result_name, survey_files  # noqa: E402  (experiments/strain_subpixel/survey.py)
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the V_g placement's share
 
 
 def run_predict(a) -> int:
-    from fourdcrystal.detection.detect import settings_from_card
-    from fourdcrystal.model.card import RELEASE_WEIGHTS, read_card
-    from fourdcrystal.prediction.stage import PredictConfig, predict
-
-    s = settings_from_card(read_card(RELEASE_WEIGHTS))[0]
-    st = replace(s, model=replace(s.model, fine_detector_refine="model_grid", refine="vg"))
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    for files in survey_files(Path(a.survey), a.doses.split(",")).values():
-        for path in files:
-            res = work / result_name(path)
-            if not res.exists():
-                predict(None, str(path), res, PredictConfig(settings=st, baseline=False, tilt=False))
-    return 0
+    return predict_survey(a, lambda s: replace(s, model=replace(s.model, fine_detector_refine="model_grid",
+                                                                refine="vg")), False)
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import (FIT_GRID, SPLITS, _mean_error, file_truth,
-                                                          py4dstem_vectors, score_fit, summarise)
+    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, _mean_error, choose_and_score, file_truth,
+                                                          score_fit, summarise)
     from fourdcrystal.io.vectors import VectorSet, read_vectors
 
     survey = Path(a.survey)
@@ -69,21 +56,10 @@ def run_score(a) -> int:
             vectors[s].append(v)
     blends = [f"model vg {w:g}" for w in WEIGHTS]
     others = ["baseline"]
-    if a.py4dstem_python:  # its cached runs hold every file of a series folder, so it reads them all
-        every = survey_files(survey, [str(d) for d in report["config"]["doses"]])
-        for s in SPLITS:
-            full = [file_truth(p) for p in every[s]]
-            py4dstem_vectors(Path(a.py4dstem_python), every[s], full, report["py4dstem_settings"], cached)
-            found = {str(v.file): v.methods["py4DSTEM"] for v in full}
-            for v in vectors[s]:
-                v.methods["py4DSTEM"] = found[str(v.file)]
+    if a.py4dstem_python:
+        add_py4dstem(Path(a.py4dstem_python), survey, report, cached, vectors)
         others.append("py4DSTEM")
-    chosen, rows = {}, []
-    for m in blends + others:
-        tune = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
-        best = min(tune, key=lambda k: _mean_error(tune[k]))
-        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune[best])}
-        rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+    chosen, rows = choose_and_score(vectors, blends + others)
     # the blend the tuning series choose, per dose (predict knows the counts per pattern)
     by_dose = {}
     for d in a.doses.split(","):
@@ -93,14 +69,8 @@ def run_score(a) -> int:
     rows += [r | {"method": "model blend (tuned)"} for r in rows if r["method"] == by_dose.get(r["dose"])]
     methods = blends + ["model blend (tuned)"] + others
     summary = summarise(rows, methods)
-    common = summary["common_by_dose_and_thickness_A"]
     print("chosen on the tuning series per dose:", by_dose)
-    print("dose thickness_A " + " | ".join(methods) + "   (rms strain error %, positions every method fitted)")
-    for d in a.doses.split(","):
-        for t in sorted(common.get(d, {}), key=float):
-            cell = common[d][t]
-            print(d, t, " | ".join(f"{cell[m]['strain_rms_error_pct']:.3f}" if cell[m]["strain_rms_error_pct"] is not None
-                                   else "-" for m in methods), f"({cell[methods[0]]['fitted']}/{cell[methods[0]]['positions']})")
+    print_common(summary, methods, a.doses.split(","))
     if a.json:
         Path(a.json).write_text(json.dumps({"survey": str(survey), "doses": a.doses, "methods": methods,
                                             "chosen_on_tune_series": chosen, "blend_by_dose": by_dose,
@@ -108,17 +78,5 @@ def run_score(a) -> int:
     return 0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cmd", choices=["predict", "score"])
-    ap.add_argument("survey", help="a strain-benchmark folder (fourdcrystal strain-benchmark made it)")
-    ap.add_argument("--work", required=True, help="where the V_g-placed predict results go")
-    ap.add_argument("--doses", default="clean,1e5")
-    ap.add_argument("--py4dstem-python")
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    return run_predict(a) if a.cmd == "predict" else run_score(a)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for(__doc__.splitlines()[0], "where the V_g-placed predict results go", run_predict, run_score))

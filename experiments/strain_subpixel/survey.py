@@ -32,26 +32,55 @@ def result_name(path: Path) -> str:
     return f"{path.parent.parent.name}-{path.parent.name}-{path.stem}-bragg.h5"  # the benchmark's own naming
 
 
-def run_predict(a) -> int:
+def add_py4dstem(python: Path, survey: Path, report: dict, cached: Path, vectors: dict) -> None:
+    """py4DSTEM's vectors (the benchmark's cached runs) added to every file of ``vectors``; a cached run holds every
+    file of its series folder, so every file is read, whichever doses ``vectors`` holds."""
+    from fourdcrystal.evaluation.strain_benchmark import SPLITS, file_truth, py4dstem_vectors
+
+    every = survey_files(survey, [str(d) for d in report["config"]["doses"]])
+    for s in SPLITS:
+        full = [file_truth(p) for p in every[s]]
+        py4dstem_vectors(python, every[s], full, report["py4dstem_settings"], cached)
+        found = {str(v.file): v.methods["py4DSTEM"] for v in full}
+        for v in vectors[s]:
+            v.methods["py4DSTEM"] = found[str(v.file)]
+
+
+def print_common(summary: dict, methods: list[str], doses: list[str]) -> None:
+    common = summary["common_by_dose_and_thickness_A"]
+    print("dose thickness_A " + " | ".join(methods) + "   (rms strain error %, positions every method fitted)")
+    for d in doses:
+        for t in sorted(common.get(d, {}), key=float):
+            cell = common[d][t]
+            print(d, t, " | ".join(f"{cell[m]['strain_rms_error_pct']:.3f}" if cell[m]["strain_rms_error_pct"] is not None
+                                   else "-" for m in methods), f"({cell[methods[0]]['fitted']}/{cell[methods[0]]['positions']})")
+
+
+def predict_survey(a, change, baseline: bool) -> int:
+    """predict on every survey file of ``a.doses`` with the card's settings as ``change(settings)`` returns them,
+    results in ``a.work`` (kept and reused)."""
     from fourdcrystal.detection.detect import settings_from_card
     from fourdcrystal.model.card import RELEASE_WEIGHTS, read_card
     from fourdcrystal.prediction.stage import PredictConfig, predict
 
-    s = settings_from_card(read_card(RELEASE_WEIGHTS))[0]
-    st = replace(s, baseline=replace(s.baseline, peaks=replace(s.baseline.peaks, subpixel="dft")))
+    settings = change(settings_from_card(read_card(RELEASE_WEIGHTS))[0])
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    for split, files in survey_files(Path(a.survey), a.doses.split(",")).items():
+    for files in survey_files(Path(a.survey), a.doses.split(",")).values():
         for path in files:
             res = work / result_name(path)
             if not res.exists():
-                predict(None, str(path), res, PredictConfig(settings=st, baseline=True, tilt=False))
+                predict(None, str(path), res, PredictConfig(settings=settings, baseline=baseline, tilt=False))
     return 0
 
 
+def run_predict(a) -> int:
+    return predict_survey(a, lambda s: replace(s, baseline=replace(s.baseline, peaks=replace(s.baseline.peaks,
+                                                                                             subpixel="dft"))), True)
+
+
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import (FIT_GRID, SPLITS, _mean_error, file_truth,
-                                                          py4dstem_vectors, score_fit, summarise)
+    from fourdcrystal.evaluation.strain_benchmark import SPLITS, choose_and_score, file_truth, summarise
     from fourdcrystal.io.vectors import read_vectors
 
     survey = Path(a.survey)
@@ -68,29 +97,12 @@ def run_score(a) -> int:
                 v.methods[m + " dft"] = read_vectors(Path(a.work) / result_name(path), m)
             vectors[s].append(v)
     methods = ["model", "model dft", "baseline", "baseline dft"]
-    if a.py4dstem_python:  # its cached runs hold every file of a series folder, so it reads them all
-        every = survey_files(survey, [str(d) for d in report["config"]["doses"]])
-        for s in SPLITS:
-            full = [file_truth(p) for p in every[s]]
-            py4dstem_vectors(Path(a.py4dstem_python), every[s], full, report["py4dstem_settings"], cached)
-            found = {str(v.file): v.methods["py4DSTEM"] for v in full}
-            for v in vectors[s]:
-                v.methods["py4DSTEM"] = found[str(v.file)]
+    if a.py4dstem_python:
+        add_py4dstem(Path(a.py4dstem_python), survey, report, cached, vectors)
         methods.append("py4DSTEM")
-    chosen, rows = {}, []
-    for m in methods:
-        tune = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
-        best = min(tune, key=lambda k: _mean_error(tune[k]))
-        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune[best])}
-        rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+    chosen, rows = choose_and_score(vectors, methods)
     summary = summarise(rows, methods)
-    common = summary["common_by_dose_and_thickness_A"]
-    print("dose thickness_A " + " | ".join(methods) + "   (rms strain error %, positions every method fitted)")
-    for d in a.doses.split(","):
-        for t in sorted(common.get(d, {}), key=float):
-            cell = common[d][t]
-            print(d, t, " | ".join(f"{cell[m]['strain_rms_error_pct']:.3f}" if cell[m]["strain_rms_error_pct"] is not None
-                                   else "-" for m in methods), f"({cell[methods[0]]['fitted']}/{cell[methods[0]]['positions']})")
+    print_common(summary, methods, a.doses.split(","))
     if a.json:
         Path(a.json).write_text(json.dumps({"survey": str(survey), "doses": a.doses, "methods": methods,
                                             "chosen_on_tune_series": chosen, "summary": summary, "rows": rows},
@@ -98,11 +110,12 @@ def run_score(a) -> int:
     return 0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main_for(description: str, work_help: str, run_predict, run_score) -> int:
+    """The command line both survey experiments share: predict | score SURVEY --work W."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("cmd", choices=["predict", "score"])
     ap.add_argument("survey", help="a strain-benchmark folder (fourdcrystal strain-benchmark made it)")
-    ap.add_argument("--work", required=True, help="where the DFT-placed predict results go")
+    ap.add_argument("--work", required=True, help=work_help)
     ap.add_argument("--doses", default="clean,1e5")
     ap.add_argument("--py4dstem-python")
     ap.add_argument("--json")
@@ -111,4 +124,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for(__doc__.splitlines()[0], "where the DFT-placed predict results go", run_predict, run_score))

@@ -351,6 +351,18 @@ def _mean_error(rows: list[dict]) -> float:
     return float(np.mean(errs)) if errs else math.inf
 
 
+def choose_and_score(vectors: dict, methods: list[str]) -> tuple[dict, list[dict]]:
+    """Each method's strain fit chosen on ``vectors["tune"]`` (the lowest mean error over :data:`FIT_GRID`) and
+    scored on ``vectors["test"]``: (the choice per method, the test rows of :func:`score_fit`)."""
+    chosen, rows = {}, []
+    for m in methods:
+        tune_rows = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
+        best = min(tune_rows, key=lambda k: _mean_error(tune_rows[k]))
+        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune_rows[best])}
+        rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+    return chosen, rows
+
+
 def run_benchmark(out: str | Path, model: str | None = None, config: StrainBenchmarkConfig = StrainBenchmarkConfig(),
                   py4dstem_python: str | Path | None = None, py4dstem_settings: dict | None = None) -> dict:
     """Simulate what is missing, predict, choose each method's fit settings on the tuning series and score the test
@@ -380,12 +392,7 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
             for s in SPLITS:
                 py4dstem_vectors(Path(py4dstem_python), files[s], vectors[s], py4dstem_settings, work)
             methods.append("py4DSTEM")
-        chosen, rows = {}, []
-        for m in methods:
-            tune_rows = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
-            best = min(tune_rows, key=lambda k: _mean_error(tune_rows[k]))
-            chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune_rows[best])}
-            rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
+        chosen, rows = choose_and_score(vectors, methods)
         report = {"schema": SCHEMA, "config": asdict(config), "model": model or "release",
                   "model_weights_sha256": card["weights_sha256"], "peak_settings": card.get("peaks"), "methods": methods,
                   "chosen_on_tune_series": chosen, "py4dstem_settings": py4dstem_settings,
