@@ -184,7 +184,7 @@ def test_a_higher_threshold_by_filtering_is_predict_at_that_threshold(tiny, tmp_
         predict(None, str(f), tmp_path / f"{k}.h5", PredictConfig(settings=at, tilt=False))
         v.methods["model"] = read_vectors(tmp_path / f"{k}.h5", "model")
         direct.append(sb.score_fit(v, "model", fit))
-    assert errs[0.3] == pytest.approx(sb._mean_error(direct), rel=1e-9)
+    assert errs[0.3] == pytest.approx(sb.mean_strain_error(direct), rel=1e-9)
     with pytest.raises(sb.FourdError, match="no tuning series"):
         sb.tuning_files(tmp_path)
 

@@ -32,7 +32,7 @@ def run_predict(a) -> int:
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, _mean_error, choose_and_score, file_truth,
+    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, mean_strain_error, choose_and_score, file_truth,
                                                           score_fit, summarise)
     from fourdcrystal.io.vectors import VectorSet, read_vectors
 
@@ -63,7 +63,7 @@ def run_score(a) -> int:
     # the blend the tuning series choose, per dose (predict knows the counts per pattern)
     by_dose = {}
     for d in a.doses.split(","):
-        per = {m: _mean_error([r for r in (score_fit(v, m, chosen[m]["fit"]) for v in vectors["tune"]
+        per = {m: mean_strain_error([r for r in (score_fit(v, m, chosen[m]["fit"]) for v in vectors["tune"]
                                            if v.dose == d)]) for m in blends}
         by_dose[d] = min(per, key=per.get)
     rows += [r | {"method": "model blend (tuned)"} for r in rows if r["method"] == by_dose.get(r["dose"])]

@@ -113,8 +113,8 @@ def apply(a) -> int:
     import h5py
     import torch
 
-    from fourdcrystal.evaluation.strain_benchmark import (FIT_GRID, SPLITS, _mean_error, file_truth,
-                                                          py4dstem_vectors, score_fit, summarise)
+    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, choose_and_score, file_truth,
+                                                          py4dstem_vectors, summarise)
     from fourdcrystal.io.vectors import read_vectors
     from fourdcrystal.simulation.optics import disk_radius_invA
 
@@ -148,12 +148,8 @@ def apply(a) -> int:
         for s in SPLITS:
             py4dstem_vectors(Path(a.py4dstem_python), files[s], vectors[s], report["py4dstem_settings"], work)
         methods.append("py4DSTEM")
-    chosen, rows = {}, []
-    for m in methods:
-        tune = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
-        best = min(tune, key=lambda k: _mean_error(tune[k]))
-        chosen[m] = json.loads(best)
-        rows += [score_fit(v, m, chosen[m]) for v in vectors["test"]]
+    chosen, rows = choose_and_score(vectors, methods)
+    chosen = {m: c["fit"] for m, c in chosen.items()}
     summary = summarise(rows, methods)
     res = {"survey": str(out), "chosen_on_tune_series": chosen, "common_by_dose_and_thickness_A":
            summary["common_by_dose_and_thickness_A"], "by_dose_and_thickness_A": summary["by_dose_and_thickness_A"]}

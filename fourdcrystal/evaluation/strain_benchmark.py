@@ -343,7 +343,9 @@ def score_fit(v: SeriesVectors, method: str, fit: dict) -> dict:
 FAILED_PCT = 1.0  # a position not fitted counts as this strain error when fit settings are chosen
 
 
-def _mean_error(rows: list[dict]) -> float:
+def mean_strain_error(rows: list[dict]) -> float:
+    """The mean of :func:`score_fit` rows' rms strain errors (%), a row with a position not fitted counted as
+    :data:`FAILED_PCT`: what fit settings are chosen by (inf for no rows)."""
     errs = []
     for r in rows:
         e = r["strain_rms_error_pct"]
@@ -357,8 +359,8 @@ def choose_and_score(vectors: dict, methods: list[str]) -> tuple[dict, list[dict
     chosen, rows = {}, []
     for m in methods:
         tune_rows = {json.dumps(fit): [score_fit(v, m, fit) for v in vectors["tune"]] for fit in FIT_GRID}
-        best = min(tune_rows, key=lambda k: _mean_error(tune_rows[k]))
-        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": _mean_error(tune_rows[best])}
+        best = min(tune_rows, key=lambda k: mean_strain_error(tune_rows[k]))
+        chosen[m] = {"fit": json.loads(best), "tune_mean_strain_rms_error_pct": mean_strain_error(tune_rows[best])}
         rows += [score_fit(v, m, chosen[m]["fit"]) for v in vectors["test"]]
     return chosen, rows
 
@@ -548,7 +550,7 @@ def threshold_strain_errors(model: str | Path, files: list[Path], settings, thre
             v.methods["model"] = VectorSet(a.scan_shape, np.array(offsets), a.q[keep], a.intensity[keep], a.units,
                                            a.bin_width, a.source, "model")
             rows.append(score_fit(v, "model", fit))
-        errors[t] = _mean_error(rows)
+        errors[t] = mean_strain_error(rows)
     return errors
 
 
