@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "strain_subpixel"))
-from survey import add_py4dstem, main_for, predict_survey, print_common, result_name, survey_files  # noqa: E402  (experiments/strain_subpixel/survey.py)
+from survey import add_py4dstem, load_survey, main_for, predict_survey, print_common, result_name  # noqa: E402  (experiments/strain_subpixel/survey.py)
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the V_g placement's share
 
@@ -32,28 +32,21 @@ def run_predict(a) -> int:
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, mean_strain_error, choose_and_score, file_truth,
-                                                          score_fit, summarise)
+    from fourdcrystal.evaluation.strain_benchmark import choose_and_score, mean_strain_error, score_fit, summarise
     from fourdcrystal.io.vectors import VectorSet, read_vectors
 
+    def fill(v, path, cached):
+        corr = read_vectors(cached / result_name(path), "model")
+        vg = read_vectors(Path(a.work) / result_name(path), "model")
+        if not np.array_equal(corr.offsets, vg.offsets):
+            raise SystemExit(f"{path}: the two placements hold different peaks")
+        for w in WEIGHTS:
+            v.methods[f"model vg {w:g}"] = VectorSet(corr.scan_shape, corr.offsets, w * vg.q + (1 - w) * corr.q,
+                                                     corr.intensity, corr.units, corr.bin_width, corr.source, "model")
+        v.methods["baseline"] = read_vectors(cached / result_name(path), "baseline")
+
     survey = Path(a.survey)
-    report = json.loads((survey / "report.json").read_text())
-    cached = next(p for p in (survey / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
-    files = survey_files(survey, a.doses.split(","))
-    vectors = {}
-    for s in SPLITS:
-        vectors[s] = []
-        for path in files[s]:
-            v = file_truth(path)
-            corr = read_vectors(cached / result_name(path), "model")
-            vg = read_vectors(Path(a.work) / result_name(path), "model")
-            if not np.array_equal(corr.offsets, vg.offsets):
-                raise SystemExit(f"{path}: the two placements hold different peaks")
-            for w in WEIGHTS:
-                v.methods[f"model vg {w:g}"] = VectorSet(corr.scan_shape, corr.offsets, w * vg.q + (1 - w) * corr.q,
-                                                         corr.intensity, corr.units, corr.bin_width, corr.source, "model")
-            v.methods["baseline"] = read_vectors(cached / result_name(path), "baseline")
-            vectors[s].append(v)
+    report, cached, files, vectors = load_survey(survey, a.doses.split(","), fill)
     blends = [f"model vg {w:g}" for w in WEIGHTS]
     others = ["baseline"]
     if a.py4dstem_python:

@@ -22,6 +22,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from explore import ODD, collect, disk_features  # noqa: E402
 
+
+def _survey_helpers():
+    """experiments/strain_subpixel/survey.py (loaded by path: this file's own name is survey.py too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("strain_subpixel_survey",
+                                                  Path(__file__).parents[1] / "strain_subpixel" / "survey.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 KEEP = [0, 2, 3, 4, 5, 6, 7, 8, 9]  # explore's features less the radius in pixels
 ODD_KEPT = [KEEP.index(i) for i in ODD]
 
@@ -113,40 +124,33 @@ def apply(a) -> int:
     import h5py
     import torch
 
-    from fourdcrystal.evaluation.strain_benchmark import (SPLITS, choose_and_score, file_truth,
-                                                          py4dstem_vectors, summarise)
+    from fourdcrystal.evaluation.strain_benchmark import SPLITS, choose_and_score, summarise
     from fourdcrystal.io.vectors import read_vectors
     from fourdcrystal.simulation.optics import disk_radius_invA
 
-    out = Path(a.survey)
-    report = json.loads((out / "report.json").read_text())
+    helpers = _survey_helpers()
     saved = torch.load(a.net, weights_only=False)
     net = build(len(KEEP))
     net.load_state_dict(saved["state"])
     mu, sd = saved["mu"], saved["sd"]
-    work = next(p for p in (out / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
-    files = {s: [t.parent / n for t in sorted((out / "series" / s).glob("*/truth.json"))
-                 for n in json.loads(t.read_text())["files"]] for s in SPLITS}
-    vectors = {}
+
+    def fill(v, path, cached):
+        with h5py.File(path, "r") as f:
+            data = f["data"][()].astype(np.float64)
+            dk = float(f["data"].attrs["k_pixel_invA"])
+            r_px = disk_radius_invA(float(f["data"].attrs["semiangle_mrad"]), float(f["data"].attrs["energy_eV"])) / dk
+        for m in ("model", "baseline"):
+            vs = read_vectors(cached / helpers.result_name(path), m)
+            v.methods[m] = vs
+            v.methods[m + "+offset"] = corrected(vs, data, dk, vs.attrs["centre_px"], r_px, net, mu, sd)
+
+    out = Path(a.survey)
+    report, cached, files, vectors = helpers.load_survey(out, None, fill)  # every dose
     for s in SPLITS:
-        vectors[s] = []
-        for path in files[s]:
-            v = file_truth(path)
-            res = work / f"{path.parent.parent.name}-{path.parent.name}-{path.stem}-bragg.h5"
-            with h5py.File(path, "r") as f:
-                data = f["data"][()].astype(np.float64)
-                dk = float(f["data"].attrs["k_pixel_invA"])
-                r_px = disk_radius_invA(float(f["data"].attrs["semiangle_mrad"]), float(f["data"].attrs["energy_eV"])) / dk
-            for m in ("model", "baseline"):
-                vs = read_vectors(res, m)
-                v.methods[m] = vs
-                v.methods[m + "+offset"] = corrected(vs, data, dk, vs.attrs["centre_px"], r_px, net, mu, sd)
-            vectors[s].append(v)
         print(f"{s}: {len(vectors[s])} files", file=sys.stderr)
     methods = ["model", "model+offset", "baseline", "baseline+offset"]
     if a.py4dstem_python:
-        for s in SPLITS:
-            py4dstem_vectors(Path(a.py4dstem_python), files[s], vectors[s], report["py4dstem_settings"], work)
+        helpers.add_py4dstem(Path(a.py4dstem_python), out, report, cached, vectors)
         methods.append("py4DSTEM")
     chosen, rows = choose_and_score(vectors, methods)
     chosen = {m: c["fit"] for m, c in chosen.items()}

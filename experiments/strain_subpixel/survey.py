@@ -32,6 +32,24 @@ def result_name(path: Path) -> str:
     return f"{path.parent.parent.name}-{path.parent.name}-{path.stem}-bragg.h5"  # the benchmark's own naming
 
 
+def load_survey(survey: Path, doses: list[str] | None, fill) -> tuple[dict, Path, dict, dict]:
+    """A strain-benchmark folder's report, its cached predict results' folder, the series files of ``doses`` (None:
+    every dose) by split, and each file's truth with the methods ``fill(v, path, cached)`` puts into ``v.methods``."""
+    from fourdcrystal.evaluation.strain_benchmark import SPLITS, file_truth
+
+    report = json.loads((survey / "report.json").read_text())
+    cached = next(p for p in (survey / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
+    files = survey_files(survey, doses if doses is not None else [str(d) for d in report["config"]["doses"]])
+    vectors = {}
+    for s in SPLITS:
+        vectors[s] = []
+        for path in files[s]:
+            v = file_truth(path)
+            fill(v, path, cached)
+            vectors[s].append(v)
+    return report, cached, files, vectors
+
+
 def add_py4dstem(python: Path, survey: Path, report: dict, cached: Path, vectors: dict) -> None:
     """py4DSTEM's vectors (the benchmark's cached runs) added to every file of ``vectors``; a cached run holds every
     file of its series folder, so every file is read, whichever doses ``vectors`` holds."""
@@ -80,22 +98,16 @@ def run_predict(a) -> int:
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import SPLITS, choose_and_score, file_truth, summarise
+    from fourdcrystal.evaluation.strain_benchmark import choose_and_score, summarise
     from fourdcrystal.io.vectors import read_vectors
 
+    def fill(v, path, cached):
+        for m in ("model", "baseline"):
+            v.methods[m] = read_vectors(cached / result_name(path), m)
+            v.methods[m + " dft"] = read_vectors(Path(a.work) / result_name(path), m)
+
     survey = Path(a.survey)
-    report = json.loads((survey / "report.json").read_text())
-    cached = next(p for p in (survey / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
-    files = survey_files(survey, a.doses.split(","))
-    vectors = {}
-    for s in SPLITS:
-        vectors[s] = []
-        for path in files[s]:
-            v = file_truth(path)
-            for m in ("model", "baseline"):
-                v.methods[m] = read_vectors(cached / result_name(path), m)
-                v.methods[m + " dft"] = read_vectors(Path(a.work) / result_name(path), m)
-            vectors[s].append(v)
+    report, cached, files, vectors = load_survey(survey, a.doses.split(","), fill)
     methods = ["model", "model dft", "baseline", "baseline dft"]
     if a.py4dstem_python:
         add_py4dstem(Path(a.py4dstem_python), survey, report, cached, vectors)
