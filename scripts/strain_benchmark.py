@@ -11,8 +11,8 @@ on the test series: the peak threshold (the card's tuned one, which maximises th
 times 0.5, 1 or 2: a strain fit may prefer fewer, surer vectors or more of them), the fit weights,
 the indexing tolerance and the reflection-offset correction. Both methods get the same grid.
 
-    python scripts/strain_series.py --out strain-series
-    python scripts/strain_series.py --out strain-series-val --seed 1
+    python scripts/strain_series.py --out strain-series --doses clean,1e5,1e4
+    python scripts/strain_series.py --out strain-series-val --seed 1 --doses clean,1e5,1e4
     python scripts/strain_benchmark.py strain-series --tune-on strain-series-val
 """
 

@@ -122,8 +122,11 @@ def test_mib_reader_matches_rosettasciio(scan):
         np.testing.assert_array_equal(s.read(0, 6), np.asarray(ref).reshape(6, 32, 32))
 
 
-def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centre, g_invA, radius_invA, px: int = 48):
-    """Aperture disks at q = 0 and at ``g_invA`` (Å⁻¹) on a detector of ``dk_in`` Å⁻¹ pixels centred at ``centre``."""
+def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centre, g_invA, radius_invA, px: int = 48,
+               uneven: bool = False):
+    """Aperture disks at q = 0 and at ``g_invA`` (Å⁻¹) on a detector of ``dk_in`` Å⁻¹ pixels centred at ``centre``;
+    ``uneven``: each Bragg disk lit as the (100) disks of SrTiO3 [001] at 600 Å are (bright on the side of the zero
+    beam, a dark band across the middle: the dynamical contrast of a thick crystal)."""
     ii, jj = np.mgrid[:px, :px]
     sub = (np.arange(4) + 0.5) / 4 - 0.5  # 4×4 sub-pixels for anti-aliased edges
     img = np.zeros((px, px))
@@ -132,7 +135,13 @@ def _disk_scan(path: Path, card: dict, rows: int, cols: int, dk_in: float, centr
             for b in sub:
                 qi = (ii + a - centre[0]) * dk_in - g[0]
                 qj = (jj + b - centre[1]) * dk_in - g[1]
-                img += (qi**2 + qj**2 <= radius_invA**2) / 16 * (1.0 if g == (0.0, 0.0) else 0.4)
+                inside = (qi**2 + qj**2 <= radius_invA**2) / 16
+                if g == (0.0, 0.0):
+                    img += inside
+                else:
+                    u = (qi * g[0] + qj * g[1]) / np.hypot(*g) / radius_invA  # -1 … 1 across the disk, along g
+                    lit = np.clip(1 - 0.8 * np.exp(-(u - 0.1) ** 2 / 0.15) - 0.3 * u, 0.02, None) if uneven else 1.0
+                    img += inside * 0.4 * lit
     img += 0.002  # a weak diffuse background, as every detector records: no row is empty (dead)
     data = np.broadcast_to(img.astype(np.float32) * 1000, (rows, cols, px, px))
     np.save(path, np.ascontiguousarray(data))
@@ -176,6 +185,69 @@ def test_model_peaks_are_placed_on_the_finer_detector_pixels(model, tmp_path, mo
             assert d < 0.2 * dk_in, (target, v.q)  # on the disk, to a fifth of a detector pixel
         else:
             assert d == pytest.approx(np.linalg.norm(off) * dk_model, rel=0.2)  # where the network put it
+
+
+def test_edges_place_unevenly_lit_disks_by_their_rims(model, tmp_path, monkeypatch):
+    """Disks lit unevenly inside: the correlation of the whole disk places them towards their bright side, ``edges``
+    (the correlation of the edge maps) by their rims, nearer their centres, for the model's peaks and the baseline's
+    disks alike (the card's kernel and sub-pixel mode)."""
+    from fourdcrystal.detection.baseline import BaselineConfig
+    from fourdcrystal.detection.detect import DetectionSettings, ModelPeakSettings
+    from fourdcrystal.detection.peaks import PeakConfig
+    from fourdcrystal.model import inference
+
+    weights, _ = model
+    card = json.loads(weights.with_suffix(".json").read_text())
+    dk_model = float(np.mean(card["input"]["k_sampling_invA"]))
+    g = [(0.55, 0.20), (-0.25, 0.60), (-0.80, -0.30)]
+    radius = 0.0030 / 0.02508
+    dk_in = radius / 4.8  # disks 4.8 px in radius, as on the strain surveys' detectors: their rims resolved
+    path = _disk_scan(tmp_path / "disks.npy", card, 1, 1, dk_in, (48.4, 50.7), g, radius, px=100, uneven=True)
+
+    def fake(self, cbed, probe):  # V_g maxima at each disk's q
+        h, w = cbed.shape[-2:]
+        ii, jj = np.mgrid[:h, :w]
+        vg = np.zeros((len(cbed), h, w), np.float32)
+        for q in [(0.0, 0.0), *g]:
+            c = np.array(q) / dk_model + (h // 2, w // 2)
+            vg += np.exp(-((ii - c[0]) ** 2 + (jj - c[1]) ** 2) / 2.0).astype(np.float32)
+        return vg, np.zeros_like(vg)
+
+    monkeypatch.setattr(inference.Predictor, "__call__", fake)
+    miss = {}
+    for fine in ("correlation", "edges"):
+        settings = DetectionSettings(ModelPeakSettings(min_relative=0.2, refine="vg", fine_detector_refine=fine),
+                                     BaselineConfig(kernel="sigmoid", peaks=PeakConfig(subpixel="parabolic")))
+        res = predict(weights, str(path), tmp_path / f"{fine}.h5",
+                      PredictConfig(settings=settings, baseline=True, tilt=False),
+                      {"k_pixel_invA": dk_in, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+        for method in ("model", "baseline"):
+            q = read_vectors(res["out"], method=method).q
+            miss[fine, method] = np.array([np.linalg.norm(q - np.array(t), axis=1).min() for t in g]) / dk_in
+    for method in ("model", "baseline"):
+        assert (miss["correlation", method] > 0.2).all(), miss  # pulled by a fifth of a pixel or more
+        assert (miss["edges", method] < 0.5 * miss["correlation", method]).all(), miss
+    # counted electrons: below the card's low dose the gradient is mostly shot noise, and the correlation places
+    # the disks; above it, the edges do (the same patterns, one row each)
+    rng = np.random.default_rng(0)
+    clean = np.load(path)[0, 0]
+    counts = np.stack([rng.poisson(clean / clean.sum() * d) for d in (3e3, 1e6)]).astype(np.float32)[None]
+    np.save(tmp_path / "counts.npy", counts)
+    q = {}
+    for fine in ("correlation", "edges"):
+        settings = DetectionSettings(ModelPeakSettings(min_relative=0.2, refine="vg", fine_detector_refine=fine,
+                                                       low_dose_e=3e4, low_dose_min_relative=0.2),
+                                     BaselineConfig(kernel="sigmoid", peaks=PeakConfig(subpixel="parabolic")))
+        res = predict(weights, str(tmp_path / "counts.npy"), tmp_path / f"counts-{fine}.h5",
+                      PredictConfig(settings=settings, baseline=True, tilt=False),
+                      {"k_pixel_invA": dk_in, "energy_eV": 200e3, "semiangle_mrad": 3.0})
+        for method in ("model", "baseline"):
+            v = read_vectors(res["out"], method=method)
+            q[fine, method] = [v.position(p)[0] for p in range(2)]
+    for method in ("model", "baseline"):
+        np.testing.assert_array_equal(q["edges", method][0], q["correlation", method][0])  # 3·10³ e⁻
+        assert q["edges", method][1].shape == q["correlation", method][1].shape
+        assert np.abs(q["edges", method][1] - q["correlation", method][1]).max() > 0.2 * dk_in  # 10⁶ e⁻: moved
 
 
 def test_calibration_puts_disks_at_their_q(model, tmp_path):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import fft as sfft
+from scipy import ndimage
 
 from .peaks import PeakConfig, Peaks, dft_refine, find_peaks, parabolic_offsets
 
@@ -170,6 +171,51 @@ def find_and_refine(patterns: np.ndarray, probe: np.ndarray, config: BaselineCon
         found.append(find_peaks(corr, config.peaks, spectrum=g, mask=mask))
         moved.append(_refine_one(corr, g, pos, config, search_px))
     return found, moved
+
+
+def edge_map(images: np.ndarray, sigma_px: float = 1.0) -> np.ndarray:
+    """The gradient magnitude |∇(G_σ * I)| of an image or of each image of a stack (over the last two axes).
+
+    A CBED disk's edge is where the condenser aperture cuts it, wherever the intensity inside it lies; in a
+    thick crystal that intensity is uneven (the rocking curve across the disk), which pulls a correlation of the
+    whole disk off its centre. The probe's edge map is a ring; correlated with the pattern's, it places a disk
+    by its rim. The Gaussian (``sigma_px`` pixels, 0: none) keeps shot noise from dominating the gradient.
+
+    >>> yy, xx = np.mgrid[:32, :32]
+    >>> disk = ((yy - 16.0) ** 2 + (xx - 16.0) ** 2 <= 36).astype(float)
+    >>> e = edge_map(disk, 1.0)
+    >>> bool(e[16, 16] < 0.01 < e[16, 22])  # flat inside, large on the rim
+    True
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if sigma_px > 0:
+        x = ndimage.gaussian_filter(x, [0] * (x.ndim - 2) + [sigma_px] * 2)
+    gi, gj = np.gradient(x, axis=(-2, -1))
+    return np.hypot(gi, gj)
+
+
+def place_on_edges(patterns: np.ndarray, probe: np.ndarray, positions: list[np.ndarray],
+                   config: BaselineConfig = BaselineConfig(), search_px: float = 1.5,
+                   sigma_px: float = 1.0) -> list[np.ndarray]:
+    """:func:`refine_positions` on the disks' edges: the correlation of the patterns' :func:`edge_map` with the
+    probe's, with the same kernel, power and sub-pixel mode (``config``) and search radius.
+
+    Measured on the strain surveys' fine detectors (1/60 Å⁻¹, disks 4.8 px in radius), where a disk placed so
+    follows the dynamical contrast inside it less (``experiments/disk_edges``); ``predict`` places disks so
+    (``fine_detector_refine="edges"``) only on a detector finer than the model's grid, in patterns that are not
+    dominated by shot noise. A ``sigma_px`` over a fifth of the disk radius blurs the rim into the inside again.
+
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> probe = ((yy - 32.0) ** 2 + (xx - 32.0) ** 2 <= 25).astype(float)
+    >>> rim = ((yy - 32.0) ** 2 + (xx - 44.0) ** 2 <= 25).astype(float)
+    >>> pattern = probe + rim * (1.0 + 0.15 * (xx - 44.0))  # a disk at (32, 44), brighter on its far side
+    >>> config = BaselineConfig(kernel="sigmoid", peaks=PeakConfig(subpixel="parabolic"))
+    >>> whole = refine_positions(pattern[None], probe, [np.array([[32.0, 44.0]])], config, 2.0)[0][0]
+    >>> edges = place_on_edges(pattern[None], probe, [np.array([[32.0, 44.0]])], config, 2.0, sigma_px=0.0)[0][0]
+    >>> print(f"{whole[1] - 44:.2f} px off by the whole disk, {edges[1] - 44:.2f} px by its edges")
+    1.01 px off by the whole disk, -0.05 px by its edges
+    """
+    return refine_positions(edge_map(patterns, sigma_px), edge_map(probe, sigma_px), positions, config, search_px)
 
 
 def _refine_one(corr: np.ndarray, g: np.ndarray, pos: np.ndarray, config: BaselineConfig,

@@ -34,7 +34,7 @@ from .baseline import BaselineConfig, find_bragg_disks_batch, refine_positions
 from .peaks import PeakConfig, Peaks, find_peaks
 
 REFINE_MODES = ("vg", "correlation")
-FINE_DETECTOR_REFINES = ("correlation", "model_grid")
+FINE_DETECTOR_REFINES = ("correlation", "edges", "model_grid")
 THRESHOLD_REFERENCES = ("strongest", "zero_beam")
 
 
@@ -46,8 +46,11 @@ class ModelPeakSettings:
     min_spacing_px: float = 3.0  # model-grid pixels between two peaks
     refine: Literal["vg", "correlation"] = "vg"
     # predict on a detector finer than the model's grid: "correlation" places every peak on the measured
-    # correlation at the detector's own pixels (fourdcrystal.prediction.chunks.placed_on_detector); "model_grid": as refine
-    fine_detector_refine: str = "correlation"
+    # correlation at the detector's own pixels (fourdcrystal.prediction.chunks.placed_on_detector); "edges" on the
+    # correlation of the pattern's and the probe's edge maps there (baseline.place_on_edges), the baseline's disks
+    # too, in patterns of at least low_dose_e electrons (below it, on the correlation); "model_grid": as refine
+    fine_detector_refine: Literal["correlation", "edges", "model_grid"] = "correlation"
+    edge_sigma_detector_px: float = 1.0  # "edges": the Gaussian smoothing before the gradient, detector pixels
     search_px: float = 1.5  # correlation refinement: search radius around the V_g maximum, pixels
     max_peaks: int = 400
     threshold_of: str = "strongest"  # strongest: the strongest maximum; zero_beam: the network's unit, V_g(0)
