@@ -22,7 +22,6 @@ patterns of at least ``low_dose_e`` electrons.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "strain_subpixel"))
-from survey import add_py4dstem, load_survey, predict_survey, print_common, result_name  # noqa: E402  (experiments/strain_subpixel/survey.py)
+from survey import main_for, predict_survey, result_name, score_survey  # noqa: E402  (experiments/strain_subpixel/survey.py)
 
 VARIANTS = {"edge": 0.0, "edge-s0.5": 0.5, "edge-s1": 1.0, "edge-s1.5": 1.5, "edge-s2": 2.0}  # name: Gaussian smoothing before the gradient, px
 
@@ -72,7 +71,6 @@ def run_predict(a) -> int:
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import choose_and_score, summarise
     from fourdcrystal.io.vectors import read_vectors
 
     variants = a.variants.split(",")
@@ -84,34 +82,11 @@ def run_score(a) -> int:
             for m in ("model", "baseline"):
                 v.methods[f"{m} {name}"] = read_vectors(Path(a.work) / name / result_name(path), m)
 
-    survey = Path(a.survey)
-    report, cached, files, vectors = load_survey(survey, a.doses.split(","), fill)
-    methods = ["model"] + [f"model {n}" for n in variants] + ["baseline"] + [f"baseline {n}" for n in variants]
-    if a.py4dstem_python:
-        add_py4dstem(Path(a.py4dstem_python), survey, report, cached, vectors)
-        methods.append("py4DSTEM")
-    chosen, rows = choose_and_score(vectors, methods)
-    summary = summarise(rows, methods)
-    print_common(summary, methods, a.doses.split(","))
-    if a.json:
-        Path(a.json).write_text(json.dumps({"survey": str(survey), "doses": a.doses, "methods": methods,
-                                            "chosen_on_tune_series": chosen, "summary": summary, "rows": rows},
-                                           indent=1) + "\n")
-    return 0
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cmd", choices=["predict", "score"])
-    ap.add_argument("survey", help="a strain-benchmark folder (fourdcrystal strain-benchmark made it)")
-    ap.add_argument("--work", required=True, help="where each variant's predict results go (WORK/VARIANT)")
-    ap.add_argument("--variants", default="edge,edge-s0.5,edge-s1", help=f"comma-separated, of {', '.join(VARIANTS)}")
-    ap.add_argument("--doses", default="clean,1e5")
-    ap.add_argument("--py4dstem-python")
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    return run_predict(a) if a.cmd == "predict" else run_score(a)
+    return score_survey(a, fill, ["model"] + [f"model {n}" for n in variants] + ["baseline"]
+                        + [f"baseline {n}" for n in variants])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for(__doc__.splitlines()[0], "where each variant's predict results go (WORK/VARIANT)", run_predict,
+                      run_score, lambda ap: ap.add_argument("--variants", default="edge,edge-s0.5,edge-s1",
+                                                            help=f"comma-separated, of {', '.join(VARIANTS)}")))

@@ -33,12 +33,17 @@ def result_name(path: Path) -> str:
 
 
 def load_survey(survey: Path, doses: list[str] | None, fill) -> tuple[dict, Path, dict, dict]:
-    """A strain-benchmark folder's report, its cached predict results' folder, the series files of ``doses`` (None:
+    """A strain-benchmark folder's report, the folder of that report's predict results, the series files of ``doses`` (None:
     every dose) by split, and each file's truth with the methods ``fill(v, path, cached)`` puts into ``v.methods``."""
     from fourdcrystal.evaluation.strain_benchmark import SPLITS, file_truth
 
+    import hashlib
+
     report = json.loads((survey / "report.json").read_text())
-    cached = next(p for p in (survey / "vectors").iterdir() if p.is_dir() and any(p.glob("*-bragg.h5")))
+    # the folder of the report's own predict results, named as run_benchmark names it (a survey re-run with another
+    # card's peak settings keeps the earlier folders beside it)
+    key = hashlib.sha256(json.dumps([report["model_weights_sha256"], report["peak_settings"]], sort_keys=True).encode())
+    cached = survey / "vectors" / key.hexdigest()[:12]
     files = survey_files(survey, doses if doses is not None else [str(d) for d in report["config"]["doses"]])
     vectors = {}
     for s in SPLITS:
@@ -98,7 +103,6 @@ def run_predict(a) -> int:
 
 
 def run_score(a) -> int:
-    from fourdcrystal.evaluation.strain_benchmark import choose_and_score, summarise
     from fourdcrystal.io.vectors import read_vectors
 
     def fill(v, path, cached):
@@ -106,9 +110,18 @@ def run_score(a) -> int:
             v.methods[m] = read_vectors(cached / result_name(path), m)
             v.methods[m + " dft"] = read_vectors(Path(a.work) / result_name(path), m)
 
+    return score_survey(a, fill, ["model", "model dft", "baseline", "baseline dft"])
+
+
+def score_survey(a, fill, methods: list[str]) -> int:
+    """Each of ``methods`` (as ``fill`` puts them into each file's vectors; py4DSTEM added with
+    ``a.py4dstem_python``) scored on ``a.survey``'s test series with its fit chosen on the tuning series; prints
+    the rows on the positions every method fitted and writes ``a.json``."""
+    from fourdcrystal.evaluation.strain_benchmark import choose_and_score, summarise
+
     survey = Path(a.survey)
     report, cached, files, vectors = load_survey(survey, a.doses.split(","), fill)
-    methods = ["model", "model dft", "baseline", "baseline dft"]
+    methods = list(methods)
     if a.py4dstem_python:
         add_py4dstem(Path(a.py4dstem_python), survey, report, cached, vectors)
         methods.append("py4DSTEM")
@@ -122,12 +135,15 @@ def run_score(a) -> int:
     return 0
 
 
-def main_for(description: str, work_help: str, run_predict, run_score) -> int:
-    """The command line both survey experiments share: predict | score SURVEY --work W."""
+def main_for(description: str, work_help: str, run_predict, run_score, extra=None) -> int:
+    """The command line the survey experiments share: predict | score SURVEY --work W (``extra(parser)`` adds an
+    experiment's own options)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("cmd", choices=["predict", "score"])
     ap.add_argument("survey", help="a strain-benchmark folder (fourdcrystal strain-benchmark made it)")
     ap.add_argument("--work", required=True, help=work_help)
+    if extra is not None:
+        extra(ap)
     ap.add_argument("--doses", default="clean,1e5")
     ap.add_argument("--py4dstem-python")
     ap.add_argument("--json")
