@@ -71,11 +71,14 @@ class ChunkProcessor:
             start = self._native_start(peaks, shape, xb)
             search = cfg.settings.model.search_px * bg.px_scale
             b_cfg = self.baseline_settings.baseline
+            on_edges = self._on_edges(dose, len(xb))
             if cfg.baseline:  # one correlation of each pattern serves both methods
                 base_found, moved = find_and_refine(xb, bg.probe, b_cfg, start, search, bg.usable)
-            else:
-                moved = refine_positions(xb, bg.probe, start, b_cfg, search)
-            self._place_on_edges(xb, start, search, dose, moved, base_found)
+            else:  # only the patterns not placed on their edges below need the correlation
+                low, moved = np.flatnonzero(~on_edges), list(start)
+                for i, new in zip(low, refine_positions(xb[low], bg.probe, [start[i] for i in low], b_cfg, search)):
+                    moved[i] = new
+            self._place_on_edges(xb, start, search, on_edges, moved, base_found)
             t["correlation" if cfg.baseline else "model_peaks"] += time.perf_counter() - t0
             q = self._native_q(peaks, moved, xb)
         t0 = time.perf_counter()
@@ -111,22 +114,27 @@ class ChunkProcessor:
         start = [to_reciprocal(p, shape, self.dk) - np.asarray(bg.q_offset_invA) for p in peaks]
         return [q / np.asarray(bg.dk_invA) + centre_b for q in start]
 
-    def _place_on_edges(self, xb: np.ndarray, start: list[np.ndarray], search: float, dose: np.ndarray | None,
-                        moved: list[np.ndarray], base_found: list[Peaks] | None) -> None:
-        """With ``fine_detector_refine`` "edges", the patterns of at least ``low_dose_e`` electrons (by their counts;
-        noise-free and integrating detectors count as high doses) have the model's peaks (``moved``, from ``start``)
-        and the baseline's disks (``base_found``) placed again, in place, on the edges of the pattern and of the
-        probe (:func:`~fourdcrystal.detection.baseline.edge_map`). Below that dose the gradient is mostly shot noise,
-        and they keep the whole-disk correlation (``experiments/disk_edges``: 10⁴ and 10³ e⁻ on the strain surveys)."""
+    def _on_edges(self, dose: np.ndarray | None, n: int) -> np.ndarray:
+        """(n,) bool: which patterns :meth:`_place_on_edges` places. With ``fine_detector_refine`` "edges", those of
+        at least ``low_dose_e`` electrons by their counts (noise-free and integrating detectors count as high doses;
+        ``dose`` None: every pattern); below that dose the gradient is mostly shot noise, and they keep the whole-disk
+        correlation (``experiments/disk_edges``: 10⁴ and 10³ e⁻ on the strain surveys)."""
         m = self.config.settings.model
         if m.fine_detector_refine != "edges":
-            return
-        high = np.ones(len(xb), bool) if dose is None else dose >= m.low_dose_e
-        idx = np.flatnonzero(high)
+            return np.zeros(n, bool)
+        return np.ones(n, bool) if dose is None else dose >= m.low_dose_e
+
+    def _place_on_edges(self, xb: np.ndarray, start: list[np.ndarray], search: float, on_edges: np.ndarray,
+                        moved: list[np.ndarray], base_found: list[Peaks] | None) -> None:
+        """The patterns ``on_edges`` marks have the model's peaks (``moved``, from ``start``) and the baseline's
+        disks (``base_found``) placed, in place, on the edges of the pattern and of the probe
+        (:func:`~fourdcrystal.detection.baseline.edge_map`), one edge map of each pattern serving both."""
+        idx = np.flatnonzero(on_edges)
         if not len(idx):
             return
+        sigma = self.config.settings.model.edge_sigma_detector_px
         bg, b_cfg = self.prep.baseline_grid, self.baseline_settings.baseline
-        edges, probe_edges = edge_map(xb[idx], m.edge_sigma_detector_px), edge_map(bg.probe, m.edge_sigma_detector_px)
+        edges, probe_edges = edge_map(xb[idx], sigma), edge_map(bg.probe, sigma)
         for i, new in zip(idx, refine_positions(edges, probe_edges, [start[i] for i in idx], b_cfg, search)):
             moved[i] = new
         if base_found is not None:
