@@ -5,7 +5,7 @@ best validation F1, the one whose vectors fit the strain survey's tuning series 
 by F1 alone. This scores the baseline at other ``min_relative`` on tune's validation patterns and doses, every
 other setting the card's, to see which lie within that margin.
 
-    python experiments/oracle_detection/baseline_f1.py release/dataset --work W --thresholds 0.005,0.002,0.001 \
+    python experiments/oracle_detection/baseline_f1.py release/dataset --work W --thresholds 0.01,0.005,0.002,0.001 \
         --json experiments/oracle_detection/baseline_f1.json
 """
 from __future__ import annotations
