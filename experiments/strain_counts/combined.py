@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fourdcrystal.evaluation.strain_benchmark import file_truth
+from fourdcrystal.evaluation.strain_benchmark import file_truth, vectors_folder
 from fourdcrystal.io.vectors import VectorSet
 from fourdcrystal.maps.strain import StrainConfig, strain_maps
 
@@ -39,7 +39,8 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     n0s = [float(x) for x in a.n0.split(",")]
-    work = next(p for p in (Path(a.out) / "vectors").iterdir() if p.is_dir())
+    report = json.loads((Path(a.out) / "report.json").read_text())  # its own predict results, of the survey's several
+    work = vectors_folder(a.out, report["model_weights_sha256"], report["peak_settings"])
     cw = _count_weights()
     rows = []
     for split in ("tune", "test"):

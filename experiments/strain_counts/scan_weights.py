@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fourdcrystal import lattice
-from fourdcrystal.evaluation.strain_benchmark import file_truth
+from fourdcrystal.evaluation.strain_benchmark import file_truth, vectors_folder
 from fourdcrystal.io.vectors import read_vectors
 from fourdcrystal.maps.strain import StrainConfig, position_vectors, strain_maps
 
@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     floors = [float(x) for x in a.floor.split(",")]
-    work = next(p for p in (Path(a.out) / "vectors").iterdir() if p.is_dir())
+    report = json.loads((Path(a.out) / "report.json").read_text())  # its own predict results, of the survey's several
+    work = vectors_folder(a.out, report["model_weights_sha256"], report["peak_settings"])
     first = {"model": "quartic", "baseline": "none"}
     rows = []
     for split in ("tune", "test"):

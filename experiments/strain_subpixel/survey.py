@@ -35,15 +35,11 @@ def result_name(path: Path) -> str:
 def load_survey(survey: Path, doses: list[str] | None, fill) -> tuple[dict, Path, dict, dict]:
     """A strain-benchmark folder's report, the folder of that report's predict results, the series files of ``doses`` (None:
     every dose) by split, and each file's truth with the methods ``fill(v, path, cached)`` puts into ``v.methods``."""
-    from fourdcrystal.evaluation.strain_benchmark import SPLITS, file_truth
-
-    import hashlib
+    from fourdcrystal.evaluation.strain_benchmark import SPLITS, file_truth, vectors_folder
 
     report = json.loads((survey / "report.json").read_text())
-    # the folder of the report's own predict results, named as run_benchmark names it (a survey re-run with another
-    # card's peak settings keeps the earlier folders beside it)
-    key = hashlib.sha256(json.dumps([report["model_weights_sha256"], report["peak_settings"]], sort_keys=True).encode())
-    cached = survey / "vectors" / key.hexdigest()[:12]
+    # the report's own predict results (a survey re-run with another card keeps the earlier ones beside them)
+    cached = vectors_folder(survey, report["model_weights_sha256"], report["peak_settings"])
     files = survey_files(survey, doses if doses is not None else [str(d) for d in report["config"]["doses"]])
     vectors = {}
     for s in SPLITS:

@@ -365,6 +365,15 @@ def choose_and_score(vectors: dict, methods: list[str]) -> tuple[dict, list[dict
     return chosen, rows
 
 
+def vectors_folder(out: str | Path, weights_sha256: str, peak_settings: dict | None) -> Path:
+    """The folder of a benchmark's predict results for one model's weights and peak settings, OUT/vectors/KEY: they
+    are reused only for the same of both (tune rewrites a card's settings), so a benchmark run again with another
+    card keeps the earlier results beside its own; a report names its own by its ``model_weights_sha256`` and
+    ``peak_settings``."""
+    key = hashlib.sha256(json.dumps([weights_sha256, peak_settings], sort_keys=True).encode())
+    return Path(out) / "vectors" / key.hexdigest()[:12]
+
+
 def run_benchmark(out: str | Path, model: str | None = None, config: StrainBenchmarkConfig = StrainBenchmarkConfig(),
                   py4dstem_python: str | Path | None = None, py4dstem_settings: dict | None = None) -> dict:
     """Simulate what is missing, predict, choose each method's fit settings on the tuning series and score the test
@@ -380,9 +389,7 @@ def run_benchmark(out: str | Path, model: str | None = None, config: StrainBench
     out.mkdir(parents=True, exist_ok=True)
     with output_lock(out / "report.json"):
         folders = simulate_series_files(out, config)
-        # vectors are reused only for the same weights and peak settings (tune rewrites the card's settings)
-        key = hashlib.sha256(json.dumps([card["weights_sha256"], card.get("peaks")], sort_keys=True).encode())
-        work = out / "vectors" / key.hexdigest()[:12]
+        work = vectors_folder(out, card["weights_sha256"], card.get("peaks"))
         work.mkdir(parents=True, exist_ok=True)
         files = {s: [f / n for f in folders if f.parent.name == s for n in json.loads((f / "truth.json").read_text())
                      ["files"]] for s in SPLITS}
