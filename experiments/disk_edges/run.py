@@ -25,32 +25,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from scipy import ndimage
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "strain_subpixel"))
 from survey import main_for, predict_survey, result_name, score_survey  # noqa: E402  (experiments/strain_subpixel/survey.py)
 
 VARIANTS = {"edge": 0.0, "edge-s0.5": 0.5, "edge-s1": 1.0, "edge-s1.5": 1.5, "edge-s2": 2.0}  # name: Gaussian smoothing before the gradient, px
 
 
-def edges(images: np.ndarray, sigma_px: float) -> np.ndarray:
-    """|∇I| over the last two axes of an image or a stack, after a Gaussian of ``sigma_px`` (0: none)."""
-    x = np.asarray(images, np.float64)
-    if sigma_px > 0:
-        x = ndimage.gaussian_filter(x, [0] * (x.ndim - 2) + [sigma_px] * 2)
-    gi, gj = np.gradient(x, axis=(-2, -1))
-    return np.hypot(gi, gj)
-
-
 def found_on_correlation_placed_on_edges(refine, find, sigma_px: float):
     """``find_and_refine`` whose disks (the baseline's) are found on the correlation as before, and whose disks and
     the model's peaks are then both placed on the edges, within the same search radius."""
+    from fourdcrystal.detection.baseline import edge_map
     from fourdcrystal.detection.peaks import Peaks
 
     def both(patterns, probe, config, positions, search_px, mask=None):
         found = find(patterns, probe, config, mask)
-        ep, eprobe = edges(patterns, sigma_px), edges(probe, sigma_px)
+        ep, eprobe = edge_map(patterns, sigma_px), edge_map(probe, sigma_px)
         moved = refine(ep, eprobe, positions, config, search_px)
         again = refine(ep, eprobe, [p.pos_px for p in found], config, search_px)
         return [Peaks(r, p.intensity) for p, r in zip(found, again)], moved

@@ -37,8 +37,9 @@ ORACLES = ("required", "visible")
 
 def exact_reflections(truth: dict, structure, position: int, thickness_A: float, clean: np.ndarray, energy_eV: float,
                       semiangle_mrad: float, k_pixel_invA: float):
-    """(q Å⁻¹ (m, 2), |V_g|/|V_0| (m,), status (m,) of the visibility rule, strength (m,)) of one series position:
-    the specimen rebuilt as simulate_series built it (a cut box, atoms-mode, no tilt), only its lattice used."""
+    """(q Å⁻¹ (m, 2), |V_g|/|V_0| (m,), status (m,) of the visibility rule, strength (m,), ZOLZ (m,) bool, on the
+    scored region (m,) bool) of one series position's reflections: the specimen rebuilt as simulate_series built it
+    (a cut box, atoms-mode, no tilt), only its lattice used."""
     from fourdcrystal.simulation.optics import disk_radius_invA
     from fourdcrystal.simulation.truth import VisibilityRule, measure_strength, reflections
     from fourdcrystal.specimens.specimen import CellPlan, build_specimen, period_z_A
@@ -64,13 +65,13 @@ def exact_reflections(truth: dict, structure, position: int, thickness_A: float,
     return refl.q_invA, vg, status, np.nan_to_num(refl.strength), zolz, scored
 
 
-def oracle_peaks(path: Path, oracle: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per scan position of a series file, (q Å⁻¹ (m, 2), height (m,)) of ``oracle``'s reflections, zero beam
+def oracle_peaks(path: Path) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per oracle, per scan position of a series file, (q Å⁻¹ (m, 2), height (m,)) of its reflections, zero beam
     first; strengths read on the series' noise-free file."""
     import h5py
 
     from fourdcrystal.evaluation.strain_benchmark import CRYSTALS
-    from fourdcrystal.simulation.truth import REQUIRED
+    from fourdcrystal.simulation.truth import REQUIRED, VisibilityRule
 
     truth = json.loads((path.parent / "truth.json").read_text())
     clean_path = path.with_name(path.name.rsplit("-", 1)[0] + "-clean.h5")
@@ -79,17 +80,18 @@ def oracle_peaks(path: Path, oracle: str) -> list[tuple[np.ndarray, np.ndarray]]
         cal = dict(f["data"].attrs)
         thickness = float(f.attrs["thickness_A"])
     structure = CRYSTALS[truth["crystal"]].structure()
-    out = []
+    out = {o: [] for o in ORACLES}
     for i in range(len(clean)):
         q, vg, status, strength, zolz, scored = exact_reflections(truth, structure, i, thickness, clean[i],
                                                                    float(cal["energy_eV"]),
                                                                    float(cal["semiangle_mrad"]),
                                                                    float(cal["k_pixel_invA"]))
         zero = np.all(np.abs(q) < 1e-12, axis=1)
-        keep = status == REQUIRED if oracle == "required" else zolz & scored & (strength >= 0.002)
-        keep |= zero
-        order = np.argsort(~zero[keep], kind="stable")  # the zero beam first
-        out.append((q[keep][order], vg[keep][order]))
+        for oracle, keep in (("required", status == REQUIRED),
+                             ("visible", zolz & scored & (strength >= VisibilityRule().weak_strength))):
+            keep = keep | zero
+            order = np.argsort(~zero[keep], kind="stable")  # the zero beam first
+            out[oracle].append((q[keep][order], vg[keep][order]))
     return out
 
 
@@ -121,17 +123,17 @@ def run_predict(a) -> int:
 
     chunks.ChunkProcessor.__init__ = init
     try:
-        for oracle in a.oracles.split(","):
-            work = Path(a.work) / oracle
-            work.mkdir(parents=True, exist_ok=True)
-            for files in survey_files(Path(a.survey), a.doses.split(",")).values():
-                for path in files:
-                    res = work / result_name(path)
-                    if res.exists():
-                        continue
-                    current["peaks"] = oracle_peaks(path, oracle)
-                    predict(None, str(path), res, PredictConfig(settings=settings, baseline=False, tilt=False,
-                                                                chunk_positions=64))
+        oracles = a.oracles.split(",")
+        for oracle in oracles:
+            (Path(a.work) / oracle).mkdir(parents=True, exist_ok=True)
+        for files in survey_files(Path(a.survey), a.doses.split(",")).values():
+            for path in files:
+                todo = [o for o in oracles if not (Path(a.work) / o / result_name(path)).exists()]
+                peaks = oracle_peaks(path) if todo else {}  # every oracle's from one rebuild of the specimens
+                for oracle in todo:
+                    current["peaks"] = peaks[oracle]
+                    predict(None, str(path), Path(a.work) / oracle / result_name(path),
+                            PredictConfig(settings=settings, baseline=False, tilt=False, chunk_positions=64))
     finally:
         chunks.model_peaks, chunks.ChunkProcessor.__init__ = plain, orig_init
     return 0
